@@ -1,0 +1,1 @@
+//! Holder crate for the cross-crate criterion benchmarks in `benches/`.

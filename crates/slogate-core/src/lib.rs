@@ -1,0 +1,21 @@
+//! Domain types shared by every slogate crate: dimensions, series keys, borrowed observations,
+//! selectors and the errors they raise.
+//!
+//! Design decisions:
+//! - An [`Observation`] borrows every string from the request buffer it was decoded from, so the
+//!   ingest hot path never allocates; only a *new* series turns those bytes into an owned
+//!   [`SeriesKey`].
+//! - The operation of a span is often two parts (`GET` + `/users/{id}`); [`Operation`] keeps the
+//!   parts apart and [`write_key`] joins them into a caller-owned buffer, again without allocating.
+//! - A series key has four fixed dimensions (`service`, `env`, `version`, `operation`) and up to
+//!   [`MAX_EXTRA_DIMS`] configured extras. Missing values are the empty string, shown as `""`.
+//! - This crate does no I/O and knows nothing about OTLP.
+
+mod key;
+mod selector;
+
+pub use key::{write_key, Observation, Operation, SeriesKey, MAX_DIM_BYTES, MAX_EXTRA_DIMS, OVERFLOW};
+pub use selector::{Selector, SelectorError, DIMENSIONS};
+
+mod record;
+pub use record::{ObservationWriter, Recorder};

@@ -1,0 +1,118 @@
+//! OTLP/HTTP receiver: `POST /v1/traces`, protobuf or JSON by Content-Type, optional gzip.
+//!
+//! The response has the request's Content-Type. Errors carry a `google.rpc.Status` body
+//! (protobuf or JSON to match); overload answers 503 with `Retry-After`.
+
+use crate::grpc::{ExportTraceServiceResponse, RpcStatus};
+use crate::pipeline::{IngestError, Pipeline, Transport};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use prost::Message;
+use slogate_core::Recorder;
+use std::io::Read;
+use std::sync::Arc;
+
+const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// The router for the OTLP/HTTP port.
+pub fn router<R: Recorder>(pipeline: Arc<Pipeline<R>>) -> Router {
+    Router::new()
+        .route("/v1/traces", post(export::<R>))
+        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: OTLP/HTTP serves POST /v1/traces\n") })
+        .with_state(pipeline)
+}
+
+async fn export<R: Recorder>(State(pipeline): State<Arc<Pipeline<R>>>, headers: HeaderMap, body: Body) -> Response {
+    let started = std::time::Instant::now();
+    let json = match content_type(&headers) {
+        Some(PROTOBUF) => false,
+        Some(JSON) => true,
+        other => {
+            let err = IngestError::Unsupported(format!(
+                "content type {:?}: send application/x-protobuf or application/json",
+                other.unwrap_or("")
+            ));
+            pipeline.finish(Transport::HttpProtobuf, started, &Err(IngestError::Unsupported(String::new())));
+            return error_response(&err, false);
+        }
+    };
+    let transport = if json { Transport::HttpJson } else { Transport::HttpProtobuf };
+    let result = match pipeline.admit() {
+        Err(e) => Err(e),
+        Ok(_permit) => match read_body(body, &headers, pipeline.limits.max_request_bytes).await {
+            Ok(bytes) => pipeline.process(&bytes, json),
+            Err(e) => Err(e),
+        },
+    };
+    pipeline.finish(transport, started, &result);
+    match result {
+        Ok(tally) => {
+            let resp = ExportTraceServiceResponse::from_tally(&tally);
+            if json {
+                let body = match &resp.partial_success {
+                    // int64 fields are strings in the proto3 JSON mapping.
+                    Some(p) => serde_json::json!({"partialSuccess": {"rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message}}),
+                    None => serde_json::json!({}),
+                };
+                ([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+            } else {
+                ([(header::CONTENT_TYPE, PROTOBUF)], resp.encode_to_vec()).into_response()
+            }
+        }
+        Err(e) => error_response(&e, json),
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = v.split(';').next().unwrap_or("").trim();
+    [PROTOBUF, JSON].into_iter().find(|known| essence.eq_ignore_ascii_case(known)).or(Some(essence))
+}
+
+/// Reads the body up to `limit` bytes, then inflates gzip up to `limit` bytes of output.
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
+    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) || e.to_string().contains("length limit") {
+            IngestError::TooLarge { limit }
+        } else {
+            IngestError::Malformed(format!("could not read the request body: {e}"))
+        }
+    })?;
+    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    match encoding.as_str() {
+        "" | "identity" => Ok(raw),
+        "gzip" => {
+            // Inflate in a blocking-free loop with a hard cap on output: a gzip bomb stops at
+            // `limit + 1` bytes, never allocates past it.
+            let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+            let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+            decoder.read_to_end(&mut out).map_err(|e| IngestError::Malformed(format!("corrupt gzip body: {e}")))?;
+            if out.len() > limit {
+                return Err(IngestError::TooLarge { limit });
+            }
+            Ok(Bytes::from(out))
+        }
+        other => Err(IngestError::Unsupported(format!("content encoding {other:?}: send gzip or no encoding"))),
+    }
+}
+
+fn error_response(err: &IngestError, json: bool) -> Response {
+    let status = RpcStatus { code: err.grpc_code() as i32, message: err.to_string(), details: Vec::new() };
+    let mut resp = if json {
+        let body = serde_json::json!({"code": status.code, "message": status.message});
+        ([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+    } else {
+        ([(header::CONTENT_TYPE, PROTOBUF)], status.encode_to_vec()).into_response()
+    };
+    *resp.status_mut() = err.http_status();
+    if let IngestError::Overloaded(delay) = err {
+        let secs = delay.as_secs().max(1);
+        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}

@@ -1,0 +1,188 @@
+//! The transport-independent part of a receiver: limits, load shedding, decode, record, count.
+
+use crate::extract::{ExtractConfig, Tally};
+use crate::stats::{IngestStats, RequestOutcome};
+use crate::{json, wire};
+use slogate_core::{Observation, ObservationWriter, Recorder};
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Grpc = 0,
+    HttpProtobuf = 1,
+    HttpJson = 2,
+}
+
+impl Transport {
+    pub const ALL: [Transport; 3] = [Transport::Grpc, Transport::HttpProtobuf, Transport::HttpJson];
+    pub fn label(self) -> &'static str {
+        match self {
+            Transport::Grpc => "grpc",
+            Transport::HttpProtobuf => "http_protobuf",
+            Transport::HttpJson => "http_json",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestLimits {
+    /// Largest request body accepted, compressed and after decompression alike.
+    pub max_request_bytes: usize,
+    /// Requests decoded at the same time across both receivers; more are refused.
+    pub max_inflight_requests: usize,
+    /// The delay suggested to clients that were refused for overload.
+    pub retry_after: Duration,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        IngestLimits { max_request_bytes: 64 << 20, max_inflight_requests: 256, retry_after: Duration::from_secs(1) }
+    }
+}
+
+/// Why a request was refused as a whole. Maps to one gRPC code and one HTTP status.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("request body exceeds the {limit}-byte limit")]
+    TooLarge { limit: usize },
+    #[error("unsupported {0}")]
+    Unsupported(String),
+    #[error("too many export requests in flight; retry after {0:?}")]
+    Overloaded(Duration),
+    #[error("internal error while processing the request")]
+    Internal,
+}
+
+impl IngestError {
+    pub(crate) fn outcome(&self) -> RequestOutcome {
+        match self {
+            IngestError::Malformed(_) => RequestOutcome::Malformed,
+            IngestError::TooLarge { .. } => RequestOutcome::TooLarge,
+            IngestError::Unsupported(_) => RequestOutcome::Unsupported,
+            IngestError::Overloaded(_) => RequestOutcome::Overloaded,
+            IngestError::Internal => RequestOutcome::Internal,
+        }
+    }
+    /// The one mapping from error kind to gRPC code.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            IngestError::Malformed(_) | IngestError::Unsupported(_) => tonic::Code::InvalidArgument,
+            IngestError::TooLarge { .. } => tonic::Code::ResourceExhausted,
+            IngestError::Overloaded(_) => tonic::Code::Unavailable,
+            IngestError::Internal => tonic::Code::Internal,
+        }
+    }
+    /// The one mapping from error kind to HTTP status.
+    pub fn http_status(&self) -> http::StatusCode {
+        match self {
+            IngestError::Malformed(_) => http::StatusCode::BAD_REQUEST,
+            IngestError::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Unsupported(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::Overloaded(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Shared by both receivers: the recorder, the extraction rules, the limits and the counters.
+pub struct Pipeline<R: Recorder> {
+    pub recorder: Arc<R>,
+    pub extract: ExtractConfig,
+    pub limits: IngestLimits,
+    pub stats: Arc<IngestStats>,
+    inflight: Arc<Semaphore>,
+}
+
+thread_local! {
+    /// A reusable observation buffer per thread, so a request does not allocate one.
+    static OBS_POOL: RefCell<Vec<Observation<'static>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers bigger than this are not kept for reuse, so one huge request does not pin memory.
+const POOL_KEEP_CAPACITY: usize = 1 << 16;
+
+/// Runs `f` with an empty observation vector borrowed from the thread's pool.
+fn with_observations<'b, T>(f: impl FnOnce(&mut Vec<Observation<'b>>) -> T) -> T {
+    let pooled = OBS_POOL.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    // Re-typing an empty vector through an in-place collect keeps its allocation (same size and
+    // alignment) without unsafe code: the lifetime only changes at compile time.
+    let mut buf: Vec<Observation<'b>> = pooled.into_iter().map(|_| unreachable!("pool is empty")).collect();
+    let out = f(&mut buf);
+    buf.clear();
+    if buf.capacity() <= POOL_KEEP_CAPACITY {
+        let back: Vec<Observation<'static>> = buf.into_iter().map(|_| unreachable!("cleared")).collect();
+        OBS_POOL.with(|p| *p.borrow_mut() = back);
+    }
+    out
+}
+
+impl<R: Recorder> Pipeline<R> {
+    pub fn new(recorder: Arc<R>, extract: ExtractConfig, limits: IngestLimits, stats: Arc<IngestStats>) -> Self {
+        let inflight = Arc::new(Semaphore::new(limits.max_inflight_requests.max(1)));
+        Pipeline { recorder, extract, limits, stats, inflight }
+    }
+
+    /// Takes an in-flight slot or refuses the request.
+    pub fn admit(&self) -> Result<OwnedSemaphorePermit, IngestError> {
+        self.inflight.clone().try_acquire_owned().map_err(|_| IngestError::Overloaded(self.limits.retry_after))
+    }
+
+    /// Decodes a protobuf or JSON body (already decompressed) and records it. Nothing is
+    /// recorded unless the whole body decodes. A panic is caught and reported as `Internal`.
+    pub fn process(&self, body: &[u8], json: bool) -> Result<Tally, IngestError> {
+        let run = || {
+            if json {
+                let req = json::parse(body).map_err(|e| IngestError::Malformed(format!("invalid OTLP/JSON: {e}")))?;
+                Ok(with_observations(|obs| {
+                    let mut tally = Tally::default();
+                    json::extract_request(&req, &self.extract, obs, &mut tally);
+                    self.record(obs);
+                    tally
+                }))
+            } else {
+                with_observations(|obs| {
+                    let mut tally = Tally::default();
+                    wire::decode_traces(body, &self.extract, obs, &mut tally)
+                        .map_err(|e| IngestError::Malformed(format!("invalid ExportTraceServiceRequest: {e}")))?;
+                    self.record(obs);
+                    Ok(tally)
+                })
+            }
+        };
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+            tracing::error!("panic while processing an export request");
+            Err(IngestError::Internal)
+        });
+        if let Ok(tally) = &result {
+            self.stats.count_tally(tally);
+        }
+        result
+    }
+
+    fn record(&self, obs: &[Observation<'_>]) {
+        if obs.is_empty() {
+            return;
+        }
+        let mut writer = self.recorder.writer();
+        for o in obs {
+            writer.record(o);
+        }
+    }
+
+    pub(crate) fn finish(&self, transport: Transport, started: std::time::Instant, result: &Result<Tally, IngestError>) {
+        let outcome = match result {
+            Ok(t) if t.total_rejected() > 0 => RequestOutcome::Partial,
+            Ok(_) => RequestOutcome::Ok,
+            Err(e) => e.outcome(),
+        };
+        self.stats.count_request(transport, outcome, started.elapsed());
+        if let Err(e) = result {
+            tracing::debug!(transport = transport.label(), error = %e, "export request refused");
+        }
+    }
+}

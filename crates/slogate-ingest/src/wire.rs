@@ -1,0 +1,279 @@
+//! The OTLP trace fast path: walks `ExportTraceServiceRequest` protobuf bytes and extracts
+//! observations without materialising messages or attribute strings.
+//!
+//! HOT PATH: everything here runs per span. It allocates nothing (observations borrow from the
+//! request buffer and are pushed into a caller-owned vector), reads only the fields extraction
+//! needs and skips the rest by wire type. Every length is checked against the bytes that are
+//! actually there, never trusted for allocation.
+//!
+//! Field numbers (opentelemetry-proto, collector/trace/v1 and trace/v1):
+//! request{1: resource_spans}; ResourceSpans{1: resource, 2: scope_spans};
+//! Resource{1: attributes}; ScopeSpans{2: spans}; Span{1: trace_id, 2: span_id, 5: name,
+//! 6: kind, 7: start (fixed64), 8: end (fixed64), 9: attributes, 15: status};
+//! Status{3: code}; KeyValue{1: key, 2: value}; AnyValue{1: string, 3: int}.
+
+use crate::extract::{extract, AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally};
+use slogate_core::Observation;
+
+/// A request that is not valid protobuf for `ExportTraceServiceRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed protobuf: {what} at byte {offset}")]
+pub struct WireError {
+    pub what: &'static str,
+    pub offset: usize,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    /// Offset of `buf` in the whole request, for error messages.
+    base: usize,
+}
+
+const WT_VARINT: u8 = 0;
+const WT_I64: u8 = 1;
+const WT_LEN: u8 = 2;
+const WT_I32: u8 = 5;
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8], base: usize) -> Self {
+        Reader { buf, pos: 0, base }
+    }
+
+    fn err(&self, what: &'static str) -> WireError {
+        WireError { what, offset: self.base + self.pos }
+    }
+
+    #[inline]
+    fn done(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    #[inline]
+    fn varint(&mut self) -> Result<u64, WireError> {
+        let mut out: u64 = 0;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                return Err(self.err("truncated varint"));
+            };
+            self.pos += 1;
+            out |= u64::from(b & 0x7F) << (7 * i);
+            if b < 0x80 {
+                return Ok(out);
+            }
+        }
+        Err(self.err("varint longer than 10 bytes"))
+    }
+
+    #[inline]
+    fn tag(&mut self) -> Result<(u32, u8), WireError> {
+        let t = self.varint()?;
+        let field = (t >> 3) as u32;
+        if field == 0 || t >> 3 > u64::from(u32::MAX >> 3) {
+            return Err(self.err("invalid field number"));
+        }
+        Ok((field, (t & 7) as u8))
+    }
+
+    #[inline]
+    fn bytes(&mut self) -> Result<(&'a [u8], usize), WireError> {
+        let len = self.varint()?;
+        let start = self.pos;
+        if len > (self.buf.len() - start) as u64 {
+            return Err(self.err("length-delimited field runs past the end of its message"));
+        }
+        self.pos = start + len as usize;
+        Ok((&self.buf[start..self.pos], self.base + start))
+    }
+
+    #[inline]
+    fn fixed64(&mut self) -> Result<u64, WireError> {
+        let Some(b) = self.buf.get(self.pos..self.pos + 8) else {
+            return Err(self.err("truncated fixed64"));
+        };
+        self.pos += 8;
+        Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+
+    #[inline]
+    fn skip(&mut self, wire_type: u8) -> Result<(), WireError> {
+        match wire_type {
+            WT_VARINT => self.varint().map(drop),
+            WT_I64 => self.fixed64().map(drop),
+            WT_LEN => self.bytes().map(drop),
+            WT_I32 => {
+                if self.buf.len() - self.pos < 4 {
+                    return Err(self.err("truncated fixed32"));
+                }
+                self.pos += 4;
+                Ok(())
+            }
+            _ => Err(self.err("unsupported wire type")),
+        }
+    }
+
+    /// Reads a length-delimited field after checking its wire type.
+    #[inline]
+    fn expect_len(&mut self, wire_type: u8) -> Result<(&'a [u8], usize), WireError> {
+        if wire_type != WT_LEN {
+            return Err(self.err("wrong wire type for a message or string field"));
+        }
+        self.bytes()
+    }
+}
+
+/// Decodes a whole request, pushing observations into `out` and counting the rest in `tally`.
+/// On `Err` the request must be refused as a whole; `out` may hold a prefix and is to be dropped.
+pub fn decode_traces<'a>(
+    buf: &'a [u8],
+    cfg: &ExtractConfig,
+    out: &mut Vec<Observation<'a>>,
+    tally: &mut Tally,
+) -> Result<(), WireError> {
+    let mut r = Reader::new(buf, 0);
+    let mut resource_index = 0u32;
+    while !r.done() {
+        let (field, wt) = r.tag()?;
+        if field == 1 {
+            let (rs, base) = r.expect_len(wt)?;
+            resource_spans(rs, base, resource_index, cfg, out, tally)?;
+            resource_index = resource_index.saturating_add(1);
+        } else {
+            r.skip(wt)?;
+        }
+    }
+    Ok(())
+}
+
+fn resource_spans<'a>(
+    buf: &'a [u8],
+    base: usize,
+    resource_index: u32,
+    cfg: &ExtractConfig,
+    out: &mut Vec<Observation<'a>>,
+    tally: &mut Tally,
+) -> Result<(), WireError> {
+    // The resource may come after the spans on the wire (fields may appear in any order), so
+    // the resource is read first in its own pass.
+    let mut res = ResourceFields::default();
+    let mut r = Reader::new(buf, base);
+    while !r.done() {
+        let (field, wt) = r.tag()?;
+        if field == 1 {
+            let (resource, rbase) = r.expect_len(wt)?;
+            let mut rr = Reader::new(resource, rbase);
+            while !rr.done() {
+                let (f, w) = rr.tag()?;
+                if f == 1 {
+                    let (kv, kbase) = rr.expect_len(w)?;
+                    let (key, value) = key_value(kv, kbase)?;
+                    res.offer(cfg, key, value);
+                } else {
+                    rr.skip(w)?;
+                }
+            }
+        } else {
+            r.skip(wt)?;
+        }
+    }
+    let mut r = Reader::new(buf, base);
+    let mut span_index = 0u32;
+    while !r.done() {
+        let (field, wt) = r.tag()?;
+        if field == 2 {
+            let (scope, sbase) = r.expect_len(wt)?;
+            let mut sr = Reader::new(scope, sbase);
+            while !sr.done() {
+                let (f, w) = sr.tag()?;
+                if f == 2 {
+                    let (span_bytes, spbase) = sr.expect_len(w)?;
+                    let fields = span(span_bytes, spbase, cfg)?;
+                    match extract(cfg, &res, &fields) {
+                        Extracted::Observation(o) => {
+                            out.push(o);
+                            tally.recorded += 1;
+                        }
+                        Extracted::Skipped => tally.skipped += 1,
+                        Extracted::Rejected(why) => tally.reject(why, resource_index, span_index),
+                    }
+                    span_index = span_index.saturating_add(1);
+                } else {
+                    sr.skip(w)?;
+                }
+            }
+        } else {
+            r.skip(wt)?;
+        }
+    }
+    Ok(())
+}
+
+#[inline]
+fn id_ok(id: &[u8], len: usize) -> bool {
+    id.len() == len && id.iter().any(|b| *b != 0)
+}
+
+#[inline]
+fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanFields<'a>, WireError> {
+    let mut s = SpanFields::default();
+    let mut r = Reader::new(buf, base);
+    while !r.done() {
+        let (field, wt) = r.tag()?;
+        match (field, wt) {
+            (1, WT_LEN) => s.trace_id_ok = id_ok(r.bytes()?.0, 16),
+            (2, WT_LEN) => s.span_id_ok = id_ok(r.bytes()?.0, 8),
+            (5, WT_LEN) => s.name = r.bytes()?.0,
+            (6, WT_VARINT) => s.kind = r.varint()? as i32,
+            (7, WT_I64) => s.start_ns = r.fixed64()?,
+            (8, WT_I64) => s.end_ns = r.fixed64()?,
+            (9, WT_LEN) => {
+                let (kv, kbase) = r.bytes()?;
+                let (key, value) = key_value(kv, kbase)?;
+                s.offer(cfg, key, value);
+            }
+            (15, WT_LEN) => {
+                let (status, stbase) = r.bytes()?;
+                let mut sr = Reader::new(status, stbase);
+                while !sr.done() {
+                    let (f, w) = sr.tag()?;
+                    if (f, w) == (3, WT_VARINT) {
+                        s.status_code = sr.varint()? as i32;
+                    } else {
+                        sr.skip(w)?;
+                    }
+                }
+            }
+            (1 | 2 | 5 | 6 | 7 | 8 | 9 | 15, _) => return Err(r.err("wrong wire type for a span field")),
+            _ => r.skip(wt)?,
+        }
+    }
+    Ok(s)
+}
+
+/// Reads a `KeyValue`: the key bytes and, for string and int values, the value.
+#[inline]
+fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireError> {
+    let mut key: &[u8] = b"";
+    let mut value = AttrValue::Absent;
+    let mut r = Reader::new(buf, base);
+    while !r.done() {
+        let (field, wt) = r.tag()?;
+        match field {
+            1 => key = r.expect_len(wt)?.0,
+            2 => {
+                let (any, abase) = r.expect_len(wt)?;
+                let mut ar = Reader::new(any, abase);
+                while !ar.done() {
+                    let (f, w) = ar.tag()?;
+                    match (f, w) {
+                        (1, WT_LEN) => value = AttrValue::Str(ar.bytes()?.0),
+                        (3, WT_VARINT) => value = AttrValue::Int(ar.varint()? as i64),
+                        _ => ar.skip(w)?,
+                    }
+                }
+            }
+            _ => r.skip(wt)?,
+        }
+    }
+    Ok((key, value))
+}

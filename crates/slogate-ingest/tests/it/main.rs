@@ -1,0 +1,4 @@
+//! Integration tests of the ingest crate: the wire fast path against prost (the reference
+//! decoder), and decoder robustness on hostile input.
+
+mod differential;
