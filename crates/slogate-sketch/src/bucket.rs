@@ -47,21 +47,33 @@ pub const fn bucket_lower(idx: u16) -> u64 {
 #[inline]
 pub const fn bucket_upper(idx: u16) -> u64 {
     let idx = clamp(idx);
-    if idx == MAX_INDEX { u64::MAX } else { bucket_lower(idx + 1) }
+    if idx == MAX_INDEX {
+        u64::MAX
+    } else {
+        bucket_lower(idx + 1)
+    }
 }
 
 /// Largest value in bucket `idx` (inclusive).
 #[inline]
 pub(crate) const fn bucket_last(idx: u16) -> u64 {
     let idx = clamp(idx);
-    if idx == MAX_INDEX { u64::MAX } else { bucket_lower(idx + 1) - 1 }
+    if idx == MAX_INDEX {
+        u64::MAX
+    } else {
+        bucket_lower(idx + 1) - 1
+    }
 }
 
 /// Width of bucket `idx` in values.
 #[inline]
 pub(crate) const fn bucket_width(idx: u16) -> u64 {
     let idx = clamp(idx);
-    if idx < SUB_COUNT { 1 } else { 1 << ((idx >> SUB_BITS) - 1) }
+    if idx < SUB_COUNT {
+        1
+    } else {
+        1 << ((idx >> SUB_BITS) - 1)
+    }
 }
 
 /// Representative value of bucket `idx`: the midpoint of `[lower, upper)`, rounded down.
@@ -91,28 +103,112 @@ mod tests {
         assert_eq!(bucket_index(c.v), c.idx, "index of {}", c.v);
         assert_eq!(bucket_lower(c.idx), c.lower, "lower of {}", c.idx);
         assert_eq!(bucket_upper(c.idx), c.upper, "upper of {}", c.idx);
-        assert!(c.lower <= c.v && (c.v < c.upper || c.idx == MAX_INDEX), "{} in bucket", c.v);
+        assert!(
+            c.lower <= c.v && (c.v < c.upper || c.idx == MAX_INDEX),
+            "{} in bucket",
+            c.v
+        );
     }
 
     #[test]
     fn index_and_bounds_table() {
         let cases = [
-            Case { v: 0, idx: 0, lower: 0, upper: 1 },
-            Case { v: 1, idx: 1, lower: 1, upper: 2 },
-            Case { v: 127, idx: 127, lower: 127, upper: 128 },
-            Case { v: 128, idx: 128, lower: 128, upper: 129 },
-            Case { v: 129, idx: 129, lower: 129, upper: 130 },
-            Case { v: 255, idx: 255, lower: 255, upper: 256 },
-            Case { v: 256, idx: 256, lower: 256, upper: 258 },
-            Case { v: 257, idx: 256, lower: 256, upper: 258 },
-            Case { v: 511, idx: 383, lower: 510, upper: 512 },
-            Case { v: 512, idx: 384, lower: 512, upper: 516 },
-            Case { v: 1 << 20, idx: 14 * 128, lower: 1 << 20, upper: (1 << 20) + (1 << 13) },
-            Case { v: 3_600_000_000_000, idx: 4561, lower: 209 << 34, upper: 210 << 34 },
-            Case { v: u64::MAX / 2, idx: 7295, lower: 255 << 55, upper: 1 << 63 },
-            Case { v: 1 << 63, idx: 7296, lower: 1 << 63, upper: (129 << 56) },
-            Case { v: u64::MAX - 1, idx: MAX_INDEX, lower: 255 << 56, upper: u64::MAX },
-            Case { v: u64::MAX, idx: MAX_INDEX, lower: 255 << 56, upper: u64::MAX },
+            Case {
+                v: 0,
+                idx: 0,
+                lower: 0,
+                upper: 1,
+            },
+            Case {
+                v: 1,
+                idx: 1,
+                lower: 1,
+                upper: 2,
+            },
+            Case {
+                v: 127,
+                idx: 127,
+                lower: 127,
+                upper: 128,
+            },
+            Case {
+                v: 128,
+                idx: 128,
+                lower: 128,
+                upper: 129,
+            },
+            Case {
+                v: 129,
+                idx: 129,
+                lower: 129,
+                upper: 130,
+            },
+            Case {
+                v: 255,
+                idx: 255,
+                lower: 255,
+                upper: 256,
+            },
+            Case {
+                v: 256,
+                idx: 256,
+                lower: 256,
+                upper: 258,
+            },
+            Case {
+                v: 257,
+                idx: 256,
+                lower: 256,
+                upper: 258,
+            },
+            Case {
+                v: 511,
+                idx: 383,
+                lower: 510,
+                upper: 512,
+            },
+            Case {
+                v: 512,
+                idx: 384,
+                lower: 512,
+                upper: 516,
+            },
+            Case {
+                v: 1 << 20,
+                idx: 14 * 128,
+                lower: 1 << 20,
+                upper: (1 << 20) + (1 << 13),
+            },
+            Case {
+                v: 3_600_000_000_000,
+                idx: 4561,
+                lower: 209 << 34,
+                upper: 210 << 34,
+            },
+            Case {
+                v: u64::MAX / 2,
+                idx: 7295,
+                lower: 255 << 55,
+                upper: 1 << 63,
+            },
+            Case {
+                v: 1 << 63,
+                idx: 7296,
+                lower: 1 << 63,
+                upper: (129 << 56),
+            },
+            Case {
+                v: u64::MAX - 1,
+                idx: MAX_INDEX,
+                lower: 255 << 56,
+                upper: u64::MAX,
+            },
+            Case {
+                v: u64::MAX,
+                idx: MAX_INDEX,
+                lower: 255 << 56,
+                upper: u64::MAX,
+            },
         ];
         for c in &cases {
             check(c);

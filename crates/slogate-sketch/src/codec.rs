@@ -72,7 +72,11 @@ impl Sketch {
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.push(FORMAT_VERSION);
         put_varint(out, u128::from(self.count));
-        let (min, max) = if self.is_empty() { (0, 0) } else { (self.min, self.max) };
+        let (min, max) = if self.is_empty() {
+            (0, 0)
+        } else {
+            (self.min, self.max)
+        };
         put_varint(out, u128::from(min));
         put_varint(out, u128::from(max));
         put_varint(out, self.sum);
@@ -108,8 +112,14 @@ impl Sketch {
         if h.count == 0 {
             return Ok(());
         }
-        let count = self.count.checked_add(h.count).ok_or(DecodeError::MergeOverflow)?;
-        let sum = self.sum.checked_add(h.sum).ok_or(DecodeError::MergeOverflow)?;
+        let count = self
+            .count
+            .checked_add(h.count)
+            .ok_or(DecodeError::MergeOverflow)?;
+        let sum = self
+            .sum
+            .checked_add(h.sum)
+            .ok_or(DecodeError::MergeOverflow)?;
         self.cover(h.first, h.last, false);
         let mut r = Reader { bytes, pos: h.body };
         let mut idx = 0u64;
@@ -150,7 +160,16 @@ fn validate(bytes: &[u8]) -> Result<Header, DecodeError> {
             return Err(DecodeError::NonZeroEmpty);
         }
         r.finish()?;
-        return Ok(Header { count, min, max, sum, entries, body, first: 0, last: 0 });
+        return Ok(Header {
+            count,
+            min,
+            max,
+            sum,
+            entries,
+            body,
+            first: 0,
+            last: 0,
+        });
     }
     if min > max {
         return Err(DecodeError::MinAboveMax { min, max });
@@ -208,7 +227,16 @@ fn validate(bytes: &[u8]) -> Result<Header, DecodeError> {
         return Err(DecodeError::SumOutOfRange(sum));
     }
     r.finish()?;
-    Ok(Header { count, min, max, sum, entries, body, first, last })
+    Ok(Header {
+        count,
+        min,
+        max,
+        sum,
+        entries,
+        body,
+        first,
+        last,
+    })
 }
 
 /// Unsigned LEB128: 7 bits per byte, least significant group first, high bit = more follows.
@@ -241,7 +269,10 @@ impl Reader<'_> {
         let last_max = (1u8 << (bits - 7 * (max_bytes - 1))) - 1;
         let mut v = 0u128;
         for i in 0..max_bytes {
-            let &b = self.bytes.get(self.pos).ok_or(DecodeError::Truncated { field })?;
+            let &b = self
+                .bytes
+                .get(self.pos)
+                .ok_or(DecodeError::Truncated { field })?;
             self.pos += 1;
             if i == max_bytes - 1 && b > last_max {
                 return Err(DecodeError::VarintOverflow { field });
@@ -301,7 +332,10 @@ mod tests {
             (127, &[0x7f]),
             (128, &[0x80, 0x01]),
             (300, &[0xac, 0x02]),
-            (u128::from(u64::MAX), &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            (
+                u128::from(u64::MAX),
+                &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
         ];
         for &(v, bytes) in cases {
             assert_eq!(varint(v), bytes, "encode {v}");
@@ -311,7 +345,14 @@ mod tests {
         }
         let max = varint(u128::MAX);
         assert_eq!(max.len(), 19);
-        assert_eq!(Reader { bytes: &max, pos: 0 }.u128("x"), Ok(u128::MAX));
+        assert_eq!(
+            Reader {
+                bytes: &max,
+                pos: 0
+            }
+            .u128("x"),
+            Ok(u128::MAX)
+        );
     }
 
     #[test]
@@ -335,7 +376,12 @@ mod tests {
             let mut s = sketch_of(&[1, 1_000, 1_000_000]);
             let before = (s.clone(), s.heap_bytes());
             assert_eq!(s.merge_encoded(&c.bytes), Err(c.want.clone()), "{}", c.name);
-            assert_eq!((s.clone(), s.heap_bytes()), before, "{} modified self", c.name);
+            assert_eq!(
+                (s.clone(), s.heap_bytes()),
+                before,
+                "{} modified self",
+                c.name
+            );
         }
         let i1000 = u128::from(bucket_index(1000));
         let valid = raw(1, &[2, 10, 1000, 1010, 2, 10, 1, i1000 - 10, 1]);
@@ -343,9 +389,21 @@ mod tests {
         let mut trailing = valid.clone();
         trailing.push(0);
         let cases = [
-            Case { name: "empty input", bytes: vec![], want: DecodeError::Empty },
-            Case { name: "version 0", bytes: vec![0], want: DecodeError::UnsupportedVersion(0) },
-            Case { name: "version 2", bytes: raw(2, &[0]), want: DecodeError::UnsupportedVersion(2) },
+            Case {
+                name: "empty input",
+                bytes: vec![],
+                want: DecodeError::Empty,
+            },
+            Case {
+                name: "version 0",
+                bytes: vec![0],
+                want: DecodeError::UnsupportedVersion(0),
+            },
+            Case {
+                name: "version 2",
+                bytes: raw(2, &[0]),
+                want: DecodeError::UnsupportedVersion(2),
+            },
             Case {
                 name: "version only",
                 bytes: vec![1],
@@ -433,7 +491,20 @@ mod tests {
             },
             Case {
                 name: "counts overflow u64",
-                bytes: raw(1, &[u128::from(u64::MAX), 9, 10, 9, 2, 9, u128::from(u64::MAX), 1, 1]),
+                bytes: raw(
+                    1,
+                    &[
+                        u128::from(u64::MAX),
+                        9,
+                        10,
+                        9,
+                        2,
+                        9,
+                        u128::from(u64::MAX),
+                        1,
+                        1,
+                    ],
+                ),
                 want: DecodeError::CountMismatch(u64::MAX),
             },
             Case {
@@ -456,7 +527,11 @@ mod tests {
                 bytes: raw(1, &[1, 9, 9, 10, 1, 9, 1]),
                 want: DecodeError::SumOutOfRange(10),
             },
-            Case { name: "trailing byte", bytes: trailing, want: DecodeError::TrailingBytes(1) },
+            Case {
+                name: "trailing byte",
+                bytes: trailing,
+                want: DecodeError::TrailingBytes(1),
+            },
             Case {
                 name: "trailing after empty",
                 bytes: raw(1, &[0, 0, 0, 0, 0, 0]),
@@ -489,7 +564,10 @@ mod tests {
         ];
         for e in errors {
             let msg = e.to_string();
-            assert!(msg.chars().next().is_some_and(|c| c.is_lowercase()), "{msg}");
+            assert!(
+                msg.chars().next().is_some_and(|c| c.is_lowercase()),
+                "{msg}"
+            );
             assert!(!msg.ends_with('.'), "{msg}");
         }
     }

@@ -30,7 +30,14 @@ pub struct Sketch {
 impl Sketch {
     /// An empty sketch; allocates nothing until the first value is recorded.
     pub const fn new() -> Sketch {
-        Sketch { counts: Vec::new(), lo: 0, count: 0, sum: 0, min: u64::MAX, max: 0 }
+        Sketch {
+            counts: Vec::new(),
+            lo: 0,
+            count: 0,
+            sum: 0,
+            min: u64::MAX,
+            max: 0,
+        }
     }
 
     /// Records one value.
@@ -83,9 +90,16 @@ impl Sketch {
         }
         let cur_lo = usize::from(self.lo);
         let cur_hi = cur_lo + len - 1;
-        let new_lo = if first < cur_lo { first.min(cur_lo.saturating_sub(pad)) } else { cur_lo };
-        let new_hi =
-            if last > cur_hi { last.max(cur_hi + pad).min(NUM_BUCKETS - 1) } else { cur_hi };
+        let new_lo = if first < cur_lo {
+            first.min(cur_lo.saturating_sub(pad))
+        } else {
+            cur_lo
+        };
+        let new_hi = if last > cur_hi {
+            last.max(cur_hi + pad).min(NUM_BUCKETS - 1)
+        } else {
+            cur_hi
+        };
         let new_len = new_hi - new_lo + 1;
         if new_lo == cur_lo {
             if new_len > len {
@@ -118,7 +132,10 @@ impl Sketch {
         let src_start = usize::from(first - other.lo);
         let src = &other.counts[src_start..=usize::from(last - other.lo)];
         let dst_start = usize::from(first - self.lo);
-        for (d, s) in self.counts[dst_start..dst_start + src.len()].iter_mut().zip(src) {
+        for (d, s) in self.counts[dst_start..dst_start + src.len()]
+            .iter_mut()
+            .zip(src)
+        {
             *d += s;
         }
         self.count += other.count;
@@ -177,7 +194,10 @@ impl Sketch {
         let mut order: [usize; N] = std::array::from_fn(|i| i);
         // `None` ranks sort first and are skipped; the rest are answered in rank order.
         order.sort_unstable_by_key(|&i| ranks[i]);
-        let mut pending = order.iter().filter_map(|&i| ranks[i].map(|r| (i, r))).peekable();
+        let mut pending = order
+            .iter()
+            .filter_map(|&i| ranks[i].map(|r| (i, r)))
+            .peekable();
         let mut seen = 0u64;
         for (off, &c) in self.counts.iter().enumerate() {
             if pending.peek().is_none() {
@@ -305,7 +325,10 @@ mod tests {
         let s = Sketch::new();
         assert!(s.is_empty());
         assert_eq!(s.heap_bytes(), 0);
-        assert_eq!((s.min(), s.max(), s.mean(), s.quantile(0.5)), (None, None, None, None));
+        assert_eq!(
+            (s.min(), s.max(), s.mean(), s.quantile(0.5)),
+            (None, None, None, None)
+        );
         assert_eq!(s.count_at_most(u64::MAX), 0);
         assert_eq!(s.buckets().count(), 0);
         assert_eq!(s, Sketch::default());
@@ -343,18 +366,62 @@ mod tests {
             assert_eq!(s.quantile(c.q), c.want, "values {:?} q {}", c.values, c.q);
         }
         let cases = [
-            Case { values: &[], q: 0.5, want: None },
-            Case { values: &[7], q: 0.0, want: Some(7) },
-            Case { values: &[7], q: 1.0, want: Some(7) },
-            Case { values: &[1, 2, 3, 4], q: 0.5, want: Some(2) },
-            Case { values: &[1, 2, 3, 4], q: 0.51, want: Some(3) },
-            Case { values: &[4, 3, 2, 1], q: 1.0, want: Some(4) },
-            Case { values: &[0, 0, 0, 127, 128, 129], q: 0.5, want: Some(0) },
-            Case { values: &[0, 0, 0, 127, 128, 129], q: 0.9, want: Some(129) },
+            Case {
+                values: &[],
+                q: 0.5,
+                want: None,
+            },
+            Case {
+                values: &[7],
+                q: 0.0,
+                want: Some(7),
+            },
+            Case {
+                values: &[7],
+                q: 1.0,
+                want: Some(7),
+            },
+            Case {
+                values: &[1, 2, 3, 4],
+                q: 0.5,
+                want: Some(2),
+            },
+            Case {
+                values: &[1, 2, 3, 4],
+                q: 0.51,
+                want: Some(3),
+            },
+            Case {
+                values: &[4, 3, 2, 1],
+                q: 1.0,
+                want: Some(4),
+            },
+            Case {
+                values: &[0, 0, 0, 127, 128, 129],
+                q: 0.5,
+                want: Some(0),
+            },
+            Case {
+                values: &[0, 0, 0, 127, 128, 129],
+                q: 0.9,
+                want: Some(129),
+            },
             // Representative 257 is above the exact max 256, so it is clamped.
-            Case { values: &[256], q: 0.5, want: Some(256) },
-            Case { values: &[u64::MAX], q: 0.5, want: Some(u64::MAX) },
-            Case { values: &[u64::MAX - 1, u64::MAX], q: 0.0, want: Some(u64::MAX - 1) },
+            Case {
+                values: &[256],
+                q: 0.5,
+                want: Some(256),
+            },
+            Case {
+                values: &[u64::MAX],
+                q: 0.5,
+                want: Some(u64::MAX),
+            },
+            Case {
+                values: &[u64::MAX - 1, u64::MAX],
+                q: 0.0,
+                want: Some(u64::MAX - 1),
+            },
         ];
         for c in &cases {
             check(c);
@@ -365,7 +432,10 @@ mod tests {
     fn quantiles_answer_in_any_order() {
         let s = sketch_of(&(1..=100).collect::<Vec<_>>());
         let got = s.quantiles([0.99, f64::NAN, 0.0, 0.5, 0.5, 1.0]);
-        assert_eq!(got, [Some(99), None, Some(1), Some(50), Some(50), Some(100)]);
+        assert_eq!(
+            got,
+            [Some(99), None, Some(1), Some(50), Some(50), Some(100)]
+        );
         assert_eq!(s.quantiles::<0>([]), []);
     }
 

@@ -30,14 +30,15 @@ fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
     if bytes.is_empty() {
         return;
     }
+    let len = bytes.len();
     match *m {
-        Mutation::FlipBit(ref i, bit) => bytes[i.index(bytes.len())] ^= 1 << bit,
-        Mutation::Set(ref i, b) => bytes[i.index(bytes.len())] = b,
-        Mutation::Insert(ref i, b) => bytes.insert(i.index(bytes.len() + 1), b),
+        Mutation::FlipBit(ref i, bit) => bytes[i.index(len)] ^= 1 << bit,
+        Mutation::Set(ref i, b) => bytes[i.index(len)] = b,
+        Mutation::Insert(ref i, b) => bytes.insert(i.index(len + 1), b),
         Mutation::Remove(ref i) => {
-            bytes.remove(i.index(bytes.len()));
+            bytes.remove(i.index(len));
         }
-        Mutation::Truncate(ref i) => bytes.truncate(i.index(bytes.len())),
+        Mutation::Truncate(ref i) => bytes.truncate(i.index(len)),
     }
 }
 

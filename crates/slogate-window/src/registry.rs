@@ -1,0 +1,454 @@
+//! The series registry, per-worker shards, slot closing and window queries.
+//!
+//! HOT PATH: [`Writer::record`] runs once per span.
+
+use crate::history::{Agg, History};
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use slogate_core::{write_key, Observation, ObservationWriter, Recorder, Selector, SeriesKey, OVERFLOW};
+use slogate_sketch::Sketch;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+
+pub type SeriesId = u32;
+
+/// Time source, so tests can move time by hand.
+pub trait Clock: Send + Sync + 'static {
+    /// Seconds since the Unix epoch.
+    fn now_unix(&self) -> u64;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_unix(&self) -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(pub AtomicU64);
+
+impl Clock for ManualClock {
+    fn now_unix(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+impl ManualClock {
+    pub fn new(t: u64) -> Arc<Self> {
+        Arc::new(ManualClock(AtomicU64::new(t)))
+    }
+    pub fn advance(&self, secs: u64) {
+        self.0.fetch_add(secs, Relaxed);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    pub slot_seconds: u64,
+    pub fine_retention_seconds: u64,
+    pub coarse_slot_seconds: u64,
+    pub coarse_retention_seconds: u64,
+    pub max_series_per_service: usize,
+    pub max_series: usize,
+    /// Overflow series per service that keep their env and version before all collapse into one.
+    pub max_overflow_series_per_service: usize,
+    pub extra_dims: Vec<String>,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            slot_seconds: 10,
+            fine_retention_seconds: 3600,
+            coarse_slot_seconds: 300,
+            coarse_retention_seconds: 3 * 86400,
+            max_series_per_service: 2000,
+            max_series: 100_000,
+            max_overflow_series_per_service: 8,
+            extra_dims: Vec::new(),
+        }
+    }
+}
+
+impl WindowConfig {
+    fn fine_keep(&self) -> u64 {
+        self.fine_retention_seconds.div_ceil(self.slot_seconds) + 1
+    }
+    fn coarse_keep(&self) -> u64 {
+        self.coarse_retention_seconds.div_ceil(self.coarse_slot_seconds) + 1
+    }
+}
+
+/// What a window query found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WindowStats {
+    pub requests: u64,
+    pub errors: u64,
+    pub sketch: Sketch,
+    /// Series that matched the selector (with or without data in the window).
+    pub series: usize,
+    /// The window actually covered, in seconds (a whole number of slots).
+    pub covered_seconds: u64,
+}
+
+struct Series {
+    key: SeriesKey,
+    history: Mutex<History>,
+}
+
+#[derive(Default)]
+struct ServiceEntry {
+    regular: usize,
+    overflow_series: usize,
+    ids: Vec<SeriesId>,
+}
+
+const NO_SLOT: u64 = u64::MAX;
+
+struct OpenSlot {
+    slot: u64,
+    aggs: Vec<Agg>,
+    touched: Vec<SeriesId>,
+}
+
+impl OpenSlot {
+    const fn new() -> Self {
+        OpenSlot { slot: NO_SLOT, aggs: Vec::new(), touched: Vec::new() }
+    }
+}
+
+struct ShardState {
+    cache: HashMap<Box<[u8]>, SeriesId>,
+    key_buf: Vec<u8>,
+    open: [OpenSlot; 2],
+}
+
+type Shard = Mutex<ShardState>;
+
+#[derive(Default)]
+pub struct RegistryStats {
+    pub overflow_observations: AtomicU64,
+    pub series_created: AtomicU64,
+    pub slots_closed: AtomicU64,
+}
+
+pub struct Registry {
+    id: u64,
+    cfg: WindowConfig,
+    clock: Arc<dyn Clock>,
+    index: DashMap<Box<[u8]>, SeriesId>,
+    series: RwLock<Vec<Arc<Series>>>,
+    services: Mutex<HashMap<String, ServiceEntry>>,
+    shards: Mutex<Vec<Arc<Shard>>>,
+    pub stats: RegistryStats,
+}
+
+static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// This thread's shard of each registry it has written to.
+    static SHARDS: RefCell<Vec<(u64, Weak<Shard>)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Registry {
+    pub fn new(cfg: WindowConfig, clock: Arc<dyn Clock>) -> Arc<Registry> {
+        assert!(cfg.slot_seconds > 0 && cfg.coarse_slot_seconds >= cfg.slot_seconds, "validated by config");
+        Arc::new(Registry {
+            id: NEXT_REGISTRY.fetch_add(1, Relaxed),
+            cfg,
+            clock,
+            index: DashMap::new(),
+            series: RwLock::new(Vec::new()),
+            services: Mutex::new(HashMap::new()),
+            shards: Mutex::new(Vec::new()),
+            stats: RegistryStats::default(),
+        })
+    }
+
+    pub fn config(&self) -> &WindowConfig {
+        &self.cfg
+    }
+
+    pub fn now_unix(&self) -> u64 {
+        self.clock.now_unix()
+    }
+
+    fn shard(&self) -> Arc<Shard> {
+        SHARDS.with(|cell| {
+            let mut list = cell.borrow_mut();
+            if let Some(s) = list.iter().find(|(id, _)| *id == self.id).and_then(|(_, w)| w.upgrade()) {
+                return s;
+            }
+            list.retain(|(_, w)| w.strong_count() > 0);
+            let shard = Arc::new(Mutex::new(ShardState {
+                cache: HashMap::new(),
+                key_buf: Vec::with_capacity(256),
+                open: [OpenSlot::new(), OpenSlot::new()],
+            }));
+            self.shards.lock().push(shard.clone());
+            list.push((self.id, Arc::downgrade(&shard)));
+            shard
+        })
+    }
+
+    /// Finds or creates the series for `key`; the flag says whether the mapping may be cached
+    /// (overflow mappings are not, so a flood of distinct keys cannot grow the shard caches).
+    #[cold]
+    fn resolve(&self, key: &[u8]) -> (SeriesId, bool) {
+        if let Some(id) = self.index.get(key) {
+            return (*id, true);
+        }
+        let mut services = self.services.lock();
+        if let Some(id) = self.index.get(key) {
+            return (*id, true);
+        }
+        let owned = SeriesKey::from_key_bytes(key);
+        let total = self.series.read().len();
+        let fits_service = services.get(&owned.service).is_none_or(|s| s.regular < self.cfg.max_series_per_service);
+        if fits_service && total < self.cfg.max_series {
+            let id = self.create(&mut services, owned, key, false);
+            return (id, true);
+        }
+        self.stats.overflow_observations.fetch_add(1, Relaxed);
+        let extras = vec![OVERFLOW.to_string(); owned.extras.len()];
+        let mut candidates = Vec::with_capacity(2);
+        if total < self.cfg.max_series {
+            candidates.push(SeriesKey { operation: OVERFLOW.into(), extras: extras.clone(), ..owned.clone() });
+            candidates.push(SeriesKey {
+                env: OVERFLOW.into(),
+                version: OVERFLOW.into(),
+                operation: OVERFLOW.into(),
+                extras: extras.clone(),
+                ..owned.clone()
+            });
+        } else {
+            candidates.push(SeriesKey {
+                service: OVERFLOW.into(),
+                env: OVERFLOW.into(),
+                version: OVERFLOW.into(),
+                operation: OVERFLOW.into(),
+                extras,
+            });
+        }
+        let last = candidates.len() - 1;
+        for (i, cand) in candidates.into_iter().enumerate() {
+            let bytes = cand.key_bytes();
+            if let Some(id) = self.index.get(&bytes[..]) {
+                return (*id, false);
+            }
+            let room = services.get(&cand.service).is_none_or(|s| s.overflow_series < self.cfg.max_overflow_series_per_service);
+            if room || i == last {
+                return (self.create(&mut services, cand, &bytes, true), false);
+            }
+        }
+        unreachable!("the last candidate is always created")
+    }
+
+    fn create(&self, services: &mut HashMap<String, ServiceEntry>, key: SeriesKey, key_bytes: &[u8], overflow: bool) -> SeriesId {
+        let mut series = self.series.write();
+        let id = series.len() as SeriesId;
+        let entry = services.entry(key.service.clone()).or_default();
+        if overflow {
+            entry.overflow_series += 1;
+        } else {
+            entry.regular += 1;
+        }
+        entry.ids.push(id);
+        series.push(Arc::new(Series { key, history: Mutex::new(History::default()) }));
+        self.index.insert(key_bytes.into(), id);
+        self.stats.series_created.fetch_add(1, Relaxed);
+        id
+    }
+
+    /// Merges every open slot that has ended into the series histories. Call it at least once
+    /// per slot; calling it more often is harmless.
+    pub fn close_slots(&self) {
+        let current = self.clock.now_unix() / self.cfg.slot_seconds;
+        let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
+        for shard in shards {
+            let mut state = shard.lock();
+            let mut order = [0usize, 1];
+            order.sort_by_key(|i| state.open[*i].slot);
+            for i in order {
+                if state.open[i].slot != NO_SLOT && state.open[i].slot < current {
+                    self.flush(&mut state.open[i]);
+                }
+            }
+        }
+    }
+
+    fn flush(&self, open: &mut OpenSlot) {
+        let series = self.series.read();
+        let (fine_keep, coarse_keep) = (self.cfg.fine_keep(), self.cfg.coarse_keep());
+        for id in open.touched.drain(..) {
+            let agg = &mut open.aggs[id as usize];
+            series[id as usize].history.lock().add(
+                open.slot,
+                agg,
+                self.cfg.slot_seconds,
+                fine_keep,
+                self.cfg.coarse_slot_seconds,
+                coarse_keep,
+            );
+            agg.clear();
+        }
+        open.slot = NO_SLOT;
+        self.stats.slots_closed.fetch_add(1, Relaxed);
+    }
+
+    /// The series of the selector's service that match it, with their ids.
+    fn select(&self, sel: &Selector) -> Vec<(SeriesId, Arc<Series>)> {
+        let Some(service) = sel.service() else { return Vec::new() };
+        let ids: Vec<SeriesId> = self.services.lock().get(service).map(|s| s.ids.clone()).unwrap_or_default();
+        let series = self.series.read();
+        ids.into_iter()
+            .map(|id| (id, series[id as usize].clone()))
+            .filter(|(_, s)| sel.matches(&s.key, &self.cfg.extra_dims))
+            .collect()
+    }
+
+    /// Requests, errors and the merged latency sketch of the series matching `sel` over the last
+    /// `window_seconds`.
+    pub fn query(&self, sel: &Selector, window_seconds: u64) -> WindowStats {
+        let now = self.clock.now_unix();
+        let slot_s = self.cfg.slot_seconds;
+        let current = now / slot_s;
+        let fine = window_seconds <= self.cfg.fine_retention_seconds;
+        let (first_fine, covered) = if fine {
+            let n = window_seconds.div_ceil(slot_s);
+            (current.saturating_sub(n), (n + 1) * slot_s)
+        } else {
+            let cs = self.cfg.coarse_slot_seconds;
+            let n = window_seconds.div_ceil(cs);
+            let first_coarse = (now / cs).saturating_sub(n);
+            (first_coarse * cs / slot_s, (n + 1) * cs)
+        };
+        let selected = self.select(sel);
+        let mut agg = Agg::default();
+        for (_, s) in &selected {
+            let h = s.history.lock();
+            if fine {
+                h.collect_fine(first_fine, &mut agg);
+            } else {
+                h.collect_coarse(first_fine * slot_s / self.cfg.coarse_slot_seconds, &mut agg);
+            }
+        }
+        let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
+        for shard in shards {
+            let state = shard.lock();
+            for open in &state.open {
+                if open.slot == NO_SLOT || open.slot < first_fine {
+                    continue;
+                }
+                for (id, _) in &selected {
+                    if let Some(a) = open.aggs.get(*id as usize) {
+                        agg.merge(a);
+                    }
+                }
+            }
+        }
+        WindowStats { requests: agg.requests, errors: agg.errors, sketch: agg.sketch, series: selected.len(), covered_seconds: covered }
+    }
+
+    /// Number of series, including overflow series.
+    pub fn series_count(&self) -> usize {
+        self.series.read().len()
+    }
+
+    /// Keys of the series of one service (or all services).
+    pub fn series_keys(&self, service: Option<&str>) -> Vec<SeriesKey> {
+        self.series.read().iter().filter(|s| service.is_none_or(|svc| s.key.service == svc)).map(|s| s.key.clone()).collect()
+    }
+
+    /// Heap bytes held by series histories, keys and open shard state: the figure behind
+    /// "bytes per series".
+    pub fn memory_bytes(&self) -> usize {
+        let series: usize = self
+            .series
+            .read()
+            .iter()
+            .map(|s| {
+                let k = &s.key;
+                s.history.lock().heap_bytes()
+                    + k.service.len()
+                    + k.env.len()
+                    + k.version.len()
+                    + k.operation.len()
+                    + k.extras.iter().map(|e| e.len() + 24).sum::<usize>()
+                    + std::mem::size_of::<Series>()
+            })
+            .sum();
+        let shards: usize = self
+            .shards
+            .lock()
+            .iter()
+            .map(|sh| {
+                let st = sh.lock();
+                st.cache.keys().map(|k| k.len() + 16).sum::<usize>()
+                    + st.open.iter().map(|o| o.aggs.capacity() * std::mem::size_of::<Agg>() + o.aggs.iter().map(|a| a.sketch.heap_bytes()).sum::<usize>()).sum::<usize>()
+            })
+            .sum();
+        series + shards + self.index.len() * 48
+    }
+}
+
+/// Records one batch into the calling thread's shard.
+pub struct Writer<'a> {
+    reg: &'a Registry,
+    state: parking_lot::ArcMutexGuard<parking_lot::RawMutex, ShardState>,
+    slot: u64,
+}
+
+impl Recorder for Registry {
+    type Writer<'a> = Writer<'a>;
+    fn writer(&self) -> Writer<'_> {
+        let shard = self.shard();
+        let slot = self.clock.now_unix() / self.cfg.slot_seconds;
+        Writer { reg: self, state: Mutex::lock_arc(&shard), slot }
+    }
+}
+
+impl ObservationWriter for Writer<'_> {
+    // HOT PATH
+    #[inline]
+    fn record(&mut self, obs: &Observation<'_>) {
+        let reg = self.reg;
+        let state = &mut *self.state;
+        write_key(obs, reg.cfg.extra_dims.len(), &mut state.key_buf);
+        let id = match state.cache.get(state.key_buf.as_slice()) {
+            Some(id) => *id,
+            None => {
+                let (id, cacheable) = reg.resolve(&state.key_buf);
+                if cacheable {
+                    state.cache.insert(state.key_buf.as_slice().into(), id);
+                }
+                id
+            }
+        };
+        let i = (self.slot & 1) as usize;
+        let open = &mut state.open[i];
+        if open.slot != self.slot {
+            if open.slot != NO_SLOT {
+                // The closer is behind by two slots; flush the stale state here rather than mix.
+                reg.flush(open);
+            }
+            open.slot = self.slot;
+        }
+        if open.aggs.len() <= id as usize {
+            open.aggs.resize_with(id as usize + 1, Agg::default);
+        }
+        let agg = &mut open.aggs[id as usize];
+        if agg.requests == 0 {
+            open.touched.push(id);
+        }
+        agg.requests += 1;
+        agg.errors += u64::from(obs.error);
+        agg.sketch.record(obs.duration_ns);
+    }
+}

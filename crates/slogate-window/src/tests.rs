@@ -1,0 +1,176 @@
+//! Registry tests: freshness, slot closing, windows, threads, cardinality caps, retention.
+
+use crate::{ManualClock, Registry, WindowConfig};
+use slogate_core::{Observation, ObservationWriter, Operation, Recorder, Selector, OVERFLOW};
+use std::sync::Arc;
+
+const T0: u64 = 1_800_000_000; // a multiple of 300, so slots line up with coarse slots
+
+fn obs<'a>(service: &'a str, version: &'a str, op: &'a str, error: bool, ms: u64) -> Observation<'a> {
+    Observation {
+        service: service.as_bytes(),
+        env: b"prod",
+        version: version.as_bytes(),
+        operation: Operation::single(op.as_bytes()),
+        extras: [b""; 4],
+        error,
+        duration_ns: ms * 1_000_000,
+    }
+}
+
+fn setup(cfg: WindowConfig) -> (Arc<Registry>, Arc<ManualClock>) {
+    let clock = ManualClock::new(T0);
+    (Registry::new(cfg, clock.clone()), clock)
+}
+
+fn sel(pairs: &[(&str, &str)]) -> Selector {
+    Selector::new(pairs.iter().copied(), &[]).unwrap()
+}
+
+fn record(reg: &Registry, items: &[Observation<'_>]) {
+    let mut w = reg.writer();
+    for o in items {
+        w.record(o);
+    }
+}
+
+#[test]
+fn fresh_data_is_visible_before_its_slot_closes() {
+    let (reg, _clock) = setup(WindowConfig::default());
+    record(&reg, &[obs("checkout", "v1", "GET /", false, 10), obs("checkout", "v1", "GET /", true, 30)]);
+    let w = reg.query(&sel(&[("service", "checkout")]), 60);
+    assert_eq!((w.requests, w.errors, w.series), (2, 1, 1));
+    assert_eq!(w.sketch.max(), Some(30_000_000));
+}
+
+#[test]
+fn windows_cover_whole_slots() {
+    let (reg, clock) = setup(WindowConfig::default());
+    // One request per 10 s slot for 10 minutes.
+    for _ in 0..60 {
+        record(&reg, &[obs("checkout", "v1", "GET /", false, 10)]);
+        clock.advance(10);
+        reg.close_slots();
+    }
+    // Now at T0 + 600: the 60 s window is the open slot plus 6 closed ones.
+    let check = |window: u64, want: u64| {
+        let w = reg.query(&sel(&[("service", "checkout")]), window);
+        assert_eq!(w.requests, want, "window {window}s");
+    };
+    check(60, 6);
+    check(65, 7);
+    check(300, 30);
+    check(3600, 60);
+    // Beyond the fine retention, the coarse ring answers: 5-minute slots.
+    check(7200, 60);
+}
+
+#[test]
+fn selectors_split_cohorts() {
+    let (reg, _clock) = setup(WindowConfig::default());
+    record(&reg, &[obs("checkout", "v1", "GET /", false, 10), obs("checkout", "v2", "GET /", true, 20), obs("checkout", "v2", "POST /", false, 20)]);
+    let cases: &[(&[(&str, &str)], u64, u64)] = &[
+        (&[("service", "checkout")], 3, 1),
+        (&[("service", "checkout"), ("version", "v2")], 2, 1),
+        (&[("service", "checkout"), ("version", "v2"), ("operation", "POST /")], 1, 0),
+        (&[("service", "checkout"), ("version", "v3")], 0, 0),
+        (&[("service", "auth")], 0, 0),
+    ];
+    for (pairs, requests, errors) in cases {
+        let w = reg.query(&sel(pairs), 60);
+        assert_eq!((w.requests, w.errors), (*requests, *errors), "{pairs:?}");
+    }
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    let (reg, clock) = setup(WindowConfig::default());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let reg = reg.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000u64 {
+                    let op = format!("op{}", i % 7);
+                    record(&reg, &[obs("checkout", if t % 2 == 0 { "v1" } else { "v2" }, &op, i % 10 == 0, 1 + i % 50)]);
+                }
+            })
+        })
+        .collect();
+    // Slots close while the writers run.
+    for _ in 0..5 {
+        clock.advance(10);
+        reg.close_slots();
+    }
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let w = reg.query(&sel(&[("service", "checkout")]), 600);
+    assert_eq!((w.requests, w.errors), (8_000, 800));
+    assert_eq!(w.sketch.count(), 8_000);
+    assert_eq!(reg.series_count(), 14);
+}
+
+#[test]
+fn cardinality_is_capped_with_overflow() {
+    let cfg = WindowConfig { max_series_per_service: 3, max_overflow_series_per_service: 1, ..Default::default() };
+    let (reg, _clock) = setup(cfg);
+    let ops: Vec<String> = (0..10).map(|i| format!("/user/{i}")).collect();
+    for op in &ops {
+        record(&reg, &[obs("checkout", "v1", op, false, 5)]);
+    }
+    // A second version over the cap: its own overflow series would exceed the overflow budget,
+    // so it lands in the all-overflow series.
+    record(&reg, &[obs("checkout", "v2", "/user/99", false, 5)]);
+    let keys = reg.series_keys(Some("checkout"));
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    assert_eq!(reg.stats.overflow_observations.load(std::sync::atomic::Ordering::Relaxed), 8);
+    let w = reg.query(&sel(&[("service", "checkout"), ("operation", OVERFLOW), ("version", "v1")]), 60);
+    assert_eq!(w.requests, 7);
+    let w = reg.query(&sel(&[("service", "checkout"), ("version", OVERFLOW)]), 60);
+    assert_eq!(w.requests, 1);
+    // Nothing is lost: the service total still counts every span.
+    assert_eq!(reg.query(&sel(&[("service", "checkout")]), 60).requests, 11);
+}
+
+#[test]
+fn global_cap_collapses_new_services() {
+    let cfg = WindowConfig { max_series: 2, ..Default::default() };
+    let (reg, _clock) = setup(cfg);
+    for svc in ["a", "b", "c", "d"] {
+        record(&reg, &[obs(svc, "v1", "op", false, 5)]);
+    }
+    assert_eq!(reg.query(&sel(&[("service", OVERFLOW)]), 60).requests, 2);
+    assert_eq!(reg.series_count(), 3);
+}
+
+#[test]
+fn retention_drops_old_slots_and_bounds_memory() {
+    let cfg = WindowConfig { fine_retention_seconds: 600, coarse_retention_seconds: 3600, ..Default::default() };
+    let (reg, clock) = setup(cfg);
+    let mut peak = 0;
+    for i in 0..1000u64 {
+        record(&reg, &[obs("checkout", "v1", "GET /", false, 1 + i % 500)]);
+        clock.advance(10);
+        reg.close_slots();
+        if i == 500 {
+            peak = reg.memory_bytes();
+        }
+    }
+    // ~2.8 h of slots were written; only the retained ones remain and memory stopped growing.
+    assert_eq!(reg.query(&sel(&[("service", "checkout")]), 600).requests, 60);
+    // 3600 s is past the fine retention: 12 whole coarse slots (360) plus the open one (10).
+    assert_eq!(reg.query(&sel(&[("service", "checkout")]), 3600).requests, 370);
+    assert!(reg.memory_bytes() <= peak + peak / 10, "memory {} vs {}", reg.memory_bytes(), peak);
+}
+
+#[test]
+fn a_lagging_closer_never_mixes_slots() {
+    let (reg, clock) = setup(WindowConfig::default());
+    record(&reg, &[obs("checkout", "v1", "GET /", false, 10)]);
+    // Two slots pass without the closer running: the writer flushes the stale slot itself.
+    clock.advance(20);
+    record(&reg, &[obs("checkout", "v1", "GET /", false, 20)]);
+    clock.advance(10);
+    reg.close_slots();
+    let w = reg.query(&sel(&[("service", "checkout")]), 10);
+    assert_eq!(w.requests, 1, "only the newer slot is in the 10 s window (+ open slot)");
+    assert_eq!(reg.query(&sel(&[("service", "checkout")]), 60).requests, 2);
+}
