@@ -254,8 +254,16 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    #[inline]
     fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
-        self.varint(field, 64).map(|v| v as u64)
+        // Most deltas and many counts fit one byte; skip the general loop for them.
+        match self.bytes.get(self.pos) {
+            Some(&b) if b < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(b))
+            }
+            _ => self.varint(field, 64).map(|v| v as u64),
+        }
     }
 
     fn u128(&mut self, field: &'static str) -> Result<u128, DecodeError> {

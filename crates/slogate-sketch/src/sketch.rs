@@ -190,25 +190,42 @@ impl Sketch {
     /// Several quantiles in one pass over the buckets; same rules as [`Sketch::quantile`].
     pub fn quantiles<const N: usize>(&self, qs: [f64; N]) -> [Option<u64>; N] {
         let mut out = [None; N];
+        let Some((first, last)) = self.occupied() else {
+            return out;
+        };
+        let counts = &self.counts[usize::from(first - self.lo)..=usize::from(last - self.lo)];
         let ranks = qs.map(|q| nearest_rank(q, self.count));
         let mut order: [usize; N] = std::array::from_fn(|i| i);
-        // `None` ranks sort first and are skipped; the rest are answered in rank order.
+        // `None` (NaN) sorts first; the rest are answered in rank order.
         order.sort_unstable_by_key(|&i| ranks[i]);
-        let mut pending = order
-            .iter()
-            .filter_map(|&i| ranks[i].map(|r| (i, r)))
-            .peekable();
-        let mut seen = 0u64;
-        for (off, &c) in self.counts.iter().enumerate() {
-            if pending.peek().is_none() {
+        let answer = |off: usize| bucket_value(first + off as u16).clamp(self.min, self.max);
+        // Low ranks scan up from the bottom, high ranks down from the top, so tail quantiles
+        // like p99 touch only the tail and all of them together still visit each bucket once.
+        // Both loops stop because the counts add up to `count`, which is at least any rank.
+        let half = self.count / 2;
+        let (mut next, mut below) = (0, 0u64);
+        for &i in &order {
+            let Some(rank) = ranks[i].filter(|&r| r <= half) else {
+                continue;
+            };
+            while below < rank {
+                below += counts[next];
+                next += 1;
+            }
+            out[i] = Some(answer(next - 1));
+        }
+        let (mut end, mut above) = (counts.len(), 0u64);
+        for &i in order.iter().rev() {
+            let Some(rank) = ranks[i].filter(|&r| r > half) else {
                 break;
+            };
+            // The rank-th smallest is the `count - rank + 1`-th largest.
+            let wanted = self.count - rank + 1;
+            while above < wanted {
+                end -= 1;
+                above += counts[end];
             }
-            seen += c;
-            while let Some(&(i, _)) = pending.peek().filter(|&&(_, r)| r <= seen) {
-                let v = bucket_value(self.lo + off as u16);
-                out[i] = Some(v.clamp(self.min, self.max));
-                pending.next();
-            }
+            out[i] = Some(answer(end));
         }
         out
     }
@@ -229,7 +246,13 @@ impl Sketch {
         let idx = bucket_index(v);
         let off = usize::from(idx) - usize::from(self.lo);
         let end = if v >= bucket_value(idx) { off + 1 } else { off };
-        self.counts[..end.min(self.counts.len())].iter().sum()
+        // min <= v < max keeps `end` inside the window; sum whichever side is shorter.
+        let (below, above) = self.counts.split_at(end);
+        if below.len() <= above.len() {
+            below.iter().sum()
+        } else {
+            self.count - above.iter().sum::<u64>()
+        }
     }
 
     /// Non-empty buckets as `(index, count)`, ascending by index.

@@ -1,1 +1,16 @@
-fn main() {}
+//! The `slogate` binary: command line, configuration, and the server wiring.
+//!
+//! `slogate serve` runs the OTLP receivers, the slot closer and the HTTP API;
+//! `slogate config check FILE` validates a configuration; `slogate sli` asks a running server.
+
+mod api;
+mod cli;
+mod config;
+mod serve;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}

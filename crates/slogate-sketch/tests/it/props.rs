@@ -87,6 +87,15 @@ proptest! {
     }
 
     #[test]
+    fn one_pass_quantiles_equal_single_ones(
+        values in vec(value(), 0..300),
+        qs in proptest::array::uniform5(prop_oneof![4 => -0.5f64..1.5, 1 => Just(f64::NAN)]),
+    ) {
+        let s = sketch_of(&values);
+        prop_assert_eq!(s.quantiles(qs), qs.map(|q| s.quantile(q)));
+    }
+
+    #[test]
     fn count_at_most_is_bucket_exact_and_monotone(values in vec(value(), 0..300), extra in vec(value(), 0..20)) {
         let s = sketch_of(&values);
         let n = values.len() as u64;

@@ -1,0 +1,185 @@
+//! The HTTP API on :8080: `/api/v1/sli`, `/metrics`, `/healthz`, `/readyz`, and the index page.
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use slogate_core::Selector;
+use slogate_ingest::IngestStats;
+use slogate_window::Registry;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub stats: Arc<IngestStats>,
+    pub ready: Arc<AtomicBool>,
+    pub started: std::time::Instant,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/sli", get(sli))
+        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list".into()) })
+        .with_state(state)
+}
+
+/// Every API error is `{"error": "..."}` with a matching status.
+pub fn api_error(status: StatusCode, message: String) -> Response {
+    (status, Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn index() -> Html<&'static str> {
+    Html(concat!(
+        "<!doctype html><meta charset=utf-8><title>slogate</title>",
+        "<h1>slogate</h1><p>A release gate that watches real traffic.</p><ul>",
+        "<li><a href=/api/v1/sli?service=checkout&amp;window=10m>/api/v1/sli?service=S&amp;window=10m</a> rolling SLI</li>",
+        "<li><a href=/metrics>/metrics</a> Prometheus metrics</li>",
+        "<li><a href=/healthz>/healthz</a>, <a href=/readyz>/readyz</a></li></ul>"
+    ))
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    if st.ready.load(Ordering::SeqCst) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// Parses a window like `10m`; windows run from one slot to the coarse retention.
+pub fn parse_window(s: &str, registry: &Registry) -> Result<u64, String> {
+    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid window {s:?}: {e}; write e.g. 1m, 10m, 1h"))?;
+    let secs = d.as_secs();
+    let cfg = registry.config();
+    if secs < cfg.slot_seconds || secs > cfg.coarse_retention_seconds {
+        return Err(format!(
+            "window {s:?} is outside {}s..{}s (one slot to the coarse retention)",
+            cfg.slot_seconds, cfg.coarse_retention_seconds
+        ));
+    }
+    Ok(secs)
+}
+
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct LatencyMs {
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub p999: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct SliResponse {
+    service: String,
+    selector: String,
+    window_seconds: u64,
+    covered_seconds: u64,
+    series: usize,
+    requests: u64,
+    errors: u64,
+    /// `null` when there were no requests: no data is not a zero error rate.
+    error_rate: Option<f64>,
+    rate_per_second: f64,
+    latency_ms: LatencyMs,
+}
+
+fn ms(v: Option<u64>) -> Option<f64> {
+    // Round to the microsecond: the sketch is exact to 0.4%, more digits are noise.
+    v.map(|ns| (ns as f64 / 1e3).round() / 1e3)
+}
+
+pub fn latency_ms(sketch: &slogate_sketch::Sketch) -> LatencyMs {
+    let [p50, p90, p95, p99, p999] = sketch.quantiles([0.5, 0.9, 0.95, 0.99, 0.999]);
+    LatencyMs { p50: ms(p50), p90: ms(p90), p95: ms(p95), p99: ms(p99), p999: ms(p999) }
+}
+
+async fn sli(State(st): State<AppState>, Query(params): Query<BTreeMap<String, String>>) -> Response {
+    let Some(service) = params.get("service").filter(|s| !s.is_empty()) else {
+        return api_error(StatusCode::BAD_REQUEST, "missing query parameter `service`".into());
+    };
+    let window = match parse_window(params.get("window").map_or("10m", String::as_str), &st.registry) {
+        Ok(w) => w,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, e),
+    };
+    let pairs = params.iter().filter(|(k, _)| k.as_str() != "window").map(|(k, v)| (k.clone(), v.clone()));
+    let selector = match Selector::new(pairs, &st.registry.config().extra_dims) {
+        Ok(s) => s,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let w = st.registry.query(&selector, window);
+    Json(SliResponse {
+        service: service.clone(),
+        selector: selector.to_string(),
+        window_seconds: window,
+        covered_seconds: w.covered_seconds,
+        series: w.series,
+        requests: w.requests,
+        errors: w.errors,
+        error_rate: (w.requests > 0).then(|| w.errors as f64 / w.requests as f64),
+        rate_per_second: w.requests as f64 / w.covered_seconds.max(1) as f64,
+        latency_ms: latency_ms(&w.sketch),
+    })
+    .into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let mut out = String::with_capacity(8 << 10);
+    st.stats.render(&mut out);
+    let r = &st.registry;
+    let series = r.series_count();
+    let memory = r.memory_bytes();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let _ = write!(
+        out,
+        "# HELP slogate_series Series tracked, including overflow series.\n# TYPE slogate_series gauge\nslogate_series {series}\n\
+         # HELP slogate_overflow_observations_total Spans recorded into an overflow series because a cardinality cap was reached.\n# TYPE slogate_overflow_observations_total counter\nslogate_overflow_observations_total {}\n\
+         # HELP slogate_series_memory_bytes Heap bytes held by series state (history, keys, open slots).\n# TYPE slogate_series_memory_bytes gauge\nslogate_series_memory_bytes {memory}\n\
+         # HELP slogate_slots_closed_total Open slots merged into series histories.\n# TYPE slogate_slots_closed_total counter\nslogate_slots_closed_total {}\n\
+         # HELP slogate_uptime_seconds Seconds since the server started.\n# TYPE slogate_uptime_seconds gauge\nslogate_uptime_seconds {}\n",
+        load(&r.stats.overflow_observations),
+        load(&r.stats.slots_closed),
+        st.started.elapsed().as_secs()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+}
+
+/// A minimal HTTP/1.1 GET for the CLI (plain http only), returning status and body.
+pub fn client_get(url: &str) -> Result<(u16, String), String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported: {url}"))?;
+    let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(hostport).map_err(|e| format!("cannot connect to {hostport}: {e}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: application/json\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).map_err(|e| format!("reading the response: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("malformed status line")?;
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    Ok((status, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}

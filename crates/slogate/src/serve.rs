@@ -1,0 +1,166 @@
+//! `slogate serve`: binds the three ports, runs the receivers, the slot closer and the API, and
+//! shuts down gracefully on SIGTERM or Ctrl-C.
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use anyhow::Context;
+use slogate_ingest::grpc::TraceServiceServer;
+use slogate_ingest::{IngestStats, Pipeline};
+use slogate_window::{Registry, SystemClock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("slogate").build()?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let registry = Registry::new(cfg.window.clone(), Arc::new(SystemClock));
+    let stats = Arc::new(IngestStats::default());
+    let pipeline = Arc::new(Pipeline::new(registry.clone(), cfg.extract.clone(), cfg.limits.clone(), stats.clone()));
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let s = &cfg.file.server;
+    let grpc_listener = TcpListener::bind(s.otlp_grpc).await.with_context(|| format!("cannot bind OTLP/gRPC on {}", s.otlp_grpc))?;
+    let http_listener = TcpListener::bind(s.otlp_http).await.with_context(|| format!("cannot bind OTLP/HTTP on {}", s.otlp_http))?;
+    let api_listener = TcpListener::bind(s.http).await.with_context(|| format!("cannot bind the HTTP API on {}", s.http))?;
+    tracing::info!(
+        otlp_grpc = %grpc_listener.local_addr()?,
+        otlp_http = %http_listener.local_addr()?,
+        http = %api_listener.local_addr()?,
+        config = %cfg.source,
+        "slogate listening"
+    );
+
+    let grpc = {
+        let mut stop = stop_rx.clone();
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(cfg.file.ingest.grpc_max_concurrent_streams))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .timeout(Duration::from_secs(30));
+        if cfg.file.ingest.grpc_keepalive {
+            builder = builder.http2_keepalive_interval(Some(Duration::from_secs(60)));
+        }
+        let router = builder.add_service(TraceServiceServer::new(pipeline.clone()));
+        let incoming = tokio_stream_listener(grpc_listener);
+        tokio::spawn(async move {
+            router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await
+        })
+    };
+
+    let otlp_http = {
+        let mut stop = stop_rx.clone();
+        let app = slogate_ingest::http::router(pipeline.clone());
+        tokio::spawn(async move {
+            axum::serve(http_listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await
+        })
+    };
+
+    let state = AppState { registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now() };
+    let http_api = {
+        let mut stop = stop_rx.clone();
+        let app = api::router(state);
+        tokio::spawn(async move {
+            axum::serve(api_listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await
+        })
+    };
+
+    let closer = {
+        let registry = registry.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            // Closing is idempotent and cheap when nothing ended, so tick faster than a slot.
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let r = registry.clone();
+                        let _ = tokio::task::spawn_blocking(move || r.close_slots()).await;
+                    }
+                    _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
+                }
+            }
+        })
+    };
+
+    ready.store(true, Ordering::SeqCst);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    ready.store(false, Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    let grace = cfg.file.server.shutdown_grace.0;
+    let all = async {
+        let _ = grpc.await;
+        let _ = otlp_http.await;
+        let _ = http_api.await;
+        let _ = closer.await;
+    };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish within the shutdown grace");
+    }
+    registry.close_slots();
+    Ok(())
+}
+
+/// Adapts a tokio listener into the connection stream tonic serves, with TCP_NODELAY.
+fn tokio_stream_listener(listener: TcpListener) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    struct Accept(TcpListener);
+    impl futures_core::Stream for Accept {
+        type Item = std::io::Result<tokio::net::TcpStream>;
+        fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+            match self.0.poll_accept(cx) {
+                std::task::Poll::Ready(Ok((stream, _))) => {
+                    let _ = stream.set_nodelay(true);
+                    std::task::Poll::Ready(Some(Ok(stream)))
+                }
+                std::task::Poll::Ready(Err(e)) => {
+                    // Accept errors (e.g. too many open files) are not fatal; log and go on.
+                    tracing::warn!(error = %e, "accept failed on the OTLP/gRPC port");
+                    cx.waker().wake_by_ref();
+                    std::task::Poll::Pending
+                }
+                std::task::Poll::Pending => std::task::Poll::Pending,
+            }
+        }
+    }
+    Accept(listener)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
