@@ -1,1 +1,7 @@
-fn main(){}
+//! Integration tests of the `slogate` binary: the real server process, fed by real OTLP
+//! exporters (Rust `opentelemetry-otlp`, Python `opentelemetry-sdk`) and by hostile clients.
+
+mod bad_input;
+mod cli;
+mod exporters;
+mod harness;

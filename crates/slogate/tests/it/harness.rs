@@ -1,0 +1,167 @@
+//! Starts a real `slogate serve` process on free loopback ports and talks to its API.
+
+use rand::SeedableRng;
+use rand_distr::{Distribution, LogNormal};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Child,
+    pub grpc: u16,
+    pub http: u16,
+    pub api: u16,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Server {
+    /// Starts the server with `extra` YAML appended to a config that only sets the ports.
+    pub fn start(extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let (grpc, http, api) = (free_port(), free_port(), free_port());
+        let config = format!(
+            "# slogate configuration (integration test)\nserver:\n  otlp_grpc: 127.0.0.1:{grpc}\n  otlp_http: 127.0.0.1:{http}\n  http: 127.0.0.1:{api}\n  shutdown_grace: 2s\n{extra}"
+        );
+        let path = dir.path().join("slogate.yaml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_slogate"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("SLOGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start slogate");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let server = Server { child, grpc, http, api, log, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = server.get("/readyz") {
+                return server;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("slogate did not become ready; log:\n{}", server.log.lock().unwrap().join("\n"));
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        let resp = reqwest::blocking::get(self.api_url(path)).map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().map_err(|e| e.to_string())?))
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path).unwrap();
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Polls the SLI until it reports `want` requests (the exporters are asynchronous).
+    pub fn sli_when(&self, query: &str, want: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.get_json(&format!("/api/v1/sli?{query}"));
+            if v["requests"].as_u64() == Some(want) || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The value of one sample line of `/metrics`.
+    pub fn metric(&self, line_prefix: &str) -> f64 {
+        let (_, body) = self.get("/metrics").unwrap();
+        body.lines()
+            .find(|l| l.starts_with(line_prefix) && l[line_prefix.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("metric {line_prefix} not found in:\n{body}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One span to send, with exact times.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpanSpec {
+    pub name: String,
+    pub method: String,
+    pub route: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub error: bool,
+    pub status_code: i64,
+}
+
+impl SpanSpec {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns - self.start_ns
+    }
+}
+
+/// `n` spans with lognormal latencies (median `median_ms`), every `error_every`-th an error
+/// (alternating status ERROR and HTTP 503), starting now.
+pub fn lognormal_spans(seed: u64, n: usize, median_ms: f64, sigma: f64, error_every: usize) -> Vec<SpanSpec> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let dist = LogNormal::new((median_ms * 1e6).ln(), sigma).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    (0..n)
+        .map(|i| {
+            let d = dist.sample(&mut rng).max(1_000.0) as u64;
+            let start = now - 5_000_000_000 + i as u64 * 1_000;
+            let error = error_every > 0 && i % error_every == 0;
+            SpanSpec {
+                name: "GET /cart".into(),
+                method: "GET".into(),
+                route: "/cart/{id}".into(),
+                start_ns: start,
+                end_ns: start + d,
+                error: error && i % (2 * error_every) == 0,
+                status_code: if error && i % (2 * error_every) != 0 { 503 } else { 200 },
+            }
+        })
+        .collect()
+}
+
+/// Exact nearest-rank quantile.
+pub fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).max(1);
+    sorted[rank - 1]
+}
+
+/// Asserts the served p50/p95/p99 are within 1% of the exact quantiles of `spans`.
+pub fn assert_quantiles(sli: &serde_json::Value, spans: &[SpanSpec]) {
+    let mut durations: Vec<u64> = spans.iter().map(SpanSpec::duration_ns).collect();
+    durations.sort_unstable();
+    for (q, key) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+        let exact_ms = exact_quantile(&durations, q) as f64 / 1e6;
+        let served = sli["latency_ms"][key].as_f64().unwrap_or_else(|| panic!("no {key} in {sli}"));
+        let err = (served - exact_ms).abs() / exact_ms;
+        assert!(err <= 0.01, "{key}: served {served} ms, exact {exact_ms} ms, error {:.3}%", err * 100.0);
+    }
+}
+
+pub fn expected_errors(spans: &[SpanSpec]) -> u64 {
+    spans.iter().filter(|s| s.error || s.status_code >= 500).count() as u64
+}
