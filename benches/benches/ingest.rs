@@ -23,7 +23,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span, status,
+};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -152,7 +154,11 @@ const USER_AGENTS: [&str; 5] = [
 ];
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(value) }),
+        ..Default::default()
+    }
 }
 
 fn kv_str(key: &str, value: impl Into<String>) -> KeyValue {
@@ -185,7 +191,10 @@ fn resource(svc: &Service, index: usize) -> Resource {
             kv_str("service.version", svc.version),
             kv_str("service.namespace", "shop"),
             kv_str("deployment.environment.name", "production"),
-            kv_str("host.name", format!("ip-10-42-{}-17.eu-west-1.compute.internal", 3 + index)),
+            kv_str(
+                "host.name",
+                format!("ip-10-42-{}-17.eu-west-1.compute.internal", 3 + index),
+            ),
             kv_str("k8s.namespace.name", "shop-prod"),
             kv_str("k8s.deployment.name", svc.name),
             kv_str("k8s.pod.name", pod),
@@ -216,11 +225,27 @@ fn server_span(svc: &Service, i: usize, rng: &mut StdRng, latency: &LogNormal<f6
         kv_int("http.response.status_code", status_code),
         kv_str("server.address", format!("{}.shop.example.com", svc.name)),
         kv_int("server.port", 443),
-        kv_str("network.protocol.version", if rng.random_bool(0.7) { "2" } else { "1.1" }),
-        kv_str("client.address", format!("203.0.113.{}", rng.random_range(1..255))),
-        kv_str("network.peer.address", format!("10.42.{}.{}", rng.random_range(0..8), rng.random_range(1..255))),
+        kv_str(
+            "network.protocol.version",
+            if rng.random_bool(0.7) { "2" } else { "1.1" },
+        ),
+        kv_str(
+            "client.address",
+            format!("203.0.113.{}", rng.random_range(1..255)),
+        ),
+        kv_str(
+            "network.peer.address",
+            format!(
+                "10.42.{}.{}",
+                rng.random_range(0..8),
+                rng.random_range(1..255)
+            ),
+        ),
         kv_int("network.peer.port", rng.random_range(32768..61000)),
-        kv_str("user_agent.original", USER_AGENTS[rng.random_range(0..USER_AGENTS.len())]),
+        kv_str(
+            "user_agent.original",
+            USER_AGENTS[rng.random_range(0..USER_AGENTS.len())],
+        ),
     ];
     if route.starts_with("/api/v2/search") {
         attributes.push(kv_str("url.query", "q=trail+running+shoes&page=2&size=24"));
@@ -237,7 +262,11 @@ fn server_span(svc: &Service, i: usize, rng: &mut StdRng, latency: &LogNormal<f6
         end_time_unix_nano: start + duration,
         attributes,
         status: Some(Status {
-            code: if error { status::StatusCode::Error as i32 } else { status::StatusCode::Unset as i32 },
+            code: if error {
+                status::StatusCode::Error as i32
+            } else {
+                status::StatusCode::Unset as i32
+            },
             ..Default::default()
         }),
         ..Default::default()
@@ -256,8 +285,14 @@ fn export_request() -> ExportTraceServiceRequest {
         .map(|(index, svc)| ResourceSpans {
             resource: Some(resource(svc, index)),
             scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope { name: svc.scope.into(), version: svc.scope_version.into(), ..Default::default() }),
-                spans: (0..per_service).map(|i| server_span(svc, i, &mut rng, &latency)).collect(),
+                scope: Some(InstrumentationScope {
+                    name: svc.scope.into(),
+                    version: svc.scope_version.into(),
+                    ..Default::default()
+                }),
+                spans: (0..per_service)
+                    .map(|i| server_span(svc, i, &mut rng, &latency))
+                    .collect(),
                 ..Default::default()
             }],
             ..Default::default()
@@ -273,10 +308,19 @@ static REQUEST: LazyLock<(ExportTraceServiceRequest, Vec<u8>)> = LazyLock::new(e
 /// observations over 50 series, and prints the sizes so the figures can be quoted.
 fn encoded_request() -> (ExportTraceServiceRequest, Vec<u8>) {
     let req = export_request();
-    let sizes: Vec<usize> = req.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans).map(Message::encoded_len).collect();
+    let sizes: Vec<usize> = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .map(Message::encoded_len)
+        .collect();
     assert_eq!(sizes.len(), SPANS_PER_REQUEST);
     let (min, max) = (*sizes.iter().min().unwrap(), *sizes.iter().max().unwrap());
-    assert!(min >= 300 && max <= 800, "encoded spans must be 300-800 bytes, got {min}..={max}");
+    assert!(
+        min >= 300 && max <= 800,
+        "encoded spans must be 300-800 bytes, got {min}..={max}"
+    );
     let bytes = req.encode_to_vec();
     eprintln!(
         "ingest bench request: {} spans, {} bytes; span {:.0} bytes on average ({min}..={max}), {:.0} bytes per span with resource and framing",
@@ -286,7 +330,10 @@ fn encoded_request() -> (ExportTraceServiceRequest, Vec<u8>) {
         bytes.len() as f64 / sizes.len() as f64,
     );
     let obs = decode(&bytes);
-    let series: HashSet<_> = obs.iter().map(|o| (o.service, o.version, o.operation.to_string_lossy())).collect();
+    let series: HashSet<_> = obs
+        .iter()
+        .map(|o| (o.service, o.version, o.operation.to_string_lossy()))
+        .collect();
     assert_eq!(series.len(), 50, "the request should carry 50 series");
     (req, bytes)
 }
@@ -294,8 +341,12 @@ fn encoded_request() -> (ExportTraceServiceRequest, Vec<u8>) {
 fn decode(bytes: &[u8]) -> Vec<Observation<'_>> {
     let mut out = Vec::with_capacity(SPANS_PER_REQUEST);
     let mut tally = Tally::default();
-    wire::decode_traces(bytes, &ExtractConfig::default(), &mut out, &mut tally).expect("valid request");
-    assert_eq!(tally.recorded as usize, SPANS_PER_REQUEST, "every span is a SERVER span: {tally:?}");
+    wire::decode_traces(bytes, &ExtractConfig::default(), &mut out, &mut tally)
+        .expect("valid request");
+    assert_eq!(
+        tally.recorded as usize, SPANS_PER_REQUEST,
+        "every span is a SERVER span: {tally:?}"
+    );
     out
 }
 
@@ -318,7 +369,8 @@ fn decode_extract(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             let mut tally = Tally::default();
-            wire::decode_traces(black_box(bytes), &cfg, &mut out, &mut tally).expect("valid request");
+            wire::decode_traces(black_box(bytes), &cfg, &mut out, &mut tally)
+                .expect("valid request");
             black_box((&out, tally));
         })
     });
@@ -331,7 +383,10 @@ fn decode_extract(c: &mut Criterion) {
         let mut out = Vec::new();
         let mut tally = Tally::default();
         json::extract_request(&parsed, &cfg, &mut out, &mut tally);
-        assert_eq!(tally.recorded as usize, SPANS_PER_REQUEST, "JSON body extracts like protobuf: {tally:?}");
+        assert_eq!(
+            tally.recorded as usize, SPANS_PER_REQUEST,
+            "JSON body extracts like protobuf: {tally:?}"
+        );
         eprintln!("ingest bench request as OTLP/JSON: {} bytes", body.len());
     }
     group.bench_function("json", |b| {
@@ -398,7 +453,9 @@ fn window_query(c: &mut Criterion) {
     const PER_SLOT: usize = 8;
 
     let services: Vec<String> = (0..SERVICES_N).map(|s| format!("svc-{s:02}")).collect();
-    let operations: Vec<String> = (0..OPERATIONS).map(|o| format!("/api/v1/resource-{o:02}/{{id}}")).collect();
+    let operations: Vec<String> = (0..OPERATIONS)
+        .map(|o| format!("/api/v1/resource-{o:02}/{{id}}"))
+        .collect();
     let clock = ManualClock::new(T0);
     let registry = Registry::new(WindowConfig::default(), clock.clone());
     let mut rng = StdRng::seed_from_u64(11);
@@ -428,15 +485,25 @@ fn window_query(c: &mut Criterion) {
         clock.advance(10);
         registry.close_slots();
     }
-    assert_eq!(registry.series_count(), SERVICES_N * OPERATIONS * VERSIONS.len());
+    assert_eq!(
+        registry.series_count(),
+        SERVICES_N * OPERATIONS * VERSIONS.len()
+    );
 
-    let one_version = Selector::new([("service", "svc-03"), ("version", "v2")], &[]).expect("valid selector");
+    let one_version =
+        Selector::new([("service", "svc-03"), ("version", "v2")], &[]).expect("valid selector");
     let whole_service = Selector::new([("service", "svc-03")], &[]).expect("valid selector");
     let stats = registry.query(&one_version, 600);
-    assert_eq!((stats.series, stats.requests), (OPERATIONS, (OPERATIONS * SLOTS * PER_SLOT) as u64));
+    assert_eq!(
+        (stats.series, stats.requests),
+        (OPERATIONS, (OPERATIONS * SLOTS * PER_SLOT) as u64)
+    );
 
     let mut group = c.benchmark_group("window_query");
-    for (name, sel) in [("service_version", &one_version), ("service", &whole_service)] {
+    for (name, sel) in [
+        ("service_version", &one_version),
+        ("service", &whole_service),
+    ] {
         group.bench_with_input(BenchmarkId::new(name, "600s"), sel, |b, sel| {
             b.iter(|| black_box(registry.query(black_box(sel), 600)))
         });
@@ -444,5 +511,11 @@ fn window_query(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode_extract, record, end_to_end_batch, window_query);
+criterion_group!(
+    benches,
+    decode_extract,
+    record,
+    end_to_end_batch,
+    window_query
+);
 criterion_main!(benches);

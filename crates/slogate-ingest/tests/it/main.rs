@@ -2,3 +2,4 @@
 //! decoder), and decoder robustness on hostile input.
 
 mod differential;
+mod overload;
