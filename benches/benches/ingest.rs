@@ -6,8 +6,9 @@
 //! span on average (452..=698; 290,880 bytes per request, 636,475 as OTLP/JSON), carrying 50
 //! distinct series. Data is seeded, so runs are comparable.
 //!
-//! Measured on 2 vCPUs, "Intel(R) Xeon(R) Processor" (a cloud VM), full run; `--quick` agrees
-//! within 4 %:
+//! Measured on 2 vCPUs, "Intel(R) Xeon(R) Processor" (a shared cloud VM), full run on a quiet
+//! machine; `--quick` agreed within 4 %, runs made while other builds were going came out up to
+//! 20 % slower:
 //! - `decode_extract/protobuf`: 151 µs per request, 295 ns per span
 //! - `decode_extract/json`: 2.38 ms per request, 4.6 µs per span
 //! - `record/batch`: 21.1 µs per request, 41 ns per span
