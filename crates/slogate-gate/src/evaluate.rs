@@ -1,0 +1,433 @@
+//! Evaluation of a gate against canary and baseline cohorts.
+
+use crate::outcome::{CriterionOutcome, CriterionResult, Evaluation, Thresholds};
+use crate::spec::{Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Metric};
+use crate::stats::{mann_whitney, two_proportion};
+
+/// Evaluates every criterion of `spec` and derives the verdict. `window_seconds` is the span
+/// the cohorts were measured over (used for request rate). Never fails: thin or missing data is
+/// a `no_data` outcome, and a criterion that does not [validate](CriterionSpec::validate) is
+/// `no_data` with the validation error as its reason.
+pub fn evaluate(
+    spec: &GateSpec,
+    canary: &CohortData,
+    baseline: Option<&CohortData>,
+    window_seconds: u64,
+) -> Evaluation {
+    let outcomes = spec
+        .criteria
+        .iter()
+        .map(|c| evaluate_criterion(c, spec.min_requests, canary, baseline, window_seconds))
+        .collect();
+    Evaluation::from_outcomes(outcomes)
+}
+
+/// Evaluates one criterion; `gate_min_requests` applies unless the criterion overrides it.
+pub fn evaluate_criterion(
+    spec: &CriterionSpec,
+    gate_min_requests: u64,
+    canary: &CohortData,
+    baseline: Option<&CohortData>,
+    window_seconds: u64,
+) -> CriterionOutcome {
+    let mut out = CriterionOutcome {
+        name: spec.name.clone(),
+        metric: metric_name(&spec.check),
+        result: CriterionResult::NoData,
+        observed: None,
+        baseline: None,
+        score: None,
+        p_value: None,
+        threshold: thresholds(&spec.check),
+        canary_requests: canary.requests,
+        baseline_requests: baseline.map_or(0, |b| b.requests),
+        reason: String::new(),
+    };
+    if let Err(e) = spec.validate() {
+        out.reason = format!("{e}; no verdict from a misconfigured criterion");
+        return out;
+    }
+    let min = spec.min_requests.unwrap_or(gate_min_requests);
+    if let Some(reason) = data_gap(spec, min, canary, baseline, window_seconds) {
+        out.reason = reason;
+        return out;
+    }
+    match spec.check {
+        Check::Threshold {
+            metric,
+            comparison,
+            pass,
+            fail,
+            direction,
+        } => {
+            let direction = direction.unwrap_or(metric.default_direction());
+            threshold(
+                &mut out,
+                metric,
+                comparison,
+                (pass, fail),
+                direction,
+                canary,
+                baseline,
+                window_seconds,
+            );
+        }
+        Check::MannWhitney {
+            confidence,
+            max_effect,
+        } => {
+            let baseline = baseline.expect("data_gap checked the baseline");
+            let Some(t) = mann_whitney(&canary.sketch, &baseline.sketch) else {
+                out.reason = "a cohort has no latency samples; no verdict without data".into();
+                return out;
+            };
+            out.observed = canary.sketch.quantile(0.5).map(ns_to_ms);
+            out.baseline = baseline.sketch.quantile(0.5).map(ns_to_ms);
+            out.score = Some(t.effect);
+            out.p_value = Some(t.p_value);
+            let significant = t.p_value < 1.0 - confidence;
+            let sup = format!(
+                "canary latency exceeds baseline with probability {:.3} ({})",
+                t.effect,
+                fmt_p(t.p_value)
+            );
+            (out.result, out.reason) = if significant && t.effect > max_effect {
+                (
+                    CriterionResult::Fail,
+                    format!("{sup}; significantly slower and above the {max_effect:.2} limit"),
+                )
+            } else if significant {
+                (
+                    CriterionResult::Marginal,
+                    format!("{sup}; significantly slower but within the {max_effect:.2} limit"),
+                )
+            } else {
+                (
+                    CriterionResult::Pass,
+                    format!(
+                        "{sup}; not significantly slower at {}% confidence",
+                        pct(confidence)
+                    ),
+                )
+            };
+        }
+        Check::TwoProportion {
+            confidence,
+            max_difference,
+        } => {
+            let baseline = baseline.expect("data_gap checked the baseline");
+            let t = two_proportion(
+                canary.errors,
+                canary.requests,
+                baseline.errors,
+                baseline.requests,
+            )
+            .expect("data_gap checked both cohorts have requests");
+            out.observed = Some(t.canary_rate);
+            out.baseline = Some(t.baseline_rate);
+            out.score = Some(t.difference);
+            out.p_value = Some(t.p_value);
+            let significant = t.p_value < 1.0 - confidence;
+            let head = format!(
+                "canary error rate {} vs baseline {} ({} points, {})",
+                fmt_percent(t.canary_rate),
+                fmt_percent(t.baseline_rate),
+                fmt_points(t.difference),
+                fmt_p(t.p_value)
+            );
+            let limit = fmt_points(max_difference);
+            (out.result, out.reason) = if significant && t.difference > max_difference {
+                (
+                    CriterionResult::Fail,
+                    format!("{head}; significantly higher and above the {limit} points limit"),
+                )
+            } else if significant {
+                (
+                    CriterionResult::Marginal,
+                    format!("{head}; significantly higher but within the {limit} points limit"),
+                )
+            } else {
+                (
+                    CriterionResult::Pass,
+                    format!(
+                        "{head}; not significantly higher at {}% confidence",
+                        pct(confidence)
+                    ),
+                )
+            };
+        }
+    }
+    out
+}
+
+/// The reason a criterion cannot be judged, or `None` when the data suffices.
+fn data_gap(
+    spec: &CriterionSpec,
+    min: u64,
+    canary: &CohortData,
+    baseline: Option<&CohortData>,
+    window_seconds: u64,
+) -> Option<String> {
+    let thin = |who: &str, n: u64| {
+        format!("{who} has {n} requests, fewer than the {min} required; no verdict on thin data")
+    };
+    if canary.requests < min {
+        return Some(thin("canary", canary.requests));
+    }
+    let needs_requests = match spec.check {
+        Check::Threshold { metric, .. } => metric != Metric::RequestRate,
+        _ => true,
+    };
+    let needs_latency = matches!(
+        spec.check,
+        Check::MannWhitney { .. }
+            | Check::Threshold {
+                metric: Metric::Latency { .. },
+                ..
+            }
+    );
+    let cohorts: &[(&str, Option<&CohortData>)] = if spec.check.is_relative() {
+        &[("canary", Some(canary)), ("baseline", baseline)]
+    } else {
+        &[("canary", Some(canary))]
+    };
+    for &(who, cohort) in cohorts {
+        let Some(cohort) = cohort else {
+            return Some(format!(
+                "no baseline cohort, and criterion `{}` compares against one; no verdict without it",
+                spec.name
+            ));
+        };
+        if cohort.requests < min {
+            return Some(thin(who, cohort.requests));
+        }
+        if needs_requests && cohort.requests == 0 {
+            return Some(format!("{who} has no requests; no verdict without data"));
+        }
+        if needs_latency && cohort.sketch.count() == 0 {
+            return Some(format!(
+                "{who} has no latency samples; no verdict without data"
+            ));
+        }
+    }
+    if matches!(
+        spec.check,
+        Check::Threshold {
+            metric: Metric::RequestRate,
+            ..
+        }
+    ) && window_seconds == 0
+    {
+        return Some("window is zero seconds long, so there is no request rate".into());
+    }
+    None
+}
+
+fn metric_value(metric: Metric, cohort: &CohortData, window_seconds: u64) -> f64 {
+    match metric {
+        Metric::ErrorRate => cohort.errors.min(cohort.requests) as f64 / cohort.requests as f64,
+        Metric::Latency { quantile } => cohort
+            .sketch
+            .quantile(quantile)
+            .map(ns_to_ms)
+            .expect("data_gap checked the sketch is not empty"),
+        Metric::RequestRate => cohort.requests as f64 / window_seconds as f64,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn threshold(
+    out: &mut CriterionOutcome,
+    metric: Metric,
+    comparison: Comparison,
+    (pass, fail): (f64, f64),
+    direction: Direction,
+    canary: &CohortData,
+    baseline: Option<&CohortData>,
+    window_seconds: u64,
+) {
+    let observed = metric_value(metric, canary, window_seconds);
+    let base = baseline
+        .filter(|b| comparison != Comparison::Absolute || b.requests > 0)
+        .filter(|b| !matches!(metric, Metric::Latency { .. }) || b.sketch.count() > 0)
+        .map(|b| metric_value(metric, b, window_seconds));
+    out.observed = Some(observed);
+    out.baseline = base;
+    let (score, note) = match comparison {
+        Comparison::Absolute => (observed, ""),
+        Comparison::Difference => (observed - base.expect("relative has a baseline"), ""),
+        Comparison::Ratio => match base.expect("relative has a baseline") {
+            b if b != 0.0 => (observed / b, ""),
+            _ if observed == 0.0 => (1.0, " (both are zero, taken as a ratio of 1)"),
+            _ => (
+                f64::INFINITY,
+                " (the baseline is zero, so the ratio is infinite)",
+            ),
+        },
+    };
+    out.score = Some(score);
+    out.result = match direction {
+        Direction::LowerIsBetter if score <= pass => CriterionResult::Pass,
+        Direction::LowerIsBetter if score > fail => CriterionResult::Fail,
+        Direction::HigherIsBetter if score >= pass => CriterionResult::Pass,
+        Direction::HigherIsBetter if score < fail => CriterionResult::Fail,
+        _ => CriterionResult::Marginal,
+    };
+    let label = metric_label(metric);
+    let lower = direction == Direction::LowerIsBetter;
+    let head = match (comparison, base) {
+        (Comparison::Absolute, _) => format!("canary {label} {}", fmt_value(metric, observed)),
+        (Comparison::Ratio, Some(b)) => {
+            let rel = if score.is_infinite() {
+                "infinitely above".to_string()
+            } else if score >= 1.0 {
+                format!("{:.0}% above", (score - 1.0) * 100.0)
+            } else {
+                format!("{:.0}% below", (1.0 - score) * 100.0)
+            };
+            format!(
+                "canary {label} {} is {rel} baseline {}{note}",
+                fmt_value(metric, observed),
+                fmt_value(metric, b)
+            )
+        }
+        (Comparison::Difference, Some(b)) => format!(
+            "canary {label} {} is {} {} baseline {}",
+            fmt_value(metric, observed),
+            fmt_delta(metric, score.abs()),
+            if score >= 0.0 { "above" } else { "below" },
+            fmt_value(metric, b)
+        ),
+        (_, None) => unreachable!("relative comparisons have a baseline"),
+    };
+    let bound = |v: f64| match comparison {
+        Comparison::Absolute => fmt_value(metric, v),
+        Comparison::Ratio => format!("{:+.0}%", (v - 1.0) * 100.0),
+        Comparison::Difference => fmt_delta_signed(metric, v),
+    };
+    let (pass_at, fail_word) = if lower {
+        ("up to", "above")
+    } else {
+        ("at least", "below")
+    };
+    out.reason = match (comparison, out.result) {
+        (Comparison::Absolute, CriterionResult::Pass) => {
+            format!("{head}; pass {pass_at} {}", bound(pass))
+        }
+        (Comparison::Absolute, CriterionResult::Fail) => {
+            format!("{head} is {fail_word} the fail bound {}", bound(fail))
+        }
+        (Comparison::Absolute, _) => format!(
+            "{head} is between the pass bound {} and the fail bound {}",
+            bound(pass),
+            bound(fail)
+        ),
+        (_, CriterionResult::Pass) => format!("{head}; pass {pass_at} {}", bound(pass)),
+        (_, CriterionResult::Fail) => format!("{head}; fail {fail_word} {}", bound(fail)),
+        (_, _) => format!(
+            "{head}; pass {pass_at} {}, fail {fail_word} {}",
+            bound(pass),
+            bound(fail)
+        ),
+    };
+}
+
+fn metric_name(check: &Check) -> String {
+    match check {
+        Check::Threshold { metric, .. } => metric.name(),
+        Check::MannWhitney { .. } => "latency_distribution".into(),
+        Check::TwoProportion { .. } => "error_rate".into(),
+    }
+}
+
+fn thresholds(check: &Check) -> Thresholds {
+    match *check {
+        Check::Threshold {
+            comparison,
+            pass,
+            fail,
+            ..
+        } => Thresholds {
+            pass,
+            fail,
+            comparison: comparison.name().into(),
+            confidence: None,
+        },
+        Check::MannWhitney {
+            confidence,
+            max_effect,
+        } => Thresholds {
+            pass: max_effect,
+            fail: max_effect,
+            comparison: "mann_whitney".into(),
+            confidence: Some(confidence),
+        },
+        Check::TwoProportion {
+            confidence,
+            max_difference,
+        } => Thresholds {
+            pass: max_difference,
+            fail: max_difference,
+            comparison: "two_proportion".into(),
+            confidence: Some(confidence),
+        },
+    }
+}
+
+fn metric_label(metric: Metric) -> String {
+    match metric {
+        Metric::ErrorRate => "error rate".into(),
+        Metric::RequestRate => "request rate".into(),
+        Metric::Latency { quantile } => crate::spec::quantile_label(quantile),
+    }
+}
+
+fn ns_to_ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn fmt_value(metric: Metric, v: f64) -> String {
+    match metric {
+        Metric::ErrorRate => fmt_percent(v),
+        Metric::Latency { .. } => format!("{v:.1} ms"),
+        Metric::RequestRate => format!("{v:.2} req/s"),
+    }
+}
+
+/// An unsigned magnitude of a difference.
+fn fmt_delta(metric: Metric, v: f64) -> String {
+    match metric {
+        Metric::ErrorRate => format!("{:.2} points", v * 100.0),
+        Metric::Latency { .. } => format!("{v:.1} ms"),
+        Metric::RequestRate => format!("{v:.2} req/s"),
+    }
+}
+
+fn fmt_delta_signed(metric: Metric, v: f64) -> String {
+    match metric {
+        Metric::ErrorRate => format!("{:+.2} points", v * 100.0),
+        Metric::Latency { .. } => format!("{v:+.1} ms"),
+        Metric::RequestRate => format!("{v:+.2} req/s"),
+    }
+}
+
+fn fmt_percent(v: f64) -> String {
+    format!("{:.2}%", v * 100.0)
+}
+
+fn fmt_points(v: f64) -> String {
+    format!("{:+.2}", v * 100.0)
+}
+
+fn fmt_p(p: f64) -> String {
+    if p < 0.0001 {
+        "p < 0.0001".into()
+    } else {
+        format!("p = {p:.4}")
+    }
+}
+
+fn pct(confidence: f64) -> String {
+    let s = format!("{:.2}", confidence * 100.0);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}

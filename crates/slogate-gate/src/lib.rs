@@ -1,0 +1,52 @@
+//! Release gates: compare a canary cohort with a baseline cohort and answer pass, fail or
+//! inconclusive — proceed, rollback or hold for Argo Rollouts.
+//!
+//! Pure functions only: no I/O, no clock, no async. The caller measures the cohorts (merging
+//! window slots into a [`CohortData`]), passes the window length and, for sustained criteria,
+//! the current time, and wraps the [`Evaluation`] into the verdict document.
+//!
+//! # Design decisions
+//!
+//! * **No data is never a pass.** A criterion whose canary has fewer than `min_requests`
+//!   requests, whose comparison needs a baseline that is missing or thin, or whose metric has
+//!   nothing to measure (no requests, an empty sketch) is `no_data`, and `no_data` makes the
+//!   gate inconclusive. Insufficient data is a verdict, not an `Err`.
+//! * **Fail wins.** Any `fail` fails the gate whatever else is missing; otherwise any
+//!   `no_data` or `marginal` holds it; only all-`pass` proceeds; zero criteria holds.
+//! * **Two bounds, three results.** A threshold criterion has a pass bound and a fail bound;
+//!   between them is `marginal`, which holds the rollout instead of forcing a binary call on a
+//!   borderline number. [`Direction`] says which side is good (request rate is higher-is-better).
+//! * **Checks are a tagged enum** ([`Check`]): `threshold` (absolute, ratio or difference),
+//!   `mann_whitney` and `two_proportion`. Statistical checks carry their own parameters rather
+//!   than reusing pass/fail fields that would mean something else.
+//! * **Mann–Whitney on sketches.** Each bucket is a run of values tied at its representative;
+//!   U is summed bucket by bucket with mid-ranks, the normal approximation uses the tie
+//!   correction, and the effect size is the probability of superiority
+//!   `P(canary > baseline) + ½ P(tie)`. Buckets are ~0.8% wide, so this is U of the data
+//!   rounded to 0.4% — tested against exact U on raw samples. Failing needs both significance
+//!   and a large effect: with lots of traffic, tiny real differences become significant and
+//!   only deserve a `marginal`.
+//! * **Zero baselines.** A ratio over a zero baseline is +∞ when the canary is above zero (so
+//!   it fails any finite bound) and 1 when both are zero; the reason says so. In JSON an
+//!   infinite `score` is `null`.
+//! * **Sustained failures** need time, which this crate does not read: [`Sustain`] is a small
+//!   serializable state the caller keeps per criterion and feeds with `now`.
+//! * **Invalid specs** are rejected by [`GateSpec::validate`] at load time; if one reaches
+//!   [`evaluate`] anyway its criterion is `no_data` with the error as reason, never a pass.
+
+mod evaluate;
+mod outcome;
+mod spec;
+mod stats;
+mod sustain;
+
+pub use evaluate::{evaluate, evaluate_criterion};
+pub use outcome::{CriterionOutcome, CriterionResult, Decision, Evaluation, Thresholds, Verdict};
+pub use spec::{
+    Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Metric, SpecError,
+};
+pub use stats::{ProportionTest, RankTest, mann_whitney, normal_upper_tail, two_proportion};
+pub use sustain::Sustain;
+
+#[cfg(test)]
+mod tests;

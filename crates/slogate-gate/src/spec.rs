@@ -1,0 +1,446 @@
+//! Gate and criterion specifications, as written in configuration, and their validation.
+
+use serde::{Deserialize, Serialize};
+use slogate_sketch::Sketch;
+use thiserror::Error;
+
+/// What the caller measured for one cohort over the evaluation window (slots already merged).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CohortData {
+    pub requests: u64,
+    pub errors: u64,
+    /// Latencies in nanoseconds.
+    pub sketch: Sketch,
+}
+
+/// The quantity a threshold criterion looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Metric {
+    /// `errors / requests`, a fraction in `[0, 1]`.
+    ErrorRate,
+    /// A latency quantile in milliseconds, e.g. `quantile: 0.95`.
+    Latency { quantile: f64 },
+    /// Requests per second over the window.
+    RequestRate,
+}
+
+impl Metric {
+    /// The direction that is better when a spec does not say.
+    pub fn default_direction(self) -> Direction {
+        match self {
+            Metric::ErrorRate | Metric::Latency { .. } => Direction::LowerIsBetter,
+            Metric::RequestRate => Direction::HigherIsBetter,
+        }
+    }
+
+    /// Stable name used in outcomes: `error_rate`, `latency_p95_ms`, `request_rate`.
+    pub fn name(self) -> String {
+        match self {
+            Metric::ErrorRate => "error_rate".into(),
+            Metric::RequestRate => "request_rate".into(),
+            Metric::Latency { quantile } => format!("latency_{}_ms", quantile_label(quantile)),
+        }
+    }
+}
+
+/// `0.95` → `p95`, `0.999` → `p999`, `0.5` → `p50`.
+pub(crate) fn quantile_label(q: f64) -> String {
+    let pct = format!("{:.3}", q * 100.0);
+    let pct = pct.trim_end_matches('0').trim_end_matches('.');
+    format!("p{}", pct.replace('.', ""))
+}
+
+/// How the canary's value is turned into the number compared with the bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// The canary's value itself.
+    Absolute,
+    /// `canary / baseline`.
+    Ratio,
+    /// `canary − baseline`, in the metric's unit (a fraction for error rate: `0.005` is half a
+    /// percentage point).
+    Difference,
+}
+
+impl Comparison {
+    pub fn name(self) -> &'static str {
+        match self {
+            Comparison::Absolute => "absolute",
+            Comparison::Ratio => "ratio",
+            Comparison::Difference => "difference",
+        }
+    }
+}
+
+/// Which way is good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    LowerIsBetter,
+    HigherIsBetter,
+}
+
+/// What a criterion checks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Check {
+    /// A metric, optionally relative to the baseline, against a pass bound and a fail bound.
+    /// Lower-is-better: `score <= pass` passes, `score > fail` fails, between is marginal.
+    /// Higher-is-better mirrors it: `score >= pass` passes, `score < fail` fails.
+    Threshold {
+        metric: Metric,
+        comparison: Comparison,
+        pass: f64,
+        fail: f64,
+        /// Defaults to [`Metric::default_direction`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        direction: Option<Direction>,
+    },
+    /// One-sided Mann–Whitney U test that canary latencies are stochastically greater than the
+    /// baseline's. Fails when significant at `confidence` and the probability of superiority
+    /// exceeds `max_effect`; significant but smaller is marginal.
+    MannWhitney { confidence: f64, max_effect: f64 },
+    /// One-sided two-proportion z-test that the canary error rate is above the baseline's.
+    /// Fails when significant at `confidence` and the difference exceeds `max_difference`
+    /// (a fraction); significant but smaller is marginal.
+    TwoProportion {
+        confidence: f64,
+        max_difference: f64,
+    },
+}
+
+impl Check {
+    /// Whether the check needs a baseline cohort.
+    pub fn is_relative(&self) -> bool {
+        !matches!(
+            self,
+            Check::Threshold {
+                comparison: Comparison::Absolute,
+                ..
+            }
+        )
+    }
+}
+
+/// One named criterion of a gate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CriterionSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub check: Check,
+    /// Per-cohort request minimum; overrides [`GateSpec::min_requests`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    /// A raw `fail` counts only after failing this long without a break (see
+    /// [`Sustain`](crate::Sustain)); until then it is `marginal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustained_seconds: Option<u64>,
+}
+
+/// A gate: criteria evaluated together into one verdict.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateSpec {
+    pub name: String,
+    /// Minimum requests per cohort before any criterion gives a verdict.
+    pub min_requests: u64,
+    pub criteria: Vec<CriterionSpec>,
+}
+
+/// Why a specification was rejected.
+#[derive(Clone, Debug, PartialEq, Error)]
+pub enum SpecError {
+    #[error("criterion name must not be empty")]
+    EmptyName,
+    #[error("criterion `{0}` is defined twice")]
+    DuplicateName(String),
+    #[error("criterion `{name}`: {field} must be a number, got {value}")]
+    NotANumber {
+        name: String,
+        field: &'static str,
+        value: f64,
+    },
+    #[error(
+        "criterion `{name}`: lower is better, so pass bound {pass} must not exceed fail bound {fail}"
+    )]
+    LowerBoundsReversed { name: String, pass: f64, fail: f64 },
+    #[error(
+        "criterion `{name}`: higher is better, so pass bound {pass} must not be below fail bound {fail}"
+    )]
+    HigherBoundsReversed { name: String, pass: f64, fail: f64 },
+    #[error("criterion `{name}`: quantile {quantile} is outside (0, 1]")]
+    Quantile { name: String, quantile: f64 },
+    #[error("criterion `{name}`: confidence {confidence} is outside (0, 1)")]
+    Confidence { name: String, confidence: f64 },
+    #[error("criterion `{name}`: max_effect {max_effect} is outside [0.5, 1]")]
+    MaxEffect { name: String, max_effect: f64 },
+    #[error("criterion `{name}`: max_difference {max_difference} is outside [0, 1]")]
+    MaxDifference { name: String, max_difference: f64 },
+}
+
+impl CriterionSpec {
+    /// Checks bounds, ordering and parameter ranges.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let name = || self.name.clone();
+        if self.name.trim().is_empty() {
+            return Err(SpecError::EmptyName);
+        }
+        let number = |field: &'static str, value: f64| {
+            if value.is_nan() {
+                Err(SpecError::NotANumber {
+                    name: name(),
+                    field,
+                    value,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match self.check {
+            Check::Threshold {
+                metric,
+                pass,
+                fail,
+                direction,
+                ..
+            } => {
+                number("pass", pass)?;
+                number("fail", fail)?;
+                let bad_quantile = match metric {
+                    Metric::Latency { quantile } => Some(quantile),
+                    _ => None,
+                }
+                .filter(|&q| !(q > 0.0 && q <= 1.0));
+                if let Some(quantile) = bad_quantile {
+                    return Err(SpecError::Quantile {
+                        name: name(),
+                        quantile,
+                    });
+                }
+                match direction.unwrap_or(metric.default_direction()) {
+                    Direction::LowerIsBetter if pass > fail => {
+                        Err(SpecError::LowerBoundsReversed {
+                            name: name(),
+                            pass,
+                            fail,
+                        })
+                    }
+                    Direction::HigherIsBetter if pass < fail => {
+                        Err(SpecError::HigherBoundsReversed {
+                            name: name(),
+                            pass,
+                            fail,
+                        })
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Check::MannWhitney {
+                confidence,
+                max_effect,
+            } => {
+                check_confidence(&self.name, confidence)?;
+                if !(0.5..=1.0).contains(&max_effect) {
+                    return Err(SpecError::MaxEffect {
+                        name: name(),
+                        max_effect,
+                    });
+                }
+                Ok(())
+            }
+            Check::TwoProportion {
+                confidence,
+                max_difference,
+            } => {
+                check_confidence(&self.name, confidence)?;
+                if !(0.0..=1.0).contains(&max_difference) {
+                    return Err(SpecError::MaxDifference {
+                        name: name(),
+                        max_difference,
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn check_confidence(name: &str, confidence: f64) -> Result<(), SpecError> {
+    if confidence > 0.0 && confidence < 1.0 {
+        Ok(())
+    } else {
+        Err(SpecError::Confidence {
+            name: name.to_owned(),
+            confidence,
+        })
+    }
+}
+
+impl GateSpec {
+    /// Validates every criterion and that names are unique.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for c in &self.criteria {
+            c.validate()?;
+            if !seen.insert(c.name.as_str()) {
+                return Err(SpecError::DuplicateName(c.name.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn threshold(metric: Metric, pass: f64, fail: f64, direction: Option<Direction>) -> Check {
+        Check::Threshold {
+            metric,
+            comparison: Comparison::Absolute,
+            pass,
+            fail,
+            direction,
+        }
+    }
+
+    fn check(check: Check, want: Result<(), &str>) {
+        let spec = CriterionSpec {
+            name: "c".into(),
+            check: check.clone(),
+            min_requests: None,
+            sustained_seconds: None,
+        };
+        let got = spec.validate().map_err(|e| e.to_string());
+        assert_eq!(
+            got.as_ref().map(|_| ()).map_err(String::as_str),
+            want,
+            "{check:?}"
+        );
+    }
+
+    #[test]
+    fn validation() {
+        let p95 = Metric::Latency { quantile: 0.95 };
+        let table: Vec<(Check, Result<(), &str>)> = vec![
+            (threshold(p95, 300.0, 500.0, None), Ok(())),
+            (threshold(p95, 300.0, 300.0, None), Ok(())),
+            (
+                threshold(p95, 500.0, 300.0, None),
+                Err(
+                    "criterion `c`: lower is better, so pass bound 500 must not exceed fail bound 300",
+                ),
+            ),
+            (threshold(Metric::RequestRate, 10.0, 5.0, None), Ok(())),
+            (
+                threshold(Metric::RequestRate, 5.0, 10.0, None),
+                Err(
+                    "criterion `c`: higher is better, so pass bound 5 must not be below fail bound 10",
+                ),
+            ),
+            (
+                threshold(
+                    Metric::ErrorRate,
+                    0.05,
+                    0.02,
+                    Some(Direction::HigherIsBetter),
+                ),
+                Ok(()),
+            ),
+            (
+                threshold(Metric::ErrorRate, f64::NAN, 0.02, None),
+                Err("criterion `c`: pass must be a number, got NaN"),
+            ),
+            (
+                threshold(Metric::Latency { quantile: 1.5 }, 1.0, 2.0, None),
+                Err("criterion `c`: quantile 1.5 is outside (0, 1]"),
+            ),
+            (
+                Check::MannWhitney {
+                    confidence: 0.95,
+                    max_effect: 0.6,
+                },
+                Ok(()),
+            ),
+            (
+                Check::MannWhitney {
+                    confidence: 1.0,
+                    max_effect: 0.6,
+                },
+                Err("criterion `c`: confidence 1 is outside (0, 1)"),
+            ),
+            (
+                Check::MannWhitney {
+                    confidence: 0.95,
+                    max_effect: 0.4,
+                },
+                Err("criterion `c`: max_effect 0.4 is outside [0.5, 1]"),
+            ),
+            (
+                Check::TwoProportion {
+                    confidence: 0.95,
+                    max_difference: -0.1,
+                },
+                Err("criterion `c`: max_difference -0.1 is outside [0, 1]"),
+            ),
+        ];
+        for (c, want) in table {
+            check(c, want);
+        }
+    }
+
+    #[test]
+    fn duplicate_names_are_rejected() {
+        let c = CriterionSpec {
+            name: "err".into(),
+            check: threshold(Metric::ErrorRate, 0.01, 0.02, None),
+            min_requests: None,
+            sustained_seconds: None,
+        };
+        let gate = GateSpec {
+            name: "g".into(),
+            min_requests: 1,
+            criteria: vec![c.clone(), c],
+        };
+        assert_eq!(
+            gate.validate().map_err(|e| e.to_string()),
+            Err("criterion `err` is defined twice".into())
+        );
+    }
+
+    #[test]
+    fn metric_names() {
+        for (m, want) in [
+            (Metric::ErrorRate, "error_rate"),
+            (Metric::RequestRate, "request_rate"),
+            (Metric::Latency { quantile: 0.95 }, "latency_p95_ms"),
+            (Metric::Latency { quantile: 0.5 }, "latency_p50_ms"),
+            (Metric::Latency { quantile: 0.999 }, "latency_p999_ms"),
+            (Metric::Latency { quantile: 0.99 }, "latency_p99_ms"),
+        ] {
+            assert_eq!(m.name(), want);
+        }
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let json = r#"{"name":"p95","kind":"threshold","metric":{"type":"latency","quantile":0.95},
+            "comparison":"ratio","pass":1.1,"fail":1.3,"sustained_seconds":120}"#;
+        let spec: CriterionSpec = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            spec.check,
+            Check::Threshold {
+                metric: Metric::Latency { quantile: 0.95 },
+                comparison: Comparison::Ratio,
+                pass: 1.1,
+                fail: 1.3,
+                direction: None,
+            }
+        );
+        assert_eq!(spec.sustained_seconds, Some(120));
+        let back: CriterionSpec =
+            serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+        assert_eq!(back, spec);
+    }
+}
