@@ -20,6 +20,7 @@ pub struct AppState {
     pub stats: Arc<IngestStats>,
     pub ready: Arc<AtomicBool>,
     pub started: std::time::Instant,
+    pub gates: Arc<crate::gates::Gates>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -29,6 +30,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/sli", get(sli))
+        .route("/api/v1/gates", get(list_gates))
+        .route("/api/v1/gates/{gate}/verdict", get(verdict_get).post(verdict_post))
+        .route("/api/v1/verdicts", get(verdict_history))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list".into()) })
         .with_state(state)
 }
@@ -151,17 +155,124 @@ async fn metrics(State(st): State<AppState>) -> Response {
         load(&r.stats.slots_closed),
         st.started.elapsed().as_secs()
     );
+    st.gates.render_metrics(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
-/// A minimal HTTP/1.1 GET for the CLI (plain http only), returning status and body.
-pub fn client_get(url: &str) -> Result<(u16, String), String> {
+#[derive(Serialize)]
+struct GateListing<'a> {
+    name: &'a str,
+    service: &'a str,
+    operation: Option<&'a str>,
+    canary: BTreeMap<&'a str, &'a str>,
+    baseline: BTreeMap<&'a str, &'a str>,
+    phases: Vec<PhaseListing<'a>>,
+}
+
+#[derive(Serialize)]
+struct PhaseListing<'a> {
+    name: &'a str,
+    window_seconds: u64,
+    min_requests: u64,
+    criteria: &'a [slogate_gate::CriterionSpec],
+}
+
+async fn list_gates(State(st): State<AppState>) -> Response {
+    let gates: Vec<GateListing<'_>> = st
+        .gates
+        .configs()
+        .iter()
+        .map(|g| GateListing {
+            name: &g.name,
+            service: &g.service,
+            operation: g.operation.as_deref(),
+            canary: g.canary.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            baseline: g.baseline.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            phases: g
+                .phases
+                .iter()
+                .map(|p| PhaseListing { name: &p.name, window_seconds: p.window_seconds, min_requests: p.spec.min_requests, criteria: &p.spec.criteria })
+                .collect(),
+        })
+        .collect();
+    Json(serde_json::json!({ "gates": gates })).into_response()
+}
+
+/// The body of `POST /api/v1/gates/{gate}/verdict`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VerdictRequest {
+    #[serde(default)]
+    pub phase: Option<String>,
+    #[serde(default)]
+    pub canary: BTreeMap<String, String>,
+    #[serde(default)]
+    pub baseline: BTreeMap<String, String>,
+}
+
+fn verdict_response(st: &AppState, gate: &str, req: VerdictRequest) -> Response {
+    let canary: Vec<(String, String)> = req.canary.into_iter().collect();
+    let baseline: Vec<(String, String)> = req.baseline.into_iter().collect();
+    match st.gates.evaluate(gate, req.phase.as_deref(), &canary, &baseline) {
+        Ok(doc) => Json(&*doc).into_response(),
+        Err(e) => api_error(e.http_status(), e.to_string()),
+    }
+}
+
+async fn verdict_get(State(st): State<AppState>, axum::extract::Path(gate): axum::extract::Path<String>, Query(params): Query<Vec<(String, String)>>) -> Response {
+    let mut req = VerdictRequest::default();
+    for (k, v) in params {
+        if k == "phase" {
+            req.phase = Some(v);
+        } else if let Some(dim) = k.strip_prefix("canary.") {
+            req.canary.insert(dim.to_string(), v);
+        } else if let Some(dim) = k.strip_prefix("baseline.") {
+            req.baseline.insert(dim.to_string(), v);
+        } else {
+            return api_error(StatusCode::BAD_REQUEST, format!("unknown query parameter `{k}`; use phase, canary.<dimension> and baseline.<dimension>"));
+        }
+    }
+    verdict_response(&st, &gate, req)
+}
+
+async fn verdict_post(State(st): State<AppState>, axum::extract::Path(gate): axum::extract::Path<String>, body: axum::body::Bytes) -> Response {
+    let req: VerdictRequest = if body.is_empty() {
+        VerdictRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => return api_error(StatusCode::BAD_REQUEST, format!("invalid verdict request: {e}")),
+        }
+    };
+    verdict_response(&st, &gate, req)
+}
+
+async fn verdict_history(State(st): State<AppState>, Query(params): Query<BTreeMap<String, String>>) -> Response {
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => 100,
+        Some(Ok(n)) if (1..=crate::gates::VERDICT_LOG_CAPACITY).contains(&n) => n,
+        Some(_) => return api_error(StatusCode::BAD_REQUEST, format!("limit must be 1..={}", crate::gates::VERDICT_LOG_CAPACITY)),
+    };
+    let held = st.gates.history(params.get("gate").map(String::as_str), limit);
+    let docs: Vec<&crate::gates::VerdictDoc> = held.iter().map(|d| &**d).collect();
+    Json(serde_json::json!({ "verdicts": docs })).into_response()
+}
+
+/// A minimal HTTP/1.1 client for the CLI (plain http only): GET, or POST with a JSON body.
+pub fn client_request(url: &str, json_body: Option<&str>) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported: {url}"))?;
     let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
     let mut stream = std::net::TcpStream::connect(hostport).map_err(|e| format!("cannot connect to {hostport}: {e}"))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: application/json\r\n\r\n").map_err(|e| e.to_string())?;
+    let request = match json_body {
+        None => format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"),
+        Some(body) => format!(
+            "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    };
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).map_err(|e| format!("reading the response: {e}"))?;
     let text = String::from_utf8_lossy(&buf);
@@ -169,6 +280,10 @@ pub fn client_get(url: &str) -> Result<(u16, String), String> {
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("malformed status line")?;
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
     Ok((status, body))
+}
+
+pub fn client_get(url: &str) -> Result<(u16, String), String> {
+    client_request(url, None)
 }
 
 fn dechunk(mut s: &str) -> String {

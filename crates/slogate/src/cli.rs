@@ -25,6 +25,25 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Evaluate a gate on a running server and print the verdict. Exit code: 0 pass, 1 fail,
+    /// 2 inconclusive, 3 the server refused the request, 4 the server could not be reached.
+    Verdict {
+        gate: String,
+        /// Phase to judge (default: the gate's first phase).
+        #[arg(long)]
+        phase: Option<String>,
+        /// Canary selector overrides, repeatable: --canary version=v2
+        #[arg(long, value_name = "DIM=VALUE")]
+        canary: Vec<String>,
+        /// Baseline selector overrides, repeatable: --baseline version=v1
+        #[arg(long, value_name = "DIM=VALUE")]
+        baseline: Vec<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+        /// Base URL of the slogate HTTP API.
+        #[arg(long, env = "SLOGATE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Print the rolling SLI of a service from a running server.
     Sli {
         #[arg(long)]
@@ -41,6 +60,12 @@ enum Command {
         #[arg(long, env = "SLOGATE_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -74,11 +99,12 @@ pub fn main() -> ExitCode {
         Command::Config { command: ConfigCommand::Check { file } } => match Config::load(Some(&file)) {
             Ok(c) => {
                 println!(
-                    "{}: ok (slot {}s, fine retention {}s, {} extra dimension(s))",
+                    "{}: ok (slot {}s, fine retention {}s, {} extra dimension(s), {} gate(s))",
                     file.display(),
                     c.window.slot_seconds,
                     c.window.fine_retention_seconds,
-                    c.window.extra_dims.len()
+                    c.window.extra_dims.len(),
+                    c.gates.len()
                 );
                 ExitCode::SUCCESS
             }
@@ -97,6 +123,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(3)
             }
         },
+        Command::Verdict { gate, phase, canary, baseline, format, server } => verdict(&gate, phase, &canary, &baseline, format, &server),
         Command::Sli { service, window, env, version, operation, server } => {
             let mut url = format!("{}/api/v1/sli?service={}&window={}", server.trim_end_matches('/'), enc(&service), enc(&window));
             for (k, v) in [("env", env), ("version", version), ("operation", operation)] {
@@ -119,6 +146,55 @@ pub fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+fn parse_pairs(flag: &str, items: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let mut out = serde_json::Map::new();
+    for item in items {
+        let (k, v) = item.split_once('=').ok_or_else(|| format!("--{flag} takes DIM=VALUE, got {item:?}"))?;
+        out.insert(k.trim().to_string(), serde_json::Value::String(v.to_string()));
+    }
+    Ok(out)
+}
+
+fn verdict(gate: &str, phase: Option<String>, canary: &[String], baseline: &[String], format: Format, server: &str) -> ExitCode {
+    let body = match (parse_pairs("canary", canary), parse_pairs("baseline", baseline)) {
+        (Ok(c), Ok(b)) => serde_json::json!({ "phase": phase, "canary": c, "baseline": b }),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    let url = format!("{}/api/v1/gates/{}/verdict", server.trim_end_matches('/'), enc(gate));
+    let (status, text) = match crate::api::client_request(&url, Some(&body.to_string())) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(4);
+        }
+    };
+    if status != 200 {
+        let msg = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"].as_str().map(String::from)).unwrap_or(text);
+        eprintln!("error: server answered {status}: {msg}");
+        return ExitCode::from(3);
+    }
+    let doc: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: the server's answer is not a verdict document: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&doc).unwrap_or(text)),
+        Format::Table => print!("{}", crate::report::verdict_table(&doc)),
+    }
+    match doc["verdict"].as_str() {
+        Some("pass") => ExitCode::SUCCESS,
+        Some("fail") => ExitCode::from(1),
+        Some("inconclusive") => ExitCode::from(2),
+        _ => ExitCode::from(3),
     }
 }
 

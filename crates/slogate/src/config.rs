@@ -63,6 +63,8 @@ pub struct FileConfig {
     pub windows: WindowSection,
     #[serde(default)]
     pub limits: LimitSection,
+    #[serde(default)]
+    pub gates: Vec<GateFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -258,6 +260,166 @@ impl Default for LimitSection {
     }
 }
 
+/// A gate as written in the file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateFile {
+    pub name: String,
+    pub service: String,
+    /// Only spans of this operation count (e.g. `GET /cart/{id}`); all operations when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default = "GateFile::default_window")]
+    pub window: HumanDuration,
+    /// Requests each cohort needs before any criterion is judged.
+    #[serde(default = "GateFile::default_min_requests")]
+    pub min_requests: u64,
+    /// Default canary selector (`version: v2`); a verdict request's `canary.<dim>` overrides it.
+    #[serde(default)]
+    pub canary: std::collections::BTreeMap<String, String>,
+    /// Default baseline selector; a verdict request's `baseline.<dim>` overrides it.
+    #[serde(default)]
+    pub baseline: std::collections::BTreeMap<String, String>,
+    /// Criteria every phase applies.
+    #[serde(default)]
+    pub criteria: Vec<CriterionFile>,
+    /// Phases in rollout order, each adding criteria (a criterion of the same name replaces the
+    /// gate-wide one). Without phases the gate has one phase, `default`.
+    #[serde(default)]
+    pub phases: Vec<PhaseFile>,
+}
+
+impl GateFile {
+    fn default_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
+    fn default_min_requests() -> u64 {
+        100
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default)]
+    pub criteria: Vec<CriterionFile>,
+}
+
+/// One criterion as written: a threshold (`metric`, `compare`, `pass`, `fail`) or a statistical
+/// test (`test: mann_whitney` with `confidence` and `max_effect`, `test: two_proportion` with
+/// `confidence` and `max_difference`).
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CriterionFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_effect: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_difference: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<HumanDuration>,
+}
+
+/// A validated gate.
+#[derive(Debug, Clone)]
+pub struct GateConfig {
+    pub name: String,
+    pub service: String,
+    pub operation: Option<String>,
+    pub canary: Vec<(String, String)>,
+    pub baseline: Vec<(String, String)>,
+    pub phases: Vec<PhaseConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PhaseConfig {
+    pub name: String,
+    pub window_seconds: u64,
+    pub spec: slogate_gate::GateSpec,
+}
+
+/// Parses a metric name: `error_rate`, `request_rate`, `latency_p95`, `latency_p999`, ...
+fn parse_metric(s: &str) -> Result<slogate_gate::Metric, String> {
+    use slogate_gate::Metric;
+    match s {
+        "error_rate" => Ok(Metric::ErrorRate),
+        "request_rate" => Ok(Metric::RequestRate),
+        other => {
+            let digits = other.strip_prefix("latency_p").filter(|d| !d.is_empty() && d.len() <= 6 && d.bytes().all(|b| b.is_ascii_digit()));
+            match digits {
+                Some(d) => Ok(Metric::Latency { quantile: format!("0.{d}").parse().map_err(|_| format!("bad quantile in {other:?}"))? }),
+                None => Err(format!("unknown metric {other:?}; use error_rate, request_rate or latency_pNN (latency_p50, latency_p95, latency_p999)")),
+            }
+        }
+    }
+}
+
+fn criterion_spec(c: &CriterionFile) -> Result<slogate_gate::CriterionSpec, (&'static str, String)> {
+    use slogate_gate::{Check, Comparison, Direction};
+    let check = match c.test.as_deref() {
+        Some("mann_whitney") => Check::MannWhitney {
+            confidence: c.confidence.unwrap_or(0.99),
+            max_effect: c.max_effect.ok_or(("max_effect", "mann_whitney needs max_effect (probability of superiority, e.g. 0.55)".to_string()))?,
+        },
+        Some("two_proportion") => Check::TwoProportion {
+            confidence: c.confidence.unwrap_or(0.99),
+            max_difference: c.max_difference.ok_or(("max_difference", "two_proportion needs max_difference (e.g. 0.005 for +0.5 points)".to_string()))?,
+        },
+        Some(other) => return Err(("test", format!("unknown test {other:?}; use mann_whitney or two_proportion"))),
+        None => {
+            let metric = parse_metric(c.metric.as_deref().ok_or(("metric", "a threshold criterion needs a metric".to_string()))?).map_err(|e| ("metric", e))?;
+            let comparison = match c.compare.as_deref().unwrap_or("absolute") {
+                "absolute" => Comparison::Absolute,
+                "ratio" => Comparison::Ratio,
+                "difference" => Comparison::Difference,
+                other => return Err(("compare", format!("unknown comparison {other:?}; use absolute, ratio or difference"))),
+            };
+            let direction = match c.direction.as_deref() {
+                None => None,
+                Some("lower_is_better") => Some(Direction::LowerIsBetter),
+                Some("higher_is_better") => Some(Direction::HigherIsBetter),
+                Some(other) => return Err(("direction", format!("unknown direction {other:?}; use lower_is_better or higher_is_better"))),
+            };
+            Check::Threshold {
+                metric,
+                comparison,
+                pass: c.pass.ok_or(("pass", "a threshold criterion needs a pass bound".to_string()))?,
+                fail: c.fail.ok_or(("fail", "a threshold criterion needs a fail bound".to_string()))?,
+                direction,
+            }
+        }
+    };
+    let spec = slogate_gate::CriterionSpec {
+        name: c.name.clone(),
+        check,
+        min_requests: c.min_requests,
+        sustained_seconds: c.sustained.map(|d| d.0.as_secs()),
+    };
+    spec.validate().map_err(|e| ("name", e.to_string()))?;
+    Ok(spec)
+}
+
 /// The validated runtime configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -266,6 +428,7 @@ pub struct Config {
     pub extract: ExtractConfig,
     pub limits: IngestLimits,
     pub window: WindowConfig,
+    pub gates: Vec<GateConfig>,
 }
 
 impl Config {
@@ -380,8 +543,88 @@ impl Config {
             max_overflow_series_per_service: 8,
             extra_dims: f.cohorts.extra.iter().map(|e| e.name.clone()).collect(),
         };
-        Ok(Config { source: file.to_string(), file: f, extract, limits, window })
+        let gates = validate_gates(&f, &invalid)?;
+        Ok(Config { source: file.to_string(), file: f, extract, limits, window, gates })
     }
+}
+
+fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Vec<GateConfig>, ConfigError> {
+    let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
+    let coarse = f.windows.coarse_retention.0.as_secs();
+    let slot = f.windows.slot.0.as_secs();
+    let mut gates = Vec::new();
+    for (gi, g) in f.gates.iter().enumerate() {
+        let at = |field: &str| format!("gates[{gi}].{field}");
+        let valid_name = !g.name.is_empty() && g.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !valid_name {
+            return Err(invalid(&at("name"), format!("{:?} must be non-empty [A-Za-z0-9._-] (it appears in URLs)", g.name)));
+        }
+        if f.gates[..gi].iter().any(|o| o.name == g.name) {
+            return Err(invalid(&at("name"), format!("duplicate gate name {:?}", g.name)));
+        }
+        if g.service.is_empty() {
+            return Err(invalid(&at("service"), "must name a service".into()));
+        }
+        for (side, sel) in [("canary", &g.canary), ("baseline", &g.baseline)] {
+            for dim in sel.keys() {
+                if !["env", "version", "operation"].contains(&dim.as_str()) && !extra.contains(&dim.as_str()) {
+                    return Err(invalid(&at(&format!("{side}.{dim}")), "unknown dimension; use env, version, operation or a configured extra".into()));
+                }
+            }
+        }
+        let check_window = |field: String, w: &HumanDuration| {
+            let s = w.0.as_secs();
+            if s < slot.max(60) || s > coarse {
+                Err(invalid(&field, format!("must be between 1m (and one slot) and windows.coarse_retention ({coarse}s)")))
+            } else {
+                Ok(s)
+            }
+        };
+        let gate_window = check_window(at("window"), &g.window)?;
+        let mut common = Vec::new();
+        for (ci, c) in g.criteria.iter().enumerate() {
+            common.push(criterion_spec(c).map_err(|(field, msg)| invalid(&at(&format!("criteria[{ci}].{field}")), msg))?);
+        }
+        let mut phases = Vec::new();
+        let phase_files: Vec<PhaseFile> = if g.phases.is_empty() {
+            vec![PhaseFile { name: "default".into(), window: None, min_requests: None, criteria: Vec::new() }]
+        } else {
+            g.phases.clone()
+        };
+        for (pi, p) in phase_files.iter().enumerate() {
+            let pat = |field: &str| at(&format!("phases[{pi}].{field}"));
+            if p.name.is_empty() || phase_files[..pi].iter().any(|o| o.name == p.name) {
+                return Err(invalid(&pat("name"), format!("phase names must be non-empty and unique, got {:?}", p.name)));
+            }
+            let window_seconds = match &p.window {
+                Some(w) => check_window(pat("window"), w)?,
+                None => gate_window,
+            };
+            let mut criteria = common.clone();
+            for (ci, c) in p.criteria.iter().enumerate() {
+                let spec = criterion_spec(c).map_err(|(field, msg)| invalid(&pat(&format!("criteria[{ci}].{field}")), msg))?;
+                match criteria.iter_mut().find(|x| x.name == spec.name) {
+                    Some(slot) => *slot = spec,
+                    None => criteria.push(spec),
+                }
+            }
+            if criteria.is_empty() {
+                return Err(invalid(&pat("criteria"), "a phase needs at least one criterion (gate-wide or its own)".into()));
+            }
+            let spec = slogate_gate::GateSpec { name: g.name.clone(), min_requests: p.min_requests.unwrap_or(g.min_requests), criteria };
+            spec.validate().map_err(|e| invalid(&pat("criteria"), e.to_string()))?;
+            phases.push(PhaseConfig { name: p.name.clone(), window_seconds, spec });
+        }
+        gates.push(GateConfig {
+            name: g.name.clone(),
+            service: g.service.clone(),
+            operation: g.operation.clone(),
+            canary: g.canary.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            baseline: g.baseline.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            phases,
+        });
+    }
+    Ok(gates)
 }
 
 /// The line of a field path like `windows.coarse_slot` or `cohorts.extra[0].name` in block-style

@@ -6,6 +6,9 @@
 mod api;
 mod cli;
 mod config;
+mod gates;
+mod grpc_api;
+mod report;
 mod serve;
 
 #[global_allocator]

@@ -23,6 +23,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let stats = Arc::new(IngestStats::default());
     let pipeline = Arc::new(Pipeline::new(registry.clone(), cfg.extract.clone(), cfg.limits.clone(), stats.clone()));
     let ready = Arc::new(AtomicBool::new(false));
+    let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let s = &cfg.file.server;
@@ -46,7 +47,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         if cfg.file.ingest.grpc_keepalive {
             builder = builder.http2_keepalive_interval(Some(Duration::from_secs(60)));
         }
-        let router = builder.add_service(TraceServiceServer::new(pipeline.clone()));
+        let router = builder
+            .add_service(TraceServiceServer::new(pipeline.clone()))
+            .add_service(crate::grpc_api::VerdictServiceServer::new(gates.clone()));
         let incoming = tokio_stream_listener(grpc_listener);
         tokio::spawn(async move {
             router
@@ -69,7 +72,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
-    let state = AppState { registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now() };
+    let state = AppState { registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now(), gates: gates.clone() };
     let http_api = {
         let mut stop = stop_rx.clone();
         let app = api::router(state);
