@@ -14,7 +14,19 @@
 //! the distribution (criterion reports means and medians, the target is on the p99); set
 //! `VERDICT_ITERS` to change the count. It is skipped in `--test` / `--list` mode.
 //!
-//! Results: see BENCHMARKS.md ("Verdict latency").
+//! Measured on 2 vCPUs, "Intel(R) Xeon(R) Processor" (a shared cloud VM), while another
+//! workspace build was compiling (expect 10–20 % better on a quiet machine):
+//! - `verdict/query_canary` (50 series, 3 spans per slot): 188 µs
+//! - `verdict/query_baseline` (50 series, 10 spans per slot): 459 µs
+//! - `verdict/evaluate` (4 criteria on the merged cohorts): 9.7 µs
+//! - `verdict/query_and_evaluate`: 709 µs mean
+//! - manual loop, 10,000 verdicts: mean 713 µs, p50 700 µs, p90 767 µs, **p99 912 µs**,
+//!   p99.9 3.1 ms, max 8.7 ms — inside the ≤ 2 ms p99 target; the tail above p99 is the
+//!   machine (scheduling under a concurrent build), not the work, which is identical on every
+//!   iteration.
+//!
+//! The cost is the two window queries (decoding 2 × 50 × 60 stored slot sketches), not the
+//! statistics.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -63,7 +75,7 @@ fn fixture() -> Fixture {
     let registry = Registry::new(WindowConfig::default(), clock.clone());
     let mut rng = StdRng::seed_from_u64(7);
 
-    let mut fill_slot = |registry: &Registry, rng: &mut StdRng| {
+    let fill_slot = |registry: &Registry, rng: &mut StdRng| {
         let mut w = registry.writer();
         for service in &services {
             for (version, per_slot, factor, error_rate) in VERSIONS {
@@ -102,11 +114,17 @@ fn fixture() -> Fixture {
     // Every slot of the window, open one included, for all 50 series of each cohort.
     assert_eq!(
         (c.series, c.requests),
-        (OPERATIONS, (OPERATIONS * (SLOTS + 1) * VERSIONS[1].1) as u64)
+        (
+            OPERATIONS,
+            (OPERATIONS * (SLOTS + 1) * VERSIONS[1].1) as u64
+        )
     );
     assert_eq!(
         (b.series, b.requests),
-        (OPERATIONS, (OPERATIONS * (SLOTS + 1) * VERSIONS[0].1) as u64)
+        (
+            OPERATIONS,
+            (OPERATIONS * (SLOTS + 1) * VERSIONS[0].1) as u64
+        )
     );
 
     let criterion = |name: &str, check: Check| CriterionSpec {

@@ -96,10 +96,18 @@ pub fn evaluate_criterion(
                     CriterionResult::Fail,
                     format!("{sup}; significantly slower and above the {max_effect:.2} limit"),
                 )
-            } else if significant {
+            } else if significant && t.effect > (0.5 + max_effect) / 2.0 {
+                // Significant and more than halfway to the limit: worth a hold, not a rollback.
                 (
                     CriterionResult::Marginal,
-                    format!("{sup}; significantly slower but within the {max_effect:.2} limit"),
+                    format!("{sup}; significantly slower, past halfway to the {max_effect:.2} limit"),
+                )
+            } else if significant {
+                // With enough traffic any difference is significant; one this small is not a
+                // reason to stop a rollout.
+                (
+                    CriterionResult::Pass,
+                    format!("{sup}; significantly slower but by a negligible margin (limit {max_effect:.2})"),
                 )
             } else {
                 (
@@ -141,10 +149,15 @@ pub fn evaluate_criterion(
                     CriterionResult::Fail,
                     format!("{head}; significantly higher and above the {limit} points limit"),
                 )
-            } else if significant {
+            } else if significant && t.difference > max_difference / 2.0 {
                 (
                     CriterionResult::Marginal,
-                    format!("{head}; significantly higher but within the {limit} points limit"),
+                    format!("{head}; significantly higher, past half the {limit} points limit"),
+                )
+            } else if significant {
+                (
+                    CriterionResult::Pass,
+                    format!("{head}; significantly higher but by a negligible margin (limit {limit} points)"),
                 )
             } else {
                 (

@@ -21,10 +21,20 @@ pub struct LogNormalSpec {
 pub enum LatencyDist {
     Lognormal(LogNormalSpec),
     /// Mostly `a`, with probability `p_b` from `b` (a cache miss, a slow dependency).
-    Bimodal { a: LogNormalSpec, b: LogNormalSpec, p_b: f64 },
+    Bimodal {
+        a: LogNormalSpec,
+        b: LogNormalSpec,
+        p_b: f64,
+    },
     /// Heavy tail starting at `scale_ms`, clipped at `cap_ms` (a client timeout).
-    Pareto { scale_ms: f64, shape: f64, cap_ms: f64 },
-    Constant { ms: f64 },
+    Pareto {
+        scale_ms: f64,
+        shape: f64,
+        cap_ms: f64,
+    },
+    Constant {
+        ms: f64,
+    },
 }
 
 #[derive(Deserialize)]
@@ -63,17 +73,27 @@ impl<'de> Deserialize<'de> for LatencyDist {
             found.push(LatencyDist::Lognormal(s));
         }
         if let Some(s) = r.bimodal {
-            found.push(LatencyDist::Bimodal { a: s.a, b: s.b, p_b: s.p_b });
+            found.push(LatencyDist::Bimodal {
+                a: s.a,
+                b: s.b,
+                p_b: s.p_b,
+            });
         }
         if let Some(s) = r.pareto {
-            found.push(LatencyDist::Pareto { scale_ms: s.scale_ms, shape: s.shape, cap_ms: s.cap_ms });
+            found.push(LatencyDist::Pareto {
+                scale_ms: s.scale_ms,
+                shape: s.shape,
+                cap_ms: s.cap_ms,
+            });
         }
         if let Some(s) = r.constant {
             found.push(LatencyDist::Constant { ms: s.ms });
         }
         match found[..] {
             [one] => Ok(one),
-            _ => Err(serde::de::Error::custom("latency needs exactly one of lognormal, bimodal, pareto, constant")),
+            _ => Err(serde::de::Error::custom(
+                "latency needs exactly one of lognormal, bimodal, pareto, constant",
+            )),
         }
     }
 }
@@ -85,10 +105,13 @@ impl LatencyDist {
 
     pub fn validate(&self) -> Result<(), String> {
         let ln = |s: &LogNormalSpec| {
-            if s.median_ms > 0.0 && s.median_ms.is_finite() && s.sigma >= 0.0 && s.sigma.is_finite() {
+            if s.median_ms > 0.0 && s.median_ms.is_finite() && s.sigma >= 0.0 && s.sigma.is_finite()
+            {
                 Ok(())
             } else {
-                Err(format!("lognormal needs median_ms > 0 and sigma >= 0, got {s:?}"))
+                Err(format!(
+                    "lognormal needs median_ms > 0 and sigma >= 0, got {s:?}"
+                ))
             }
         };
         match self {
@@ -96,9 +119,17 @@ impl LatencyDist {
             LatencyDist::Bimodal { a, b, p_b } => {
                 ln(a)?;
                 ln(b)?;
-                if (0.0..=1.0).contains(p_b) { Ok(()) } else { Err(format!("bimodal p_b must be in [0, 1], got {p_b}")) }
+                if (0.0..=1.0).contains(p_b) {
+                    Ok(())
+                } else {
+                    Err(format!("bimodal p_b must be in [0, 1], got {p_b}"))
+                }
             }
-            LatencyDist::Pareto { scale_ms, shape, cap_ms } => {
+            LatencyDist::Pareto {
+                scale_ms,
+                shape,
+                cap_ms,
+            } => {
                 if *scale_ms > 0.0 && *shape > 0.0 && cap_ms >= scale_ms {
                     Ok(())
                 } else {
@@ -106,18 +137,31 @@ impl LatencyDist {
                 }
             }
             LatencyDist::Constant { ms } => {
-                if *ms >= 0.0 && ms.is_finite() { Ok(()) } else { Err(format!("constant ms must be >= 0, got {ms}")) }
+                if *ms >= 0.0 && ms.is_finite() {
+                    Ok(())
+                } else {
+                    Err(format!("constant ms must be >= 0, got {ms}"))
+                }
             }
         }
     }
 
     /// A ready-to-draw sampler; panics only on parameters [`LatencyDist::validate`] rejects.
     pub fn sampler(&self) -> Sampler {
-        let ln = |s: &LogNormalSpec| LogNormal::new(s.median_ms.ln(), s.sigma).expect("validated lognormal");
+        let ln = |s: &LogNormalSpec| {
+            LogNormal::new(s.median_ms.ln(), s.sigma).expect("validated lognormal")
+        };
         match *self {
             LatencyDist::Lognormal(s) => Sampler::LogNormal(ln(&s)),
             LatencyDist::Bimodal { a, b, p_b } => Sampler::Bimodal(ln(&a), ln(&b), p_b),
-            LatencyDist::Pareto { scale_ms, shape, cap_ms } => Sampler::Pareto(Pareto::new(scale_ms, shape).expect("validated pareto"), cap_ms),
+            LatencyDist::Pareto {
+                scale_ms,
+                shape,
+                cap_ms,
+            } => Sampler::Pareto(
+                Pareto::new(scale_ms, shape).expect("validated pareto"),
+                cap_ms,
+            ),
             LatencyDist::Constant { ms } => Sampler::Constant(ms),
         }
     }

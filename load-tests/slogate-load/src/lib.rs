@@ -29,4 +29,7 @@ pub mod transport;
 pub use latency::{LatencyDist, LogNormalSpec};
 pub use report::{CohortReport, PhaseReport, Report};
 pub use run::{RunError, run, run_blocking};
-pub use scenario::{CohortOverride, CohortSpec, Operation, Operations, Phase, Protocol, Rate, Scenario, ScenarioError, Target};
+pub use scenario::{
+    CohortOverride, CohortSpec, Operation, Operations, Phase, Protocol, Rate, Scenario,
+    ScenarioError, Target,
+};

@@ -12,7 +12,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "slogate-load", version, about = "OTLP trace load generator for slogate")]
+#[command(
+    name = "slogate-load",
+    version,
+    about = "OTLP trace load generator for slogate"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -76,12 +80,18 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
         "grpc" => Ok(Protocol::Grpc),
         "http-protobuf" | "http/protobuf" => Ok(Protocol::HttpProtobuf),
         "http-json" | "http/json" => Ok(Protocol::HttpJson),
-        _ => Err(format!("unknown protocol {s:?}; use grpc, http-protobuf or http-json")),
+        _ => Err(format!(
+            "unknown protocol {s:?}; use grpc, http-protobuf or http-json"
+        )),
     }
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Scenario> {
-    let file = if path.is_dir() { path.join("scenario.yaml") } else { path.to_path_buf() };
+    let file = if path.is_dir() {
+        path.join("scenario.yaml")
+    } else {
+        path.to_path_buf()
+    };
     let mut sc = Scenario::from_file(&file)?;
     if sc.name.is_none() {
         sc.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -99,7 +109,21 @@ fn runtime(threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Run { scenario, endpoint, protocol, gzip, rate, duration, connections, concurrency, batch_size, pool_size, seed, threads, json } => {
+        Cmd::Run {
+            scenario,
+            endpoint,
+            protocol,
+            gzip,
+            rate,
+            duration,
+            connections,
+            concurrency,
+            batch_size,
+            pool_size,
+            seed,
+            threads,
+            json,
+        } => {
             let mut sc = load(&scenario)?;
             if let Some(p) = protocol {
                 sc.target.protocol = p;
@@ -138,15 +162,32 @@ fn main() -> anyhow::Result<()> {
             }
             for p in scenarios {
                 let sc = load(&p).with_context(|| format!("checking {}", p.display()))?;
-                println!("{}: ok ({} cohorts, {} phases, {:?})", p.display(), sc.cohorts.len(), sc.phases.len(), sc.duration);
+                println!(
+                    "{}: ok ({} cohorts, {} phases, {:?})",
+                    p.display(),
+                    sc.cohorts.len(),
+                    sc.phases.len(),
+                    sc.duration
+                );
             }
         }
         Cmd::Sample { scenario } => {
             let sc = load(&scenario)?;
             for c in &sc.cohorts {
-                let settings = CohortSettings { weight: c.weight, error_rate: c.error_rate, latency_multiplier: 1.0 };
-                let params =
-                    PoolParams { cohort: c, settings, batch_size: sc.batch_size.min(64), pool_size: 1, seed: sc.seed, encoding: Encoding::Protobuf, gzip_body: false };
+                let settings = CohortSettings {
+                    weight: c.weight,
+                    error_rate: c.error_rate,
+                    latency_multiplier: 1.0,
+                };
+                let params = PoolParams {
+                    cohort: c,
+                    settings,
+                    batch_size: sc.batch_size.min(64),
+                    pool_size: 1,
+                    seed: sc.seed,
+                    encoding: Encoding::Protobuf,
+                    gzip_body: false,
+                };
                 let (req, _, _) = build_requests(&params).remove(0);
                 let spans = &req.resource_spans[0].scope_spans[0].spans;
                 let sizes: Vec<usize> = spans.iter().map(prost::Message::encoded_len).collect();
@@ -162,7 +203,11 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&one)?);
             }
         }
-        Cmd::Sink { grpc, http, threads } => {
+        Cmd::Sink {
+            grpc,
+            http,
+            threads,
+        } => {
             let counters = Arc::new(slogate_load::sink::SinkCounters::default());
             let rt = runtime(threads)?;
             rt.block_on(async move {
@@ -195,7 +240,13 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn swap_port(endpoint: &str, p: Protocol) -> String {
-    let host = endpoint.split("://").nth(1).unwrap_or(endpoint).split(['/', ':']).next().unwrap_or("127.0.0.1");
+    let host = endpoint
+        .split("://")
+        .nth(1)
+        .unwrap_or(endpoint)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("127.0.0.1");
     match p {
         Protocol::Grpc => format!("http://{host}:4317"),
         _ => format!("http://{host}:4318/v1/traces"),

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status};
+use opentelemetry_proto::tonic::trace::v1::{
+    ResourceSpans, ScopeSpans, Span, Status, span, status,
+};
 use prost::Message;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -56,7 +58,11 @@ pub struct Pool {
 const STATUS_CODE_ERROR: i32 = status::StatusCode::Error as i32;
 
 fn kv(key: &str, v: any_value::Value) -> KeyValue {
-    KeyValue { key: key.to_string(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
 }
 fn s(key: &str, v: impl Into<String>) -> KeyValue {
     kv(key, any_value::Value::StringValue(v.into()))
@@ -77,18 +83,27 @@ const USER_AGENTS: &[&str] = &[
 
 const LANGUAGES: &[(&str, &str, &str)] = &[
     ("java", "1.37.0", "io.opentelemetry.tomcat-10.0"),
-    ("go", "1.26.0", "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"),
+    (
+        "go",
+        "1.26.0",
+        "go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp",
+    ),
     ("python", "1.24.0", "opentelemetry.instrumentation.flask"),
     ("nodejs", "1.24.1", "@opentelemetry/instrumentation-http"),
     ("rust", "0.29.0", "tower-http"),
 ];
 
 fn fnv(s: &str) -> u64 {
-    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn nonzero_bytes<const N: usize>(rng: &mut SmallRng) -> Vec<u8> {
@@ -107,7 +122,11 @@ fn concrete_path(route: &str, rng: &mut SmallRng) -> String {
     while let Some(open) = rest.find(['{', ':']) {
         out.push_str(&rest[..open]);
         let after = &rest[open..];
-        let end = if after.starts_with('{') { after.find('}').map_or(after.len(), |e| e + 1) } else { after.find('/').unwrap_or(after.len()) };
+        let end = if after.starts_with('{') {
+            after.find('}').map_or(after.len(), |e| e + 1)
+        } else {
+            after.find('/').unwrap_or(after.len())
+        };
         out.push_str(&rng.random_range(1000..1_000_000u32).to_string());
         rest = &after[end..];
     }
@@ -118,20 +137,37 @@ fn concrete_path(route: &str, rng: &mut SmallRng) -> String {
 fn resource(c: &CohortSpec, pod: usize, seed: u64) -> Resource {
     let h = fnv(&c.service);
     let (lang, sdk_version, _) = match &c.sdk_language {
-        Some(l) => LANGUAGES.iter().find(|x| x.0 == l).copied().unwrap_or((l.as_str(), "1.0.0", "")),
+        Some(l) => {
+            LANGUAGES
+                .iter()
+                .find(|x| x.0 == l)
+                .copied()
+                .unwrap_or((l.as_str(), "1.0.0", ""))
+        }
         None => LANGUAGES[(h % LANGUAGES.len() as u64) as usize],
     };
     // Pod names look like a Deployment's: stable per version, different per replica.
     let rs = fnv(&format!("{}{}", c.version, seed)) & 0xff_ffff_ffff;
-    let pod_name = format!("{}-{:x}-{:05x}", c.service, rs % 0xff_ffff, (fnv(&pod.to_string()) ^ h) & 0xfffff);
+    let pod_name = format!(
+        "{}-{:x}-{:05x}",
+        c.service,
+        rs % 0xff_ffff,
+        (fnv(&pod.to_string()) ^ h) & 0xfffff
+    );
     Resource {
         attributes: vec![
             s("service.name", c.service.clone()),
             s("service.version", c.version.clone()),
             s("service.namespace", "shop"),
-            s("service.instance.id", format!("{pod_name}-{:08x}", h as u32)),
+            s(
+                "service.instance.id",
+                format!("{pod_name}-{:08x}", h as u32),
+            ),
             s("deployment.environment.name", c.env.clone()),
-            s("host.name", format!("ip-10-42-{}-{}.ec2.internal", (h >> 8) % 250, pod % 250)),
+            s(
+                "host.name",
+                format!("ip-10-42-{}-{}.ec2.internal", (h >> 8) % 250, pod % 250),
+            ),
             s("k8s.pod.name", pod_name),
             s("k8s.namespace.name", format!("{}-{}", c.env, c.service)),
             s("telemetry.sdk.name", "opentelemetry"),
@@ -153,7 +189,14 @@ pub enum ErrorKind {
 }
 
 /// One SERVER span for `op` lasting `duration_ns` and ending at `end_ns`.
-pub fn make_span(rng: &mut SmallRng, c: &CohortSpec, op: &Operation, duration_ns: u64, end_ns: u64, err: ErrorKind) -> Span {
+pub fn make_span(
+    rng: &mut SmallRng,
+    c: &CohortSpec,
+    op: &Operation,
+    duration_ns: u64,
+    end_ns: u64,
+    err: ErrorKind,
+) -> Span {
     let http_status = match err {
         ErrorKind::Http503 => 503,
         // Some 4xx for realism: they must not count as errors.
@@ -167,11 +210,28 @@ pub fn make_span(rng: &mut SmallRng, c: &CohortSpec, op: &Operation, duration_ns
         s("url.path", concrete_path(&op.route, rng)),
         s("url.scheme", "https"),
         i("http.response.status_code", http_status),
-        s("server.address", format!("{}.{}.svc.cluster.local", c.service, c.env)),
+        s(
+            "server.address",
+            format!("{}.{}.svc.cluster.local", c.service, c.env),
+        ),
         i("server.port", 8080),
-        s("network.protocol.version", if rng.random_ratio(1, 3) { "2" } else { "1.1" }),
-        s("user_agent.original", USER_AGENTS[rng.random_range(0..USER_AGENTS.len())]),
-        s("client.address", format!("10.{}.{}.{}", rng.random_range(0..64u8), rng.random::<u8>(), rng.random_range(1..255u8))),
+        s(
+            "network.protocol.version",
+            if rng.random_ratio(1, 3) { "2" } else { "1.1" },
+        ),
+        s(
+            "user_agent.original",
+            USER_AGENTS[rng.random_range(0..USER_AGENTS.len())],
+        ),
+        s(
+            "client.address",
+            format!(
+                "10.{}.{}.{}",
+                rng.random_range(0..64u8),
+                rng.random::<u8>(),
+                rng.random_range(1..255u8)
+            ),
+        ),
         i("http.response.body.size", rng.random_range(120..48_000)),
     ];
     if op.method != "GET" && op.method != "DELETE" {
@@ -183,10 +243,16 @@ pub fn make_span(rng: &mut SmallRng, c: &CohortSpec, op: &Operation, duration_ns
             events.push(span::Event {
                 time_unix_nano: end_ns.saturating_sub(duration_ns / 10),
                 name: "exception".into(),
-                attributes: vec![s("exception.type", "UpstreamError"), s("exception.message", "upstream returned malformed data")],
+                attributes: vec![
+                    s("exception.type", "UpstreamError"),
+                    s("exception.message", "upstream returned malformed data"),
+                ],
                 dropped_attributes_count: 0,
             });
-            Some(Status { message: "upstream error".into(), code: STATUS_CODE_ERROR })
+            Some(Status {
+                message: "upstream error".into(),
+                code: STATUS_CODE_ERROR,
+            })
         }
         _ => None,
     };
@@ -214,7 +280,11 @@ pub fn make_span(rng: &mut SmallRng, c: &CohortSpec, op: &Operation, duration_ns
     if span.encoded_len() > MAX_SPAN_BYTES {
         span.events.clear();
         span.attributes.retain(|a| !a.key.ends_with(".body.size"));
-        if let Some(ua) = span.attributes.iter_mut().find(|a| a.key == "user_agent.original") {
+        if let Some(ua) = span
+            .attributes
+            .iter_mut()
+            .find(|a| a.key == "user_agent.original")
+        {
             *ua = s("user_agent.original", "okhttp/4.12.0");
         }
     }
@@ -230,7 +300,11 @@ pub fn build_requests(p: &PoolParams<'_>) -> Vec<(ExportTraceServiceRequest, Vec
     let ops = c.operations.expand();
     let sampler = c.latency.sampler();
     let mut rng = SmallRng::seed_from_u64(p.seed ^ fnv(&c.display_name()));
-    let lang = resource(c, 0, p.seed).attributes.iter().find(|k| k.key == "telemetry.sdk.language").cloned();
+    let lang = resource(c, 0, p.seed)
+        .attributes
+        .iter()
+        .find(|k| k.key == "telemetry.sdk.language")
+        .cloned();
     let scope_name = lang
         .and_then(|k| match k.value?.value? {
             any_value::Value::StringValue(l) => LANGUAGES.iter().find(|x| x.0 == l).map(|x| x.2),
@@ -253,7 +327,11 @@ pub fn build_requests(p: &PoolParams<'_>) -> Vec<(ExportTraceServiceRequest, Vec
             let err = if due > errors_so_far {
                 errors_so_far = due;
                 errors += 1;
-                if due % 2 == 1 { ErrorKind::StatusError } else { ErrorKind::Http503 }
+                if due % 2 == 1 {
+                    ErrorKind::StatusError
+                } else {
+                    ErrorKind::Http503
+                }
             } else {
                 ErrorKind::None
             };
@@ -268,7 +346,12 @@ pub fn build_requests(p: &PoolParams<'_>) -> Vec<(ExportTraceServiceRequest, Vec
             resource_spans: vec![ResourceSpans {
                 resource: Some(resource(c, r % c.pods, p.seed)),
                 scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope { name: scope_name.into(), version: "2.3.0".into(), attributes: Vec::new(), dropped_attributes_count: 0 }),
+                    scope: Some(InstrumentationScope {
+                        name: scope_name.into(),
+                        version: "2.3.0".into(),
+                        attributes: Vec::new(),
+                        dropped_attributes_count: 0,
+                    }),
                     spans,
                     schema_url: "https://opentelemetry.io/schemas/1.26.0".into(),
                 }],
@@ -302,7 +385,10 @@ pub fn encode(req: &ExportTraceServiceRequest, encoding: Encoding, gzip: bool) -
     if !gzip {
         return Bytes::from(raw);
     }
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(raw.len() / 4),
+        flate2::Compression::fast(),
+    );
     enc.write_all(&raw).expect("write to vec");
     Bytes::from(enc.finish().expect("finish gzip to vec"))
 }

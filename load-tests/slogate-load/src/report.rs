@@ -33,7 +33,13 @@ pub fn nearest_rank(q: f64, n: u64) -> Option<u64> {
 }
 
 impl CohortReport {
-    pub fn new(spec: &CohortSpec, requests: u64, spans: u64, errors_sent: u64, mut hist: Vec<(u64, u64)>) -> CohortReport {
+    pub fn new(
+        spec: &CohortSpec,
+        requests: u64,
+        spans: u64,
+        errors_sent: u64,
+        mut hist: Vec<(u64, u64)>,
+    ) -> CohortReport {
         hist.sort_unstable_by_key(|e| e.0);
         let mut merged: Vec<(u64, u64)> = Vec::with_capacity(hist.len());
         for (d, n) in hist {
@@ -80,7 +86,11 @@ impl CohortReport {
     }
 
     pub fn error_rate(&self) -> f64 {
-        if self.spans == 0 { 0.0 } else { self.errors_sent as f64 / self.spans as f64 }
+        if self.spans == 0 {
+            0.0
+        } else {
+            self.errors_sent as f64 / self.spans as f64
+        }
     }
 }
 
@@ -133,7 +143,16 @@ fn table(f: &mut fmt::Formatter<'_>, rows: &[CohortReport]) -> fmt::Result {
     writeln!(
         f,
         "  {:<24} {:<16} {:<8} {:<10} {:>12} {:>10} {:>8} {:>10} {:>10} {:>10}",
-        "cohort", "service", "env", "version", "spans", "errors", "err%", "p50 ms", "p95 ms", "p99 ms"
+        "cohort",
+        "service",
+        "env",
+        "version",
+        "spans",
+        "errors",
+        "err%",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms"
     )?;
     for c in rows {
         writeln!(

@@ -67,7 +67,10 @@ pub fn weighted_schedule(weights: &[f64]) -> Vec<u16> {
     if total <= 0.0 {
         return Vec::new();
     }
-    let min_share = weights.iter().filter(|w| **w > 0.0).fold(1.0f64, |m, w| m.min(w / total));
+    let min_share = weights
+        .iter()
+        .filter(|w| **w > 0.0)
+        .fold(1.0f64, |m, w| m.min(w / total));
     // Long enough that the smallest cohort gets ~100 entries, e.g. 2,000 for a 5% canary.
     let len = ((100.0 / min_share).ceil() as usize).clamp(weights.len(), 100_000);
     let mut current = vec![0.0f64; weights.len()];
@@ -76,7 +79,11 @@ pub fn weighted_schedule(weights: &[f64]) -> Vec<u16> {
         for (c, w) in current.iter_mut().zip(weights) {
             *c += w;
         }
-        let (best, _) = current.iter().enumerate().fold((0, f64::MIN), |b, (i, c)| if *c > b.1 { (i, *c) } else { b });
+        let (best, _) =
+            current.iter().enumerate().fold(
+                (0, f64::MIN),
+                |b, (i, c)| if *c > b.1 { (i, *c) } else { b },
+            );
         current[best] -= total;
         out.push(best as u16);
     }
@@ -92,7 +99,11 @@ fn segment_at(segments: &[SegmentState], elapsed: Duration) -> &SegmentState {
 /// same (only the accounting is per segment), and built on all cores.
 fn build_segments(sc: &Scenario) -> Vec<SegmentState> {
     let segments = sc.segments();
-    let encoding = if sc.target.protocol == Protocol::HttpJson { Encoding::Json } else { Encoding::Protobuf };
+    let encoding = if sc.target.protocol == Protocol::HttpJson {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
     let gzip_body = sc.target.gzip && sc.target.protocol != Protocol::Grpc;
     // (cohort, error_rate bits, multiplier bits) → pool, for de-duplication.
     let mut keys: Vec<(usize, u64, u64)> = Vec::new();
@@ -104,7 +115,9 @@ fn build_segments(sc: &Scenario) -> Vec<SegmentState> {
             }
         }
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(keys.len().max(1));
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(keys.len().max(1));
     let next = AtomicUsize::new(0);
     let built: Mutex<Vec<Option<Arc<Pool>>>> = Mutex::new(vec![None; keys.len()]);
     std::thread::scope(|s| {
@@ -124,7 +137,7 @@ fn build_segments(sc: &Scenario) -> Vec<SegmentState> {
                         batch_size: sc.batch_size,
                         pool_size: sc.pool_size,
                         // Distinct draws per distinct settings, reproducible per seed.
-                        seed: sc.seed.wrapping_add(i as u64 * 0x9e37_79b9_7f4a_7c15),
+                        seed: sc.seed.wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                         encoding,
                         gzip_body,
                     });
@@ -147,12 +160,25 @@ fn build_segments(sc: &Scenario) -> Vec<SegmentState> {
                         return None;
                     }
                     let k = (c, st.error_rate.to_bits(), st.latency_multiplier.to_bits());
-                    let pool = built[keys.iter().position(|x| *x == k).expect("pool was built")].clone().expect("pool was built");
-                    let sends = (0..pool.requests.len()).map(|_| AtomicU64::new(0)).collect();
-                    Some(Slot { pool, cursor: AtomicUsize::new(0), sends })
+                    let pool = built[keys.iter().position(|x| *x == k).expect("pool was built")]
+                        .clone()
+                        .expect("pool was built");
+                    let sends = (0..pool.requests.len())
+                        .map(|_| AtomicU64::new(0))
+                        .collect();
+                    Some(Slot {
+                        pool,
+                        cursor: AtomicUsize::new(0),
+                        sends,
+                    })
                 })
                 .collect();
-            SegmentState { schedule: weighted_schedule(&weights), segment: seg, ticket: AtomicU64::new(0), slots }
+            SegmentState {
+                schedule: weighted_schedule(&weights),
+                segment: seg,
+                ticket: AtomicU64::new(0),
+                slots,
+            }
         })
         .collect()
 }
@@ -163,8 +189,13 @@ pub async fn run(sc: &Scenario) -> Result<Report, RunError> {
     sc.validate()?;
     let sc_owned = sc.clone();
     // Pool building is CPU work of a few hundred ms; keep it off the async workers.
-    let segments = tokio::task::spawn_blocking(move || build_segments(&sc_owned)).await.expect("pool building does not panic");
-    let clients: Vec<Client> = (0..sc.connections).map(|_| Client::new(&sc.target)).collect::<Result<_, _>>().map_err(RunError::Target)?;
+    let segments = tokio::task::spawn_blocking(move || build_segments(&sc_owned))
+        .await
+        .expect("pool building does not panic");
+    let clients: Vec<Client> = (0..sc.connections)
+        .map(|_| Client::new(&sc.target))
+        .collect::<Result<_, _>>()
+        .map_err(RunError::Target)?;
     let start = Instant::now();
     let shared = Arc::new(Shared {
         segments,
@@ -193,7 +224,10 @@ pub async fn run(sc: &Scenario) -> Result<Report, RunError> {
 /// [`run`] on a fresh multi-threaded runtime, for synchronous tests and callers. Panics if
 /// called from inside a tokio runtime (as tokio does for any nested `block_on`).
 pub fn run_blocking(sc: &Scenario) -> Result<Report, RunError> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(RunError::Runtime)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
     rt.block_on(run(sc))
 }
 
@@ -230,7 +264,9 @@ async fn worker(shared: Arc<Shared>, mut client: Client) {
         }
         let t = seg.ticket.fetch_add(1, Relaxed);
         let cohort = seg.schedule[(t % seg.schedule.len() as u64) as usize] as usize;
-        let slot = seg.slots[cohort].as_ref().expect("scheduled cohorts have a pool");
+        let slot = seg.slots[cohort]
+            .as_ref()
+            .expect("scheduled cohorts have a pool");
         let idx = slot.cursor.fetch_add(1, Relaxed) % slot.pool.requests.len();
         let body = slot.pool.requests[idx].body.clone();
         match client.send(body).await {
@@ -294,7 +330,11 @@ fn report(sc: &Scenario, shared: &Shared, elapsed: Duration) -> Report {
         shared
             .segments
             .iter()
-            .map(|s| PhaseReport { name: s.segment.name.clone(), start_s: s.segment.start.as_secs_f64(), per_cohort: cohort_reports(sc, &[s]) })
+            .map(|s| PhaseReport {
+                name: s.segment.name.clone(),
+                start_s: s.segment.start.as_secs_f64(),
+                per_cohort: cohort_reports(sc, &[s]),
+            })
             .collect()
     };
     let spans_sent: u64 = per_cohort.iter().map(|c| c.spans).sum();

@@ -13,9 +13,15 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: String, source: serde_yaml_ng::Error },
+    Parse {
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
     #[error("invalid scenario: {0}")]
     Invalid(String),
 }
@@ -51,7 +57,11 @@ fn default_protocol() -> Protocol {
 
 impl Default for Target {
     fn default() -> Self {
-        Target { endpoint: "http://127.0.0.1:4317".into(), protocol: Protocol::Grpc, gzip: false }
+        Target {
+            endpoint: "http://127.0.0.1:4317".into(),
+            protocol: Protocol::Grpc,
+            gzip: false,
+        }
     }
 }
 
@@ -93,13 +103,18 @@ impl Rate {
         num.trim()
             .parse::<f64>()
             .map(|n| Rate::PerSecond(n * mult))
-            .map_err(|_| format!("rate {s:?} is neither a number of spans/s (e.g. 250000, 250k, 1M) nor `max`"))
+            .map_err(|_| {
+                format!(
+                    "rate {s:?} is neither a number of spans/s (e.g. 250000, 250k, 1M) nor `max`"
+                )
+            })
     }
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
+    humantime::parse_duration(&s)
+        .map_err(|e| serde::de::Error::custom(format!("duration {s:?}: {e}")))
 }
 
 /// One `method route` pair.
@@ -126,13 +141,18 @@ impl<'de> Deserialize<'de> for Operation {
         }
         match Raw::deserialize(d)? {
             Raw::Str(s) => {
-                let (m, r) = s
-                    .trim()
-                    .split_once(' ')
-                    .ok_or_else(|| serde::de::Error::custom(format!("operation {s:?} is not `METHOD /route`")))?;
-                Ok(Operation { method: m.to_string(), route: r.trim().to_string() })
+                let (m, r) = s.trim().split_once(' ').ok_or_else(|| {
+                    serde::de::Error::custom(format!("operation {s:?} is not `METHOD /route`"))
+                })?;
+                Ok(Operation {
+                    method: m.to_string(),
+                    route: r.trim().to_string(),
+                })
             }
-            Raw::Pair(p) => Ok(Operation { method: p.method, route: p.route }),
+            Raw::Pair(p) => Ok(Operation {
+                method: p.method,
+                route: p.route,
+            }),
         }
     }
 }
@@ -157,7 +177,10 @@ impl Operations {
         match self {
             Operations::List(l) => l.clone(),
             Operations::Count(n) => (0..*n)
-                .map(|i| Operation { method: ["GET", "GET", "POST", "PUT", "DELETE"][i % 5].to_string(), route: format!("/api/op{i}") })
+                .map(|i| Operation {
+                    method: ["GET", "GET", "POST", "PUT", "DELETE"][i % 5].to_string(),
+                    route: format!("/api/op{i}"),
+                })
                 .collect(),
         }
     }
@@ -218,7 +241,9 @@ impl CohortSpec {
         }
     }
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("{}@{}", self.service, self.version))
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("{}@{}", self.service, self.version))
     }
 }
 
@@ -297,12 +322,17 @@ fn default_pool() -> usize {
     32
 }
 fn default_seed() -> u64 {
-    0x5106_a7e
+    0x0510_6a7e
 }
 
 impl Scenario {
     /// A scenario with defaults for everything but what must be chosen.
-    pub fn new(target: Target, rate: Rate, duration: Duration, cohorts: Vec<CohortSpec>) -> Scenario {
+    pub fn new(
+        target: Target,
+        rate: Rate,
+        duration: Duration,
+        cohorts: Vec<CohortSpec>,
+    ) -> Scenario {
         Scenario {
             name: None,
             description: None,
@@ -320,7 +350,10 @@ impl Scenario {
     }
 
     pub fn from_yaml(text: &str, path: &str) -> Result<Scenario, ScenarioError> {
-        let s: Scenario = serde_yaml_ng::from_str(text).map_err(|source| ScenarioError::Parse { path: path.into(), source })?;
+        let s: Scenario = serde_yaml_ng::from_str(text).map_err(|source| ScenarioError::Parse {
+            path: path.into(),
+            source,
+        })?;
         s.validate()?;
         Ok(s)
     }
@@ -328,7 +361,10 @@ impl Scenario {
     pub fn from_file(path: impl AsRef<Path>) -> Result<Scenario, ScenarioError> {
         let path = path.as_ref();
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: p.clone(),
+            source,
+        })?;
         Scenario::from_yaml(&text, &p)
     }
 
@@ -338,8 +374,14 @@ impl Scenario {
         if self.cohorts.is_empty() {
             return bad("no cohorts".into());
         }
-        if self.batch_size == 0 || self.connections == 0 || self.concurrency == 0 || self.pool_size == 0 {
-            return bad("batch_size, connections, concurrency and pool_size must be at least 1".into());
+        if self.batch_size == 0
+            || self.connections == 0
+            || self.concurrency == 0
+            || self.pool_size == 0
+        {
+            return bad(
+                "batch_size, connections, concurrency and pool_size must be at least 1".into(),
+            );
         }
         if self.duration.is_zero() {
             return bad("duration must be positive".into());
@@ -349,7 +391,9 @@ impl Scenario {
         for c in &self.cohorts {
             let n = c.display_name();
             if !names.insert(n.clone()) {
-                return bad(format!("two cohorts are named {n:?}; give them distinct `name`s"));
+                return bad(format!(
+                    "two cohorts are named {n:?}; give them distinct `name`s"
+                ));
             }
             if c.service.is_empty() {
                 return bad(format!("cohort {n}: empty service"));
@@ -366,36 +410,56 @@ impl Scenario {
             if c.pods == 0 {
                 return bad(format!("cohort {n}: pods must be at least 1"));
             }
-            c.latency.validate().map_err(|e| ScenarioError::Invalid(format!("cohort {n}: {e}")))?;
+            c.latency
+                .validate()
+                .map_err(|e| ScenarioError::Invalid(format!("cohort {n}: {e}")))?;
         }
-        if self.cohorts.iter().map(|c| c.weight).sum::<f64>() <= 0.0 && self.phases.iter().all(|p| p.at > Duration::ZERO) {
+        if self.cohorts.iter().map(|c| c.weight).sum::<f64>() <= 0.0
+            && self.phases.iter().all(|p| p.at > Duration::ZERO)
+        {
             return bad("the cohorts' weights add up to 0".into());
         }
         let mut last = None;
         for p in &self.phases {
-            let label = p.name.clone().unwrap_or_else(|| format!("at {}", humantime::format_duration(p.at)));
+            let label = p
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("at {}", humantime::format_duration(p.at)));
             if last.is_some_and(|l| p.at <= l) {
-                return bad(format!("phase {label}: phases must be in increasing `at` order"));
+                return bad(format!(
+                    "phase {label}: phases must be in increasing `at` order"
+                ));
             }
             last = Some(p.at);
             if p.at >= self.duration {
-                return bad(format!("phase {label}: starts at or after the end of the scenario"));
+                return bad(format!(
+                    "phase {label}: starts at or after the end of the scenario"
+                ));
             }
             if let Some(r) = p.rate {
                 check_rate(r)?;
             }
             for (name, o) in &p.cohorts {
                 if !names.contains(name) {
-                    return bad(format!("phase {label}: no cohort named {name:?} (names: {:?})", names));
+                    return bad(format!(
+                        "phase {label}: no cohort named {name:?} (names: {:?})",
+                        names
+                    ));
                 }
                 if o.weight.is_some_and(|w| !(w >= 0.0 && w.is_finite())) {
                     return bad(format!("phase {label}, cohort {name}: weight must be >= 0"));
                 }
                 if o.error_rate.is_some_and(|e| !(0.0..=1.0).contains(&e)) {
-                    return bad(format!("phase {label}, cohort {name}: error_rate must be in [0, 1]"));
+                    return bad(format!(
+                        "phase {label}, cohort {name}: error_rate must be in [0, 1]"
+                    ));
                 }
-                if o.latency_multiplier.is_some_and(|m| !(m > 0.0 && m.is_finite())) {
-                    return bad(format!("phase {label}, cohort {name}: latency_multiplier must be positive"));
+                if o.latency_multiplier
+                    .is_some_and(|m| !(m > 0.0 && m.is_finite()))
+                {
+                    return bad(format!(
+                        "phase {label}, cohort {name}: latency_multiplier must be positive"
+                    ));
                 }
             }
         }
@@ -405,11 +469,23 @@ impl Scenario {
     /// The time segments: the base settings from 0 (unless a phase starts at 0) and then each
     /// phase, each with its effective rate and per-cohort settings.
     pub fn segments(&self) -> Vec<Segment> {
-        let base: Vec<CohortSettings> =
-            self.cohorts.iter().map(|c| CohortSettings { weight: c.weight, error_rate: c.error_rate, latency_multiplier: 1.0 }).collect();
+        let base: Vec<CohortSettings> = self
+            .cohorts
+            .iter()
+            .map(|c| CohortSettings {
+                weight: c.weight,
+                error_rate: c.error_rate,
+                latency_multiplier: 1.0,
+            })
+            .collect();
         let mut out = Vec::new();
         if self.phases.first().is_none_or(|p| p.at > Duration::ZERO) {
-            out.push(Segment { name: "base".into(), start: Duration::ZERO, rate: self.rate, cohorts: base.clone() });
+            out.push(Segment {
+                name: "base".into(),
+                start: Duration::ZERO,
+                rate: self.rate,
+                cohorts: base.clone(),
+            });
         }
         for (i, p) in self.phases.iter().enumerate() {
             let cohorts = self
@@ -438,7 +514,9 @@ impl Scenario {
 
 fn check_rate(r: Rate) -> Result<(), ScenarioError> {
     match r {
-        Rate::PerSecond(n) if !(n > 0.0 && n.is_finite()) => Err(ScenarioError::Invalid(format!("rate {n} must be positive"))),
+        Rate::PerSecond(n) if !(n > 0.0 && n.is_finite()) => {
+            Err(ScenarioError::Invalid(format!("rate {n} must be positive")))
+        }
         _ => Ok(()),
     }
 }

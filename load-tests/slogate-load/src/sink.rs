@@ -66,7 +66,14 @@ fn each_field<'a>(b: &'a [u8], want: u64, mut f: impl FnMut(&'a [u8]) -> Option<
 pub fn count_spans(req: &[u8]) -> Option<u64> {
     let mut n = 0u64;
     // request.resource_spans(1) → scope_spans(2) → spans(2)
-    each_field(req, 1, |rs| each_field(rs, 2, |ss| each_field(ss, 2, |_| Some(n += 1))))?;
+    each_field(req, 1, |rs| {
+        each_field(rs, 2, |ss| {
+            each_field(ss, 2, |_| {
+                n += 1;
+                Some(())
+            })
+        })
+    })?;
     Some(n)
 }
 
@@ -164,12 +171,22 @@ where
     }
 }
 
-async fn http_export(counters: Arc<SinkCounters>, headers: HeaderMap, body: Bytes) -> (StatusCode, Vec<u8>) {
-    let gz = headers.get("content-encoding").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
-    let json = headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+async fn http_export(
+    counters: Arc<SinkCounters>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, Vec<u8>) {
+    let gz = headers
+        .get("content-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let json = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
     let raw = if gz {
         let mut out = Vec::new();
-        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).is_err() {
+        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+            .is_err()
+        {
             counters.malformed.fetch_add(1, Relaxed);
             return (StatusCode::BAD_REQUEST, b"bad gzip".to_vec());
         }
@@ -179,10 +196,18 @@ async fn http_export(counters: Arc<SinkCounters>, headers: HeaderMap, body: Byte
     };
     if json {
         counters.bytes.fetch_add(raw.len() as u64, Relaxed);
-        let parsed: Result<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest, _> = serde_json::from_slice(&raw);
+        let parsed: Result<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+            _,
+        > = serde_json::from_slice(&raw);
         return match parsed {
             Ok(r) => {
-                let n: usize = r.resource_spans.iter().flat_map(|rs| &rs.scope_spans).map(|ss| ss.spans.len()).sum();
+                let n: usize = r
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum();
                 counters.requests.fetch_add(1, Relaxed);
                 counters.spans.fetch_add(n as u64, Relaxed);
                 (StatusCode::OK, b"{}".to_vec())
@@ -193,24 +218,41 @@ async fn http_export(counters: Arc<SinkCounters>, headers: HeaderMap, body: Byte
             }
         };
     }
-    if record(&counters, &raw) { (StatusCode::OK, Vec::new()) } else { (StatusCode::BAD_REQUEST, b"malformed".to_vec()) }
+    if record(&counters, &raw) {
+        (StatusCode::OK, Vec::new())
+    } else {
+        (StatusCode::BAD_REQUEST, b"malformed".to_vec())
+    }
 }
 
 /// Serves the sink until the future is dropped. Either address may be omitted.
-pub async fn serve(grpc: Option<SocketAddr>, http: Option<SocketAddr>, counters: Arc<SinkCounters>) -> anyhow::Result<()> {
+pub async fn serve(
+    grpc: Option<SocketAddr>,
+    http: Option<SocketAddr>,
+    counters: Arc<SinkCounters>,
+) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = grpc {
         let svc = GrpcSink(counters.clone());
-        let server = tonic::transport::Server::builder().max_concurrent_streams(Some(1024)).add_service(svc);
+        let server = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(1024))
+            .add_service(svc);
         tasks.spawn(async move { server.serve(addr).await.map_err(anyhow::Error::from) });
     }
     if let Some(addr) = http {
         let c = counters.clone();
         let app = axum::Router::new()
-            .route("/v1/traces", axum::routing::post(move |h: HeaderMap, b: Bytes| http_export(c.clone(), h, b)))
+            .route(
+                "/v1/traces",
+                axum::routing::post(move |h: HeaderMap, b: Bytes| http_export(c.clone(), h, b)),
+            )
             .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        tasks.spawn(async move { axum::serve(listener, app).await.map_err(anyhow::Error::from) });
+        tasks.spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .map_err(anyhow::Error::from)
+        });
     }
     while let Some(r) = tasks.join_next().await {
         r??;

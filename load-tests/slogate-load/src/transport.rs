@@ -17,7 +17,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Accepted; `rejected` spans were refused in `partial_success`.
-    Ok { rejected: u64 },
+    Ok {
+        rejected: u64,
+    },
     /// The server asked us to slow down (gRPC UNAVAILABLE / RESOURCE_EXHAUSTED, HTTP 429 / 503).
     Throttled,
     Failed(String),
@@ -61,8 +63,15 @@ impl Decoder for RawCodec {
 /// connection pool (HTTP).
 #[derive(Clone)]
 pub enum Client {
-    Grpc { grpc: tonic::client::Grpc<Channel> },
-    Http { client: reqwest::Client, url: String, json: bool, gzip: bool },
+    Grpc {
+        grpc: tonic::client::Grpc<Channel>,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        json: bool,
+        gzip: bool,
+    },
 }
 
 impl Client {
@@ -80,9 +89,12 @@ impl Client {
                     // would make every request wait for WINDOW_UPDATEs.
                     .initial_stream_window_size(4 << 20)
                     .initial_connection_window_size(16 << 20);
-                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy()).max_decoding_message_size(4 << 20);
+                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy())
+                    .max_decoding_message_size(4 << 20);
                 if target.gzip {
-                    grpc = grpc.send_compressed(CompressionEncoding::Gzip).accept_compressed(CompressionEncoding::Gzip);
+                    grpc = grpc
+                        .send_compressed(CompressionEncoding::Gzip)
+                        .accept_compressed(CompressionEncoding::Gzip);
                 }
                 Ok(Client::Grpc { grpc })
             }
@@ -99,7 +111,12 @@ impl Client {
                     .pool_max_idle_per_host(1024)
                     .build()
                     .map_err(|e| format!("http client: {e}"))?;
-                Ok(Client::Http { client, url, json: target.protocol == Protocol::HttpJson, gzip: target.gzip })
+                Ok(Client::Http {
+                    client,
+                    url,
+                    json: target.protocol == Protocol::HttpJson,
+                    gzip: target.gzip,
+                })
             }
         }
     }
@@ -113,19 +130,38 @@ impl Client {
                 let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
                 match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
                     Ok(resp) => match ExportTraceServiceResponse::decode(resp.into_inner()) {
-                        Ok(r) => Outcome::Ok { rejected: r.partial_success.map_or(0, |p| p.rejected_spans.max(0) as u64) },
+                        Ok(r) => Outcome::Ok {
+                            rejected: r
+                                .partial_success
+                                .map_or(0, |p| p.rejected_spans.max(0) as u64),
+                        },
                         Err(e) => Outcome::Failed(format!("grpc response does not decode: {e}")),
                     },
-                    Err(st) if matches!(st.code(), tonic::Code::Unavailable | tonic::Code::ResourceExhausted) && !is_transport(&st) => {
+                    Err(st)
+                        if matches!(
+                            st.code(),
+                            tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+                        ) && !is_transport(&st) =>
+                    {
                         Outcome::Throttled
                     }
                     Err(st) => Outcome::Failed(format!("grpc {:?}: {}", st.code(), st.message())),
                 }
             }
-            Client::Http { client, url, json, gzip } => {
-                let mut req = client
-                    .post(url.as_str())
-                    .header(http::header::CONTENT_TYPE, if *json { "application/json" } else { "application/x-protobuf" });
+            Client::Http {
+                client,
+                url,
+                json,
+                gzip,
+            } => {
+                let mut req = client.post(url.as_str()).header(
+                    http::header::CONTENT_TYPE,
+                    if *json {
+                        "application/json"
+                    } else {
+                        "application/x-protobuf"
+                    },
+                );
                 if *gzip {
                     req = req.header(http::header::CONTENT_ENCODING, "gzip");
                 }
@@ -136,13 +172,18 @@ impl Client {
                 let status = resp.status().as_u16();
                 match status {
                     200..=299 => match resp.bytes().await {
-                        Ok(b) => Outcome::Ok { rejected: http_rejected(&b, *json) },
+                        Ok(b) => Outcome::Ok {
+                            rejected: http_rejected(&b, *json),
+                        },
                         Err(e) => Outcome::Failed(format!("http response body: {e}")),
                     },
                     429 | 503 => Outcome::Throttled,
                     _ => {
                         let text = resp.text().await.unwrap_or_default();
-                        Outcome::Failed(format!("http {status}: {}", text.chars().take(200).collect::<String>()))
+                        Outcome::Failed(format!(
+                            "http {status}: {}",
+                            text.chars().take(200).collect::<String>()
+                        ))
                     }
                 }
             }
@@ -173,8 +214,13 @@ fn http_rejected(body: &[u8], json: bool) -> u64 {
         let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
         let r = &v["partialSuccess"]["rejectedSpans"];
         // proto3 JSON writes int64 as a string; accept a number too.
-        r.as_u64().or_else(|| r.as_str().and_then(|s| s.parse().ok())).unwrap_or(0)
+        r.as_u64()
+            .or_else(|| r.as_str().and_then(|s| s.parse().ok()))
+            .unwrap_or(0)
     } else {
-        ExportTraceServiceResponse::decode(body).ok().and_then(|r| r.partial_success).map_or(0, |p| p.rejected_spans.max(0) as u64)
+        ExportTraceServiceResponse::decode(body)
+            .ok()
+            .and_then(|r| r.partial_success)
+            .map_or(0, |p| p.rejected_spans.max(0) as u64)
     }
 }

@@ -96,7 +96,7 @@ fn rust_exporter_grpc_http_and_json() {
 }
 
 /// The Python interpreter of the test venv (made by scripts/test).
-fn python() -> String {
+pub fn python() -> String {
     if let Ok(p) = std::env::var("SLOGATE_PYTHON") {
         return p;
     }

@@ -2,6 +2,7 @@
 //! exporters (Rust `opentelemetry-otlp`, Python `opentelemetry-sdk`) and by hostile clients.
 
 mod bad_input;
+mod gates;
 mod cli;
 mod exporters;
 mod harness;
