@@ -16,14 +16,14 @@
 //!
 //! Measured on 2 vCPUs, "Intel(R) Xeon(R) Processor" (a shared cloud VM), while another
 //! workspace build was compiling (expect 10–20 % better on a quiet machine):
-//! - `verdict/query_canary` (50 series, 3 spans per slot): 188 µs
-//! - `verdict/query_baseline` (50 series, 10 spans per slot): 459 µs
-//! - `verdict/evaluate` (4 criteria on the merged cohorts): 9.7 µs
-//! - `verdict/query_and_evaluate`: 709 µs mean
-//! - manual loop, 10,000 verdicts: mean 713 µs, p50 700 µs, p90 767 µs, **p99 912 µs**,
-//!   p99.9 3.1 ms, max 8.7 ms — inside the ≤ 2 ms p99 target; the tail above p99 is the
-//!   machine (scheduling under a concurrent build), not the work, which is identical on every
-//!   iteration.
+//! - `verdict/query_canary` (50 series, 3 spans per slot): 187 µs
+//! - `verdict/query_baseline` (50 series, 10 spans per slot): 439 µs
+//! - `verdict/evaluate` (4 criteria on the merged cohorts): 8.5 µs
+//! - `verdict/query_and_evaluate`: 697 µs mean
+//! - manual loop, 10,000 verdicts: mean 636 µs, p50 605 µs, p90 713 µs, **p99 990 µs**,
+//!   p99.9 3.0 ms, max 9.7 ms (an earlier run: p99 912 µs) — inside the ≤ 2 ms p99 target; the
+//!   tail above p99 is the machine (scheduling under a concurrent build), not the work, which
+//!   is identical on every iteration.
 //!
 //! The cost is the two window queries (decoding 2 × 50 × 60 stored slot sketches), not the
 //! statistics.
@@ -252,7 +252,13 @@ fn manual_percentiles(f: &Fixture, n: usize) {
         e.verdict,
         e.criteria
             .iter()
-            .map(|c| format!("{} {:?}", c.name, c.result))
+            .map(|c| format!(
+                "{} {:?} (score {:.4}, p {:.2e})",
+                c.name,
+                c.result,
+                c.score.unwrap_or(f64::NAN),
+                c.p_value.unwrap_or(f64::NAN)
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
