@@ -24,18 +24,23 @@
 //!   correction, and the effect size is the probability of superiority
 //!   `P(canary > baseline) + ½ P(tie)`. Buckets are ~0.8% wide, so this is U of the data
 //!   rounded to 0.4% — tested against exact U on raw samples. Failing needs both significance
-//!   and a large effect: with lots of traffic, tiny real differences become significant and
-//!   only deserve a `marginal`.
+//!   and a large effect: with lots of traffic, tiny real differences become significant; past
+//!   halfway to the effect limit they deserve a `marginal`, below that a `pass`.
 //! * **Zero baselines.** A ratio over a zero baseline is +∞ when the canary is above zero (so
 //!   it fails any finite bound) and 1 when both are zero; the reason says so. In JSON an
 //!   infinite `score` is `null`.
 //! * **Sustained failures** need time, which this crate does not read: [`Sustain`] is a small
 //!   serializable state the caller keeps per criterion and feeds with `now`.
+//! * **SLOs share the cohort data.** An SLO's good and total counts come from the same
+//!   counters (availability) or sketches (latency: good = at most the threshold) that gates
+//!   use; burn rates follow the Google SRE Workbook's multi-window, multi-burn-rate alerts, and a
+//!   window with fewer than `min_requests` requests never pages.
 //! * **Invalid specs** are rejected by [`GateSpec::validate`] at load time; if one reaches
 //!   [`evaluate`] anyway its criterion is `no_data` with the error as reason, never a pass.
 
 mod evaluate;
 mod outcome;
+mod slo;
 mod spec;
 mod stats;
 mod sustain;
@@ -47,6 +52,7 @@ pub use spec::{
 };
 pub use stats::{ProportionTest, RankTest, mann_whitney, normal_upper_tail, two_proportion};
 pub use sustain::Sustain;
+pub use slo::{budget, burn_rate, humanize, multiwindow, good_total, BurnCheck, BurnTier, Budget, SloKind, SloSpec, Tier};
 
 #[cfg(test)]
 mod tests;

@@ -21,6 +21,8 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     pub started: std::time::Instant,
     pub gates: Arc<crate::gates::Gates>,
+    pub alerts: Arc<crate::alerts::Alerts>,
+    pub delivery: Option<Arc<slogate_alert::DeliveryStats>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -33,6 +35,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gates", get(list_gates))
         .route("/api/v1/gates/{gate}/verdict", get(verdict_get).post(verdict_post))
         .route("/api/v1/verdicts", get(verdict_history))
+        .route("/api/v1/slos", get(list_slos))
+        .route("/api/v1/slos/{name}", get(one_slo))
+        .route("/api/v1/alerts", get(list_alerts))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list".into()) })
         .with_state(state)
 }
@@ -156,6 +161,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
         st.started.elapsed().as_secs()
     );
     st.gates.render_metrics(&mut out);
+    st.alerts.render_metrics(&mut out);
+    if let Some(d) = &st.delivery {
+        d.render_metrics(&mut out);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
 }
 
@@ -256,6 +265,31 @@ async fn verdict_history(State(st): State<AppState>, Query(params): Query<BTreeM
     let held = st.gates.history(params.get("gate").map(String::as_str), limit);
     let docs: Vec<&crate::gates::VerdictDoc> = held.iter().map(|d| &**d).collect();
     Json(serde_json::json!({ "verdicts": docs })).into_response()
+}
+
+async fn list_slos(State(st): State<AppState>) -> Response {
+    let alerts = st.alerts.clone();
+    let slos = tokio::task::spawn_blocking(move || alerts.slo_names().iter().filter_map(|n| alerts.slo_status(n)).collect::<Vec<_>>()).await.unwrap_or_default();
+    Json(serde_json::json!({ "slos": slos })).into_response()
+}
+
+async fn one_slo(State(st): State<AppState>, axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+    let alerts = st.alerts.clone();
+    let lookup = name.clone();
+    match tokio::task::spawn_blocking(move || alerts.slo_status(&lookup)).await.ok().flatten() {
+        Some(s) => Json(s).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, format!("unknown SLO {name:?}; GET /api/v1/slos lists them")),
+    }
+}
+
+async fn list_alerts(State(st): State<AppState>) -> Response {
+    let delivery = st.delivery.as_ref().map(|d| d.snapshot());
+    Json(serde_json::json!({
+        "alerts": st.alerts.views(),
+        "transitions": st.alerts.transitions(100),
+        "delivery": delivery,
+    }))
+    .into_response()
 }
 
 /// A minimal HTTP/1.1 client for the CLI (plain http only): GET, or POST with a JSON body.

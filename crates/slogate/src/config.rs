@@ -65,6 +65,240 @@ pub struct FileConfig {
     pub limits: LimitSection,
     #[serde(default)]
     pub gates: Vec<GateFile>,
+    #[serde(default)]
+    pub slos: Vec<SloFile>,
+    #[serde(default)]
+    pub alerting: AlertingSection,
+    #[serde(default)]
+    pub pagerduty: PagerDutySection,
+}
+
+/// An SLO as written in the file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloFile {
+    pub name: String,
+    pub service: String,
+    /// Further dimension matchers (env, version, operation, extras).
+    #[serde(default)]
+    pub selector: std::collections::BTreeMap<String, String>,
+    /// Target fraction of good requests, e.g. 0.999.
+    pub objective: f64,
+    /// With a threshold, good also means at most this slow (a latency SLO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_threshold: Option<HumanDuration>,
+    #[serde(default = "SloFile::default_period")]
+    pub period: HumanDuration,
+}
+
+impl SloFile {
+    fn default_period() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30 * 86400))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnRateFile {
+    pub tier: slogate_gate::Tier,
+    pub factor: f64,
+    pub long: HumanDuration,
+    pub short: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRuleFile {
+    pub name: String,
+    pub service: String,
+    #[serde(default)]
+    pub selector: std::collections::BTreeMap<String, String>,
+    /// `error_rate` or `latency_pNN` (milliseconds).
+    pub metric: String,
+    /// The rule is active while the metric is above this value.
+    pub above: f64,
+    #[serde(default = "ThresholdRuleFile::default_window")]
+    pub window: HumanDuration,
+    /// How long the condition must hold before the alert fires.
+    #[serde(default = "ThresholdRuleFile::default_for", rename = "for")]
+    pub for_: HumanDuration,
+    pub tier: slogate_gate::Tier,
+}
+
+impl ThresholdRuleFile {
+    fn default_window() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+    fn default_for() -> HumanDuration {
+        HumanDuration(Duration::from_secs(300))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateFailureAlerts {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "GateFailureAlerts::default_tier")]
+    pub tier: slogate_gate::Tier,
+}
+
+impl GateFailureAlerts {
+    fn default_tier() -> slogate_gate::Tier {
+        slogate_gate::Tier::P2
+    }
+}
+
+impl Default for GateFailureAlerts {
+    fn default() -> Self {
+        GateFailureAlerts { enabled: true, tier: Self::default_tier() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertingSection {
+    #[serde(default = "AlertingSection::default_interval")]
+    pub evaluation_interval: HumanDuration,
+    /// A rule's long window needs this many requests before it may fire: low traffic never pages.
+    #[serde(default = "AlertingSection::default_min_requests")]
+    pub min_requests: u64,
+    /// Multi-window burn-rate tiers applied to every SLO (Google SRE Workbook by default).
+    #[serde(default = "AlertingSection::default_burn_rates")]
+    pub burn_rates: Vec<BurnRateFile>,
+    #[serde(default)]
+    pub rules: Vec<ThresholdRuleFile>,
+    #[serde(default)]
+    pub gate_failures: GateFailureAlerts,
+}
+
+impl AlertingSection {
+    fn default_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+    fn default_min_requests() -> u64 {
+        100
+    }
+    fn default_burn_rates() -> Vec<BurnRateFile> {
+        slogate_gate::BurnTier::workbook_defaults()
+            .into_iter()
+            .map(|t| BurnRateFile {
+                tier: t.tier,
+                factor: t.factor,
+                long: HumanDuration(Duration::from_secs(t.long_seconds)),
+                short: HumanDuration(Duration::from_secs(t.short_seconds)),
+            })
+            .collect()
+    }
+}
+
+impl Default for AlertingSection {
+    fn default() -> Self {
+        AlertingSection {
+            evaluation_interval: Self::default_interval(),
+            min_requests: Self::default_min_requests(),
+            burn_rates: Self::default_burn_rates(),
+            rules: Vec::new(),
+            gate_failures: GateFailureAlerts::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutySection {
+    /// Off by default: alerts are still evaluated and shown at /api/v1/alerts.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "PagerDutySection::default_url")]
+    pub url: String,
+    /// The routing key is read from this environment variable...
+    #[serde(default = "PagerDutySection::default_env")]
+    pub routing_key_env: String,
+    /// ...or from this file; it is never written to logs, disk or `config show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key_file: Option<std::path::PathBuf>,
+    /// Notifications are written here (fsync'd) before the first send and removed after a 202.
+    #[serde(default = "PagerDutySection::default_outbox")]
+    pub outbox_dir: std::path::PathBuf,
+    #[serde(default = "PagerDutySection::default_max_pending")]
+    pub max_pending: usize,
+    #[serde(default = "PagerDutySection::default_rate")]
+    pub max_per_minute: u32,
+    /// Base URL put in the `links` of each event (the dashboard, verdict or SLO page).
+    #[serde(default = "PagerDutySection::default_link")]
+    pub link_base_url: String,
+    /// Retries after 429, 5xx or a network error back off exponentially with jitter, between
+    /// these bounds.
+    #[serde(default = "PagerDutySection::default_retry_min")]
+    pub retry_min: HumanDuration,
+    #[serde(default = "PagerDutySection::default_retry_max")]
+    pub retry_max: HumanDuration,
+}
+
+impl PagerDutySection {
+    fn default_url() -> String {
+        "https://events.pagerduty.com".into()
+    }
+    fn default_env() -> String {
+        "SLOGATE_PAGERDUTY_ROUTING_KEY".into()
+    }
+    fn default_outbox() -> std::path::PathBuf {
+        "slogate-data/outbox".into()
+    }
+    fn default_max_pending() -> usize {
+        10_000
+    }
+    fn default_rate() -> u32 {
+        120
+    }
+    fn default_link() -> String {
+        "http://localhost:8080".into()
+    }
+    fn default_retry_min() -> HumanDuration {
+        HumanDuration(Duration::from_secs(1))
+    }
+    fn default_retry_max() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+}
+
+impl Default for PagerDutySection {
+    fn default() -> Self {
+        PagerDutySection {
+            enabled: false,
+            url: Self::default_url(),
+            routing_key_env: Self::default_env(),
+            routing_key_file: None,
+            outbox_dir: Self::default_outbox(),
+            max_pending: Self::default_max_pending(),
+            max_per_minute: Self::default_rate(),
+            link_base_url: Self::default_link(),
+            retry_min: Self::default_retry_min(),
+            retry_max: Self::default_retry_max(),
+        }
+    }
+}
+
+/// A validated SLO.
+#[derive(Debug, Clone)]
+pub struct SloConfig {
+    pub spec: slogate_gate::SloSpec,
+    pub service: String,
+    pub selector: Vec<(String, String)>,
+}
+
+/// A validated threshold rule.
+#[derive(Debug, Clone)]
+pub struct ThresholdRule {
+    pub name: String,
+    pub service: String,
+    pub selector: Vec<(String, String)>,
+    pub metric: slogate_gate::Metric,
+    pub above: f64,
+    pub window_seconds: u64,
+    pub for_seconds: u64,
+    pub tier: slogate_gate::Tier,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -429,6 +663,9 @@ pub struct Config {
     pub limits: IngestLimits,
     pub window: WindowConfig,
     pub gates: Vec<GateConfig>,
+    pub slos: Vec<SloConfig>,
+    pub burn_tiers: Vec<slogate_gate::BurnTier>,
+    pub rules: Vec<ThresholdRule>,
 }
 
 impl Config {
@@ -544,8 +781,105 @@ impl Config {
             extra_dims: f.cohorts.extra.iter().map(|e| e.name.clone()).collect(),
         };
         let gates = validate_gates(&f, &invalid)?;
-        Ok(Config { source: file.to_string(), file: f, extract, limits, window, gates })
+        let (slos, burn_tiers, rules) = validate_alerting(&f, &invalid)?;
+        Ok(Config { source: file.to_string(), file: f, extract, limits, window, gates, slos, burn_tiers, rules })
     }
+}
+
+fn check_dims(sel: &std::collections::BTreeMap<String, String>, extra: &[&str], field: &str, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Vec<(String, String)>, ConfigError> {
+    for dim in sel.keys() {
+        if !["env", "version", "operation"].contains(&dim.as_str()) && !extra.contains(&dim.as_str()) {
+            return Err(invalid(&format!("{field}.{dim}"), "unknown dimension; use env, version, operation or a configured extra".into()));
+        }
+    }
+    Ok(sel.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+type Alerting = (Vec<SloConfig>, Vec<slogate_gate::BurnTier>, Vec<ThresholdRule>);
+
+fn validate_alerting(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Alerting, ConfigError> {
+    let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
+    let coarse = f.windows.coarse_retention.0.as_secs();
+    let mut slos = Vec::new();
+    for (i, s) in f.slos.iter().enumerate() {
+        let at = |field: &str| format!("slos[{i}].{field}");
+        if s.name.is_empty() || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) || f.slos[..i].iter().any(|o| o.name == s.name) {
+            return Err(invalid(&at("name"), format!("{:?} must be unique and [A-Za-z0-9._-]", s.name)));
+        }
+        if !(s.objective > 0.0 && s.objective < 1.0) {
+            return Err(invalid(&at("objective"), format!("{} must be between 0 and 1 exclusive, e.g. 0.999", s.objective)));
+        }
+        if s.period.0.as_secs() < 3600 {
+            return Err(invalid(&at("period"), "must be at least 1h".into()));
+        }
+        let kind = match s.latency_threshold {
+            Some(t) if t.0.is_zero() => return Err(invalid(&at("latency_threshold"), "must be positive".into())),
+            Some(t) => slogate_gate::SloKind::Latency { threshold_ms: t.0.as_secs_f64() * 1e3 },
+            None => slogate_gate::SloKind::Availability,
+        };
+        slos.push(SloConfig {
+            spec: slogate_gate::SloSpec { name: s.name.clone(), objective: s.objective, kind, period_seconds: s.period.0.as_secs() },
+            service: s.service.clone(),
+            selector: check_dims(&s.selector, &extra, &at("selector"), invalid)?,
+        });
+    }
+    let a = &f.alerting;
+    if a.evaluation_interval.0.as_secs() == 0 {
+        return Err(invalid("alerting.evaluation_interval", "must be at least 1s".into()));
+    }
+    let mut tiers = Vec::new();
+    for (i, b) in a.burn_rates.iter().enumerate() {
+        let at = |field: &str| format!("alerting.burn_rates[{i}].{field}");
+        let (long, short) = (b.long.0.as_secs(), b.short.0.as_secs());
+        if !(b.factor > 0.0) {
+            return Err(invalid(&at("factor"), "must be positive".into()));
+        }
+        if short == 0 || short >= long {
+            return Err(invalid(&at("short"), "must be shorter than the long window".into()));
+        }
+        if long > coarse {
+            return Err(invalid(&at("long"), format!("is longer than windows.coarse_retention ({coarse}s), so it could never be measured")));
+        }
+        tiers.push(slogate_gate::BurnTier { tier: b.tier, factor: b.factor, long_seconds: long, short_seconds: short });
+    }
+    let mut rules = Vec::new();
+    for (i, r) in a.rules.iter().enumerate() {
+        let at = |field: &str| format!("alerting.rules[{i}].{field}");
+        if r.name.is_empty() || a.rules[..i].iter().any(|o| o.name == r.name) {
+            return Err(invalid(&at("name"), format!("{:?} must be non-empty and unique", r.name)));
+        }
+        let metric = parse_metric(&r.metric).map_err(|e| invalid(&at("metric"), e))?;
+        if matches!(metric, slogate_gate::Metric::RequestRate) {
+            return Err(invalid(&at("metric"), "threshold rules take error_rate or latency_pNN".into()));
+        }
+        let window = r.window.0.as_secs();
+        if window < f.windows.slot.0.as_secs() || window > coarse {
+            return Err(invalid(&at("window"), "must be between one slot and windows.coarse_retention".into()));
+        }
+        rules.push(ThresholdRule {
+            name: r.name.clone(),
+            service: r.service.clone(),
+            selector: check_dims(&r.selector, &extra, &at("selector"), invalid)?,
+            metric,
+            above: r.above,
+            window_seconds: window,
+            for_seconds: r.for_.0.as_secs(),
+            tier: r.tier,
+        });
+    }
+    let p = &f.pagerduty;
+    if p.enabled {
+        if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+            return Err(invalid("pagerduty.url", format!("{:?} must be an http(s) URL", p.url)));
+        }
+        if p.max_per_minute == 0 || p.max_pending == 0 {
+            return Err(invalid("pagerduty", "max_per_minute and max_pending must be at least 1".into()));
+        }
+        if p.retry_min.0.is_zero() || p.retry_min.0 > p.retry_max.0 {
+            return Err(invalid("pagerduty.retry_min", "must be positive and at most pagerduty.retry_max".into()));
+        }
+    }
+    Ok((slos, tiers, rules))
 }
 
 fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Vec<GateConfig>, ConfigError> {

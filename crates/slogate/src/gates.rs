@@ -94,7 +94,11 @@ fn summary(selector: &Selector, data: &CohortData) -> CohortSummary {
     }
 }
 
+/// Called with every recorded verdict (the alerting hook).
+pub type VerdictHook = Arc<dyn Fn(&VerdictDoc) + Send + Sync>;
+
 pub struct Gates {
+    hook: Option<VerdictHook>,
     gates: Vec<GateConfig>,
     registry: Arc<Registry>,
     sustain: Mutex<SustainStates>,
@@ -110,8 +114,9 @@ struct SustainStates {
 }
 
 impl Gates {
-    pub fn new(gates: Vec<GateConfig>, registry: Arc<Registry>) -> Gates {
+    pub fn new(gates: Vec<GateConfig>, registry: Arc<Registry>, hook: Option<VerdictHook>) -> Gates {
         Gates {
+            hook,
             gates,
             registry,
             sustain: Mutex::new(SustainStates::default()),
@@ -218,6 +223,9 @@ impl Gates {
         self.last.lock().insert((doc.gate.clone(), doc.phase.clone()), doc.clone());
         *self.evaluations.lock().entry((doc.gate.clone(), verdict_label(doc.verdict))).or_default() += 1;
         tracing::info!(gate = %doc.gate, phase = %doc.phase, verdict = verdict_label(doc.verdict), canary = %doc.canary.selector, baseline = %doc.baseline.selector, "gate evaluated");
+        if let Some(hook) = &self.hook {
+            hook(doc);
+        }
     }
 
     /// Recorded verdicts, newest first.
@@ -334,7 +342,7 @@ gates:
                 }
             }
         }
-        Gates::new(cfg.gates, registry)
+        Gates::new(cfg.gates, registry, None)
     }
 
     fn canary(v: &str) -> Vec<(String, String)> {

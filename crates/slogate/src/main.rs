@@ -3,6 +3,7 @@
 //! `slogate serve` runs the OTLP receivers, the slot closer and the HTTP API;
 //! `slogate config check FILE` validates a configuration; `slogate sli` asks a running server.
 
+mod alerts;
 mod api;
 mod cli;
 mod config;

@@ -23,7 +23,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let stats = Arc::new(IngestStats::default());
     let pipeline = Arc::new(Pipeline::new(registry.clone(), cfg.extract.clone(), cfg.limits.clone(), stats.clone()));
     let ready = Arc::new(AtomicBool::new(false));
-    let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone()));
+    let (notifier, delivery, sender) = pagerduty(&cfg)?;
+    let alerts = Arc::new(crate::alerts::Alerts::new(&cfg, registry.clone(), notifier));
+    let hook: crate::gates::VerdictHook = {
+        let alerts = alerts.clone();
+        Arc::new(move |doc| alerts.on_verdict(doc))
+    };
+    let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone(), Some(hook)));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let s = &cfg.file.server;
@@ -72,7 +78,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
-    let state = AppState { registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now(), gates: gates.clone() };
+    let state = AppState { registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now(), gates: gates.clone(), alerts: alerts.clone(), delivery };
     let http_api = {
         let mut stop = stop_rx.clone();
         let app = api::router(state);
@@ -104,6 +110,26 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    let evaluator = {
+        let alerts = alerts.clone();
+        let mut stop = stop_rx.clone();
+        let every = cfg.file.alerting.evaluation_interval.0;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        let a = alerts.clone();
+                        let _ = tokio::task::spawn_blocking(move || a.evaluate()).await;
+                    }
+                    _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
+                }
+            }
+        })
+    };
+    let sender = sender.map(|(sender, outbox, notify)| tokio::spawn(sender.run(outbox, notify, stop_rx.clone())));
+
     ready.store(true, Ordering::SeqCst);
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -115,12 +141,45 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let _ = otlp_http.await;
         let _ = http_api.await;
         let _ = closer.await;
+        let _ = evaluator.await;
+        if let Some(s) = sender {
+            let _ = s.await;
+        }
     };
     if tokio::time::timeout(grace, all).await.is_err() {
         tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish within the shutdown grace");
     }
     registry.close_slots();
     Ok(())
+}
+
+type SenderParts = (slogate_alert::Sender, Arc<slogate_alert::Outbox>, Arc<tokio::sync::Notify>);
+
+/// The PagerDuty notifier, its delivery stats and the sender to run, when PagerDuty is enabled.
+#[allow(clippy::type_complexity)]
+fn pagerduty(cfg: &Config) -> anyhow::Result<(Option<Arc<dyn crate::alerts::Notifier>>, Option<Arc<slogate_alert::DeliveryStats>>, Option<SenderParts>)> {
+    let p = &cfg.file.pagerduty;
+    if !p.enabled {
+        return Ok((None, None, None));
+    }
+    let key = match &p.routing_key_file {
+        Some(path) => slogate_alert::Secret::from_file(path),
+        None => slogate_alert::Secret::from_env(&p.routing_key_env),
+    }
+    .context("pagerduty is enabled but its routing key is not available")?;
+    let outbox = Arc::new(slogate_alert::Outbox::open(&p.outbox_dir, p.max_pending).with_context(|| format!("cannot open the alert outbox in {}", p.outbox_dir.display()))?);
+    let pending = outbox.len();
+    let mut sc = slogate_alert::SenderConfig::new(key);
+    sc.url = p.url.clone();
+    sc.max_per_minute = p.max_per_minute;
+    sc.backoff_min = p.retry_min.0;
+    sc.backoff_max = p.retry_max.0;
+    let sender = slogate_alert::Sender::new(sc).context("invalid pagerduty settings")?;
+    let stats = sender.stats();
+    let notify = Arc::new(tokio::sync::Notify::new());
+    tracing::info!(url = %p.url, outbox = %p.outbox_dir.display(), pending, "pagerduty delivery enabled");
+    let notifier: Arc<dyn crate::alerts::Notifier> = Arc::new(crate::alerts::PagerDutyNotifier { outbox: outbox.clone(), notify: notify.clone() });
+    Ok((Some(notifier), Some(stats), Some((sender, outbox, notify))))
 }
 
 /// Adapts a tokio listener into the connection stream tonic serves, with TCP_NODELAY.

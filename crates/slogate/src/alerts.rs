@@ -1,0 +1,418 @@
+//! Alerting: SLO status and burn rates, multi-window burn-rate and threshold rules, gate-failure
+//! alerts, the alert state machines, and hand-off of every transition to the notifier (the
+//! PagerDuty outbox when configured).
+
+use crate::config::{Config, GateFailureAlerts, SloConfig, ThresholdRule};
+use crate::gates::VerdictDoc;
+use parking_lot::Mutex;
+use serde::Serialize;
+use slogate_alert::{AlertState, Transition};
+use slogate_core::Selector;
+use slogate_gate::{budget, good_total, multiwindow, BurnTier, CohortData, Metric, Tier, Verdict};
+use slogate_window::Registry;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// Transitions kept for `/api/v1/alerts` (newest first).
+const TRANSITION_LOG: usize = 1000;
+
+/// What a firing or resolving alert tells the notifier.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Notice {
+    pub dedup_key: String,
+    pub resolve: bool,
+    pub summary: String,
+    pub tier: Tier,
+    pub rule: String,
+    pub service: String,
+    pub class: &'static str,
+    pub link: String,
+    pub details: serde_json::Value,
+    pub at_unix: u64,
+}
+
+/// Receives every transition, in order. Errors are logged and counted; the alert state still
+/// moves (the outbox is the durable part).
+pub trait Notifier: Send + Sync {
+    fn notify(&self, notice: &Notice) -> Result<(), String>;
+}
+
+/// Writes each notice to the durable outbox and wakes the sender.
+pub struct PagerDutyNotifier {
+    pub outbox: Arc<slogate_alert::Outbox>,
+    pub notify: Arc<tokio::sync::Notify>,
+}
+
+impl Notifier for PagerDutyNotifier {
+    fn notify(&self, n: &Notice) -> Result<(), String> {
+        use slogate_alert::{Event, Severity};
+        let event = if n.resolve {
+            Event::resolve(&n.dedup_key)
+        } else {
+            let severity = match n.tier {
+                Tier::P1 => Severity::Critical,
+                Tier::P2 => Severity::Error,
+                Tier::Ticket => Severity::Warning,
+            };
+            let source = if n.service.is_empty() { "slogate".to_string() } else { n.service.clone() };
+            Event::trigger(&n.dedup_key, &n.summary, source, severity)
+                .with_timestamp_unix(n.at_unix)
+                .with_component(&n.service)
+                .with_group(&n.rule)
+                .with_class(n.class)
+                .with_custom_details(n.details.clone())
+                .with_link(&n.link, "slogate")
+        };
+        self.outbox.enqueue(event).map_err(|e| e.to_string())?;
+        self.notify.notify_one();
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertView {
+    pub id: String,
+    pub rule: String,
+    pub kind: &'static str,
+    pub service: String,
+    pub tier: Tier,
+    pub severity: &'static str,
+    pub state: AlertState,
+    pub summary: String,
+    pub details: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionRecord {
+    pub id: String,
+    pub transition: &'static str,
+    pub at_unix: u64,
+    pub summary: String,
+    pub notified: Result<(), String>,
+}
+
+struct Entry {
+    view: AlertView,
+    machine: AlertState,
+}
+
+pub struct Alerts {
+    slos: Vec<SloConfig>,
+    tiers: Vec<BurnTier>,
+    rules: Vec<ThresholdRule>,
+    min_requests: u64,
+    gate_failures: GateFailureAlerts,
+    link_base: String,
+    registry: Arc<Registry>,
+    notifier: Option<Arc<dyn Notifier>>,
+    entries: Mutex<BTreeMap<String, Entry>>,
+    log: Mutex<VecDeque<TransitionRecord>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BurnView {
+    pub tier: Tier,
+    pub factor: f64,
+    pub long_window_seconds: u64,
+    pub short_window_seconds: u64,
+    #[serde(flatten)]
+    pub check: slogate_gate::BurnCheck,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SloStatus {
+    pub name: String,
+    pub service: String,
+    pub selector: String,
+    pub objective: f64,
+    pub kind: slogate_gate::SloKind,
+    pub period_seconds: u64,
+    /// The part of the period measured: the live windows keep at most the coarse retention.
+    pub measured_seconds: u64,
+    #[serde(flatten)]
+    pub budget: slogate_gate::Budget,
+    /// "2 weeks 3 days" of budget left at a sustainable burn, or null without data.
+    pub budget_left: Option<String>,
+    pub burn_rates: Vec<BurnView>,
+}
+
+fn selector(service: &str, dims: &[(String, String)], extra: &[String]) -> Selector {
+    let pairs = std::iter::once(("service".to_string(), service.to_string())).chain(dims.iter().cloned());
+    Selector::new(pairs, extra).expect("dimensions validated with the config")
+}
+
+/// A PagerDuty dedup key is at most 255 characters; long keys keep a readable prefix and a hash.
+fn dedup_key(parts: &[&str]) -> String {
+    let key = format!("slogate/{}", parts.join("/"));
+    if key.len() <= 255 {
+        return key;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    let mut cut = 200;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}#{:016x}", &key[..cut], h.finish())
+}
+
+impl Alerts {
+    pub fn new(cfg: &Config, registry: Arc<Registry>, notifier: Option<Arc<dyn Notifier>>) -> Alerts {
+        Alerts {
+            slos: cfg.slos.clone(),
+            tiers: cfg.burn_tiers.clone(),
+            rules: cfg.rules.clone(),
+            min_requests: cfg.file.alerting.min_requests,
+            gate_failures: cfg.file.alerting.gate_failures.clone(),
+            link_base: cfg.file.pagerduty.link_base_url.trim_end_matches('/').to_string(),
+            registry,
+            notifier,
+            entries: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn query(&self, sel: &Selector, window: u64) -> CohortData {
+        let w = self.registry.query(sel, window);
+        CohortData { requests: w.requests, errors: w.errors, sketch: w.sketch }
+    }
+
+    pub fn slo_names(&self) -> Vec<&str> {
+        self.slos.iter().map(|s| s.spec.name.as_str()).collect()
+    }
+
+    /// SLI, budget and burn rates of one SLO now.
+    pub fn slo_status(&self, name: &str) -> Option<SloStatus> {
+        let slo = self.slos.iter().find(|s| s.spec.name == name)?;
+        let sel = selector(&slo.service, &slo.selector, &self.registry.config().extra_dims);
+        let retention = self.registry.config().coarse_retention_seconds;
+        let measured = slo.spec.period_seconds.min(retention);
+        let (good, total) = good_total(slo.spec.kind, &self.query(&sel, measured));
+        let b = budget(good, total, slo.spec.objective, slo.spec.period_seconds);
+        let burn_rates = self
+            .tiers
+            .iter()
+            .map(|t| {
+                let long = good_total(slo.spec.kind, &self.query(&sel, t.long_seconds));
+                let short = good_total(slo.spec.kind, &self.query(&sel, t.short_seconds));
+                BurnView {
+                    tier: t.tier,
+                    factor: t.factor,
+                    long_window_seconds: t.long_seconds,
+                    short_window_seconds: t.short_seconds,
+                    check: multiwindow(long, short, t, slo.spec.objective, self.min_requests),
+                }
+            })
+            .collect();
+        Some(SloStatus {
+            name: slo.spec.name.clone(),
+            service: slo.service.clone(),
+            selector: sel.to_string(),
+            objective: slo.spec.objective,
+            kind: slo.spec.kind,
+            period_seconds: slo.spec.period_seconds,
+            measured_seconds: measured,
+            budget_left: b.remaining_seconds.map(|s| if s <= 0.0 { "none".to_string() } else { humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string() }),
+            budget: b,
+            burn_rates,
+        })
+    }
+
+    /// Evaluates every SLO burn tier and threshold rule once.
+    pub fn evaluate(&self) {
+        let now = self.registry.now_unix();
+        let extra = self.registry.config().extra_dims.clone();
+        for slo in &self.slos {
+            let Some(status) = self.slo_status(&slo.spec.name) else { continue };
+            for (i, burn) in status.burn_rates.iter().enumerate() {
+                let id = dedup_key(&["slo-burn", &slo.spec.name, &format!("{}x-{}", burn.factor, slogate_gate_humanize(burn.long_window_seconds))]);
+                let summary = format!(
+                    "[{}] {} SLO ({:.3}% target) is burning its error budget: {}",
+                    burn.tier.label(),
+                    slo.spec.name,
+                    slo.spec.objective * 100.0,
+                    burn.check.reason
+                );
+                let details = serde_json::json!({
+                    "slo": slo.spec.name,
+                    "selector": status.selector,
+                    "objective": slo.spec.objective,
+                    "burn_rate_factor": burn.factor,
+                    "long_window_seconds": burn.long_window_seconds,
+                    "short_window_seconds": burn.short_window_seconds,
+                    "long_burn_rate": burn.check.long_burn_rate,
+                    "short_burn_rate": burn.check.short_burn_rate,
+                    "long_window_requests": burn.check.long_requests,
+                    "budget_remaining_ratio": status.budget.remaining_ratio,
+                    "budget_left": status.budget_left,
+                    "tier_index": i,
+                });
+                let link = format!("{}/api/v1/slos/{}", self.link_base, slo.spec.name);
+                self.observe(&id, &slo.spec.name, "slo_burn", &slo.service, burn.tier, 0, burn.check.active, summary, details, link, now);
+            }
+        }
+        for rule in &self.rules {
+            let sel = selector(&rule.service, &rule.selector, &extra);
+            let data = self.query(&sel, rule.window_seconds);
+            let observed = match rule.metric {
+                Metric::ErrorRate => (data.requests > 0).then(|| data.errors as f64 / data.requests as f64),
+                Metric::Latency { quantile } => data.sketch.quantile(quantile).map(|ns| ns as f64 / 1e6),
+                Metric::RequestRate => None,
+            };
+            let enough = data.requests >= self.min_requests;
+            let active = enough && observed.is_some_and(|v| v > rule.above);
+            let shown = observed.map_or("no data".to_string(), |v| match rule.metric {
+                Metric::ErrorRate => format!("{:.2}%", v * 100.0),
+                _ => format!("{v:.1} ms"),
+            });
+            let limit = match rule.metric {
+                Metric::ErrorRate => format!("{:.2}%", rule.above * 100.0),
+                _ => format!("{:.1} ms", rule.above),
+            };
+            let summary = format!(
+                "[{}] {}: {} {} is {shown} over {}s, above {limit}{}",
+                rule.tier.label(),
+                rule.name,
+                sel,
+                rule.metric.name(),
+                rule.window_seconds,
+                if enough { String::new() } else { format!(" ({} requests, fewer than {} needed to alert)", data.requests, self.min_requests) }
+            );
+            let details = serde_json::json!({
+                "rule": rule.name, "selector": sel.to_string(), "metric": rule.metric.name(),
+                "observed": observed, "threshold": rule.above, "window_seconds": rule.window_seconds,
+                "for_seconds": rule.for_seconds, "requests": data.requests,
+            });
+            let id = dedup_key(&["threshold", &rule.name]);
+            let link = format!("{}/api/v1/sli?{}&window={}s", self.link_base, sel.to_string().replace(',', "&"), rule.window_seconds);
+            self.observe(&id, &rule.name, "threshold", &rule.service, rule.tier, rule.for_seconds, active, summary, details, link, now);
+        }
+    }
+
+    /// A gate verdict: `fail` raises (or keeps) the gate's alert, anything else resolves it.
+    pub fn on_verdict(&self, doc: &VerdictDoc) {
+        if !self.gate_failures.enabled {
+            return;
+        }
+        let id = dedup_key(&["gate", &doc.gate, &doc.phase, &doc.canary.selector, &doc.baseline.selector]);
+        let failed = doc.verdict == Verdict::Fail;
+        let summary = if failed {
+            format!("[{}] gate {} failed in phase {} for {}: {}", self.gate_failures.tier.label(), doc.gate, doc.phase, doc.canary.selector, doc.reasons.join("; "))
+        } else {
+            format!("gate {} is {} in phase {} for {}", doc.gate, crate::gates::verdict_label(doc.verdict), doc.phase, doc.canary.selector)
+        };
+        let details = serde_json::json!({
+            "gate": doc.gate, "phase": doc.phase, "verdict": doc.verdict, "decision": doc.decision,
+            "canary": doc.canary, "baseline": doc.baseline, "reasons": doc.reasons, "evaluated_at": doc.evaluated_at,
+        });
+        let link = format!(
+            "{}/api/v1/verdicts?gate={}",
+            self.link_base, doc.gate
+        );
+        let service = doc.canary.selector.split(',').find_map(|p| p.strip_prefix("service=")).unwrap_or("").to_string();
+        self.observe(&id, &doc.gate, "gate_failure", &service, self.gate_failures.tier, 0, failed, summary, details, link, self.registry.now_unix());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn observe(&self, id: &str, rule: &str, kind: &'static str, service: &str, tier: Tier, for_seconds: u64, active: bool, summary: String, details: serde_json::Value, link: String, now: u64) {
+        let mut entries = self.entries.lock();
+        let entry = entries.entry(id.to_string()).or_insert_with(|| Entry {
+            view: AlertView {
+                id: id.to_string(),
+                rule: rule.to_string(),
+                kind,
+                service: service.to_string(),
+                tier,
+                severity: tier.severity(),
+                state: AlertState::new(for_seconds),
+                summary: String::new(),
+                details: serde_json::Value::Null,
+            },
+            machine: AlertState::new(for_seconds),
+        });
+        let transition = entry.machine.observe(active, now);
+        entry.view.state = entry.machine.clone();
+        // Keep the summary of the firing condition while it fires; refresh it otherwise.
+        if active || transition.is_some() || entry.view.summary.is_empty() {
+            entry.view.summary = summary.clone();
+            entry.view.details = details.clone();
+        }
+        drop(entries);
+        let Some(t) = transition else { return };
+        let resolve = matches!(t, Transition::Resolved);
+        let notice = Notice {
+            dedup_key: id.to_string(),
+            resolve,
+            summary: if resolve { format!("resolved: {summary}") } else { summary },
+            tier,
+            rule: rule.to_string(),
+            service: service.to_string(),
+            class: kind,
+            link,
+            details,
+            at_unix: now,
+        };
+        let notified = match &self.notifier {
+            Some(n) => n.notify(&notice),
+            None => Ok(()),
+        };
+        if let Err(e) = &notified {
+            tracing::error!(alert = %id, error = %e, "could not queue the notification");
+        }
+        tracing::warn!(alert = %id, transition = if resolve { "resolved" } else { "fired" }, summary = %notice.summary, "alert transition");
+        let mut log = self.log.lock();
+        if log.len() >= TRANSITION_LOG {
+            log.pop_back();
+        }
+        log.push_front(TransitionRecord { id: id.to_string(), transition: if resolve { "resolved" } else { "fired" }, at_unix: now, summary: notice.summary, notified });
+    }
+
+    pub fn views(&self) -> Vec<AlertView> {
+        self.entries.lock().values().map(|e| e.view.clone()).collect()
+    }
+
+    pub fn transitions(&self, limit: usize) -> Vec<TransitionRecord> {
+        self.log.lock().iter().take(limit).cloned().collect()
+    }
+
+    /// Appends alert gauges to `/metrics`.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        out.push_str("# HELP slogate_alert_state Alert state per rule and series (1 for the current state).\n# TYPE slogate_alert_state gauge\n");
+        for e in self.entries.lock().values() {
+            for s in ["inactive", "pending", "firing", "resolved"] {
+                let _ = writeln!(
+                    out,
+                    "slogate_alert_state{{alert=\"{}\",rule=\"{}\",tier=\"{}\",state=\"{s}\"}} {}",
+                    e.view.id.replace('\\', "\\\\").replace('"', "\\\""),
+                    e.view.rule.replace('\\', "\\\\").replace('"', "\\\""),
+                    e.view.tier.label(),
+                    u8::from(e.machine.name() == s)
+                );
+            }
+        }
+        out.push_str("# HELP slogate_slo_burn_rate Burn rate of each SLO over each alert window.\n# TYPE slogate_slo_burn_rate gauge\n");
+        out.push_str("# HELP slogate_slo_budget_remaining_ratio Error budget left over the measured period (1 untouched, 0 spent).\n# TYPE slogate_slo_budget_remaining_ratio gauge\n");
+        for name in self.slo_names() {
+            let Some(st) = self.slo_status(name) else { continue };
+            if let Some(r) = st.budget.remaining_ratio {
+                let _ = writeln!(out, "slogate_slo_budget_remaining_ratio{{slo=\"{name}\"}} {r}");
+            }
+            // Tiers share windows (6h is one tier's long and another's short): one line each.
+            let mut by_window = BTreeMap::new();
+            for b in &st.burn_rates {
+                for (w, rate) in [(b.long_window_seconds, b.check.long_burn_rate), (b.short_window_seconds, b.check.short_burn_rate)] {
+                    if let Some(rate) = rate {
+                        by_window.insert(w, rate);
+                    }
+                }
+            }
+            for (w, rate) in by_window {
+                let _ = writeln!(out, "slogate_slo_burn_rate{{slo=\"{name}\",window=\"{}\"}} {rate}", slogate_gate_humanize(w));
+            }
+        }
+    }
+}
+
+use slogate_gate::humanize as slogate_gate_humanize;
