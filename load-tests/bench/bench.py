@@ -24,6 +24,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -54,6 +55,24 @@ def status_kib(pid: int, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def system_busy_s() -> float:
+    """Busy CPU seconds of the whole machine (all cores) from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return (sum(v[:8]) - idle) / CLK_TCK
+
+
+def children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 def free_port() -> int:
@@ -281,7 +300,9 @@ class Collector(Server):
         return prom_count(text, "traces_span_metrics_calls_total"), 0.0
 
     def query_loop(self, hz: float) -> QueryLoop:
-        return QueryLoop(self.prom_port, "/metrics", 1.0)
+        # One scrape every 15 s, a usual Prometheus interval: scraping thousands of series every
+        # second would bill the exposition, not the pipeline, to the spans.
+        return QueryLoop(self.prom_port, "/metrics", 1.0 / 15)
 
 
 # ---------------------------------------------------------------- one run
@@ -301,6 +322,7 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         rss0 = status_kib(pid, "VmRSS")
         acc0 = srv.accepted()
         cpu0 = cpu_seconds(pid)
+        sys0, kids0, self0 = system_busy_s(), children_cpu_s(), self_cpu_s()
         loop = srv.query_loop(a.verdict_hz)
         loop.start()
         cmd = pin_gen + [a.load_bin, "run", os.path.join(HERE, "scenarios", scenario),
@@ -314,6 +336,7 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         loop.stop()
         time.sleep(0.3)  # in-flight work drains
         cpu1 = cpu_seconds(pid)
+        sys1, kids1, self1 = system_busy_s(), children_cpu_s(), self_cpu_s()
         acc1 = srv.accepted()
         rss1 = status_kib(pid, "VmRSS")
         hwm = status_kib(pid, "VmHWM")
@@ -338,7 +361,9 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
             "rejected_spans": rep.get("rejected_spans", 0), "throttled": rep.get("throttled", 0),
             "requests_failed": rep.get("requests_failed", 0), "first_error": rep.get("first_error"),
             "elapsed_s": elapsed, "spans_per_s": accepted / elapsed if elapsed else 0.0,
-            "server_cpu_s": cpu, "server_cpu_util": cpu / wall if wall else 0.0,
+            "server_cpu_s": cpu, "generator_cpu_s": kids1 - kids0, "bench_script_cpu_s": self1 - self0,
+            # CPU the machine spent on anything else during the run (other builds on a shared VM)
+            "other_cpu_s": (sys1 - sys0) - cpu - (kids1 - kids0) - (self1 - self0), "wall_s": wall, "server_cpu_util": cpu / wall if wall else 0.0,
             "cpu_ns_per_span": cpu * 1e9 / accepted if accepted else float("nan"),
             "peak_rss_mib": hwm / 1024, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
             "series": series, "self_reported_bytes_per_series": mem / series if series and mem else None,
@@ -366,15 +391,16 @@ def fmt(v, spec):
 
 def table(rows: list[dict]) -> str:
     out = ["| run | server | proto | scenario | rate | server cores | spans/s | CPU util | CPU ns/span | peak RSS MiB "
-           "| series | bytes/series (self) | ΔRSS/series | query p50 / p99 / max ms (n) |",
-           "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "| series | bytes/series (self) | ΔRSS/series | query p50 / p99 / max ms (n) | other CPU on the box (cores) |",
+           "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         q = (f"{r['query']}: {fmt(r['query_p50_ms'], '.2f')} / {fmt(r['query_p99_ms'], '.2f')} / "
              f"{fmt(r['query_max_ms'], '.2f')} ({r['query_n']})")
+        other = r["other_cpu_s"] / r["wall_s"] if r.get("wall_s") else float("nan")
         out.append(f"| {r['label']} | {r['server']} | {r['protocol']} | {r['scenario']} | {r['rate']} | "
                    f"{r['server_cores']} | {r['spans_per_s']:,.0f} | {r['server_cpu_util']:.2f} | "
                    f"{fmt(r['cpu_ns_per_span'], ',.0f')} | {r['peak_rss_mib']:.1f} | {r['series']} | "
-                   f"{fmt(r['self_reported_bytes_per_series'], ',.0f')} | {fmt(r['drss_bytes_per_series'], ',.0f')} | {q} |")
+                   f"{fmt(r['self_reported_bytes_per_series'], ',.0f')} | {fmt(r['drss_bytes_per_series'], ',.0f')} | {q} | {fmt(other, '.2f')} |")
     ratios = []
     for r in rows:
         if r["server"] != "slogate":

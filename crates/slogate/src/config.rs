@@ -837,7 +837,8 @@ fn validate_alerting(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigErr
         if short == 0 || short >= long {
             return Err(invalid(&at("short"), "must be shorter than the long window".into()));
         }
-        if long > coarse {
+        // The tiers apply to SLOs; without any, a long window is harmless.
+        if long > coarse && !slos.is_empty() {
             return Err(invalid(&at("long"), format!("is longer than windows.coarse_retention ({coarse}s), so it could never be measured")));
         }
         tiers.push(slogate_gate::BurnTier { tier: b.tier, factor: b.factor, long_seconds: long, short_seconds: short });

@@ -6,6 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The routing key every test server is given (PagerDuty keys are 32 characters).
+pub const TEST_ROUTING_KEY: &str = "R0123456789abcdef0123456789abcde";
+
 pub struct Server {
     child: Child,
     pub grpc: u16,
@@ -33,6 +36,7 @@ impl Server {
             .args(["serve", "--config"])
             .arg(&path)
             .env("SLOGATE_LOG", "info")
+            .env("SLOGATE_PAGERDUTY_ROUTING_KEY", TEST_ROUTING_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -92,6 +96,14 @@ impl Server {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("metric {line_prefix} not found in:\n{body}"))
+    }
+}
+
+impl Server {
+    /// Kills the process with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of the `slogate` binary: the real server process, fed by real OTLP
 //! exporters (Rust `opentelemetry-otlp`, Python `opentelemetry-sdk`) and by hostile clients.
 
+mod alerts;
 mod bad_input;
 mod gates;
 mod cli;
