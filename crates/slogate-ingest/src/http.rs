@@ -74,15 +74,35 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
     [PROTOBUF, JSON].into_iter().find(|known| essence.eq_ignore_ascii_case(known)).or(Some(essence))
 }
 
+/// Past the limit, up to this many times the limit is still read and discarded, so the client
+/// gets its 413 on a clean connection instead of a reset mid-upload; beyond it the connection
+/// is dropped.
+const DRAIN_FACTOR: usize = 8;
+
 /// Reads the body up to `limit` bytes, then inflates gzip up to `limit` bytes of output.
 async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, IngestError> {
-    let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) || e.to_string().contains("length limit") {
-            IngestError::TooLarge { limit }
-        } else {
-            IngestError::Malformed(format!("could not read the request body: {e}"))
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let mut over = false;
+    let mut discarded = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| IngestError::Malformed(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if over || buf.len() + data.len() > limit {
+            over = true;
+            discarded += data.len();
+            if discarded > DRAIN_FACTOR * limit {
+                break;
+            }
+            continue;
         }
-    })?;
+        buf.extend_from_slice(&data);
+    }
+    if over {
+        return Err(IngestError::TooLarge { limit });
+    }
+    let raw = buf.freeze();
     let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => Ok(raw),

@@ -1,0 +1,121 @@
+//! The hot path allocates nothing per span: once the series exist and the buffers are warm,
+//! decoding, extracting and recording a whole 512-span export request makes zero heap
+//! allocations. A counting global allocator measures it, so this test fails on any regression.
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+use slogate_ingest::extract::ExtractConfig;
+use slogate_ingest::{IngestLimits, IngestStats, Pipeline};
+use slogate_window::{ManualClock, Registry, WindowConfig};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+
+struct Counting;
+
+thread_local! {
+    // Only allocations made by the measuring thread count, so other test threads do not interfere.
+    static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn count_allocations(f: impl FnOnce()) -> u64 {
+    COUNT.with(|c| c.set(Some(0)));
+    f();
+    COUNT.with(|c| c.replace(None)).unwrap_or(0)
+}
+
+fn kv(k: &str, v: &str) -> KeyValue {
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+}
+
+fn kv_int(k: &str, v: i64) -> KeyValue {
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }), ..Default::default() }
+}
+
+/// 512 server spans over 4 services and 16 routes, with the usual attributes.
+fn request(seed: u64) -> Vec<u8> {
+    let services = ["checkout", "auth", "search", "recommendations"];
+    let resource_spans = services
+        .iter()
+        .enumerate()
+        .map(|(si, svc)| ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", svc), kv("service.version", "v1.4.2"), kv("deployment.environment.name", "prod"), kv("host.name", "node-7")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans: (0..128u64)
+                    .map(|i| {
+                        let n = seed * 1000 + si as u64 * 128 + i;
+                        Span {
+                            trace_id: (n as u128 + 1).to_le_bytes().to_vec(),
+                            span_id: (n + 1).to_le_bytes().to_vec(),
+                            name: "handler".into(),
+                            kind: SpanKind::Server as i32,
+                            start_time_unix_nano: 1_700_000_000_000_000_000,
+                            end_time_unix_nano: 1_700_000_000_000_000_000 + 1_000_000 * (1 + n % 300),
+                            attributes: vec![
+                                kv("http.request.method", if i % 3 == 0 { "POST" } else { "GET" }),
+                                kv("http.route", &format!("/api/v1/items/{}", i % 4)),
+                                kv("url.path", &format!("/api/v1/items/{}/{}", i % 4, n)),
+                                kv_int("http.response.status_code", if n % 50 == 0 { 503 } else { 200 }),
+                                kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) slogate-test"),
+                            ],
+                            ..Default::default()
+                        }
+                    })
+                    .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest { resource_spans }.encode_to_vec()
+}
+
+#[test]
+fn decode_extract_record_allocates_nothing_per_span() {
+    let registry = Registry::new(WindowConfig::default(), ManualClock::new(1_800_000_000));
+    let pipeline = Pipeline::new(registry.clone(), ExtractConfig::default(), IngestLimits::default(), Arc::new(IngestStats::default()));
+    // Warm-up: creates the series, grows the buffers, and lets each series' sketch grow its
+    // bucket range over the latencies it sees (a range grows a handful of times per series,
+    // never per span).
+    for seed in 1..=5 {
+        let tally = pipeline.process(&request(seed), false).unwrap();
+        assert_eq!(tally.recorded, 512);
+    }
+    let series = registry.series_count();
+    // Same series, new spans (new ids, new latencies within the warmed ranges).
+    let next = request(6);
+    let mut recorded = 0;
+    let mut per = Vec::new();
+    for _ in 0..10 {
+        per.push(count_allocations(|| {
+            recorded += pipeline.process(&next, false).unwrap().recorded;
+        }));
+    }
+    let n: u64 = per.iter().sum();
+    assert_eq!(recorded, 5120);
+    assert_eq!(registry.series_count(), series, "no new series in the measured round");
+    assert_eq!(n, 0, "heap allocations per 512-span request while decoding and recording: {per:?}");
+}

@@ -1,0 +1,3 @@
+//! Integration tests of the window crate with the real ingest pipeline in front of it.
+
+mod alloc;
