@@ -36,9 +36,9 @@ async fn routing_key_never_leaks() {
     // Retry (warn), rejection (error) and delivery (info) paths all log.
     let h = Harness::start(vec![503, 400], |_| {}).await;
     let config_debug = format!("{:?}", common::config(h.mock.url()));
-    let mut https = common::config("https://events.pagerduty.com");
-    https.routing_key = slogate_alert::Secret::new(KEY);
-    let sender_err = Sender::new(https).err().unwrap().to_string();
+    let mut bad = common::config("ftp://events.pagerduty.com");
+    bad.routing_key = slogate_alert::Secret::new(KEY);
+    let sender_err = Sender::new(bad).err().unwrap().to_string();
 
     // The files are read from a second outbox holding the same events, because the harness's
     // sender may drain its own outbox before the test gets to look.
