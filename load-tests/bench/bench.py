@@ -249,6 +249,11 @@ class Slogate(Server):
     def accepted(self) -> float:
         return prom_sum(self.metrics(), "slogate_spans_accepted_total")
 
+    def received(self) -> float:
+        """Accepted + skipped (valid spans of kinds slogate does not record, e.g. CLIENT)."""
+        m = self.metrics()
+        return prom_sum(m, "slogate_spans_accepted_total") + prom_sum(m, "slogate_spans_skipped_total")
+
     def series(self) -> tuple[int, float]:
         m = self.metrics()
         return int(prom_value(m, "slogate_series")), prom_value(m, "slogate_series_memory_bytes")
@@ -295,6 +300,8 @@ class Collector(Server):
     def accepted(self) -> float:
         return prom_sum(http_get(self.tel_port, "/metrics")[1], "otelcol_receiver_accepted_spans")
 
+    received = accepted
+
     def series(self) -> tuple[int, float]:
         text = http_get(self.prom_port, "/metrics")[1]
         return prom_count(text, "traces_span_metrics_calls_total"), 0.0
@@ -309,6 +316,7 @@ class Collector(Server):
 
 def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool, label: str,
              workdir: str) -> dict:
+    """scenario "telemetrygen" drives the server with telemetrygen instead of slogate-load."""
     have_taskset = pinned and shutil.which("taskset") is not None
     pin_srv = ["taskset", "-c", "0"] if have_taskset else []
     pin_gen = ["taskset", "-c", "1"] if have_taskset else []
@@ -320,16 +328,28 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         time.sleep(1.0)
         pid = srv.proc.pid
         rss0 = status_kib(pid, "VmRSS")
-        acc0 = srv.accepted()
+        tg = scenario == "telemetrygen"
+        count = srv.received if tg else srv.accepted
+        acc0 = count()
         cpu0 = cpu_seconds(pid)
         sys0, kids0, self0 = system_busy_s(), children_cpu_s(), self_cpu_s()
         loop = srv.query_loop(a.verdict_hz)
         loop.start()
-        cmd = pin_gen + [a.load_bin, "run", os.path.join(HERE, "scenarios", scenario),
-                         "--endpoint", srv.endpoint(protocol), "--protocol", protocol,
-                         "--rate", rate, "--duration", a.duration, "--batch-size", str(a.batch_size), "--json"]
-        if have_taskset:
-            cmd += ["--threads", "1"]
+        if tg:
+            # One worker, unthrottled: its batch span processor drops what the exporter cannot
+            # send, so the rate is whatever one core of the Go SDK exports.
+            cmd = pin_gen + [a.telemetrygen_bin, "traces", "--otlp-endpoint", f"127.0.0.1:{srv.grpc_port}",
+                             "--otlp-insecure", "--duration", a.duration, "--rate", "0", "--workers", "1",
+                             "--batch-size", str(a.batch_size), "--service", "checkout",
+                             "--otlp-attributes", 'service.version="v1"']
+        else:
+            cmd = pin_gen + [a.load_bin, "run", os.path.join(HERE, "scenarios", scenario),
+                             "--endpoint", srv.endpoint(protocol), "--protocol", protocol,
+                             "--rate", rate, "--duration", a.duration, "--batch-size", str(a.batch_size), "--json"]
+            if have_taskset:
+                cmd += ["--threads", "1"]
+            if a.concurrency:
+                cmd += ["--concurrency", str(a.concurrency)]
         t0 = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -337,12 +357,17 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         time.sleep(0.3)  # in-flight work drains
         cpu1 = cpu_seconds(pid)
         sys1, kids1, self1 = system_busy_s(), children_cpu_s(), self_cpu_s()
-        acc1 = srv.accepted()
+        acc1 = count()
         rss1 = status_kib(pid, "VmRSS")
         hwm = status_kib(pid, "VmHWM")
-        if out.returncode != 0 and not out.stdout.strip().startswith("{"):
-            raise RuntimeError(f"generator failed ({out.returncode}): {out.stderr[-2000:]}")
-        rep = json.loads(out.stdout)
+        if tg:
+            if out.returncode != 0:
+                raise RuntimeError(f"telemetrygen failed ({out.returncode}): {out.stderr[-2000:]}")
+            rep = {"elapsed": wall, "spans_sent": None}
+        else:
+            if out.returncode != 0 and not out.stdout.strip().startswith("{"):
+                raise RuntimeError(f"generator failed ({out.returncode}): {out.stderr[-2000:]}")
+            rep = json.loads(out.stdout)
         series, mem = srv.series()
         if kind == "collector" and series == 0:
             # the spanmetrics connector flushes every metrics_flush_interval (15 s)
@@ -422,9 +447,13 @@ def main():
     p.add_argument("--slogate-bin", default=os.environ.get("SLOGATE_BIN", "/tmp/e2e-target/release/slogate"))
     p.add_argument("--load-bin", default=os.environ.get("SLOGATE_LOAD_BIN", "/tmp/e2e-target/release/slogate-load"))
     p.add_argument("--otelcol-bin", default=os.environ.get("OTELCOL_BIN", ""))
+    p.add_argument("--telemetrygen-bin", default=os.environ.get("TELEMETRYGEN_BIN", ""),
+                   help="also drive each server with telemetrygen (gRPC) as a second client")
     p.add_argument("--collector-config", default=os.path.join(ROOT, "load-tests", "collector", "config.yaml"))
     p.add_argument("--duration", default="20s")
     p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--concurrency", type=int, default=0,
+                   help="generator requests in flight (default: the scenario's 16)")
     p.add_argument("--verdict-hz", type=float, default=20.0)
     p.add_argument("--no-pin", action="store_true", help="don't pin with taskset")
     p.add_argument("--unpinned-too", action="store_true", help="also run slogate/collector gRPC on both cores")
@@ -452,6 +481,10 @@ def main():
             ("collector-1k-series", "collector", "grpc", "series-1k", "max", pinned),
             ("collector-1k-series-20k", "collector", "grpc", "series-1k", "20000", pinned),
         ]
+    if a.telemetrygen_bin:
+        plan += [("slogate-telemetrygen", "slogate", "grpc", "telemetrygen", "max", pinned)]
+        if a.otelcol_bin:
+            plan += [("collector-telemetrygen", "collector", "grpc", "telemetrygen", "max", pinned)]
     if a.unpinned_too and pinned:
         plan += [("slogate-grpc-2cores", "slogate", "grpc", "canary", "max", False)]
         if a.otelcol_bin:

@@ -26,6 +26,7 @@ fn cell(v: &Value, unit: &str) -> String {
     match (v.as_f64(), unit) {
         (None, _) => "-".into(),
         (Some(x), "x") => format!("{x:.3}x"),
+        (Some(x), "") => format!("{x:.2}"),
         (Some(_), u) => num(v, u),
     }
 }
@@ -75,12 +76,18 @@ pub fn verdict_table(doc: &Value) -> String {
         let comparison = c["threshold"]["comparison"].as_str().unwrap_or("");
         let value_unit = unit_of(metric, "absolute");
         let bound_unit = unit_of(metric, comparison);
+        let confidence = c["threshold"]["confidence"].as_f64().map_or(String::new(), |p| format!(" at {}%", p * 100.0));
+        let bounds = match comparison {
+            "mann_whitney" => format!("P(slower) <= {}{confidence}", cell(&c["threshold"]["fail"], "")),
+            "two_proportion" => format!("+{:.2} pt{confidence}", c["threshold"]["fail"].as_f64().unwrap_or(0.0) * 100.0),
+            _ => format!("{comparison} {} / {}", cell(&c["threshold"]["pass"], bound_unit), cell(&c["threshold"]["fail"], bound_unit)),
+        };
         rows.push(vec![
             c["name"].as_str().unwrap_or("").into(),
             c["result"].as_str().unwrap_or("").into(),
             cell(&c["observed"], value_unit),
             cell(&c["baseline"], value_unit),
-            format!("{comparison} {} / {}", cell(&c["threshold"]["pass"], bound_unit), cell(&c["threshold"]["fail"], bound_unit)),
+            bounds,
             format!("{}/{}", c["canary_requests"], c["baseline_requests"]),
         ]);
     }

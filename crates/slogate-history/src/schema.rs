@@ -1,0 +1,277 @@
+//! The `requests` table: [`SlotRow`], its Arrow schema, and conversion to and from record batches.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, RecordBatch, StringBuilder,
+    TimestampSecondBuilder, UInt32Builder, UInt64Builder,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{
+    DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampSecondType, UInt32Type,
+    UInt64Type,
+};
+use slogate_core::SeriesKey;
+
+use crate::HistoryError;
+
+/// Column names of the fixed part of the `requests` schema, in order. Extra dimensions go
+/// between `operation` and `requests`.
+pub const FIXED_DIMS: [&str; 4] = ["service", "env", "version", "operation"];
+
+/// Names no extra dimension may take: the fixed columns and the Hive partition columns.
+pub const RESERVED_COLUMNS: [&str; 14] = [
+    "slot_start",
+    "slot_seconds",
+    "service",
+    "env",
+    "version",
+    "operation",
+    "requests",
+    "errors",
+    "latency_sum_ms",
+    "latency_min_ms",
+    "latency_max_ms",
+    "sketch",
+    "date",
+    "hour",
+];
+
+/// One closed slot of one series: one row of the `requests` table.
+///
+/// Latencies are nanoseconds in memory and milliseconds (`f64`) in the table. `latency_sum_ns`
+/// is a `u64`: 2^64 ns is 584 years of summed latency in one slot, so the sketch's exact `u128`
+/// sum saturates rather than wraps. Reading back rounds milliseconds to the nearest nanosecond,
+/// which is exact for any value below about 2^52 ns (52 days).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRow {
+    /// Start of the slot, Unix seconds (UTC).
+    pub slot_start_unix: i64,
+    pub slot_seconds: u32,
+    pub key: SeriesKey,
+    pub requests: u64,
+    pub errors: u64,
+    pub latency_sum_ns: u64,
+    pub latency_min_ns: u64,
+    pub latency_max_ns: u64,
+    /// The slot's latency sketch in the `slogate-sketch` byte format.
+    pub sketch: Vec<u8>,
+}
+
+/// The Arrow schema of the `requests` table; the same in memory and in Parquet.
+///
+/// (Not a `const fn`: a schema allocates.) See the crate documentation for the column list.
+pub fn requests_schema(extra_dims: &[String]) -> SchemaRef {
+    let mut fields = Vec::with_capacity(12 + extra_dims.len());
+    fields.push(Field::new(
+        "slot_start",
+        DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+        false,
+    ));
+    fields.push(Field::new("slot_seconds", DataType::UInt32, false));
+    for name in FIXED_DIMS.iter().copied().chain(extra_dims.iter().map(String::as_str)) {
+        fields.push(Field::new(name, DataType::Utf8, false));
+    }
+    fields.push(Field::new("requests", DataType::UInt64, false));
+    fields.push(Field::new("errors", DataType::UInt64, false));
+    fields.push(Field::new("latency_sum_ms", DataType::Float64, false));
+    fields.push(Field::new("latency_min_ms", DataType::Float64, false));
+    fields.push(Field::new("latency_max_ms", DataType::Float64, false));
+    fields.push(Field::new("sketch", DataType::Binary, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Checks that extra dimension names are usable as column names.
+pub(crate) fn validate_extra_dims(extra_dims: &[String]) -> Result<(), HistoryError> {
+    for (i, name) in extra_dims.iter().enumerate() {
+        if name.is_empty() {
+            return Err(HistoryError::Config("extra dimension name is empty".into()));
+        }
+        if RESERVED_COLUMNS.contains(&name.as_str()) {
+            return Err(HistoryError::Config(format!(
+                "extra dimension {name:?} collides with a column of the requests table"
+            )));
+        }
+        if extra_dims[..i].contains(name) {
+            return Err(HistoryError::Config(format!("extra dimension {name:?} is configured twice")));
+        }
+    }
+    Ok(())
+}
+
+fn ns_to_ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
+}
+
+fn ms_to_ns(ms: f64) -> u64 {
+    // `as` saturates and maps NaN to 0, which is what a corrupt value deserves.
+    (ms * 1e6).round() as u64
+}
+
+/// Builds one record batch of the [`requests_schema`]. Rows with fewer extras than
+/// `extra_dims` get empty strings for the missing ones; surplus extras are dropped.
+pub fn rows_to_batch(rows: &[SlotRow], extra_dims: &[String]) -> RecordBatch {
+    let n = rows.len();
+    let mut slot_start = TimestampSecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut slot_seconds = UInt32Builder::with_capacity(n);
+    let ndims = FIXED_DIMS.len() + extra_dims.len();
+    let mut dims: Vec<StringBuilder> = (0..ndims).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+    let mut requests = UInt64Builder::with_capacity(n);
+    let mut errors = UInt64Builder::with_capacity(n);
+    let mut sum = Float64Builder::with_capacity(n);
+    let mut min = Float64Builder::with_capacity(n);
+    let mut max = Float64Builder::with_capacity(n);
+    let sketch_bytes = rows.iter().map(|r| r.sketch.len()).sum();
+    let mut sketch = BinaryBuilder::with_capacity(n, sketch_bytes);
+    for r in rows {
+        slot_start.append_value(r.slot_start_unix);
+        slot_seconds.append_value(r.slot_seconds);
+        dims[0].append_value(&r.key.service);
+        dims[1].append_value(&r.key.env);
+        dims[2].append_value(&r.key.version);
+        dims[3].append_value(&r.key.operation);
+        for (i, b) in dims[FIXED_DIMS.len()..].iter_mut().enumerate() {
+            b.append_value(r.key.extras.get(i).map(String::as_str).unwrap_or(""));
+        }
+        requests.append_value(r.requests);
+        errors.append_value(r.errors);
+        sum.append_value(ns_to_ms(r.latency_sum_ns));
+        min.append_value(ns_to_ms(r.latency_min_ns));
+        max.append_value(ns_to_ms(r.latency_max_ns));
+        sketch.append_value(&r.sketch);
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(12 + extra_dims.len());
+    columns.push(Arc::new(slot_start.finish()));
+    columns.push(Arc::new(slot_seconds.finish()));
+    for mut b in dims {
+        columns.push(Arc::new(b.finish()));
+    }
+    columns.push(Arc::new(requests.finish()));
+    columns.push(Arc::new(errors.finish()));
+    columns.push(Arc::new(sum.finish()));
+    columns.push(Arc::new(min.finish()));
+    columns.push(Arc::new(max.finish()));
+    columns.push(Arc::new(sketch.finish()));
+    // Every column is built above from the same rows with the schema's types, so this cannot fail.
+    RecordBatch::try_new(requests_schema(extra_dims), columns).expect("columns match the requests schema")
+}
+
+/// Reads rows back from a batch that has (at least) the columns of [`requests_schema`], found
+/// by name. Columns read through another encoding (views, dictionaries) are cast first.
+pub fn batch_to_rows(batch: &RecordBatch, extra_dims: &[String]) -> Result<Vec<SlotRow>, HistoryError> {
+    let schema = requests_schema(extra_dims);
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let col = batch
+            .column_by_name(field.name())
+            .ok_or_else(|| HistoryError::Corrupt(format!("column {} is missing", field.name())))?;
+        let col = if col.data_type() == field.data_type() {
+            Arc::clone(col)
+        } else {
+            cast(col, field.data_type()).map_err(|e| {
+                HistoryError::Corrupt(format!("column {} has type {}: {e}", field.name(), col.data_type()))
+            })?
+        };
+        if col.null_count() > 0 {
+            return Err(HistoryError::Corrupt(format!("column {} has nulls", field.name())));
+        }
+        cols.push(col);
+    }
+    let slot_start = cols[0].as_primitive::<TimestampSecondType>();
+    let slot_seconds = cols[1].as_primitive::<UInt32Type>();
+    let dims: Vec<_> = cols[2..2 + FIXED_DIMS.len() + extra_dims.len()].iter().map(|c| c.as_string::<i32>()).collect();
+    let base = 2 + dims.len();
+    let requests = cols[base].as_primitive::<UInt64Type>();
+    let errors = cols[base + 1].as_primitive::<UInt64Type>();
+    let sum = cols[base + 2].as_primitive::<Float64Type>();
+    let min = cols[base + 3].as_primitive::<Float64Type>();
+    let max = cols[base + 4].as_primitive::<Float64Type>();
+    let sketch = cols[base + 5].as_binary::<i32>();
+    let rows = (0..batch.num_rows())
+        .map(|i| SlotRow {
+            slot_start_unix: slot_start.value(i),
+            slot_seconds: slot_seconds.value(i),
+            key: SeriesKey {
+                service: dims[0].value(i).to_owned(),
+                env: dims[1].value(i).to_owned(),
+                version: dims[2].value(i).to_owned(),
+                operation: dims[3].value(i).to_owned(),
+                extras: dims[FIXED_DIMS.len()..].iter().map(|d| d.value(i).to_owned()).collect(),
+            },
+            requests: requests.value(i),
+            errors: errors.value(i),
+            latency_sum_ns: ms_to_ns(sum.value(i)),
+            latency_min_ns: ms_to_ns(min.value(i)),
+            latency_max_ns: ms_to_ns(max.value(i)),
+            sketch: sketch.value(i).to_vec(),
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's
+/// `civil_from_days`, so no calendar crate is needed for partition names.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// The Hive partition `(date, hour)` of a Unix second: `("YYYY-MM-DD", "HH")`, UTC.
+pub fn partition_of(unix: i64) -> (String, String) {
+    let days = unix.div_euclid(86_400);
+    let hour = unix.rem_euclid(86_400) / 3600;
+    let (y, m, d) = civil_from_days(days);
+    (format!("{y:04}-{m:02}-{d:02}"), format!("{hour:02}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions() {
+        let cases = [
+            (0, "1970-01-01", "00"),
+            (86_399, "1970-01-01", "23"),
+            (951_782_400, "2000-02-29", "00"),
+            (1_764_000_000, "2025-11-24", "16"),
+            (-1, "1969-12-31", "23"),
+        ];
+        for (unix, date, hour) in cases {
+            assert_eq!(partition_of(unix), (date.to_string(), hour.to_string()), "{unix}");
+        }
+    }
+
+    #[test]
+    fn batch_roundtrip() {
+        let extra = vec!["region".to_string()];
+        let rows = vec![SlotRow {
+            slot_start_unix: 1_764_000_000,
+            slot_seconds: 10,
+            key: SeriesKey {
+                service: "checkout".into(),
+                env: "prod".into(),
+                version: "v2".into(),
+                operation: "GET /cart".into(),
+                extras: vec!["eu".into()],
+            },
+            requests: 10,
+            errors: 1,
+            latency_sum_ns: 123_456_789_012,
+            latency_min_ns: 1_234,
+            latency_max_ns: 9_876_543_210,
+            sketch: vec![1, 0, 0, 0, 0, 0],
+        }];
+        let batch = rows_to_batch(&rows, &extra);
+        assert_eq!(batch.schema(), requests_schema(&extra));
+        assert_eq!(batch_to_rows(&batch, &extra).unwrap(), rows);
+    }
+}

@@ -1,0 +1,156 @@
+//! [`HistoryWriter`]: buffers closed slots and flushes them as zstd Parquet files into
+//! Hive-style hourly partitions under a local root.
+//!
+//! Layout: `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.parquet`. A file
+//! is written as `<name>.tmp`, fsynced, renamed, and its directory fsynced, so a crash never
+//! leaves a partial `.parquet` file where readers look (readers only list `*.parquet`).
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+
+use crate::HistoryError;
+use crate::schema::{SlotRow, partition_of, requests_schema, rows_to_batch, validate_extra_dims};
+
+/// Name of the table directory under the root, and of the SQL table.
+pub const REQUESTS_TABLE: &str = "requests";
+
+/// Settings of a [`HistoryWriter`].
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    /// Local directory that holds the `requests/` table directory.
+    pub root: PathBuf,
+    /// Configured extra dimensions, in configuration order.
+    pub extra_dims: Vec<String>,
+    /// [`HistoryWriter::append`] refuses rows beyond this many unflushed ones.
+    pub max_buffered_rows: usize,
+    /// zstd level for Parquet pages.
+    pub zstd_level: i32,
+}
+
+impl WriterConfig {
+    pub fn new(root: impl Into<PathBuf>, extra_dims: Vec<String>) -> Self {
+        WriterConfig { root: root.into(), extra_dims, max_buffered_rows: 1_000_000, zstd_level: 3 }
+    }
+}
+
+/// Buffers [`SlotRow`]s and writes them to Parquet on [`HistoryWriter::flush`].
+///
+/// All I/O is blocking; call `flush` from `tokio::task::spawn_blocking` on a runtime.
+#[derive(Debug)]
+pub struct HistoryWriter {
+    table_dir: PathBuf,
+    extra_dims: Vec<String>,
+    schema: SchemaRef,
+    props: WriterProperties,
+    max_buffered_rows: usize,
+    buf: Vec<SlotRow>,
+    counter: u64,
+}
+
+impl HistoryWriter {
+    pub fn new(config: WriterConfig) -> Result<Self, HistoryError> {
+        validate_extra_dims(&config.extra_dims)?;
+        let level = ZstdLevel::try_new(config.zstd_level)
+            .map_err(|e| HistoryError::Config(format!("zstd level {}: {e}", config.zstd_level)))?;
+        let table_dir = config.root.join(REQUESTS_TABLE);
+        fs::create_dir_all(&table_dir).map_err(|source| HistoryError::Io { path: table_dir.clone(), source })?;
+        Ok(HistoryWriter {
+            table_dir,
+            schema: requests_schema(&config.extra_dims),
+            extra_dims: config.extra_dims,
+            props: WriterProperties::builder().set_compression(Compression::ZSTD(level)).build(),
+            max_buffered_rows: config.max_buffered_rows,
+            buf: Vec::new(),
+            counter: 0,
+        })
+    }
+
+    /// Buffers one row; `Err(Full)` when `max_buffered_rows` rows are already waiting.
+    pub fn append(&mut self, row: SlotRow) -> Result<(), HistoryError> {
+        if self.buf.len() >= self.max_buffered_rows {
+            return Err(HistoryError::Full { max_buffered_rows: self.max_buffered_rows });
+        }
+        self.buf.push(row);
+        Ok(())
+    }
+
+    /// Buffers all rows or none: `Err(Full)` when they do not all fit.
+    pub fn append_all(&mut self, rows: Vec<SlotRow>) -> Result<(), HistoryError> {
+        if self.buf.len().saturating_add(rows.len()) > self.max_buffered_rows {
+            return Err(HistoryError::Full { max_buffered_rows: self.max_buffered_rows });
+        }
+        self.buf.extend(rows);
+        Ok(())
+    }
+
+    /// Rows waiting for the next flush.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes every buffered row, one file per (date, hour) partition, and returns the files
+    /// written. On error, the rows of the partitions not yet written stay buffered.
+    pub fn flush(&mut self) -> Result<Vec<PathBuf>, HistoryError> {
+        let mut groups: BTreeMap<(String, String), Vec<SlotRow>> = BTreeMap::new();
+        for row in std::mem::take(&mut self.buf) {
+            groups.entry(partition_of(row.slot_start_unix)).or_default().push(row);
+        }
+        let mut written = Vec::with_capacity(groups.len());
+        let mut groups = groups.into_iter();
+        while let Some(((date, hour), mut rows)) = groups.next() {
+            // Series-major order keeps each series' slots together, which compresses the
+            // dimension columns and lets row-group statistics prune by service.
+            rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.slot_start_unix.cmp(&b.slot_start_unix)));
+            match self.write_partition(&date, &hour, &rows) {
+                Ok(path) => written.push(path),
+                Err(e) => {
+                    self.buf.extend(rows);
+                    self.buf.extend(groups.flat_map(|(_, rows)| rows));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(written)
+    }
+
+    fn write_partition(&mut self, date: &str, hour: &str, rows: &[SlotRow]) -> Result<PathBuf, HistoryError> {
+        let dir = self.table_dir.join(format!("date={date}")).join(format!("hour={hour}"));
+        fs::create_dir_all(&dir).map_err(|source| HistoryError::Io { path: dir.clone(), source })?;
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        self.counter += 1;
+        let name = format!("part-{unix_ms}-{}.parquet", self.counter);
+        let path = dir.join(&name);
+        let tmp = dir.join(format!("{name}.tmp"));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| HistoryError::Io { path, source }
+        };
+        let result = (|| {
+            let file = File::create(&tmp).map_err(io(&tmp))?;
+            let batch = rows_to_batch(rows, &self.extra_dims);
+            let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))?;
+            writer.write(&batch)?;
+            let file = writer.into_inner()?;
+            file.sync_all().map_err(io(&tmp))?;
+            drop(file);
+            fs::rename(&tmp, &path).map_err(io(&path))?;
+            // The rename is durable only once the directory entry is.
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.map(|()| {
+            tracing::debug!(path = %path.display(), rows = rows.len(), "history file written");
+            path
+        })
+    }
+}
