@@ -433,7 +433,7 @@ def table(rows: list[dict]) -> str:
         for c in rows:
             if (c["server"] == "collector" and c["protocol"] == r["protocol"] and c["scenario"] == r["scenario"]
                     and c["pinned"] == r["pinned"] and c["rate"] == r["rate"]):
-                ratios.append(f"- {r['protocol']}, {r['scenario']}, server cores {r['server_cores']}: Collector "
+                ratios.append(f"- {r['protocol']}, {r['scenario']}, rate {r['rate']}, server cores {r['server_cores']}: Collector "
                               f"{c['cpu_ns_per_span']:,.0f} ns/span ÷ slogate {r['cpu_ns_per_span']:,.0f} ns/span "
                               f"= **{c['cpu_ns_per_span'] / r['cpu_ns_per_span']:.1f}×** "
                               f"(slogate/collector = {r['cpu_ns_per_span'] / c['cpu_ns_per_span']:.3f})")

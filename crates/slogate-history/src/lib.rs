@@ -1,1 +1,78 @@
-//! stub
+//! Slot history: every closed slot of every series as one row of the `requests` table, in
+//! zstd Parquet under Hive-style hourly partitions, queried with DataFusion SQL and exact
+//! sketch percentiles.
+//!
+//! # The `requests` table
+//!
+//! One schema, built by [`requests_schema`], for the in-memory batches ([`rows_to_batch`]) and
+//! the Parquet files:
+//!
+//! | column | Arrow type | notes |
+//! |---|---|---|
+//! | `slot_start` | `Timestamp(Second, "UTC")` | start of the slot |
+//! | `slot_seconds` | `UInt32` | slot length |
+//! | `service`, `env`, `version`, `operation` | `Utf8` | the series key |
+//! | one per configured extra dimension | `Utf8` | named after the dimension, in configuration order |
+//! | `requests` | `UInt64` | spans in the slot |
+//! | `errors` | `UInt64` | error spans in the slot |
+//! | `latency_sum_ms`, `latency_min_ms`, `latency_max_ms` | `Float64` | milliseconds |
+//! | `sketch` | `Binary` | the slot's latency sketch, `slogate-sketch` byte format v1 |
+//!
+//! All columns are non-nullable. Queries also see the Hive partition columns `date`
+//! (`YYYY-MM-DD`, UTC) and `hour` (`HH`), both `Utf8`; filtering on them prunes directories.
+//!
+//! # Files
+//!
+//! `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.parquet`, written by
+//! [`HistoryWriter`] as `<name>.tmp`, fsynced and renamed, so a crash leaves at most a `.tmp`
+//! file, which no reader lists (DataFusion here lists `*.parquet`; DuckDB, Spark and Trino are
+//! pointed at `**/*.parquet`). Any Parquet reader with Hive partitioning can read the tree.
+//!
+//! # Percentiles
+//!
+//! `sketch_quantile(sketch, q)` merges the sketches of a group and reads one quantile
+//! (milliseconds): the answer for a day is the day's percentile within the sketch's 1/256
+//! relative error, not an average of per-slot percentiles, which can be far off when traffic or
+//! latency varies between slots. `sketch_merge(sketch)` returns the merged bytes and
+//! `sketch_quantile_of(bytes, q)` reads a quantile from one sketch.
+//!
+//! # Read-only SQL
+//!
+//! [`History::sql`] accepts one query (`SELECT`, `WITH`, `VALUES`, or `EXPLAIN` of one) and
+//! rejects DDL, DML, `COPY` and `SET` before planning, with DataFusion's `SQLOptions` as a
+//! second check; results are capped at `max_rows` and the query is dropped after a timeout.
+
+mod query;
+mod schema;
+mod udf;
+mod writer;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use query::{History, QueryResult};
+pub use schema::{FIXED_DIMS, RESERVED_COLUMNS, SlotRow, batch_to_rows, partition_of, requests_schema, rows_to_batch};
+pub use udf::{SketchMerge, SketchQuantile, SketchQuantileOf, sketch_udafs, sketch_udfs};
+pub use writer::{HistoryWriter, REQUESTS_TABLE, WriterConfig};
+
+/// Errors of the history writer and query side.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HistoryError {
+    #[error("history buffer is full ({max_buffered_rows} rows waiting for a flush)")]
+    Full { max_buffered_rows: usize },
+    #[error("statement not allowed: history sql is read-only and accepts only queries (select, with, explain), got {statement}")]
+    ReadOnly { statement: String },
+    #[error("query timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("query failed: {0}")]
+    Query(#[source] datafusion::error::DataFusionError),
+    #[error("invalid history configuration: {0}")]
+    Config(String),
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("parquet write failed: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("unreadable history row: {0}")]
+    Corrupt(String),
+}

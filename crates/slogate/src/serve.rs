@@ -79,16 +79,39 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     };
 
     let state = AppState { registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now(), gates: gates.clone(), alerts: alerts.clone(), delivery };
+    // The API gets its own thread and runtime: verdicts and queries then never wait in a queue
+    // behind ingest work on the receivers' workers, and the OS shares the cores between them.
     let http_api = {
         let mut stop = stop_rx.clone();
         let app = api::router(state);
-        tokio::spawn(async move {
-            axum::serve(api_listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|v| *v).await;
-                })
-                .await
-        })
+        let api_listener = api_listener.into_std()?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new().name("slogate-api".into()).spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the API runtime");
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match TcpListener::from_std(api_listener) {
+                    Ok(listener) => {
+                        let served = axum::serve(listener, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.wait_for(|v| *v).await;
+                            })
+                            .await;
+                        if let Err(e) = served {
+                            tracing::error!(error = %e, "the HTTP API stopped");
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot serve the HTTP API"),
+                }
+            });
+            let _ = done_tx.send(());
+        })?;
+        done_rx
     };
 
     let closer = {

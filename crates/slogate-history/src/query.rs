@@ -1,0 +1,228 @@
+//! [`History`]: the read side. A DataFusion session over the Parquet root with the sketch
+//! functions registered, a read-only bounded SQL entry point, and the restart reload.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::logical_expr::{col, lit};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::HistoryError;
+use crate::schema::{SlotRow, batch_to_rows, partition_of, requests_schema, validate_extra_dims};
+use crate::udf::{sketch_udafs, sketch_udfs};
+use crate::writer::REQUESTS_TABLE;
+
+/// The answer of [`History::sql`], ready for a JSON API.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryResult {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// More rows existed than `max_rows`; only the first `max_rows` are in `rows`.
+    pub truncated: bool,
+}
+
+/// Query side of the history: a session with the `requests` table and the sketch functions.
+#[derive(Clone)]
+pub struct History {
+    ctx: SessionContext,
+    extra_dims: Vec<String>,
+    root: PathBuf,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History").field("root", &self.root).field("extra_dims", &self.extra_dims).finish()
+    }
+}
+
+impl History {
+    /// Opens the history under a local `root` (the directory given to the writer), creating
+    /// `root/requests/` if needed so that an empty history answers queries with no rows.
+    pub async fn open(root: impl Into<PathBuf>, extra_dims: &[String]) -> Result<Self, HistoryError> {
+        validate_extra_dims(extra_dims)?;
+        let root = root.into();
+        let table_dir = root.join(REQUESTS_TABLE);
+        tokio::fs::create_dir_all(&table_dir)
+            .await
+            .map_err(|source| HistoryError::Io { path: table_dir.clone(), source })?;
+        let table_dir = tokio::fs::canonicalize(&table_dir)
+            .await
+            .map_err(|source| HistoryError::Io { path: table_dir.clone(), source })?;
+        let ctx = SessionContext::new();
+        for udaf in sketch_udafs() {
+            ctx.register_udaf(udaf);
+        }
+        for udf in sketch_udfs() {
+            ctx.register_udf(udf);
+        }
+        // A trailing slash makes the URL a directory to list recursively.
+        let url = ListingTableUrl::parse(format!("{}/", table_dir.display())).map_err(HistoryError::Query)?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![
+                ("date".to_string(), DataType::Utf8),
+                ("hour".to_string(), DataType::Utf8),
+            ]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(requests_schema(extra_dims));
+        let table = ListingTable::try_new(config).map_err(HistoryError::Query)?;
+        ctx.register_table(REQUESTS_TABLE, Arc::new(table)).map_err(HistoryError::Query)?;
+        Ok(History { ctx, extra_dims: extra_dims.to_vec(), root })
+    }
+
+    /// The session, for callers that build DataFrames themselves.
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one read-only query: at most `max_rows` rows come back (`truncated` says whether
+    /// there were more) and the whole query, planning included, is abandoned after `timeout`.
+    pub async fn sql(&self, query: &str, max_rows: usize, timeout: Duration) -> Result<QueryResult, HistoryError> {
+        let run = async {
+            self.check_read_only(query)?;
+            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+            let df = self.ctx.sql_with_options(query, options).await.map_err(HistoryError::Query)?;
+            let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
+            // One row beyond the limit tells whether the result was cut.
+            let df = df.limit(0, Some(max_rows.saturating_add(1))).map_err(HistoryError::Query)?;
+            let batches = df.collect().await.map_err(HistoryError::Query)?;
+            let mut rows = Vec::new();
+            for batch in &batches {
+                let cols: Vec<Vec<Value>> =
+                    batch.columns().iter().map(column_to_json).collect::<Result<_, _>>()?;
+                for i in 0..batch.num_rows() {
+                    rows.push(cols.iter().map(|c| c[i].clone()).collect());
+                }
+            }
+            let truncated = rows.len() > max_rows;
+            rows.truncate(max_rows);
+            Ok(QueryResult { columns, rows, truncated })
+        };
+        tokio::time::timeout(timeout, run).await.map_err(|_| HistoryError::Timeout(timeout))?
+    }
+
+    /// Rejects everything but queries (and `EXPLAIN` of a query) with a message naming the
+    /// statement. `SQLOptions` in [`History::sql`] is a second line of defence.
+    fn check_read_only(&self, query: &str) -> Result<(), HistoryError> {
+        let state = self.ctx.state();
+        let dialect = state.config().options().sql_parser.dialect;
+        let stmt = state.sql_to_statement(query, &dialect).map_err(HistoryError::Query)?;
+        let rejected = |s: &dyn std::fmt::Display| {
+            let text = s.to_string();
+            let statement = text.split_whitespace().next().unwrap_or("").to_uppercase();
+            Err(HistoryError::ReadOnly { statement })
+        };
+        fn allowed(stmt: &DfStatement) -> bool {
+            match stmt {
+                DfStatement::Statement(s) => match s.as_ref() {
+                    SqlStatement::Query(_) => true,
+                    SqlStatement::Explain { statement, .. } => matches!(statement.as_ref(), SqlStatement::Query(_)),
+                    _ => false,
+                },
+                DfStatement::Explain(e) => allowed(&e.statement),
+                _ => false,
+            }
+        }
+        if allowed(&stmt) { Ok(()) } else { rejected(&stmt) }
+    }
+
+    /// Every row with `slot_start >= since_unix`, ordered by slot start then series: what a
+    /// restarting instance reloads into its rings.
+    pub async fn load_since(&self, since_unix: i64) -> Result<Vec<SlotRow>, HistoryError> {
+        let (since_date, _) = partition_of(since_unix);
+        let since = ScalarValue::TimestampSecond(Some(since_unix), Some("UTC".into()));
+        let df = self
+            .ctx
+            .table(REQUESTS_TABLE)
+            .await
+            .and_then(|df| {
+                // The date filter prunes whole partition directories before any file is opened.
+                df.filter(col("date").gt_eq(lit(since_date)))?
+                    .filter(col("slot_start").gt_eq(lit(since)))?
+                    .sort(vec![
+                        col("slot_start").sort(true, false),
+                        col("service").sort(true, false),
+                        col("env").sort(true, false),
+                        col("version").sort(true, false),
+                        col("operation").sort(true, false),
+                    ])
+            })
+            .map_err(HistoryError::Query)?;
+        let batches = df.collect().await.map_err(HistoryError::Query)?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            rows.extend(batch_to_rows(batch, &self.extra_dims)?);
+        }
+        Ok(rows)
+    }
+}
+
+/// One column as JSON values: numbers as numbers (non-finite floats as null), strings as
+/// strings, binary as lowercase hex, anything else (timestamps, decimals...) as Arrow displays it.
+fn column_to_json(arr: &ArrayRef) -> Result<Vec<Value>, HistoryError> {
+    use datafusion::arrow::datatypes::*;
+    let n = arr.len();
+    macro_rules! prim {
+        ($t:ty) => {{
+            let a = arr.as_primitive::<$t>();
+            (0..n).map(|i| if a.is_valid(i) { Value::from(a.value(i)) } else { Value::Null }).collect()
+        }};
+    }
+    fn hex(b: &[u8]) -> Value {
+        Value::String(b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+    Ok(match arr.data_type() {
+        DataType::Null => vec![Value::Null; n],
+        DataType::Boolean => arr.as_boolean().iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect(),
+        DataType::Int8 => prim!(Int8Type),
+        DataType::Int16 => prim!(Int16Type),
+        DataType::Int32 => prim!(Int32Type),
+        DataType::Int64 => prim!(Int64Type),
+        DataType::UInt8 => prim!(UInt8Type),
+        DataType::UInt16 => prim!(UInt16Type),
+        DataType::UInt32 => prim!(UInt32Type),
+        DataType::UInt64 => prim!(UInt64Type),
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => {
+            let a = cast(arr, &DataType::Float64).map_err(|e| HistoryError::Query(e.into()))?;
+            let a = a.as_primitive::<Float64Type>();
+            (0..n)
+                .map(|i| {
+                    a.is_valid(i)
+                        .then(|| serde_json::Number::from_f64(a.value(i)))
+                        .flatten()
+                        .map_or(Value::Null, Value::Number)
+                })
+                .collect()
+        }
+        DataType::Utf8 => arr.as_string::<i32>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect(),
+        DataType::LargeUtf8 => arr.as_string::<i64>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect(),
+        DataType::Utf8View => arr.as_string_view().iter().map(|v| v.map_or(Value::Null, Value::from)).collect(),
+        DataType::Binary => arr.as_binary::<i32>().iter().map(|v| v.map_or(Value::Null, hex)).collect(),
+        DataType::LargeBinary => arr.as_binary::<i64>().iter().map(|v| v.map_or(Value::Null, hex)).collect(),
+        DataType::BinaryView => arr.as_binary_view().iter().map(|v| v.map_or(Value::Null, hex)).collect(),
+        DataType::Dictionary(_, value) => {
+            let plain = cast(arr, value).map_err(|e| HistoryError::Query(e.into()))?;
+            column_to_json(&plain)?
+        }
+        _ => {
+            let options = FormatOptions::default();
+            let f = ArrayFormatter::try_new(arr.as_ref(), &options).map_err(|e| HistoryError::Query(e.into()))?;
+            (0..n)
+                .map(|i| if arr.is_valid(i) { Value::String(f.value(i).to_string()) } else { Value::Null })
+                .collect()
+        }
+    })
+}
