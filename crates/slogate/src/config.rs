@@ -1003,8 +1003,18 @@ mod tests {
                 Config::parse(&text, &entry.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
                 seen += 1;
             }
+            // Kubernetes manifests carry the configuration in a ConfigMap.
+            if entry.extension().is_some_and(|e| e == "yaml") && text.contains("kind: ConfigMap") {
+                for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                    let v = serde_yaml_ng::Value::deserialize(doc).unwrap();
+                    if let Some(cfg) = v.get("data").and_then(|d| d.get("slogate.yaml")).and_then(|c| c.as_str()) {
+                        Config::parse(cfg, &format!("{} (ConfigMap)", entry.display())).unwrap_or_else(|e| panic!("{e}"));
+                        seen += 1;
+                    }
+                }
+            }
         }
-        assert!(seen >= 1, "no slogate configuration found under deploy/");
+        assert!(seen >= 3, "expected the default, the example and the Kubernetes ConfigMap, found {seen}");
     }
 
     fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
