@@ -27,7 +27,7 @@ mod history;
 mod registry;
 
 pub use history::{ClosedSlot, History};
-pub use registry::{Clock, ManualClock, Registry, RegistryStats, SystemClock, WindowConfig, WindowStats, Writer};
+pub use registry::{ClosedRow, Clock, ManualClock, Registry, RegistryStats, SystemClock, WindowConfig, WindowStats, Writer};
 
 #[cfg(test)]
 mod tests;

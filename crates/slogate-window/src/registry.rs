@@ -85,6 +85,18 @@ impl WindowConfig {
     }
 }
 
+/// One series' closed slot, for the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedRow {
+    pub slot_start_unix: u64,
+    pub slot_seconds: u64,
+    pub key: SeriesKey,
+    pub requests: u64,
+    pub errors: u64,
+    /// The slot's sketch in the slogate-sketch byte format (carries min, max and sum).
+    pub sketch: Vec<u8>,
+}
+
 /// What a window query found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowStats {
@@ -268,19 +280,58 @@ impl Registry {
 
     /// Merges every open slot that has ended into the series histories. Call it at least once
     /// per slot; calling it more often is harmless.
-    pub fn close_slots(&self) {
+    pub fn close_slots(&self) -> Vec<ClosedRow> {
         let current = self.clock.now_unix() / self.cfg.slot_seconds;
         let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
+        let mut closed: Vec<SeriesId> = Vec::new();
         for shard in shards {
             let mut state = shard.lock();
             let mut order = [0usize, 1];
             order.sort_by_key(|i| state.open[*i].slot);
             for i in order {
                 if state.open[i].slot != NO_SLOT && state.open[i].slot < current {
+                    closed.extend_from_slice(&state.open[i].touched);
                     self.flush(&mut state.open[i]);
                 }
             }
         }
+        // Every shard has flushed the ended slots: each touched series' last fine slot is final.
+        closed.sort_unstable();
+        closed.dedup();
+        let series = self.series.read();
+        closed
+            .into_iter()
+            .filter_map(|id| {
+                let s = &series[id as usize];
+                let h = s.history.lock();
+                let (slot, agg) = h.fine.open.as_ref()?;
+                (*slot < current).then(|| ClosedRow {
+                    slot_start_unix: slot * self.cfg.slot_seconds,
+                    slot_seconds: self.cfg.slot_seconds,
+                    key: s.key.clone(),
+                    requests: agg.requests,
+                    errors: agg.errors,
+                    sketch: agg.sketch.encoded(),
+                })
+            })
+            .collect()
+    }
+
+    /// Loads closed slots back (from the history after a restart) so windows see them again.
+    /// Slots already present are merged, never replaced.
+    pub fn import(&self, rows: &[ClosedRow]) -> Result<usize, slogate_sketch::DecodeError> {
+        let (fine_keep, coarse_keep) = (self.cfg.fine_keep(), self.cfg.coarse_keep());
+        let mut loaded = 0;
+        for row in rows {
+            let agg = Agg { requests: row.requests, errors: row.errors, sketch: Sketch::decode(&row.sketch)? };
+            let key = row.key.key_bytes();
+            let (id, _) = self.resolve(&key);
+            let series = self.series.read();
+            let slot = row.slot_start_unix / self.cfg.slot_seconds;
+            series[id as usize].history.lock().add(slot, &agg, self.cfg.slot_seconds, fine_keep, self.cfg.coarse_slot_seconds, coarse_keep);
+            loaded += 1;
+        }
+        Ok(loaded)
     }
 
     fn flush(&self, open: &mut OpenSlot) {

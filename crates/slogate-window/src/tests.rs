@@ -1,6 +1,6 @@
 //! Registry tests: freshness, slot closing, windows, threads, cardinality caps, retention.
 
-use crate::{ManualClock, Registry, WindowConfig};
+use crate::{Clock, ManualClock, Registry, WindowConfig};
 use slogate_core::{Observation, ObservationWriter, Operation, Recorder, Selector, OVERFLOW};
 use std::sync::Arc;
 
@@ -173,4 +173,30 @@ fn a_lagging_closer_never_mixes_slots() {
     let w = reg.query(&sel(&[("service", "checkout")]), 10);
     assert_eq!(w.requests, 1, "only the newer slot is in the 10 s window (+ open slot)");
     assert_eq!(reg.query(&sel(&[("service", "checkout")]), 60).requests, 2);
+}
+
+#[test]
+fn closed_slots_are_exported_once_and_import_restores_windows() {
+    let (reg, clock) = setup(WindowConfig::default());
+    let mut exported = Vec::new();
+    for i in 0..6u64 {
+        record(&reg, &[obs("checkout", "v1", "GET /", i % 3 == 0, 10 + i), obs("checkout", "v2", "GET /", false, 20)]);
+        clock.advance(10);
+        exported.extend(reg.close_slots());
+        // Closing again without time passing exports nothing new.
+        assert!(reg.close_slots().is_empty());
+    }
+    assert_eq!(exported.len(), 12, "one row per series per slot");
+    assert_eq!(exported.iter().map(|r| r.requests).sum::<u64>(), 12);
+    assert_eq!(exported.iter().map(|r| r.errors).sum::<u64>(), 2);
+    assert!(exported.iter().all(|r| r.slot_start_unix % 10 == 0 && r.slot_seconds == 10));
+
+    // A restarted process (a new registry at the same time) sees the same windows after import.
+    let clock2 = ManualClock::new(clock.now_unix());
+    let reg2 = Registry::new(WindowConfig::default(), clock2);
+    assert_eq!(reg2.import(&exported).unwrap(), 12);
+    for (pairs, window) in [(&[("service", "checkout")][..], 600), (&[("service", "checkout"), ("version", "v1")][..], 30)] {
+        let (a, b) = (reg.query(&sel(pairs), window), reg2.query(&sel(pairs), window));
+        assert_eq!((a.requests, a.errors, a.sketch.quantile(0.9)), (b.requests, b.errors, b.sketch.quantile(0.9)), "{pairs:?} {window}");
+    }
 }
