@@ -9,7 +9,7 @@
 //!
 //! | column | Arrow type | notes |
 //! |---|---|---|
-//! | `slot_start` | `Timestamp(Second, "UTC")` | start of the slot |
+//! | `slot_start` | `Timestamp(Millisecond, "UTC")` | start of the slot (whole seconds; ms because Parquet has no seconds unit) |
 //! | `slot_seconds` | `UInt32` | slot length |
 //! | `service`, `env`, `version`, `operation` | `Utf8` | the series key |
 //! | one per configured extra dimension | `Utf8` | named after the dimension, in configuration order |
@@ -28,6 +28,12 @@
 //! file, which no reader lists (DataFusion here lists `*.parquet`; DuckDB, Spark and Trino are
 //! pointed at `**/*.parquet`). Any Parquet reader with Hive partitioning can read the tree.
 //!
+//! # Document tables
+//!
+//! `verdicts` (`at`, `gate`, `verdict`, `doc`) and `alerts` (`at`, `rule`, `outcome`, `doc`)
+//! keep whole JSON documents as `Utf8` next to a timestamp and two filterable columns, written
+//! by [`DocWriter`] with the same partitioning and atomic files; see [`DocTable`].
+//!
 //! # Percentiles
 //!
 //! `sketch_quantile(sketch, q)` merges the sketches of a group and reads one quantile
@@ -42,6 +48,7 @@
 //! rejects DDL, DML, `COPY` and `SET` before planning, with DataFusion's `SQLOptions` as a
 //! second check; results are capped at `max_rows` and the query is dropped after a timeout.
 
+mod docs;
 mod query;
 mod schema;
 mod udf;
@@ -50,8 +57,12 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use docs::{DocRow, DocTable, DocWriter, docs_to_batch};
 pub use query::{History, QueryResult};
-pub use schema::{FIXED_DIMS, RESERVED_COLUMNS, SlotRow, batch_to_rows, partition_of, requests_schema, rows_to_batch};
+pub use schema::{
+    FIXED_DIMS, RESERVED_COLUMNS, SlotRow, batch_to_rows, partition_of, requests_schema,
+    rows_to_batch,
+};
 pub use udf::{SketchMerge, SketchQuantile, SketchQuantileOf, sketch_udafs, sketch_udfs};
 pub use writer::{HistoryWriter, REQUESTS_TABLE, WriterConfig};
 
@@ -61,7 +72,9 @@ pub use writer::{HistoryWriter, REQUESTS_TABLE, WriterConfig};
 pub enum HistoryError {
     #[error("history buffer is full ({max_buffered_rows} rows waiting for a flush)")]
     Full { max_buffered_rows: usize },
-    #[error("statement not allowed: history sql is read-only and accepts only queries (select, with, explain), got {statement}")]
+    #[error(
+        "statement not allowed: history sql is read-only and accepts only queries (select, with, explain), got {statement}"
+    )]
     ReadOnly { statement: String },
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
@@ -70,7 +83,10 @@ pub enum HistoryError {
     #[error("invalid history configuration: {0}")]
     Config(String),
     #[error("i/o error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("parquet write failed: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("unreadable history row: {0}")]

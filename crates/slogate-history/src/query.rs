@@ -7,19 +7,23 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::common::ScalarValue;
+use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
-use datafusion::execution::context::{SQLOptions, SessionContext};
-use datafusion::logical_expr::{col, lit};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{LogicalPlan, col, lit};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::HistoryError;
+use crate::docs::DocTable;
 use crate::schema::{SlotRow, batch_to_rows, partition_of, requests_schema, validate_extra_dims};
 use crate::udf::{sketch_udafs, sketch_udfs};
 use crate::writer::REQUESTS_TABLE;
@@ -43,44 +47,57 @@ pub struct History {
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("History").field("root", &self.root).field("extra_dims", &self.extra_dims).finish()
+        f.debug_struct("History")
+            .field("root", &self.root)
+            .field("extra_dims", &self.extra_dims)
+            .finish()
     }
 }
 
 impl History {
-    /// Opens the history under a local `root` (the directory given to the writer), creating
-    /// `root/requests/` if needed so that an empty history answers queries with no rows.
-    pub async fn open(root: impl Into<PathBuf>, extra_dims: &[String]) -> Result<Self, HistoryError> {
+    /// Opens the history under a local `root` (the directory given to the writers), creating
+    /// `requests/`, `verdicts/` and `alerts/` if needed so that an empty history answers
+    /// queries with no rows.
+    pub async fn open(
+        root: impl Into<PathBuf>,
+        extra_dims: &[String],
+    ) -> Result<Self, HistoryError> {
         validate_extra_dims(extra_dims)?;
         let root = root.into();
-        let table_dir = root.join(REQUESTS_TABLE);
-        tokio::fs::create_dir_all(&table_dir)
-            .await
-            .map_err(|source| HistoryError::Io { path: table_dir.clone(), source })?;
-        let table_dir = tokio::fs::canonicalize(&table_dir)
-            .await
-            .map_err(|source| HistoryError::Io { path: table_dir.clone(), source })?;
-        let ctx = SessionContext::new();
+        // DataFusion caches directory listings without expiry by default; the writer adds files
+        // all the time, so every query lists afresh (one LIST per partition directory it reads).
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_list_cache_limit(0)
+            .build_arc()
+            .map_err(HistoryError::Query)?;
+        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
         for udaf in sketch_udafs() {
             ctx.register_udaf(udaf);
         }
         for udf in sketch_udfs() {
             ctx.register_udf(udf);
         }
-        // A trailing slash makes the URL a directory to list recursively.
-        let url = ListingTableUrl::parse(format!("{}/", table_dir.display())).map_err(HistoryError::Query)?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![
-                ("date".to_string(), DataType::Utf8),
-                ("hour".to_string(), DataType::Utf8),
-            ]);
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(requests_schema(extra_dims));
-        let table = ListingTable::try_new(config).map_err(HistoryError::Query)?;
-        ctx.register_table(REQUESTS_TABLE, Arc::new(table)).map_err(HistoryError::Query)?;
-        Ok(History { ctx, extra_dims: extra_dims.to_vec(), root })
+        register_partitioned(
+            &ctx,
+            &root.join(REQUESTS_TABLE),
+            REQUESTS_TABLE,
+            requests_schema(extra_dims),
+        )
+        .await?;
+        for doc_table in DocTable::ALL {
+            register_partitioned(
+                &ctx,
+                &root.join(doc_table.name()),
+                doc_table.name(),
+                doc_table.schema(),
+            )
+            .await?;
+        }
+        Ok(History {
+            ctx,
+            extra_dims: extra_dims.to_vec(),
+            root,
+        })
     }
 
     /// The session, for callers that build DataFrames themselves.
@@ -90,28 +107,27 @@ impl History {
 
     /// Runs one read-only query: at most `max_rows` rows come back (`truncated` says whether
     /// there were more) and the whole query, planning included, is abandoned after `timeout`.
-    pub async fn sql(&self, query: &str, max_rows: usize, timeout: Duration) -> Result<QueryResult, HistoryError> {
-        let run = async {
-            self.check_read_only(query)?;
-            let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
-            let df = self.ctx.sql_with_options(query, options).await.map_err(HistoryError::Query)?;
-            let columns: Vec<String> = df.schema().fields().iter().map(|f| f.name().clone()).collect();
-            // One row beyond the limit tells whether the result was cut.
-            let df = df.limit(0, Some(max_rows.saturating_add(1))).map_err(HistoryError::Query)?;
-            let batches = df.collect().await.map_err(HistoryError::Query)?;
-            let mut rows = Vec::new();
-            for batch in &batches {
-                let cols: Vec<Vec<Value>> =
-                    batch.columns().iter().map(column_to_json).collect::<Result<_, _>>()?;
-                for i in 0..batch.num_rows() {
-                    rows.push(cols.iter().map(|c| c[i].clone()).collect());
-                }
+    pub async fn sql(
+        &self,
+        query: &str,
+        max_rows: usize,
+        timeout: Duration,
+    ) -> Result<QueryResult, HistoryError> {
+        self.check_read_only(query)?;
+        // The query runs as its own task so that the deadline is kept by the caller's task even
+        // while the query is busy, and so that aborting it stops the work at its next yield.
+        let (ctx, query) = (self.ctx.clone(), query.to_owned());
+        let mut task = tokio::spawn(async move { run_query(&ctx, &query, max_rows).await });
+        match tokio::time::timeout(timeout, &mut task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(HistoryError::Query(DataFusionError::External(Box::new(
+                join,
+            )))),
+            Err(_) => {
+                task.abort();
+                Err(HistoryError::Timeout(timeout))
             }
-            let truncated = rows.len() > max_rows;
-            rows.truncate(max_rows);
-            Ok(QueryResult { columns, rows, truncated })
-        };
-        tokio::time::timeout(timeout, run).await.map_err(|_| HistoryError::Timeout(timeout))?
+        }
     }
 
     /// Rejects everything but queries (and `EXPLAIN` of a query) with a message naming the
@@ -119,7 +135,9 @@ impl History {
     fn check_read_only(&self, query: &str) -> Result<(), HistoryError> {
         let state = self.ctx.state();
         let dialect = state.config().options().sql_parser.dialect;
-        let stmt = state.sql_to_statement(query, &dialect).map_err(HistoryError::Query)?;
+        let stmt = state
+            .sql_to_statement(query, &dialect)
+            .map_err(HistoryError::Query)?;
         let rejected = |s: &dyn std::fmt::Display| {
             let text = s.to_string();
             let statement = text.split_whitespace().next().unwrap_or("").to_uppercase();
@@ -129,21 +147,30 @@ impl History {
             match stmt {
                 DfStatement::Statement(s) => match s.as_ref() {
                     SqlStatement::Query(_) => true,
-                    SqlStatement::Explain { statement, .. } => matches!(statement.as_ref(), SqlStatement::Query(_)),
+                    SqlStatement::Explain { statement, .. } => {
+                        matches!(statement.as_ref(), SqlStatement::Query(_))
+                    }
                     _ => false,
                 },
                 DfStatement::Explain(e) => allowed(&e.statement),
                 _ => false,
             }
         }
-        if allowed(&stmt) { Ok(()) } else { rejected(&stmt) }
+        if allowed(&stmt) {
+            Ok(())
+        } else {
+            rejected(&stmt)
+        }
     }
 
     /// Every row with `slot_start >= since_unix`, ordered by slot start then series: what a
     /// restarting instance reloads into its rings.
     pub async fn load_since(&self, since_unix: i64) -> Result<Vec<SlotRow>, HistoryError> {
         let (since_date, _) = partition_of(since_unix);
-        let since = ScalarValue::TimestampSecond(Some(since_unix), Some("UTC".into()));
+        let since = ScalarValue::TimestampMillisecond(
+            Some(since_unix.saturating_mul(1000)),
+            Some("UTC".into()),
+        );
         let df = self
             .ctx
             .table(REQUESTS_TABLE)
@@ -170,6 +197,90 @@ impl History {
     }
 }
 
+async fn run_query(
+    ctx: &SessionContext,
+    query: &str,
+    max_rows: usize,
+) -> Result<QueryResult, HistoryError> {
+    let options = SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false);
+    let df = ctx
+        .sql_with_options(query, options)
+        .await
+        .map_err(HistoryError::Query)?;
+    let columns: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    // One row beyond the limit tells whether the result was cut. EXPLAIN must stay the root
+    // of its plan; its few rows are cut after collecting instead.
+    let df = match df.logical_plan() {
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => df,
+        _ => df
+            .limit(0, Some(max_rows.saturating_add(1)))
+            .map_err(HistoryError::Query)?,
+    };
+    let batches = df.collect().await.map_err(HistoryError::Query)?;
+    let mut rows = Vec::new();
+    for batch in &batches {
+        let cols: Vec<Vec<Value>> = batch
+            .columns()
+            .iter()
+            .map(column_to_json)
+            .collect::<Result<_, _>>()?;
+        for i in 0..batch.num_rows() {
+            rows.push(cols.iter().map(|c| c[i].clone()).collect());
+        }
+    }
+    let truncated = rows.len() > max_rows;
+    rows.truncate(max_rows);
+    Ok(QueryResult {
+        columns,
+        rows,
+        truncated,
+    })
+}
+
+/// Registers `name` as a listing table of hive-partitioned Parquet files under `dir`.
+async fn register_partitioned(
+    ctx: &SessionContext,
+    dir: &std::path::Path,
+    name: &str,
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<(), HistoryError> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|source| HistoryError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let dir = tokio::fs::canonicalize(dir)
+        .await
+        .map_err(|source| HistoryError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    // A trailing slash makes the URL a directory to list recursively.
+    let url = ListingTableUrl::parse(format!("{}/", dir.display())).map_err(HistoryError::Query)?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".parquet")
+        .with_table_partition_cols(vec![
+            ("date".to_string(), DataType::Utf8),
+            ("hour".to_string(), DataType::Utf8),
+        ]);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    let table = ListingTable::try_new(config).map_err(HistoryError::Query)?;
+    ctx.register_table(name, Arc::new(table))
+        .map_err(HistoryError::Query)?;
+    Ok(())
+}
+
 /// One column as JSON values: numbers as numbers (non-finite floats as null), strings as
 /// strings, binary as lowercase hex, anything else (timestamps, decimals...) as Arrow displays it.
 fn column_to_json(arr: &ArrayRef) -> Result<Vec<Value>, HistoryError> {
@@ -178,7 +289,15 @@ fn column_to_json(arr: &ArrayRef) -> Result<Vec<Value>, HistoryError> {
     macro_rules! prim {
         ($t:ty) => {{
             let a = arr.as_primitive::<$t>();
-            (0..n).map(|i| if a.is_valid(i) { Value::from(a.value(i)) } else { Value::Null }).collect()
+            (0..n)
+                .map(|i| {
+                    if a.is_valid(i) {
+                        Value::from(a.value(i))
+                    } else {
+                        Value::Null
+                    }
+                })
+                .collect()
         }};
     }
     fn hex(b: &[u8]) -> Value {
@@ -186,7 +305,11 @@ fn column_to_json(arr: &ArrayRef) -> Result<Vec<Value>, HistoryError> {
     }
     Ok(match arr.data_type() {
         DataType::Null => vec![Value::Null; n],
-        DataType::Boolean => arr.as_boolean().iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect(),
+        DataType::Boolean => arr
+            .as_boolean()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::Bool))
+            .collect(),
         DataType::Int8 => prim!(Int8Type),
         DataType::Int16 => prim!(Int16Type),
         DataType::Int32 => prim!(Int32Type),
@@ -207,21 +330,52 @@ fn column_to_json(arr: &ArrayRef) -> Result<Vec<Value>, HistoryError> {
                 })
                 .collect()
         }
-        DataType::Utf8 => arr.as_string::<i32>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect(),
-        DataType::LargeUtf8 => arr.as_string::<i64>().iter().map(|v| v.map_or(Value::Null, Value::from)).collect(),
-        DataType::Utf8View => arr.as_string_view().iter().map(|v| v.map_or(Value::Null, Value::from)).collect(),
-        DataType::Binary => arr.as_binary::<i32>().iter().map(|v| v.map_or(Value::Null, hex)).collect(),
-        DataType::LargeBinary => arr.as_binary::<i64>().iter().map(|v| v.map_or(Value::Null, hex)).collect(),
-        DataType::BinaryView => arr.as_binary_view().iter().map(|v| v.map_or(Value::Null, hex)).collect(),
+        DataType::Utf8 => arr
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::from))
+            .collect(),
+        DataType::LargeUtf8 => arr
+            .as_string::<i64>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::from))
+            .collect(),
+        DataType::Utf8View => arr
+            .as_string_view()
+            .iter()
+            .map(|v| v.map_or(Value::Null, Value::from))
+            .collect(),
+        DataType::Binary => arr
+            .as_binary::<i32>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, hex))
+            .collect(),
+        DataType::LargeBinary => arr
+            .as_binary::<i64>()
+            .iter()
+            .map(|v| v.map_or(Value::Null, hex))
+            .collect(),
+        DataType::BinaryView => arr
+            .as_binary_view()
+            .iter()
+            .map(|v| v.map_or(Value::Null, hex))
+            .collect(),
         DataType::Dictionary(_, value) => {
             let plain = cast(arr, value).map_err(|e| HistoryError::Query(e.into()))?;
             column_to_json(&plain)?
         }
         _ => {
             let options = FormatOptions::default();
-            let f = ArrayFormatter::try_new(arr.as_ref(), &options).map_err(|e| HistoryError::Query(e.into()))?;
+            let f = ArrayFormatter::try_new(arr.as_ref(), &options)
+                .map_err(|e| HistoryError::Query(e.into()))?;
             (0..n)
-                .map(|i| if arr.is_valid(i) { Value::String(f.value(i).to_string()) } else { Value::Null })
+                .map(|i| {
+                    if arr.is_valid(i) {
+                        Value::String(f.value(i).to_string())
+                    } else {
+                        Value::Null
+                    }
+                })
                 .collect()
         }
     })

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, RecordBatch, StringBuilder,
-    TimestampSecondBuilder, UInt32Builder, UInt64Builder,
+    TimestampMillisecondBuilder, UInt32Builder, UInt64Builder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampSecondType, UInt32Type,
-    UInt64Type,
+    DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
+    UInt32Type, UInt64Type,
 };
 use slogate_core::SeriesKey;
 
@@ -60,16 +60,23 @@ pub struct SlotRow {
 
 /// The Arrow schema of the `requests` table; the same in memory and in Parquet.
 ///
-/// (Not a `const fn`: a schema allocates.) See the crate documentation for the column list.
+/// `slot_start` is a millisecond timestamp although slots start on whole seconds: Parquet has
+/// no seconds unit, and arrow-rs writes `Timestamp(Second)` as a bare `INT64` that DuckDB,
+/// Spark and Trino read as a number. (Not a `const fn`: a schema allocates.) See the crate
+/// documentation for the column list.
 pub fn requests_schema(extra_dims: &[String]) -> SchemaRef {
     let mut fields = Vec::with_capacity(12 + extra_dims.len());
     fields.push(Field::new(
         "slot_start",
-        DataType::Timestamp(TimeUnit::Second, Some("UTC".into())),
+        DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
         false,
     ));
     fields.push(Field::new("slot_seconds", DataType::UInt32, false));
-    for name in FIXED_DIMS.iter().copied().chain(extra_dims.iter().map(String::as_str)) {
+    for name in FIXED_DIMS
+        .iter()
+        .copied()
+        .chain(extra_dims.iter().map(String::as_str))
+    {
         fields.push(Field::new(name, DataType::Utf8, false));
     }
     fields.push(Field::new("requests", DataType::UInt64, false));
@@ -93,7 +100,9 @@ pub(crate) fn validate_extra_dims(extra_dims: &[String]) -> Result<(), HistoryEr
             )));
         }
         if extra_dims[..i].contains(name) {
-            return Err(HistoryError::Config(format!("extra dimension {name:?} is configured twice")));
+            return Err(HistoryError::Config(format!(
+                "extra dimension {name:?} is configured twice"
+            )));
         }
     }
     Ok(())
@@ -112,10 +121,12 @@ fn ms_to_ns(ms: f64) -> u64 {
 /// `extra_dims` get empty strings for the missing ones; surplus extras are dropped.
 pub fn rows_to_batch(rows: &[SlotRow], extra_dims: &[String]) -> RecordBatch {
     let n = rows.len();
-    let mut slot_start = TimestampSecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut slot_start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut slot_seconds = UInt32Builder::with_capacity(n);
     let ndims = FIXED_DIMS.len() + extra_dims.len();
-    let mut dims: Vec<StringBuilder> = (0..ndims).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+    let mut dims: Vec<StringBuilder> = (0..ndims)
+        .map(|_| StringBuilder::with_capacity(n, n * 16))
+        .collect();
     let mut requests = UInt64Builder::with_capacity(n);
     let mut errors = UInt64Builder::with_capacity(n);
     let mut sum = Float64Builder::with_capacity(n);
@@ -124,7 +135,7 @@ pub fn rows_to_batch(rows: &[SlotRow], extra_dims: &[String]) -> RecordBatch {
     let sketch_bytes = rows.iter().map(|r| r.sketch.len()).sum();
     let mut sketch = BinaryBuilder::with_capacity(n, sketch_bytes);
     for r in rows {
-        slot_start.append_value(r.slot_start_unix);
+        slot_start.append_value(r.slot_start_unix.saturating_mul(1000));
         slot_seconds.append_value(r.slot_seconds);
         dims[0].append_value(&r.key.service);
         dims[1].append_value(&r.key.env);
@@ -153,12 +164,16 @@ pub fn rows_to_batch(rows: &[SlotRow], extra_dims: &[String]) -> RecordBatch {
     columns.push(Arc::new(max.finish()));
     columns.push(Arc::new(sketch.finish()));
     // Every column is built above from the same rows with the schema's types, so this cannot fail.
-    RecordBatch::try_new(requests_schema(extra_dims), columns).expect("columns match the requests schema")
+    RecordBatch::try_new(requests_schema(extra_dims), columns)
+        .expect("columns match the requests schema")
 }
 
 /// Reads rows back from a batch that has (at least) the columns of [`requests_schema`], found
 /// by name. Columns read through another encoding (views, dictionaries) are cast first.
-pub fn batch_to_rows(batch: &RecordBatch, extra_dims: &[String]) -> Result<Vec<SlotRow>, HistoryError> {
+pub fn batch_to_rows(
+    batch: &RecordBatch,
+    extra_dims: &[String],
+) -> Result<Vec<SlotRow>, HistoryError> {
     let schema = requests_schema(extra_dims);
     let mut cols = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
@@ -169,17 +184,27 @@ pub fn batch_to_rows(batch: &RecordBatch, extra_dims: &[String]) -> Result<Vec<S
             Arc::clone(col)
         } else {
             cast(col, field.data_type()).map_err(|e| {
-                HistoryError::Corrupt(format!("column {} has type {}: {e}", field.name(), col.data_type()))
+                HistoryError::Corrupt(format!(
+                    "column {} has type {}: {e}",
+                    field.name(),
+                    col.data_type()
+                ))
             })?
         };
         if col.null_count() > 0 {
-            return Err(HistoryError::Corrupt(format!("column {} has nulls", field.name())));
+            return Err(HistoryError::Corrupt(format!(
+                "column {} has nulls",
+                field.name()
+            )));
         }
         cols.push(col);
     }
-    let slot_start = cols[0].as_primitive::<TimestampSecondType>();
+    let slot_start = cols[0].as_primitive::<TimestampMillisecondType>();
     let slot_seconds = cols[1].as_primitive::<UInt32Type>();
-    let dims: Vec<_> = cols[2..2 + FIXED_DIMS.len() + extra_dims.len()].iter().map(|c| c.as_string::<i32>()).collect();
+    let dims: Vec<_> = cols[2..2 + FIXED_DIMS.len() + extra_dims.len()]
+        .iter()
+        .map(|c| c.as_string::<i32>())
+        .collect();
     let base = 2 + dims.len();
     let requests = cols[base].as_primitive::<UInt64Type>();
     let errors = cols[base + 1].as_primitive::<UInt64Type>();
@@ -189,14 +214,17 @@ pub fn batch_to_rows(batch: &RecordBatch, extra_dims: &[String]) -> Result<Vec<S
     let sketch = cols[base + 5].as_binary::<i32>();
     let rows = (0..batch.num_rows())
         .map(|i| SlotRow {
-            slot_start_unix: slot_start.value(i),
+            slot_start_unix: slot_start.value(i).div_euclid(1000),
             slot_seconds: slot_seconds.value(i),
             key: SeriesKey {
                 service: dims[0].value(i).to_owned(),
                 env: dims[1].value(i).to_owned(),
                 version: dims[2].value(i).to_owned(),
                 operation: dims[3].value(i).to_owned(),
-                extras: dims[FIXED_DIMS.len()..].iter().map(|d| d.value(i).to_owned()).collect(),
+                extras: dims[FIXED_DIMS.len()..]
+                    .iter()
+                    .map(|d| d.value(i).to_owned())
+                    .collect(),
             },
             requests: requests.value(i),
             errors: errors.value(i),
@@ -246,7 +274,11 @@ mod tests {
             (-1, "1969-12-31", "23"),
         ];
         for (unix, date, hour) in cases {
-            assert_eq!(partition_of(unix), (date.to_string(), hour.to_string()), "{unix}");
+            assert_eq!(
+                partition_of(unix),
+                (date.to_string(), hour.to_string()),
+                "{unix}"
+            );
         }
     }
 

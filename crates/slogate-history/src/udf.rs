@@ -18,10 +18,14 @@ use datafusion::logical_expr::{
 use datafusion::physical_expr::PhysicalExpr;
 use slogate_sketch::Sketch;
 
-const BINARY_TYPES: [DataType; 3] = [DataType::Binary, DataType::LargeBinary, DataType::BinaryView];
+const BINARY_TYPES: [DataType; 3] = [
+    DataType::Binary,
+    DataType::LargeBinary,
+    DataType::BinaryView,
+];
 
 /// Calls `f` with every non-null value of a binary column, whatever its binary encoding.
-fn for_each_bytes(arr: &ArrayRef, mut f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+fn for_each_bytes(arr: &ArrayRef, f: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
     match arr.data_type() {
         DataType::Binary => arr.as_binary::<i32>().iter().flatten().try_for_each(f),
         DataType::LargeBinary => arr.as_binary::<i64>().iter().flatten().try_for_each(f),
@@ -107,7 +111,11 @@ impl Accumulator for SketchAccumulator {
 }
 
 fn state_fields(args: &StateFieldsArgs) -> Vec<FieldRef> {
-    vec![Arc::new(Field::new(format!("{}[sketch]", args.name), DataType::Binary, true))]
+    vec![Arc::new(Field::new(
+        format!("{}[sketch]", args.name),
+        DataType::Binary,
+        true,
+    ))]
 }
 
 /// `sketch_merge(sketch) -> binary`: all sketches of the group merged into one.
@@ -118,8 +126,13 @@ pub struct SketchMerge {
 
 impl Default for SketchMerge {
     fn default() -> Self {
-        let sigs = BINARY_TYPES.iter().map(|t| TypeSignature::Exact(vec![t.clone()])).collect();
-        SketchMerge { signature: Signature::one_of(sigs, Volatility::Immutable) }
+        let sigs = BINARY_TYPES
+            .iter()
+            .map(|t| TypeSignature::Exact(vec![t.clone()]))
+            .collect();
+        SketchMerge {
+            signature: Signature::one_of(sigs, Volatility::Immutable),
+        }
     }
 }
 
@@ -165,7 +178,9 @@ fn sketch_q_signature() -> Signature {
 
 impl Default for SketchQuantile {
     fn default() -> Self {
-        SketchQuantile { signature: sketch_q_signature() }
+        SketchQuantile {
+            signature: sketch_q_signature(),
+        }
     }
 }
 
@@ -202,7 +217,9 @@ pub struct SketchQuantileOf {
 
 impl Default for SketchQuantileOf {
     fn default() -> Self {
-        SketchQuantileOf { signature: sketch_q_signature() }
+        SketchQuantileOf {
+            signature: sketch_q_signature(),
+        }
     }
 }
 
@@ -246,7 +263,10 @@ impl ScalarUDFImpl for SketchQuantileOf {
 
 /// The aggregate UDFs to register on a session.
 pub fn sketch_udafs() -> [AggregateUDF; 2] {
-    [AggregateUDF::from(SketchMerge::default()), AggregateUDF::from(SketchQuantile::default())]
+    [
+        AggregateUDF::from(SketchMerge::default()),
+        AggregateUDF::from(SketchQuantile::default()),
+    ]
 }
 
 /// The scalar UDFs to register on a session.

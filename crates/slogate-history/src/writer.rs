@@ -8,8 +8,10 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -36,7 +38,12 @@ pub struct WriterConfig {
 
 impl WriterConfig {
     pub fn new(root: impl Into<PathBuf>, extra_dims: Vec<String>) -> Self {
-        WriterConfig { root: root.into(), extra_dims, max_buffered_rows: 1_000_000, zstd_level: 3 }
+        WriterConfig {
+            root: root.into(),
+            extra_dims,
+            max_buffered_rows: 1_000_000,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -51,31 +58,33 @@ pub struct HistoryWriter {
     props: WriterProperties,
     max_buffered_rows: usize,
     buf: Vec<SlotRow>,
-    counter: u64,
 }
 
 impl HistoryWriter {
     pub fn new(config: WriterConfig) -> Result<Self, HistoryError> {
         validate_extra_dims(&config.extra_dims)?;
-        let level = ZstdLevel::try_new(config.zstd_level)
-            .map_err(|e| HistoryError::Config(format!("zstd level {}: {e}", config.zstd_level)))?;
+        let props = zstd_props(config.zstd_level)?;
         let table_dir = config.root.join(REQUESTS_TABLE);
-        fs::create_dir_all(&table_dir).map_err(|source| HistoryError::Io { path: table_dir.clone(), source })?;
+        fs::create_dir_all(&table_dir).map_err(|source| HistoryError::Io {
+            path: table_dir.clone(),
+            source,
+        })?;
         Ok(HistoryWriter {
             table_dir,
             schema: requests_schema(&config.extra_dims),
             extra_dims: config.extra_dims,
-            props: WriterProperties::builder().set_compression(Compression::ZSTD(level)).build(),
+            props,
             max_buffered_rows: config.max_buffered_rows,
             buf: Vec::new(),
-            counter: 0,
         })
     }
 
     /// Buffers one row; `Err(Full)` when `max_buffered_rows` rows are already waiting.
     pub fn append(&mut self, row: SlotRow) -> Result<(), HistoryError> {
         if self.buf.len() >= self.max_buffered_rows {
-            return Err(HistoryError::Full { max_buffered_rows: self.max_buffered_rows });
+            return Err(HistoryError::Full {
+                max_buffered_rows: self.max_buffered_rows,
+            });
         }
         self.buf.push(row);
         Ok(())
@@ -84,7 +93,9 @@ impl HistoryWriter {
     /// Buffers all rows or none: `Err(Full)` when they do not all fit.
     pub fn append_all(&mut self, rows: Vec<SlotRow>) -> Result<(), HistoryError> {
         if self.buf.len().saturating_add(rows.len()) > self.max_buffered_rows {
-            return Err(HistoryError::Full { max_buffered_rows: self.max_buffered_rows });
+            return Err(HistoryError::Full {
+                max_buffered_rows: self.max_buffered_rows,
+            });
         }
         self.buf.extend(rows);
         Ok(())
@@ -100,14 +111,21 @@ impl HistoryWriter {
     pub fn flush(&mut self) -> Result<Vec<PathBuf>, HistoryError> {
         let mut groups: BTreeMap<(String, String), Vec<SlotRow>> = BTreeMap::new();
         for row in std::mem::take(&mut self.buf) {
-            groups.entry(partition_of(row.slot_start_unix)).or_default().push(row);
+            groups
+                .entry(partition_of(row.slot_start_unix))
+                .or_default()
+                .push(row);
         }
         let mut written = Vec::with_capacity(groups.len());
         let mut groups = groups.into_iter();
         while let Some(((date, hour), mut rows)) = groups.next() {
             // Series-major order keeps each series' slots together, which compresses the
             // dimension columns and lets row-group statistics prune by service.
-            rows.sort_by(|a, b| a.key.cmp(&b.key).then(a.slot_start_unix.cmp(&b.slot_start_unix)));
+            rows.sort_by(|a, b| {
+                a.key
+                    .cmp(&b.key)
+                    .then(a.slot_start_unix.cmp(&b.slot_start_unix))
+            });
             match self.write_partition(&date, &hour, &rows) {
                 Ok(path) => written.push(path),
                 Err(e) => {
@@ -120,37 +138,86 @@ impl HistoryWriter {
         Ok(written)
     }
 
-    fn write_partition(&mut self, date: &str, hour: &str, rows: &[SlotRow]) -> Result<PathBuf, HistoryError> {
-        let dir = self.table_dir.join(format!("date={date}")).join(format!("hour={hour}"));
-        fs::create_dir_all(&dir).map_err(|source| HistoryError::Io { path: dir.clone(), source })?;
-        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-        self.counter += 1;
-        let name = format!("part-{unix_ms}-{}.parquet", self.counter);
-        let path = dir.join(&name);
-        let tmp = dir.join(format!("{name}.tmp"));
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| HistoryError::Io { path, source }
-        };
-        let result = (|| {
-            let file = File::create(&tmp).map_err(io(&tmp))?;
-            let batch = rows_to_batch(rows, &self.extra_dims);
-            let mut writer = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))?;
-            writer.write(&batch)?;
-            let file = writer.into_inner()?;
-            file.sync_all().map_err(io(&tmp))?;
-            drop(file);
-            fs::rename(&tmp, &path).map_err(io(&path))?;
-            // The rename is durable only once the directory entry is.
-            File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
-            Ok(())
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        result.map(|()| {
-            tracing::debug!(path = %path.display(), rows = rows.len(), "history file written");
-            path
-        })
+    fn write_partition(
+        &mut self,
+        date: &str,
+        hour: &str,
+        rows: &[SlotRow],
+    ) -> Result<PathBuf, HistoryError> {
+        let batch = rows_to_batch(rows, &self.extra_dims);
+        write_partition_file(
+            &self.table_dir,
+            date,
+            hour,
+            self.schema.clone(),
+            &batch,
+            &self.props,
+        )
     }
+}
+
+/// A process-wide file counter: two writers flushing into the same partition within the same
+/// millisecond still get distinct names.
+pub(crate) fn next_file_number() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// Writes one batch as `<table_dir>/date=D/hour=H/part-<unix_ms>-<counter>.parquet`: first to
+/// `<name>.tmp`, then fsync, rename, and fsync of the directory.
+pub(crate) fn write_partition_file(
+    table_dir: &Path,
+    date: &str,
+    hour: &str,
+    schema: SchemaRef,
+    batch: &RecordBatch,
+    props: &WriterProperties,
+) -> Result<PathBuf, HistoryError> {
+    let dir = table_dir
+        .join(format!("date={date}"))
+        .join(format!("hour={hour}"));
+    fs::create_dir_all(&dir).map_err(|source| HistoryError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let name = format!("part-{unix_ms}-{}.parquet", next_file_number());
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| HistoryError::Io { path, source }
+    };
+    let result = (|| {
+        let file = File::create_new(&tmp).map_err(io(&tmp))?;
+        let mut writer = ArrowWriter::try_new(file, schema, Some(props.clone()))?;
+        writer.write(batch)?;
+        let file = writer.into_inner()?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        // The rename is durable only once the directory entry is.
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| {
+        tracing::debug!(path = %path.display(), rows = batch.num_rows(), "history file written");
+        path
+    })
+}
+
+pub(crate) fn zstd_props(level: i32) -> Result<WriterProperties, HistoryError> {
+    let level = ZstdLevel::try_new(level)
+        .map_err(|e| HistoryError::Config(format!("zstd level {level}: {e}")))?;
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(level))
+        .build())
 }

@@ -93,7 +93,10 @@ pub struct ClosedRow {
     pub key: SeriesKey,
     pub requests: u64,
     pub errors: u64,
-    /// The slot's sketch in the slogate-sketch byte format (carries min, max and sum).
+    pub latency_sum_ns: u64,
+    pub latency_min_ns: u64,
+    pub latency_max_ns: u64,
+    /// The slot's sketch in the slogate-sketch byte format.
     pub sketch: Vec<u8>,
 }
 
@@ -281,7 +284,12 @@ impl Registry {
     /// Merges every open slot that has ended into the series histories. Call it at least once
     /// per slot; calling it more often is harmless.
     pub fn close_slots(&self) -> Vec<ClosedRow> {
-        let current = self.clock.now_unix() / self.cfg.slot_seconds;
+        self.close_slots_at(self.clock.now_unix() / self.cfg.slot_seconds)
+    }
+
+    /// Closes every open slot before slot number `current`; `u64::MAX` closes all of them (at
+    /// shutdown, so the history gets what is still open).
+    pub fn close_slots_at(&self, current: u64) -> Vec<ClosedRow> {
         let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
         let mut closed: Vec<SeriesId> = Vec::new();
         for shard in shards {
@@ -311,6 +319,9 @@ impl Registry {
                     key: s.key.clone(),
                     requests: agg.requests,
                     errors: agg.errors,
+                    latency_sum_ns: agg.sketch.sum().min(u128::from(u64::MAX)) as u64,
+                    latency_min_ns: agg.sketch.min().unwrap_or(0),
+                    latency_max_ns: agg.sketch.max().unwrap_or(0),
                     sketch: agg.sketch.encoded(),
                 })
             })

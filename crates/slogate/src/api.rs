@@ -23,6 +23,8 @@ pub struct AppState {
     pub gates: Arc<crate::gates::Gates>,
     pub alerts: Arc<crate::alerts::Alerts>,
     pub delivery: Option<Arc<slogate_alert::DeliveryStats>>,
+    pub history: Option<slogate_history::History>,
+    pub sql_limits: (usize, std::time::Duration),
 }
 
 pub fn router(state: AppState) -> Router {
@@ -38,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/slos", get(list_slos))
         .route("/api/v1/slos/{name}", get(one_slo))
         .route("/api/v1/alerts", get(list_alerts))
+        .route("/api/v1/sql", axum::routing::post(sql))
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list".into()) })
         .with_state(state)
 }
@@ -279,6 +282,35 @@ async fn one_slo(State(st): State<AppState>, axum::extract::Path(name): axum::ex
     match tokio::task::spawn_blocking(move || alerts.slo_status(&lookup)).await.ok().flatten() {
         Some(s) => Json(s).into_response(),
         None => api_error(StatusCode::NOT_FOUND, format!("unknown SLO {name:?}; GET /api/v1/slos lists them")),
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    query: String,
+}
+
+/// Read-only SQL over the Parquet history (DataFusion), with row and time limits.
+async fn sql(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
+    let Some(history) = st.history.clone() else {
+        return api_error(StatusCode::SERVICE_UNAVAILABLE, "the history is disabled (history.enabled: false)".into());
+    };
+    let req: SqlRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, format!("invalid sql request: {e}; send {{\"query\": \"SELECT ...\"}}")),
+    };
+    let (max_rows, timeout) = st.sql_limits;
+    match history.sql(&req.query, max_rows, timeout).await {
+        Ok(result) => Json(result).into_response(),
+        Err(e) => {
+            let status = match e {
+                slogate_history::HistoryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+                slogate_history::HistoryError::Io { .. } | slogate_history::HistoryError::Parquet(_) | slogate_history::HistoryError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            };
+            api_error(status, e.to_string())
+        }
     }
 }
 

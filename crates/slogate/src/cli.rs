@@ -44,6 +44,22 @@ enum Command {
         #[arg(long, env = "SLOGATE_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
     },
+    /// Run read-only SQL over the history: through a running server, or straight from the Parquet
+    /// files with --dir. Tables: requests, verdicts, alerts; functions sketch_quantile(sketch, q),
+    /// sketch_merge(sketch), sketch_quantile_of(merged, q).
+    Sql {
+        query: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: SqlFormat,
+        /// Read the history directory directly instead of asking a server.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "10000")]
+        max_rows: usize,
+        /// Base URL of the slogate HTTP API.
+        #[arg(long, env = "SLOGATE_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+    },
     /// Print the rolling SLI of a service from a running server.
     Sli {
         #[arg(long)]
@@ -65,6 +81,13 @@ enum Command {
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Table,
+    Json,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum SqlFormat {
+    Table,
+    Csv,
     Json,
 }
 
@@ -124,6 +147,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Verdict { gate, phase, canary, baseline, format, server } => verdict(&gate, phase, &canary, &baseline, format, &server),
+        Command::Sql { query, format, dir, max_rows, server } => sql(&query, format, dir, max_rows, &server),
         Command::Sli { service, window, env, version, operation, server } => {
             let mut url = format!("{}/api/v1/sli?service={}&window={}", server.trim_end_matches('/'), enc(&service), enc(&window));
             for (k, v) in [("env", env), ("version", version), ("operation", operation)] {
@@ -196,6 +220,42 @@ fn verdict(gate: &str, phase: Option<String>, canary: &[String], baseline: &[Str
         Some("inconclusive") => ExitCode::from(2),
         _ => ExitCode::from(3),
     }
+}
+
+fn sql(query: &str, format: SqlFormat, dir: Option<PathBuf>, max_rows: usize, server: &str) -> ExitCode {
+    let result: Result<serde_json::Value, String> = match dir {
+        Some(dir) => (|| {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let h = slogate_history::History::open(&dir, &[]).await.map_err(|e| e.to_string())?;
+                let r = h.sql(query, max_rows, std::time::Duration::from_secs(300)).await.map_err(|e| e.to_string())?;
+                serde_json::to_value(r).map_err(|e| e.to_string())
+            })
+        })(),
+        None => {
+            let url = format!("{}/api/v1/sql", server.trim_end_matches('/'));
+            match crate::api::client_request(&url, Some(&serde_json::json!({ "query": query }).to_string())) {
+                Ok((200, body)) => serde_json::from_str(&body).map_err(|e| e.to_string()),
+                Ok((status, body)) => Err(serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(|m| format!("server answered {status}: {m}")))
+                    .unwrap_or(body)),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(4);
+                }
+            }
+        }
+    };
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    print!("{}", crate::report::sql_output(&v, format == SqlFormat::Csv, format == SqlFormat::Json));
+    ExitCode::SUCCESS
 }
 
 /// Percent-encodes a query value.

@@ -71,6 +71,67 @@ pub struct FileConfig {
     pub alerting: AlertingSection,
     #[serde(default)]
     pub pagerduty: PagerDutySection,
+    #[serde(default)]
+    pub history: HistorySection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistorySection {
+    /// Every closed slot of every series is kept as Parquet for SQL, and reloaded on start.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "HistorySection::default_dir")]
+    pub dir: std::path::PathBuf,
+    /// Buffered rows are written as Parquet files this often (and on shutdown).
+    #[serde(default = "HistorySection::default_flush")]
+    pub flush_interval: HumanDuration,
+    /// Rows buffered before a flush; past this, closed slots are counted as dropped from history
+    /// (they stay in the live windows).
+    #[serde(default = "HistorySection::default_max_rows")]
+    pub max_buffered_rows: usize,
+    /// On start, this much recent history is loaded back into the live windows.
+    #[serde(default = "HistorySection::default_reload")]
+    pub reload: HumanDuration,
+    #[serde(default = "HistorySection::default_query_rows")]
+    pub max_query_rows: usize,
+    #[serde(default = "HistorySection::default_query_timeout")]
+    pub query_timeout: HumanDuration,
+}
+
+impl HistorySection {
+    fn default_dir() -> std::path::PathBuf {
+        "slogate-data/history".into()
+    }
+    fn default_flush() -> HumanDuration {
+        HumanDuration(Duration::from_secs(60))
+    }
+    fn default_max_rows() -> usize {
+        1_000_000
+    }
+    fn default_reload() -> HumanDuration {
+        HumanDuration(Duration::from_secs(3600))
+    }
+    fn default_query_rows() -> usize {
+        10_000
+    }
+    fn default_query_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30))
+    }
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        HistorySection {
+            enabled: true,
+            dir: Self::default_dir(),
+            flush_interval: Self::default_flush(),
+            max_buffered_rows: Self::default_max_rows(),
+            reload: Self::default_reload(),
+            max_query_rows: Self::default_query_rows(),
+            query_timeout: Self::default_query_timeout(),
+        }
+    }
 }
 
 /// An SLO as written in the file.

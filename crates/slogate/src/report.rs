@@ -100,3 +100,36 @@ pub fn verdict_table(doc: &Value) -> String {
     }
     out
 }
+
+fn plain(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Renders a SQL result (`{columns, rows, truncated}`) as an aligned table, CSV or JSON.
+pub fn sql_output(result: &Value, csv: bool, json: bool) -> String {
+    if json {
+        return format!("{}\n", serde_json::to_string_pretty(result).unwrap_or_default());
+    }
+    let columns: Vec<String> = result["columns"].as_array().into_iter().flatten().map(plain).collect();
+    let rows: Vec<Vec<String>> = result["rows"].as_array().into_iter().flatten().map(|r| r.as_array().into_iter().flatten().map(plain).collect()).collect();
+    let mut out = String::new();
+    if csv {
+        let quote = |s: &str| if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() };
+        let _ = writeln!(out, "{}", columns.iter().map(|c| quote(c)).collect::<Vec<_>>().join(","));
+        for r in &rows {
+            let _ = writeln!(out, "{}", r.iter().map(|c| quote(c)).collect::<Vec<_>>().join(","));
+        }
+        return out;
+    }
+    let mut all = vec![columns];
+    all.extend(rows);
+    table(&mut out, &all);
+    if result["truncated"].as_bool() == Some(true) {
+        out.push_str("  (truncated: more rows than --max-rows)\n");
+    }
+    out
+}

@@ -32,6 +32,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone(), Some(hook)));
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let history = open_history(&cfg, &registry).await?;
+
     let s = &cfg.file.server;
     let grpc_listener = TcpListener::bind(s.otlp_grpc).await.with_context(|| format!("cannot bind OTLP/gRPC on {}", s.otlp_grpc))?;
     let http_listener = TcpListener::bind(s.otlp_http).await.with_context(|| format!("cannot bind OTLP/HTTP on {}", s.otlp_http))?;
@@ -78,7 +80,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
-    let state = AppState { registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now(), gates: gates.clone(), alerts: alerts.clone(), delivery };
+    let state = AppState {
+        history: history.as_ref().map(|h| h.query.clone()),
+        sql_limits: (cfg.file.history.max_query_rows, cfg.file.history.query_timeout.0), registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now(), gates: gates.clone(), alerts: alerts.clone(), delivery };
     // The API gets its own thread and runtime: verdicts and queries then never wait in a queue
     // behind ingest work on the receivers' workers, and the OS shares the cores between them.
     let http_api = {
@@ -87,7 +91,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let api_listener = api_listener.into_std()?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new().name("slogate-api".into()).spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            // Two workers, so a SQL query's timeout can fire while the query computes.
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("slogate-api").enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the API runtime");
@@ -116,6 +121,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let closer = {
         let registry = registry.clone();
+        let writer = history.as_ref().map(|h| h.writer.clone());
+        let dropped = history.as_ref().map(|h| h.dropped.clone());
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             // Closing is idempotent and cheap when nothing ended, so tick faster than a slot.
@@ -125,7 +132,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 tokio::select! {
                     _ = tick.tick() => {
                         let r = registry.clone();
-                        let _ = tokio::task::spawn_blocking(move || r.close_slots()).await;
+                        let w = writer.clone();
+                        let d = dropped.clone();
+                        let _ = tokio::task::spawn_blocking(move || {
+                            let rows = r.close_slots();
+                            if let (Some(w), Some(d), false) = (w, d, rows.is_empty()) {
+                                append_history(&w, &d, rows);
+                            }
+                        })
+                        .await;
                     }
                     _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
                 }
@@ -152,6 +167,23 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
     let sender = sender.map(|(sender, outbox, notify)| tokio::spawn(sender.run(outbox, notify, stop_rx.clone())));
+    let flusher = history.as_ref().map(|h| {
+        let writer = h.writer.clone();
+        let every = cfg.file.history.flush_interval.0;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
+                }
+                let w = writer.clone();
+                let _ = tokio::task::spawn_blocking(move || flush_history(&w)).await;
+            }
+        })
+    });
 
     ready.store(true, Ordering::SeqCst);
     shutdown_signal().await;
@@ -168,12 +200,102 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         if let Some(s) = sender {
             let _ = s.await;
         }
+        if let Some(f) = flusher {
+            let _ = f.await;
+        }
     };
     if tokio::time::timeout(grace, all).await.is_err() {
         tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish within the shutdown grace");
     }
-    registry.close_slots();
+    // What is still open goes to the history too, so a restart loses nothing acknowledged.
+    let rows = registry.close_slots_at(u64::MAX);
+    if let Some(h) = &history {
+        if !rows.is_empty() {
+            append_history(&h.writer, &h.dropped, rows);
+        }
+        flush_history(&h.writer);
+    }
     Ok(())
+}
+
+pub struct HistoryParts {
+    pub writer: Arc<parking_lot::Mutex<slogate_history::HistoryWriter>>,
+    pub query: slogate_history::History,
+    pub dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Opens the Parquet history and loads its recent part back into the live windows.
+async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Option<HistoryParts>> {
+    let h = &cfg.file.history;
+    if !h.enabled {
+        return Ok(None);
+    }
+    let extra = cfg.window.extra_dims.clone();
+    let mut wc = slogate_history::WriterConfig::new(&h.dir, extra.clone());
+    wc.max_buffered_rows = h.max_buffered_rows;
+    let writer = slogate_history::HistoryWriter::new(wc).with_context(|| format!("cannot open the history in {}", h.dir.display()))?;
+    let query = slogate_history::History::open(&h.dir, &extra).await.with_context(|| format!("cannot read the history in {}", h.dir.display()))?;
+    let since = registry.now_unix().saturating_sub(h.reload.0.as_secs()) as i64;
+    let started = std::time::Instant::now();
+    match query.load_since(since).await {
+        Ok(rows) => {
+            let closed: Vec<slogate_window::ClosedRow> = rows
+                .into_iter()
+                .map(|r| slogate_window::ClosedRow {
+                    slot_start_unix: r.slot_start_unix.max(0) as u64,
+                    slot_seconds: u64::from(r.slot_seconds),
+                    key: r.key,
+                    requests: r.requests,
+                    errors: r.errors,
+                    latency_sum_ns: r.latency_sum_ns,
+                    latency_min_ns: r.latency_min_ns,
+                    latency_max_ns: r.latency_max_ns,
+                    sketch: r.sketch,
+                })
+                .collect();
+            match registry.import(&closed) {
+                Ok(n) => tracing::info!(rows = n, elapsed_ms = started.elapsed().as_millis() as u64, dir = %h.dir.display(), "history reloaded into the live windows"),
+                Err(e) => tracing::error!(error = %e, "history holds an invalid sketch; reload stopped"),
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "could not reload the history; windows start empty"),
+    }
+    Ok(Some(HistoryParts { writer: Arc::new(parking_lot::Mutex::new(writer)), query, dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)) }))
+}
+
+fn append_history(writer: &parking_lot::Mutex<slogate_history::HistoryWriter>, dropped: &std::sync::atomic::AtomicU64, rows: Vec<slogate_window::ClosedRow>) {
+    let n = rows.len();
+    let rows = rows
+        .into_iter()
+        .map(|r| slogate_history::SlotRow {
+            slot_start_unix: r.slot_start_unix as i64,
+            slot_seconds: r.slot_seconds as u32,
+            key: r.key,
+            requests: r.requests,
+            errors: r.errors,
+            latency_sum_ns: r.latency_sum_ns,
+            latency_min_ns: r.latency_min_ns,
+            latency_max_ns: r.latency_max_ns,
+            sketch: r.sketch,
+        })
+        .collect();
+    if let Err(e) = writer.lock().append_all(rows) {
+        dropped.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(rows = n, error = %e, "closed slots not written to the history (they stay in the live windows)");
+    }
+}
+
+fn flush_history(writer: &parking_lot::Mutex<slogate_history::HistoryWriter>) {
+    let mut w = writer.lock();
+    let buffered = w.buffered();
+    if buffered == 0 {
+        return;
+    }
+    match w.flush() {
+        Ok(files) => tracing::debug!(rows = buffered, files = files.len(), "history flushed"),
+        // The rows stay buffered and the next flush tries again.
+        Err(e) => tracing::error!(rows = buffered, error = %e, "history flush failed; will retry"),
+    }
 }
 
 type SenderParts = (slogate_alert::Sender, Arc<slogate_alert::Outbox>, Arc<tokio::sync::Notify>);

@@ -7,7 +7,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use slogate_core::SeriesKey;
-use slogate_history::{History, HistoryError, HistoryWriter, SlotRow, WriterConfig};
+use slogate_history::{
+    DocRow, DocTable, DocWriter, History, HistoryError, HistoryWriter, SlotRow, WriterConfig,
+};
 use slogate_sketch::{Sketch, nearest_rank};
 
 /// 2025-11-24T00:00:00Z.
@@ -87,13 +89,20 @@ fn dataset() -> Dataset {
                         latency_max_ns: *raw.iter().max().unwrap(),
                         sketch: sketch.encoded(),
                     });
-                    raw_by_service_day.entry((service.to_string(), day)).or_default().extend(&raw);
+                    raw_by_service_day
+                        .entry((service.to_string(), day))
+                        .or_default()
+                        .extend(&raw);
                     raw_by_row.push(raw);
                 }
             }
         }
     }
-    Dataset { rows, raw_by_service_day, raw_by_row }
+    Dataset {
+        rows,
+        raw_by_service_day,
+        raw_by_row,
+    }
 }
 
 /// Writes the dataset in two flushes (one per day) and opens the query side.
@@ -101,8 +110,12 @@ async fn written(root: &Path) -> (Dataset, History) {
     let data = dataset();
     let mut writer = HistoryWriter::new(WriterConfig::new(root, extra_dims())).unwrap();
     for day in 0..2 {
-        let rows: Vec<SlotRow> =
-            data.rows.iter().filter(|r| (r.slot_start_unix - DAY0) / DAY == day).cloned().collect();
+        let rows: Vec<SlotRow> = data
+            .rows
+            .iter()
+            .filter(|r| (r.slot_start_unix - DAY0) / DAY == day)
+            .cloned()
+            .collect();
         writer.append_all(rows).unwrap();
         let files = writer.flush().unwrap();
         assert_eq!(files.len(), 24, "one file per hour partition");
@@ -121,11 +134,15 @@ fn exact_quantile_ms(raw: &[u64], q: f64) -> f64 {
 
 fn assert_within(got: f64, want: f64, rel: f64, what: &str) {
     let err = (got - want).abs() / want;
-    assert!(err <= rel, "{what}: got {got}, want {want} (relative error {err:.5} > {rel})");
+    assert!(
+        err <= rel,
+        "{what}: got {got}, want {want} (relative error {err:.5} > {rel})"
+    );
 }
 
 fn as_u64(v: &serde_json::Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+    v.as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
 
 #[tokio::test]
@@ -144,14 +161,24 @@ async fn counts_and_sums_match_what_was_written() {
     assert_eq!(res.columns, ["n", "requests", "errors", "days"]);
     let row = &res.rows[0];
     assert_eq!(as_u64(&row[0]), data.rows.len() as u64);
-    assert_eq!(as_u64(&row[1]), data.rows.iter().map(|r| r.requests).sum::<u64>());
-    assert_eq!(as_u64(&row[2]), data.rows.iter().map(|r| r.errors).sum::<u64>());
+    assert_eq!(
+        as_u64(&row[1]),
+        data.rows.iter().map(|r| r.requests).sum::<u64>()
+    );
+    assert_eq!(
+        as_u64(&row[2]),
+        data.rows.iter().map(|r| r.errors).sum::<u64>()
+    );
     assert_eq!(as_u64(&row[3]), 2);
     assert!(!res.truncated);
 
     // Partition pruning by the hive columns gives the same per-day answers as the timestamp.
     let res = history
-        .sql("SELECT date, count(*) FROM requests WHERE hour = '05' GROUP BY date ORDER BY date", 10, LIMIT)
+        .sql(
+            "SELECT date, count(*) FROM requests WHERE hour = '05' GROUP BY date ORDER BY date",
+            10,
+            LIMIT,
+        )
         .await
         .unwrap();
     let per_hour = (3600 / SLOT_EVERY) as u64 * (SERVICES.len() * VERSIONS.len()) as u64;
@@ -177,7 +204,12 @@ async fn daily_p99_per_service_matches_exact_nearest_rank() {
             let raw = &data.raw_by_service_day[&(service.to_string(), day)];
             for (col, q) in [(1, 0.99), (2, 0.5)] {
                 let got = row[col].as_f64().unwrap();
-                assert_within(got, exact_quantile_ms(raw, q), 0.01, &format!("{service} {date} q{q}"));
+                assert_within(
+                    got,
+                    exact_quantile_ms(raw, q),
+                    0.01,
+                    &format!("{service} {date} q{q}"),
+                );
             }
         }
     }
@@ -208,9 +240,15 @@ async fn range_percentile_comes_from_merged_sketches_not_averaged_percentiles() 
     let averaged = res.rows[0][1].as_f64().unwrap();
     let merged_bytes = res.rows[0][2].as_f64().unwrap();
     assert_within(merged, exact, 0.01, "sketch_quantile over a range");
-    assert_eq!(merged, merged_bytes, "sketch_merge + sketch_quantile_of agrees with sketch_quantile");
+    assert_eq!(
+        merged, merged_bytes,
+        "sketch_merge + sketch_quantile_of agrees with sketch_quantile"
+    );
     let off = (averaged - exact).abs() / exact;
-    assert!(off > 0.10, "the average of per-slot p99s should be far off: {averaged} vs exact {exact}");
+    assert!(
+        off > 0.10,
+        "the average of per-slot p99s should be far off: {averaged} vs exact {exact}"
+    );
 }
 
 #[tokio::test]
@@ -220,7 +258,10 @@ async fn statements_that_write_are_rejected() {
     let cases = [
         ("CREATE TABLE t AS SELECT 1", "CREATE"),
         ("CREATE TABLE t (a INT)", "CREATE"),
-        ("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp/x'", "CREATE"),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp/x'",
+            "CREATE",
+        ),
         ("CREATE VIEW v AS SELECT * FROM requests", "CREATE"),
         ("INSERT INTO requests SELECT * FROM requests", "INSERT"),
         ("DROP TABLE requests", "DROP"),
@@ -242,10 +283,19 @@ async fn statements_that_write_are_rejected() {
         }
     }
     // Still there and unchanged; queries and EXPLAIN of a query pass.
-    let res = history.sql("SELECT count(*) FROM requests", 10, LIMIT).await.unwrap();
+    let res = history
+        .sql("SELECT count(*) FROM requests", 10, LIMIT)
+        .await
+        .unwrap();
     assert_eq!(as_u64(&res.rows[0][0]), 864);
-    history.sql("EXPLAIN SELECT count(*) FROM requests", 10, LIMIT).await.unwrap();
-    history.sql("WITH x AS (SELECT 1 AS a) SELECT a FROM x", 10, LIMIT).await.unwrap();
+    history
+        .sql("EXPLAIN SELECT count(*) FROM requests", 10, LIMIT)
+        .await
+        .unwrap();
+    history
+        .sql("WITH x AS (SELECT 1 AS a) SELECT a FROM x", 10, LIMIT)
+        .await
+        .unwrap();
     assert!(!Path::new("/tmp/slogate-copy-out.parquet").exists());
 }
 
@@ -254,11 +304,19 @@ async fn leftover_tmp_file_is_invisible() {
     let dir = tempfile::tempdir().unwrap();
     let (data, history) = written(dir.path()).await;
     let part = dir.path().join("requests/date=2025-11-24/hour=03");
-    let real = std::fs::read_dir(&part).unwrap().next().unwrap().unwrap().path();
+    let real = std::fs::read_dir(&part)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     // A crash mid-write leaves a partial file, or one complete but not yet renamed.
     std::fs::write(part.join("part-1-99.parquet.tmp"), b"PAR1 truncated").unwrap();
     std::fs::copy(&real, part.join("part-2-99.parquet.tmp")).unwrap();
-    let res = history.sql("SELECT count(*) FROM requests", 10, LIMIT).await.unwrap();
+    let res = history
+        .sql("SELECT count(*) FROM requests", 10, LIMIT)
+        .await
+        .unwrap();
     assert_eq!(as_u64(&res.rows[0][0]), data.rows.len() as u64);
 }
 
@@ -266,27 +324,45 @@ async fn leftover_tmp_file_is_invisible() {
 async fn max_rows_truncates() {
     let dir = tempfile::tempdir().unwrap();
     let (data, history) = written(dir.path()).await;
-    let cases = [(5, 5, true), (864, 864, false), (10_000, 864, false), (0, 0, true)];
+    let cases = [
+        (5, 5, true),
+        (864, 864, false),
+        (10_000, 864, false),
+        (0, 0, true),
+    ];
     for (max_rows, want_rows, truncated) in cases {
         let res = history
-            .sql("SELECT service, slot_start, requests FROM requests ORDER BY slot_start", max_rows, LIMIT)
+            .sql(
+                "SELECT service, slot_start, requests FROM requests ORDER BY slot_start",
+                max_rows,
+                LIMIT,
+            )
             .await
             .unwrap();
         assert_eq!(res.rows.len(), want_rows, "max_rows {max_rows}");
         assert_eq!(res.truncated, truncated, "max_rows {max_rows}");
     }
     assert_eq!(data.rows.len(), 864);
-    let res = history.sql("SELECT slot_start FROM requests ORDER BY slot_start", 1, LIMIT).await.unwrap();
+    let res = history
+        .sql(
+            "SELECT slot_start FROM requests ORDER BY slot_start",
+            1,
+            LIMIT,
+        )
+        .await
+        .unwrap();
     assert_eq!(res.rows[0][0], "2025-11-24T00:00:00Z");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_query_times_out() {
     let dir = tempfile::tempdir().unwrap();
     let (_, history) = written(dir.path()).await;
     let q = "SELECT count(*) FROM requests a, requests b, requests c WHERE a.requests + b.requests > c.requests";
     match history.sql(q, 10, Duration::from_millis(200)).await {
-        Err(e @ HistoryError::Timeout(_)) => assert_eq!(e.to_string(), "query timed out after 200ms"),
+        Err(e @ HistoryError::Timeout(_)) => {
+            assert_eq!(e.to_string(), "query timed out after 200ms")
+        }
         other => panic!("expected a timeout, got {other:?}"),
     }
 }
@@ -297,8 +373,17 @@ async fn load_since_reads_back_the_rows() {
     let (data, history) = written(dir.path()).await;
     let since = DAY0 + DAY + 12 * 3600;
     let got = history.load_since(since).await.unwrap();
-    let mut want: Vec<SlotRow> = data.rows.iter().filter(|r| r.slot_start_unix >= since).cloned().collect();
-    want.sort_by(|a, b| a.slot_start_unix.cmp(&b.slot_start_unix).then(a.key.cmp(&b.key)));
+    let mut want: Vec<SlotRow> = data
+        .rows
+        .iter()
+        .filter(|r| r.slot_start_unix >= since)
+        .cloned()
+        .collect();
+    want.sort_by(|a, b| {
+        a.slot_start_unix
+            .cmp(&b.slot_start_unix)
+            .then(a.key.cmp(&b.key))
+    });
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want);
 }
@@ -308,10 +393,17 @@ async fn empty_history_answers_queries() {
     let dir = tempfile::tempdir().unwrap();
     let history = History::open(dir.path(), &extra_dims()).await.unwrap();
     let res = history
-        .sql("SELECT count(*), sketch_quantile(sketch, 0.99) FROM requests", 10, LIMIT)
+        .sql(
+            "SELECT count(*), sketch_quantile(sketch, 0.99) FROM requests",
+            10,
+            LIMIT,
+        )
         .await
         .unwrap();
-    assert_eq!(res.rows, vec![vec![serde_json::json!(0), serde_json::Value::Null]]);
+    assert_eq!(
+        res.rows,
+        vec![vec![serde_json::json!(0), serde_json::Value::Null]]
+    );
     assert!(history.load_since(0).await.unwrap().is_empty());
 }
 
@@ -319,14 +411,28 @@ async fn empty_history_answers_queries() {
 async fn append_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset();
-    let config = WriterConfig { max_buffered_rows: 3, ..WriterConfig::new(dir.path(), extra_dims()) };
+    let config = WriterConfig {
+        max_buffered_rows: 3,
+        ..WriterConfig::new(dir.path(), extra_dims())
+    };
     let mut writer = HistoryWriter::new(config).unwrap();
     for row in &data.rows[..3] {
         writer.append(row.clone()).unwrap();
     }
     let err = writer.append(data.rows[3].clone()).unwrap_err();
-    assert!(matches!(err, HistoryError::Full { max_buffered_rows: 3 }), "{err}");
-    assert_eq!(err.to_string(), "history buffer is full (3 rows waiting for a flush)");
+    assert!(
+        matches!(
+            err,
+            HistoryError::Full {
+                max_buffered_rows: 3
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "history buffer is full (3 rows waiting for a flush)"
+    );
     assert!(writer.append_all(data.rows[3..5].to_vec()).is_err());
     writer.flush().unwrap();
     writer.append_all(data.rows[3..6].to_vec()).unwrap();
@@ -336,7 +442,11 @@ async fn append_is_bounded() {
 #[tokio::test]
 async fn bad_configuration_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
-    for dims in [vec!["service".to_string()], vec!["date".to_string()], vec!["a".into(), "a".into()]] {
+    for dims in [
+        vec!["service".to_string()],
+        vec!["date".to_string()],
+        vec!["a".into(), "a".into()],
+    ] {
         let err = HistoryWriter::new(WriterConfig::new(dir.path(), dims.clone())).unwrap_err();
         assert!(matches!(err, HistoryError::Config(_)), "{dims:?}: {err}");
     }
@@ -352,10 +462,27 @@ async fn invalid_sketch_bytes_fail_the_query() {
     writer.append_all(rows).unwrap();
     writer.flush().unwrap();
     let history = History::open(dir.path(), &extra_dims()).await.unwrap();
-    let err = history.sql("SELECT sketch_quantile(sketch, 0.5) FROM requests", 10, LIMIT).await.unwrap_err();
+    let err = history
+        .sql(
+            "SELECT sketch_quantile(sketch, 0.5) FROM requests",
+            10,
+            LIMIT,
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("invalid sketch bytes"), "{err}");
-    let err = history.sql("SELECT sketch_quantile(sketch, 1.5) FROM requests", 10, LIMIT).await.unwrap_err();
-    assert!(err.to_string().contains("q must be between 0 and 1"), "{err}");
+    let err = history
+        .sql(
+            "SELECT sketch_quantile(sketch, 1.5) FROM requests",
+            10,
+            LIMIT,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("q must be between 0 and 1"),
+        "{err}"
+    );
 }
 
 /// DuckDB reads the same tree and agrees on counts and sums.
@@ -364,7 +491,12 @@ async fn duckdb_reads_the_same_files() {
     let dir = tempfile::tempdir().unwrap();
     let (data, _history) = written(dir.path()).await;
     // A stray temp file must not be picked up by the glob either.
-    std::fs::write(dir.path().join("requests/date=2025-11-24/hour=00/part-0-0.parquet.tmp"), b"x").unwrap();
+    std::fs::write(
+        dir.path()
+            .join("requests/date=2025-11-24/hour=00/part-0-0.parquet.tmp"),
+        b"x",
+    )
+    .unwrap();
     let python = std::env::var("SLOGATE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = r#"
 import json, sys
@@ -374,11 +506,11 @@ except ImportError as e:
     print(f"duckdb is not importable: {e}", file=sys.stderr)
     sys.exit(3)
 glob = sys.argv[1] + "/requests/**/*.parquet"
-row = duckdb.sql(
+row = duckdb.connect().execute(
     "SELECT count(*), sum(requests), sum(errors), count(DISTINCT date), epoch(min(slot_start))::BIGINT, "
     "count(DISTINCT region) "
     f"FROM read_parquet('{glob}', hive_partitioning = true)"
-).fetchone()
+).fetchall()[0]
 print(json.dumps([int(x) for x in row]))
 "#;
     let out = Command::new(&python)
@@ -386,7 +518,9 @@ print(json.dumps([int(x) for x in row]))
         .arg(script)
         .arg(dir.path())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {python} (set SLOGATE_PYTHON to a python with duckdb): {e}"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run {python} (set SLOGATE_PYTHON to a python with duckdb): {e}")
+        });
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.code() != Some(3),
@@ -402,5 +536,89 @@ print(json.dumps([int(x) for x in row]))
         DAY0 as u64,
         1,
     ];
-    assert_eq!(got, want, "duckdb: [count, sum(requests), sum(errors), days, min(slot_start), regions]");
+    assert_eq!(
+        got, want,
+        "duckdb: [count, sum(requests), sum(errors), days, min(slot_start), regions]"
+    );
+}
+
+#[tokio::test]
+async fn document_tables_are_written_and_queryable() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = DAY0 * 1000;
+    let cases = [
+        (
+            DocTable::Verdicts,
+            "checkout-canary",
+            "pass",
+            serde_json::json!({"gate": "checkout-canary", "verdict": "pass", "decision": "proceed"}),
+        ),
+        (
+            DocTable::Verdicts,
+            "checkout-canary",
+            "fail",
+            serde_json::json!({"gate": "checkout-canary", "verdict": "fail", "reasons": ["p99 up 40%"]}),
+        ),
+        (
+            DocTable::Alerts,
+            "checkout-availability",
+            "firing",
+            serde_json::json!({"rule": "checkout-availability", "state": "firing"}),
+        ),
+    ];
+    for (i, (table, name, status, doc)) in cases.iter().enumerate() {
+        let mut writer = DocWriter::new(dir.path(), *table, 10).unwrap();
+        let row = DocRow {
+            at_unix_ms: at + i as i64 * 3_600_000,
+            name: name.to_string(),
+            status: status.to_string(),
+            doc: doc.clone(),
+        };
+        writer.append(row).unwrap();
+        assert_eq!(writer.flush().unwrap().len(), 1);
+    }
+    let history = History::open(dir.path(), &extra_dims()).await.unwrap();
+    let res = history
+        .sql(
+            "SELECT gate, verdict, hour, doc FROM verdicts ORDER BY at",
+            10,
+            LIMIT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.columns, ["gate", "verdict", "hour", "doc"]);
+    assert_eq!(res.rows.len(), 2);
+    assert_eq!(res.rows[1][1], "fail");
+    assert_eq!(res.rows[1][2], "01");
+    let doc: serde_json::Value = serde_json::from_str(res.rows[1][3].as_str().unwrap()).unwrap();
+    assert_eq!(doc, cases[1].3);
+    let res = history
+        .sql("SELECT rule, outcome, at FROM alerts", 10, LIMIT)
+        .await
+        .unwrap();
+    assert_eq!(
+        res.rows,
+        vec![vec![
+            serde_json::json!("checkout-availability"),
+            serde_json::json!("firing"),
+            serde_json::json!("2025-11-24T02:00:00Z")
+        ]]
+    );
+}
+
+#[tokio::test]
+async fn files_flushed_after_open_are_seen_by_the_next_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset();
+    let history = History::open(dir.path(), &extra_dims()).await.unwrap();
+    let mut writer = HistoryWriter::new(WriterConfig::new(dir.path(), extra_dims())).unwrap();
+    for (flushed, chunk) in data.rows.chunks(100).take(3).enumerate() {
+        writer.append_all(chunk.to_vec()).unwrap();
+        writer.flush().unwrap();
+        let res = history
+            .sql("SELECT count(*) FROM requests", 10, LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(as_u64(&res.rows[0][0]), 100 * (flushed as u64 + 1));
+    }
 }

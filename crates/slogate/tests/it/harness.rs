@@ -35,6 +35,8 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_slogate"))
             .args(["serve", "--config"])
             .arg(&path)
+            // Relative data paths (history, outbox) land in the test's own directory.
+            .current_dir(dir.path())
             .env("SLOGATE_LOG", "info")
             .env("SLOGATE_PAGERDUTY_ROUTING_KEY", TEST_ROUTING_KEY)
             .stdout(Stdio::null())

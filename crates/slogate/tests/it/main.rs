@@ -4,6 +4,7 @@
 mod alerts;
 mod bad_input;
 mod gates;
+mod history;
 mod cli;
 mod exporters;
 mod harness;

@@ -1,0 +1,77 @@
+//! The Parquet history end to end: closed slots reach SQL with counts equal to the spans sent
+//! and sketch-exact percentiles; SQL is read-only; the CLI reads through the server or straight
+//! from the files; and a restarted (SIGKILLed) server reloads the history into its live windows.
+
+use crate::harness::Server;
+use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn sql(server: &Server, query: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::blocking::Client::new().post(server.api_url("/api/v1/sql")).json(&serde_json::json!({ "query": query })).send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap())
+}
+
+#[test]
+fn history_sql_and_restart_without_blindness() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("history");
+    let config = format!(
+        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1s\n  reload: 10m\n",
+        dir.display()
+    );
+    let server = Server::start(&config);
+    let target = Target { endpoint: format!("http://127.0.0.1:{}", server.grpc), ..Target::default() };
+    let mut cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(60.0, 0.7));
+    cohort.error_rate = 0.02;
+    let mut sc = Scenario::new(target, Rate::PerSecond(3000.0), Duration::from_secs(3), vec![cohort]);
+    sc.batch_size = 100;
+    let report = slogate_load::run_blocking(&sc).unwrap();
+    let sent = report.spans_sent;
+    let sent_errors = report.per_cohort[0].errors_sent;
+
+    // Slots close every second and the writer flushes every second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = sql(&server, "SELECT sum(requests) AS n FROM requests");
+        assert_eq!(status, 200, "{v}");
+        if v["rows"][0][0].as_u64() == Some(sent) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "history has {} of {sent} spans", v["rows"][0][0]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, v) = sql(&server, "SELECT sum(errors), sketch_quantile(sketch, 0.99), sketch_quantile(sketch, 0.5), count(DISTINCT slot_start) FROM requests WHERE service = 'checkout'");
+    assert_eq!(v["rows"][0][0].as_u64(), Some(sent_errors), "{v}");
+    for (col, q) in [(1, 0.99), (2, 0.5)] {
+        let exact = report.per_cohort[0].quantile_ms(q).unwrap();
+        let got = v["rows"][0][col].as_f64().unwrap();
+        assert!((got - exact).abs() / exact <= 0.01, "p{q}: history {got} ms, exact {exact} ms");
+    }
+    assert!(v["rows"][0][3].as_u64().unwrap() >= 3, "one row per 1 s slot: {v}");
+
+    // Read-only.
+    for stmt in ["DROP TABLE requests", "CREATE TABLE t AS SELECT 1", "INSERT INTO requests SELECT * FROM requests"] {
+        let (status, v) = sql(&server, stmt);
+        assert_eq!(status, 400, "{stmt}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("read-only"), "{stmt}: {v}");
+    }
+
+    // The CLI, through the server and straight from the files.
+    let bin = env!("CARGO_BIN_EXE_slogate");
+    let out = Command::new(bin).args(["sql", "SELECT service, sum(requests) AS n FROM requests GROUP BY service", "--format", "csv", "--server", &server.api_url("")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("service,n\ncheckout,{sent}\n"));
+    let out = Command::new(bin).args(["sql", "SELECT count(*) > 0 AS ok FROM requests", "--dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("true"));
+    let out = Command::new(bin).args(["sql", "SELEKT 1", "--server", &server.api_url("")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+
+    // A crash and a restart: the live windows come back from the history.
+    server.kill();
+    let server = Server::start(&config);
+    let sli = server.get_json("/api/v1/sli?service=checkout&window=5m");
+    assert_eq!(sli["requests"].as_u64(), Some(sent), "restart without blindness: {sli}");
+    assert_eq!(sli["errors"].as_u64(), Some(sent_errors));
+}
