@@ -31,6 +31,9 @@ pub struct Notice {
     pub at_unix: u64,
 }
 
+/// Called with every transition record (the history's alerts table).
+pub type TransitionSink = Arc<dyn Fn(&TransitionRecord) + Send + Sync>;
+
 /// Receives every transition, in order. Errors are logged and counted; the alert state still
 /// moves (the outbox is the durable part).
 pub trait Notifier: Send + Sync {
@@ -105,6 +108,7 @@ pub struct Alerts {
     link_base: String,
     registry: Arc<Registry>,
     notifier: Option<Arc<dyn Notifier>>,
+    sink: Option<TransitionSink>,
     entries: Mutex<BTreeMap<String, Entry>>,
     log: Mutex<VecDeque<TransitionRecord>>,
 }
@@ -158,8 +162,9 @@ fn dedup_key(parts: &[&str]) -> String {
 }
 
 impl Alerts {
-    pub fn new(cfg: &Config, registry: Arc<Registry>, notifier: Option<Arc<dyn Notifier>>) -> Alerts {
+    pub fn new(cfg: &Config, registry: Arc<Registry>, notifier: Option<Arc<dyn Notifier>>, sink: Option<TransitionSink>) -> Alerts {
         Alerts {
+            sink,
             slos: cfg.slos.clone(),
             tiers: cfg.burn_tiers.clone(),
             rules: cfg.rules.clone(),
@@ -365,7 +370,11 @@ impl Alerts {
         if log.len() >= TRANSITION_LOG {
             log.pop_back();
         }
-        log.push_front(TransitionRecord { id: id.to_string(), transition: if resolve { "resolved" } else { "fired" }, at_unix: now, summary: notice.summary, notified });
+        let record = TransitionRecord { id: id.to_string(), transition: if resolve { "resolved" } else { "fired" }, at_unix: now, summary: notice.summary, notified };
+        if let Some(sink) = &self.sink {
+            sink(&record);
+        }
+        log.push_front(record);
     }
 
     pub fn views(&self) -> Vec<AlertView> {

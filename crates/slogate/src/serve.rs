@@ -23,16 +23,28 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let stats = Arc::new(IngestStats::default());
     let pipeline = Arc::new(Pipeline::new(registry.clone(), cfg.extract.clone(), cfg.limits.clone(), stats.clone()));
     let ready = Arc::new(AtomicBool::new(false));
+    let history = open_history(&cfg, &registry).await?;
     let (notifier, delivery, sender) = pagerduty(&cfg)?;
-    let alerts = Arc::new(crate::alerts::Alerts::new(&cfg, registry.clone(), notifier));
+    let transitions: Option<crate::alerts::TransitionSink> = history.as_ref().map(|h| {
+        let w = h.alerts.clone();
+        let sink: crate::alerts::TransitionSink = Arc::new(move |t: &crate::alerts::TransitionRecord| {
+            append_doc(&w, doc_row(&t.id, t.transition, serde_json::to_value(t).unwrap_or_default()));
+        });
+        sink
+    });
+    let alerts = Arc::new(crate::alerts::Alerts::new(&cfg, registry.clone(), notifier, transitions));
     let hook: crate::gates::VerdictHook = {
         let alerts = alerts.clone();
-        Arc::new(move |doc| alerts.on_verdict(doc))
+        let verdicts = history.as_ref().map(|h| h.verdicts.clone());
+        Arc::new(move |doc| {
+            if let Some(w) = &verdicts {
+                append_doc(w, doc_row(&doc.gate, crate::gates::verdict_label(doc.verdict), serde_json::to_value(doc).unwrap_or_default()));
+            }
+            alerts.on_verdict(doc)
+        })
     };
     let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone(), Some(hook)));
     let (stop_tx, stop_rx) = watch::channel(false);
-
-    let history = open_history(&cfg, &registry).await?;
 
     let s = &cfg.file.server;
     let grpc_listener = TcpListener::bind(s.otlp_grpc).await.with_context(|| format!("cannot bind OTLP/gRPC on {}", s.otlp_grpc))?;
@@ -169,6 +181,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let sender = sender.map(|(sender, outbox, notify)| tokio::spawn(sender.run(outbox, notify, stop_rx.clone())));
     let flusher = history.as_ref().map(|h| {
         let writer = h.writer.clone();
+        let (verdict_docs, alert_docs) = (h.verdicts.clone(), h.alerts.clone());
         let every = cfg.file.history.flush_interval.0;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -179,8 +192,13 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                     _ = tick.tick() => {}
                     _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
                 }
-                let w = writer.clone();
-                let _ = tokio::task::spawn_blocking(move || flush_history(&w)).await;
+                let (w, v, a) = (writer.clone(), verdict_docs.clone(), alert_docs.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    flush_history(&w);
+                    flush_docs(&v);
+                    flush_docs(&a);
+                })
+                .await;
             }
         })
     });
@@ -214,6 +232,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             append_history(&h.writer, &h.dropped, rows);
         }
         flush_history(&h.writer);
+        flush_docs(&h.verdicts);
+        flush_docs(&h.alerts);
     }
     Ok(())
 }
@@ -222,6 +242,20 @@ pub struct HistoryParts {
     pub writer: Arc<parking_lot::Mutex<slogate_history::HistoryWriter>>,
     pub query: slogate_history::History,
     pub dropped: Arc<std::sync::atomic::AtomicU64>,
+    /// Every gate evaluation and every alert transition, as JSON documents.
+    pub verdicts: Arc<parking_lot::Mutex<slogate_history::DocWriter>>,
+    pub alerts: Arc<parking_lot::Mutex<slogate_history::DocWriter>>,
+}
+
+fn doc_row(name: &str, status: &str, doc: serde_json::Value) -> slogate_history::DocRow {
+    let at_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    slogate_history::DocRow { at_unix_ms, name: name.to_string(), status: status.to_string(), doc }
+}
+
+fn append_doc(writer: &parking_lot::Mutex<slogate_history::DocWriter>, row: slogate_history::DocRow) {
+    if let Err(e) = writer.lock().append(row) {
+        tracing::warn!(error = %e, "document not written to the history");
+    }
 }
 
 /// Opens the Parquet history and loads its recent part back into the live windows.
@@ -260,7 +294,14 @@ async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<
         }
         Err(e) => tracing::error!(error = %e, "could not reload the history; windows start empty"),
     }
-    Ok(Some(HistoryParts { writer: Arc::new(parking_lot::Mutex::new(writer)), query, dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)) }))
+    let docs = |table| slogate_history::DocWriter::new(&h.dir, table, h.max_buffered_rows).map(|w| Arc::new(parking_lot::Mutex::new(w)));
+    Ok(Some(HistoryParts {
+        writer: Arc::new(parking_lot::Mutex::new(writer)),
+        query,
+        dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        verdicts: docs(slogate_history::DocTable::Verdicts)?,
+        alerts: docs(slogate_history::DocTable::Alerts)?,
+    }))
 }
 
 fn append_history(writer: &parking_lot::Mutex<slogate_history::HistoryWriter>, dropped: &std::sync::atomic::AtomicU64, rows: Vec<slogate_window::ClosedRow>) {
@@ -282,6 +323,15 @@ fn append_history(writer: &parking_lot::Mutex<slogate_history::HistoryWriter>, d
     if let Err(e) = writer.lock().append_all(rows) {
         dropped.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(rows = n, error = %e, "closed slots not written to the history (they stay in the live windows)");
+    }
+}
+
+fn flush_docs(writer: &parking_lot::Mutex<slogate_history::DocWriter>) {
+    let mut w = writer.lock();
+    if w.buffered() > 0 {
+        if let Err(e) = w.flush() {
+            tracing::error!(error = %e, "history flush failed; will retry");
+        }
     }
 }
 

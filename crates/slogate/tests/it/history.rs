@@ -18,7 +18,8 @@ fn history_sql_and_restart_without_blindness() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("history");
     let config = format!(
-        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1s\n  reload: 10m\n",
+        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1s\n  reload: 10m\n\
+         gates:\n  - {{name: sla, service: checkout, window: 1m, min_requests: 10, canary: {{version: v1}}, criteria: [{{name: error-rate, metric: error_rate, pass: 0.05, fail: 0.1}}]}}\n",
         dir.display()
     );
     let server = Server::start(&config);
@@ -50,6 +51,22 @@ fn history_sql_and_restart_without_blindness() {
         assert!((got - exact).abs() / exact <= 0.01, "p{q}: history {got} ms, exact {exact} ms");
     }
     assert!(v["rows"][0][3].as_u64().unwrap() >= 3, "one row per 1 s slot: {v}");
+
+    // Every verdict is kept: "which verdicts held the release" is a query.
+    assert_eq!(server.get_json("/api/v1/gates/sla/verdict")["verdict"], "pass");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, v) = sql(&server, "SELECT gate, verdict, doc FROM verdicts");
+        if v["rows"].as_array().is_some_and(|r| !r.is_empty()) {
+            assert_eq!(v["rows"][0][0], "sla");
+            assert_eq!(v["rows"][0][1], "pass");
+            let doc: serde_json::Value = serde_json::from_str(v["rows"][0][2].as_str().unwrap()).unwrap();
+            assert_eq!(doc["canary"]["requests"].as_u64(), Some(sent), "{doc}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no verdict in the history: {v}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // Read-only.
     for stmt in ["DROP TABLE requests", "CREATE TABLE t AS SELECT 1", "INSERT INTO requests SELECT * FROM requests"] {
