@@ -42,6 +42,16 @@ impl Default for ExtractConfig {
 }
 
 impl ExtractConfig {
+    /// Whether extraction reads this span attribute (the fixed semantic-convention keys and the
+    /// configured extras); the wire decoder skips the values of all others.
+    #[inline]
+    pub fn span_key_wanted(&self, key: &[u8]) -> bool {
+        matches!(
+            key,
+            HTTP_REQUEST_METHOD | HTTP_METHOD_LEGACY | HTTP_ROUTE | RPC_SERVICE | RPC_METHOD | HTTP_RESPONSE_STATUS_CODE | HTTP_STATUS_CODE_LEGACY
+        ) || self.extras.iter().any(|keys| keys.iter().any(|k| k.as_slice() == key))
+    }
+
     pub fn kind_from_name(name: &str) -> Option<i32> {
         Some(match name {
             "internal" => KIND_INTERNAL,

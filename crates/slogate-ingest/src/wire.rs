@@ -228,7 +228,8 @@ fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanField
             (8, WT_I64) => s.end_ns = r.fixed64()?,
             (9, WT_LEN) => {
                 let (kv, kbase) = r.bytes()?;
-                let (key, value) = key_value(kv, kbase)?;
+                // Most attributes are not read by extraction: their values are skipped unparsed.
+                let (key, value) = key_value_if(kv, kbase, |k| cfg.span_key_wanted(k))?;
                 s.offer(cfg, key, value);
             }
             (15, WT_LEN) => {
@@ -253,26 +254,34 @@ fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanField
 /// Reads a `KeyValue`: the key bytes and, for string and int values, the value.
 #[inline]
 fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireError> {
+    key_value_if(buf, base, |_| true)
+}
+
+/// Like [`key_value`], but parses the value only when `wanted(key)`; otherwise the value is
+/// `Absent` (its bytes were already bounds-checked as one length-delimited field).
+#[inline]
+fn key_value_if(buf: &[u8], base: usize, wanted: impl Fn(&[u8]) -> bool) -> Result<(&[u8], AttrValue<'_>), WireError> {
     let mut key: &[u8] = b"";
-    let mut value = AttrValue::Absent;
+    let mut any: Option<(&[u8], usize)> = None;
     let mut r = Reader::new(buf, base);
     while !r.done() {
         let (field, wt) = r.tag()?;
         match field {
             1 => key = r.expect_len(wt)?.0,
-            2 => {
-                let (any, abase) = r.expect_len(wt)?;
-                let mut ar = Reader::new(any, abase);
-                while !ar.done() {
-                    let (f, w) = ar.tag()?;
-                    match (f, w) {
-                        (1, WT_LEN) => value = AttrValue::Str(ar.bytes()?.0),
-                        (3, WT_VARINT) => value = AttrValue::Int(ar.varint()? as i64),
-                        _ => ar.skip(w)?,
-                    }
-                }
-            }
+            2 => any = Some(r.expect_len(wt)?),
             _ => r.skip(wt)?,
+        }
+    }
+    let mut value = AttrValue::Absent;
+    if let Some((any, abase)) = any.filter(|_| wanted(key)) {
+        let mut ar = Reader::new(any, abase);
+        while !ar.done() {
+            let (f, w) = ar.tag()?;
+            match (f, w) {
+                (1, WT_LEN) => value = AttrValue::Str(ar.bytes()?.0),
+                (3, WT_VARINT) => value = AttrValue::Int(ar.varint()? as i64),
+                _ => ar.skip(w)?,
+            }
         }
     }
     Ok((key, value))
