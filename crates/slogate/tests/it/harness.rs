@@ -24,7 +24,20 @@ fn free_port() -> u16 {
 
 impl Server {
     /// Starts the server with `extra` YAML appended to a config that only sets the ports.
+    /// Ports are picked free and released before the server binds them, so another test may
+    /// grab one in between: a start that fails to bind is retried with new ports.
     pub fn start(extra: &str) -> Server {
+        for attempt in 1..=5 {
+            match Server::try_start(extra) {
+                Ok(server) => return server,
+                Err(log) if log.contains("cannot bind") && attempt < 5 => continue,
+                Err(log) => panic!("slogate did not become ready; log:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn try_start(extra: &str) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let (grpc, http, api) = (free_port(), free_port(), free_port());
         let config = format!(
@@ -51,15 +64,20 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        let server = Server { child, grpc, http, api, log, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut server = Server { child, grpc, http, api, log, _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok((200, _)) = server.get("/readyz") {
-                return server;
+                return Ok(server);
+            }
+            if let Ok(Some(_)) = server.child.try_wait() {
+                // Exited: give the log reader a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("slogate did not become ready; log:\n{}", server.log.lock().unwrap().join("\n"));
+        Err(server.log.lock().unwrap().join("\n"))
     }
 
     pub fn api_url(&self, path: &str) -> String {
