@@ -27,7 +27,7 @@ pub enum Outcome {
 
 /// Hands the already-encoded message bytes to tonic, and the response bytes back.
 #[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
+pub(crate) struct RawCodec;
 
 impl Codec for RawCodec {
     type Encode = Bytes;
