@@ -323,6 +323,10 @@ fn encoded_request() -> (ExportTraceServiceRequest, Vec<u8>) {
         "encoded spans must be 300-800 bytes, got {min}..={max}"
     );
     let bytes = req.encode_to_vec();
+    // `examples/decode_loop.rs` (instruction counts under callgrind) reads the same request.
+    if let Some(path) = std::env::var_os("SLOGATE_DUMP_REQUEST") {
+        std::fs::write(path, &bytes).expect("write the request dump");
+    }
     eprintln!(
         "ingest bench request: {} spans, {} bytes; span {:.0} bytes on average ({min}..={max}), {:.0} bytes per span with resource and framing",
         sizes.len(),

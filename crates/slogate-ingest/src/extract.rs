@@ -3,7 +3,7 @@
 //! Both decoders fill a [`ResourceFields`] and a [`SpanFields`] with borrowed slices and call
 //! [`extract`]; the rules live only here.
 
-use slogate_core::{Observation, Operation, MAX_EXTRA_DIMS};
+use slogate_core::{MAX_EXTRA_DIMS, Observation, Operation};
 
 /// OTLP `SpanKind` values.
 pub const KIND_INTERNAL: i32 = 1;
@@ -33,7 +33,10 @@ impl Default for ExtractConfig {
     fn default() -> Self {
         ExtractConfig {
             service_keys: vec![b"service.name".to_vec()],
-            env_keys: vec![b"deployment.environment.name".to_vec(), b"deployment.environment".to_vec()],
+            env_keys: vec![
+                b"deployment.environment.name".to_vec(),
+                b"deployment.environment".to_vec(),
+            ],
             version_keys: vec![b"service.version".to_vec()],
             extras: Vec::new(),
             kinds_mask: (1 << KIND_SERVER) | (1 << KIND_CONSUMER),
@@ -48,8 +51,17 @@ impl ExtractConfig {
     pub fn span_key_wanted(&self, key: &[u8]) -> bool {
         matches!(
             key,
-            HTTP_REQUEST_METHOD | HTTP_METHOD_LEGACY | HTTP_ROUTE | RPC_SERVICE | RPC_METHOD | HTTP_RESPONSE_STATUS_CODE | HTTP_STATUS_CODE_LEGACY
-        ) || self.extras.iter().any(|keys| keys.iter().any(|k| k.as_slice() == key))
+            HTTP_REQUEST_METHOD
+                | HTTP_METHOD_LEGACY
+                | HTTP_ROUTE
+                | RPC_SERVICE
+                | RPC_METHOD
+                | HTTP_RESPONSE_STATUS_CODE
+                | HTTP_STATUS_CODE_LEGACY
+        ) || self
+            .extras
+            .iter()
+            .any(|keys| keys.iter().any(|k| k.as_slice() == key))
     }
 
     pub fn kind_from_name(name: &str) -> Option<i32> {
@@ -167,7 +179,12 @@ impl<'a> SpanFields<'a> {
 }
 
 #[inline]
-fn offer_extras<'a>(slots: &mut [Found<'a>; MAX_EXTRA_DIMS], cfg: &ExtractConfig, key: &[u8], value: AttrValue<'a>) {
+fn offer_extras<'a>(
+    slots: &mut [Found<'a>; MAX_EXTRA_DIMS],
+    cfg: &ExtractConfig,
+    key: &[u8],
+    value: AttrValue<'a>,
+) {
     for (slot, keys) in slots.iter_mut().zip(&cfg.extras) {
         if let Some(rank) = keys.iter().position(|k| k.as_slice() == key) {
             slot.offer(value, rank);
@@ -202,7 +219,12 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 4] = [Reject::InvalidTraceId, Reject::InvalidSpanId, Reject::EndBeforeStart, Reject::MissingService];
+    pub const ALL: [Reject; 4] = [
+        Reject::InvalidTraceId,
+        Reject::InvalidSpanId,
+        Reject::EndBeforeStart,
+        Reject::MissingService,
+    ];
 
     /// The label used in `/metrics` and messages.
     pub fn label(self) -> &'static str {
@@ -238,7 +260,11 @@ fn str_or_empty(found: Found<'_>) -> &[u8] {
 
 /// Applies the extraction rules of DESIGN.md to one span.
 #[inline]
-pub fn extract<'a>(cfg: &ExtractConfig, res: &ResourceFields<'a>, span: &SpanFields<'a>) -> Extracted<'a> {
+pub fn extract<'a>(
+    cfg: &ExtractConfig,
+    res: &ResourceFields<'a>,
+    span: &SpanFields<'a>,
+) -> Extracted<'a> {
     if !span.trace_id_ok {
         return Extracted::Rejected(Reject::InvalidTraceId);
     }
@@ -262,10 +288,15 @@ pub fn extract<'a>(cfg: &ExtractConfig, res: &ResourceFields<'a>, span: &SpanFie
             _ => Operation::single(span.name),
         },
     };
-    let http_5xx = span.kind == KIND_SERVER && span.http_status.value.as_int().is_some_and(|c| c >= 500);
+    let http_5xx =
+        span.kind == KIND_SERVER && span.http_status.value.as_int().is_some_and(|c| c >= 500);
     let mut extras: [&[u8]; MAX_EXTRA_DIMS] = [b""; MAX_EXTRA_DIMS];
     for (i, out) in extras.iter_mut().enumerate().take(cfg.extras.len()) {
-        let found = if span.extras[i].value.is_present() { span.extras[i] } else { res.extras[i] };
+        let found = if span.extras[i].value.is_present() {
+            span.extras[i]
+        } else {
+            res.extras[i]
+        };
         *out = str_or_empty(found);
     }
     Extracted::Observation(Observation {
@@ -312,7 +343,10 @@ impl Tally {
             .collect();
         let mut msg = format!("rejected {total} invalid span(s): {}", parts.join(", "));
         if let Some((why, res, span)) = self.first_reject {
-            msg.push_str(&format!("; first at resource_spans[{res}] span #{span}: {}", why.describe()));
+            msg.push_str(&format!(
+                "; first at resource_spans[{res}] span #{span}: {}",
+                why.describe()
+            ));
         }
         Some(msg)
     }
@@ -323,21 +357,42 @@ mod tests {
     use super::*;
 
     fn span<'a>(kind: i32) -> SpanFields<'a> {
-        SpanFields { trace_id_ok: true, span_id_ok: true, name: b"handler", kind, start_ns: 1_000, end_ns: 3_500, ..Default::default() }
+        SpanFields {
+            trace_id_ok: true,
+            span_id_ok: true,
+            name: b"handler",
+            kind,
+            start_ns: 1_000,
+            end_ns: 3_500,
+            ..Default::default()
+        }
     }
 
     fn resource<'a>() -> ResourceFields<'a> {
         let cfg = ExtractConfig::default();
         let mut r = ResourceFields::default();
         r.offer(&cfg, b"service.name", AttrValue::Str(b"checkout"));
-        r.offer(&cfg, b"deployment.environment", AttrValue::Str(b"legacy-env"));
-        r.offer(&cfg, b"deployment.environment.name", AttrValue::Str(b"prod"));
+        r.offer(
+            &cfg,
+            b"deployment.environment",
+            AttrValue::Str(b"legacy-env"),
+        );
+        r.offer(
+            &cfg,
+            b"deployment.environment.name",
+            AttrValue::Str(b"prod"),
+        );
         r.offer(&cfg, b"service.version", AttrValue::Str(b"v2"));
         r
     }
 
     /// `attrs` are offered to the span; expected is (operation, error) or the non-observation.
-    fn check(kind: i32, status: i32, attrs: &[(&[u8], AttrValue<'static>)], expected: Result<(&str, bool), Extracted<'static>>) {
+    fn check(
+        kind: i32,
+        status: i32,
+        attrs: &[(&[u8], AttrValue<'static>)],
+        expected: Result<(&str, bool), Extracted<'static>>,
+    ) {
         let cfg = ExtractConfig::default();
         let mut s = span(kind);
         s.status_code = status;
@@ -360,16 +415,74 @@ mod tests {
     #[test]
     fn extraction_rules() {
         use AttrValue::{Int, Str};
-        check(KIND_SERVER, 0, &[(b"http.request.method", Str(b"GET")), (b"http.route", Str(b"/cart/{id}"))], Ok(("GET /cart/{id}", false)));
-        check(KIND_SERVER, 0, &[(b"http.method", Str(b"POST")), (b"http.route", Str(b"/pay"))], Ok(("POST /pay", false)));
-        check(KIND_SERVER, 0, &[(b"http.method", Str(b"POST")), (b"http.request.method", Str(b"PUT")), (b"http.route", Str(b"/pay"))], Ok(("PUT /pay", false)));
-        check(KIND_SERVER, 0, &[(b"http.request.method", Str(b"GET"))], Ok(("handler", false)));
-        check(KIND_SERVER, 0, &[(b"rpc.service", Str(b"ledger.Ledger")), (b"rpc.method", Str(b"Post"))], Ok(("ledger.Ledger/Post", false)));
+        check(
+            KIND_SERVER,
+            0,
+            &[
+                (b"http.request.method", Str(b"GET")),
+                (b"http.route", Str(b"/cart/{id}")),
+            ],
+            Ok(("GET /cart/{id}", false)),
+        );
+        check(
+            KIND_SERVER,
+            0,
+            &[
+                (b"http.method", Str(b"POST")),
+                (b"http.route", Str(b"/pay")),
+            ],
+            Ok(("POST /pay", false)),
+        );
+        check(
+            KIND_SERVER,
+            0,
+            &[
+                (b"http.method", Str(b"POST")),
+                (b"http.request.method", Str(b"PUT")),
+                (b"http.route", Str(b"/pay")),
+            ],
+            Ok(("PUT /pay", false)),
+        );
+        check(
+            KIND_SERVER,
+            0,
+            &[(b"http.request.method", Str(b"GET"))],
+            Ok(("handler", false)),
+        );
+        check(
+            KIND_SERVER,
+            0,
+            &[
+                (b"rpc.service", Str(b"ledger.Ledger")),
+                (b"rpc.method", Str(b"Post")),
+            ],
+            Ok(("ledger.Ledger/Post", false)),
+        );
         check(KIND_CONSUMER, 2, &[], Ok(("handler", true)));
-        check(KIND_SERVER, 0, &[(b"http.response.status_code", Int(503))], Ok(("handler", true)));
-        check(KIND_SERVER, 0, &[(b"http.status_code", Str(b"500"))], Ok(("handler", true)));
-        check(KIND_SERVER, 0, &[(b"http.response.status_code", Int(404))], Ok(("handler", false)));
-        check(KIND_CONSUMER, 0, &[(b"http.response.status_code", Int(503))], Ok(("handler", false)));
+        check(
+            KIND_SERVER,
+            0,
+            &[(b"http.response.status_code", Int(503))],
+            Ok(("handler", true)),
+        );
+        check(
+            KIND_SERVER,
+            0,
+            &[(b"http.status_code", Str(b"500"))],
+            Ok(("handler", true)),
+        );
+        check(
+            KIND_SERVER,
+            0,
+            &[(b"http.response.status_code", Int(404))],
+            Ok(("handler", false)),
+        );
+        check(
+            KIND_CONSUMER,
+            0,
+            &[(b"http.response.status_code", Int(503))],
+            Ok(("handler", false)),
+        );
         check(KIND_CLIENT, 0, &[], Err(Extracted::Skipped));
         check(KIND_INTERNAL, 2, &[], Err(Extracted::Skipped));
         check(0, 0, &[], Err(Extracted::Skipped));
@@ -390,19 +503,30 @@ mod tests {
             assert_eq!(extract(&cfg, &resource(), &s), Extracted::Rejected(want));
         }
         let empty_service = ResourceFields::default();
-        assert_eq!(extract(&cfg, &empty_service, &span(KIND_SERVER)), Extracted::Rejected(Reject::MissingService));
+        assert_eq!(
+            extract(&cfg, &empty_service, &span(KIND_SERVER)),
+            Extracted::Rejected(Reject::MissingService)
+        );
     }
 
     #[test]
     fn extras_prefer_span_then_resource() {
-        let cfg = ExtractConfig { extras: vec![vec![b"cloud.region".to_vec()], vec![b"tenant".to_vec()]], ..Default::default() };
+        let cfg = ExtractConfig {
+            extras: vec![vec![b"cloud.region".to_vec()], vec![b"tenant".to_vec()]],
+            ..Default::default()
+        };
         let mut r = resource();
         r.offer(&cfg, b"cloud.region", AttrValue::Str(b"eu-west-1"));
         r.offer(&cfg, b"tenant", AttrValue::Str(b"from-resource"));
         let mut s = span(KIND_SERVER);
         s.offer(&cfg, b"tenant", AttrValue::Str(b"acme"));
-        let Extracted::Observation(o) = extract(&cfg, &r, &s) else { panic!() };
-        assert_eq!(&o.extras[..2], &[b"eu-west-1".as_slice(), b"acme".as_slice()]);
+        let Extracted::Observation(o) = extract(&cfg, &r, &s) else {
+            panic!()
+        };
+        assert_eq!(
+            &o.extras[..2],
+            &[b"eu-west-1".as_slice(), b"acme".as_slice()]
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! request bytes reach [`wire`](crate::wire) untouched. Status codes are corrected after tonic
 //! has built its response, because tonic picks codes the OTLP spec's retry table disagrees with.
 
-use crate::pipeline::{IngestError, Pipeline, Transport};
 use crate::extract::Tally;
+use crate::pipeline::{IngestError, Pipeline, Transport};
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use slogate_core::Recorder;
@@ -38,10 +38,12 @@ pub struct ExportTracePartialSuccess {
 impl ExportTraceServiceResponse {
     pub fn from_tally(tally: &Tally) -> Self {
         ExportTraceServiceResponse {
-            partial_success: tally.message().map(|error_message| ExportTracePartialSuccess {
-                rejected_spans: tally.total_rejected() as i64,
-                error_message,
-            }),
+            partial_success: tally
+                .message()
+                .map(|error_message| ExportTracePartialSuccess {
+                    rejected_spans: tally.total_rejected() as i64,
+                    error_message,
+                }),
         }
     }
 }
@@ -85,12 +87,18 @@ struct ProtoDuration {
 /// A `google.rpc.Status` carrying a `RetryInfo`, the form OTLP clients honour for throttling.
 pub fn status_with_retry_info(code: Code, message: &str, delay: std::time::Duration) -> RpcStatus {
     let retry = RetryInfo {
-        retry_delay: Some(ProtoDuration { seconds: delay.as_secs() as i64, nanos: delay.subsec_nanos() as i32 }),
+        retry_delay: Some(ProtoDuration {
+            seconds: delay.as_secs() as i64,
+            nanos: delay.subsec_nanos() as i32,
+        }),
     };
     RpcStatus {
         code: code as i32,
         message: message.to_string(),
-        details: vec![ProtoAny { type_url: "type.googleapis.com/google.rpc.RetryInfo".into(), value: retry.encode_to_vec() }],
+        details: vec![ProtoAny {
+            type_url: "type.googleapis.com/google.rpc.RetryInfo".into(),
+            value: retry.encode_to_vec(),
+        }],
     }
 }
 
@@ -146,7 +154,9 @@ pub struct TraceServiceServer<R: Recorder> {
 
 impl<R: Recorder> Clone for TraceServiceServer<R> {
     fn clone(&self) -> Self {
-        TraceServiceServer { pipeline: self.pipeline.clone() }
+        TraceServiceServer {
+            pipeline: self.pipeline.clone(),
+        }
     }
 }
 
@@ -176,7 +186,9 @@ impl<R: Recorder> tonic::server::UnaryService<Bytes> for ExportSvc<R> {
             };
             pipeline.finish(Transport::Grpc, started, &result);
             match result {
-                Ok(tally) => Ok(tonic::Response::new(Bytes::from(ExportTraceServiceResponse::from_tally(&tally).encode_to_vec()))),
+                Ok(tally) => Ok(tonic::Response::new(Bytes::from(
+                    ExportTraceServiceResponse::from_tally(&tally).encode_to_vec(),
+                ))),
                 Err(e) => Err(to_status(&e)),
             }
         })
@@ -203,7 +215,10 @@ where
         let pipeline = self.pipeline.clone();
         Box::pin(async move {
             if req.uri().path() != EXPORT_PATH {
-                return Ok(Status::unimplemented(format!("unknown method {}", req.uri().path())).into_http());
+                return Ok(
+                    Status::unimplemented(format!("unknown method {}", req.uri().path()))
+                        .into_http(),
+                );
             }
             let limit = pipeline.limits.max_request_bytes;
             let mut grpc = tonic::server::Grpc::new(RawCodec)
@@ -233,7 +248,12 @@ where
 /// size, decompression). Returns true when it rewrote one, i.e. the request never reached the
 /// handler and has not been counted yet.
 fn remap_status(resp: &mut http::Response<tonic::body::Body>, limit: usize) -> bool {
-    let Some(code) = resp.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()) else {
+    let Some(code) = resp
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+    else {
         return false;
     };
     let message = resp
@@ -244,14 +264,22 @@ fn remap_status(resp: &mut http::Response<tonic::body::Body>, limit: usize) -> b
         .unwrap_or_default();
     let replacement = match Code::from_i32(code) {
         // tonic: "decoded message length too large"; OTLP clients retry OUT_OF_RANGE forever.
-        Code::OutOfRange => Some(Status::resource_exhausted(format!("request body exceeds the {limit}-byte limit"))),
+        Code::OutOfRange => Some(Status::resource_exhausted(format!(
+            "request body exceeds the {limit}-byte limit"
+        ))),
         // tonic's decompression size limit: already RESOURCE_EXHAUSTED, but without our wording.
         Code::ResourceExhausted if message.contains("decompressing") => {
-            Some(Status::resource_exhausted(format!("request body exceeds the {limit}-byte limit after decompression")))
+            Some(Status::resource_exhausted(format!(
+                "request body exceeds the {limit}-byte limit after decompression"
+            )))
         }
         // tonic: corrupt compressed data or bad framing; the request is malformed, not our fault.
-        Code::Internal if message.contains("decompressing") || message.contains("protocol error") => {
-            Some(Status::invalid_argument(format!("undecodable request: {message}")))
+        Code::Internal
+            if message.contains("decompressing") || message.contains("protocol error") =>
+        {
+            Some(Status::invalid_argument(format!(
+                "undecodable request: {message}"
+            )))
         }
         _ => None,
     };

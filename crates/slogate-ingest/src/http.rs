@@ -5,12 +5,12 @@
 
 use crate::grpc::{ExportTraceServiceResponse, RpcStatus};
 use crate::pipeline::{IngestError, Pipeline, Transport};
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router;
-use http::{header, HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 use slogate_core::Recorder;
 use std::io::Read;
@@ -23,11 +23,20 @@ const JSON: &str = "application/json";
 pub fn router<R: Recorder>(pipeline: Arc<Pipeline<R>>) -> Router {
     Router::new()
         .route("/v1/traces", post(export::<R>))
-        .fallback(|| async { (StatusCode::NOT_FOUND, "not found: OTLP/HTTP serves POST /v1/traces\n") })
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: OTLP/HTTP serves POST /v1/traces\n",
+            )
+        })
         .with_state(pipeline)
 }
 
-async fn export<R: Recorder>(State(pipeline): State<Arc<Pipeline<R>>>, headers: HeaderMap, body: Body) -> Response {
+async fn export<R: Recorder>(
+    State(pipeline): State<Arc<Pipeline<R>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let started = std::time::Instant::now();
     let json = match content_type(&headers) {
         Some(PROTOBUF) => false,
@@ -37,11 +46,19 @@ async fn export<R: Recorder>(State(pipeline): State<Arc<Pipeline<R>>>, headers: 
                 "content type {:?}: send application/x-protobuf or application/json",
                 other.unwrap_or("")
             ));
-            pipeline.finish(Transport::HttpProtobuf, started, &Err(IngestError::Unsupported(String::new())));
+            pipeline.finish(
+                Transport::HttpProtobuf,
+                started,
+                &Err(IngestError::Unsupported(String::new())),
+            );
             return error_response(&err, false);
         }
     };
-    let transport = if json { Transport::HttpJson } else { Transport::HttpProtobuf };
+    let transport = if json {
+        Transport::HttpJson
+    } else {
+        Transport::HttpProtobuf
+    };
     let result = match pipeline.admit() {
         Err(e) => Err(e),
         Ok(_permit) => match read_body(body, &headers, pipeline.limits.max_request_bytes).await {
@@ -56,7 +73,9 @@ async fn export<R: Recorder>(State(pipeline): State<Arc<Pipeline<R>>>, headers: 
             if json {
                 let body = match &resp.partial_success {
                     // int64 fields are strings in the proto3 JSON mapping.
-                    Some(p) => serde_json::json!({"partialSuccess": {"rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message}}),
+                    Some(p) => {
+                        serde_json::json!({"partialSuccess": {"rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message}})
+                    }
                     None => serde_json::json!({}),
                 };
                 ([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
@@ -71,7 +90,10 @@ async fn export<R: Recorder>(State(pipeline): State<Arc<Pipeline<R>>>, headers: 
 fn content_type(headers: &HeaderMap) -> Option<&str> {
     let v = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let essence = v.split(';').next().unwrap_or("").trim();
-    [PROTOBUF, JSON].into_iter().find(|known| essence.eq_ignore_ascii_case(known)).or(Some(essence))
+    [PROTOBUF, JSON]
+        .into_iter()
+        .find(|known| essence.eq_ignore_ascii_case(known))
+        .or(Some(essence))
 }
 
 /// Past the limit, up to this many times the limit is still read and discarded, so the client
@@ -87,8 +109,11 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
     let mut over = false;
     let mut discarded = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| IngestError::Malformed(format!("could not read the request body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame = frame
+            .map_err(|e| IngestError::Malformed(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         if over || buf.len() + data.len() > limit {
             over = true;
             discarded += data.len();
@@ -103,7 +128,12 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         return Err(IngestError::TooLarge { limit });
     }
     let raw = buf.freeze();
-    let encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity").trim().to_ascii_lowercase();
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity")
+        .trim()
+        .to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => Ok(raw),
         "gzip" => {
@@ -111,18 +141,26 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
             // `limit + 1` bytes, never allocates past it.
             let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
             let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
-            decoder.read_to_end(&mut out).map_err(|e| IngestError::Malformed(format!("corrupt gzip body: {e}")))?;
+            decoder
+                .read_to_end(&mut out)
+                .map_err(|e| IngestError::Malformed(format!("corrupt gzip body: {e}")))?;
             if out.len() > limit {
                 return Err(IngestError::TooLarge { limit });
             }
             Ok(Bytes::from(out))
         }
-        other => Err(IngestError::Unsupported(format!("content encoding {other:?}: send gzip or no encoding"))),
+        other => Err(IngestError::Unsupported(format!(
+            "content encoding {other:?}: send gzip or no encoding"
+        ))),
     }
 }
 
 fn error_response(err: &IngestError, json: bool) -> Response {
-    let status = RpcStatus { code: err.grpc_code() as i32, message: err.to_string(), details: Vec::new() };
+    let status = RpcStatus {
+        code: err.grpc_code() as i32,
+        message: err.to_string(),
+        details: Vec::new(),
+    };
     let mut resp = if json {
         let body = serde_json::json!({"code": status.code, "message": status.message});
         ([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
@@ -132,7 +170,8 @@ fn error_response(err: &IngestError, json: bool) -> Response {
     *resp.status_mut() = err.http_status();
     if let IngestError::Overloaded(delay) = err {
         let secs = delay.as_secs().max(1);
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
 }

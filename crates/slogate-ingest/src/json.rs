@@ -2,9 +2,11 @@
 //! strings or numbers, unknown fields ignored. The slow path: parsed into owned structs, then the
 //! same [`extract`](crate::extract::extract) rules as the protobuf path.
 
-use crate::extract::{extract, AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally};
-use serde::de::{self, Deserializer};
+use crate::extract::{
+    AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally, extract,
+};
 use serde::Deserialize;
+use serde::de::{self, Deserializer};
 use slogate_core::Observation;
 
 #[derive(Deserialize, Default)]
@@ -107,15 +109,21 @@ fn u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match IntOrString::deserialize(d)? {
         IntOrString::U(u) => Ok(u),
         IntOrString::I(_) => Err(de::Error::custom("negative timestamp")),
-        IntOrString::S(s) => s.parse().map_err(|_| de::Error::custom(format!("invalid 64-bit integer string {s:?}"))),
+        IntOrString::S(s) => s
+            .parse()
+            .map_err(|_| de::Error::custom(format!("invalid 64-bit integer string {s:?}"))),
     }
 }
 
 fn opt_i64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     Ok(Some(match IntOrString::deserialize(d)? {
-        IntOrString::U(u) => i64::try_from(u).map_err(|_| de::Error::custom("integer out of range"))?,
+        IntOrString::U(u) => {
+            i64::try_from(u).map_err(|_| de::Error::custom("integer out of range"))?
+        }
         IntOrString::I(i) => i,
-        IntOrString::S(s) => s.parse().map_err(|_| de::Error::custom(format!("invalid 64-bit integer string {s:?}")))?,
+        IntOrString::S(s) => s
+            .parse()
+            .map_err(|_| de::Error::custom(format!("invalid 64-bit integer string {s:?}")))?,
     }))
 }
 
@@ -126,11 +134,18 @@ pub fn parse(body: &[u8]) -> Result<TracesRequest, serde_json::Error> {
 
 /// True when `hex` is exactly `2 * len` hex digits (either case) and not all zeros.
 fn hex_id_ok(hex: &str, len: usize) -> bool {
-    hex.len() == 2 * len && hex.bytes().all(|b| b.is_ascii_hexdigit()) && hex.bytes().any(|b| b != b'0')
+    hex.len() == 2 * len
+        && hex.bytes().all(|b| b.is_ascii_hexdigit())
+        && hex.bytes().any(|b| b != b'0')
 }
 
 /// Extracts observations from a parsed request; they borrow from `req`.
-pub fn extract_request<'a>(req: &'a TracesRequest, cfg: &ExtractConfig, out: &mut Vec<Observation<'a>>, tally: &mut Tally) {
+pub fn extract_request<'a>(
+    req: &'a TracesRequest,
+    cfg: &ExtractConfig,
+    out: &mut Vec<Observation<'a>>,
+    tally: &mut Tally,
+) {
     for (ri, rs) in req.resource_spans.iter().enumerate() {
         let mut res = ResourceFields::default();
         if let Some(resource) = &rs.resource {
@@ -210,7 +225,12 @@ mod tests {
     fn rejects_bad_json_with_position() {
         let err = parse(b"{\"resourceSpans\": [").err().unwrap().to_string();
         assert!(err.contains("line 1"), "{err}");
-        let err = parse(br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#).err().unwrap().to_string();
+        let err = parse(
+            br#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"startTimeUnixNano":"soon"}]}]}]}"#,
+        )
+        .err()
+        .unwrap()
+        .to_string();
         assert!(err.contains("invalid 64-bit integer"), "{err}");
     }
 

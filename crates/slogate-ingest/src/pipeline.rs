@@ -17,7 +17,11 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub const ALL: [Transport; 3] = [Transport::Grpc, Transport::HttpProtobuf, Transport::HttpJson];
+    pub const ALL: [Transport; 3] = [
+        Transport::Grpc,
+        Transport::HttpProtobuf,
+        Transport::HttpJson,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Transport::Grpc => "grpc",
@@ -39,7 +43,11 @@ pub struct IngestLimits {
 
 impl Default for IngestLimits {
     fn default() -> Self {
-        IngestLimits { max_request_bytes: 64 << 20, max_inflight_requests: 256, retry_after: Duration::from_secs(1) }
+        IngestLimits {
+            max_request_bytes: 64 << 20,
+            max_inflight_requests: 256,
+            retry_after: Duration::from_secs(1),
+        }
     }
 }
 
@@ -111,25 +119,43 @@ fn with_observations<'b, T>(f: impl FnOnce(&mut Vec<Observation<'b>>) -> T) -> T
     let pooled = OBS_POOL.with(|p| std::mem::take(&mut *p.borrow_mut()));
     // Re-typing an empty vector through an in-place collect keeps its allocation (same size and
     // alignment) without unsafe code: the lifetime only changes at compile time.
-    let mut buf: Vec<Observation<'b>> = pooled.into_iter().map(|_| unreachable!("pool is empty")).collect();
+    let mut buf: Vec<Observation<'b>> = pooled
+        .into_iter()
+        .map(|_| unreachable!("pool is empty"))
+        .collect();
     let out = f(&mut buf);
     buf.clear();
     if buf.capacity() <= POOL_KEEP_CAPACITY {
-        let back: Vec<Observation<'static>> = buf.into_iter().map(|_| unreachable!("cleared")).collect();
+        let back: Vec<Observation<'static>> =
+            buf.into_iter().map(|_| unreachable!("cleared")).collect();
         OBS_POOL.with(|p| *p.borrow_mut() = back);
     }
     out
 }
 
 impl<R: Recorder> Pipeline<R> {
-    pub fn new(recorder: Arc<R>, extract: ExtractConfig, limits: IngestLimits, stats: Arc<IngestStats>) -> Self {
+    pub fn new(
+        recorder: Arc<R>,
+        extract: ExtractConfig,
+        limits: IngestLimits,
+        stats: Arc<IngestStats>,
+    ) -> Self {
         let inflight = Arc::new(Semaphore::new(limits.max_inflight_requests.max(1)));
-        Pipeline { recorder, extract, limits, stats, inflight }
+        Pipeline {
+            recorder,
+            extract,
+            limits,
+            stats,
+            inflight,
+        }
     }
 
     /// Takes an in-flight slot or refuses the request.
     pub fn admit(&self) -> Result<OwnedSemaphorePermit, IngestError> {
-        self.inflight.clone().try_acquire_owned().map_err(|_| IngestError::Overloaded(self.limits.retry_after))
+        self.inflight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| IngestError::Overloaded(self.limits.retry_after))
     }
 
     /// Decodes a protobuf or JSON body (already decompressed) and records it. Nothing is
@@ -137,7 +163,8 @@ impl<R: Recorder> Pipeline<R> {
     pub fn process(&self, body: &[u8], json: bool) -> Result<Tally, IngestError> {
         let run = || {
             if json {
-                let req = json::parse(body).map_err(|e| IngestError::Malformed(format!("invalid OTLP/JSON: {e}")))?;
+                let req = json::parse(body)
+                    .map_err(|e| IngestError::Malformed(format!("invalid OTLP/JSON: {e}")))?;
                 Ok(with_observations(|obs| {
                     let mut tally = Tally::default();
                     json::extract_request(&req, &self.extract, obs, &mut tally);
@@ -147,17 +174,19 @@ impl<R: Recorder> Pipeline<R> {
             } else {
                 with_observations(|obs| {
                     let mut tally = Tally::default();
-                    wire::decode_traces(body, &self.extract, obs, &mut tally)
-                        .map_err(|e| IngestError::Malformed(format!("invalid ExportTraceServiceRequest: {e}")))?;
+                    wire::decode_traces(body, &self.extract, obs, &mut tally).map_err(|e| {
+                        IngestError::Malformed(format!("invalid ExportTraceServiceRequest: {e}"))
+                    })?;
                     self.record(obs);
                     Ok(tally)
                 })
             }
         };
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
-            tracing::error!("panic while processing an export request");
-            Err(IngestError::Internal)
-        });
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+                tracing::error!("panic while processing an export request");
+                Err(IngestError::Internal)
+            });
         if let Ok(tally) = &result {
             self.stats.count_tally(tally);
         }
@@ -174,13 +203,19 @@ impl<R: Recorder> Pipeline<R> {
         }
     }
 
-    pub(crate) fn finish(&self, transport: Transport, started: std::time::Instant, result: &Result<Tally, IngestError>) {
+    pub(crate) fn finish(
+        &self,
+        transport: Transport,
+        started: std::time::Instant,
+        result: &Result<Tally, IngestError>,
+    ) {
         let outcome = match result {
             Ok(t) if t.total_rejected() > 0 => RequestOutcome::Partial,
             Ok(_) => RequestOutcome::Ok,
             Err(e) => e.outcome(),
         };
-        self.stats.count_request(transport, outcome, started.elapsed());
+        self.stats
+            .count_request(transport, outcome, started.elapsed());
         if let Err(e) = result {
             tracing::debug!(transport = transport.label(), error = %e, "export request refused");
         }

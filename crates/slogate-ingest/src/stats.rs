@@ -6,7 +6,9 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Request latency buckets in seconds (upper bounds), Prometheus histogram style.
-const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+const BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
 
 #[derive(Default)]
 pub struct LatencyHistogram {
@@ -22,7 +24,8 @@ impl LatencyHistogram {
             self.buckets[i].fetch_add(1, Relaxed);
         }
         self.count.fetch_add(1, Relaxed);
-        self.sum_ns.fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+        self.sum_ns
+            .fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
     }
 
     fn render(&self, out: &mut String, name: &str, labels: &str) {
@@ -33,7 +36,11 @@ impl LatencyHistogram {
         }
         let count = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_ns.load(Relaxed) as f64 / 1e9);
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_ns.load(Relaxed) as f64 / 1e9
+        );
         let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
@@ -103,9 +110,18 @@ impl IngestStats {
         }
     }
 
-    pub fn count_request(&self, transport: Transport, outcome: RequestOutcome, elapsed: std::time::Duration) {
+    pub fn count_request(
+        &self,
+        transport: Transport,
+        outcome: RequestOutcome,
+        elapsed: std::time::Duration,
+    ) {
         let t = &self.transports[transport as usize];
-        t.requests[RequestOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0)].fetch_add(1, Relaxed);
+        t.requests[RequestOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0)]
+        .fetch_add(1, Relaxed);
         t.latency.observe(elapsed);
     }
 
@@ -114,19 +130,35 @@ impl IngestStats {
     }
 
     pub fn requests(&self, transport: Transport, outcome: RequestOutcome) -> u64 {
-        let i = RequestOutcome::ALL.iter().position(|o| *o == outcome).unwrap_or(0);
+        let i = RequestOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
         self.transports[transport as usize].requests[i].load(Relaxed)
     }
 
     /// Appends the Prometheus text exposition of these counters.
     pub fn render(&self, out: &mut String) {
         out.push_str("# HELP slogate_spans_accepted_total Spans recorded as observations.\n# TYPE slogate_spans_accepted_total counter\n");
-        let _ = writeln!(out, "slogate_spans_accepted_total {}", self.spans_accepted.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "slogate_spans_accepted_total {}",
+            self.spans_accepted.load(Relaxed)
+        );
         out.push_str("# HELP slogate_spans_skipped_total Valid spans not recorded because their kind is not an entry kind.\n# TYPE slogate_spans_skipped_total counter\n");
-        let _ = writeln!(out, "slogate_spans_skipped_total {}", self.spans_skipped.load(Relaxed));
+        let _ = writeln!(
+            out,
+            "slogate_spans_skipped_total {}",
+            self.spans_skipped.load(Relaxed)
+        );
         out.push_str("# HELP slogate_spans_rejected_total Invalid spans rejected, by reason.\n# TYPE slogate_spans_rejected_total counter\n");
         for r in Reject::ALL {
-            let _ = writeln!(out, "slogate_spans_rejected_total{{reason=\"{}\"}} {}", r.label(), self.spans_rejected(r));
+            let _ = writeln!(
+                out,
+                "slogate_spans_rejected_total{{reason=\"{}\"}} {}",
+                r.label(),
+                self.spans_rejected(r)
+            );
         }
         out.push_str("# HELP slogate_receiver_requests_total Export requests by transport and outcome.\n# TYPE slogate_receiver_requests_total counter\n");
         for t in Transport::ALL {
@@ -142,9 +174,11 @@ impl IngestStats {
         }
         out.push_str("# HELP slogate_receiver_request_duration_seconds Time to decode and record one export request.\n# TYPE slogate_receiver_request_duration_seconds histogram\n");
         for t in Transport::ALL {
-            self.transports[t as usize]
-                .latency
-                .render(out, "slogate_receiver_request_duration_seconds", &format!("transport=\"{}\"", t.label()));
+            self.transports[t as usize].latency.render(
+                out,
+                "slogate_receiver_request_duration_seconds",
+                &format!("transport=\"{}\"", t.label()),
+            );
         }
     }
 }

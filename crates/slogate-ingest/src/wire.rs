@@ -12,7 +12,9 @@
 //! 6: kind, 7: start (fixed64), 8: end (fixed64), 9: attributes, 15: status};
 //! Status{3: code}; KeyValue{1: key, 2: value}; AnyValue{1: string, 3: int}.
 
-use crate::extract::{extract, AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally};
+use crate::extract::{
+    AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally, extract,
+};
 use slogate_core::Observation;
 
 /// A request that is not valid protobuf for `ExportTraceServiceRequest`.
@@ -40,8 +42,13 @@ impl<'a> Reader<'a> {
         Reader { buf, pos: 0, base }
     }
 
+    #[cold]
+    #[inline(never)]
     fn err(&self, what: &'static str) -> WireError {
-        WireError { what, offset: self.base + self.pos }
+        WireError {
+            what,
+            offset: self.base + self.pos,
+        }
     }
 
     #[inline]
@@ -49,8 +56,21 @@ impl<'a> Reader<'a> {
         self.pos >= self.buf.len()
     }
 
-    #[inline]
+    /// Most varints on the OTLP wire (tags, lengths below 128, kinds, status codes) are one
+    /// byte; that case is one bounds check and one compare, the rest goes out of line.
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
+        self.varint_slow()
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, WireError> {
         let mut out: u64 = 0;
         for i in 0..10 {
             let Some(&b) = self.buf.get(self.pos) else {
@@ -65,8 +85,20 @@ impl<'a> Reader<'a> {
         Err(self.err("varint longer than 10 bytes"))
     }
 
-    #[inline]
+    /// Field numbers below 16 have one-byte tags: every field the decoder reads does.
+    #[inline(always)]
     fn tag(&mut self) -> Result<(u32, u8), WireError> {
+        if let Some(&b) = self.buf.get(self.pos) {
+            if (8..0x80).contains(&b) {
+                self.pos += 1;
+                return Ok((u32::from(b >> 3), b & 7));
+            }
+        }
+        self.tag_slow()
+    }
+
+    #[inline(never)]
+    fn tag_slow(&mut self) -> Result<(u32, u8), WireError> {
         let t = self.varint()?;
         let field = (t >> 3) as u32;
         if field == 0 || t >> 3 > u64::from(u32::MAX >> 3) {
@@ -228,9 +260,12 @@ fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanField
             (8, WT_I64) => s.end_ns = r.fixed64()?,
             (9, WT_LEN) => {
                 let (kv, kbase) = r.bytes()?;
-                // Most attributes are not read by extraction: their values are skipped unparsed.
-                let (key, value) = key_value_if(kv, kbase, |k| cfg.span_key_wanted(k))?;
-                s.offer(cfg, key, value);
+                // Most attributes are not read by extraction: their values are skipped unparsed
+                // and their keys compared once.
+                let (key, any) = key_and_any(kv, kbase)?;
+                if cfg.span_key_wanted(key) {
+                    s.offer(cfg, key, any_value(any)?);
+                }
             }
             (15, WT_LEN) => {
                 let (status, stbase) = r.bytes()?;
@@ -244,7 +279,9 @@ fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanField
                     }
                 }
             }
-            (1 | 2 | 5 | 6 | 7 | 8 | 9 | 15, _) => return Err(r.err("wrong wire type for a span field")),
+            (1 | 2 | 5 | 6 | 7 | 8 | 9 | 15, _) => {
+                return Err(r.err("wrong wire type for a span field"));
+            }
             _ => r.skip(wt)?,
         }
     }
@@ -254,13 +291,35 @@ fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanField
 /// Reads a `KeyValue`: the key bytes and, for string and int values, the value.
 #[inline]
 fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireError> {
-    key_value_if(buf, base, |_| true)
+    let (key, any) = key_and_any(buf, base)?;
+    Ok((key, any_value(any)?))
 }
 
-/// Like [`key_value`], but parses the value only when `wanted(key)`; otherwise the value is
-/// `Absent` (its bytes were already bounds-checked as one length-delimited field).
+/// Splits a `KeyValue` into its key bytes and its (unparsed) `AnyValue` bytes.
 #[inline]
-fn key_value_if(buf: &[u8], base: usize, wanted: impl Fn(&[u8]) -> bool) -> Result<(&[u8], AttrValue<'_>), WireError> {
+fn key_and_any(buf: &[u8], base: usize) -> Result<(&[u8], Option<(&[u8], usize)>), WireError> {
+    // Every encoder writes `1: key` then `2: value`, each with a one-byte tag; keys are shorter
+    // than 128 bytes and values usually are. That layout is read with straight-line checks; any
+    // other falls back to the general field loop below.
+    if let [0x0A, klen, rest @ ..] = buf {
+        let klen = usize::from(*klen);
+        if klen < 0x80 && klen < rest.len() {
+            let (key, rest) = rest.split_at(klen);
+            if let [0x12, vlen, value @ ..] = rest {
+                if *vlen < 0x80 && usize::from(*vlen) == value.len() {
+                    return Ok((key, Some((value, base + buf.len() - value.len()))));
+                }
+            }
+        }
+    }
+    key_and_any_general(buf, base)
+}
+
+#[inline(never)]
+fn key_and_any_general(
+    buf: &[u8],
+    base: usize,
+) -> Result<(&[u8], Option<(&[u8], usize)>), WireError> {
     let mut key: &[u8] = b"";
     let mut any: Option<(&[u8], usize)> = None;
     let mut r = Reader::new(buf, base);
@@ -272,8 +331,14 @@ fn key_value_if(buf: &[u8], base: usize, wanted: impl Fn(&[u8]) -> bool) -> Resu
             _ => r.skip(wt)?,
         }
     }
+    Ok((key, any))
+}
+
+/// Parses an `AnyValue`: strings and ints are kept, every other kind is `Absent`.
+#[inline]
+fn any_value(any: Option<(&[u8], usize)>) -> Result<AttrValue<'_>, WireError> {
     let mut value = AttrValue::Absent;
-    if let Some((any, abase)) = any.filter(|_| wanted(key)) {
+    if let Some((any, abase)) = any {
         let mut ar = Reader::new(any, abase);
         while !ar.done() {
             let (f, w) = ar.tag()?;
@@ -284,5 +349,5 @@ fn key_value_if(buf: &[u8], base: usize, wanted: impl Fn(&[u8]) -> bool) -> Resu
             }
         }
     }
-    Ok((key, value))
+    Ok(value)
 }

@@ -1,17 +1,22 @@
 //! The fast decoder and prost must agree on every observation, tally and error.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use proptest::prelude::*;
 use prost::Message;
 use slogate_core::Observation;
-use slogate_ingest::extract::{extract, AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally};
+use slogate_ingest::extract::{
+    AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally, extract,
+};
 use slogate_ingest::wire::decode_traces;
 
 /// The reference: prost decodes the request, then the same rules run on the decoded structs.
-fn reference<'a>(req: &'a ExportTraceServiceRequest, cfg: &ExtractConfig) -> (Vec<Observation<'a>>, Tally) {
+fn reference<'a>(
+    req: &'a ExportTraceServiceRequest,
+    cfg: &ExtractConfig,
+) -> (Vec<Observation<'a>>, Tally) {
     let (mut out, mut tally) = (Vec::new(), Tally::default());
     let attr = |v: &'a Option<AnyValue>| match v.as_ref().and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => AttrValue::Str(s.as_bytes()),
@@ -53,23 +58,72 @@ fn reference<'a>(req: &'a ExportTraceServiceRequest, cfg: &ExtractConfig) -> (Ve
 }
 
 fn kv_str(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
 }
 
 fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
 }
+
+const LONG_KEY: &str = concat!(
+    "x.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+);
 
 fn arb_attr() -> impl Strategy<Value = KeyValue> {
     let keys = prop::sample::select(vec![
-        "http.request.method", "http.method", "http.route", "rpc.service", "rpc.method",
-        "http.response.status_code", "http.status_code", "cloud.region", "user.id", "net.peer.name",
+        "http.request.method",
+        "http.method",
+        "http.route",
+        "rpc.service",
+        "rpc.method",
+        "http.response.status_code",
+        "http.status_code",
+        "cloud.region",
+        "user.id",
+        "net.peer.name",
+        // 130 bytes: a key whose length needs a two-byte varint.
+        LONG_KEY,
     ]);
-    let values = prop::sample::select(vec!["GET", "POST", "/cart/{id}", "/pay", "ledger.Ledger", "Post", "500", "eu-west-1", ""]);
+    let values = prop::sample::select(vec![
+        "GET",
+        "POST",
+        "/cart/{id}",
+        "/pay",
+        "ledger.Ledger",
+        "Post",
+        "500",
+        "eu-west-1",
+        "",
+    ]);
     prop_oneof![
         (keys.clone(), values).prop_map(|(k, v)| kv_str(k, v)),
-        (keys.clone(), prop::sample::select(vec![200i64, 404, 500, 503, -1])).prop_map(|(k, v)| kv_int(k, v)),
-        keys.prop_map(|k| KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::BoolValue(true)) }), ..Default::default() }),
+        // Values around the one-byte length boundary (the decoder has a fast path for < 128).
+        (keys.clone(), "[a-z/{}]{120,140}").prop_map(|(k, v)| kv_str(k, &v)),
+        (
+            keys.clone(),
+            prop::sample::select(vec![200i64, 404, 500, 503, -1])
+        )
+            .prop_map(|(k, v)| kv_int(k, v)),
+        keys.prop_map(|k| KeyValue {
+            key: k.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::BoolValue(true))
+            }),
+            ..Default::default()
+        }),
     ]
 }
 
@@ -83,18 +137,24 @@ fn arb_span() -> impl Strategy<Value = Span> {
         prop::collection::vec(arb_attr(), 0..8),
         prop::option::of(0i32..3),
     )
-        .prop_map(|(trace_id, span_id, name, kind, (start, dur), attributes, code)| Span {
-            trace_id,
-            span_id,
-            name: name.into(),
-            kind,
-            start_time_unix_nano: 1_700_000_000_000_000_000 + start,
-            // Some spans end before they start.
-            end_time_unix_nano: (1_700_000_000_000_000_000 + start + dur).saturating_sub(if dur % 7 == 0 { 2_000_000 } else { 0 }),
-            attributes,
-            status: code.map(|code| Status { code, message: "m".into() }),
-            ..Default::default()
-        })
+        .prop_map(
+            |(trace_id, span_id, name, kind, (start, dur), attributes, code)| Span {
+                trace_id,
+                span_id,
+                name: name.into(),
+                kind,
+                start_time_unix_nano: 1_700_000_000_000_000_000 + start,
+                // Some spans end before they start.
+                end_time_unix_nano: (1_700_000_000_000_000_000 + start + dur)
+                    .saturating_sub(if dur % 7 == 0 { 2_000_000 } else { 0 }),
+                attributes,
+                status: code.map(|code| Status {
+                    code,
+                    message: "m".into(),
+                }),
+                ..Default::default()
+            },
+        )
 }
 
 fn arb_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
@@ -110,27 +170,53 @@ fn arb_request() -> impl Strategy<Value = ExportTraceServiceRequest> {
                 attrs.push(kv_str("service.name", s));
             }
             if let Some(e) = env {
-                attrs.push(kv_str(if legacy_env { "deployment.environment" } else { "deployment.environment.name" }, e));
+                attrs.push(kv_str(
+                    if legacy_env {
+                        "deployment.environment"
+                    } else {
+                        "deployment.environment.name"
+                    },
+                    e,
+                ));
             }
             if let Some(v) = ver {
                 attrs.push(kv_str("service.version", v));
             }
             attrs.push(kv_str("cloud.region", "us-east-1"));
-            Resource { attributes: attrs, ..Default::default() }
+            Resource {
+                attributes: attrs,
+                ..Default::default()
+            }
         });
     prop::collection::vec(
-        (resource, prop::collection::vec(prop::collection::vec(arb_span(), 0..6), 0..3)).prop_map(|(resource, scopes)| ResourceSpans {
-            resource: Some(resource),
-            scope_spans: scopes.into_iter().map(|spans| ScopeSpans { spans, ..Default::default() }).collect(),
-            ..Default::default()
-        }),
+        (
+            resource,
+            prop::collection::vec(prop::collection::vec(arb_span(), 0..6), 0..3),
+        )
+            .prop_map(|(resource, scopes)| ResourceSpans {
+                resource: Some(resource),
+                scope_spans: scopes
+                    .into_iter()
+                    .map(|spans| ScopeSpans {
+                        spans,
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
         0..4,
     )
     .prop_map(|resource_spans| ExportTraceServiceRequest { resource_spans })
 }
 
 fn config() -> ExtractConfig {
-    ExtractConfig { extras: vec![vec![b"cloud.region".to_vec()]], ..Default::default() }
+    ExtractConfig {
+        extras: vec![
+            vec![b"cloud.region".to_vec()],
+            vec![LONG_KEY.as_bytes().to_vec()],
+        ],
+        ..Default::default()
+    }
 }
 
 proptest! {
@@ -174,15 +260,26 @@ proptest! {
 #[test]
 fn malformed_requests_report_an_offset() {
     let cases: &[(&[u8], &str)] = &[
-        (b"\x0a\x05abc", "length-delimited field runs past the end of its message at byte 2"),
+        (
+            b"\x0a\x05abc",
+            "length-delimited field runs past the end of its message at byte 2",
+        ),
         (b"\x0a", "truncated varint at byte 1"),
         (b"\x13", "unsupported wire type at byte 1"),
-        (b"\x0b", "wrong wire type for a message or string field at byte 1"),
-        (b"\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", "varint longer than 10 bytes at byte 11"),
+        (
+            b"\x0b",
+            "wrong wire type for a message or string field at byte 1",
+        ),
+        (
+            b"\x10\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+            "varint longer than 10 bytes at byte 11",
+        ),
         (b"garbage!", "malformed protobuf"),
     ];
     for (bytes, want) in cases {
-        let err = decode_traces(bytes, &config(), &mut Vec::new(), &mut Tally::default()).unwrap_err().to_string();
+        let err = decode_traces(bytes, &config(), &mut Vec::new(), &mut Tally::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(want), "{bytes:?}: {err}");
     }
 }

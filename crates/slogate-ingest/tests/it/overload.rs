@@ -7,8 +7,8 @@ use slogate_core::{Observation, ObservationWriter, Recorder};
 use slogate_ingest::extract::ExtractConfig;
 use slogate_ingest::grpc::{RpcStatus, TraceServiceServer};
 use slogate_ingest::{IngestLimits, IngestStats, Pipeline};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tower::ServiceExt;
 
@@ -32,27 +32,63 @@ impl Recorder for Counting {
 
 fn pipeline() -> (Arc<Pipeline<Counting>>, Arc<Counting>) {
     let rec = Arc::new(Counting::default());
-    let limits = IngestLimits { max_request_bytes: 1 << 20, max_inflight_requests: 1, retry_after: Duration::from_secs(3) };
-    (Arc::new(Pipeline::new(rec.clone(), ExtractConfig::default(), limits, Arc::new(IngestStats::default()))), rec)
+    let limits = IngestLimits {
+        max_request_bytes: 1 << 20,
+        max_inflight_requests: 1,
+        retry_after: Duration::from_secs(3),
+    };
+    (
+        Arc::new(Pipeline::new(
+            rec.clone(),
+            ExtractConfig::default(),
+            limits,
+            Arc::new(IngestStats::default()),
+        )),
+        rec,
+    )
 }
 
 #[tokio::test]
 async fn http_overload_is_503_with_retry_after() {
     let (p, rec) = pipeline();
     let held = p.admit().unwrap();
-    let req = http::Request::post("/v1/traces").header("content-type", "application/x-protobuf").body(Body::empty()).unwrap();
-    let resp = slogate_ingest::http::router(p.clone()).oneshot(req).await.unwrap();
+    let req = http::Request::post("/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .body(Body::empty())
+        .unwrap();
+    let resp = slogate_ingest::http::router(p.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "3");
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     let status = RpcStatus::decode(&body[..]).unwrap();
     assert_eq!(status.code, tonic::Code::Unavailable as i32);
-    assert!(status.message.contains("too many export requests in flight"), "{}", status.message);
+    assert!(
+        status
+            .message
+            .contains("too many export requests in flight"),
+        "{}",
+        status.message
+    );
 
     // Once the slot frees up, the same request goes through.
     drop(held);
-    let req = http::Request::post("/v1/traces").header("content-type", "application/x-protobuf").body(Body::empty()).unwrap();
-    assert_eq!(slogate_ingest::http::router(p).oneshot(req).await.unwrap().status(), 200);
+    let req = http::Request::post("/v1/traces")
+        .header("content-type", "application/x-protobuf")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        slogate_ingest::http::router(p)
+            .oneshot(req)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert_eq!(rec.0.load(Ordering::Relaxed), 0);
 }
 
@@ -71,7 +107,10 @@ async fn grpc_overload_is_unavailable_with_retry_info() {
     let status = tonic::Status::from_header_map(resp.headers()).expect("trailers-only status");
     assert_eq!(status.code(), tonic::Code::Unavailable);
     let details = RpcStatus::decode(status.details()).unwrap();
-    assert_eq!(details.details[0].type_url, "type.googleapis.com/google.rpc.RetryInfo");
+    assert_eq!(
+        details.details[0].type_url,
+        "type.googleapis.com/google.rpc.RetryInfo"
+    );
     // RetryInfo{retry_delay: Duration{seconds: 3}}
     assert_eq!(details.details[0].value, vec![0x0a, 0x02, 0x08, 0x03]);
 }
