@@ -373,6 +373,13 @@ pub struct ServerSection {
     pub http: SocketAddr,
     #[serde(default = "ServerSection::default_shutdown")]
     pub shutdown_grace: HumanDuration,
+    /// OTLP/HTTP and API connections whose request head has not arrived this long after the
+    /// connection opened (or the previous request ended) are closed: slow-loris protection.
+    #[serde(default = "ServerSection::default_header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// Open connections per HTTP listener (OTLP/HTTP, API); more wait in the accept queue.
+    #[serde(default = "ServerSection::default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl ServerSection {
@@ -388,6 +395,12 @@ impl ServerSection {
     fn default_shutdown() -> HumanDuration {
         HumanDuration(Duration::from_secs(10))
     }
+    fn default_header_read_timeout() -> HumanDuration {
+        HumanDuration(Duration::from_secs(10))
+    }
+    fn default_max_connections() -> usize {
+        4096
+    }
 }
 
 impl Default for ServerSection {
@@ -397,6 +410,8 @@ impl Default for ServerSection {
             otlp_http: Self::default_http(),
             http: Self::default_api(),
             shutdown_grace: Self::default_shutdown(),
+            header_read_timeout: Self::default_header_read_timeout(),
+            max_connections: Self::default_max_connections(),
         }
     }
 }
@@ -815,6 +830,12 @@ impl Config {
                 return Err(invalid(&format!("cohorts.extra[{i}].attributes"), "must name at least one attribute".into()));
             }
         }
+        if f.server.header_read_timeout.0.is_zero() {
+            return Err(invalid("server.header_read_timeout", "must be more than 0s".into()));
+        }
+        if f.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be at least 1".into()));
+        }
         if f.limits.max_series_per_service == 0 || f.limits.max_series == 0 {
             return Err(invalid("limits", "series caps must be at least 1".into()));
         }
@@ -1098,7 +1119,7 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_field() {
-        check("server:\n  http: 0.0.0.0:8080\n  htpp: 1\n", "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`");
+        check("server:\n  http: 0.0.0.0:8080\n  htpp: 1\n", "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`");
         check("windows:\n  slot: ten seconds\n", "slogate.yaml:2:3: windows.slot: invalid duration \"ten seconds\" (expected number at 0); write e.g. 10s, 5m, 1h, 3d");
         check("windows:\n  slot: 7s\n", "slogate.yaml: windows.coarse_slot: must be a multiple of windows.slot (7s)");
         check("ingest:\n  span_kinds: [server, sever]\n", "slogate.yaml:2: ingest.span_kinds[1]: unknown span kind \"sever\"; use server, consumer, client, producer or internal");

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod gates;
 mod grpc_api;
+mod http_server;
 mod report;
 mod serve;
 

@@ -63,6 +63,11 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(cfg.file.ingest.grpc_max_concurrent_streams))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            // An export of 512 spans is ~300 KB: with hyper's 1 MiB connection window, four
+            // exports in flight on one connection stall on WINDOW_UPDATEs. 2 MiB per stream and
+            // 8 MiB per connection keep a client's usual 4-16 exports flowing, still bounded.
+            .initial_stream_window_size(Some(2 << 20))
+            .initial_connection_window_size(Some(8 << 20))
             .timeout(Duration::from_secs(30));
         if cfg.file.ingest.grpc_keepalive {
             builder = builder.http2_keepalive_interval(Some(Duration::from_secs(60)));
@@ -80,15 +85,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     };
 
+    let http_limits = crate::http_server::HttpLimits {
+        header_read_timeout: cfg.file.server.header_read_timeout.0,
+        max_connections: cfg.file.server.max_connections,
+        drain: cfg.file.server.shutdown_grace.0,
+    };
     let otlp_http = {
         let mut stop = stop_rx.clone();
         let app = slogate_ingest::http::router(pipeline.clone());
         tokio::spawn(async move {
-            axum::serve(http_listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|v| *v).await;
-                })
-                .await
+            crate::http_server::serve(http_listener, app, http_limits, async move {
+                let _ = stop.wait_for(|v| *v).await;
+            })
+            .await;
         })
     };
 
@@ -114,14 +123,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             rt.block_on(async move {
                 match TcpListener::from_std(api_listener) {
                     Ok(listener) => {
-                        let served = axum::serve(listener, app)
-                            .with_graceful_shutdown(async move {
-                                let _ = stop.wait_for(|v| *v).await;
-                            })
-                            .await;
-                        if let Err(e) = served {
-                            tracing::error!(error = %e, "the HTTP API stopped");
-                        }
+                        crate::http_server::serve(listener, app, http_limits, async move {
+                            let _ = stop.wait_for(|v| *v).await;
+                        })
+                        .await;
                     }
                     Err(e) => tracing::error!(error = %e, "cannot serve the HTTP API"),
                 }

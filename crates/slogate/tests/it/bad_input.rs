@@ -183,3 +183,69 @@ fn invalid_spans_get_partial_success_on_every_transport() {
     assert_eq!(server.metric("slogate_spans_rejected_total{reason=\"end_before_start\"}"), 3.0);
     assert_eq!(server.metric("slogate_spans_rejected_total{reason=\"invalid_trace_id\"}"), 3.0);
 }
+
+/// A client that opens a connection and trickles its request head a byte at a time (slow-loris)
+/// is cut off at `server.header_read_timeout` on both HTTP listeners, however steadily it keeps
+/// sending; complete requests on other connections are served meanwhile.
+#[test]
+fn slow_loris_connections_are_cut_off() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+
+    let s = Server::start_with("  header_read_timeout: 1s\n", "");
+    for (listener, port) in [("api", s.api), ("otlp_http", s.http)] {
+        let mut c = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let started = Instant::now();
+        let head = b"POST /v1/traces HTTP/1.1\r\nHost: slogate\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        let mut closed_after = None;
+        let mut buf = [0u8; 512];
+        for byte in head.iter().cycle().take(100) {
+            if c.write_all(std::slice::from_ref(byte)).is_err() {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            match c.read(&mut buf) {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                // EOF or a reset: the server closed the connection.
+                Ok(0) | Err(_) => {
+                    closed_after = Some(started.elapsed());
+                    break;
+                }
+                Ok(n) => {
+                    // hyper may answer 408 before closing; the connection must still end.
+                    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    assert!(
+                        answer.starts_with("HTTP/1.1 408"),
+                        "{listener}: unexpected answer {answer:?}"
+                    );
+                }
+            }
+            // Meanwhile a well-behaved client is served.
+            if closed_after.is_none() && started.elapsed() < Duration::from_millis(300) {
+                assert_eq!(s.get("/healthz").unwrap().0, 200);
+            }
+        }
+        let took = closed_after.unwrap_or_else(|| {
+            panic!(
+                "{listener}: a trickled request head was never cut off ({:?})",
+                started.elapsed()
+            )
+        });
+        assert!(
+            took >= Duration::from_millis(900) && took < Duration::from_secs(6),
+            "{listener}: cut off after {took:?}, want ~1s"
+        );
+    }
+    assert_eq!(
+        s.get("/healthz").unwrap().0,
+        200,
+        "the server keeps serving"
+    );
+}

@@ -27,8 +27,14 @@ impl Server {
     /// Ports are picked free and released before the server binds them, so another test may
     /// grab one in between: a start that fails to bind is retried with new ports.
     pub fn start(extra: &str) -> Server {
+        Server::start_with("", extra)
+    }
+
+    /// Like [`Server::start`], with `server_extra` (indented lines) added to the `server:`
+    /// section.
+    pub fn start_with(server_extra: &str, extra: &str) -> Server {
         for attempt in 1..=5 {
-            match Server::try_start(extra) {
+            match Server::try_start(server_extra, extra) {
                 Ok(server) => return server,
                 Err(log) if log.contains("cannot bind") && attempt < 5 => continue,
                 Err(log) => panic!("slogate did not become ready; log:\n{log}"),
@@ -37,11 +43,11 @@ impl Server {
         unreachable!()
     }
 
-    fn try_start(extra: &str) -> Result<Server, String> {
+    fn try_start(server_extra: &str, extra: &str) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let (grpc, http, api) = (free_port(), free_port(), free_port());
         let config = format!(
-            "# slogate configuration (integration test)\nserver:\n  otlp_grpc: 127.0.0.1:{grpc}\n  otlp_http: 127.0.0.1:{http}\n  http: 127.0.0.1:{api}\n  shutdown_grace: 2s\n{extra}"
+            "# slogate configuration (integration test)\nserver:\n  otlp_grpc: 127.0.0.1:{grpc}\n  otlp_http: 127.0.0.1:{http}\n  http: 127.0.0.1:{api}\n  shutdown_grace: 2s\n{server_extra}{extra}"
         );
         let path = dir.path().join("slogate.yaml");
         std::fs::write(&path, config).unwrap();
