@@ -24,10 +24,11 @@
 //!   per service fit, then all `__overflow__`), and counted.
 
 mod history;
+mod open;
 mod registry;
 
 pub use history::{ClosedSlot, History};
-pub use registry::{ClosedRow, Clock, ManualClock, Registry, RegistryStats, SystemClock, WindowConfig, WindowStats, Writer};
+pub use registry::{ClosedRow, Clock, ManualClock, MemoryStats, Registry, RegistryStats, SystemClock, WindowConfig, WindowStats, Writer};
 
 #[cfg(test)]
 mod tests;
