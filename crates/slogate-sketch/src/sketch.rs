@@ -335,7 +335,11 @@ impl Sketch {
     /// Forgets every value but keeps the window and its allocation, so a reused sketch records
     /// without reallocating.
     pub fn clear(&mut self) {
-        self.counts.fill(0);
+        // Every non-empty bucket lies between min's and max's, so only those need zeroing.
+        if let Some((first, last)) = self.occupied() {
+            let lo = usize::from(first - self.lo);
+            self.counts[lo..=usize::from(last - self.lo)].fill(0);
+        }
         self.count = 0;
         self.sum = 0;
         self.min = u64::MAX;

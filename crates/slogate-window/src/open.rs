@@ -6,10 +6,13 @@
 //! max) and a region of the slot's arena holding its bucket counts in one of two forms:
 //!
 //! - **sparse**: an open-addressing table of `(index + 1, count)` cell pairs, 8 cells to start,
-//!   doubled when half full. A series with a few dozen spans per slot holds a few hundred bytes
+//!   doubled when three quarters full. A series with a few dozen spans per slot holds a few hundred bytes
 //!   even though its values span hundreds of buckets.
 //! - **dense**: one `u16` per bucket over the series' window of indexes, chosen as soon as it is
 //!   smaller than the next sparse table (busy series).
+//!
+//! Each entry starts in the form and size the same series ended the previous slot on this
+//! parity with, so in steady state regions do not grow and the arena holds no garbage.
 //!
 //! Regions are never freed one by one: growing a region appends a new one and abandons the old
 //! (at most as large as the new one, so at most half the arena is garbage). The whole arena is
@@ -59,6 +62,9 @@ pub(crate) struct OpenSlot {
     pub slot: u64,
     /// Per series id: its entry's position in `entries`, or `NONE`.
     pos: Vec<u32>,
+    /// Per series id: the form its entry ended the last slot in ([`Hint`]), so the next slot
+    /// starts in that form and size instead of growing into it again.
+    hints: Vec<u32>,
     pub(crate) parts: Parts,
     /// Arena length and entries at the last hand-over, to size the next slot's reserve.
     peak: (usize, usize),
@@ -77,7 +83,7 @@ pub(crate) const NO_SLOT: u64 = u64::MAX;
 
 impl OpenSlot {
     pub const fn new() -> Self {
-        OpenSlot { slot: NO_SLOT, pos: Vec::new(), parts: Parts { entries: Vec::new(), arena: Vec::new(), spill: Vec::new() }, peak: (0, 0) }
+        OpenSlot { slot: NO_SLOT, pos: Vec::new(), hints: Vec::new(), parts: Parts { entries: Vec::new(), arena: Vec::new(), spill: Vec::new() }, peak: (0, 0) }
     }
 
     /// Starts slot `slot` on an empty open slot, reserving what the previous one needed.
@@ -93,10 +99,15 @@ impl OpenSlot {
     /// Hands the slot's data over (to be merged into the histories) and leaves this open slot
     /// empty, holding no arena.
     pub fn take(&mut self) -> (u64, Parts) {
+        let mut live = 0;
         for e in &self.parts.entries {
             self.pos[e.id as usize] = NONE;
+            let hint = Hint::of(e);
+            self.hints[e.id as usize] = hint.0;
+            live += hint.region();
         }
-        self.peak = (self.parts.arena.len(), self.parts.entries.len());
+        // The next slot starts every entry at its final size, so it needs no room for garbage.
+        self.peak = (live, self.parts.entries.len());
         let slot = std::mem::replace(&mut self.slot, NO_SLOT);
         (slot, std::mem::take(&mut self.parts))
     }
@@ -155,18 +166,55 @@ impl OpenSlot {
     fn add_entry(&mut self, id: SeriesId) -> usize {
         if self.pos.len() <= id as usize {
             self.pos.resize(id as usize + 1, NONE);
+            self.hints.resize(id as usize + 1, 0);
         }
         let parts = &mut self.parts;
         let p = parts.entries.len();
-        let off = parts.alloc(FIRST_CELLS * 2);
-        parts.entries.push(Entry { id, off, lo: 0, len: 0, cells: FIRST_CELLS as u16, requests: 0, errors: 0, sum: 0, min: u64::MAX, max: 0 });
+        let hint = Hint(self.hints[id as usize]);
+        let (lo, len, cells) = hint.form();
+        let off = parts.alloc(hint.region());
+        parts.entries.push(Entry { id, off, lo, len: if cells == 0 { len } else { 0 }, cells, requests: 0, errors: 0, sum: 0, min: u64::MAX, max: 0 });
         self.pos[id as usize] = p as u32;
         p
     }
 
     /// Heap bytes held (capacities).
     pub fn heap_bytes(&self) -> usize {
-        self.pos.capacity() * size_of::<u32>() + self.parts.heap_bytes()
+        (self.pos.capacity() + self.hints.capacity()) * size_of::<u32>() + self.parts.heap_bytes()
+    }
+}
+
+/// An entry's form packed in a `u32`: `0` = none seen yet, a sparse table's cell count, or
+/// `DENSE | lo << 16 | len` for a dense window.
+#[derive(Debug, Clone, Copy)]
+struct Hint(u32);
+
+impl Hint {
+    const DENSE: u32 = 1 << 31;
+
+    fn of(e: &Entry) -> Hint {
+        if e.cells == 0 {
+            Hint(Self::DENSE | u32::from(e.lo) << 16 | u32::from(e.len))
+        } else {
+            // A table more than half full would have grown at once: start one size up.
+            let cells = if usize::from(e.len) * 2 > usize::from(e.cells) { e.cells.saturating_mul(2) } else { e.cells };
+            Hint(u32::from(cells))
+        }
+    }
+
+    /// Arena length of a region of this form.
+    fn region(self) -> usize {
+        let (_, len, cells) = self.form();
+        if cells == 0 { usize::from(len) } else { 2 * usize::from(cells) }
+    }
+
+    /// `(lo, len, cells)` of a new entry.
+    fn form(self) -> (u16, u16, u16) {
+        match self.0 {
+            0 => (0, 0, FIRST_CELLS as u16),
+            h if h & Self::DENSE != 0 => (((h >> 16) & 0x7fff) as u16, h as u16, 0),
+            h => (0, 0, h as u16),
+        }
     }
 }
 
@@ -174,6 +222,11 @@ impl Parts {
     /// Appends a zeroed region of `n` counts; returns its offset.
     fn alloc(&mut self, n: usize) -> u32 {
         let off = self.arena.len();
+        if self.arena.capacity() < off + n {
+            // Grow by an eighth rather than double: the slot started with last slot's size
+            // reserved, so this is a little more traffic, not a new order of magnitude.
+            self.arena.reserve_exact(n.max(off / 8).max(256));
+        }
         self.arena.resize(off + n, 0);
         off as u32
     }
@@ -197,7 +250,7 @@ impl Parts {
             }
             i = (i + 1) & mask;
         }
-        if (usize::from(e.len) + 1) * 2 <= cells {
+        if (usize::from(e.len) + 1) * 4 <= cells * 3 {
             self.arena[off + 2 * i] = key;
             self.entries[p].len += 1;
             return off + 2 * i + 1;
@@ -205,7 +258,7 @@ impl Parts {
         self.grow_sparse(p, idx)
     }
 
-    /// The sparse table of entry `p` is half full: doubles it, or turns it dense when a dense
+    /// The sparse table of entry `p` is three quarters full: doubles it, or turns it dense when a dense
     /// window over the entry's range is smaller. Returns the cell of `idx`.
     #[cold]
     #[inline(never)]
@@ -257,7 +310,7 @@ impl Parts {
     fn grow_dense(&mut self, p: usize, idx: u16) -> usize {
         let e = &self.entries[p];
         let (off, lo, len) = (e.off as usize, usize::from(e.lo), usize::from(e.len));
-        let pad = DENSE_SLACK.max(len / 2);
+        let pad = DENSE_SLACK.max(len / 4);
         let idx_u = usize::from(idx);
         let new_lo = if idx_u < lo { idx_u.saturating_sub(pad) } else { lo };
         let new_hi = if idx_u >= lo + len { (idx_u + pad).min(usize::from(MAX_INDEX)) } else { lo + len - 1 };

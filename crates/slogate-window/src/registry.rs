@@ -399,6 +399,8 @@ impl Registry {
             }
             from = to;
         }
+        // The buffers are as wide as the widest series; between closes they would only sit there.
+        *closer = Closer::default();
         rows
     }
 
