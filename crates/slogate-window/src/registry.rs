@@ -445,11 +445,12 @@ impl Registry {
         };
         let _closing = self.closing.read();
         let selected = self.select(sel);
+        let g = self.cfg.geometry();
         let mut agg = Agg::default();
         for (_, s) in &selected {
             let h = s.history.lock();
             if fine {
-                h.collect_fine(first_fine, &mut agg);
+                h.collect_fine(first_fine, g, &mut agg);
             } else {
                 h.collect_coarse(first_fine * slot_s / self.cfg.coarse_slot_seconds, &mut agg);
             }
