@@ -110,7 +110,7 @@ impl Ring {
         }
     }
 
-    fn heap_bytes(&self) -> usize {
+    pub fn heap_bytes(&self) -> usize {
         self.sealed.capacity() * size_of::<ClosedSlot>() + self.sealed.iter().map(ClosedSlot::heap_bytes).sum::<usize>()
     }
 }

@@ -194,7 +194,11 @@ impl Hint {
 
     fn of(e: &Entry) -> Hint {
         if e.cells == 0 {
-            Hint(Self::DENSE | u32::from(e.lo) << 16 | u32::from(e.len))
+            // The range the slot used plus slack, not the window it grew to: growth slack would
+            // otherwise ratchet the window wider slot after slot.
+            let lo = usize::from(bucket_index(e.min)).saturating_sub(DENSE_SLACK);
+            let hi = (usize::from(bucket_index(e.max)) + DENSE_SLACK).min(usize::from(MAX_INDEX));
+            Hint(Self::DENSE | (lo as u32) << 16 | (hi - lo + 1) as u32)
         } else {
             // A table more than half full would have grown at once: start one size up.
             let cells = if usize::from(e.len) * 2 > usize::from(e.cells) { e.cells.saturating_mul(2) } else { e.cells };
@@ -315,6 +319,12 @@ impl Parts {
         let new_lo = if idx_u < lo { idx_u.saturating_sub(pad) } else { lo };
         let new_hi = if idx_u >= lo + len { (idx_u + pad).min(usize::from(MAX_INDEX)) } else { lo + len - 1 };
         let new_len = new_hi - new_lo + 1;
+        if new_lo == lo && off + len == self.arena.len() {
+            // The newest region grows upwards in place.
+            self.alloc(new_len - len);
+            self.entries[p].len = new_len as u16;
+            return off + idx_u - lo;
+        }
         let new = self.alloc(new_len) as usize;
         self.arena.copy_within(off..off + len, new + lo - new_lo);
         let e = &mut self.entries[p];

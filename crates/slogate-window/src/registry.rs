@@ -179,8 +179,17 @@ pub struct MemoryStats {
     /// Live state: series keys and records, the series index, the shards' key caches and open
     /// slots, and the closer's buffers.
     pub live: usize,
-    /// Closed slots kept for windows: the fine and coarse rings.
-    pub closed: usize,
+    /// Closed fine slots kept for windows (the fine rings).
+    pub fine: usize,
+    /// Closed coarse slots (the coarse rings).
+    pub coarse: usize,
+}
+
+impl MemoryStats {
+    /// Closed slots kept for windows: both rings.
+    pub fn closed(&self) -> usize {
+        self.fine + self.coarse
+    }
 }
 
 static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
@@ -484,7 +493,7 @@ impl Registry {
     /// "bytes per series" (the sum of [`Registry::memory`]).
     pub fn memory_bytes(&self) -> usize {
         let m = self.memory();
-        m.live + m.closed
+        m.live + m.closed()
     }
 
     /// Heap bytes held, by allocated capacity, split into live state and closed slots.
@@ -498,7 +507,9 @@ impl Registry {
             for s in series.iter() {
                 // The Arc's two counters, the record, its key's heap parts.
                 m.live += 2 * size_of::<usize>() + size_of::<Series>() + key_heap_bytes(&s.key);
-                m.closed += s.history.lock().heap_bytes();
+                let h = s.history.lock();
+                m.fine += h.fine.heap_bytes();
+                m.coarse += h.coarse.heap_bytes();
             }
         }
         {

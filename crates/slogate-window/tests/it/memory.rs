@@ -91,7 +91,7 @@ fn run(c: &Case) -> Measured {
     let allocator = (net_bytes() - before) as usize;
     let m = registry.memory();
     drop(registry);
-    Measured { allocator, live: m.live, closed: m.closed }
+    Measured { allocator, live: m.live, closed: m.closed() }
 }
 
 #[test]
