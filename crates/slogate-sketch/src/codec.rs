@@ -172,15 +172,23 @@ impl Sketch {
         let before = self.count;
         let mut idx = 0u64;
         let mut i = 0u64;
+        // Never more than the header's count, so a bucket cannot outgrow the sketch's count.
+        let mut left = count;
         let buckets = std::iter::from_fn(|| {
-            if i >= entries {
+            if i >= entries || left == 0 {
                 return None;
             }
             let (Ok(delta), Ok(c)) = (r.u64(DELTA), r.u64(BUCKET_COUNT)) else {
                 return None;
             };
-            idx = if i == 0 { delta } else { idx.saturating_add(delta) };
+            idx = if i == 0 {
+                delta
+            } else {
+                idx.saturating_add(delta)
+            };
             i += 1;
+            let c = c.min(left);
+            left -= c;
             Some((idx.min(u64::from(u16::MAX)) as u16, c))
         });
         self.merge_parts_with(sum, min, max, buckets, true);

@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use crate::bucket::{MAX_INDEX, NUM_BUCKETS, bucket_index, bucket_last, bucket_lower, bucket_value};
+use crate::bucket::{
+    MAX_INDEX, NUM_BUCKETS, bucket_index, bucket_last, bucket_lower, bucket_value,
+};
 
 /// Extra buckets added on each side the window grows towards when a recording falls outside it,
 /// so a drifting distribution does not reallocate on every new bucket. Growth is at least half
@@ -157,8 +159,8 @@ impl Sketch {
     ///
     /// The count added is the sum of the bucket counts. On inconsistent input the result stays a
     /// consistent sketch and nothing panics: indexes past [`MAX_INDEX`](crate::MAX_INDEX) go to
-    /// the top bucket, and a `min` or `max` outside the first or last non-empty bucket is moved
-    /// to that bucket's edge.
+    /// the top bucket, counts that would take the total past `u64::MAX` are dropped, and a `min`
+    /// or `max` outside the first or last non-empty bucket is moved to that bucket's edge.
     pub fn merge_parts(
         &mut self,
         sum: u128,
@@ -183,29 +185,38 @@ impl Sketch {
         self.cover(bucket_index(min), bucket_index(max), slack);
         let (mut added, mut first, mut last) = (0u64, MAX_INDEX, 0u16);
         for (idx, n) in buckets {
+            // Counts past u64::MAX in all are dropped, so the buckets always add up to `count`.
+            let n = n.min(u64::MAX - self.count - added);
             if n == 0 {
                 continue;
             }
             let idx = idx.min(MAX_INDEX);
             let off = usize::from(idx).wrapping_sub(usize::from(self.lo));
             match self.counts.get_mut(off) {
-                Some(c) => *c = c.saturating_add(n),
+                Some(c) => *c += n,
                 None => {
                     self.cover(idx, idx, true);
-                    let c = &mut self.counts[usize::from(idx - self.lo)];
-                    *c = c.saturating_add(n);
+                    self.counts[usize::from(idx - self.lo)] += n;
                 }
             }
-            added = added.saturating_add(n);
+            added += n;
             first = first.min(idx);
             last = last.max(idx);
         }
         if added == 0 {
             return;
         }
-        let min = if bucket_index(min) == first { min } else { bucket_lower(first) };
-        let max = if bucket_index(max) == last { max } else { bucket_last(last) };
-        self.count = self.count.saturating_add(added);
+        let min = if bucket_index(min) == first {
+            min
+        } else {
+            bucket_lower(first)
+        };
+        let max = if bucket_index(max) == last {
+            max
+        } else {
+            bucket_last(last)
+        };
+        self.count += added;
         self.sum = self.sum.saturating_add(sum);
         self.min = self.min.min(min);
         self.max = self.max.max(max);

@@ -344,19 +344,20 @@ impl Registry {
     /// Slots already present are merged, never replaced.
     pub fn import(&self, rows: &[ClosedRow]) -> Result<usize, slogate_sketch::DecodeError> {
         let g = self.cfg.geometry();
-        let mut closer = self.closer.lock();
-        let closer = &mut *closer;
         let mut loaded = 0;
         for row in rows {
             // Validated here, so windows may merge the stored bytes without checking them again.
             let agg = Agg { requests: row.requests, errors: row.errors, sketch: Sketch::decode(&row.sketch)? };
             let key = row.key.key_bytes();
             let (id, _) = self.resolve(&key);
+            // Lock order as in `seal`: series, closer, history.
             let series = self.series.read();
+            let mut closer = self.closer.lock();
             let slot = row.slot_start_unix / self.cfg.slot_seconds;
             series[id as usize].history.lock().add(slot, &agg, &row.sketch, g, &mut closer.scratch);
             loaded += 1;
         }
+        *self.closer.lock() = Closer::default();
         Ok(loaded)
     }
 
