@@ -146,7 +146,7 @@ impl History {
     pub fn collect_fine(&self, first_slot: u64, g: Geometry, out: &mut Agg) {
         // Only when fine slots map onto coarse slots exactly and the coarse ring keeps at least
         // as long as the fine one (both checked by the configuration, not by `WindowConfig`).
-        let exact = g.coarse_seconds.is_multiple_of(g.slot_seconds) && g.coarse_keep * g.coarse_seconds >= g.fine_keep * g.slot_seconds;
+        let exact = g.coarse_seconds.is_multiple_of(g.slot_seconds) && g.coarse_keep.saturating_mul(g.coarse_seconds) >= g.fine_keep.saturating_mul(g.slot_seconds);
         if !exact {
             self.fine.collect(first_slot, u64::MAX, out);
             return;
