@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use crate::bucket::{NUM_BUCKETS, bucket_index, bucket_value};
+use crate::bucket::{
+    MAX_INDEX, NUM_BUCKETS, bucket_index, bucket_last, bucket_lower, bucket_value,
+};
 
 /// Extra buckets added on each side the window grows towards when a recording falls outside it,
 /// so a drifting distribution does not reallocate on every new bucket. Growth is at least half
@@ -144,6 +146,82 @@ impl Sketch {
         self.max = self.max.max(other.max);
     }
 
+    /// Grows the window once so it covers the buckets of `[lo, hi]` (values, not indexes), for
+    /// an accumulator about to receive many merges over a known range.
+    pub fn reserve_values(&mut self, lo: u64, hi: u64) {
+        let (a, b) = (bucket_index(lo.min(hi)), bucket_index(hi.max(lo)));
+        self.cover(a, b, false);
+    }
+
+    /// Adds a partial aggregate kept outside a `Sketch` (compact per-thread counters, stored
+    /// slots): `buckets` yields `(index, count)` pairs in any order, possibly repeating an index;
+    /// `sum`, `min` and `max` are the exact statistics of the same values.
+    ///
+    /// The count added is the sum of the bucket counts. On inconsistent input the result stays a
+    /// consistent sketch and nothing panics: indexes past [`MAX_INDEX`](crate::MAX_INDEX) go to
+    /// the top bucket, counts that would take the total past `u64::MAX` are dropped, and a `min`
+    /// or `max` outside the first or last non-empty bucket is moved to that bucket's edge.
+    pub fn merge_parts(
+        &mut self,
+        sum: u128,
+        min: u64,
+        max: u64,
+        buckets: impl IntoIterator<Item = (u16, u64)>,
+    ) {
+        self.merge_parts_with(sum, min, max, buckets, false);
+    }
+
+    /// [`Sketch::merge_parts`]; `slack` grows the window with room to spare (accumulators that
+    /// take many merges) instead of exactly (sketches that are kept).
+    pub(crate) fn merge_parts_with(
+        &mut self,
+        sum: u128,
+        min: u64,
+        max: u64,
+        buckets: impl IntoIterator<Item = (u16, u64)>,
+        slack: bool,
+    ) {
+        let (min, max) = (min.min(max), max.max(min));
+        self.cover(bucket_index(min), bucket_index(max), slack);
+        let (mut added, mut first, mut last) = (0u64, MAX_INDEX, 0u16);
+        for (idx, n) in buckets {
+            // Counts past u64::MAX in all are dropped, so the buckets always add up to `count`.
+            let n = n.min(u64::MAX - self.count - added);
+            if n == 0 {
+                continue;
+            }
+            let idx = idx.min(MAX_INDEX);
+            let off = usize::from(idx).wrapping_sub(usize::from(self.lo));
+            match self.counts.get_mut(off) {
+                Some(c) => *c += n,
+                None => {
+                    self.cover(idx, idx, true);
+                    self.counts[usize::from(idx - self.lo)] += n;
+                }
+            }
+            added += n;
+            first = first.min(idx);
+            last = last.max(idx);
+        }
+        if added == 0 {
+            return;
+        }
+        let min = if bucket_index(min) == first {
+            min
+        } else {
+            bucket_lower(first)
+        };
+        let max = if bucket_index(max) == last {
+            max
+        } else {
+            bucket_last(last)
+        };
+        self.count += added;
+        self.sum = self.sum.saturating_add(sum);
+        self.min = self.min.min(min);
+        self.max = self.max.max(max);
+    }
+
     /// Number of recorded values.
     #[inline]
     pub fn count(&self) -> u64 {
@@ -268,7 +346,11 @@ impl Sketch {
     /// Forgets every value but keeps the window and its allocation, so a reused sketch records
     /// without reallocating.
     pub fn clear(&mut self) {
-        self.counts.fill(0);
+        // Every non-empty bucket lies between min's and max's, so only those need zeroing.
+        if let Some((first, last)) = self.occupied() {
+            let lo = usize::from(first - self.lo);
+            self.counts[lo..=usize::from(last - self.lo)].fill(0);
+        }
         self.count = 0;
         self.sum = 0;
         self.min = u64::MAX;

@@ -1,7 +1,13 @@
 //! One series' closed slots: a fine ring and a coarse ring of encoded sketches.
+//!
+//! Nothing here is decoded between queries: a slot is sealed (encoded) once, when the closer
+//! has merged every shard's part of it, and the coarse slot it belongs to is re-encoded with it
+//! merged in. Only a part that arrives after its slot was sealed (a lagging flush) or a coarse
+//! slot being extended decodes a stored sketch, into the closer's reusable scratch.
 
 use slogate_sketch::Sketch;
 use std::collections::VecDeque;
+use std::mem::size_of;
 
 /// Requests, errors and latency of one series over some span of time.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -12,18 +18,10 @@ pub struct Agg {
 }
 
 impl Agg {
-    pub fn merge(&mut self, other: &Agg) {
-        self.requests += other.requests;
-        self.errors += other.errors;
-        self.sketch.merge(&other.sketch);
-    }
     pub fn clear(&mut self) {
         self.requests = 0;
         self.errors = 0;
         self.sketch.clear();
-    }
-    fn seal(&self, slot: u64) -> ClosedSlot {
-        ClosedSlot { slot, requests: self.requests, errors: self.errors, sketch: self.sketch.encoded().into_boxed_slice() }
     }
 }
 
@@ -40,65 +38,80 @@ impl ClosedSlot {
     pub fn merge_into(&self, agg: &mut Agg) {
         agg.requests += self.requests;
         agg.errors += self.errors;
-        agg.sketch.merge_encoded(&self.sketch).expect("sketches encoded by this process decode");
+        // Stored sketches were encoded by this process or validated on import.
+        agg.sketch.merge_encoded_trusted(&self.sketch);
     }
-    fn merge_from(&mut self, agg: &Agg) {
-        let mut sk = Sketch::decode(&self.sketch).expect("sketches encoded by this process decode");
-        sk.merge(&agg.sketch);
-        self.requests += agg.requests;
-        self.errors += agg.errors;
-        self.sketch = sk.encoded().into_boxed_slice();
+
+    fn heap_bytes(&self) -> usize {
+        self.sketch.len()
     }
 }
 
-/// A ring of sealed slots plus the slot being assembled (shards flush into it one by one).
+/// Reusable buffers of the code that seals slots (the closer, or a lagging writer).
+#[derive(Debug, Default)]
+pub struct Scratch {
+    merged: Sketch,
+    bytes: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn heap_bytes(&self) -> usize {
+        self.merged.heap_bytes() + self.bytes.capacity()
+    }
+
+    /// `bytes` merged with `agg`, encoded.
+    fn merged_with(&mut self, bytes: &[u8], agg: &Agg) -> Box<[u8]> {
+        self.merged.clear();
+        self.merged.merge_encoded_trusted(bytes);
+        self.merged.merge(&agg.sketch);
+        self.bytes.clear();
+        self.merged.encode(&mut self.bytes);
+        self.bytes.as_slice().into()
+    }
+}
+
+/// A ring of sealed slots, oldest first.
 #[derive(Debug, Default)]
 pub struct Ring {
     pub sealed: VecDeque<ClosedSlot>,
-    pub open: Option<(u64, Agg)>,
 }
 
 impl Ring {
-    fn add(&mut self, slot: u64, agg: &Agg, keep: u64) {
-        match &mut self.open {
-            Some((s, open)) if *s == slot => open.merge(agg),
-            Some((s, open)) if *s < slot => {
-                self.sealed.push_back(open.seal(*s));
-                open.clear();
-                open.merge(agg);
-                *s = slot;
+    /// Adds `agg` (encoded as `bytes`) to slot `slot`: a new slot, or merged into a stored one.
+    fn add(&mut self, slot: u64, agg: &Agg, bytes: &[u8], keep: u64, scratch: &mut Scratch) {
+        match self.sealed.back_mut() {
+            Some(last) if last.slot == slot => {
+                last.sketch = scratch.merged_with(&last.sketch, agg);
+                last.requests += agg.requests;
+                last.errors += agg.errors;
             }
-            Some(_) => {
-                // A late flush for a slot that is already sealed: merge it there, never drop it.
-                match self.sealed.binary_search_by_key(&slot, |c| c.slot) {
-                    Ok(i) => self.sealed[i].merge_from(agg),
-                    Err(i) => self.sealed.insert(i, agg.seal(slot)),
+            Some(last) if last.slot > slot => match self.sealed.binary_search_by_key(&slot, |c| c.slot) {
+                Ok(i) => {
+                    let c = &mut self.sealed[i];
+                    c.sketch = scratch.merged_with(&c.sketch, agg);
+                    c.requests += agg.requests;
+                    c.errors += agg.errors;
                 }
-            }
-            None => self.open = Some((slot, agg.clone())),
+                Err(i) => self.sealed.insert(i, ClosedSlot { slot, requests: agg.requests, errors: agg.errors, sketch: bytes.into() }),
+            },
+            _ => self.sealed.push_back(ClosedSlot { slot, requests: agg.requests, errors: agg.errors, sketch: bytes.into() }),
         }
-        let newest = self.open.as_ref().map_or(slot, |(s, _)| *s);
+        let newest = self.sealed.back().map_or(slot, |c| c.slot);
         while self.sealed.front().is_some_and(|c| c.slot + keep <= newest) {
             self.sealed.pop_front();
         }
     }
 
-    /// Merges every slot `>= first` into `out`.
-    fn collect(&self, first: u64, out: &mut Agg) {
+    /// Merges every slot in `[first, end)` into `out`.
+    fn collect(&self, first: u64, end: u64, out: &mut Agg) {
         let start = self.sealed.partition_point(|c| c.slot < first);
-        for c in self.sealed.range(start..) {
+        for c in self.sealed.range(start..).take_while(|c| c.slot < end) {
             c.merge_into(out);
-        }
-        if let Some((s, open)) = &self.open {
-            if *s >= first {
-                out.merge(open);
-            }
         }
     }
 
-    fn heap_bytes(&self) -> usize {
-        self.sealed.iter().map(|c| c.sketch.len() + std::mem::size_of::<ClosedSlot>()).sum::<usize>()
-            + self.open.as_ref().map_or(0, |(_, a)| a.sketch.heap_bytes() + std::mem::size_of::<Agg>())
+    pub fn heap_bytes(&self) -> usize {
+        self.sealed.capacity() * size_of::<ClosedSlot>() + self.sealed.iter().map(ClosedSlot::heap_bytes).sum::<usize>()
     }
 }
 
@@ -109,19 +122,43 @@ pub struct History {
     pub coarse: Ring,
 }
 
+/// Ring geometry, from the window configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    pub slot_seconds: u64,
+    pub fine_keep: u64,
+    pub coarse_seconds: u64,
+    pub coarse_keep: u64,
+}
+
 impl History {
-    /// Adds one shard's aggregate for `slot` (fine slot number).
-    pub fn add(&mut self, slot: u64, agg: &Agg, slot_seconds: u64, fine_keep: u64, coarse_seconds: u64, coarse_keep: u64) {
-        self.fine.add(slot, agg, fine_keep);
-        self.coarse.add(slot * slot_seconds / coarse_seconds, agg, coarse_keep);
+    /// Adds one closed part of fine slot `slot` (all shards' parts merged, or a late one),
+    /// already encoded as `bytes`.
+    pub fn add(&mut self, slot: u64, agg: &Agg, bytes: &[u8], g: Geometry, scratch: &mut Scratch) {
+        self.fine.add(slot, agg, bytes, g.fine_keep, scratch);
+        self.coarse.add(slot * g.slot_seconds / g.coarse_seconds, agg, bytes, g.coarse_keep, scratch);
     }
 
-    pub fn collect_fine(&self, first_slot: u64, out: &mut Agg) {
-        self.fine.collect(first_slot, out);
+    /// Merges every fine slot `>= first_slot` into `out`. Every fine slot is also in its coarse
+    /// slot, so the fine slots from the first whole coarse slot on are read from the coarse
+    /// ring: a 10-minute window merges at most 29 fine and 3 coarse slots instead of 60. (A
+    /// fine slot not sealed yet is in neither ring but in the shards, so nothing counts twice.)
+    pub fn collect_fine(&self, first_slot: u64, g: Geometry, out: &mut Agg) {
+        // Only when fine slots map onto coarse slots exactly and the coarse ring keeps at least
+        // as long as the fine one (both checked by the configuration, not by `WindowConfig`).
+        let exact = g.coarse_seconds.is_multiple_of(g.slot_seconds) && g.coarse_keep.saturating_mul(g.coarse_seconds) >= g.fine_keep.saturating_mul(g.slot_seconds);
+        if !exact {
+            self.fine.collect(first_slot, u64::MAX, out);
+            return;
+        }
+        let per_coarse = g.coarse_seconds / g.slot_seconds;
+        let first_coarse = first_slot.div_ceil(per_coarse);
+        self.fine.collect(first_slot, first_coarse.saturating_mul(per_coarse), out);
+        self.coarse.collect(first_coarse, u64::MAX, out);
     }
 
     pub fn collect_coarse(&self, first_coarse_slot: u64, out: &mut Agg) {
-        self.coarse.collect(first_coarse_slot, out);
+        self.coarse.collect(first_coarse_slot, u64::MAX, out);
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -130,6 +167,6 @@ impl History {
 
     /// The newest slot that has data, if any.
     pub fn last_slot(&self) -> Option<u64> {
-        self.fine.open.as_ref().map(|(s, _)| *s)
+        self.fine.sealed.back().map(|c| c.slot)
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! HOT PATH: [`Writer::record`] runs once per span.
 
-use crate::history::{Agg, History};
+use crate::history::{Agg, Geometry, History, Scratch};
+use crate::open::{OpenSlot, Parts, NO_SLOT};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use slogate_core::{write_key, Observation, ObservationWriter, Recorder, Selector, SeriesKey, OVERFLOW};
@@ -10,6 +11,7 @@ use slogate_sketch::Sketch;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::mem::size_of;
 use std::sync::{Arc, Weak};
 
 pub type SeriesId = u32;
@@ -83,6 +85,9 @@ impl WindowConfig {
     fn coarse_keep(&self) -> u64 {
         self.coarse_retention_seconds.div_ceil(self.coarse_slot_seconds) + 1
     }
+    fn geometry(&self) -> Geometry {
+        Geometry { slot_seconds: self.slot_seconds, fine_keep: self.fine_keep(), coarse_seconds: self.coarse_slot_seconds, coarse_keep: self.coarse_keep() }
+    }
 }
 
 /// One series' closed slot, for the history.
@@ -124,20 +129,6 @@ struct ServiceEntry {
     ids: Vec<SeriesId>,
 }
 
-const NO_SLOT: u64 = u64::MAX;
-
-struct OpenSlot {
-    slot: u64,
-    aggs: Vec<Agg>,
-    touched: Vec<SeriesId>,
-}
-
-impl OpenSlot {
-    const fn new() -> Self {
-        OpenSlot { slot: NO_SLOT, aggs: Vec::new(), touched: Vec::new() }
-    }
-}
-
 struct ShardState {
     // foldhash: several times faster than SipHash on these short keys and still seeded per
     // process; the cache only ever holds admitted (capped) series, so flooding it is bounded.
@@ -163,7 +154,42 @@ pub struct Registry {
     series: RwLock<Vec<Arc<Series>>>,
     services: Mutex<HashMap<String, ServiceEntry>>,
     shards: Mutex<Vec<Arc<Shard>>>,
+    /// Held for writing while the closer moves ended slots from the shards into the histories,
+    /// and for reading by queries, so a query never sees a slot in neither place.
+    closing: RwLock<()>,
+    /// The closer's reusable buffers.
+    closer: Mutex<Closer>,
+    /// Rows of slots a lagging writer had to close itself, for the next `close_slots`.
+    pending_rows: Mutex<Vec<ClosedRow>>,
     pub stats: RegistryStats,
+}
+
+#[derive(Default)]
+struct Closer {
+    agg: Agg,
+    bytes: Vec<u8>,
+    scratch: Scratch,
+    /// `(series, part, entry position)` of the parts being closed, sorted by series.
+    order: Vec<(SeriesId, u32, u32)>,
+}
+
+/// Heap bytes held by the registry, split by what they are for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    /// Live state: series keys and records, the series index, the shards' key caches and open
+    /// slots, and the closer's buffers.
+    pub live: usize,
+    /// Closed fine slots kept for windows (the fine rings).
+    pub fine: usize,
+    /// Closed coarse slots (the coarse rings).
+    pub coarse: usize,
+}
+
+impl MemoryStats {
+    /// Closed slots kept for windows: both rings.
+    pub fn closed(&self) -> usize {
+        self.fine + self.coarse
+    }
 }
 
 static NEXT_REGISTRY: AtomicU64 = AtomicU64::new(1);
@@ -184,6 +210,9 @@ impl Registry {
             series: RwLock::new(Vec::new()),
             services: Mutex::new(HashMap::new()),
             shards: Mutex::new(Vec::new()),
+            closing: RwLock::new(()),
+            closer: Mutex::new(Closer::default()),
+            pending_rows: Mutex::new(Vec::new()),
             stats: RegistryStats::default(),
         })
     }
@@ -293,29 +322,80 @@ impl Registry {
     /// shutdown, so the history gets what is still open).
     pub fn close_slots_at(&self, current: u64) -> Vec<ClosedRow> {
         let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
-        let mut closed: Vec<SeriesId> = Vec::new();
+        let _closing = self.closing.write();
+        let mut parts = Vec::new();
         for shard in shards {
             let mut state = shard.lock();
-            let mut order = [0usize, 1];
-            order.sort_by_key(|i| state.open[*i].slot);
-            for i in order {
-                if state.open[i].slot != NO_SLOT && state.open[i].slot < current {
-                    closed.extend_from_slice(&state.open[i].touched);
-                    self.flush(&mut state.open[i]);
+            for open in &mut state.open {
+                if open.slot != NO_SLOT && open.slot < current {
+                    parts.push(open.take());
                 }
             }
         }
-        // Every shard has flushed the ended slots: each touched series' last fine slot is final.
-        closed.sort_unstable();
-        closed.dedup();
+        let mut rows = std::mem::take(&mut *self.pending_rows.lock());
+        if !parts.is_empty() {
+            self.stats.slots_closed.fetch_add(parts.len() as u64, Relaxed);
+            rows.extend(self.seal(parts));
+        }
+        rows
+    }
+
+    /// Loads closed slots back (from the history after a restart) so windows see them again.
+    /// Slots already present are merged, never replaced.
+    pub fn import(&self, rows: &[ClosedRow]) -> Result<usize, slogate_sketch::DecodeError> {
+        let g = self.cfg.geometry();
+        let mut loaded = 0;
+        for row in rows {
+            // Validated here, so windows may merge the stored bytes without checking them again.
+            let agg = Agg { requests: row.requests, errors: row.errors, sketch: Sketch::decode(&row.sketch)? };
+            let key = row.key.key_bytes();
+            let (id, _) = self.resolve(&key);
+            // Lock order as in `seal`: series, closer, history.
+            let series = self.series.read();
+            let mut closer = self.closer.lock();
+            let slot = row.slot_start_unix / self.cfg.slot_seconds;
+            series[id as usize].history.lock().add(slot, &agg, &row.sketch, g, &mut closer.scratch);
+            loaded += 1;
+        }
+        *self.closer.lock() = Closer::default();
+        Ok(loaded)
+    }
+
+    /// Merges ended open slots (every shard's part of them) into the series histories: one
+    /// sealed slot and one exported row per series and slot.
+    fn seal(&self, mut parts: Vec<(u64, Parts)>) -> Vec<ClosedRow> {
+        parts.sort_by_key(|(slot, _)| *slot);
+        let g = self.cfg.geometry();
         let series = self.series.read();
-        closed
-            .into_iter()
-            .filter_map(|id| {
+        let mut closer = self.closer.lock();
+        let Closer { agg, bytes, scratch, order } = &mut *closer;
+        let mut rows = Vec::new();
+        let mut from = 0;
+        while from < parts.len() {
+            let slot = parts[from].0;
+            let to = from + parts[from..].iter().take_while(|(s, _)| *s == slot).count();
+            order.clear();
+            for (k, (_, p)) in parts[from..to].iter().enumerate() {
+                order.extend(p.entries.iter().enumerate().map(|(i, e)| (e.id, k as u32, i as u32)));
+            }
+            order.sort_unstable();
+            let mut i = 0;
+            while i < order.len() {
+                let id = order[i].0;
+                agg.clear();
+                while i < order.len() && order[i].0 == id {
+                    let (_, k, pos) = order[i];
+                    parts[from + k as usize].1.merge_into(pos as usize, agg);
+                    i += 1;
+                }
+                if agg.requests == 0 {
+                    continue;
+                }
+                bytes.clear();
+                agg.sketch.encode(bytes);
                 let s = &series[id as usize];
-                let h = s.history.lock();
-                let (slot, agg) = h.fine.open.as_ref()?;
-                (*slot < current).then(|| ClosedRow {
+                s.history.lock().add(slot, agg, bytes, g, scratch);
+                rows.push(ClosedRow {
                     slot_start_unix: slot * self.cfg.slot_seconds,
                     slot_seconds: self.cfg.slot_seconds,
                     key: s.key.clone(),
@@ -324,46 +404,26 @@ impl Registry {
                     latency_sum_ns: agg.sketch.sum().min(u128::from(u64::MAX)) as u64,
                     latency_min_ns: agg.sketch.min().unwrap_or(0),
                     latency_max_ns: agg.sketch.max().unwrap_or(0),
-                    sketch: agg.sketch.encoded(),
-                })
-            })
-            .collect()
+                    sketch: bytes.clone(),
+                });
+            }
+            from = to;
+        }
+        // The buffers are as wide as the widest series; between closes they would only sit there.
+        *closer = Closer::default();
+        rows
     }
 
-    /// Loads closed slots back (from the history after a restart) so windows see them again.
-    /// Slots already present are merged, never replaced.
-    pub fn import(&self, rows: &[ClosedRow]) -> Result<usize, slogate_sketch::DecodeError> {
-        let (fine_keep, coarse_keep) = (self.cfg.fine_keep(), self.cfg.coarse_keep());
-        let mut loaded = 0;
-        for row in rows {
-            let agg = Agg { requests: row.requests, errors: row.errors, sketch: Sketch::decode(&row.sketch)? };
-            let key = row.key.key_bytes();
-            let (id, _) = self.resolve(&key);
-            let series = self.series.read();
-            let slot = row.slot_start_unix / self.cfg.slot_seconds;
-            series[id as usize].history.lock().add(slot, &agg, self.cfg.slot_seconds, fine_keep, self.cfg.coarse_slot_seconds, coarse_keep);
-            loaded += 1;
-        }
-        Ok(loaded)
-    }
-
-    fn flush(&self, open: &mut OpenSlot) {
-        let series = self.series.read();
-        let (fine_keep, coarse_keep) = (self.cfg.fine_keep(), self.cfg.coarse_keep());
-        for id in open.touched.drain(..) {
-            let agg = &mut open.aggs[id as usize];
-            series[id as usize].history.lock().add(
-                open.slot,
-                agg,
-                self.cfg.slot_seconds,
-                fine_keep,
-                self.cfg.coarse_slot_seconds,
-                coarse_keep,
-            );
-            agg.clear();
-        }
-        open.slot = NO_SLOT;
+    /// A writer found its open slot two slots old (the closer is behind): it closes that slot
+    /// itself rather than mix two slots, and keeps the rows for the next `close_slots`.
+    #[cold]
+    fn close_stale(&self, open: &mut OpenSlot) {
+        let rows = self.seal(vec![open.take()]);
         self.stats.slots_closed.fetch_add(1, Relaxed);
+        let mut pending = self.pending_rows.lock();
+        // Bounded: a closer that never runs loses history rows, never memory.
+        let room = self.cfg.max_series.saturating_mul(4).saturating_sub(pending.len());
+        pending.extend(rows.into_iter().take(room));
     }
 
     /// The series of the selector's service that match it, with their ids.
@@ -393,12 +453,14 @@ impl Registry {
             let first_coarse = (now / cs).saturating_sub(n);
             (first_coarse * cs / slot_s, (n + 1) * cs)
         };
+        let _closing = self.closing.read();
         let selected = self.select(sel);
+        let g = self.cfg.geometry();
         let mut agg = Agg::default();
         for (_, s) in &selected {
             let h = s.history.lock();
             if fine {
-                h.collect_fine(first_fine, &mut agg);
+                h.collect_fine(first_fine, g, &mut agg);
             } else {
                 h.collect_coarse(first_fine * slot_s / self.cfg.coarse_slot_seconds, &mut agg);
             }
@@ -411,9 +473,7 @@ impl Registry {
                     continue;
                 }
                 for (id, _) in &selected {
-                    if let Some(a) = open.aggs.get(*id as usize) {
-                        agg.merge(a);
-                    }
+                    open.merge_series(*id, &mut agg);
                 }
             }
         }
@@ -431,35 +491,71 @@ impl Registry {
     }
 
     /// Heap bytes held by series histories, keys and open shard state: the figure behind
-    /// "bytes per series".
+    /// "bytes per series" (the sum of [`Registry::memory`]).
     pub fn memory_bytes(&self) -> usize {
-        let series: usize = self
-            .series
-            .read()
-            .iter()
-            .map(|s| {
-                let k = &s.key;
-                s.history.lock().heap_bytes()
-                    + k.service.len()
-                    + k.env.len()
-                    + k.version.len()
-                    + k.operation.len()
-                    + k.extras.iter().map(|e| e.len() + 24).sum::<usize>()
-                    + std::mem::size_of::<Series>()
-            })
-            .sum();
-        let shards: usize = self
-            .shards
-            .lock()
-            .iter()
-            .map(|sh| {
-                let st = sh.lock();
-                st.cache.keys().map(|k| k.len() + 16).sum::<usize>()
-                    + st.open.iter().map(|o| o.aggs.capacity() * std::mem::size_of::<Agg>() + o.aggs.iter().map(|a| a.sketch.heap_bytes()).sum::<usize>()).sum::<usize>()
-            })
-            .sum();
-        series + shards + self.index.len() * 48
+        let m = self.memory();
+        m.live + m.closed()
     }
+
+    /// Heap bytes held, by allocated capacity, split into live state and closed slots.
+    /// Hash tables are counted by their bucket arrays (key, value and one control byte per
+    /// bucket); allocator headers and rounding are not counted.
+    pub fn memory(&self) -> MemoryStats {
+        let mut m = MemoryStats::default();
+        {
+            let series = self.series.read();
+            m.live += series.capacity() * size_of::<Arc<Series>>();
+            for s in series.iter() {
+                // The Arc's two counters, the record, its key's heap parts.
+                m.live += 2 * size_of::<usize>() + size_of::<Series>() + key_heap_bytes(&s.key);
+                let h = s.history.lock();
+                m.fine += h.fine.heap_bytes();
+                m.coarse += h.coarse.heap_bytes();
+            }
+        }
+        {
+            let services = self.services.lock();
+            m.live += services.iter().map(|(k, v)| k.capacity() + v.ids.capacity() * size_of::<SeriesId>()).sum::<usize>()
+                + table_bytes::<(String, ServiceEntry)>(services.capacity());
+        }
+        m.live += self.index.iter().map(|e| e.key().len()).sum::<usize>() + table_bytes::<(Box<[u8]>, SeriesId)>(self.index.capacity());
+        for sh in self.shards.lock().iter() {
+            let st = sh.lock();
+            m.live += size_of::<ShardState>()
+                + st.key_buf.capacity()
+                + st.cache.keys().map(|k| k.len()).sum::<usize>()
+                + table_bytes::<(Box<[u8]>, SeriesId)>(st.cache.capacity())
+                + st.open.iter().map(OpenSlot::heap_bytes).sum::<usize>();
+        }
+        m.live += self.closer.lock().heap_bytes();
+        m.live += self.pending_rows.lock().iter().map(|r| size_of::<ClosedRow>() + key_heap_bytes(&r.key) + r.sketch.capacity()).sum::<usize>();
+        m
+    }
+}
+
+impl Closer {
+    fn heap_bytes(&self) -> usize {
+        self.agg.sketch.heap_bytes() + self.bytes.capacity() + self.scratch.heap_bytes() + self.order.capacity() * size_of::<(SeriesId, u32, u32)>()
+    }
+}
+
+fn key_heap_bytes(k: &SeriesKey) -> usize {
+    k.service.capacity()
+        + k.env.capacity()
+        + k.version.capacity()
+        + k.operation.capacity()
+        + k.extras.capacity() * size_of::<String>()
+        + k.extras.iter().map(String::capacity).sum::<usize>()
+}
+
+/// Bytes of a hashbrown table that can hold `capacity` entries: a power-of-two bucket array
+/// at most 7/8 full, one control byte per bucket plus one group of trailing control bytes.
+fn table_bytes<T>(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 { if capacity < 4 { 4 } else { 8 } } else { (capacity * 8 / 7).next_power_of_two() };
+    buckets * (size_of::<T>() + 1) + 16
 }
 
 /// Records one batch into the calling thread's shard.
@@ -499,20 +595,11 @@ impl ObservationWriter for Writer<'_> {
         let open = &mut state.open[i];
         if open.slot != self.slot {
             if open.slot != NO_SLOT {
-                // The closer is behind by two slots; flush the stale state here rather than mix.
-                reg.flush(open);
+                // The closer is behind by two slots; close the stale slot here rather than mix.
+                reg.close_stale(open);
             }
-            open.slot = self.slot;
+            open.start(self.slot);
         }
-        if open.aggs.len() <= id as usize {
-            open.aggs.resize_with(id as usize + 1, Agg::default);
-        }
-        let agg = &mut open.aggs[id as usize];
-        if agg.requests == 0 {
-            open.touched.push(id);
-        }
-        agg.requests += 1;
-        agg.errors += u64::from(obs.error);
-        agg.sketch.record(obs.duration_ns);
+        open.record(id, obs.error, obs.duration_ns);
     }
 }

@@ -200,3 +200,33 @@ fn closed_slots_are_exported_once_and_import_restores_windows() {
         assert_eq!((a.requests, a.errors, a.sketch.quantile(0.9)), (b.requests, b.errors, b.sketch.quantile(0.9)), "{pairs:?} {window}");
     }
 }
+
+#[test]
+fn window_sketches_are_exact_whichever_ring_answers() {
+    // Every window merges fine slots up to a coarse boundary and coarse slots after it, plus the
+    // shards' open slots; the result must be exactly the values in the window, counted once.
+    let (reg, clock) = setup(WindowConfig::default());
+    let mut recorded: Vec<(u64, u64)> = Vec::new(); // (slot, value)
+    clock.advance(40); // start mid coarse slot
+    for i in 0..200u64 {
+        let slot = clock.now_unix() / 10;
+        let values = [1 + i % 7, 1_000 + i * 37 % 5_000, 2_000_000 + i * 7_919];
+        let items: Vec<_> = values.iter().map(|&v| Observation { duration_ns: v, ..obs("checkout", "v1", "GET /", false, 0) }).collect();
+        record(&reg, &items);
+        recorded.extend(values.iter().map(|&v| (slot, v)));
+        clock.advance(10);
+        // The closer skips every third slot end, so some windows also read unsealed slots.
+        if i % 3 != 0 {
+            reg.close_slots();
+        }
+    }
+    let current = clock.now_unix() / 10;
+    for window in [10u64, 60, 290, 300, 310, 600, 1_230, 3_600] {
+        let first = current - window.div_ceil(10);
+        let mut want = slogate_sketch::Sketch::new();
+        recorded.iter().filter(|(s, _)| *s >= first).for_each(|(_, v)| want.record(*v));
+        let got = reg.query(&sel(&[("service", "checkout")]), window);
+        assert_eq!(got.requests, want.count(), "window {window}s");
+        assert_eq!(got.sketch, want, "window {window}s");
+    }
+}

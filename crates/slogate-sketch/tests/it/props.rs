@@ -72,6 +72,23 @@ proptest! {
     }
 
     #[test]
+    fn merge_parts_equals_merge((a, b, c) in three_parts()) {
+        // Bucket counts handed over in any order and split in pieces merge like the sketch.
+        let (sa, sb) = (sketch_of(&a), sketch_of(&b));
+        let mut parts = sa.clone();
+        if let (Some(min), Some(max)) = (sb.min(), sb.max()) {
+            let mut pieces: Vec<(u16, u64)> = sb.buckets().flat_map(|(i, n)| [(i, n / 2), (i, n - n / 2)]).collect();
+            pieces.reverse();
+            parts.merge_parts(sb.sum(), min, max, pieces);
+        }
+        prop_assert_eq!(&parts, &merged(&sa, &sb));
+        let mut trusted = sa.clone();
+        trusted.merge_encoded_trusted(&sb.encoded());
+        trusted.merge_encoded_trusted(&sketch_of(&c).encoded());
+        prop_assert_eq!(trusted, merged(&merged(&sa, &sb), &sketch_of(&c)));
+    }
+
+    #[test]
     fn quantiles_within_relative_error(values in vec(value(), 1..400), qs in vec(0.0f64..=1.0, 1..20)) {
         let s = sketch_of(&values);
         let mut sorted = values.clone();

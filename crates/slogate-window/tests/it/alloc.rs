@@ -1,6 +1,10 @@
 //! The hot path allocates nothing per span: once the series exist and the buffers are warm,
 //! decoding, extracting and recording a whole 512-span export request makes zero heap
 //! allocations. A counting global allocator measures it, so this test fails on any regression.
+//!
+//! The same allocator keeps the net bytes allocated by the whole process, which the memory
+//! tests compare with the registry's own accounting; tests that allocate a lot hold
+//! [`MEASURING`] so they do not disturb each other's figures.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
@@ -12,7 +16,8 @@ use slogate_ingest::{IngestLimits, IngestStats, Pipeline};
 use slogate_window::{ManualClock, Registry, WindowConfig};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 struct Counting;
 
@@ -21,16 +26,30 @@ thread_local! {
     static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
+/// Bytes requested and not yet freed, by every thread of the process.
+static NET_BYTES: AtomicI64 = AtomicI64::new(0);
+
+/// Held by tests whose allocations must not overlap another test's measurement.
+pub static MEASURING: Mutex<()> = Mutex::new(());
+
+/// Heap bytes in use by the process (as requested from the allocator, without its overhead).
+pub fn net_bytes() -> i64 {
+    NET_BYTES.load(Relaxed)
+}
+
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+        NET_BYTES.fetch_add(layout.size() as i64, Relaxed);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        NET_BYTES.fetch_sub(layout.size() as i64, Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+        NET_BYTES.fetch_add(new_size as i64 - layout.size() as i64, Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -95,6 +114,7 @@ fn request(seed: u64) -> Vec<u8> {
 
 #[test]
 fn decode_extract_record_allocates_nothing_per_span() {
+    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let registry = Registry::new(WindowConfig::default(), ManualClock::new(1_800_000_000));
     let pipeline = Pipeline::new(registry.clone(), ExtractConfig::default(), IngestLimits::default(), Arc::new(IngestStats::default()));
     // Warm-up: creates the series, grows the buffers, and lets each series' sketch grow its
