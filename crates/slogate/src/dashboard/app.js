@@ -63,6 +63,17 @@
     return el('div', { class: 'table-wrap' }, el('table', attrs || null, el('thead', null, head), el('tbody', null, rows)));
   }
 
+  // A table whose entries are groups of rows (one <tbody> each), e.g. a figure row and the
+  // sentence explaining it, so the explanation is never scrolled out of sight on a phone.
+  function groupedTable(headers, groups, attrs) {
+    const head = el('tr', null, headers.map((h) => el('th', null, h)));
+    return el('div', { class: 'table-wrap' }, el('table', attrs || null, el('thead', null, head), groups));
+  }
+
+  function whyRow(span, text) {
+    return el('tr', { class: 'why' }, el('td', { colspan: span, class: 'reason' }, text));
+  }
+
   function badge(text, kind, title) {
     return el('span', { class: 'badge ' + kind, title: title || null }, text);
   }
@@ -272,16 +283,16 @@
   }
 
   function criteriaTable(doc) {
-    const rows = doc.criteria.map((c) => el('tr', { 'data-criterion': c.name, 'data-result': c.result },
+    const groups = doc.criteria.map((c) => el('tbody', { 'data-criterion': c.name, 'data-result': c.result }, el('tr', null,
       el('td', null, el('strong', null, c.name), el('div', { class: 'muted' }, c.metric)),
       el('td', null, badge(RESULT_TEXT[c.result] || c.result, RESULT_KIND[c.result] || 'none')),
-      el('td', { class: 'num observed' }, fmtMetric(c.metric, c.observed)),
-      el('td', { class: 'num baseline' }, fmtMetric(c.metric, c.baseline)),
-      el('td', { class: 'num score' }, fmtScore(c)),
+      el('td', { class: 'num observed', 'data-label': 'canary' }, fmtMetric(c.metric, c.observed)),
+      el('td', { class: 'num baseline', 'data-label': 'baseline' }, fmtMetric(c.metric, c.baseline)),
+      el('td', { class: 'num score', 'data-label': 'compared' }, fmtScore(c)),
       thresholdCell(c),
-      el('td', { class: 'num samples' }, fmtInt(c.canary_requests), el('div', { class: 'muted' }, 'vs ' + fmtInt(c.baseline_requests))),
-      el('td', { class: 'reason' }, c.reason)));
-    return table(['criterion', 'result', 'canary', 'baseline', 'compared', 'threshold', 'samples', 'why'], rows, { class: 'criteria' });
+      el('td', { class: 'num samples', 'data-label': 'samples' }, fmtInt(c.canary_requests), el('div', { class: 'muted' }, 'vs ' + fmtInt(c.baseline_requests)))),
+      whyRow(7, c.reason)));
+    return groupedTable(['criterion', 'result', 'canary', 'baseline', 'compared', 'threshold', 'samples (canary vs baseline)'], groups, { class: 'criteria' });
   }
 
   function verdictCard(doc) {
@@ -294,10 +305,7 @@
         badge(doc.verdict, VERDICT_KIND[doc.verdict] || 'none', 'verdict'),
         el('span', { class: 'when' }, 'evaluated ', when(evaluated))),
       el('div', { class: 'cohorts' }, cohortBox('canary', doc.canary), cohortBox('baseline', doc.baseline)),
-      criteriaTable(doc),
-      doc.reasons && doc.reasons.length
-        ? el('ul', { class: 'reasons' }, doc.reasons.map((r) => el('li', null, r)))
-        : null);
+      criteriaTable(doc));
   }
 
   // The newest verdict per gate, phase and pair of cohorts.
@@ -327,7 +335,7 @@
           el('div', { class: 'card-head' }, el('span', { class: 'title' }, g.name), badge('no verdict yet', 'none')),
           el('p', { class: 'muted' }, 'Not evaluated since the server started. Argo Rollouts, CI (`slogate verdict`) or the form below evaluate it.')));
       }
-      return el('div', { class: 'cards' }, cards);
+      return el('div', { class: 'cards wide' }, cards);
     });
     renderInto('gates-config', gates, () => {
       if (!gates.length) return empty('No gates configured.');
@@ -474,18 +482,18 @@
     const meterKind = ratio === null || ratio === undefined ? '' : ratio <= 0 ? ' bad' : ratio < 0.25 ? ' warn' : '';
     const width = ratio === null || ratio === undefined ? 0 : Math.max(0, Math.min(1, ratio)) * 100;
     const kind = s.kind && s.kind.type === 'latency' ? 'latency ≤ ' + fmtMs(s.kind.threshold_ms) + ' and no error' : 'availability (not an error)';
-    const rows = s.burn_rates.map((b) => {
+    const groups = s.burn_rates.map((b) => {
       let st;
       if (b.active) st = badge('burning', 'bad');
       else if (b.long_burn_rate === null || b.short_burn_rate === null) st = badge('no data', 'none');
       else st = badge('ok', 'good');
-      return el('tr', { 'data-tier': b.tier },
+      return el('tbody', { 'data-tier': b.tier }, el('tr', null,
         el('td', null, el('strong', null, b.tier)),
-        el('td', { class: 'num' }, b.factor + '×'),
-        el('td', { class: 'num' }, fmtBurn(b.long_burn_rate), el('div', { class: 'muted' }, fmtDuration(b.long_window_seconds) + ' · ' + fmtInt(b.long_requests) + ' req')),
-        el('td', { class: 'num' }, fmtBurn(b.short_burn_rate), el('div', { class: 'muted' }, fmtDuration(b.short_window_seconds) + ' · ' + fmtInt(b.short_requests) + ' req')),
-        el('td', null, st),
-        el('td', { class: 'reason' }, b.reason));
+        el('td', { class: 'num', 'data-label': 'fires at' }, b.factor + '×'),
+        el('td', { class: 'num', 'data-label': 'long' }, fmtBurn(b.long_burn_rate), el('div', { class: 'muted' }, fmtDuration(b.long_window_seconds) + ' · ' + fmtInt(b.long_requests) + ' req')),
+        el('td', { class: 'num', 'data-label': 'short' }, fmtBurn(b.short_burn_rate), el('div', { class: 'muted' }, fmtDuration(b.short_window_seconds) + ' · ' + fmtInt(b.short_requests) + ' req')),
+        el('td', null, st)),
+        whyRow(5, b.reason));
     });
     return el('article', { class: 'card' + (burning ? ' decision-rollback' : ''), 'data-slo': s.name },
       el('div', { class: 'card-head' },
@@ -501,9 +509,9 @@
       meter(width, meterKind),
       el('div', { class: 'kv' },
         el('span', null, 'budget remaining ', el('b', { class: 'budget' }, ratio === null || ratio === undefined ? 'no data' : fmtPct(ratio))),
-        s.budget_left ? el('span', null, 'lasts ', el('b', null, s.budget_left), ' at the sustainable burn') : null,
+        s.budget_left ? el('span', null, 'time left at the sustainable burn ', el('b', null, s.budget_left)) : null,
         s.measured_seconds < s.period_seconds ? el('span', { class: 'muted' }, 'measured over the last ' + fmtDuration(s.measured_seconds)) : null),
-      table(['tier', 'threshold', 'long window', 'short window', 'state', 'why'], rows, { class: 'burns' }));
+      groupedTable(['tier', 'fires at', 'long window', 'short window', 'state'], groups, { class: 'burns' }));
   }
 
   // The bar's width is set through the CSSOM, which the page's CSP (no inline style) allows.
