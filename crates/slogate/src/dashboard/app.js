@@ -21,6 +21,7 @@
     failingSince: null,
     rendered: new Map(),
     evaluatedFromHash: false,
+    sqlFromHash: null,
   };
 
   // ---- DOM helpers ------------------------------------------------------------------------
@@ -687,13 +688,24 @@
       const ms = Math.round(performance.now() - started);
       const rows = r.rows.map((row) => el('tr', null, row.map(sqlCell)));
       out.replaceChildren(
-        el('p', { class: 'muted' }, fmtInt(r.rows.length) + ' rows in ' + ms + ' ms' + (r.truncated ? ' (truncated at the server\'s row limit)' : '')),
+        el('p', { class: 'muted' }, fmtInt(r.rows.length) + (r.rows.length === 1 ? ' row' : ' rows') + ' in ' + ms + ' ms' + (r.truncated ? ' (truncated at the server\'s row limit)' : '')),
         r.columns.length ? table(r.columns, rows, { class: 'sql-result' }) : empty('No columns.'));
     } catch (e) {
       out.replaceChildren(errorBox(e.message));
     } finally {
       button.disabled = false;
     }
+  }
+
+  // A link like /#sql?q=SELECT%201 fills the query box and runs it once.
+  function sqlFromHash() {
+    const h = location.hash;
+    if (!h.startsWith('#sql?')) return;
+    const q = new URLSearchParams(h.slice('#sql?'.length)).get('q');
+    if (q === null || q === state.sqlFromHash) return;
+    state.sqlFromHash = q;
+    $('sql-query').value = q;
+    runSql();
   }
 
   // ---- refresh loop ---------------------------------------------------------------------------
@@ -793,6 +805,7 @@
       else a.removeAttribute('aria-current');
     }
     if (state.gates) evaluateFromHash();
+    sqlFromHash();
   }
 
   function start() {

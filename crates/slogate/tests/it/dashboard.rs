@@ -318,6 +318,25 @@ fn evaluate_link_posts_a_verdict_and_shows_it() {
     assert!(page.element("id=\"evaluate-panel\"").contains(" open="), "the form is open");
 }
 
+#[test]
+fn sql_link_runs_the_query_and_shows_rows_or_the_error() {
+    let server = Server::start("");
+    let page = render(&server.api_url("/#sql?q=SELECT%206%20*%207%20AS%20answer%2C%20'%3Cb%3Ex'%20AS%20label"), 3000);
+    assert_eq!(page.console_problems(), Vec::<&str>::new(), "console:\n{}", page.log);
+    let result = page.element("id=\"sql-result\"");
+    assert!(result.contains("<th>answer</th>") && result.contains(">42<"), "{result}");
+    assert!(result.contains("&lt;b&gt;x") && !result.contains("<b>x"), "values are text: {result}");
+    assert!(result.contains("1 row in"), "{result}");
+
+    let bad = "SELEC 1";
+    let resp = reqwest::blocking::Client::new().post(server.api_url("/api/v1/sql")).json(&serde_json::json!({"query": bad})).send().unwrap();
+    assert_eq!(resp.status(), 400);
+    let error: serde_json::Value = resp.json().unwrap();
+    let page = render(&server.api_url("/#sql?q=SELEC%201"), 3000);
+    let result = page.element("id=\"sql-result\"");
+    assert!(result.contains("class=\"error\"") && result.contains(&html_text(error["error"].as_str().unwrap())), "{result}");
+}
+
 /// A stand-in for a network where the page loads but the API does not answer: serves the
 /// dashboard's files from the real server and drops every `/api/` connection unanswered.
 fn api_blackhole(upstream: String) -> u16 {
