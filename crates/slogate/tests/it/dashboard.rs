@@ -120,22 +120,23 @@ fn element<'a>(html: &'a str, marker: &str) -> Option<&'a str> {
     let name: String = html[start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
     let (open, close) = (format!("<{name}"), format!("</{name}>"));
     let mut depth = 0usize;
-    let mut i = start;
+    let mut pos = start + 1;
     loop {
-        let next_open = html[i + 1..].find(&open).map(|p| p + i + 1);
-        let next_close = html[i..].find(&close).map(|p| p + i)?;
+        let next_open = html[pos..].find(&open).map(|p| p + pos);
+        let next_close = html[pos..].find(&close).map(|p| p + pos)?;
         match next_open {
-            Some(o) if o < next_close && html[o + open.len()..].starts_with([' ', '>']) => {
-                depth += 1;
-                i = o;
+            Some(o) if o < next_close => {
+                if html[o + open.len()..].starts_with([' ', '>']) {
+                    depth += 1;
+                }
+                pos = o + 1;
             }
-            Some(o) if o < next_close => i = o,
             _ => {
                 if depth == 0 {
                     return Some(&html[start..next_close + close.len()]);
                 }
                 depth -= 1;
-                i = next_close;
+                pos = next_close + 1;
             }
         }
     }
@@ -344,32 +345,43 @@ fn api_blackhole(upstream: String) -> u16 {
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request_line = String::new();
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            if path.starts_with("/api/") {
-                drop(stream);
-                continue;
-            }
-            let resp = reqwest::blocking::get(format!("{upstream}{path}")).unwrap();
-            let status = resp.status().as_u16();
-            let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
-            for (k, v) in resp.headers() {
-                if k != "content-length" && k != "connection" && k != "transfer-encoding" {
-                    head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
-                }
-            }
-            let body = resp.bytes().unwrap();
-            head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
+            let Ok(stream) = stream else { continue };
+            let upstream = upstream.clone();
+            // One thread per connection: the browser may open a connection and send nothing.
+            std::thread::spawn(move || serve_or_drop(stream, &upstream));
         }
     });
     port
+}
+
+fn serve_or_drop(mut stream: std::net::TcpStream, upstream: &str) {
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    // Read the whole head so that closing the socket is a clean end, not a reset.
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+        line.clear();
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    if path.starts_with("/api/") {
+        return;
+    }
+    let resp = reqwest::blocking::get(format!("{upstream}{path}")).unwrap();
+    let status = resp.status().as_u16();
+    let mut head = format!("HTTP/1.1 {status} X\r\nConnection: close\r\n");
+    for (k, v) in resp.headers() {
+        if k != "content-length" && k != "connection" && k != "transfer-encoding" {
+            head.push_str(&format!("{k}: {}\r\n", v.to_str().unwrap()));
+        }
+    }
+    let body = resp.bytes().unwrap();
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
 }
 
 #[test]
