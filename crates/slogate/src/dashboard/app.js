@@ -322,12 +322,23 @@
     return out;
   }
 
-  function renderGates(gates, verdicts) {
-    renderInto('gates-latest', { gates, verdicts }, () => {
+  // The gates, the newest verdicts of each (asked per gate, so a busy gate cannot push a quiet
+  // one's verdict out of the list) and the newest verdicts overall.
+  async function loadGates() {
+    const gates = (await api('/api/v1/gates')).gates;
+    const [perGate, recent] = await Promise.all([
+      Promise.all(gates.map((g) => api('/api/v1/verdicts?limit=20&gate=' + encodeURIComponent(g.name)))),
+      api('/api/v1/verdicts?limit=50'),
+    ]);
+    const latest = perGate.flatMap((r) => latestVerdicts(r.verdicts));
+    return { gates, latest, recent: recent.verdicts };
+  }
+
+  function renderGates(gates, latest, verdicts) {
+    renderInto('gates-latest', { gates, latest }, () => {
       if (!gates.length) {
         return empty('No gates are configured. Add them under `gates:` in the configuration (see deploy/examples/checkout-canary.yaml).');
       }
-      const latest = latestVerdicts(verdicts).slice(0, 24);
       const cards = latest.map(verdictCard);
       const judged = new Set(latest.map((v) => v.gate));
       for (const g of gates) {
@@ -727,30 +738,29 @@
     if (inFlight) return;
     inFlight = true;
     try {
-      const [gates, verdicts, slos, alerts, traffic] = await Promise.allSettled([
-        api('/api/v1/gates'),
-        api('/api/v1/verdicts?limit=500'),
+      const [gates, slos, alerts, traffic] = await Promise.allSettled([
+        loadGates(),
         api('/api/v1/slos'),
         api('/api/v1/alerts'),
         loadTraffic(),
       ]);
-      const results = [gates, verdicts, slos, alerts, traffic];
+      const results = [gates, slos, alerts, traffic];
       const unreachable = results.every((r) => r.status === 'rejected' && r.reason.status === 0);
       if (unreachable) {
         apiDown(results[0].reason);
         return;
       }
       apiUp();
-      if (gates.status === 'fulfilled' && verdicts.status === 'fulfilled') {
+      if (gates.status === 'fulfilled') {
+        const { latest, recent } = gates.value;
         state.gates = gates.value.gates;
         fillGateSelect(state.gates);
-        const latest = latestVerdicts(verdicts.value.verdicts);
         const held = latest.filter((v) => v.decision !== 'proceed').length;
         setCount('count-gates', held, latest.some((v) => v.decision === 'rollback') ? 'bad' : held ? 'warn' : '');
-        renderGates(state.gates, verdicts.value.verdicts);
+        renderGates(state.gates, latest, recent);
         evaluateFromHash();
       } else {
-        sectionError('gates-latest', gates.status === 'rejected' ? gates.reason : verdicts.reason);
+        sectionError('gates-latest', gates.reason);
       }
       if (slos.status === 'fulfilled') renderSlos(slos.value.slos);
       else sectionError('slos', slos.reason);
