@@ -1,8 +1,8 @@
-//! The HTTP API on :8080: `/api/v1/sli`, `/metrics`, `/healthz`, `/readyz`, and the index page.
+//! The HTTP API on :8080: `/api/v1/sli`, `/metrics`, `/healthz`, `/readyz`, and the dashboard at `/`.
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/slos/{name}", get(one_slo))
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/sql", axum::routing::post(sql))
+        .merge(crate::dashboard::routes())
         .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list".into()) })
         .with_state(state)
 }
@@ -50,14 +51,9 @@ pub fn api_error(status: StatusCode, message: String) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-async fn index() -> Html<&'static str> {
-    Html(concat!(
-        "<!doctype html><meta charset=utf-8><title>slogate</title>",
-        "<h1>slogate</h1><p>A release gate that watches real traffic.</p><ul>",
-        "<li><a href=/api/v1/sli?service=checkout&amp;window=10m>/api/v1/sli?service=S&amp;window=10m</a> rolling SLI</li>",
-        "<li><a href=/metrics>/metrics</a> Prometheus metrics</li>",
-        "<li><a href=/healthz>/healthz</a>, <a href=/readyz>/readyz</a></li></ul>"
-    ))
+/// The dashboard (see `dashboard`): the page, its assets and `/api/v1/series`.
+async fn index() -> Response {
+    crate::dashboard::index()
 }
 
 async fn readyz(State(st): State<AppState>) -> Response {

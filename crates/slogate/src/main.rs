@@ -7,6 +7,7 @@ mod alerts;
 mod api;
 mod cli;
 mod config;
+mod dashboard;
 mod gates;
 mod grpc_api;
 mod http_server;

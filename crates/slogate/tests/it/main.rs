@@ -3,6 +3,7 @@
 
 mod alerts;
 mod bad_input;
+mod dashboard;
 mod gates;
 mod history;
 mod cli;
