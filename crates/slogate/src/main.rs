@@ -5,12 +5,15 @@
 
 mod alerts;
 mod api;
+mod baseline;
 mod cli;
 mod config;
+mod daily;
 mod gates;
 mod grpc_api;
 mod report;
 mod serve;
+mod sla;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
