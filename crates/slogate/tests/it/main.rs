@@ -3,6 +3,7 @@
 
 mod alerts;
 mod bad_input;
+mod baselines;
 mod gates;
 mod history;
 mod cli;
