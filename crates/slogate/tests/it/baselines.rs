@@ -246,14 +246,15 @@ fn sla_pass_fail_and_no_data() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("history");
     let slos = "slos:\n  - {name: api-availability, service: api, objective: 0.95}\n  - {name: api-latency, service: api, objective: 0.99, latency_threshold: 10ms}\n";
-    let cfg_text = format!("windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1s\n{slos}", dir.display());
+    // SLOs need the coarse retention to cover the longest burn-rate window (3 days).
+    let cfg_text = format!("windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 3d\nhistory:\n  dir: {}\n  flush_interval: 1s\n{slos}", dir.display());
     let cfg_path = data.path().join("slogate.yaml");
     std::fs::write(&cfg_path, &cfg_text).unwrap();
     let server = Server::start(&cfg_text);
     let sent = send(&server, "api", "prod", "v1", 40.0, 0.01, 4);
     let dir_s = dir.to_str().unwrap();
 
-    let (code, out, err) = slogate(&["sla", "--service", "api", "--hours", "1", "--availability", "99.9", "--p95", "500ms", "--error-rate", "2%", "--dir", dir_s]);
+    let (code, out, err) = slogate(&["sla", "--service", "api", "--hours", "1", "--availability", "99.9", "--p95", "500ms", "--error-rate", "2%", "--down-error-rate", "20%", "--dir", dir_s]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("SLA COMPLIANCE: PASS"), "{out}");
     assert!(out.lines().any(|l| l.trim_start().starts_with("PASS") && l.contains("availability") && l.contains("100%")), "{out}");
