@@ -191,11 +191,10 @@ impl Baseline {
         }
         operations.retain(|o| o.requests > 0);
         operations.sort_by(|a, b| a.operation.cmp(&b.operation));
-        let total =
-            CohortTotals::merge_all(&operations).map_err(|e| BaselineError::Corrupt {
-                path: PathBuf::from(REQUESTS_TABLE),
-                message: format!("invalid sketch in the history: {e}"),
-            })?;
+        let total = CohortTotals::merge_all(&operations).map_err(|e| BaselineError::Corrupt {
+            path: PathBuf::from(REQUESTS_TABLE),
+            message: format!("invalid sketch in the history: {e}"),
+        })?;
         if total.requests == 0 {
             let (selector, from, to) = describe();
             return Err(BaselineError::Empty { selector, from, to });
@@ -376,11 +375,10 @@ pub fn load_file(path: &Path) -> Result<Baseline, BaselineError> {
     file.take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut text)
         .map_err(io(path))?;
-    let baseline: Baseline =
-        serde_json::from_slice(&text).map_err(|e| BaselineError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let baseline: Baseline = serde_json::from_slice(&text).map_err(|e| BaselineError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let expected = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if baseline.name != expected {
         return Err(BaselineError::Corrupt {
@@ -486,10 +484,15 @@ async fn selected(
     Ok(df)
 }
 
-fn u64_col(batch: &datafusion::arrow::array::RecordBatch, i: usize) -> Result<Vec<u64>, HistoryError> {
+fn u64_col(
+    batch: &datafusion::arrow::array::RecordBatch,
+    i: usize,
+) -> Result<Vec<u64>, HistoryError> {
     let c = cast(batch.column(i), &DataType::UInt64).map_err(|e| HistoryError::Query(e.into()))?;
     let a = c.as_primitive::<UInt64Type>();
-    Ok((0..a.len()).map(|r| if a.is_valid(r) { a.value(r) } else { 0 }).collect())
+    Ok((0..a.len())
+        .map(|r| if a.is_valid(r) { a.value(r) } else { 0 })
+        .collect())
 }
 
 /// Per-operation totals (requests, errors, latency sum and the merged sketch) of the series
@@ -527,7 +530,8 @@ pub async fn operation_totals(
         let op = op.as_string::<i32>();
         let requests = u64_col(b, 1)?;
         let errors = u64_col(b, 2)?;
-        let lat = cast(b.column(3), &DataType::Float64).map_err(|e| HistoryError::Query(e.into()))?;
+        let lat =
+            cast(b.column(3), &DataType::Float64).map_err(|e| HistoryError::Query(e.into()))?;
         let lat = lat.as_primitive::<Float64Type>();
         let sk = cast(b.column(4), &DataType::Binary).map_err(|e| HistoryError::Query(e.into()))?;
         let sk = sk.as_binary::<i32>();
@@ -635,17 +639,22 @@ pub async fn doc_rows(
     let mut out = Vec::new();
     for b in &batches {
         let at = b.column(0).as_primitive::<TimestampMillisecondType>();
-        let status = cast(b.column(1), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?;
+        let status =
+            cast(b.column(1), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?;
         let status = status.as_string::<i32>();
         let doc = match with_doc {
-            true => Some(cast(b.column(2), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?),
+            true => Some(
+                cast(b.column(2), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?,
+            ),
             false => None,
         };
         for r in 0..b.num_rows() {
             out.push(DocEntry {
                 at_unix_ms: at.value(r),
                 status: status.value(r).to_string(),
-                doc: doc.as_ref().map(|d| d.as_string::<i32>().value(r).to_string()),
+                doc: doc
+                    .as_ref()
+                    .map(|d| d.as_string::<i32>().value(r).to_string()),
             });
         }
     }
@@ -731,14 +740,19 @@ mod tests {
     }
 
     fn staging() -> Vec<(String, String)> {
-        vec![("service".into(), "checkout".into()), ("env".into(), "staging".into())]
+        vec![
+            ("service".into(), "checkout".into()),
+            ("env".into(), "staging".into()),
+        ]
     }
 
     #[tokio::test]
     async fn totals_merge_sketches_per_operation() {
         let dir = tempfile::tempdir().unwrap();
         let h = history(dir.path()).await;
-        let ops = operation_totals(&h, &staging(), (T0, T0 + 60)).await.unwrap();
+        let ops = operation_totals(&h, &staging(), (T0, T0 + 60))
+            .await
+            .unwrap();
         assert_eq!(ops.len(), 2, "{ops:?}");
         let cart = &ops[0];
         assert_eq!(cart.operation.as_deref(), Some("GET /cart"));
@@ -749,19 +763,42 @@ mod tests {
         assert!((p95 - 95.0).abs() / 95.0 < 0.01, "{p95}");
         assert_eq!((ops[1].requests, ops[1].errors), (10, 0));
 
-        let b = Baseline::from_totals("staging-v1", BTreeMap::from([("service".into(), "checkout".into()), ("env".into(), "staging".into())]), (T0, T0 + 60), T0 + 100, ops, 100).unwrap();
+        let b = Baseline::from_totals(
+            "staging-v1",
+            BTreeMap::from([
+                ("service".into(), "checkout".into()),
+                ("env".into(), "staging".into()),
+            ]),
+            (T0, T0 + 60),
+            T0 + 100,
+            ops,
+            100,
+        )
+        .unwrap();
         assert_eq!((b.total.requests, b.total.errors), (210, 3));
         assert_eq!(b.total.decode_sketch().unwrap().count(), 210);
         assert_eq!(b.cohort(Some("POST /pay")).unwrap().requests, 10);
         assert!(b.cohort(Some("GET /nope")).is_none());
         assert_eq!(b.selector_text(), "service=checkout,env=staging");
 
-        let counts = slot_counts(&h, &staging(), (T0, T0 + 7200), 100).await.unwrap();
-        assert_eq!(counts, vec![(T0, 110, 2), (T0 + 10, 100, 1), (T0 + 3600, 5, 5)]);
+        let counts = slot_counts(&h, &staging(), (T0, T0 + 7200), 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            counts,
+            vec![(T0, 110, 2), (T0 + 10, 100, 1), (T0 + 3600, 5, 5)]
+        );
 
-        let err = operation_totals(&h, &[("colour".into(), "red".into())], (T0, T0 + 60)).await.unwrap_err();
-        assert!(err.to_string().contains("unknown dimension `colour`"), "{err}");
-        let err = operation_totals(&h, &staging(), (T0, T0)).await.unwrap_err();
+        let err = operation_totals(&h, &[("colour".into(), "red".into())], (T0, T0 + 60))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown dimension `colour`"),
+            "{err}"
+        );
+        let err = operation_totals(&h, &staging(), (T0, T0))
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("time range is empty"), "{err}");
     }
 
@@ -771,12 +808,24 @@ mod tests {
         let h = history(dir.path()).await;
         let sel = BTreeMap::from([("service".into(), "checkout".into())]);
         let cases: &[((i64, i64), u64, &str)] = &[
-            ((T0 - 7200, T0 - 3600), 1, "no requests for service=checkout between 2025-11-24T14:00:00Z and 2025-11-24T15:00:00Z"),
-            ((T0 + 3600, T0 + 3660), 100, "only 5 requests for service=checkout"),
+            (
+                (T0 - 7200, T0 - 3600),
+                1,
+                "no requests for service=checkout between 2025-11-24T14:00:00Z and 2025-11-24T15:00:00Z",
+            ),
+            (
+                (T0 + 3600, T0 + 3660),
+                100,
+                "only 5 requests for service=checkout",
+            ),
         ];
         for &(range, min, want) in cases {
-            let ops = operation_totals(&h, &[("service".into(), "checkout".into())], range).await.unwrap();
-            let err = Baseline::from_totals("b", sel.clone(), range, T0, ops, min).unwrap_err().to_string();
+            let ops = operation_totals(&h, &[("service".into(), "checkout".into())], range)
+                .await
+                .unwrap();
+            let err = Baseline::from_totals("b", sel.clone(), range, T0, ops, min)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{err}");
         }
     }
@@ -787,28 +836,62 @@ mod tests {
         let root = dir.path();
         let mut s = Sketch::new();
         s.record(5_000_000);
-        let ops = vec![CohortTotals { operation: Some("GET /".into()), requests: 1, errors: 0, latency_sum_ms: 5.0, sketch: s.encoded() }];
-        let b = Baseline::from_totals("pre-release.v1", BTreeMap::from([("service".into(), "a".into())]), (T0, T0 + 60), T0 + 60, ops, 1).unwrap();
+        let ops = vec![CohortTotals {
+            operation: Some("GET /".into()),
+            requests: 1,
+            errors: 0,
+            latency_sum_ms: 5.0,
+            sketch: s.encoded(),
+        }];
+        let b = Baseline::from_totals(
+            "pre-release.v1",
+            BTreeMap::from([("service".into(), "a".into())]),
+            (T0, T0 + 60),
+            T0 + 60,
+            ops,
+            1,
+        )
+        .unwrap();
         assert_eq!(list(root).unwrap(), Vec::<String>::new());
         let path = save(root, &b, false).unwrap();
         assert_eq!(path, root.join("baselines/pre-release.v1.json"));
         assert_eq!(load(root, "pre-release.v1").unwrap(), b);
-        assert!(matches!(save(root, &b, false), Err(BaselineError::Exists(_))));
+        assert!(matches!(
+            save(root, &b, false),
+            Err(BaselineError::Exists(_))
+        ));
         save(root, &b, true).unwrap();
         assert_eq!(list(root).unwrap(), vec!["pre-release.v1".to_string()]);
         // No temporary file is left behind.
         assert_eq!(fs::read_dir(root.join(BASELINES_DIR)).unwrap().count(), 1);
 
         for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(129)] {
-            assert!(matches!(validate_name(bad), Err(BaselineError::InvalidName(_))), "{bad:?}");
+            assert!(
+                matches!(validate_name(bad), Err(BaselineError::InvalidName(_))),
+                "{bad:?}"
+            );
         }
-        assert!(matches!(load(root, "missing"), Err(BaselineError::NotFound(_))));
+        assert!(matches!(
+            load(root, "missing"),
+            Err(BaselineError::NotFound(_))
+        ));
 
         // Corrupt files are refused at load with the reason.
         let cases = [
             ("garbage", "not json".to_string(), "expected ident"),
-            ("renamed", fs::read_to_string(&path).unwrap(), "names baseline \"pre-release.v1\""),
-            ("badsketch", fs::read_to_string(&path).unwrap().replace("\"pre-release.v1\"", "\"badsketch\"").replacen(&hex(&s.encoded()), "ff", 1), "invalid sketch"),
+            (
+                "renamed",
+                fs::read_to_string(&path).unwrap(),
+                "names baseline \"pre-release.v1\"",
+            ),
+            (
+                "badsketch",
+                fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("\"pre-release.v1\"", "\"badsketch\"")
+                    .replacen(&hex(&s.encoded()), "ff", 1),
+                "invalid sketch",
+            ),
         ];
         for (name, text, want) in cases {
             fs::write(root.join(BASELINES_DIR).join(format!("{name}.json")), text).unwrap();
@@ -816,7 +899,10 @@ mod tests {
             assert!(err.contains(want), "{name}: {err}");
         }
         delete(root, "pre-release.v1").unwrap();
-        assert!(matches!(delete(root, "pre-release.v1"), Err(BaselineError::NotFound(_))));
+        assert!(matches!(
+            delete(root, "pre-release.v1"),
+            Err(BaselineError::NotFound(_))
+        ));
         assert!(!list(root).unwrap().contains(&"pre-release.v1".to_string()));
     }
 
