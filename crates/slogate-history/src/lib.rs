@@ -48,6 +48,7 @@
 //! rejects DDL, DML, `COPY` and `SET` before planning, with DataFusion's `SQLOptions` as a
 //! second check; results are capped at `max_rows` and the query is dropped after a timeout.
 
+pub mod baseline;
 mod docs;
 mod query;
 mod schema;
@@ -57,6 +58,7 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use baseline::{Baseline, BaselineError, CohortTotals};
 pub use docs::{DocRow, DocTable, DocWriter, docs_to_batch};
 pub use query::{History, QueryResult};
 pub use schema::{

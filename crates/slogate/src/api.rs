@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gates", get(list_gates))
         .route("/api/v1/gates/{gate}/verdict", get(verdict_get).post(verdict_post))
         .route("/api/v1/verdicts", get(verdict_history))
+        .route("/api/v1/baselines", get(list_baselines))
         .route("/api/v1/slos", get(list_slos))
         .route("/api/v1/slos/{name}", get(one_slo))
         .route("/api/v1/alerts", get(list_alerts))
@@ -264,6 +265,16 @@ async fn verdict_history(State(st): State<AppState>, Query(params): Query<BTreeM
     let held = st.gates.history(params.get("gate").map(String::as_str), limit);
     let docs: Vec<&crate::gates::VerdictDoc> = held.iter().map(|d| &**d).collect();
     Json(serde_json::json!({ "verdicts": docs })).into_response()
+}
+
+/// The stored baselines (summaries, no sketches), read afresh from the history root.
+async fn list_baselines(State(st): State<AppState>) -> Response {
+    let store = st.gates.baselines().clone();
+    match tokio::task::spawn_blocking(move || store.summaries()).await {
+        Ok(Ok(list)) => Json(serde_json::json!({ "baselines": list })).into_response(),
+        Ok(Err(e)) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn list_slos(State(st): State<AppState>) -> Response {

@@ -587,7 +587,8 @@ pub struct GateFile {
     /// Default canary selector (`version: v2`); a verdict request's `canary.<dim>` overrides it.
     #[serde(default)]
     pub canary: std::collections::BTreeMap<String, String>,
-    /// Default baseline selector; a verdict request's `baseline.<dim>` overrides it.
+    /// Default baseline selector; a verdict request's `baseline.<dim>` overrides it. Or
+    /// `{stored: NAME}`: the stored baseline NAME (`slogate baseline capture`).
     #[serde(default)]
     pub baseline: std::collections::BTreeMap<String, String>,
     /// Criteria every phase applies.
@@ -659,8 +660,15 @@ pub struct GateConfig {
     pub operation: Option<String>,
     pub canary: Vec<(String, String)>,
     pub baseline: Vec<(String, String)>,
+    /// The stored baseline the gate compares with (`baseline: {stored: NAME}`), instead of a
+    /// live baseline cohort.
+    pub baseline_stored: Option<String>,
     pub phases: Vec<PhaseConfig>,
 }
+
+/// The key of a gate's `baseline` map (and of a verdict request's `baseline.` parameters) that
+/// names a stored baseline instead of a cohort dimension.
+pub const STORED_BASELINE_KEY: &str = "stored";
 
 #[derive(Debug, Clone)]
 pub struct PhaseConfig {
@@ -982,7 +990,19 @@ fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError)
         if g.service.is_empty() {
             return Err(invalid(&at("service"), "must name a service".into()));
         }
+        // `baseline: {stored: NAME}` names a stored baseline instead of a live cohort.
+        let baseline_stored = match g.baseline.get(STORED_BASELINE_KEY) {
+            Some(name) if g.baseline.len() == 1 => {
+                slogate_history::baseline::validate_name(name).map_err(|e| invalid(&at("baseline.stored"), e.to_string()))?;
+                Some(name.clone())
+            }
+            Some(_) => return Err(invalid(&at("baseline.stored"), "a stored baseline is the whole baseline; give no other dimensions with it".into())),
+            None => None,
+        };
         for (side, sel) in [("canary", &g.canary), ("baseline", &g.baseline)] {
+            if side == "baseline" && baseline_stored.is_some() {
+                continue;
+            }
             for dim in sel.keys() {
                 if !["env", "version", "operation"].contains(&dim.as_str()) && !extra.contains(&dim.as_str()) {
                     return Err(invalid(&at(&format!("{side}.{dim}")), "unknown dimension; use env, version, operation or a configured extra".into()));
@@ -1028,6 +1048,14 @@ fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError)
             if criteria.is_empty() {
                 return Err(invalid(&pat("criteria"), "a phase needs at least one criterion (gate-wide or its own)".into()));
             }
+            if baseline_stored.is_some() {
+                // A stored baseline covers another span of time than the gate's window, so only
+                // rates and latencies compare; a request rate would not.
+                let by_rate = |c: &&slogate_gate::CriterionSpec| matches!(c.check, slogate_gate::Check::Threshold { metric: slogate_gate::Metric::RequestRate, comparison, .. } if comparison != slogate_gate::Comparison::Absolute);
+                if let Some(c) = criteria.iter().find(by_rate) {
+                    return Err(invalid(&pat("criteria"), format!("criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies", c.name)));
+                }
+            }
             let spec = slogate_gate::GateSpec { name: g.name.clone(), min_requests: p.min_requests.unwrap_or(g.min_requests), criteria };
             spec.validate().map_err(|e| invalid(&pat("criteria"), e.to_string()))?;
             phases.push(PhaseConfig { name: p.name.clone(), window_seconds, spec });
@@ -1037,7 +1065,8 @@ fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError)
             service: g.service.clone(),
             operation: g.operation.clone(),
             canary: g.canary.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            baseline: g.baseline.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            baseline: if baseline_stored.is_some() { Vec::new() } else { g.baseline.iter().map(|(k, v)| (k.clone(), v.clone())).collect() },
+            baseline_stored,
             phases,
         });
     }

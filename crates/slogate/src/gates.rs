@@ -30,18 +30,25 @@ pub enum GateError {
     SameCohort(String),
     #[error("gate {0:?} compares the canary with a baseline, but no baseline cohort was given; pass baseline.<dimension>=value (e.g. baseline.version=v1) or configure one")]
     BaselineUnset(String),
+    /// A stored baseline that is missing, unreadable, or does not fit the gate.
+    #[error("{0}")]
+    StoredBaseline(String),
+    #[error("stored baseline {0:?} is not there; `slogate baseline list` shows the stored ones and `slogate baseline capture` saves one")]
+    UnknownBaseline(String),
 }
 
 impl GateError {
     pub fn http_status(&self) -> http::StatusCode {
         match self {
-            GateError::UnknownGate(_) | GateError::UnknownPhase { .. } => http::StatusCode::NOT_FOUND,
+            GateError::UnknownGate(_) | GateError::UnknownPhase { .. } | GateError::UnknownBaseline(_) => http::StatusCode::NOT_FOUND,
+            GateError::StoredBaseline(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
             _ => http::StatusCode::BAD_REQUEST,
         }
     }
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            GateError::UnknownGate(_) | GateError::UnknownPhase { .. } => tonic::Code::NotFound,
+            GateError::UnknownGate(_) | GateError::UnknownPhase { .. } | GateError::UnknownBaseline(_) => tonic::Code::NotFound,
+            GateError::StoredBaseline(_) => tonic::Code::FailedPrecondition,
             _ => tonic::Code::InvalidArgument,
         }
     }
@@ -62,6 +69,23 @@ pub struct CohortSummary {
     pub errors: u64,
     pub error_rate: Option<f64>,
     pub latency_ms: CohortLatency,
+    /// Set when the cohort is a stored baseline rather than live traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<StoredRef>,
+}
+
+/// Which stored baseline a verdict compared with: its name, what and when it captured.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoredRef {
+    pub name: String,
+    /// The capture's selector, e.g. `service=checkout,env=staging`.
+    pub selector: String,
+    /// The operation whose totals were used, or `null` for the baseline's total.
+    pub operation: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub captured_at: String,
+    pub requests: u64,
 }
 
 /// The verdict document of DESIGN.md.
@@ -91,6 +115,7 @@ fn summary(selector: &Selector, data: &CohortData) -> CohortSummary {
         errors: data.errors,
         error_rate: (data.requests > 0).then(|| data.errors as f64 / data.requests as f64),
         latency_ms: CohortLatency { p50: ms(p50), p90: ms(p90), p95: ms(p95), p99: ms(p99) },
+        stored: None,
     }
 }
 
@@ -99,6 +124,7 @@ pub type VerdictHook = Arc<dyn Fn(&VerdictDoc) + Send + Sync>;
 
 pub struct Gates {
     hook: Option<VerdictHook>,
+    baselines: Arc<crate::baseline::BaselineStore>,
     gates: Vec<GateConfig>,
     registry: Arc<Registry>,
     sustain: Mutex<SustainStates>,
@@ -114,9 +140,10 @@ struct SustainStates {
 }
 
 impl Gates {
-    pub fn new(gates: Vec<GateConfig>, registry: Arc<Registry>, hook: Option<VerdictHook>) -> Gates {
+    pub fn new(gates: Vec<GateConfig>, registry: Arc<Registry>, hook: Option<VerdictHook>, baselines: Arc<crate::baseline::BaselineStore>) -> Gates {
         Gates {
             hook,
+            baselines,
             gates,
             registry,
             sustain: Mutex::new(SustainStates::default()),
@@ -128,6 +155,50 @@ impl Gates {
 
     pub fn configs(&self) -> &[GateConfig] {
         &self.gates
+    }
+
+    pub fn baselines(&self) -> &Arc<crate::baseline::BaselineStore> {
+        &self.baselines
+    }
+
+    /// The stored baseline a request names (`baseline.stored=NAME`), else the gate's, unless
+    /// the request gives a live baseline cohort instead.
+    fn stored_name(g: &GateConfig, baseline: &[(String, String)]) -> Result<Option<String>, GateError> {
+        let key = crate::config::STORED_BASELINE_KEY;
+        match baseline.iter().find(|(k, _)| k == key) {
+            Some((_, name)) if baseline.len() == 1 => Ok(Some(name.clone())),
+            Some(_) => Err(GateError::Selector(format!("baseline.{key} names a stored baseline, which is the whole baseline; give no other baseline dimensions with it"))),
+            None if baseline.is_empty() => Ok(g.baseline_stored.clone()),
+            None => Ok(None),
+        }
+    }
+
+    /// The cohort data of a stored baseline for this gate: its operation's totals, or the
+    /// baseline's total when the gate covers every operation.
+    fn stored_cohort(&self, g: &GateConfig, name: &str) -> Result<(CohortData, StoredRef), GateError> {
+        use slogate_history::BaselineError;
+        let b = self.baselines.get(name).map_err(|e| match e {
+            BaselineError::NotFound(n) => GateError::UnknownBaseline(n),
+            BaselineError::InvalidName(_) => GateError::Selector(e.to_string()),
+            other => GateError::StoredBaseline(format!("stored baseline {name:?} cannot be used: {other}")),
+        })?;
+        if b.selector.get("service").map(String::as_str) != Some(g.service.as_str()) {
+            return Err(GateError::Selector(format!("stored baseline {name:?} was captured for {}, but gate {:?} watches service {}", b.selector_text(), g.name, g.service)));
+        }
+        let captured_op = b.selector.get("operation");
+        let op = g.operation.as_deref().filter(|op| captured_op.map(String::as_str) != Some(*op));
+        let totals = b.cohort(op).ok_or_else(|| GateError::Selector(format!("stored baseline {name:?} has no traffic for operation {:?}", op.unwrap_or(""))))?;
+        let sketch = totals.decode_sketch().map_err(|e| GateError::StoredBaseline(format!("stored baseline {name:?} holds an invalid sketch: {e}")))?;
+        let reference = StoredRef {
+            name: b.name.clone(),
+            selector: b.selector_text(),
+            operation: op.map(String::from).or_else(|| captured_op.cloned()),
+            from: slogate_history::baseline::rfc3339(b.from_unix),
+            to: slogate_history::baseline::rfc3339(b.to_unix),
+            captured_at: slogate_history::baseline::rfc3339(b.captured_at_unix),
+            requests: totals.requests,
+        };
+        Ok((CohortData { requests: totals.requests, errors: totals.errors, sketch }, reference))
     }
 
     fn find(&self, gate: &str, phase: Option<&str>) -> Result<(&GateConfig, &PhaseConfig), GateError> {
@@ -165,12 +236,21 @@ impl Gates {
     pub fn evaluate(&self, gate: &str, phase: Option<&str>, canary: &[(String, String)], baseline: &[(String, String)]) -> Result<Arc<VerdictDoc>, GateError> {
         let (g, p) = self.find(gate, phase)?;
         let (canary_sel, _) = self.selector(g, &g.canary, canary)?;
-        let (baseline_sel, baseline_given) = self.selector(g, &g.baseline, baseline)?;
+        let stored_name = Self::stored_name(g, baseline)?;
+        let stored = match &stored_name {
+            Some(name) => Some(self.stored_cohort(g, name)?),
+            None => None,
+        };
+        let (baseline_sel, baseline_given) = match &stored_name {
+            // The live selector is unused; the summary names the stored baseline instead.
+            Some(_) => (canary_sel.clone(), true),
+            None => self.selector(g, &g.baseline, baseline)?,
+        };
         let needs_baseline = p.spec.criteria.iter().any(|c| c.check.is_relative());
         if needs_baseline && !baseline_given {
             return Err(GateError::BaselineUnset(g.name.clone()));
         }
-        if baseline_given && canary_sel == baseline_sel {
+        if stored.is_none() && baseline_given && canary_sel == baseline_sel {
             return Err(GateError::SameCohort(canary_sel.to_string()));
         }
         let window = p.window_seconds;
@@ -179,11 +259,18 @@ impl Gates {
             CohortData { requests: w.requests, errors: w.errors, sketch: w.sketch }
         };
         let canary_data = query(&canary_sel);
-        let baseline_data = baseline_given.then(|| query(&baseline_sel));
+        let (baseline_data, stored_ref) = match stored {
+            Some((data, reference)) => (Some(data), Some(reference)),
+            None => (baseline_given.then(|| query(&baseline_sel)), None),
+        };
+        let baseline_label = match &stored_ref {
+            Some(r) => format!("stored:{} ({})", r.name, r.selector),
+            None => baseline_sel.to_string(),
+        };
         let mut eval = slogate_gate::evaluate(&p.spec, &canary_data, baseline_data.as_ref(), window);
         let now = self.registry.now_unix();
         if p.spec.criteria.iter().any(|c| c.sustained_seconds.is_some()) {
-            let key = format!("{}\u{1}{}\u{1}{canary_sel}\u{1}{baseline_sel}", g.name, p.name);
+            let key = format!("{}\u{1}{}\u{1}{canary_sel}\u{1}{baseline_label}", g.name, p.name);
             let mut st = self.sustain.lock();
             st.tick += 1;
             let tick = st.tick;
@@ -205,7 +292,7 @@ impl Gates {
             verdict: eval.verdict,
             decision: eval.decision,
             canary: summary(&canary_sel, &canary_data),
-            baseline: summary(&baseline_sel, baseline_data.as_ref().unwrap_or(&empty)),
+            baseline: CohortSummary { selector: baseline_label, stored: stored_ref, ..summary(&baseline_sel, baseline_data.as_ref().unwrap_or(&empty)) },
             criteria: eval.criteria,
             reasons: eval.reasons,
         });
@@ -342,7 +429,7 @@ gates:
                 }
             }
         }
-        Gates::new(cfg.gates, registry, None)
+        Gates::new(cfg.gates, registry, None, Arc::new(crate::baseline::BaselineStore::new(std::env::temp_dir().join("slogate-gates-unit-no-baselines"))))
     }
 
     fn canary(v: &str) -> Vec<(String, String)> {

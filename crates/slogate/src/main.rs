@@ -5,14 +5,17 @@
 
 mod alerts;
 mod api;
+mod baseline;
 mod cli;
 mod config;
 mod dashboard;
+mod daily;
 mod gates;
 mod grpc_api;
 mod http_server;
 mod report;
 mod serve;
+mod sla;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -43,7 +43,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             alerts.on_verdict(doc)
         })
     };
-    let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone(), Some(hook)));
+    let baselines = Arc::new(crate::baseline::BaselineStore::new(&cfg.file.history.dir));
+    tracing::info!(loaded = baselines.load_all(), "stored baselines");
+    let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone(), Some(hook), baselines));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let s = &cfg.file.server;

@@ -4,6 +4,7 @@
 mod alerts;
 mod bad_input;
 mod dashboard;
+mod baselines;
 mod gates;
 mod history;
 mod cli;

@@ -1,0 +1,918 @@
+//! Stored baselines and the cohort totals behind them: a named, frozen set of merged sketches and
+//! counters (per operation plus a service-wide total) captured from the `requests` table over a
+//! time range, so that a gate can compare today's canary with, say, last week's staging run.
+//!
+//! # Storage
+//!
+//! One JSON document per baseline, `<root>/baselines/<name>.json`, written as a uniquely named
+//! `.tmp` file, fsynced, renamed over the final name and the directory fsynced: readers see the
+//! old document or the new one, never half of one. Everything here takes a root directory and
+//! touches one file at a time, so it ports onto an object store (one PUT, one GET) unchanged in
+//! spirit. Sketches are kept in the `slogate-sketch` byte format, hex-encoded.
+//!
+//! # Bounds
+//!
+//! Names are `[A-Za-z0-9._-]`, at most [`MAX_NAME_LEN`] bytes; a baseline holds at most
+//! [`MAX_OPERATIONS`] operations; a file larger than [`MAX_FILE_BYTES`] is refused unread;
+//! listing stops at [`MAX_BASELINES`] files. Every sketch is decoded when a baseline is loaded,
+//! so a corrupt file is an error at load, not a wrong verdict later.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType, UInt64Type};
+use datafusion::common::ScalarValue;
+use datafusion::execution::FunctionRegistry;
+use datafusion::functions_aggregate::expr_fn::sum;
+use datafusion::logical_expr::{Expr, col, lit};
+use serde::{Deserialize, Serialize};
+use slogate_sketch::Sketch;
+
+use crate::HistoryError;
+use crate::query::History;
+use crate::schema::partition_of;
+use crate::writer::REQUESTS_TABLE;
+
+/// Directory under the history root that holds the baselines.
+pub const BASELINES_DIR: &str = "baselines";
+pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_OPERATIONS: usize = 5_000;
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+pub const MAX_BASELINES: usize = 10_000;
+/// The format version written into every document.
+pub const BASELINE_FORMAT: u32 = 1;
+
+/// Errors of baseline capture and storage.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BaselineError {
+    #[error(
+        "invalid baseline name {0:?}: use 1 to {MAX_NAME_LEN} characters of [A-Za-z0-9._-], not starting with a dot"
+    )]
+    InvalidName(String),
+    #[error("no stored baseline {0:?}; `slogate baseline list` shows the stored ones")]
+    NotFound(String),
+    #[error("a baseline named {0:?} already exists; delete it first or pick another name")]
+    Exists(String),
+    #[error(
+        "no requests for {selector} between {from} and {to} in the history; nothing to capture (an empty baseline is never saved)"
+    )]
+    Empty {
+        selector: String,
+        from: String,
+        to: String,
+    },
+    #[error(
+        "only {requests} requests for {selector} between {from} and {to}, fewer than the {min} required for a baseline"
+    )]
+    TooFew {
+        selector: String,
+        from: String,
+        to: String,
+        requests: u64,
+        min: u64,
+    },
+    #[error(
+        "{count} operations match, more than the {MAX_OPERATIONS} a baseline may hold; narrow it with an operation"
+    )]
+    TooManyOperations { count: usize },
+    #[error("invalid time range: {0}")]
+    Range(String),
+    #[error("baseline file {path} is {bytes} bytes, more than the {MAX_FILE_BYTES} allowed")]
+    TooLarge { path: PathBuf, bytes: u64 },
+    #[error("baseline file {path} is unreadable: {message}")]
+    Corrupt { path: PathBuf, message: String },
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    History(#[from] HistoryError),
+}
+
+/// The measured totals of one cohort: one operation, or the whole selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortTotals {
+    /// The operation, or `None` for the total over all operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    pub requests: u64,
+    pub errors: u64,
+    /// Sum of all latencies in milliseconds (for the exact mean).
+    pub latency_sum_ms: f64,
+    /// The merged latency sketch (nanoseconds) in the `slogate-sketch` byte format.
+    #[serde(with = "hex_bytes")]
+    pub sketch: Vec<u8>,
+}
+
+impl CohortTotals {
+    /// The decoded sketch.
+    pub fn decode_sketch(&self) -> Result<Sketch, slogate_sketch::DecodeError> {
+        Sketch::decode(&self.sketch)
+    }
+
+    /// Mean latency in milliseconds, `None` without requests.
+    pub fn mean_ms(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.latency_sum_ms / self.requests as f64)
+    }
+
+    /// `errors / requests`, `None` without requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.errors.min(self.requests) as f64 / self.requests as f64)
+    }
+
+    /// Merges several cohorts into one total (`operation: None`).
+    pub fn merge_all(parts: &[CohortTotals]) -> Result<CohortTotals, slogate_sketch::DecodeError> {
+        let mut sketch = Sketch::new();
+        let mut total = CohortTotals {
+            operation: None,
+            requests: 0,
+            errors: 0,
+            latency_sum_ms: 0.0,
+            sketch: Vec::new(),
+        };
+        for p in parts {
+            sketch.merge_encoded(&p.sketch)?;
+            total.requests = total.requests.saturating_add(p.requests);
+            total.errors = total.errors.saturating_add(p.errors);
+            total.latency_sum_ms += p.latency_sum_ms;
+        }
+        total.sketch = sketch.encoded();
+        Ok(total)
+    }
+}
+
+/// A stored baseline: what was selected, over which range, and the totals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    pub format: u32,
+    pub name: String,
+    /// The dimension matchers of the capture (`service` always; `env`, `version`, `operation`
+    /// and extras when given).
+    pub selector: BTreeMap<String, String>,
+    /// Captured range `[from, to)`, Unix seconds.
+    pub from_unix: i64,
+    pub to_unix: i64,
+    pub captured_at_unix: i64,
+    /// Service-wide (selection-wide) total.
+    pub total: CohortTotals,
+    /// One entry per operation, sorted by operation.
+    pub operations: Vec<CohortTotals>,
+}
+
+impl Baseline {
+    /// Builds a baseline from per-operation totals, refusing empty or thin ones.
+    pub fn from_totals(
+        name: &str,
+        selector: BTreeMap<String, String>,
+        (from_unix, to_unix): (i64, i64),
+        captured_at_unix: i64,
+        mut operations: Vec<CohortTotals>,
+        min_requests: u64,
+    ) -> Result<Baseline, BaselineError> {
+        validate_name(name)?;
+        let describe = || {
+            (
+                selector_text(&selector),
+                rfc3339(from_unix),
+                rfc3339(to_unix),
+            )
+        };
+        if operations.len() > MAX_OPERATIONS {
+            return Err(BaselineError::TooManyOperations {
+                count: operations.len(),
+            });
+        }
+        operations.retain(|o| o.requests > 0);
+        operations.sort_by(|a, b| a.operation.cmp(&b.operation));
+        let total = CohortTotals::merge_all(&operations).map_err(|e| BaselineError::Corrupt {
+            path: PathBuf::from(REQUESTS_TABLE),
+            message: format!("invalid sketch in the history: {e}"),
+        })?;
+        if total.requests == 0 {
+            let (selector, from, to) = describe();
+            return Err(BaselineError::Empty { selector, from, to });
+        }
+        if total.requests < min_requests.max(1) {
+            let (selector, from, to) = describe();
+            return Err(BaselineError::TooFew {
+                selector,
+                from,
+                to,
+                requests: total.requests,
+                min: min_requests,
+            });
+        }
+        Ok(Baseline {
+            format: BASELINE_FORMAT,
+            name: name.to_string(),
+            selector,
+            from_unix,
+            to_unix,
+            captured_at_unix,
+            total,
+            operations,
+        })
+    }
+
+    /// The totals for `operation` (`None`: the total), if the baseline has them.
+    pub fn cohort(&self, operation: Option<&str>) -> Option<&CohortTotals> {
+        match operation {
+            None => Some(&self.total),
+            Some(op) => self
+                .operations
+                .iter()
+                .find(|o| o.operation.as_deref() == Some(op)),
+        }
+    }
+
+    /// `service=checkout,env=staging`.
+    pub fn selector_text(&self) -> String {
+        selector_text(&self.selector)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), BaselineError> {
+        let corrupt = |message: String| BaselineError::Corrupt {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.format != BASELINE_FORMAT {
+            return Err(corrupt(format!(
+                "format {} is not the supported {BASELINE_FORMAT}",
+                self.format
+            )));
+        }
+        if self.operations.len() > MAX_OPERATIONS {
+            return Err(corrupt(format!("{} operations", self.operations.len())));
+        }
+        for c in std::iter::once(&self.total).chain(&self.operations) {
+            let s = c
+                .decode_sketch()
+                .map_err(|e| corrupt(format!("invalid sketch: {e}")))?;
+            if c.errors > c.requests || s.count() > c.requests {
+                return Err(corrupt(
+                    "counts disagree (more errors or samples than requests)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn selector_text(selector: &BTreeMap<String, String>) -> String {
+    // The service first, as the rest of slogate writes selectors.
+    let mut parts: Vec<String> = selector
+        .get("service")
+        .map(|s| format!("service={s}"))
+        .into_iter()
+        .collect();
+    parts.extend(
+        selector
+            .iter()
+            .filter(|(k, _)| k.as_str() != "service")
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    parts.join(",")
+}
+
+/// RFC 3339 (seconds, UTC) of a Unix second, without a date crate.
+pub fn rfc3339(unix: i64) -> String {
+    let (date, hour) = partition_of(unix);
+    let rem = unix.rem_euclid(3600);
+    format!("{date}T{hour}:{:02}:{:02}Z", rem / 60, rem % 60)
+}
+
+/// Checks a baseline name: it becomes a file name and appears in URLs and configuration.
+pub fn validate_name(name: &str) -> Result<(), BaselineError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(BaselineError::InvalidName(name.to_string()))
+    }
+}
+
+/// `<root>/baselines/<name>.json`.
+pub fn baseline_path(root: &Path, name: &str) -> Result<PathBuf, BaselineError> {
+    validate_name(name)?;
+    Ok(root.join(BASELINES_DIR).join(format!("{name}.json")))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BaselineError + '_ {
+    move |source| BaselineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Saves a baseline atomically; refuses to replace an existing one unless `replace`.
+pub fn save(root: &Path, baseline: &Baseline, replace: bool) -> Result<PathBuf, BaselineError> {
+    let path = baseline_path(root, &baseline.name)?;
+    let dir = root.join(BASELINES_DIR);
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    if !replace && path.exists() {
+        return Err(BaselineError::Exists(baseline.name.clone()));
+    }
+    let body = serde_json::to_vec_pretty(baseline).map_err(|e| BaselineError::Corrupt {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.{}.{}.tmp",
+        baseline.name,
+        std::process::id(),
+        crate::writer::next_file_number()
+    ));
+    let result = (|| {
+        let mut file = File::create_new(&tmp).map_err(io(&tmp))?;
+        file.write_all(&body).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        drop(file);
+        fs::rename(&tmp, &path).map_err(io(&path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&dir))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|()| path)
+}
+
+/// Loads and checks one baseline.
+pub fn load(root: &Path, name: &str) -> Result<Baseline, BaselineError> {
+    let path = baseline_path(root, name)?;
+    load_file(&path).map_err(|e| match e {
+        BaselineError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            BaselineError::NotFound(name.to_string())
+        }
+        other => other,
+    })
+}
+
+/// Loads and checks a baseline file.
+pub fn load_file(path: &Path) -> Result<Baseline, BaselineError> {
+    let file = File::open(path).map_err(io(path))?;
+    let bytes = file.metadata().map_err(io(path))?.len();
+    if bytes > MAX_FILE_BYTES {
+        return Err(BaselineError::TooLarge {
+            path: path.to_path_buf(),
+            bytes,
+        });
+    }
+    let mut text = Vec::with_capacity(bytes as usize);
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut text)
+        .map_err(io(path))?;
+    let baseline: Baseline = serde_json::from_slice(&text).map_err(|e| BaselineError::Corrupt {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let expected = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    if baseline.name != expected {
+        return Err(BaselineError::Corrupt {
+            path: path.to_path_buf(),
+            message: format!(
+                "names baseline {:?} but the file is {expected:?}",
+                baseline.name
+            ),
+        });
+    }
+    baseline.check(path)?;
+    Ok(baseline)
+}
+
+/// The names of the stored baselines, sorted (at most [`MAX_BASELINES`]).
+pub fn list(root: &Path) -> Result<Vec<String>, BaselineError> {
+    let dir = root.join(BASELINES_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(&dir)(e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(&dir))?;
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
+            continue;
+        };
+        if validate_name(name).is_ok() {
+            names.push(name.to_string());
+            if names.len() >= MAX_BASELINES {
+                break;
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Deletes a stored baseline.
+pub fn delete(root: &Path, name: &str) -> Result<(), BaselineError> {
+    let path = baseline_path(root, name)?;
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            let dir = root.join(BASELINES_DIR);
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&dir))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(BaselineError::NotFound(name.to_string()))
+        }
+        Err(e) => Err(io(&path)(e)),
+    }
+}
+
+fn ts(unix: i64) -> Expr {
+    lit(ScalarValue::TimestampMillisecond(
+        Some(unix.saturating_mul(1000)),
+        Some("UTC".into()),
+    ))
+}
+
+/// The `requests` rows of `matchers` with `slot_start` in `[from, to)`, as a DataFrame; the
+/// date partition filter prunes whole directories first.
+async fn selected(
+    history: &History,
+    matchers: &[(String, String)],
+    (from_unix, to_unix): (i64, i64),
+) -> Result<datafusion::dataframe::DataFrame, HistoryError> {
+    if to_unix <= from_unix {
+        return Err(HistoryError::Config(format!(
+            "time range is empty: {} is not before {}",
+            rfc3339(from_unix),
+            rfc3339(to_unix)
+        )));
+    }
+    let (from_date, _) = partition_of(from_unix);
+    let (to_date, _) = partition_of(to_unix);
+    let mut df = history
+        .context()
+        .table(REQUESTS_TABLE)
+        .await
+        .map_err(HistoryError::Query)?;
+    let mut filter = col("date")
+        .gt_eq(lit(from_date))
+        .and(col("date").lt_eq(lit(to_date)))
+        .and(col("slot_start").gt_eq(ts(from_unix)))
+        .and(col("slot_start").lt(ts(to_unix)));
+    for (dim, value) in matchers {
+        let known = crate::schema::FIXED_DIMS.contains(&dim.as_str())
+            || (!crate::schema::RESERVED_COLUMNS.contains(&dim.as_str())
+                && df.schema().has_column_with_unqualified_name(dim));
+        if !known {
+            return Err(HistoryError::Config(format!(
+                "unknown dimension `{dim}` (known: service, env, version, operation and the configured extras)"
+            )));
+        }
+        filter = filter.and(datafusion::logical_expr::ident(dim).eq(lit(value.clone())));
+    }
+    df = df.filter(filter).map_err(HistoryError::Query)?;
+    Ok(df)
+}
+
+fn u64_col(
+    batch: &datafusion::arrow::array::RecordBatch,
+    i: usize,
+) -> Result<Vec<u64>, HistoryError> {
+    let c = cast(batch.column(i), &DataType::UInt64).map_err(|e| HistoryError::Query(e.into()))?;
+    let a = c.as_primitive::<UInt64Type>();
+    Ok((0..a.len())
+        .map(|r| if a.is_valid(r) { a.value(r) } else { 0 })
+        .collect())
+}
+
+/// Per-operation totals (requests, errors, latency sum and the merged sketch) of the series
+/// matching `matchers` with `slot_start` in `[from, to)`. At most [`MAX_OPERATIONS`] + 1 rows
+/// are read; more than that is [`BaselineError::TooManyOperations`].
+pub async fn operation_totals(
+    history: &History,
+    matchers: &[(String, String)],
+    range: (i64, i64),
+) -> Result<Vec<CohortTotals>, BaselineError> {
+    let merge = history
+        .context()
+        .udaf("sketch_merge")
+        .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
+    let df = selected(history, matchers, range)
+        .await?
+        .aggregate(
+            vec![col("operation")],
+            vec![
+                sum(col("requests")).alias("requests"),
+                sum(col("errors")).alias("errors"),
+                sum(col("latency_sum_ms")).alias("latency_sum_ms"),
+                merge.call(vec![col("sketch")]).alias("sketch"),
+            ],
+        )
+        .and_then(|df| df.limit(0, Some(MAX_OPERATIONS + 1)))
+        .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
+    let batches = df
+        .collect()
+        .await
+        .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let op = cast(b.column(0), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?;
+        let op = op.as_string::<i32>();
+        let requests = u64_col(b, 1)?;
+        let errors = u64_col(b, 2)?;
+        let lat =
+            cast(b.column(3), &DataType::Float64).map_err(|e| HistoryError::Query(e.into()))?;
+        let lat = lat.as_primitive::<Float64Type>();
+        let sk = cast(b.column(4), &DataType::Binary).map_err(|e| HistoryError::Query(e.into()))?;
+        let sk = sk.as_binary::<i32>();
+        for r in 0..b.num_rows() {
+            out.push(CohortTotals {
+                operation: Some(op.value(r).to_string()),
+                requests: requests[r],
+                errors: errors[r],
+                latency_sum_ms: if lat.is_valid(r) { lat.value(r) } else { 0.0 },
+                sketch: if sk.is_valid(r) {
+                    sk.value(r).to_vec()
+                } else {
+                    Sketch::new().encoded()
+                },
+            });
+        }
+    }
+    if out.len() > MAX_OPERATIONS {
+        return Err(BaselineError::TooManyOperations { count: out.len() });
+    }
+    out.sort_by(|a, b| a.operation.cmp(&b.operation));
+    Ok(out)
+}
+
+/// Requests and errors per slot start (summed over the matching series) with `slot_start` in
+/// `[from, to)`, ordered by time: `(slot_start_unix, requests, errors)`. At most `max_rows`.
+pub async fn slot_counts(
+    history: &History,
+    matchers: &[(String, String)],
+    range: (i64, i64),
+    max_rows: usize,
+) -> Result<Vec<(i64, u64, u64)>, HistoryError> {
+    let df = selected(history, matchers, range)
+        .await?
+        .aggregate(
+            vec![col("slot_start")],
+            vec![
+                sum(col("requests")).alias("requests"),
+                sum(col("errors")).alias("errors"),
+            ],
+        )
+        .and_then(|df| df.sort(vec![col("slot_start").sort(true, false)]))
+        .and_then(|df| df.limit(0, Some(max_rows)))
+        .map_err(HistoryError::Query)?;
+    let batches = df.collect().await.map_err(HistoryError::Query)?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let at = b.column(0).as_primitive::<TimestampMillisecondType>();
+        let requests = u64_col(b, 1)?;
+        let errors = u64_col(b, 2)?;
+        for r in 0..b.num_rows() {
+            out.push((at.value(r).div_euclid(1000), requests[r], errors[r]));
+        }
+    }
+    Ok(out)
+}
+
+/// One row of a document table read by [`doc_rows`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocEntry {
+    pub at_unix_ms: i64,
+    /// The status column (`verdict` of `verdicts`, `outcome` of `alerts`).
+    pub status: String,
+    /// The JSON document, when asked for.
+    pub doc: Option<String>,
+}
+
+/// Rows of a document table whose name column is `name`, with `at` in `[from, to)`, oldest
+/// first (or newest first), at most `max_rows`; the documents themselves only `with_doc`.
+pub async fn doc_rows(
+    history: &History,
+    table: crate::DocTable,
+    name: &str,
+    (from_unix, to_unix): (i64, i64),
+    max_rows: usize,
+    with_doc: bool,
+    newest_first: bool,
+) -> Result<Vec<DocEntry>, HistoryError> {
+    let (name_col, status_col) = table.columns();
+    let (from_date, _) = partition_of(from_unix);
+    let (to_date, _) = partition_of(to_unix);
+    let mut cols = vec![col("at"), col(status_col)];
+    if with_doc {
+        cols.push(col("doc"));
+    }
+    let df = history
+        .context()
+        .table(table.name())
+        .await
+        .and_then(|df| {
+            df.filter(
+                col("date")
+                    .gt_eq(lit(from_date))
+                    .and(col("date").lt_eq(lit(to_date)))
+                    .and(col("at").gt_eq(ts(from_unix)))
+                    .and(col("at").lt(ts(to_unix)))
+                    .and(col(name_col).eq(lit(name.to_string()))),
+            )?
+            .select(cols)?
+            .sort(vec![col("at").sort(!newest_first, false)])?
+            .limit(0, Some(max_rows))
+        })
+        .map_err(HistoryError::Query)?;
+    let batches = df.collect().await.map_err(HistoryError::Query)?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let at = b.column(0).as_primitive::<TimestampMillisecondType>();
+        let status =
+            cast(b.column(1), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?;
+        let status = status.as_string::<i32>();
+        let doc = match with_doc {
+            true => Some(
+                cast(b.column(2), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?,
+            ),
+            false => None,
+        };
+        for r in 0..b.num_rows() {
+            out.push(DocEntry {
+                at_unix_ms: at.value(r),
+                status: status.value(r).to_string(),
+                doc: doc
+                    .as_ref()
+                    .map(|d| d.as_string::<i32>().value(r).to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Serde for bytes as lowercase hex.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            out.push_str(&format!("{b:02x}"));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("hex string of odd length"));
+        }
+        (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| serde::de::Error::custom("invalid hex digit"))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HistoryWriter, SlotRow, WriterConfig};
+    use slogate_core::SeriesKey;
+
+    const T0: i64 = 1_764_000_000;
+
+    fn row(slot: i64, env: &str, op: &str, latencies_ms: &[u64], errors: u64) -> SlotRow {
+        let mut s = Sketch::new();
+        for &ms in latencies_ms {
+            s.record(ms * 1_000_000);
+        }
+        SlotRow {
+            slot_start_unix: slot,
+            slot_seconds: 10,
+            key: SeriesKey {
+                service: "checkout".into(),
+                env: env.into(),
+                version: "v1".into(),
+                operation: op.into(),
+                extras: vec![],
+            },
+            requests: latencies_ms.len() as u64,
+            errors,
+            latency_sum_ns: latencies_ms.iter().sum::<u64>() * 1_000_000,
+            latency_min_ns: latencies_ms.iter().min().copied().unwrap_or(0) * 1_000_000,
+            latency_max_ns: latencies_ms.iter().max().copied().unwrap_or(0) * 1_000_000,
+            sketch: s.encoded(),
+        }
+    }
+
+    /// Two operations in staging over two slots, one in prod, and one staging row outside the
+    /// range (an hour later, in another partition).
+    async fn history(dir: &Path) -> History {
+        let mut w = HistoryWriter::new(WriterConfig::new(dir, vec![])).unwrap();
+        let lat: Vec<u64> = (1..=100).collect();
+        for r in [
+            row(T0, "staging", "GET /cart", &lat, 2),
+            row(T0 + 10, "staging", "GET /cart", &lat, 1),
+            row(T0, "staging", "POST /pay", &[500; 10], 0),
+            row(T0, "prod", "GET /cart", &[1; 50], 50),
+            row(T0 + 3600, "staging", "GET /cart", &[9_000; 5], 5),
+        ] {
+            w.append(r).unwrap();
+        }
+        w.flush().unwrap();
+        History::open(dir, &[]).await.unwrap()
+    }
+
+    fn staging() -> Vec<(String, String)> {
+        vec![
+            ("service".into(), "checkout".into()),
+            ("env".into(), "staging".into()),
+        ]
+    }
+
+    #[tokio::test]
+    async fn totals_merge_sketches_per_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = history(dir.path()).await;
+        let ops = operation_totals(&h, &staging(), (T0, T0 + 60))
+            .await
+            .unwrap();
+        assert_eq!(ops.len(), 2, "{ops:?}");
+        let cart = &ops[0];
+        assert_eq!(cart.operation.as_deref(), Some("GET /cart"));
+        assert_eq!((cart.requests, cart.errors), (200, 3));
+        assert!((cart.mean_ms().unwrap() - 50.5).abs() < 1e-9);
+        // p95 of the two slots together: the sketch merge, within the sketch's relative error.
+        let p95 = cart.decode_sketch().unwrap().quantile(0.95).unwrap() as f64 / 1e6;
+        assert!((p95 - 95.0).abs() / 95.0 < 0.01, "{p95}");
+        assert_eq!((ops[1].requests, ops[1].errors), (10, 0));
+
+        let b = Baseline::from_totals(
+            "staging-v1",
+            BTreeMap::from([
+                ("service".into(), "checkout".into()),
+                ("env".into(), "staging".into()),
+            ]),
+            (T0, T0 + 60),
+            T0 + 100,
+            ops,
+            100,
+        )
+        .unwrap();
+        assert_eq!((b.total.requests, b.total.errors), (210, 3));
+        assert_eq!(b.total.decode_sketch().unwrap().count(), 210);
+        assert_eq!(b.cohort(Some("POST /pay")).unwrap().requests, 10);
+        assert!(b.cohort(Some("GET /nope")).is_none());
+        assert_eq!(b.selector_text(), "service=checkout,env=staging");
+
+        let counts = slot_counts(&h, &staging(), (T0, T0 + 7200), 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            counts,
+            vec![(T0, 110, 2), (T0 + 10, 100, 1), (T0 + 3600, 5, 5)]
+        );
+
+        let err = operation_totals(&h, &[("colour".into(), "red".into())], (T0, T0 + 60))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown dimension `colour`"),
+            "{err}"
+        );
+        let err = operation_totals(&h, &staging(), (T0, T0))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("time range is empty"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn empty_or_thin_ranges_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = history(dir.path()).await;
+        let sel = BTreeMap::from([("service".into(), "checkout".into())]);
+        let cases: &[((i64, i64), u64, &str)] = &[
+            (
+                (T0 - 7200, T0 - 3600),
+                1,
+                "no requests for service=checkout between 2025-11-24T14:00:00Z and 2025-11-24T15:00:00Z",
+            ),
+            (
+                (T0 + 3600, T0 + 3660),
+                100,
+                "only 5 requests for service=checkout",
+            ),
+        ];
+        for &(range, min, want) in cases {
+            let ops = operation_totals(&h, &[("service".into(), "checkout".into())], range)
+                .await
+                .unwrap();
+            let err = Baseline::from_totals("b", sel.clone(), range, T0, ops, min)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn store_roundtrip_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut s = Sketch::new();
+        s.record(5_000_000);
+        let ops = vec![CohortTotals {
+            operation: Some("GET /".into()),
+            requests: 1,
+            errors: 0,
+            latency_sum_ms: 5.0,
+            sketch: s.encoded(),
+        }];
+        let b = Baseline::from_totals(
+            "pre-release.v1",
+            BTreeMap::from([("service".into(), "a".into())]),
+            (T0, T0 + 60),
+            T0 + 60,
+            ops,
+            1,
+        )
+        .unwrap();
+        assert_eq!(list(root).unwrap(), Vec::<String>::new());
+        let path = save(root, &b, false).unwrap();
+        assert_eq!(path, root.join("baselines/pre-release.v1.json"));
+        assert_eq!(load(root, "pre-release.v1").unwrap(), b);
+        assert!(matches!(
+            save(root, &b, false),
+            Err(BaselineError::Exists(_))
+        ));
+        save(root, &b, true).unwrap();
+        assert_eq!(list(root).unwrap(), vec!["pre-release.v1".to_string()]);
+        // No temporary file is left behind.
+        assert_eq!(fs::read_dir(root.join(BASELINES_DIR)).unwrap().count(), 1);
+
+        for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(129)] {
+            assert!(
+                matches!(validate_name(bad), Err(BaselineError::InvalidName(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            load(root, "missing"),
+            Err(BaselineError::NotFound(_))
+        ));
+
+        // Corrupt files are refused at load with the reason.
+        let cases = [
+            ("garbage", "not json".to_string(), "expected ident"),
+            (
+                "renamed",
+                fs::read_to_string(&path).unwrap(),
+                "names baseline \"pre-release.v1\"",
+            ),
+            (
+                "badsketch",
+                fs::read_to_string(&path)
+                    .unwrap()
+                    .replace("\"pre-release.v1\"", "\"badsketch\"")
+                    .replacen(&hex(&s.encoded()), "ff", 1),
+                "invalid sketch",
+            ),
+        ];
+        for (name, text, want) in cases {
+            fs::write(root.join(BASELINES_DIR).join(format!("{name}.json")), text).unwrap();
+            let err = load(root, name).unwrap_err().to_string();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+        delete(root, "pre-release.v1").unwrap();
+        assert!(matches!(
+            delete(root, "pre-release.v1"),
+            Err(BaselineError::NotFound(_))
+        ));
+        assert!(!list(root).unwrap().contains(&"pre-release.v1".to_string()));
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn rfc3339_formats_utc() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(T0 + 61), "2025-11-24T16:01:01Z");
+    }
+}
