@@ -2,7 +2,6 @@
 //! as JSON text, written with the same partitioning and atomic files as `requests`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
@@ -11,6 +10,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::HistoryError;
 use crate::schema::partition_of;
+use crate::store::Store;
 use crate::writer::{write_partition_file, zstd_props};
 
 /// A table of JSON documents. Columns: `at` (`Timestamp(Millisecond, "UTC")`), a name column,
@@ -73,7 +73,7 @@ pub struct DocRow {
 #[derive(Debug)]
 pub struct DocWriter {
     table: DocTable,
-    table_dir: PathBuf,
+    store: Store,
     props: WriterProperties,
     max_buffered_rows: usize,
     buf: Vec<DocRow>,
@@ -81,18 +81,13 @@ pub struct DocWriter {
 
 impl DocWriter {
     pub fn new(
-        root: impl Into<PathBuf>,
+        root: impl Into<Store>,
         table: DocTable,
         max_buffered_rows: usize,
     ) -> Result<Self, HistoryError> {
-        let table_dir = root.into().join(table.name());
-        std::fs::create_dir_all(&table_dir).map_err(|source| HistoryError::Io {
-            path: table_dir.clone(),
-            source,
-        })?;
         Ok(DocWriter {
             table,
-            table_dir,
+            store: root.into(),
             props: zstd_props(3)?,
             max_buffered_rows,
             buf: Vec::new(),
@@ -116,7 +111,7 @@ impl DocWriter {
 
     /// Writes the buffered documents, one file per (date, hour); on error the unwritten ones
     /// stay buffered.
-    pub fn flush(&mut self) -> Result<Vec<PathBuf>, HistoryError> {
+    pub fn flush(&mut self) -> Result<Vec<String>, HistoryError> {
         let mut groups: BTreeMap<(String, String), Vec<DocRow>> = BTreeMap::new();
         for row in std::mem::take(&mut self.buf) {
             groups
@@ -130,7 +125,8 @@ impl DocWriter {
             rows.sort_by_key(|r| r.at_unix_ms);
             let batch = docs_to_batch(self.table, &rows);
             match write_partition_file(
-                &self.table_dir,
+                &self.store,
+                self.table.name(),
                 &date,
                 &hour,
                 self.table.schema(),

@@ -49,9 +49,11 @@
 //! second check; results are capped at `max_rows` and the query is dropped after a timeout.
 
 pub mod baseline;
+mod compact;
 mod docs;
 mod query;
 mod schema;
+mod store;
 mod udf;
 mod writer;
 
@@ -60,11 +62,13 @@ use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, CohortTotals};
 pub use docs::{DocRow, DocTable, DocWriter, docs_to_batch};
+pub use compact::{CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport};
 pub use query::{History, QueryResult};
 pub use schema::{
     FIXED_DIMS, RESERVED_COLUMNS, SlotRow, batch_to_rows, partition_of, requests_schema,
     rows_to_batch,
 };
+pub use store::{ObjectEntry, S3Options, Store};
 pub use udf::{SketchMerge, SketchQuantile, SketchQuantileOf, sketch_udafs, sketch_udfs};
 pub use writer::{HistoryWriter, REQUESTS_TABLE, WriterConfig};
 
@@ -93,4 +97,13 @@ pub enum HistoryError {
     Parquet(#[from] parquet::errors::ParquetError),
     #[error("unreadable history row: {0}")]
     Corrupt(String),
+    #[error("object store {op} failed on {key}: {source}")]
+    Store {
+        op: &'static str,
+        key: String,
+        source: Box<object_store::Error>,
+    },
+    /// A [`CrashPoint`] set on [`Maintenance`] was reached (tests only).
+    #[error("injected crash at {0:?}")]
+    Injected(CrashPoint),
 }

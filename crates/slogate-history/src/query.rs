@@ -1,7 +1,8 @@
-//! [`History`]: the read side. A DataFusion session over the Parquet root with the sketch
-//! functions registered, a read-only bounded SQL entry point, and the restart reload.
+//! [`History`]: the read side. A DataFusion session over the Parquet root (local or `s3://`)
+//! with the sketch functions registered, a read-only bounded SQL entry point, and the restart
+//! reload. Every query holds the store's swap lock shared, so compaction and retention of this
+//! process never swap files under it.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use serde_json::Value;
 use crate::HistoryError;
 use crate::docs::DocTable;
 use crate::schema::{SlotRow, batch_to_rows, partition_of, requests_schema, validate_extra_dims};
+use crate::store::Store;
 use crate::udf::{sketch_udafs, sketch_udfs};
 use crate::writer::REQUESTS_TABLE;
 
@@ -42,24 +44,24 @@ pub struct QueryResult {
 pub struct History {
     ctx: SessionContext,
     extra_dims: Vec<String>,
-    root: PathBuf,
+    root: Store,
 }
 
 impl std::fmt::Debug for History {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("History")
-            .field("root", &self.root)
+            .field("root", &self.root.describe())
             .field("extra_dims", &self.extra_dims)
             .finish()
     }
 }
 
 impl History {
-    /// Opens the history under a local `root` (the directory given to the writers), creating
-    /// `requests/`, `verdicts/` and `alerts/` if needed so that an empty history answers
-    /// queries with no rows.
+    /// Opens the history under `root` (the store given to the writers); a local root gets
+    /// `requests/`, `verdicts/` and `alerts/` created if needed, so that an empty history
+    /// answers queries with no rows.
     pub async fn open(
-        root: impl Into<PathBuf>,
+        root: impl Into<Store>,
         extra_dims: &[String],
     ) -> Result<Self, HistoryError> {
         validate_extra_dims(extra_dims)?;
@@ -77,21 +79,9 @@ impl History {
         for udf in sketch_udfs() {
             ctx.register_udf(udf);
         }
-        register_partitioned(
-            &ctx,
-            &root.join(REQUESTS_TABLE),
-            REQUESTS_TABLE,
-            requests_schema(extra_dims),
-        )
-        .await?;
+        register_partitioned(&ctx, &root, REQUESTS_TABLE, requests_schema(extra_dims)).await?;
         for doc_table in DocTable::ALL {
-            register_partitioned(
-                &ctx,
-                &root.join(doc_table.name()),
-                doc_table.name(),
-                doc_table.schema(),
-            )
-            .await?;
+            register_partitioned(&ctx, &root, doc_table.name(), doc_table.schema()).await?;
         }
         Ok(History {
             ctx,
@@ -100,7 +90,13 @@ impl History {
         })
     }
 
-    /// The session, for callers that build DataFrames themselves.
+    /// The root this history reads.
+    pub fn store(&self) -> &Store {
+        &self.root
+    }
+
+    /// The session, for callers that build DataFrames themselves. Queries run on it directly
+    /// do not hold the swap lock (see [`Store::swap_lock`]).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }
@@ -117,7 +113,11 @@ impl History {
         // The query runs as its own task so that the deadline is kept by the caller's task even
         // while the query is busy, and so that aborting it stops the work at its next yield.
         let (ctx, query) = (self.ctx.clone(), query.to_owned());
-        let mut task = tokio::spawn(async move { run_query(&ctx, &query, max_rows).await });
+        let swap = self.root.swap_lock();
+        let mut task = tokio::spawn(async move {
+            let _shared = swap.read_owned().await;
+            run_query(&ctx, &query, max_rows).await
+        });
         match tokio::time::timeout(timeout, &mut task).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(HistoryError::Query(DataFusionError::External(Box::new(
@@ -188,7 +188,10 @@ impl History {
                     ])
             })
             .map_err(HistoryError::Query)?;
-        let batches = df.collect().await.map_err(HistoryError::Query)?;
+        let batches = {
+            let _shared = self.root.swap_lock().read_owned().await;
+            df.collect().await.map_err(HistoryError::Query)?
+        };
         let mut rows = Vec::new();
         for batch in &batches {
             rows.extend(batch_to_rows(batch, &self.extra_dims)?);
@@ -245,27 +248,20 @@ async fn run_query(
     })
 }
 
-/// Registers `name` as a listing table of hive-partitioned Parquet files under `dir`.
+/// Registers `name` as a listing table of hive-partitioned Parquet files under `root/name/`.
 async fn register_partitioned(
     ctx: &SessionContext,
-    dir: &std::path::Path,
+    root: &Store,
     name: &str,
     schema: datafusion::arrow::datatypes::SchemaRef,
 ) -> Result<(), HistoryError> {
-    tokio::fs::create_dir_all(dir)
+    let (store, runtime, table) = (root.clone(), ctx.runtime_env(), name.to_string());
+    // Local roots create the directory: blocking I/O, off the async workers.
+    let dir = tokio::task::spawn_blocking(move || store.register_table_url(&runtime, &table))
         .await
-        .map_err(|source| HistoryError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-    let dir = tokio::fs::canonicalize(dir)
-        .await
-        .map_err(|source| HistoryError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        .map_err(|e| HistoryError::Query(DataFusionError::External(Box::new(e))))??;
     // A trailing slash makes the URL a directory to list recursively.
-    let url = ListingTableUrl::parse(format!("{}/", dir.display())).map_err(HistoryError::Query)?;
+    let url = ListingTableUrl::parse(dir).map_err(HistoryError::Query)?;
     let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
         .with_file_extension(".parquet")
         .with_table_partition_cols(vec![

@@ -1,13 +1,11 @@
 //! [`HistoryWriter`]: buffers closed slots and flushes them as zstd Parquet files into
-//! Hive-style hourly partitions under a local root.
+//! Hive-style hourly partitions under a [`Store`] root (a directory or `s3://`).
 //!
-//! Layout: `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.parquet`. A file
-//! is written as `<name>.tmp`, fsynced, renamed, and its directory fsynced, so a crash never
-//! leaves a partial `.parquet` file where readers look (readers only list `*.parquet`).
+//! Layout: `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.parquet`. Each
+//! file is one atomic [`Store::put`], so a crash never leaves a partial `.parquet` object where
+//! readers look.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +17,7 @@ use parquet::file::properties::WriterProperties;
 
 use crate::HistoryError;
 use crate::schema::{SlotRow, partition_of, requests_schema, rows_to_batch, validate_extra_dims};
+use crate::store::Store;
 
 /// Name of the table directory under the root, and of the SQL table.
 pub const REQUESTS_TABLE: &str = "requests";
@@ -26,8 +25,8 @@ pub const REQUESTS_TABLE: &str = "requests";
 /// Settings of a [`HistoryWriter`].
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// Local directory that holds the `requests/` table directory.
-    pub root: PathBuf,
+    /// The root that holds the `requests/` table directory.
+    pub root: Store,
     /// Configured extra dimensions, in configuration order.
     pub extra_dims: Vec<String>,
     /// [`HistoryWriter::append`] refuses rows beyond this many unflushed ones.
@@ -37,7 +36,7 @@ pub struct WriterConfig {
 }
 
 impl WriterConfig {
-    pub fn new(root: impl Into<PathBuf>, extra_dims: Vec<String>) -> Self {
+    pub fn new(root: impl Into<Store>, extra_dims: Vec<String>) -> Self {
         WriterConfig {
             root: root.into(),
             extra_dims,
@@ -52,7 +51,7 @@ impl WriterConfig {
 /// All I/O is blocking; call `flush` from `tokio::task::spawn_blocking` on a runtime.
 #[derive(Debug)]
 pub struct HistoryWriter {
-    table_dir: PathBuf,
+    store: Store,
     extra_dims: Vec<String>,
     schema: SchemaRef,
     props: WriterProperties,
@@ -64,13 +63,8 @@ impl HistoryWriter {
     pub fn new(config: WriterConfig) -> Result<Self, HistoryError> {
         validate_extra_dims(&config.extra_dims)?;
         let props = zstd_props(config.zstd_level)?;
-        let table_dir = config.root.join(REQUESTS_TABLE);
-        fs::create_dir_all(&table_dir).map_err(|source| HistoryError::Io {
-            path: table_dir.clone(),
-            source,
-        })?;
         Ok(HistoryWriter {
-            table_dir,
+            store: config.root,
             schema: requests_schema(&config.extra_dims),
             extra_dims: config.extra_dims,
             props,
@@ -106,9 +100,9 @@ impl HistoryWriter {
         self.buf.len()
     }
 
-    /// Writes every buffered row, one file per (date, hour) partition, and returns the files
+    /// Writes every buffered row, one file per (date, hour) partition, and returns the keys
     /// written. On error, the rows of the partitions not yet written stay buffered.
-    pub fn flush(&mut self) -> Result<Vec<PathBuf>, HistoryError> {
+    pub fn flush(&mut self) -> Result<Vec<String>, HistoryError> {
         let mut groups: BTreeMap<(String, String), Vec<SlotRow>> = BTreeMap::new();
         for row in std::mem::take(&mut self.buf) {
             groups
@@ -143,10 +137,11 @@ impl HistoryWriter {
         date: &str,
         hour: &str,
         rows: &[SlotRow],
-    ) -> Result<PathBuf, HistoryError> {
+    ) -> Result<String, HistoryError> {
         let batch = rows_to_batch(rows, &self.extra_dims);
         write_partition_file(
-            &self.table_dir,
+            &self.store,
+            REQUESTS_TABLE,
             date,
             hour,
             self.schema.clone(),
@@ -163,55 +158,55 @@ pub(crate) fn next_file_number() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// Writes one batch as `<table_dir>/date=D/hour=H/part-<unix_ms>-<counter>.parquet`: first to
-/// `<name>.tmp`, then fsync, rename, and fsync of the directory.
+/// Writes one batch as `<table>/date=D/hour=H/part-<unix_ms>-<counter>.parquet` in one
+/// atomic put and returns its key.
 pub(crate) fn write_partition_file(
-    table_dir: &Path,
+    store: &Store,
+    table: &str,
     date: &str,
     hour: &str,
     schema: SchemaRef,
     batch: &RecordBatch,
     props: &WriterProperties,
-) -> Result<PathBuf, HistoryError> {
-    let dir = table_dir
-        .join(format!("date={date}"))
-        .join(format!("hour={hour}"));
-    fs::create_dir_all(&dir).map_err(|source| HistoryError::Io {
-        path: dir.clone(),
-        source,
-    })?;
+) -> Result<String, HistoryError> {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let name = format!("part-{unix_ms}-{}.parquet", next_file_number());
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| HistoryError::Io { path, source }
-    };
-    let result = (|| {
-        let file = File::create_new(&tmp).map_err(io(&tmp))?;
-        let mut writer = ArrowWriter::try_new(file, schema, Some(props.clone()))?;
+    let key = format!(
+        "{}/part-{unix_ms}-{}.parquet",
+        partition_dir(table, date, hour),
+        next_file_number()
+    );
+    let bytes = encode_parquet(schema, std::slice::from_ref(batch), props, &[])?;
+    store.put(&key, bytes)?;
+    tracing::debug!(key = %key, root = %store.describe(), rows = batch.num_rows(), "history file written");
+    Ok(key)
+}
+
+/// `<table>/date=D/hour=H`.
+pub(crate) fn partition_dir(table: &str, date: &str, hour: &str) -> String {
+    format!("{table}/date={date}/hour={hour}")
+}
+
+/// Encodes batches as one Parquet file in memory, with `metadata` as key-value metadata.
+pub(crate) fn encode_parquet(
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    props: &WriterProperties,
+    metadata: &[(String, String)],
+) -> Result<Vec<u8>, HistoryError> {
+    let mut writer = ArrowWriter::try_new(Vec::new(), schema, Some(props.clone()))?;
+    for batch in batches {
         writer.write(batch)?;
-        let file = writer.into_inner()?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        // The rename is durable only once the directory entry is.
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
     }
-    result.map(|()| {
-        tracing::debug!(path = %path.display(), rows = batch.num_rows(), "history file written");
-        path
-    })
+    for (k, v) in metadata {
+        writer.append_key_value_metadata(parquet::file::metadata::KeyValue::new(
+            k.clone(),
+            v.clone(),
+        ));
+    }
+    Ok(writer.into_inner()?)
 }
 
 pub(crate) fn zstd_props(level: i32) -> Result<WriterProperties, HistoryError> {

@@ -54,6 +54,10 @@ enum Command {
         /// Read the history directory directly instead of asking a server.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Read the history at s3://bucket/prefix directly (credentials, endpoint, region from
+        /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT, AWS_REGION, AWS_ALLOW_HTTP).
+        #[arg(long, conflicts_with = "dir")]
+        url: Option<String>,
         #[arg(long, default_value = "10000")]
         max_rows: usize,
         /// Base URL of the slogate HTTP API.
@@ -283,7 +287,7 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Verdict { gate, phase, canary, baseline, format, server } => verdict(&gate, phase, &canary, &baseline, format, &server),
-        Command::Sql { query, format, dir, max_rows, server } => sql(&query, format, dir, max_rows, &server),
+        Command::Sql { query, format, dir, url, max_rows, server } => sql(&query, format, dir, url, max_rows, &server),
         Command::Baseline { command } => baseline_cmd(command),
         Command::Report { gate, since, phase, canary, baseline, source, out } => report_cmd(&gate, &since, phase.as_deref(), &canary, &baseline, &source, out),
         Command::Sla { service, hours, env, availability, p95, p99, error_rate, down_error_rate, min_requests, format, source } => {
@@ -364,12 +368,18 @@ fn verdict(gate: &str, phase: Option<String>, canary: &[String], baseline: &[Str
     }
 }
 
-fn sql(query: &str, format: SqlFormat, dir: Option<PathBuf>, max_rows: usize, server: &str) -> ExitCode {
-    let result: Result<serde_json::Value, String> = match dir {
-        Some(dir) => (|| {
+fn sql(query: &str, format: SqlFormat, dir: Option<PathBuf>, url: Option<String>, max_rows: usize, server: &str) -> ExitCode {
+    let store = match (dir, url) {
+        (Some(dir), _) => Some(Ok(slogate_history::Store::local(dir))),
+        (None, Some(url)) => Some(slogate_history::Store::s3(&url, &slogate_history::S3Options::default())),
+        (None, None) => None,
+    };
+    let result: Result<serde_json::Value, String> = match store {
+        Some(store) => (|| {
+            let store = store.map_err(|e| e.to_string())?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
             rt.block_on(async {
-                let h = slogate_history::History::open(&dir, &[]).await.map_err(|e| e.to_string())?;
+                let h = slogate_history::History::open(&store, &[]).await.map_err(|e| e.to_string())?;
                 let r = h.sql(query, max_rows, std::time::Duration::from_secs(300)).await.map_err(|e| e.to_string())?;
                 serde_json::to_value(r).map_err(|e| e.to_string())
             })

@@ -81,8 +81,24 @@ pub struct HistorySection {
     /// Every closed slot of every series is kept as Parquet for SQL, and reloaded on start.
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Local directory of the history (when `url` is not set).
     #[serde(default = "HistorySection::default_dir")]
     pub dir: std::path::PathBuf,
+    /// `s3://bucket/prefix`: keep the history on S3 or an S3-compatible server instead of `dir`.
+    /// Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, never from this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub s3: HistoryS3Section,
+    /// Hour partitions older than this are deleted by a background task.
+    #[serde(default = "HistorySection::default_retention")]
+    pub retention: HumanDuration,
+    /// How often closed hour partitions are compacted (one file per hour) and retention applied.
+    #[serde(default = "HistorySection::default_compaction_interval")]
+    pub compaction_interval: HumanDuration,
+    /// An hour partition is compacted once its hour ended this long ago.
+    #[serde(default = "HistorySection::default_compact_after")]
+    pub compact_after: HumanDuration,
     /// Buffered rows are written as Parquet files this often (and on shutdown).
     #[serde(default = "HistorySection::default_flush")]
     pub flush_interval: HumanDuration,
@@ -99,9 +115,57 @@ pub struct HistorySection {
     pub query_timeout: HumanDuration,
 }
 
+/// The S3-compatible endpoint of `history.url`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryS3Section {
+    /// e.g. `http://minio:9000`; AWS (or AWS_ENDPOINT) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// AWS_REGION (or us-east-1) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Files holding the access key id and the secret (e.g. a mounted Kubernetes secret); both
+    /// or neither. Without them: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id_file: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<std::path::PathBuf>,
+}
+
 impl HistorySection {
     fn default_dir() -> std::path::PathBuf {
         "slogate-data/history".into()
+    }
+    fn default_retention() -> HumanDuration {
+        HumanDuration(Duration::from_secs(30 * 86_400))
+    }
+    fn default_compaction_interval() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
+    fn default_compact_after() -> HumanDuration {
+        HumanDuration(Duration::from_secs(600))
+    }
+
+    /// The history root: `url` on S3 when set (credentials from the environment), else `dir`.
+    pub fn store(&self) -> Result<slogate_history::Store, slogate_history::HistoryError> {
+        match &self.url {
+            Some(url) => {
+                let read = |p: &std::path::Path| {
+                    std::fs::read_to_string(p).map(|s| s.trim().to_string()).map_err(|source| slogate_history::HistoryError::Io { path: p.to_path_buf(), source })
+                };
+                let credentials = match (&self.s3.access_key_id_file, &self.s3.secret_access_key_file) {
+                    (Some(id), Some(secret)) => Some((read(id)?, read(secret)?)),
+                    _ => None,
+                };
+                let options = slogate_history::S3Options { endpoint: self.s3.endpoint.clone(), region: self.s3.region.clone(), allow_http: self.s3.allow_http, credentials };
+                slogate_history::Store::s3(url, &options)
+            }
+            None => Ok(slogate_history::Store::local(&self.dir)),
+        }
     }
     fn default_flush() -> HumanDuration {
         HumanDuration(Duration::from_secs(60))
@@ -125,6 +189,11 @@ impl Default for HistorySection {
         HistorySection {
             enabled: true,
             dir: Self::default_dir(),
+            url: None,
+            s3: HistoryS3Section::default(),
+            retention: Self::default_retention(),
+            compaction_interval: Self::default_compaction_interval(),
+            compact_after: Self::default_compact_after(),
             flush_interval: Self::default_flush(),
             max_buffered_rows: Self::default_max_rows(),
             reload: Self::default_reload(),
@@ -870,10 +939,29 @@ impl Config {
             max_overflow_series_per_service: 8,
             extra_dims: f.cohorts.extra.iter().map(|e| e.name.clone()).collect(),
         };
+        validate_history(&f.history, &invalid)?;
         let gates = validate_gates(&f, &invalid)?;
         let (slos, burn_tiers, rules) = validate_alerting(&f, &invalid)?;
         Ok(Config { source: file.to_string(), file: f, extract, limits, window, gates, slos, burn_tiers, rules })
     }
+}
+
+fn validate_history(h: &HistorySection, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+    if let Some(url) = &h.url {
+        if !url.starts_with("s3://") || url.len() <= "s3://".len() {
+            return Err(invalid("history.url", format!("{url:?} must be an s3://bucket/prefix url (use history.dir for a local directory)")));
+        }
+    }
+    if h.s3.access_key_id_file.is_some() != h.s3.secret_access_key_file.is_some() {
+        return Err(invalid("history.s3", "access_key_id_file and secret_access_key_file go together".into()));
+    }
+    if h.retention.0 < Duration::from_secs(3600) {
+        return Err(invalid("history.retention", "must be at least 1h".into()));
+    }
+    if h.compaction_interval.0 < Duration::from_secs(1) {
+        return Err(invalid("history.compaction_interval", "must be at least 1s".into()));
+    }
+    Ok(())
 }
 
 fn check_dims(sel: &std::collections::BTreeMap<String, String>, extra: &[&str], field: &str, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Vec<(String, String)>, ConfigError> {
@@ -1154,5 +1242,8 @@ mod tests {
         check("ingest:\n  span_kinds: [server, sever]\n", "slogate.yaml:2: ingest.span_kinds[1]: unknown span kind \"sever\"; use server, consumer, client, producer or internal");
         check("cohorts:\n  extra:\n    - name: version\n      attributes: [x]\n", "slogate.yaml:3: cohorts.extra[0].name: \"version\" must be lowercase [a-z0-9_] and not a built-in dimension");
         check("limits: [1, 2]\n", "slogate.yaml:1:9: limits: invalid type: sequence, expected struct LimitSection");
+        check("history:\n  url: /var/lib/slogate\n", "slogate.yaml:2: history.url: \"/var/lib/slogate\" must be an s3://bucket/prefix url (use history.dir for a local directory)");
+        check("history:\n  retention: 10m\n", "slogate.yaml:2: history.retention: must be at least 1h");
+        check("history:\n  s3:\n    secret_key: x\n", "slogate.yaml:3:5: history.s3.secret_key: unknown field `secret_key`, expected one of `endpoint`, `region`, `allow_http`, `access_key_id_file`, `secret_access_key_file`");
     }
 }

@@ -210,6 +210,30 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
     });
 
+    let compactor = history.as_ref().map(|h| {
+        let maintenance = h.maintenance.clone();
+        let every = cfg.file.history.compaction_interval.0;
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = async { let _ = stop.wait_for(|v| *v).await; } => break,
+                }
+                let m = maintenance.clone();
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+                match tokio::task::spawn_blocking(move || m.run_once(now)).await {
+                    Ok(Ok(_)) => {}
+                    // Every step can be re-run: the next tick picks up where this one stopped.
+                    Ok(Err(e)) => tracing::error!(error = %e, "history compaction or retention failed; will retry"),
+                    Err(e) => tracing::error!(error = %e, "history compaction panicked"),
+                }
+            }
+        })
+    });
+
     ready.store(true, Ordering::SeqCst);
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -227,6 +251,9 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
         if let Some(f) = flusher {
             let _ = f.await;
+        }
+        if let Some(c) = compactor {
+            let _ = c.await;
         }
     };
     if tokio::time::timeout(grace, all).await.is_err() {
@@ -252,6 +279,8 @@ pub struct HistoryParts {
     /// Every gate evaluation and every alert transition, as JSON documents.
     pub verdicts: Arc<parking_lot::Mutex<slogate_history::DocWriter>>,
     pub alerts: Arc<parking_lot::Mutex<slogate_history::DocWriter>>,
+    /// Compaction and retention of the history root.
+    pub maintenance: Arc<slogate_history::Maintenance>,
 }
 
 fn doc_row(name: &str, status: &str, doc: serde_json::Value) -> slogate_history::DocRow {
@@ -272,10 +301,25 @@ async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<
         return Ok(None);
     }
     let extra = cfg.window.extra_dims.clone();
-    let mut wc = slogate_history::WriterConfig::new(&h.dir, extra.clone());
+    let store = h.store().context("invalid history location")?;
+    let root = store.describe();
+    let mut mc = slogate_history::MaintenanceConfig::new(extra.clone());
+    mc.retention = Some(h.retention.0);
+    mc.compact_after = h.compact_after.0;
+    let maintenance = Arc::new(slogate_history::Maintenance::new(&store, mc).context("invalid history settings")?);
+    // Before anything reads or writes: finish or undo a compaction a crash interrupted, and
+    // remove interrupted writes, so no row is counted twice or lost.
+    let m = maintenance.clone();
+    match tokio::task::spawn_blocking(move || m.recover(true)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(manifests = n, root = %root, "interrupted history compaction repaired"),
+        Ok(Err(e)) => return Err(e).with_context(|| format!("cannot recover the history in {root}")),
+        Err(e) => return Err(e).context("history recovery panicked"),
+    }
+    let mut wc = slogate_history::WriterConfig::new(&store, extra.clone());
     wc.max_buffered_rows = h.max_buffered_rows;
-    let writer = slogate_history::HistoryWriter::new(wc).with_context(|| format!("cannot open the history in {}", h.dir.display()))?;
-    let query = slogate_history::History::open(&h.dir, &extra).await.with_context(|| format!("cannot read the history in {}", h.dir.display()))?;
+    let writer = slogate_history::HistoryWriter::new(wc).with_context(|| format!("cannot open the history in {root}"))?;
+    let query = slogate_history::History::open(&store, &extra).await.with_context(|| format!("cannot read the history in {root}"))?;
     let since = registry.now_unix().saturating_sub(h.reload.0.as_secs()) as i64;
     let started = std::time::Instant::now();
     match query.load_since(since).await {
@@ -295,19 +339,20 @@ async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<
                 })
                 .collect();
             match registry.import(&closed) {
-                Ok(n) => tracing::info!(rows = n, elapsed_ms = started.elapsed().as_millis() as u64, dir = %h.dir.display(), "history reloaded into the live windows"),
+                Ok(n) => tracing::info!(rows = n, elapsed_ms = started.elapsed().as_millis() as u64, root = %root, "history reloaded into the live windows"),
                 Err(e) => tracing::error!(error = %e, "history holds an invalid sketch; reload stopped"),
             }
         }
         Err(e) => tracing::error!(error = %e, "could not reload the history; windows start empty"),
     }
-    let docs = |table| slogate_history::DocWriter::new(&h.dir, table, h.max_buffered_rows).map(|w| Arc::new(parking_lot::Mutex::new(w)));
+    let docs = |table| slogate_history::DocWriter::new(&store, table, h.max_buffered_rows).map(|w| Arc::new(parking_lot::Mutex::new(w)));
     Ok(Some(HistoryParts {
         writer: Arc::new(parking_lot::Mutex::new(writer)),
         query,
         dropped: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         verdicts: docs(slogate_history::DocTable::Verdicts)?,
         alerts: docs(slogate_history::DocTable::Alerts)?,
+        maintenance,
     }))
 }
 

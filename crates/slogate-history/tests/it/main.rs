@@ -1,5 +1,9 @@
 //! Integration tests: write two days of slots with known raw latencies, then query them back
-//! through DataFusion (and DuckDB as a second, independent reader).
+//! through DataFusion (and DuckDB as a second, independent reader); `store` runs the same
+//! checks, compaction and retention on a local directory and on a real S3-compatible server.
+
+mod s3;
+mod store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -485,18 +489,9 @@ async fn invalid_sketch_bytes_fail_the_query() {
     );
 }
 
-/// DuckDB reads the same tree and agrees on counts and sums.
-#[tokio::test]
-async fn duckdb_reads_the_same_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let (data, _history) = written(dir.path()).await;
-    // A stray temp file must not be picked up by the glob either.
-    std::fs::write(
-        dir.path()
-            .join("requests/date=2025-11-24/hour=00/part-0-0.parquet.tmp"),
-        b"x",
-    )
-    .unwrap();
+/// DuckDB (from the test venv, `SLOGATE_PYTHON`) over `root/requests/**/*.parquet`:
+/// [count, sum(requests), sum(errors), days, min(slot_start), regions].
+fn duckdb_totals(root: &Path) -> Vec<u64> {
     let python = std::env::var("SLOGATE_PYTHON").unwrap_or_else(|_| "python3".to_string());
     let script = r#"
 import json, sys
@@ -516,7 +511,7 @@ print(json.dumps([int(x) for x in row]))
     let out = Command::new(&python)
         .arg("-c")
         .arg(script)
-        .arg(dir.path())
+        .arg(root)
         .output()
         .unwrap_or_else(|e| {
             panic!("cannot run {python} (set SLOGATE_PYTHON to a python with duckdb): {e}")
@@ -527,7 +522,22 @@ print(json.dumps([int(x) for x in row]))
         "{python}: {stderr}\nset SLOGATE_PYTHON to a python that has duckdb (pip install -r tests/python/requirements.txt)"
     );
     assert!(out.status.success(), "duckdb query failed: {stderr}");
-    let got: Vec<u64> = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// DuckDB reads the same tree and agrees on counts and sums.
+#[tokio::test]
+async fn duckdb_reads_the_same_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _history) = written(dir.path()).await;
+    // A stray temp file must not be picked up by the glob either.
+    std::fs::write(
+        dir.path()
+            .join("requests/date=2025-11-24/hour=00/part-0-0.parquet.tmp"),
+        b"x",
+    )
+    .unwrap();
+    let got = duckdb_totals(dir.path());
     let want = vec![
         data.rows.len() as u64,
         data.rows.iter().map(|r| r.requests).sum(),

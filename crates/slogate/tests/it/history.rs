@@ -92,3 +92,110 @@ fn history_sql_and_restart_without_blindness() {
     assert_eq!(sli["requests"].as_u64(), Some(sent), "restart without blindness: {sli}");
     assert_eq!(sli["errors"].as_u64(), Some(sent_errors));
 }
+
+/// s3s-fs (crates.io, installed by scripts/test, found through SLOGATE_S3_SERVER) on a free
+/// loopback port, serving bucket `history` from a temporary directory.
+struct S3Server {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl S3Server {
+    const KEY: &str = "slogate-test";
+    const SECRET: &str = "slogate-test-secret";
+
+    fn start() -> S3Server {
+        let bin = std::env::var("SLOGATE_S3_SERVER").expect("SLOGATE_S3_SERVER is not set: run scripts/test, which installs s3s-fs from crates.io and exports it");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("history")).unwrap();
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let mut child = Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", Self::KEY, "--secret-key", Self::SECRET])
+                .arg(dir.path())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start the S3 server {bin}: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return S3Server { child, port, _dir: dir };
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("the S3 server {bin} did not start")
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn history_on_s3_counts_spans_and_survives_a_restart() {
+    let s3 = S3Server::start();
+    let creds = tempfile::tempdir().unwrap();
+    let (key_file, secret_file) = (creds.path().join("key"), creds.path().join("secret"));
+    std::fs::write(&key_file, format!("{}\n", S3Server::KEY)).unwrap();
+    std::fs::write(&secret_file, S3Server::SECRET).unwrap();
+    let config = format!(
+        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\n\
+         history:\n  url: s3://history/slogate/test\n  s3:\n    endpoint: http://127.0.0.1:{}\n    region: us-east-1\n    allow_http: true\n    access_key_id_file: {}\n    secret_access_key_file: {}\n  flush_interval: 1s\n  reload: 10m\n",
+        s3.port,
+        key_file.display(),
+        secret_file.display()
+    );
+    let server = Server::start(&config);
+    let target = Target { endpoint: format!("http://127.0.0.1:{}", server.grpc), ..Target::default() };
+    let mut cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(40.0, 0.6));
+    cohort.error_rate = 0.03;
+    let mut sc = Scenario::new(target, Rate::PerSecond(2000.0), Duration::from_secs(2), vec![cohort]);
+    sc.batch_size = 100;
+    let report = slogate_load::run_blocking(&sc).unwrap();
+    let (sent, sent_errors) = (report.spans_sent, report.per_cohort[0].errors_sent);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, v) = sql(&server, "SELECT sum(requests), sum(errors), sketch_quantile(sketch, 0.99) FROM requests");
+        assert_eq!(status, 200, "{v}");
+        if v["rows"][0][0].as_u64() == Some(sent) {
+            assert_eq!(v["rows"][0][1].as_u64(), Some(sent_errors), "{v}");
+            let exact = report.per_cohort[0].quantile_ms(0.99).unwrap();
+            let got = v["rows"][0][2].as_f64().unwrap();
+            assert!((got - exact).abs() / exact <= 0.01, "p99 on s3: history {got} ms, exact {exact} ms");
+            break;
+        }
+        assert!(Instant::now() < deadline, "s3 history has {} of {sent} spans", v["rows"][0][0]);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // The CLI reads the bucket directly, with the standard AWS environment variables.
+    let out = Command::new(env!("CARGO_BIN_EXE_slogate"))
+        .args(["sql", "SELECT sum(requests) AS n FROM requests", "--format", "csv", "--url", "s3://history/slogate/test"])
+        .env("AWS_ACCESS_KEY_ID", S3Server::KEY)
+        .env("AWS_SECRET_ACCESS_KEY", S3Server::SECRET)
+        .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", s3.port))
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n\n{sent}\n"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // A crash and a restart: the live windows come back from the bucket.
+    server.kill();
+    let server = Server::start(&config);
+    let sli = server.get_json("/api/v1/sli?service=checkout&window=5m");
+    assert_eq!(sli["requests"].as_u64(), Some(sent), "restart from s3: {sli}");
+    assert_eq!(sli["errors"].as_u64(), Some(sent_errors));
+}
