@@ -5,6 +5,20 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The phase and cohort overrides a verdict or a report is asked for.
+#[derive(Debug, clap::Args)]
+pub struct CohortArgs {
+    /// Phase to judge (default: the gate's first phase).
+    #[arg(long)]
+    phase: Option<String>,
+    /// Canary selector overrides, repeatable: --canary version=v2
+    #[arg(long, value_name = "DIM=VALUE")]
+    canary: Vec<String>,
+    /// Baseline selector overrides, repeatable: --baseline version=v1, or --baseline stored=NAME
+    #[arg(long, value_name = "DIM=VALUE")]
+    baseline: Vec<String>,
+}
+
 #[derive(Parser)]
 #[command(name = "slogate", version, about = "A release gate that watches real traffic: OTLP spans in, proceed / hold / rollback out")]
 struct Cli {
@@ -29,15 +43,8 @@ enum Command {
     /// 2 inconclusive, 3 the server refused the request, 4 the server could not be reached.
     Verdict {
         gate: String,
-        /// Phase to judge (default: the gate's first phase).
-        #[arg(long)]
-        phase: Option<String>,
-        /// Canary selector overrides, repeatable: --canary version=v2
-        #[arg(long, value_name = "DIM=VALUE")]
-        canary: Vec<String>,
-        /// Baseline selector overrides, repeatable: --baseline version=v1
-        #[arg(long, value_name = "DIM=VALUE")]
-        baseline: Vec<String>,
+        #[command(flatten)]
+        cohorts: CohortArgs,
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
         /// Base URL of the slogate HTTP API.
@@ -77,15 +84,8 @@ enum Command {
         /// The period, ending now (e.g. 24h, 3d).
         #[arg(long, default_value = "24h")]
         since: String,
-        /// Phase whose criteria judge the period (default: the gate's first phase).
-        #[arg(long)]
-        phase: Option<String>,
-        /// Canary selector overrides, repeatable: --canary version=v2
-        #[arg(long, value_name = "DIM=VALUE")]
-        canary: Vec<String>,
-        /// Baseline selector overrides, repeatable: --baseline version=v1, or --baseline stored=NAME
-        #[arg(long, value_name = "DIM=VALUE")]
-        baseline: Vec<String>,
+        #[command(flatten)]
+        cohorts: CohortArgs,
         #[command(flatten)]
         source: HistorySource,
         /// Write the report here instead of standard output.
@@ -286,10 +286,10 @@ pub fn main() -> ExitCode {
                 ExitCode::from(3)
             }
         },
-        Command::Verdict { gate, phase, canary, baseline, format, server } => verdict(&gate, phase, &canary, &baseline, format, &server),
+        Command::Verdict { gate, cohorts: CohortArgs { phase, canary, baseline }, format, server } => verdict(&gate, phase, &canary, &baseline, format, &server),
         Command::Sql { query, format, dir, url, max_rows, server } => sql(&query, format, dir, url, max_rows, &server),
         Command::Baseline { command } => baseline_cmd(command),
-        Command::Report { gate, since, phase, canary, baseline, source, out } => report_cmd(&gate, &since, phase.as_deref(), &canary, &baseline, &source, out),
+        Command::Report { gate, since, cohorts: CohortArgs { phase, canary, baseline }, source, out } => report_cmd(&gate, &since, phase.as_deref(), &canary, &baseline, &source, out),
         Command::Sla { service, hours, env, availability, p95, p99, error_rate, down_error_rate, min_requests, format, source } => {
             let flags = SlaFlags { availability, p95, p99, error_rate, down_error_rate, min_requests };
             sla_cmd(&service, hours, env, &flags, format, &source)
