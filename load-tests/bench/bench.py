@@ -221,7 +221,10 @@ class Slogate(Server):
 
     def __init__(self, binary: str, workdir: str, pin: list[str]):
         self.grpc_port, self.http_port, self.api_port = free_port(), free_port(), free_port()
-        cfg = os.path.join(workdir, "slogate.yaml")
+        # Each server gets its own data directory: otherwise the history (and the alert outbox)
+        # of an earlier run would be reloaded on start and counted as this run's series.
+        rundir = tempfile.mkdtemp(prefix="slogate-run-", dir=workdir)
+        cfg = os.path.join(rundir, "slogate.yaml")
         with open(cfg, "w") as f:
             f.write("server:\n"
                     f"  otlp_grpc: 127.0.0.1:{self.grpc_port}\n"
@@ -229,7 +232,7 @@ class Slogate(Server):
                     f"  http: 127.0.0.1:{self.api_port}\n"
                     "  shutdown_grace: 2s\n" + GATE_YAML)
         self.log = open(os.path.join(workdir, "slogate.log"), "ab")
-        self.proc = subprocess.Popen(pin + [binary, "serve", "--config", cfg],
+        self.proc = subprocess.Popen(pin + [binary, "serve", "--config", cfg], cwd=rundir,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
