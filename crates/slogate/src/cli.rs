@@ -5,6 +5,19 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// The series a command is about: a service, optionally narrowed by env, version and operation.
+#[derive(Debug, clap::Args)]
+pub struct SeriesArgs {
+    #[arg(long)]
+    service: String,
+    #[arg(long)]
+    env: Option<String>,
+    #[arg(long)]
+    version: Option<String>,
+    #[arg(long)]
+    operation: Option<String>,
+}
+
 /// The phase and cohort overrides a verdict or a report is asked for.
 #[derive(Debug, clap::Args)]
 pub struct CohortArgs {
@@ -126,16 +139,10 @@ enum Command {
     },
     /// Print the rolling SLI of a service from a running server.
     Sli {
-        #[arg(long)]
-        service: String,
+        #[command(flatten)]
+        series: SeriesArgs,
         #[arg(long, default_value = "10m")]
         window: String,
-        #[arg(long)]
-        env: Option<String>,
-        #[arg(long)]
-        version: Option<String>,
-        #[arg(long)]
-        operation: Option<String>,
         /// Base URL of the slogate HTTP API.
         #[arg(long, env = "SLOGATE_SERVER", default_value = "http://127.0.0.1:8080")]
         server: String,
@@ -169,14 +176,8 @@ enum BaselineCommand {
     Capture {
         #[arg(long)]
         name: String,
-        #[arg(long)]
-        service: String,
-        #[arg(long)]
-        env: Option<String>,
-        #[arg(long)]
-        version: Option<String>,
-        #[arg(long)]
-        operation: Option<String>,
+        #[command(flatten)]
+        series: SeriesArgs,
         /// Further dimensions (configured extras), repeatable: --dim region=eu
         #[arg(long, value_name = "DIM=VALUE")]
         dim: Vec<String>,
@@ -294,7 +295,7 @@ pub fn main() -> ExitCode {
             let flags = SlaFlags { availability, p95, p99, error_rate, down_error_rate, min_requests };
             sla_cmd(&service, hours, env, &flags, format, &source)
         }
-        Command::Sli { service, window, env, version, operation, server } => {
+        Command::Sli { series: SeriesArgs { service, env, version, operation }, window, server } => {
             let mut url = format!("{}/api/v1/sli?service={}&window={}", server.trim_end_matches('/'), enc(&service), enc(&window));
             for (k, v) in [("env", env), ("version", version), ("operation", operation)] {
                 if let Some(v) = v {
@@ -448,7 +449,7 @@ fn baseline_cmd(command: BaselineCommand) -> ExitCode {
     use slogate_history::baseline as store;
     use slogate_history::BaselineError;
     match command {
-        BaselineCommand::Capture { name, service, env, version, operation, dim, from, to, min_requests, replace, source } => {
+        BaselineCommand::Capture { name, series: SeriesArgs { service, env, version, operation }, dim, from, to, min_requests, replace, source } => {
             let (cfg, root) = match source.resolve() {
                 Ok(r) => r,
                 Err(e) => return fail(3, e),
