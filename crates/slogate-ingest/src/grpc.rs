@@ -1,8 +1,8 @@
 //! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
 //!
-//! The service is written against tonic's server primitives with a pass-through codec, so the
-//! request bytes reach [`wire`](crate::wire) untouched. Status codes are corrected after tonic
-//! has built its response, because tonic picks codes the OTLP spec's retry table disagrees with.
+//! The unary call is served by hand on tonic's router (see [`TraceServiceServer`]), so the
+//! request bytes reach [`wire`](crate::wire) untouched and usually uncopied, and every status
+//! code is the one the OTLP spec's retry table asks for.
 
 use crate::extract::Tally;
 use crate::pipeline::{IngestError, Pipeline, Transport};
@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -113,7 +113,7 @@ fn to_status(err: &IngestError) -> Status {
     }
 }
 
-/// A codec that hands over the message bytes as they are.
+/// A codec that hands over the message bytes as they are (for clients: the load generator, tests).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RawCodec;
 
@@ -148,6 +148,13 @@ impl Decoder for RawCodec {
 }
 
 /// The tower service tonic's server routes `TraceService` calls to.
+///
+/// HOT PATH: the unary call is handled here rather than by `tonic::server::Grpc`. The request
+/// body's DATA frames stay the `Bytes` h2 produced, and when the message arrives in one frame
+/// (clients that honour our large SETTINGS_MAX_FRAME_SIZE send it so) it is decoded where it
+/// lies, without a copy into a message buffer. Status codes follow the OTLP retry table rather
+/// than tonic's defaults: an oversized message is RESOURCE_EXHAUSTED, never OUT_OF_RANGE (which
+/// OTLP clients retry forever), and a corrupt one is INVALID_ARGUMENT, never INTERNAL.
 pub struct TraceServiceServer<R: Recorder> {
     pipeline: Arc<Pipeline<R>>,
 }
@@ -170,31 +177,6 @@ impl<R: Recorder> tonic::server::NamedService for TraceServiceServer<R> {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-struct ExportSvc<R: Recorder>(Arc<Pipeline<R>>);
-
-impl<R: Recorder> tonic::server::UnaryService<Bytes> for ExportSvc<R> {
-    type Response = Bytes;
-    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<Bytes>, Status>> + Send>>;
-
-    fn call(&mut self, request: tonic::Request<Bytes>) -> Self::Future {
-        let pipeline = self.0.clone();
-        Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = match pipeline.admit() {
-                Ok(_permit) => pipeline.process(request.get_ref(), false),
-                Err(e) => Err(e),
-            };
-            pipeline.finish(Transport::Grpc, started, &result);
-            match result {
-                Ok(tally) => Ok(tonic::Response::new(Bytes::from(
-                    ExportTraceServiceResponse::from_tally(&tally).encode_to_vec(),
-                ))),
-                Err(e) => Err(to_status(&e)),
-            }
-        })
-    }
-}
-
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
 
 impl<R, B> tower::Service<http::Request<B>> for TraceServiceServer<R>
@@ -213,103 +195,200 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let pipeline = self.pipeline.clone();
-        Box::pin(async move {
-            if req.uri().path() != EXPORT_PATH {
-                return Ok(
-                    Status::unimplemented(format!("unknown method {}", req.uri().path()))
-                        .into_http(),
-                );
-            }
-            let limit = pipeline.limits.max_request_bytes;
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit)
-                .max_encoding_message_size(usize::MAX);
-            let started = std::time::Instant::now();
-            let mut resp = grpc.unary(ExportSvc(pipeline.clone()), req).await;
-            if remap_status(&mut resp, limit) {
-                pipeline.stats.count_request(
-                    Transport::Grpc,
-                    if resp.headers().get("grpc-status").is_some_and(|v| v == "8") {
-                        crate::stats::RequestOutcome::TooLarge
-                    } else {
-                        crate::stats::RequestOutcome::Malformed
-                    },
-                    started.elapsed(),
-                );
-            }
-            Ok(resp)
-        })
+        Box::pin(async move { Ok(export(pipeline, req).await) })
     }
 }
 
-/// Rewrites tonic's codes for failures that happen before our handler runs (message framing,
-/// size, decompression). Returns true when it rewrote one, i.e. the request never reached the
-/// handler and has not been counted yet.
-fn remap_status(resp: &mut http::Response<tonic::body::Body>, limit: usize) -> bool {
-    let Some(code) = resp
-        .headers()
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
-    else {
-        return false;
+/// Why a call ended before the pipeline saw a message.
+enum Refusal {
+    /// A bad export: counted as a request outcome and answered with the error's status.
+    Counted(IngestError),
+    /// Not an export at all (unknown method, not gRPC, the client went away): answered only.
+    Uncounted(Status),
+}
+
+/// The gRPC message header: compressed flag and big-endian length.
+const HEADER: usize = 5;
+
+async fn export<R, B>(pipeline: Arc<Pipeline<R>>, req: http::Request<B>) -> http::Response<tonic::body::Body>
+where
+    R: Recorder,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    let started = std::time::Instant::now();
+    let result = match read_message(pipeline.limits.max_request_bytes, req).await {
+        Err(Refusal::Uncounted(status)) => return status.into_http(),
+        Err(Refusal::Counted(e)) => Err(e),
+        Ok(message) => match pipeline.admit() {
+            Ok(_permit) => pipeline.process(&message, false),
+            Err(e) => Err(e),
+        },
     };
-    let message = resp
-        .headers()
-        .get("grpc-message")
-        .and_then(|v| v.to_str().ok())
-        .map(|m| percent_decode(m))
-        .unwrap_or_default();
-    let replacement = match Code::from_i32(code) {
-        // tonic: "decoded message length too large"; OTLP clients retry OUT_OF_RANGE forever.
-        Code::OutOfRange => Some(Status::resource_exhausted(format!(
-            "request body exceeds the {limit}-byte limit"
-        ))),
-        // tonic's decompression size limit: already RESOURCE_EXHAUSTED, but without our wording.
-        Code::ResourceExhausted if message.contains("decompressing") => {
-            Some(Status::resource_exhausted(format!(
-                "request body exceeds the {limit}-byte limit after decompression"
-            )))
-        }
-        // tonic: corrupt compressed data or bad framing; the request is malformed, not our fault.
-        Code::Internal
-            if message.contains("decompressing") || message.contains("protocol error") =>
-        {
-            Some(Status::invalid_argument(format!(
-                "undecodable request: {message}"
-            )))
-        }
-        _ => None,
-    };
-    match replacement {
-        Some(status) => {
-            let headers = resp.headers_mut();
-            headers.remove("grpc-message");
-            headers.remove("grpc-status-details-bin");
-            let _ = status.add_header(headers);
-            true
-        }
-        None => false,
+    pipeline.finish(Transport::Grpc, started, &result);
+    match result {
+        Ok(tally) => unary_response(Bytes::from(ExportTraceServiceResponse::from_tally(&tally).encode_to_vec())),
+        Err(e) => to_status(&e).into_http(),
     }
 }
 
-/// grpc-message is percent-encoded; only the common escapes matter for matching and logs.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
+/// Reads the one message of a unary call: checks method, content type and encoding, keeps the
+/// DATA frames as they come, stops reading as soon as the message is known to be too large, and
+/// inflates gzip with a hard cap on the output.
+async fn read_message<B>(limit: usize, req: http::Request<B>) -> Result<Bytes, Refusal>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    use http_body_util::BodyExt;
+    if req.uri().path() != EXPORT_PATH {
+        return Err(Refusal::Uncounted(Status::unimplemented(format!("unknown method {}", req.uri().path()))));
+    }
+    let headers = req.headers();
+    let content_type = headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or_default();
+    if !content_type.starts_with(b"application/grpc") {
+        return Err(Refusal::Uncounted(Status::unimplemented("content-type must be application/grpc")));
+    }
+    let gzip = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
+        None | Some(b"identity") => false,
+        Some(b"gzip") => true,
+        Some(other) => {
+            let other = String::from_utf8_lossy(other);
+            return Err(Refusal::Counted(IngestError::Unsupported(format!(
+                "grpc-encoding {other:?}: send gzip or no encoding"
+            ))));
+        }
+    };
+
+    let mut body = std::pin::pin!(req.into_body());
+    // Usually one chunk; more when the client sends 16 KiB frames.
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut have = 0usize;
+    let mut want: Option<(bool, usize)> = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+            Refusal::Uncounted(Status::cancelled(format!("request body: {e}")))
+        })?;
+        let Ok(mut data) = frame.into_data() else {
+            continue;
+        };
+        let data = data.copy_to_bytes(data.remaining());
+        have += data.len();
+        chunks.push(data);
+        if want.is_none() && have >= HEADER {
+            let head = gather(&chunks, HEADER);
+            let compressed = match head[0] {
+                0 => false,
+                1 if gzip => true,
+                1 => {
+                    return Err(Refusal::Counted(IngestError::Malformed(
+                        "undecodable request: compressed-flag set but no grpc-encoding".into(),
+                    )))
+                }
+                f => {
+                    return Err(Refusal::Counted(IngestError::Malformed(format!(
+                        "undecodable request: invalid compressed-flag {f}"
+                    ))))
+                }
+            };
+            let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+            if len > limit {
+                return Err(Refusal::Counted(IngestError::TooLarge { limit, inflated: false }));
+            }
+            want = Some((compressed, len));
+        }
+        if let Some((_, len)) = want {
+            if have > HEADER + len {
+                return Err(Refusal::Counted(IngestError::Malformed(
+                    "undecodable request: a unary call carried more than one message".into(),
+                )));
             }
         }
-        out.push(bytes[i]);
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    let Some((compressed, len)) = want else {
+        if have == 0 {
+            return Err(Refusal::Counted(IngestError::Malformed("undecodable request: no message".into())));
+        }
+        return Err(Refusal::Counted(IngestError::Malformed("undecodable request: truncated message header".into())));
+    };
+    if have < HEADER + len {
+        return Err(Refusal::Counted(IngestError::Malformed(format!(
+            "undecodable request: message of {len} bytes ends after {}",
+            have - HEADER
+        ))));
+    }
+    let message = if chunks.len() == 1 {
+        chunks.pop().expect("one chunk").slice(HEADER..)
+    } else {
+        let all = gather(&chunks, have);
+        all.slice(HEADER..)
+    };
+    if !compressed {
+        return Ok(message);
+    }
+    let mut out = Vec::with_capacity(message.len().saturating_mul(4).min(limit));
+    let mut decoder = std::io::Read::take(flate2::read::GzDecoder::new(&message[..]), limit as u64 + 1);
+    std::io::Read::read_to_end(&mut decoder, &mut out)
+        .map_err(|e| Refusal::Counted(IngestError::Malformed(format!("undecodable request: corrupt gzip message: {e}"))))?;
+    if out.len() > limit {
+        return Err(Refusal::Counted(IngestError::TooLarge { limit, inflated: true }));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// The first `n` bytes of the chunks as one `Bytes` (no copy when the first chunk has them).
+fn gather(chunks: &[Bytes], n: usize) -> Bytes {
+    if chunks[0].len() >= n {
+        return chunks[0].slice(..n);
+    }
+    let mut out = bytes::BytesMut::with_capacity(n);
+    for c in chunks {
+        let take = (n - out.len()).min(c.len());
+        out.extend_from_slice(&c[..take]);
+        if out.len() == n {
+            break;
+        }
+    }
+    out.freeze()
+}
+
+/// A successful unary response: the message in one DATA frame, then `grpc-status: 0`.
+fn unary_response(message: Bytes) -> http::Response<tonic::body::Body> {
+    let mut framed = bytes::BytesMut::with_capacity(HEADER + message.len());
+    framed.put_u8(0);
+    framed.put_u32(message.len() as u32);
+    framed.extend_from_slice(&message);
+    let mut trailers = http::HeaderMap::with_capacity(1);
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let mut resp = http::Response::new(tonic::body::Body::new(UnaryBody {
+        data: Some(framed.freeze()),
+        trailers: Some(trailers),
+    }));
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    resp
+}
+
+/// One DATA frame and the trailers.
+struct UnaryBody {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl http_body::Body for UnaryBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        if let Some(d) = self.data.take() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(d))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(http_body::Frame::trailers(t))))
+    }
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
 }

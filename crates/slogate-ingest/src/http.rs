@@ -125,7 +125,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         buf.extend_from_slice(&data);
     }
     if over {
-        return Err(IngestError::TooLarge { limit });
+        return Err(IngestError::TooLarge { limit, inflated: false });
     }
     let raw = buf.freeze();
     let encoding = headers
@@ -145,7 +145,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
                 .read_to_end(&mut out)
                 .map_err(|e| IngestError::Malformed(format!("corrupt gzip body: {e}")))?;
             if out.len() > limit {
-                return Err(IngestError::TooLarge { limit });
+                return Err(IngestError::TooLarge { limit, inflated: true });
             }
             Ok(Bytes::from(out))
         }

@@ -23,4 +23,4 @@ mod stats;
 pub mod wire;
 
 pub use pipeline::{IngestError, IngestLimits, Pipeline, Transport};
-pub use stats::{IngestStats, LatencyHistogram};
+pub use stats::{IngestStats, LatencyHistogram, RequestOutcome};

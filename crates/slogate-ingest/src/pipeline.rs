@@ -56,8 +56,8 @@ impl Default for IngestLimits {
 pub enum IngestError {
     #[error("{0}")]
     Malformed(String),
-    #[error("request body exceeds the {limit}-byte limit")]
-    TooLarge { limit: usize },
+    #[error("request body exceeds the {limit}-byte limit{}", if *inflated { " after decompression" } else { "" })]
+    TooLarge { limit: usize, inflated: bool },
     #[error("unsupported {0}")]
     Unsupported(String),
     #[error("too many export requests in flight; retry after {0:?}")]

@@ -2,4 +2,5 @@
 //! decoder), and decoder robustness on hostile input.
 
 mod differential;
+mod grpc_framing;
 mod overload;

@@ -13,9 +13,9 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 #[derive(Default)]
-struct Counting(AtomicU64);
+pub(crate) struct Counting(pub(crate) AtomicU64);
 
-struct CountingWriter<'a>(&'a AtomicU64);
+pub(crate) struct CountingWriter<'a>(&'a AtomicU64);
 
 impl ObservationWriter for CountingWriter<'_> {
     fn record(&mut self, _obs: &Observation<'_>) {
@@ -30,7 +30,7 @@ impl Recorder for Counting {
     }
 }
 
-fn pipeline() -> (Arc<Pipeline<Counting>>, Arc<Counting>) {
+pub(crate) fn pipeline() -> (Arc<Pipeline<Counting>>, Arc<Counting>) {
     let rec = Arc::new(Counting::default());
     let limits = IngestLimits {
         max_request_bytes: 1 << 20,
