@@ -8,7 +8,7 @@
 //! - **Series lookup from raw bytes.** A shard caches `key bytes → series id`; the key bytes are
 //!   built in a reused buffer, so a known series costs a hash lookup and no allocation. Only a
 //!   new series reaches the shared index (a `DashMap`) and becomes an owned [`SeriesKey`].
-//! - **Compact open slots.** A shard's open slot keeps each series' bucket counts as `u16` in one
+//! - **Compact open slots.** A shard's open slot keeps each series' bucket counts in one byte
 //!   arena (a small sparse table for quiet series, a dense window for busy ones; see `open`), so
 //!   live memory per series is a few KiB at most and a series that goes quiet costs nothing
 //!   there one slot later.

@@ -230,3 +230,43 @@ fn window_sketches_are_exact_whichever_ring_answers() {
         assert_eq!(got.sketch, want, "window {window}s");
     }
 }
+
+#[test]
+fn counts_past_every_carry_boundary_stay_exact_in_windows() {
+    // Open slots count a busy series' buckets in one byte each: a bucket past 255 carries into
+    // spill records worth 256, then (the entry widened) into a high byte, and past 65,535 into
+    // a record worth 65,536. Series "busy" gets a spread of values (a dense window) and one
+    // bucket hit 70,000 times, "warm" one bucket hit 1,000 times (narrow carries only), "flat"
+    // a single value 70,000 times (a sparse table, `u16` counts). Open, closed, and in the next
+    // slot (which starts wide from the hint), windows hold exactly what was recorded.
+    let (reg, clock) = setup(WindowConfig::default());
+    let services = ["busy", "warm", "flat"];
+    let mut want = [slogate_sketch::Sketch::new(), slogate_sketch::Sketch::new(), slogate_sketch::Sketch::new()];
+    let check = |want: &[slogate_sketch::Sketch; 3], when: &str| {
+        for (svc, want) in services.iter().zip(want) {
+            let got = reg.query(&sel(&[("service", svc)]), 60);
+            assert_eq!(got.requests, want.count(), "{svc} {when}");
+            assert_eq!(got.sketch, *want, "{svc} {when}");
+        }
+    };
+    for slot in 0..2 {
+        let mut values: Vec<(usize, u64)> = Vec::new();
+        values.extend((0..2_000u64).map(|i| (0, 3_000_000 + i * 7_919 % 4_000_000)));
+        values.extend((0..600u64).map(|i| (1, 1_000_000 + i * 6_151 % 2_000_000)));
+        values.extend(std::iter::repeat_n((0, 4_000_000), 70_000));
+        values.extend(std::iter::repeat_n((1, 1_500_000), 1_000));
+        values.extend(std::iter::repeat_n((2, 9_000_000), 70_000));
+        // Outliers after the carries, so a wide window grows on both sides.
+        values.extend([(0, 1_000), (0, 60_000_000_000)]);
+        let mut w = reg.writer();
+        for &(k, v) in &values {
+            w.record(&Observation { duration_ns: v, ..obs(services[k], "v1", "GET /", false, 0) });
+            want[k].record(v);
+        }
+        drop(w);
+        check(&want, &format!("slot {slot}, open"));
+        clock.advance(10);
+        reg.close_slots();
+        check(&want, &format!("slot {slot}, closed"));
+    }
+}
