@@ -9,7 +9,8 @@ at `--rate max` (or a fixed rate), and reports from the server process's own acc
 - spans/s accepted: the server's own counter (slogate_spans_accepted_total, or the Collector's
   otelcol_receiver_accepted_spans) over the generator's elapsed time;
 - CPU: utime+stime of the server process (/proc/PID/stat, all threads) over the run -> ns/span;
-- peak RSS (VmHWM) and RSS growth over the run (VmRSS after - before);
+- peak RSS (VmHWM), peak anonymous RSS (RssAnon sampled every 50 ms: heap and stacks, without
+  the pages of the binary itself) and RSS growth over the run (VmRSS after - before);
 - series and bytes/series (slogate_series_memory_bytes / slogate_series, and dRSS / series);
 - query latency under load: slogate's verdict endpoint polled at --verdict-hz (default 20/s);
   for the Collector, its Prometheus exposition scraped at 1/s (context only: it has no verdicts).
@@ -116,6 +117,23 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ---------------------------------------------------------------- query loop under load
+
+class AnonSampler(threading.Thread):
+    """Peak RssAnon (heap and stacks, without the binary's mapped pages), sampled every 50 ms."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak_kib = pid, 0
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            try:
+                self.peak_kib = max(self.peak_kib, status_kib(self.pid, "RssAnon"))
+            except (OSError, ValueError):
+                pass
+            self.stop_ev.wait(0.05)
+
 
 class QueryLoop(threading.Thread):
     """GETs `path` at `hz` on a keep-alive connection and records each latency (ms)."""
@@ -338,6 +356,8 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         sys0, kids0, self0 = system_busy_s(), children_cpu_s(), self_cpu_s()
         loop = srv.query_loop(a.verdict_hz)
         loop.start()
+        anon = AnonSampler(pid)
+        anon.start()
         if tg:
             # One worker, unthrottled: its batch span processor drops what the exporter cannot
             # send, so the rate is whatever one core of the Go SDK exports.
@@ -357,6 +377,7 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         out = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         loop.stop()
+        anon.stop_ev.set()
         time.sleep(0.3)  # in-flight work drains
         cpu1 = cpu_seconds(pid)
         sys1, kids1, self1 = system_busy_s(), children_cpu_s(), self_cpu_s()
@@ -393,7 +414,7 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
             # CPU the machine spent on anything else during the run (other builds on a shared VM)
             "other_cpu_s": (sys1 - sys0) - cpu - (kids1 - kids0) - (self1 - self0), "wall_s": wall, "server_cpu_util": cpu / wall if wall else 0.0,
             "cpu_ns_per_span": cpu * 1e9 / accepted if accepted else float("nan"),
-            "peak_rss_mib": hwm / 1024, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
+            "peak_rss_mib": hwm / 1024, "peak_anon_mib": anon.peak_kib / 1024, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
             "series": series, "self_reported_bytes_per_series": mem / series if series and mem else None,
             "drss_bytes_per_series": (rss1 - rss0) * 1024 / series if series else None,
             "query": "verdict" if kind == "slogate" else "prom scrape",
@@ -418,16 +439,16 @@ def fmt(v, spec):
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| run | server | proto | scenario | rate | server cores | spans/s | CPU util | CPU ns/span | peak RSS MiB "
+    out = ["| run | server | proto | scenario | rate | server cores | spans/s | CPU util | CPU ns/span | peak RSS MiB | peak anon MiB "
            "| series | bytes/series (self) | ΔRSS/series | query p50 / p99 / max ms (n) | other CPU on the box (cores) |",
-           "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+           "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         q = (f"{r['query']}: {fmt(r['query_p50_ms'], '.2f')} / {fmt(r['query_p99_ms'], '.2f')} / "
              f"{fmt(r['query_max_ms'], '.2f')} ({r['query_n']})")
         other = r["other_cpu_s"] / r["wall_s"] if r.get("wall_s") else float("nan")
         out.append(f"| {r['label']} | {r['server']} | {r['protocol']} | {r['scenario']} | {r['rate']} | "
                    f"{r['server_cores']} | {r['spans_per_s']:,.0f} | {r['server_cpu_util']:.2f} | "
-                   f"{fmt(r['cpu_ns_per_span'], ',.0f')} | {r['peak_rss_mib']:.1f} | {r['series']} | "
+                   f"{fmt(r['cpu_ns_per_span'], ',.0f')} | {r['peak_rss_mib']:.1f} | {r['peak_anon_mib']:.1f} | {r['series']} | "
                    f"{fmt(r['self_reported_bytes_per_series'], ',.0f')} | {fmt(r['drss_bytes_per_series'], ',.0f')} | {q} | {fmt(other, '.2f')} |")
     ratios = []
     for r in rows:
