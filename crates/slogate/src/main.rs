@@ -14,6 +14,7 @@ mod gates;
 mod grpc_api;
 mod http_server;
 mod report;
+mod sched;
 mod serve;
 mod sla;
 

@@ -119,7 +119,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new().name("slogate-api".into()).spawn(move || {
             // Two workers, so a SQL query's timeout can fire while the query computes.
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("slogate-api").enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("slogate-api").on_thread_start(crate::sched::latency_sensitive_thread).enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot start the API runtime");
