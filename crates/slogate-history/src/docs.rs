@@ -112,8 +112,60 @@ impl DocWriter {
     /// Writes the buffered documents, one file per (date, hour); on error the unwritten ones
     /// stay buffered.
     pub fn flush(&mut self) -> Result<Vec<String>, HistoryError> {
+        self.take().write().map_err(|(e, rest)| {
+            self.restore(rest);
+            e
+        })
+    }
+
+    /// Takes the buffered documents out with what writing them needs. A caller that keeps the
+    /// writer behind a lock writes the batch after releasing it, so [`DocWriter::append`] (a
+    /// verdict being logged) never waits for Parquet encoding, an fsync or an S3 retry.
+    pub fn take(&mut self) -> DocBatch {
+        DocBatch {
+            table: self.table,
+            store: self.store.clone(),
+            props: self.props.clone(),
+            rows: std::mem::take(&mut self.buf),
+        }
+    }
+
+    /// Puts back what a [`DocBatch::write`] could not write, ahead of the documents appended
+    /// since. The buffer may then hold up to twice `max_buffered_rows` until the next flush;
+    /// `append` refuses in the meantime.
+    pub fn restore(&mut self, mut rows: Vec<DocRow>) {
+        rows.append(&mut self.buf);
+        self.buf = rows;
+    }
+}
+
+/// Documents taken out of a [`DocWriter`], to be written without holding it.
+#[derive(Debug)]
+pub struct DocBatch {
+    table: DocTable,
+    store: Store,
+    props: WriterProperties,
+    rows: Vec<DocRow>,
+}
+
+impl DocBatch {
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    pub fn rows(&self) -> &[DocRow] {
+        &self.rows
+    }
+
+    /// Writes the documents, one file per (date, hour). On error, returns the documents of the
+    /// partitions not written, for [`DocWriter::restore`].
+    pub fn write(self) -> Result<Vec<String>, (HistoryError, Vec<DocRow>)> {
         let mut groups: BTreeMap<(String, String), Vec<DocRow>> = BTreeMap::new();
-        for row in std::mem::take(&mut self.buf) {
+        for row in self.rows {
             groups
                 .entry(partition_of(row.at_unix_ms.div_euclid(1000)))
                 .or_default()
@@ -135,9 +187,8 @@ impl DocWriter {
             ) {
                 Ok(path) => written.push(path),
                 Err(e) => {
-                    self.buf.extend(rows);
-                    self.buf.extend(groups.flat_map(|(_, rows)| rows));
-                    return Err(e);
+                    rows.extend(groups.flat_map(|(_, rows)| rows));
+                    return Err((e, rows));
                 }
             }
         }

@@ -61,7 +61,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, CohortTotals};
-pub use docs::{DocRow, DocTable, DocWriter, docs_to_batch};
+pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
 pub use compact::{CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport};
 pub use query::{History, QueryResult};
 pub use schema::{

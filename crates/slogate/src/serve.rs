@@ -382,12 +382,19 @@ fn append_history(writer: &parking_lot::Mutex<slogate_history::HistoryWriter>, d
     }
 }
 
+/// Writes the buffered verdict or alert documents. The lock is held only to take them out:
+/// verdicts append to this writer, so they must not wait for the Parquet write or an S3 retry.
 fn flush_docs(writer: &parking_lot::Mutex<slogate_history::DocWriter>) {
-    let mut w = writer.lock();
-    if w.buffered() > 0 {
-        if let Err(e) = w.flush() {
-            tracing::error!(error = %e, "history flush failed; will retry");
+    let batch = {
+        let mut w = writer.lock();
+        if w.buffered() == 0 {
+            return;
         }
+        w.take()
+    };
+    if let Err((e, rest)) = batch.write() {
+        tracing::error!(error = %e, "history flush failed; will retry");
+        writer.lock().restore(rest);
     }
 }
 

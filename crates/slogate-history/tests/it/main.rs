@@ -632,3 +632,43 @@ async fn files_flushed_after_open_are_seen_by_the_next_query() {
         assert_eq!(as_u64(&res.rows[0][0]), 100 * (flushed as u64 + 1));
     }
 }
+
+#[test]
+fn doc_batches_are_written_outside_the_writer_and_put_back_in_order_on_failure() {
+    let doc = |i: i64| DocRow {
+        at_unix_ms: 1_764_000_000_000 + i,
+        name: "checkout".into(),
+        status: "pass".into(),
+        doc: serde_json::json!({"i": i}),
+    };
+    let order = |rows: &[DocRow]| rows.iter().map(|r| r.doc["i"].as_i64().unwrap()).collect::<Vec<_>>();
+
+    // A root under a regular file cannot be created: every write fails.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let mut w = DocWriter::new(file.join("history"), DocTable::Verdicts, 10).unwrap();
+    w.append(doc(0)).unwrap();
+    w.append(doc(1)).unwrap();
+    let batch = w.take();
+    assert_eq!(batch.len(), 2);
+    assert_eq!(w.buffered(), 0);
+    // The writer takes appends while the batch is out.
+    w.append(doc(2)).unwrap();
+    let (_, rest) = batch.write().expect_err("the root cannot be created");
+    w.restore(rest);
+    let again = w.take();
+    assert_eq!(order(again.rows()), [0, 1, 2]);
+    w.restore(again.write().expect_err("still failing").1);
+    assert_eq!(w.buffered(), 3);
+
+    // On a good root the batch is written and what came meanwhile stays buffered.
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = DocWriter::new(dir.path(), DocTable::Verdicts, 10).unwrap();
+    w.append(doc(0)).unwrap();
+    let batch = w.take();
+    w.append(doc(1)).unwrap();
+    assert_eq!(batch.write().unwrap().len(), 1);
+    assert_eq!(w.buffered(), 1);
+    assert_eq!(order(w.take().rows()), [1]);
+}
