@@ -120,6 +120,9 @@ impl Ring {
 pub struct History {
     pub fine: Ring,
     pub coarse: Ring,
+    /// `(close pass, slot)` of the last staged part sealed into this history: a query reads
+    /// staged parts after it from the registry's staging area, the rest from here.
+    pub applied: (u64, u64),
 }
 
 /// Ring geometry, from the window configuration.

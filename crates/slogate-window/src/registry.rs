@@ -154,14 +154,48 @@ pub struct Registry {
     series: RwLock<Vec<Arc<Series>>>,
     services: Mutex<HashMap<String, ServiceEntry>>,
     shards: Mutex<Vec<Arc<Shard>>>,
-    /// Held for writing while the closer moves ended slots from the shards into the histories,
-    /// and for reading by queries, so a query never sees a slot in neither place.
+    /// Held for writing while the closer moves ended slots from the shards into `staged` (a
+    /// few pointer moves), and for reading by queries, so a query never sees a slot in neither
+    /// place. Sealing itself (merging and encoding every series) runs without it.
     closing: RwLock<()>,
+    /// Ended slots taken from the shards and not yet sealed into every history. Queries read a
+    /// series' part here until that series' history records it as applied.
+    staged: RwLock<Staged>,
+    /// One close pass at a time.
+    close_pass: Mutex<()>,
     /// The closer's reusable buffers.
     closer: Mutex<Closer>,
     /// Rows of slots a lagging writer had to close itself, for the next `close_slots`.
     pending_rows: Mutex<Vec<ClosedRow>>,
     pub stats: RegistryStats,
+}
+
+/// The parts of one close pass, readable by queries while the pass seals them.
+#[derive(Default)]
+struct Staged {
+    /// Pass number, increasing; histories record `(pass, slot)` of the last part applied.
+    pass: u64,
+    /// `(slot, parts, (series, entry position) sorted by series)`, by slot.
+    parts: Vec<(u64, Parts, Vec<(SeriesId, u32)>)>,
+}
+
+impl Staged {
+    /// Adds series `id`'s staged data not yet applied to its history (`applied`) to `out`.
+    fn merge_series(&self, id: SeriesId, applied: (u64, u64), first_slot: u64, out: &mut Agg) {
+        for (slot, parts, index) in &self.parts {
+            if *slot < first_slot || (self.pass, *slot) <= applied {
+                continue;
+            }
+            if let Ok(i) = index.binary_search_by_key(&id, |(s, _)| *s) {
+                parts.merge_into(index[i].1 as usize, out);
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.parts.capacity() * size_of::<(u64, Parts, Vec<(SeriesId, u32)>)>()
+            + self.parts.iter().map(|(_, p, ix)| p.heap_bytes() + ix.capacity() * size_of::<(SeriesId, u32)>()).sum::<usize>()
+    }
 }
 
 #[derive(Default)]
@@ -211,6 +245,8 @@ impl Registry {
             services: Mutex::new(HashMap::new()),
             shards: Mutex::new(Vec::new()),
             closing: RwLock::new(()),
+            staged: RwLock::new(Staged::default()),
+            close_pass: Mutex::new(()),
             closer: Mutex::new(Closer::default()),
             pending_rows: Mutex::new(Vec::new()),
             stats: RegistryStats::default(),
@@ -321,21 +357,44 @@ impl Registry {
     /// Closes every open slot before slot number `current`; `u64::MAX` closes all of them (at
     /// shutdown, so the history gets what is still open).
     pub fn close_slots_at(&self, current: u64) -> Vec<ClosedRow> {
+        let _pass = self.close_pass.lock();
         let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
-        let _closing = self.closing.write();
-        let mut parts = Vec::new();
-        for shard in shards {
-            let mut state = shard.lock();
-            for open in &mut state.open {
-                if open.slot != NO_SLOT && open.slot < current {
-                    parts.push(open.take());
+        let pass = {
+            // Only the hand-over blocks queries: the parts move from the shards to `staged`.
+            let _closing = self.closing.write();
+            let mut parts = Vec::new();
+            for shard in shards {
+                let mut state = shard.lock();
+                for open in &mut state.open {
+                    if open.slot != NO_SLOT && open.slot < current {
+                        let (slot, p) = open.take();
+                        let mut index: Vec<(SeriesId, u32)> = p.entries.iter().enumerate().map(|(i, e)| (e.id, i as u32)).collect();
+                        index.sort_unstable();
+                        parts.push((slot, p, index));
+                    }
                 }
             }
-        }
+            if parts.is_empty() {
+                None
+            } else {
+                parts.sort_by_key(|(slot, _, _)| *slot);
+                let mut staged = self.staged.write();
+                staged.pass += 1;
+                staged.parts = parts;
+                Some(staged.pass)
+            }
+        };
         let mut rows = std::mem::take(&mut *self.pending_rows.lock());
-        if !parts.is_empty() {
-            self.stats.slots_closed.fetch_add(parts.len() as u64, Relaxed);
-            rows.extend(self.seal(parts));
+        if let Some(pass) = pass {
+            let sealed = {
+                let staged = self.staged.read();
+                self.stats.slots_closed.fetch_add(staged.parts.len() as u64, Relaxed);
+                let parts: Vec<(u64, &Parts)> = staged.parts.iter().map(|(slot, p, _)| (*slot, p)).collect();
+                self.seal(&parts, Some(pass))
+            };
+            // Every history now holds its part; queries read them there.
+            self.staged.write().parts = Vec::new();
+            rows.extend(sealed);
         }
         rows
     }
@@ -361,10 +420,10 @@ impl Registry {
         Ok(loaded)
     }
 
-    /// Merges ended open slots (every shard's part of them) into the series histories: one
-    /// sealed slot and one exported row per series and slot.
-    fn seal(&self, mut parts: Vec<(u64, Parts)>) -> Vec<ClosedRow> {
-        parts.sort_by_key(|(slot, _)| *slot);
+    /// Merges ended open slots (every shard's part of them, sorted by slot) into the series
+    /// histories: one sealed slot and one exported row per series and slot. Parts staged by
+    /// close pass `pass` are marked applied in each history, under its lock, as they land.
+    fn seal(&self, parts: &[(u64, &Parts)], pass: Option<u64>) -> Vec<ClosedRow> {
         let g = self.cfg.geometry();
         let series = self.series.read();
         let mut closer = self.closer.lock();
@@ -394,7 +453,12 @@ impl Registry {
                 bytes.clear();
                 agg.sketch.encode(bytes);
                 let s = &series[id as usize];
-                s.history.lock().add(slot, agg, bytes, g, scratch);
+                let mut h = s.history.lock();
+                h.add(slot, agg, bytes, g, scratch);
+                if let Some(pass) = pass {
+                    h.applied = (pass, slot);
+                }
+                drop(h);
                 rows.push(ClosedRow {
                     slot_start_unix: slot * self.cfg.slot_seconds,
                     slot_seconds: self.cfg.slot_seconds,
@@ -418,7 +482,8 @@ impl Registry {
     /// itself rather than mix two slots, and keeps the rows for the next `close_slots`.
     #[cold]
     fn close_stale(&self, open: &mut OpenSlot) {
-        let rows = self.seal(vec![open.take()]);
+        let (slot, parts) = open.take();
+        let rows = self.seal(&[(slot, &parts)], None);
         self.stats.slots_closed.fetch_add(1, Relaxed);
         let mut pending = self.pending_rows.lock();
         // Bounded: a closer that never runs loses history rows, never memory.
@@ -454,17 +519,24 @@ impl Registry {
             (first_coarse * cs / slot_s, (n + 1) * cs)
         };
         let _closing = self.closing.read();
+        // Taken before the histories are read: a pass's parts leave `staged` only after every
+        // history has them, so each series' slot is counted from exactly one of the two.
+        let staged = self.staged.read();
         let selected = self.select(sel);
         let g = self.cfg.geometry();
         let mut agg = Agg::default();
-        for (_, s) in &selected {
+        for (id, s) in &selected {
             let h = s.history.lock();
             if fine {
                 h.collect_fine(first_fine, g, &mut agg);
             } else {
                 h.collect_coarse(first_fine * slot_s / self.cfg.coarse_slot_seconds, &mut agg);
             }
+            if !staged.parts.is_empty() {
+                staged.merge_series(*id, h.applied, first_fine, &mut agg);
+            }
         }
+        drop(staged);
         let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
         for shard in shards {
             let state = shard.lock();
@@ -528,6 +600,7 @@ impl Registry {
                 + st.open.iter().map(OpenSlot::heap_bytes).sum::<usize>();
         }
         m.live += self.closer.lock().heap_bytes();
+        m.live += self.staged.read().heap_bytes();
         m.live += self.pending_rows.lock().iter().map(|r| size_of::<ClosedRow>() + key_heap_bytes(&r.key) + r.sketch.capacity()).sum::<usize>();
         m
     }

@@ -270,3 +270,48 @@ fn counts_past_every_carry_boundary_stay_exact_in_windows() {
         check(&want, &format!("slot {slot}, closed"));
     }
 }
+
+#[test]
+fn queries_during_a_close_pass_count_every_span_exactly_once() {
+    // Thousands of series, so a close pass (merge and encode every series) takes long enough
+    // for many queries to run while its parts are staged and half of them sealed.
+    let (reg, clock) = setup(WindowConfig { max_series_per_service: 10_000, ..WindowConfig::default() });
+    let ops: Vec<String> = (0..4_000).map(|i| format!("GET /r{i}")).collect();
+    let all = sel(&[("service", "checkout")]);
+    let mut total = 0u64;
+    let mut overlapped = 0u64;
+    for pass in 0..3u64 {
+        {
+            let mut w = reg.writer();
+            for (i, op) in ops.iter().enumerate() {
+                for k in 0..3u64 {
+                    w.record(&obs("checkout", "v1", op, k == 0, 1 + (i as u64 + k + pass) % 500));
+                }
+            }
+        }
+        total += 3 * ops.len() as u64;
+        clock.advance(10);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let q = s.spawn(|| {
+                let mut n = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Acquire) {
+                    let w = reg.query(&all, 600);
+                    assert_eq!((w.requests, w.errors), (total, total / 3), "a query during close pass {pass} miscounted");
+                    assert_eq!(w.sketch.count(), total);
+                    n += 1;
+                }
+                n
+            });
+            // Let the query thread start, then close.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            let rows = reg.close_slots();
+            assert_eq!(rows.len(), ops.len());
+            done.store(true, std::sync::atomic::Ordering::Release);
+            overlapped += q.join().unwrap();
+        });
+        let w = reg.query(&all, 600);
+        assert_eq!(w.requests, total);
+    }
+    assert!(overlapped >= 3, "only {overlapped} queries ran alongside the close passes");
+}
