@@ -279,6 +279,9 @@ class Slogate(Server):
         m = self.metrics()
         return int(prom_value(m, "slogate_series")), prom_value(m, "slogate_series_memory_bytes")
 
+    def live_bytes(self) -> float:
+        return prom_value(self.metrics(), 'slogate_series_state_bytes{part="live"}')
+
     def query_loop(self, hz: float) -> QueryLoop:
         return QueryLoop(self.api_port, VERDICT_PATH, hz)
 
@@ -416,6 +419,8 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
             "cpu_ns_per_span": cpu * 1e9 / accepted if accepted else float("nan"),
             "peak_rss_mib": hwm / 1024, "peak_anon_mib": anon.peak_kib / 1024, "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
             "series": series, "self_reported_bytes_per_series": mem / series if series and mem else None,
+            # live state only (keys, index, open slots), without the closed slots kept for windows
+            "live_bytes_per_series": (srv.live_bytes() / series) if kind == "slogate" and series else None,
             "drss_bytes_per_series": (rss1 - rss0) * 1024 / series if series else None,
             "query": "verdict" if kind == "slogate" else "prom scrape",
             "query_n": len(loop.lat_ms), "query_p50_ms": pct(loop.lat_ms, 0.50),
@@ -440,7 +445,7 @@ def fmt(v, spec):
 
 def table(rows: list[dict]) -> str:
     out = ["| run | server | proto | scenario | rate | server cores | spans/s | CPU util | CPU ns/span | peak RSS MiB | peak anon MiB "
-           "| series | bytes/series (self) | ΔRSS/series | query p50 / p99 / max ms (n) | other CPU on the box (cores) |",
+           "| series | bytes/series (self: all / live) | ΔRSS/series | query p50 / p99 / max ms (n) | other CPU on the box (cores) |",
            "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in rows:
         q = (f"{r['query']}: {fmt(r['query_p50_ms'], '.2f')} / {fmt(r['query_p99_ms'], '.2f')} / "
@@ -449,7 +454,7 @@ def table(rows: list[dict]) -> str:
         out.append(f"| {r['label']} | {r['server']} | {r['protocol']} | {r['scenario']} | {r['rate']} | "
                    f"{r['server_cores']} | {r['spans_per_s']:,.0f} | {r['server_cpu_util']:.2f} | "
                    f"{fmt(r['cpu_ns_per_span'], ',.0f')} | {r['peak_rss_mib']:.1f} | {r['peak_anon_mib']:.1f} | {r['series']} | "
-                   f"{fmt(r['self_reported_bytes_per_series'], ',.0f')} | {fmt(r['drss_bytes_per_series'], ',.0f')} | {q} | {fmt(other, '.2f')} |")
+                   f"{fmt(r['self_reported_bytes_per_series'], ',.0f')} / {fmt(r.get('live_bytes_per_series'), ',.0f')} | {fmt(r['drss_bytes_per_series'], ',.0f')} | {q} | {fmt(other, '.2f')} |")
     ratios = []
     for r in rows:
         if r["server"] != "slogate":

@@ -147,16 +147,21 @@ async fn metrics(State(st): State<AppState>) -> Response {
     st.stats.render(&mut out);
     let r = &st.registry;
     let series = r.series_count();
-    let memory = r.memory_bytes();
+    let m = r.memory();
+    let memory = m.live + m.closed();
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let _ = write!(
         out,
         "# HELP slogate_series Series tracked, including overflow series.\n# TYPE slogate_series gauge\nslogate_series {series}\n\
          # HELP slogate_overflow_observations_total Spans recorded into an overflow series because a cardinality cap was reached.\n# TYPE slogate_overflow_observations_total counter\nslogate_overflow_observations_total {}\n\
          # HELP slogate_series_memory_bytes Heap bytes held by series state (history, keys, open slots).\n# TYPE slogate_series_memory_bytes gauge\nslogate_series_memory_bytes {memory}\n\
+         # HELP slogate_series_state_bytes The same heap bytes by part: live (keys, index, open slots), fine and coarse closed slots.\n# TYPE slogate_series_state_bytes gauge\nslogate_series_state_bytes{{part=\"live\"}} {}\nslogate_series_state_bytes{{part=\"fine\"}} {}\nslogate_series_state_bytes{{part=\"coarse\"}} {}\n\
          # HELP slogate_slots_closed_total Open slots merged into series histories.\n# TYPE slogate_slots_closed_total counter\nslogate_slots_closed_total {}\n\
          # HELP slogate_uptime_seconds Seconds since the server started.\n# TYPE slogate_uptime_seconds gauge\nslogate_uptime_seconds {}\n",
         load(&r.stats.overflow_observations),
+        m.live,
+        m.fine,
+        m.coarse,
         load(&r.stats.slots_closed),
         st.started.elapsed().as_secs()
     );

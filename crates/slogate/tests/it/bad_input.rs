@@ -135,6 +135,15 @@ fn bad_requests_are_refused_clearly_and_change_nothing() {
     let sli = server.get_json("/api/v1/sli?service=checkout&window=10m");
     assert_eq!(sli["requests"].as_u64(), Some(20), "{sli}");
     assert_eq!(server.metric("slogate_spans_accepted_total"), 20.0);
+    // The memory gauge's parts add up to it (one scrape, so both come from the same moment).
+    let (_, metrics) = server.get("/metrics").unwrap();
+    let sample = |name: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("{name} missing"))
+    };
+    let live = sample("slogate_series_state_bytes{part=\"live\"}");
+    let parts = live + sample("slogate_series_state_bytes{part=\"fine\"}") + sample("slogate_series_state_bytes{part=\"coarse\"}");
+    assert!(live > 0.0);
+    assert_eq!(parts, sample("slogate_series_memory_bytes"));
     assert_eq!(server.metric("slogate_receiver_requests_total{transport=\"grpc\",outcome=\"malformed\"}"), 1.0);
     assert_eq!(server.metric("slogate_receiver_requests_total{transport=\"grpc\",outcome=\"too_large\"}"), 2.0);
     assert_eq!(server.metric("slogate_receiver_requests_total{transport=\"http_protobuf\",outcome=\"too_large\"}"), 2.0);
