@@ -480,6 +480,10 @@ impl Registry {
 
     /// A writer found its open slot two slots old (the closer is behind): it closes that slot
     /// itself rather than mix two slots, and keeps the rows for the next `close_slots`.
+    /// It seals directly, without staging: a query that read this series' history just before
+    /// and reaches this shard just after misses the part once (rare: the closer must be two
+    /// slots behind; staging here would need the closing lock while the shard lock is held,
+    /// the reverse of the query's order).
     #[cold]
     fn close_stale(&self, open: &mut OpenSlot) {
         let (slot, parts) = open.take();
