@@ -4,22 +4,19 @@
 //!
 //! # Storage
 //!
-//! One JSON document per baseline, `<root>/baselines/<name>.json`, written as a uniquely named
-//! `.tmp` file, fsynced, renamed over the final name and the directory fsynced: readers see the
-//! old document or the new one, never half of one. Everything here takes a root directory and
-//! touches one file at a time, so it ports onto an object store (one PUT, one GET) unchanged in
-//! spirit. Sketches are kept in the `slogate-sketch` byte format, hex-encoded.
+//! One JSON document per baseline, `baselines/<name>.json` in the history's [`Store`]: on a
+//! local directory written as a `.tmp` file, fsynced, renamed over the final name and the
+//! directory fsynced; on S3 one PUT. Readers see the old document or the new one, never half of
+//! one. Sketches are kept in the `slogate-sketch` byte format, hex-encoded.
 //!
 //! # Bounds
 //!
 //! Names are `[A-Za-z0-9._-]`, at most [`MAX_NAME_LEN`] bytes; a baseline holds at most
-//! [`MAX_OPERATIONS`] operations; a file larger than [`MAX_FILE_BYTES`] is refused unread;
+//! [`MAX_OPERATIONS`] operations; a document larger than [`MAX_FILE_BYTES`] is refused;
 //! listing stops at [`MAX_BASELINES`] files. Every sketch is decoded when a baseline is loaded,
 //! so a corrupt file is an error at load, not a wrong verdict later.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::array::{Array, AsArray};
@@ -33,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use slogate_sketch::Sketch;
 
 use crate::HistoryError;
+use crate::store::Store;
 use crate::query::History;
 use crate::schema::partition_of;
 use crate::writer::REQUESTS_TABLE;
@@ -303,109 +301,75 @@ pub fn validate_name(name: &str) -> Result<(), BaselineError> {
     }
 }
 
-/// `<root>/baselines/<name>.json`.
-pub fn baseline_path(root: &Path, name: &str) -> Result<PathBuf, BaselineError> {
+/// The key of baseline `name` in a history root: `baselines/<name>.json`.
+pub fn baseline_key(name: &str) -> Result<String, BaselineError> {
     validate_name(name)?;
-    Ok(root.join(BASELINES_DIR).join(format!("{name}.json")))
+    Ok(format!("{BASELINES_DIR}/{name}.json"))
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BaselineError + '_ {
-    move |source| BaselineError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+/// Where baseline `name` lives, for messages: `<root>/baselines/<name>.json` (a path, or an
+/// `s3://` URL).
+pub fn baseline_location(root: &Store, name: &str) -> Result<PathBuf, BaselineError> {
+    Ok(PathBuf::from(format!("{}/{}", root.describe().trim_end_matches('/'), baseline_key(name)?)))
 }
 
-/// Saves a baseline atomically; refuses to replace an existing one unless `replace`.
-pub fn save(root: &Path, baseline: &Baseline, replace: bool) -> Result<PathBuf, BaselineError> {
-    let path = baseline_path(root, &baseline.name)?;
-    let dir = root.join(BASELINES_DIR);
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
-    if !replace && path.exists() {
+/// Saves a baseline atomically (a local file is written, fsync'd and renamed; an object is one
+/// PUT); refuses to replace an existing one unless `replace`. Returns where it was saved.
+pub fn save(root: &Store, baseline: &Baseline, replace: bool) -> Result<PathBuf, BaselineError> {
+    let key = baseline_key(&baseline.name)?;
+    let location = baseline_location(root, &baseline.name)?;
+    if !replace && root.get(&key)?.is_some() {
         return Err(BaselineError::Exists(baseline.name.clone()));
     }
     let body = serde_json::to_vec_pretty(baseline).map_err(|e| BaselineError::Corrupt {
-        path: path.clone(),
+        path: location.clone(),
         message: e.to_string(),
     })?;
-    let tmp = dir.join(format!(
-        ".{}.{}.{}.tmp",
-        baseline.name,
-        std::process::id(),
-        crate::writer::next_file_number()
-    ));
-    let result = (|| {
-        let mut file = File::create_new(&tmp).map_err(io(&tmp))?;
-        file.write_all(&body).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
-        drop(file);
-        fs::rename(&tmp, &path).map_err(io(&path))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&dir))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map(|()| path)
+    root.put(&key, body)?;
+    Ok(location)
 }
 
 /// Loads and checks one baseline.
-pub fn load(root: &Path, name: &str) -> Result<Baseline, BaselineError> {
-    let path = baseline_path(root, name)?;
-    load_file(&path).map_err(|e| match e {
-        BaselineError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            BaselineError::NotFound(name.to_string())
-        }
-        other => other,
-    })
+pub fn load(root: &Store, name: &str) -> Result<Baseline, BaselineError> {
+    let key = baseline_key(name)?;
+    let location = baseline_location(root, name)?;
+    match root.get(&key)? {
+        Some(bytes) => parse(&location, name, &bytes),
+        None => Err(BaselineError::NotFound(name.to_string())),
+    }
 }
 
-/// Loads and checks a baseline file.
-pub fn load_file(path: &Path) -> Result<Baseline, BaselineError> {
-    let file = File::open(path).map_err(io(path))?;
-    let bytes = file.metadata().map_err(io(path))?.len();
-    if bytes > MAX_FILE_BYTES {
+/// Parses and checks the stored bytes of baseline `name` (from `location`).
+fn parse(location: &Path, name: &str, bytes: &[u8]) -> Result<Baseline, BaselineError> {
+    if bytes.len() as u64 > MAX_FILE_BYTES {
         return Err(BaselineError::TooLarge {
-            path: path.to_path_buf(),
-            bytes,
+            path: location.to_path_buf(),
+            bytes: bytes.len() as u64,
         });
     }
-    let mut text = Vec::with_capacity(bytes as usize);
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut text)
-        .map_err(io(path))?;
-    let baseline: Baseline = serde_json::from_slice(&text).map_err(|e| BaselineError::Corrupt {
-        path: path.to_path_buf(),
+    let baseline: Baseline = serde_json::from_slice(bytes).map_err(|e| BaselineError::Corrupt {
+        path: location.to_path_buf(),
         message: e.to_string(),
     })?;
-    let expected = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    if baseline.name != expected {
+    if baseline.name != name {
         return Err(BaselineError::Corrupt {
-            path: path.to_path_buf(),
+            path: location.to_path_buf(),
             message: format!(
-                "names baseline {:?} but the file is {expected:?}",
+                "names baseline {:?} but the file is {name:?}",
                 baseline.name
             ),
         });
     }
-    baseline.check(path)?;
+    baseline.check(location)?;
     Ok(baseline)
 }
 
 /// The names of the stored baselines, sorted (at most [`MAX_BASELINES`]).
-pub fn list(root: &Path) -> Result<Vec<String>, BaselineError> {
-    let dir = root.join(BASELINES_DIR);
-    let entries = match fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(io(&dir)(e)),
-    };
+pub fn list(root: &Store) -> Result<Vec<String>, BaselineError> {
+    let prefix = format!("{BASELINES_DIR}/");
     let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(io(&dir))?;
-        let file = entry.file_name();
-        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".json")) else {
+    for entry in root.list(BASELINES_DIR)? {
+        let Some(name) = entry.key.strip_prefix(&prefix).and_then(|f| f.strip_suffix(".json")) else {
             continue;
         };
         if validate_name(name).is_ok() {
@@ -420,20 +384,13 @@ pub fn list(root: &Path) -> Result<Vec<String>, BaselineError> {
 }
 
 /// Deletes a stored baseline.
-pub fn delete(root: &Path, name: &str) -> Result<(), BaselineError> {
-    let path = baseline_path(root, name)?;
-    match fs::remove_file(&path) {
-        Ok(()) => {
-            let dir = root.join(BASELINES_DIR);
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&dir))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(BaselineError::NotFound(name.to_string()))
-        }
-        Err(e) => Err(io(&path)(e)),
+pub fn delete(root: &Store, name: &str) -> Result<(), BaselineError> {
+    let key = baseline_key(name)?;
+    if root.get(&key)?.is_none() {
+        return Err(BaselineError::NotFound(name.to_string()));
     }
+    root.delete(&key)?;
+    Ok(())
 }
 
 fn ts(unix: i64) -> Expr {
@@ -693,6 +650,7 @@ mod hex_bytes {
 mod tests {
     use super::*;
     use crate::{HistoryWriter, SlotRow, WriterConfig};
+    use std::fs;
     use slogate_core::SeriesKey;
 
     const T0: i64 = 1_764_000_000;
@@ -833,7 +791,7 @@ mod tests {
     #[test]
     fn store_roundtrip_and_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
+        let root = &Store::local(dir.path());
         let mut s = Sketch::new();
         s.record(5_000_000);
         let ops = vec![CohortTotals {
@@ -854,7 +812,7 @@ mod tests {
         .unwrap();
         assert_eq!(list(root).unwrap(), Vec::<String>::new());
         let path = save(root, &b, false).unwrap();
-        assert_eq!(path, root.join("baselines/pre-release.v1.json"));
+        assert_eq!(path, dir.path().join("baselines/pre-release.v1.json"));
         assert_eq!(load(root, "pre-release.v1").unwrap(), b);
         assert!(matches!(
             save(root, &b, false),
@@ -863,7 +821,7 @@ mod tests {
         save(root, &b, true).unwrap();
         assert_eq!(list(root).unwrap(), vec!["pre-release.v1".to_string()]);
         // No temporary file is left behind.
-        assert_eq!(fs::read_dir(root.join(BASELINES_DIR)).unwrap().count(), 1);
+        assert_eq!(fs::read_dir(dir.path().join(BASELINES_DIR)).unwrap().count(), 1);
 
         for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(129)] {
             assert!(
@@ -894,7 +852,7 @@ mod tests {
             ),
         ];
         for (name, text, want) in cases {
-            fs::write(root.join(BASELINES_DIR).join(format!("{name}.json")), text).unwrap();
+            fs::write(dir.path().join(BASELINES_DIR).join(format!("{name}.json")), text).unwrap();
             let err = load(root, name).unwrap_err().to_string();
             assert!(err.contains(want), "{name}: {err}");
         }

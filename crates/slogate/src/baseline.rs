@@ -4,20 +4,34 @@
 
 use parking_lot::Mutex;
 use slogate_history::baseline::{self as store, Baseline, BaselineError};
+use slogate_history::Store;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
-/// The stored baselines under `<history root>/baselines`, cached by file modification time and
-/// size: every lookup costs one `stat`, and a changed or new file is read again.
+/// How long a baseline read from an object store is used before it is fetched again (a local
+/// file is checked on every lookup instead).
+const REMOTE_TTL: Duration = Duration::from_secs(10);
+
+/// When a cached baseline was read: a local file's modification time and size, or the time an
+/// object was fetched.
+#[derive(Clone, Copy, PartialEq)]
+enum Stamp {
+    File(Option<SystemTime>, u64),
+    Fetched(Instant),
+}
+
+/// The stored baselines under `<history root>/baselines`, cached. On a local directory every
+/// lookup costs one `stat` and a changed or new file is read again at once; on S3 a baseline is
+/// fetched again when its copy is older than [`REMOTE_TTL`] (a capture is seen within 10 s).
 pub struct BaselineStore {
-    root: PathBuf,
-    cache: Mutex<HashMap<String, (Option<SystemTime>, u64, Arc<Baseline>)>>,
+    root: Store,
+    cache: Mutex<HashMap<String, (Stamp, Arc<Baseline>)>>,
 }
 
 impl BaselineStore {
-    pub fn new(root: impl Into<PathBuf>) -> BaselineStore {
+    pub fn new(root: impl Into<Store>) -> BaselineStore {
         BaselineStore { root: root.into(), cache: Mutex::new(HashMap::new()) }
     }
 
@@ -41,29 +55,52 @@ impl BaselineStore {
         loaded
     }
 
-    /// The baseline `name`, re-read from disk when its file changed since the last read.
+    /// The baseline `name`, read again when its file changed (local) or its copy is older than
+    /// [`REMOTE_TTL`] (object store).
     pub fn get(&self, name: &str) -> Result<Arc<Baseline>, BaselineError> {
-        let path = store::baseline_path(&self.root, name)?;
-        let meta = match std::fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.cache.lock().remove(name);
-                return Err(BaselineError::NotFound(name.to_string()));
+        let key = store::baseline_key(name)?;
+        let stamp = match self.root.local_root() {
+            Some(dir) => {
+                let path = dir.join(&key);
+                let meta = match std::fs::metadata(&path) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        self.cache.lock().remove(name);
+                        return Err(BaselineError::NotFound(name.to_string()));
+                    }
+                    Err(source) => return Err(BaselineError::Io { path, source }),
+                };
+                let stamp = Stamp::File(meta.modified().ok(), meta.len());
+                if let Some((s, b)) = self.cache.lock().get(name) {
+                    if *s == stamp {
+                        return Ok(b.clone());
+                    }
+                }
+                stamp
             }
-            Err(source) => return Err(BaselineError::Io { path, source }),
+            None => {
+                if let Some((Stamp::Fetched(at), b)) = self.cache.lock().get(name) {
+                    if at.elapsed() < REMOTE_TTL {
+                        return Ok(b.clone());
+                    }
+                }
+                Stamp::Fetched(Instant::now())
+            }
         };
-        let stamp = (meta.modified().ok(), meta.len());
-        if let Some((m, l, b)) = self.cache.lock().get(name) {
-            if (*m, *l) == stamp {
-                return Ok(b.clone());
+        let b = match store::load(&self.root, name) {
+            Ok(b) => Arc::new(b),
+            Err(e) => {
+                if matches!(e, BaselineError::NotFound(_)) {
+                    self.cache.lock().remove(name);
+                }
+                return Err(e);
             }
-        }
-        let b = Arc::new(store::load_file(&path)?);
+        };
         let mut cache = self.cache.lock();
         if cache.len() >= store::MAX_BASELINES {
             cache.clear();
         }
-        cache.insert(name.to_string(), (stamp.0, stamp.1, b.clone()));
+        cache.insert(name.to_string(), (stamp, b.clone()));
         tracing::info!(baseline = %name, requests = b.total.requests, "stored baseline loaded");
         Ok(b)
     }
@@ -132,12 +169,12 @@ pub struct CaptureRequest {
 }
 
 /// Reads the history under `root`, builds the baseline and saves it under `root/baselines`.
-pub async fn capture(root: &Path, extra_dims: &[String], req: &CaptureRequest) -> Result<(Baseline, PathBuf), BaselineError> {
+pub async fn capture(root: &Store, extra_dims: &[String], req: &CaptureRequest) -> Result<(Baseline, PathBuf), BaselineError> {
     store::validate_name(&req.name)?;
     if req.to_unix <= req.from_unix {
         return Err(BaselineError::Range(format!("--from {} is not before --to {}", store::rfc3339(req.from_unix), store::rfc3339(req.to_unix))));
     }
-    if !req.replace && store::baseline_path(root, &req.name)?.exists() {
+    if !req.replace && root.get(&store::baseline_key(&req.name)?)?.is_some() {
         return Err(BaselineError::Exists(req.name.clone()));
     }
     let history = slogate_history::History::open(root, extra_dims).await?;

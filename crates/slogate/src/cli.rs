@@ -156,16 +156,20 @@ struct HistorySource {
     /// Configuration file (YAML); without it, the embedded defaults.
     #[arg(long, short, env = "SLOGATE_CONFIG")]
     config: Option<PathBuf>,
-    /// History directory (default: the configuration's history.dir).
+    /// History directory (default: the configuration's history root: `history.url` on S3 when
+    /// set, else `history.dir`).
     #[arg(long)]
     dir: Option<PathBuf>,
 }
 
 impl HistorySource {
-    fn resolve(&self) -> Result<(Config, PathBuf), String> {
+    fn resolve(&self) -> Result<(Config, slogate_history::Store), String> {
         let cfg = Config::load(self.config.as_deref()).map_err(|e| e.to_string())?;
-        let dir = self.dir.clone().unwrap_or_else(|| cfg.file.history.dir.clone());
-        Ok((cfg, dir))
+        let root = match &self.dir {
+            Some(dir) => slogate_history::Store::local(dir),
+            None => cfg.file.history.store().map_err(|e| format!("invalid history location: {e}"))?,
+        };
+        Ok((cfg, root))
     }
 }
 

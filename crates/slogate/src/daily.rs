@@ -196,7 +196,7 @@ fn selector_text(m: &[(String, String)]) -> String {
 }
 
 /// Builds the report from the history under `root`.
-pub async fn build(history: &History, root: &std::path::Path, req: &ReportRequest<'_>) -> Result<DailyReport, String> {
+pub async fn build(history: &History, root: &slogate_history::Store, req: &ReportRequest<'_>) -> Result<DailyReport, String> {
     let g = req.gate;
     let range = (req.from_unix, req.to_unix);
     let span = format!("{} → {}", store::rfc3339(range.0), store::rfc3339(range.1));

@@ -43,7 +43,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             alerts.on_verdict(doc)
         })
     };
-    let baselines = Arc::new(crate::baseline::BaselineStore::new(&cfg.file.history.dir));
+    // Stored baselines live in the history root: the local directory, or the S3 prefix.
+    let baselines = Arc::new(crate::baseline::BaselineStore::new(cfg.file.history.store().context("invalid history location")?));
     tracing::info!(loaded = baselines.load_all(), "stored baselines");
     let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone(), Some(hook), baselines));
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -198,4 +198,29 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
     let sli = server.get_json("/api/v1/sli?service=checkout&window=5m");
     assert_eq!(sli["requests"].as_u64(), Some(sent), "restart from s3: {sli}");
     assert_eq!(sli["errors"].as_u64(), Some(sent_errors));
+
+    // Stored baselines live in the bucket too: the CLI, given only the configuration, captures
+    // from the S3 history and saves there; the server lists and reads it from there.
+    let cfg_path = creds.path().join("slogate.yaml");
+    std::fs::write(&cfg_path, &config).unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(args).args(["--config", cfg_path.to_str().unwrap()]).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, out, err) = cli(&["baseline", "capture", "--name", "s3-v1", "--service", "checkout", "--from", "-1h", "--min-requests", "10"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("saved baseline s3-v1 to s3://history/slogate/test/baselines/s3-v1.json"), "{out}");
+    let (code, out, err) = cli(&["baseline", "show", "s3-v1", "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((shown["total"]["requests"].as_u64(), shown["total"]["errors"].as_u64()), (Some(sent), Some(sent_errors)), "{shown}");
+    let listed = server.get_json("/api/v1/baselines");
+    assert_eq!(listed["baselines"][0]["name"], "s3-v1", "{listed}");
+    assert_eq!(listed["baselines"][0]["total"]["requests"].as_u64(), Some(sent), "{listed}");
+    let (code, _, err) = cli(&["baseline", "delete", "s3-v1"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&["baseline", "show", "s3-v1"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("s3-v1"), "{err}");
+    assert_eq!(server.get_json("/api/v1/baselines")["baselines"], serde_json::json!([]));
 }
