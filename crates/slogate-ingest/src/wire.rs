@@ -261,10 +261,21 @@ fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanField
             (9, WT_LEN) => {
                 let (kv, kbase) = r.bytes()?;
                 // Most attributes are not read by extraction: their values are skipped unparsed
-                // and their keys compared once.
-                let (key, any) = key_and_any(kv, kbase)?;
-                if cfg.span_key_wanted(key) {
-                    s.offer(cfg, key, any_value(any)?);
+                // and their keys compared once. The usual layout is split inline, so key and
+                // value stay in registers: merging it with the general path's result (returned
+                // through memory) made every attribute wait on a failed store-to-load forward.
+                match split_key_value(kv, kbase) {
+                    Some((key, value, vbase)) => {
+                        if cfg.span_key_wanted(key) {
+                            s.offer(cfg, key, any_value(Some((value, vbase)))?);
+                        }
+                    }
+                    None => {
+                        let (key, any) = key_and_any_general(kv, kbase)?;
+                        if cfg.span_key_wanted(key) {
+                            s.offer(cfg, key, any_value(any)?);
+                        }
+                    }
                 }
             }
             (15, WT_LEN) => {
@@ -298,21 +309,31 @@ fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireErro
 /// Splits a `KeyValue` into its key bytes and its (unparsed) `AnyValue` bytes.
 #[inline]
 fn key_and_any(buf: &[u8], base: usize) -> Result<(&[u8], Option<(&[u8], usize)>), WireError> {
-    // Every encoder writes `1: key` then `2: value`, each with a one-byte tag; keys are shorter
-    // than 128 bytes and values usually are. That layout is read with straight-line checks; any
-    // other falls back to the general field loop below.
+    match split_key_value(buf, base) {
+        Some((key, value, vbase)) => Ok((key, Some((value, vbase)))),
+        None => key_and_any_general(buf, base),
+    }
+}
+
+/// The usual `KeyValue` layout: every encoder writes `1: key` then `2: value`, each with a
+/// one-byte tag; keys are shorter than 128 bytes and values usually are. Read with
+/// straight-line checks: `(key, AnyValue bytes, their offset)`, or `None` for any other layout
+/// (then [`key_and_any_general`] reads it).
+// HOT PATH
+#[inline(always)]
+fn split_key_value(buf: &[u8], base: usize) -> Option<(&[u8], &[u8], usize)> {
     if let [0x0A, klen, rest @ ..] = buf {
         let klen = usize::from(*klen);
         if klen < 0x80 && klen < rest.len() {
             let (key, rest) = rest.split_at(klen);
             if let [0x12, vlen, value @ ..] = rest {
                 if *vlen < 0x80 && usize::from(*vlen) == value.len() {
-                    return Ok((key, Some((value, base + buf.len() - value.len()))));
+                    return Some((key, value, base + buf.len() - value.len()));
                 }
             }
         }
     }
-    key_and_any_general(buf, base)
+    None
 }
 
 #[inline(never)]
@@ -334,9 +355,23 @@ fn key_and_any_general(
     Ok((key, any))
 }
 
-/// Parses an `AnyValue`: strings and ints are kept, every other kind is `Absent`.
-#[inline]
+/// Parses an `AnyValue`: strings and ints are kept, every other kind is `Absent`. The usual
+/// layouts (one short string, one int of up to two varint bytes) are read inline.
+// HOT PATH
+#[inline(always)]
 fn any_value(any: Option<(&[u8], usize)>) -> Result<AttrValue<'_>, WireError> {
+    match any {
+        Some(([0x0A, len, s @ ..], _)) if *len < 0x80 && usize::from(*len) == s.len() => Ok(AttrValue::Str(s)),
+        Some((&[0x18, v], _)) if v < 0x80 => Ok(AttrValue::Int(i64::from(v))),
+        Some((&[0x18, lo, hi], _)) if lo >= 0x80 && hi < 0x80 => {
+            Ok(AttrValue::Int(i64::from(lo & 0x7F) | (i64::from(hi) << 7)))
+        }
+        _ => any_value_general(any),
+    }
+}
+
+#[inline(never)]
+fn any_value_general(any: Option<(&[u8], usize)>) -> Result<AttrValue<'_>, WireError> {
     let mut value = AttrValue::Absent;
     if let Some((any, abase)) = any {
         let mut ar = Reader::new(any, abase);
