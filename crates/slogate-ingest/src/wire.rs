@@ -219,7 +219,10 @@ fn resource_spans<'a>(
                 let (f, w) = sr.tag()?;
                 if f == 2 {
                     let (span_bytes, spbase) = sr.expect_len(w)?;
-                    let fields = span(span_bytes, spbase, cfg)?;
+                    // Filled in place and read in place: returned by value inside a `Result`, the
+                    // struct was copied with wide loads over its narrow field stores.
+                    let mut fields = SpanFields::default();
+                    span(span_bytes, spbase, cfg, &mut fields)?;
                     match extract(cfg, &res, &fields) {
                         Extracted::Observation(o) => {
                             out.push(o);
@@ -246,8 +249,7 @@ fn id_ok(id: &[u8], len: usize) -> bool {
 }
 
 #[inline]
-fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanFields<'a>, WireError> {
-    let mut s = SpanFields::default();
+fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig, s: &mut SpanFields<'a>) -> Result<(), WireError> {
     let mut r = Reader::new(buf, base);
     while !r.done() {
         let (field, wt) = r.tag()?;
@@ -296,7 +298,7 @@ fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig) -> Result<SpanField
             _ => r.skip(wt)?,
         }
     }
-    Ok(s)
+    Ok(())
 }
 
 /// Reads a `KeyValue`: the key bytes and, for string and int values, the value.
