@@ -327,7 +327,8 @@ fn encoded_request() -> (ExportTraceServiceRequest, Vec<u8>) {
         "encoded spans must be 300-800 bytes, got {min}..={max}"
     );
     let bytes = req.encode_to_vec();
-    // `examples/decode_loop.rs` (instruction counts under callgrind) reads the same request.
+    // `crates/slogate-ingest/examples/decode_loop.rs` (time and callgrind instruction counts) reads
+    // the same request.
     if let Some(path) = std::env::var_os("SLOGATE_DUMP_REQUEST") {
         std::fs::write(path, &bytes).expect("write the request dump");
     }

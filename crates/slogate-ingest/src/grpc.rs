@@ -327,14 +327,7 @@ where
     if !compressed {
         return Ok(message);
     }
-    let mut out = Vec::with_capacity(message.len().saturating_mul(4).min(limit));
-    let mut decoder = std::io::Read::take(flate2::read::GzDecoder::new(&message[..]), limit as u64 + 1);
-    std::io::Read::read_to_end(&mut decoder, &mut out)
-        .map_err(|e| Refusal::Counted(IngestError::Malformed(format!("undecodable request: corrupt gzip message: {e}"))))?;
-    if out.len() > limit {
-        return Err(Refusal::Counted(IngestError::TooLarge { limit, inflated: true }));
-    }
-    Ok(Bytes::from(out))
+    crate::pipeline::gunzip(&message, limit, "gzip message").map(Bytes::from).map_err(Refusal::Counted)
 }
 
 /// The first `n` bytes of the chunks as one `Bytes` (no copy when the first chunk has them).

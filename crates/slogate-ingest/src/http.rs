@@ -13,7 +13,6 @@ use axum::routing::post;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use prost::Message;
 use slogate_core::Recorder;
-use std::io::Read;
 use std::sync::Arc;
 
 const PROTOBUF: &str = "application/x-protobuf";
@@ -136,19 +135,7 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         .to_ascii_lowercase();
     match encoding.as_str() {
         "" | "identity" => Ok(raw),
-        "gzip" => {
-            // Inflate in a blocking-free loop with a hard cap on output: a gzip bomb stops at
-            // `limit + 1` bytes, never allocates past it.
-            let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
-            let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
-            decoder
-                .read_to_end(&mut out)
-                .map_err(|e| IngestError::Malformed(format!("corrupt gzip body: {e}")))?;
-            if out.len() > limit {
-                return Err(IngestError::TooLarge { limit, inflated: true });
-            }
-            Ok(Bytes::from(out))
-        }
+        "gzip" => crate::pipeline::gunzip(&raw, limit, "gzip body").map(Bytes::from),
         other => Err(IngestError::Unsupported(format!(
             "content encoding {other:?}: send gzip or no encoding"
         ))),

@@ -97,6 +97,22 @@ impl IngestError {
     }
 }
 
+/// Inflates a gzip body for either receiver, with a hard cap on the output: a gzip bomb stops
+/// at `limit + 1` bytes and never allocates past it. `what` names the body in the error
+/// ("gzip body", "gzip message").
+pub(crate) fn gunzip(raw: &[u8], limit: usize, what: &str) -> Result<Vec<u8>, IngestError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
+    flate2::read::GzDecoder::new(raw)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| IngestError::Malformed(format!("corrupt {what}: {e}")))?;
+    if out.len() > limit {
+        return Err(IngestError::TooLarge { limit, inflated: true });
+    }
+    Ok(out)
+}
+
 /// Shared by both receivers: the recorder, the extraction rules, the limits and the counters.
 pub struct Pipeline<R: Recorder> {
     pub recorder: Arc<R>,

@@ -174,6 +174,7 @@ pub async fn capture(root: &Store, extra_dims: &[String], req: &CaptureRequest) 
     if req.to_unix <= req.from_unix {
         return Err(BaselineError::Range(format!("--from {} is not before --to {}", store::rfc3339(req.from_unix), store::rfc3339(req.to_unix))));
     }
+    // Refused before the history query, which is the expensive part; `save` checks again.
     if !req.replace && root.get(&store::baseline_key(&req.name)?)?.is_some() {
         return Err(BaselineError::Exists(req.name.clone()));
     }

@@ -2,16 +2,10 @@
 //! the server into the Parquet history, then the CLI as a release team runs it (capture a
 //! staging baseline, gate a canary against it, write the day's report, check the SLA).
 
-use crate::harness::Server;
+use crate::harness::{slogate, Server};
 use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn slogate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 fn sql(server: &Server, query: &str) -> serde_json::Value {
     let resp = reqwest::blocking::Client::new().post(server.api_url("/api/v1/sql")).json(&serde_json::json!({ "query": query })).send().unwrap();

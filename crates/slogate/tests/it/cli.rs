@@ -1,12 +1,6 @@
 //! The command line as a person uses it: config checks, startup errors, SLI queries, no-data.
 
-use crate::harness::Server;
-use std::process::Command;
-
-fn slogate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
+use crate::harness::{slogate, Server};
 
 #[test]
 fn config_check_reports_file_line_and_field() {

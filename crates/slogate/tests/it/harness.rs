@@ -203,3 +203,9 @@ pub fn assert_quantiles(sli: &serde_json::Value, spans: &[SpanSpec]) {
 pub fn expected_errors(spans: &[SpanSpec]) -> u64 {
     spans.iter().filter(|s| s.error || s.status_code >= 500).count() as u64
 }
+
+/// Runs the `slogate` binary: (exit code, stdout, stderr).
+pub fn slogate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}

@@ -2,7 +2,7 @@
 //! and sketch-exact percentiles; SQL is read-only; the CLI reads through the server or straight
 //! from the files; and a restarted (SIGKILLed) server reloads the history into its live windows.
 
-use crate::harness::Server;
+use crate::harness::{slogate, Server};
 use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -203,10 +203,7 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
     // from the S3 history and saves there; the server lists and reads it from there.
     let cfg_path = creds.path().join("slogate.yaml");
     std::fs::write(&cfg_path, &config).unwrap();
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(args).args(["--config", cfg_path.to_str().unwrap()]).output().unwrap();
-        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let cli = |args: &[&str]| slogate(&[args, &["--config", cfg_path.to_str().unwrap()]].concat());
     let (code, out, err) = cli(&["baseline", "capture", "--name", "s3-v1", "--service", "checkout", "--from", "-1h", "--min-requests", "10"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("saved baseline s3-v1 to s3://history/slogate/test/baselines/s3-v1.json"), "{out}");

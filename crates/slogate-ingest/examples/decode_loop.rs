@@ -1,9 +1,11 @@
-//! Decodes one OTLP request N times: a steady loop to count instructions per span with
-//! callgrind, which (unlike wall time) does not move with the machine's other load.
+//! Decodes one OTLP request N times and prints the wall time per span. Two uses: before/after
+//! timings of the decode fast path run back to back (it builds in seconds, no DataFusion), and
+//! instruction counts under callgrind, which do not move with the machine's other load.
 //!
 //! ```sh
 //! SLOGATE_DUMP_REQUEST=/tmp/req.pb cargo bench -p slogate-benches --bench ingest -- --list
-//! cargo build --release -p slogate-benches --example decode_loop
+//! cargo build --release -p slogate-ingest --example decode_loop
+//! target/release/examples/decode_loop /tmp/req.pb 3000
 //! for n in 100 200; do valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.$n \
 //!     target/release/examples/decode_loop /tmp/req.pb $n; done
 //! # instructions per span = (total(200) - total(100)) / (100 * spans)
@@ -25,6 +27,7 @@ fn main() {
     let cfg = ExtractConfig::default();
     let mut out = Vec::with_capacity(1024);
     let mut spans = 0;
+    let t0 = std::time::Instant::now();
     for _ in 0..n {
         out.clear();
         let mut tally = Tally::default();
@@ -33,5 +36,6 @@ fn main() {
         spans = tally.recorded + tally.skipped;
         std::hint::black_box(&out);
     }
-    println!("{spans} spans per request, {n} iterations");
+    let dt = t0.elapsed();
+    println!("{spans} spans per request, {n} iterations, {:.1} ns per span", dt.as_nanos() as f64 / (n as f64 * spans as f64));
 }
