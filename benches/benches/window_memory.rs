@@ -30,11 +30,18 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let ops: Vec<String> = (0..SERIES).map(|o| format!("/api/v1/resource-{o:02}/{{id}}")).collect();
-    let latencies: Vec<LogNormal<f64>> = (0..SERIES)
-        .map(|o| LogNormal::new((5e6 * 40f64.powf(o as f64 / (SERIES - 1) as f64)).ln(), 0.5).expect("valid"))
+    let ops: Vec<String> = (0..SERIES)
+        .map(|o| format!("/api/v1/resource-{o:02}/{{id}}"))
         .collect();
-    println!("| spans/s per series | live B/series | fine ring B/series (1 h) | coarse ring B/series-hour | closed B/series-hour (fine + coarse) | B per fine slot | close_slots per series |");
+    let latencies: Vec<LogNormal<f64>> = (0..SERIES)
+        .map(|o| {
+            LogNormal::new((5e6 * 40f64.powf(o as f64 / (SERIES - 1) as f64)).ln(), 0.5)
+                .expect("valid")
+        })
+        .collect();
+    println!(
+        "| spans/s per series | live B/series | fine ring B/series (1 h) | coarse ring B/series-hour | closed B/series-hour (fine + coarse) | B per fine slot | close_slots per series |"
+    );
     println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for rate in [1usize, 10, 100] {
         let clock = ManualClock::new(T0);
@@ -79,8 +86,15 @@ fn main() {
             }
         });
         let m = registry.memory();
-        let w = registry.query(&slogate_core::Selector::new([("service", "checkout")], &[]).expect("valid"), 3600);
-        assert_eq!(w.requests, (SERIES * rate * 10 * (SLOTS + 1)) as u64, "every span is in the hour");
+        let w = registry.query(
+            &slogate_core::Selector::new([("service", "checkout")], &[]).expect("valid"),
+            3600,
+        );
+        assert_eq!(
+            w.requests,
+            (SERIES * rate * 10 * (SLOTS + 1)) as u64,
+            "every span is in the hour"
+        );
         let per = |b: usize| b / SERIES;
         println!(
             "| {rate} | {} | {} | {} | {} | {} | {:.1} µs |",

@@ -16,7 +16,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use slogate_core::SeriesKey;
-use slogate_history::{History, HistoryWriter, Maintenance, MaintenanceConfig, SlotRow, Store, WriterConfig};
+use slogate_history::{
+    History, HistoryWriter, Maintenance, MaintenanceConfig, SlotRow, Store, WriterConfig,
+};
 use slogate_sketch::Sketch;
 
 /// 2025-11-24T00:00:00Z.
@@ -38,7 +40,8 @@ fn generate(root: &Path) {
             for s in 0..SERVICES {
                 let median_ms = 5.0 + (s as f64 * 1.7) % 120.0;
                 for (o, op) in OPERATIONS.iter().enumerate() {
-                    let dist = LogNormal::new((median_ms * (1.0 + o as f64) * 1e6).ln(), 0.7).expect("log-normal");
+                    let dist = LogNormal::new((median_ms * (1.0 + o as f64) * 1e6).ln(), 0.7)
+                        .expect("log-normal");
                     let n: u64 = rng.random_range(20..=60);
                     let mut sketch = Sketch::new();
                     let (mut sum, mut min, mut max) = (0u64, u64::MAX, 0u64);
@@ -55,7 +58,11 @@ fn generate(root: &Path) {
                         key: SeriesKey {
                             service: format!("svc-{s:03}"),
                             env: "prod".into(),
-                            version: if s % 10 == 0 { "v2".into() } else { "v1".into() },
+                            version: if s % 10 == 0 {
+                                "v2".into()
+                            } else {
+                                "v1".into()
+                            },
                             operation: (*op).into(),
                             extras: vec![],
                         },
@@ -132,44 +139,104 @@ fn main() {
     if !root.join("requests").exists() {
         generate(&root);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let history = rt.block_on(History::open(root.as_path(), &[])).expect("open");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let history = rt
+        .block_on(History::open(root.as_path(), &[]))
+        .expect("open");
     let (t0, t1) = (DAY0, DAY0 + 86_400);
-    let range = format!("slot_start >= to_timestamp_seconds({t0}) AND slot_start < to_timestamp_seconds({t1})");
+    let range = format!(
+        "slot_start >= to_timestamp_seconds({t0}) AND slot_start < to_timestamp_seconds({t1})"
+    );
     let queries = [
-        ("a", "one service: p95, p99 over 24 h (sketch_quantile)", format!("SELECT sketch_quantile(sketch, 0.95), sketch_quantile(sketch, 0.99), sum(requests) FROM requests WHERE service = 'svc-042' AND {range}")),
-        ("b", "all 100 services: requests, errors, error rate over 24 h", format!("SELECT service, sum(requests), sum(errors), CAST(sum(errors) AS DOUBLE) / sum(requests) FROM requests WHERE {range} GROUP BY service ORDER BY service")),
-        ("c", "one service: per-hour p99 over 24 h (sketch_quantile)", format!("SELECT date_trunc('hour', slot_start) AS h, sketch_quantile(sketch, 0.99), sum(requests) FROM requests WHERE service = 'svc-042' AND {range} GROUP BY h ORDER BY h")),
-        ("n", "count(*), sum(requests) over everything", "SELECT count(*), sum(requests) FROM requests".to_string()),
+        (
+            "a",
+            "one service: p95, p99 over 24 h (sketch_quantile)",
+            format!(
+                "SELECT sketch_quantile(sketch, 0.95), sketch_quantile(sketch, 0.99), sum(requests) FROM requests WHERE service = 'svc-042' AND {range}"
+            ),
+        ),
+        (
+            "b",
+            "all 100 services: requests, errors, error rate over 24 h",
+            format!(
+                "SELECT service, sum(requests), sum(errors), CAST(sum(errors) AS DOUBLE) / sum(requests) FROM requests WHERE {range} GROUP BY service ORDER BY service"
+            ),
+        ),
+        (
+            "c",
+            "one service: per-hour p99 over 24 h (sketch_quantile)",
+            format!(
+                "SELECT date_trunc('hour', slot_start) AS h, sketch_quantile(sketch, 0.99), sum(requests) FROM requests WHERE service = 'svc-042' AND {range} GROUP BY h ORDER BY h"
+            ),
+        ),
+        (
+            "n",
+            "count(*), sum(requests) over everything",
+            "SELECT count(*), sum(requests) FROM requests".to_string(),
+        ),
     ];
     let mut df = Vec::new();
     for (name, what, q) in &queries {
-        let first = rt.block_on(history.sql(q, 10_000, Duration::from_secs(60))).expect("query");
+        let first = rt
+            .block_on(history.sql(q, 10_000, Duration::from_secs(60)))
+            .expect("query");
         let mut times = Vec::with_capacity(RUNS);
         for _ in 0..RUNS {
             let t = Instant::now();
-            rt.block_on(history.sql(q, 10_000, Duration::from_secs(60))).expect("query");
+            rt.block_on(history.sql(q, 10_000, Duration::from_secs(60)))
+                .expect("query");
             times.push(t.elapsed());
         }
         let m = median(times);
-        println!("datafusion {name}: {:>7.1} ms  ({} rows; first {:?})  {what}", m.as_secs_f64() * 1e3, first.rows.len(), first.rows[0]);
+        println!(
+            "datafusion {name}: {:>7.1} ms  ({} rows; first {:?})  {what}",
+            m.as_secs_f64() * 1e3,
+            first.rows.len(),
+            first.rows[0]
+        );
         df.push((*name, m));
     }
     let python = std::env::var("SLOGATE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(&python).arg("-c").arg(DUCKDB).arg(&root).arg(RUNS.to_string()).output();
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(DUCKDB)
+        .arg(&root)
+        .arg(RUNS.to_string())
+        .output();
     match out {
         Ok(out) if out.status.success() => {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("duckdb json");
             for (name, m) in &df {
                 if let Some(d) = v.get(*name) {
                     let ms = d["median_ms"].as_f64().unwrap_or(f64::NAN);
-                    println!("duckdb     {name}: {ms:>7.1} ms  ({} rows; first {})  datafusion/duckdb = {:.2}", d["rows"], d["first"], m.as_secs_f64() * 1e3 / ms);
+                    println!(
+                        "duckdb     {name}: {ms:>7.1} ms  ({} rows; first {})  datafusion/duckdb = {:.2}",
+                        d["rows"],
+                        d["first"],
+                        m.as_secs_f64() * 1e3 / ms
+                    );
                 }
             }
         }
-        Ok(out) => eprintln!("duckdb failed (set SLOGATE_PYTHON to the test venv's python): {}", String::from_utf8_lossy(&out.stderr)),
+        Ok(out) => eprintln!(
+            "duckdb failed (set SLOGATE_PYTHON to the test venv's python): {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
         Err(e) => eprintln!("cannot run {python}: {e}"),
     }
-    let bytes: u64 = Store::local(&root).list("requests").expect("list").iter().map(|e| e.size).sum();
-    println!("files: {:.1} MiB under {}", bytes as f64 / (1 << 20) as f64, root.display());
+    let bytes: u64 = Store::local(&root)
+        .list("requests")
+        .expect("list")
+        .iter()
+        .map(|e| e.size)
+        .sum();
+    println!(
+        "files: {:.1} MiB under {}",
+        bytes as f64 / (1 << 20) as f64,
+        root.display()
+    );
 }

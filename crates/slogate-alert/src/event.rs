@@ -127,11 +127,19 @@ impl Event {
 
     /// A resolve needs only the dedup key (plus the routing key added at send time).
     pub fn resolve(dedup_key: impl Into<String>) -> Event {
-        Event { event_action: EventAction::Resolve, dedup_key: dedup_key.into(), payload: None, links: Vec::new() }
+        Event {
+            event_action: EventAction::Resolve,
+            dedup_key: dedup_key.into(),
+            payload: None,
+            links: Vec::new(),
+        }
     }
 
     pub fn acknowledge(dedup_key: impl Into<String>) -> Event {
-        Event { event_action: EventAction::Acknowledge, ..Event::resolve(dedup_key) }
+        Event {
+            event_action: EventAction::Acknowledge,
+            ..Event::resolve(dedup_key)
+        }
     }
 
     /// Sets `payload.timestamp` as RFC 3339 from unix seconds (no-op on non-trigger events).
@@ -157,7 +165,10 @@ impl Event {
     }
 
     pub fn with_link(mut self, href: impl Into<String>, text: impl Into<String>) -> Event {
-        self.links.push(Link { href: href.into(), text: Some(text.into()) });
+        self.links.push(Link {
+            href: href.into(),
+            text: Some(text.into()),
+        });
         self
     }
 
@@ -196,7 +207,9 @@ impl Event {
         if let Some(index) = self.links.iter().position(|l| l.href.is_empty()) {
             return Err(EventError::EmptyLinkHref { index });
         }
-        let bytes = serde_json::to_vec(self).map(|v| v.len()).unwrap_or(usize::MAX);
+        let bytes = serde_json::to_vec(self)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
         if bytes + ROUTING_KEY_OVERHEAD > MAX_EVENT_BYTES {
             return Err(EventError::TooLarge { bytes });
         }
@@ -207,7 +220,10 @@ impl Event {
     pub fn to_wire(&self, routing_key: &Secret) -> Value {
         let mut v = serde_json::to_value(self).expect("event serializes to a JSON object");
         if let Value::Object(m) = &mut v {
-            m.insert("routing_key".into(), Value::String(routing_key.expose().to_string()));
+            m.insert(
+                "routing_key".into(),
+                Value::String(routing_key.expose().to_string()),
+            );
         }
         v
     }
@@ -229,7 +245,12 @@ mod tests {
     use serde_json::json;
 
     fn trig() -> Event {
-        Event::trigger("slo/checkout", "burn rate 14x", "slogate", Severity::Critical)
+        Event::trigger(
+            "slo/checkout",
+            "burn rate 14x",
+            "slogate",
+            Severity::Critical,
+        )
     }
 
     #[test]
@@ -237,16 +258,62 @@ mod tests {
         type Edit = fn(&mut Event);
         let cases: Vec<(&str, Edit, Result<(), EventError>)> = vec![
             ("valid trigger", |_| {}, Ok(())),
-            ("valid resolve", |e| *e = Event::resolve("slo/checkout"), Ok(())),
+            (
+                "valid resolve",
+                |e| *e = Event::resolve("slo/checkout"),
+                Ok(()),
+            ),
             ("dedup key 255", |e| e.dedup_key = "k".repeat(255), Ok(())),
-            ("dedup key 255 multibyte", |e| e.dedup_key = "é".repeat(255), Ok(())),
-            ("empty dedup key", |e| e.dedup_key.clear(), Err(EventError::EmptyDedupKey)),
-            ("dedup key 256", |e| e.dedup_key = "k".repeat(256), Err(EventError::DedupKeyTooLong { chars: 256 })),
-            ("trigger without payload", |e| e.payload = None, Err(EventError::MissingPayload)),
-            ("blank summary", |e| e.payload.as_mut().unwrap().summary = " ".into(), Err(EventError::BlankSummary)),
-            ("blank source", |e| e.payload.as_mut().unwrap().source = String::new(), Err(EventError::BlankSource)),
-            ("empty link href", |e| e.links.push(Link { href: String::new(), text: None }), Err(EventError::EmptyLinkHref { index: 0 })),
-            ("over 512 KB", |e| e.payload.as_mut().unwrap().custom_details = Some(json!({"x": "y".repeat(MAX_EVENT_BYTES)})), Err(EventError::TooLarge { bytes: MAX_EVENT_BYTES + 94 })),
+            (
+                "dedup key 255 multibyte",
+                |e| e.dedup_key = "é".repeat(255),
+                Ok(()),
+            ),
+            (
+                "empty dedup key",
+                |e| e.dedup_key.clear(),
+                Err(EventError::EmptyDedupKey),
+            ),
+            (
+                "dedup key 256",
+                |e| e.dedup_key = "k".repeat(256),
+                Err(EventError::DedupKeyTooLong { chars: 256 }),
+            ),
+            (
+                "trigger without payload",
+                |e| e.payload = None,
+                Err(EventError::MissingPayload),
+            ),
+            (
+                "blank summary",
+                |e| e.payload.as_mut().unwrap().summary = " ".into(),
+                Err(EventError::BlankSummary),
+            ),
+            (
+                "blank source",
+                |e| e.payload.as_mut().unwrap().source = String::new(),
+                Err(EventError::BlankSource),
+            ),
+            (
+                "empty link href",
+                |e| {
+                    e.links.push(Link {
+                        href: String::new(),
+                        text: None,
+                    })
+                },
+                Err(EventError::EmptyLinkHref { index: 0 }),
+            ),
+            (
+                "over 512 KB",
+                |e| {
+                    e.payload.as_mut().unwrap().custom_details =
+                        Some(json!({"x": "y".repeat(MAX_EVENT_BYTES)}))
+                },
+                Err(EventError::TooLarge {
+                    bytes: MAX_EVENT_BYTES + 94,
+                }),
+            ),
         ];
         for (name, edit, want) in cases {
             let mut e = trig();
@@ -261,7 +328,11 @@ mod tests {
 
     #[test]
     fn summary_truncated_at_char_boundary() {
-        let cases = [("ascii", "a".repeat(2000), "a".repeat(1024)), ("multibyte", "€".repeat(1500), "€".repeat(1024)), ("short", "ok".into(), "ok".into())];
+        let cases = [
+            ("ascii", "a".repeat(2000), "a".repeat(1024)),
+            ("multibyte", "€".repeat(1500), "€".repeat(1024)),
+            ("short", "ok".into(), "ok".into()),
+        ];
         for (name, summary, want) in cases {
             let mut e = Event::trigger("k", summary, "s", Severity::Info);
             e.validate().unwrap();
@@ -308,7 +379,10 @@ mod tests {
             trig(),
             Event::resolve("slo/checkout"),
             Event::acknowledge("slo/checkout"),
-            trig().with_timestamp_unix(0).with_custom_details(json!({})).with_link("h", "t"),
+            trig()
+                .with_timestamp_unix(0)
+                .with_custom_details(json!({}))
+                .with_link("h", "t"),
         ];
         for mut e in events {
             e.validate().unwrap();

@@ -34,11 +34,14 @@ mod secret;
 mod sender;
 mod state;
 
-pub use event::{Event, EventAction, EventError, Link, Payload, Severity, MAX_DEDUP_KEY_CHARS, MAX_EVENT_BYTES, MAX_SUMMARY_CHARS};
+pub use event::{
+    Event, EventAction, EventError, Link, MAX_DEDUP_KEY_CHARS, MAX_EVENT_BYTES, MAX_SUMMARY_CHARS,
+    Payload, Severity,
+};
 pub use outbox::{Outbox, OutboxEntry, OutboxError};
 pub use secret::{Secret, SecretError};
 pub use sender::{
-    backoff, DeliveryOutcome, DeliveryRecord, DeliveryStats, DeliveryStatsSnapshot, RateLimiter, Sender, SenderConfig,
-    SenderError, DEFAULT_URL,
+    DEFAULT_URL, DeliveryOutcome, DeliveryRecord, DeliveryStats, DeliveryStatsSnapshot,
+    RateLimiter, Sender, SenderConfig, SenderError, backoff,
 };
 pub use state::{AlertState, Phase, Transition};

@@ -70,14 +70,19 @@ impl Outbox {
         let mut changed = false;
         for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
             let path = entry.map_err(io_at(&dir))?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
             if name.ends_with(".tmp") {
                 fs::remove_file(&path).map_err(io_at(&path))?;
                 tracing::warn!(path = %path.display(), "deleted partial outbox file left by a crash");
                 changed = true;
                 continue;
             }
-            let Some(seq) = name.strip_suffix(".json").and_then(|s| s.parse::<u64>().ok()) else {
+            let Some(seq) = name
+                .strip_suffix(".json")
+                .and_then(|s| s.parse::<u64>().ok())
+            else {
                 continue;
             };
             let parsed = fs::read(&path)
@@ -85,7 +90,14 @@ impl Outbox {
                 .map(|bytes| serde_json::from_slice::<Stored>(&bytes));
             match parsed? {
                 Ok(stored) if stored.seq == seq => {
-                    pending.insert(seq, OutboxEntry { seq, enqueued_at_ms: stored.enqueued_at_ms, event: stored.event });
+                    pending.insert(
+                        seq,
+                        OutboxEntry {
+                            seq,
+                            enqueued_at_ms: stored.enqueued_at_ms,
+                            event: stored.event,
+                        },
+                    );
                 }
                 Ok(_) | Err(_) => {
                     let quarantine = path.with_extension("corrupt");
@@ -103,7 +115,12 @@ impl Outbox {
         // even when the outbox was drained before the restart.
         let after_pending = pending.keys().next_back().map_or(0, |s| s + 1);
         let next_seq = after_pending.max(now_ms().saturating_mul(1000));
-        Ok(Outbox { dir, max_pending, write: Mutex::new(next_seq), pending: Mutex::new(pending) })
+        Ok(Outbox {
+            dir,
+            max_pending,
+            write: Mutex::new(next_seq),
+            pending: Mutex::new(pending),
+        })
     }
 
     /// Validates and durably queues an event; returns its sequence number.
@@ -111,10 +128,16 @@ impl Outbox {
         event.validate()?;
         let mut next_seq = self.write.lock();
         if self.pending.lock().len() >= self.max_pending {
-            return Err(OutboxError::Full { max_pending: self.max_pending });
+            return Err(OutboxError::Full {
+                max_pending: self.max_pending,
+            });
         }
         let seq = *next_seq;
-        let stored = Stored { seq, enqueued_at_ms: now_ms(), event };
+        let stored = Stored {
+            seq,
+            enqueued_at_ms: now_ms(),
+            event,
+        };
         let bytes = serde_json::to_vec(&stored).expect("event serializes");
         let tmp = self.dir.join(format!("{seq:020}.tmp"));
         let path = self.dir.join(format!("{seq:020}.json"));
@@ -131,13 +154,23 @@ impl Outbox {
         // The rename is durable only once the directory is; until then a crash could lose it.
         sync_dir(&self.dir)?;
         *next_seq = seq + 1;
-        self.pending.lock().insert(seq, OutboxEntry { seq, enqueued_at_ms: stored.enqueued_at_ms, event: stored.event });
+        self.pending.lock().insert(
+            seq,
+            OutboxEntry {
+                seq,
+                enqueued_at_ms: stored.enqueued_at_ms,
+                event: stored.event,
+            },
+        );
         Ok(seq)
     }
 
     /// The oldest pending event, if any.
     pub fn peek_oldest(&self) -> Option<OutboxEntry> {
-        self.pending.lock().first_key_value().map(|(_, e)| e.clone())
+        self.pending
+            .lock()
+            .first_key_value()
+            .map(|(_, e)| e.clone())
     }
 
     /// All pending events, oldest first.
@@ -175,14 +208,19 @@ impl Outbox {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> OutboxError + '_ {
-    move |source| OutboxError::Io { path: path.to_path_buf(), source }
+    move |source| OutboxError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Makes creates, renames and deletes in `dir` durable.
 fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
     #[cfg(unix)]
     {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(dir))
     }
     // Windows cannot open a directory as a file; its rename is durable on return.
     #[cfg(not(unix))]
@@ -193,7 +231,9 @@ fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -202,11 +242,20 @@ mod tests {
     use crate::event::Severity;
 
     fn ev(i: usize) -> Event {
-        Event::trigger(format!("k{i}"), format!("summary {i}"), "slogate", Severity::Warning)
+        Event::trigger(
+            format!("k{i}"),
+            format!("summary {i}"),
+            "slogate",
+            Severity::Warning,
+        )
     }
 
     fn dedup_keys(outbox: &Outbox) -> Vec<String> {
-        outbox.pending().into_iter().map(|e| e.event.dedup_key).collect()
+        outbox
+            .pending()
+            .into_iter()
+            .map(|e| e.event.dedup_key)
+            .collect()
     }
 
     #[test]
@@ -233,7 +282,10 @@ mod tests {
         let outbox = Outbox::open(dir.path(), 2).unwrap();
         outbox.enqueue(ev(0)).unwrap();
         let second = outbox.enqueue(ev(1)).unwrap();
-        assert!(matches!(outbox.enqueue(ev(2)), Err(OutboxError::Full { max_pending: 2 })));
+        assert!(matches!(
+            outbox.enqueue(ev(2)),
+            Err(OutboxError::Full { max_pending: 2 })
+        ));
         outbox.ack(second).unwrap();
         outbox.enqueue(ev(3)).unwrap();
         assert_eq!(dedup_keys(&outbox), ["k0", "k3"]);
@@ -244,7 +296,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outbox = Outbox::open(dir.path(), 2).unwrap();
         let err = outbox.enqueue(Event::resolve("k".repeat(300))).unwrap_err();
-        assert_eq!(err.to_string(), "invalid event: dedup key has 300 characters, the limit is 255");
+        assert_eq!(
+            err.to_string(),
+            "invalid event: dedup key has 300 characters, the limit is 255"
+        );
         assert!(outbox.is_empty());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
     }
@@ -265,7 +320,10 @@ mod tests {
         let outbox = Outbox::open(dir.path(), 100).unwrap();
         let got: Vec<u64> = outbox.pending().iter().map(|e| e.seq).collect();
         assert_eq!(got, seqs);
-        assert_eq!(dedup_keys(&outbox), (0..n).map(|i| format!("k{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            dedup_keys(&outbox),
+            (0..n).map(|i| format!("k{i}")).collect::<Vec<_>>()
+        );
         assert!(!dir.path().join("99999999999999999999.tmp").exists());
         assert!(dir.path().join("README").exists());
         assert!(dir.path().join("00000000000000000001.corrupt").exists());
@@ -281,14 +339,24 @@ mod tests {
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let outbox = outbox.clone();
-                std::thread::spawn(move || (0..20).map(|i| outbox.enqueue(ev(t * 100 + i)).unwrap()).collect::<Vec<_>>())
+                std::thread::spawn(move || {
+                    (0..20)
+                        .map(|i| outbox.enqueue(ev(t * 100 + i)).unwrap())
+                        .collect::<Vec<_>>()
+                })
             })
             .collect();
-        let mut seqs: Vec<u64> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        let mut seqs: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect();
         seqs.sort();
         seqs.dedup();
         assert_eq!(seqs.len(), 80);
         let reopened = Outbox::open(dir.path(), 1000).unwrap();
-        assert_eq!(reopened.pending().iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+        assert_eq!(
+            reopened.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
+            seqs
+        );
     }
 }

@@ -122,8 +122,13 @@ mod tests {
     fn from_env_names_the_variable() {
         // Reading only: set_var is unsafe in a multi-threaded test binary, so the present case
         // uses PATH, which every test environment has.
-        let msg = Secret::from_env("SLOGATE_TEST_SURELY_UNSET_VAR").unwrap_err().to_string();
-        assert_eq!(msg, "environment variable SLOGATE_TEST_SURELY_UNSET_VAR is not set");
+        let msg = Secret::from_env("SLOGATE_TEST_SURELY_UNSET_VAR")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            "environment variable SLOGATE_TEST_SURELY_UNSET_VAR is not set"
+        );
         let path = std::env::var("PATH").unwrap();
         assert_eq!(Secret::from_env("PATH").unwrap().expose(), path.trim());
     }

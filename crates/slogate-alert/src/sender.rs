@@ -12,9 +12,9 @@ use serde::Serialize;
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
+use crate::Secret;
 use crate::event::EventAction;
 use crate::outbox::{Outbox, OutboxEntry};
-use crate::Secret;
 
 pub const DEFAULT_URL: &str = "https://events.pagerduty.com";
 
@@ -75,7 +75,9 @@ pub enum SenderError {
 pub enum DeliveryOutcome {
     Delivered,
     /// PagerDuty answered `400` (or `413`): retrying cannot help, so the event was dropped.
-    Rejected { errors: Vec<String> },
+    Rejected {
+        errors: Vec<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -163,13 +165,36 @@ impl DeliveryStats {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write as _;
         let rows = [
-            ("slogate_pagerduty_delivered_total", "counter", "PagerDuty events accepted (2xx).", self.delivered()),
-            ("slogate_pagerduty_rejected_total", "counter", "PagerDuty events rejected as invalid (400 or 413) and dropped.", self.rejected()),
-            ("slogate_pagerduty_retries_total", "counter", "PagerDuty sends retried after 429, 5xx or a network error.", self.retries()),
-            ("slogate_pagerduty_pending", "gauge", "Events waiting in the outbox.", self.pending()),
+            (
+                "slogate_pagerduty_delivered_total",
+                "counter",
+                "PagerDuty events accepted (2xx).",
+                self.delivered(),
+            ),
+            (
+                "slogate_pagerduty_rejected_total",
+                "counter",
+                "PagerDuty events rejected as invalid (400 or 413) and dropped.",
+                self.rejected(),
+            ),
+            (
+                "slogate_pagerduty_retries_total",
+                "counter",
+                "PagerDuty sends retried after 429, 5xx or a network error.",
+                self.retries(),
+            ),
+            (
+                "slogate_pagerduty_pending",
+                "gauge",
+                "Events waiting in the outbox.",
+                self.pending(),
+            ),
         ];
         for (name, kind, help, value) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
     }
 
@@ -199,13 +224,19 @@ pub struct RateLimiter {
 impl RateLimiter {
     pub fn new(rate: u32, period: Duration, burst: u32, now: Instant) -> RateLimiter {
         let capacity = f64::from(burst.clamp(1, rate.max(1)));
-        RateLimiter { capacity, per_token: period / rate.max(1), tokens: capacity, updated: now }
+        RateLimiter {
+            capacity,
+            per_token: period / rate.max(1),
+            tokens: capacity,
+            updated: now,
+        }
     }
 
     /// Takes a token, or says how long until one is available.
     pub fn try_acquire(&mut self, now: Instant) -> Result<(), Duration> {
         let elapsed = now.saturating_duration_since(self.updated);
-        self.tokens = (self.tokens + elapsed.as_secs_f64() / self.per_token.as_secs_f64()).min(self.capacity);
+        self.tokens =
+            (self.tokens + elapsed.as_secs_f64() / self.per_token.as_secs_f64()).min(self.capacity);
         self.updated = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
@@ -231,7 +262,11 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
 enum Answer {
     Delivered(u16),
     Rejected(u16, Vec<String>),
-    Retry { status: Option<u16>, reason: String, retry_after: Option<Duration> },
+    Retry {
+        status: Option<u16>,
+        reason: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 pub struct Sender {
@@ -245,7 +280,9 @@ impl Sender {
     pub fn new(config: SenderConfig) -> Result<Sender, SenderError> {
         let base = config.url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(SenderError::BadUrl { url: config.url.clone() });
+            return Err(SenderError::BadUrl {
+                url: config.url.clone(),
+            });
         }
         let chars = config.routing_key.expose().chars().count();
         if chars != 32 {
@@ -255,7 +292,9 @@ impl Sender {
             return Err(SenderError::Config("max_per_minute must be at least 1"));
         }
         if config.backoff_min.is_zero() || config.backoff_min > config.backoff_max {
-            return Err(SenderError::Config("backoff_min must be positive and at most backoff_max"));
+            return Err(SenderError::Config(
+                "backoff_min must be positive and at most backoff_max",
+            ));
         }
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
@@ -275,7 +314,12 @@ impl Sender {
 
     /// Sends pending events oldest first until `shutdown` turns true. The head event blocks the
     /// queue while it is retried: that is what keeps a resolve from overtaking its trigger.
-    pub async fn run(self, outbox: Arc<Outbox>, notify: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(
+        self,
+        outbox: Arc<Outbox>,
+        notify: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut limiter = RateLimiter::new(
             self.config.max_per_minute,
             self.config.rate_period,
@@ -288,7 +332,9 @@ impl Sender {
             if *shutdown.borrow() {
                 break;
             }
-            self.stats.pending.store(outbox.len() as u64, Ordering::Relaxed);
+            self.stats
+                .pending
+                .store(outbox.len() as u64, Ordering::Relaxed);
             let Some(entry) = outbox.peek_oldest() else {
                 tokio::select! {
                     _ = notify.notified() => {}
@@ -312,13 +358,31 @@ impl Sender {
                 Answer::Delivered(status) => {
                     *self.stats.last_error.lock() = None;
                     tracing::info!(seq = entry.seq, dedup_key = %entry.event.dedup_key, action = entry.event.event_action.as_str(), attempts, "pagerduty event delivered");
-                    self.finish(&outbox, &entry, DeliveryOutcome::Delivered, attempts, status).await;
+                    self.finish(
+                        &outbox,
+                        &entry,
+                        DeliveryOutcome::Delivered,
+                        attempts,
+                        status,
+                    )
+                    .await;
                 }
                 Answer::Rejected(status, errors) => {
                     tracing::error!(seq = entry.seq, dedup_key = %entry.event.dedup_key, action = entry.event.event_action.as_str(), status, errors = ?errors, "pagerduty rejected event, dropping it");
-                    self.finish(&outbox, &entry, DeliveryOutcome::Rejected { errors }, attempts, status).await;
+                    self.finish(
+                        &outbox,
+                        &entry,
+                        DeliveryOutcome::Rejected { errors },
+                        attempts,
+                        status,
+                    )
+                    .await;
                 }
-                Answer::Retry { status, reason, retry_after } => {
+                Answer::Retry {
+                    status,
+                    reason,
+                    retry_after,
+                } => {
                     self.stats.retries.fetch_add(1, Ordering::Relaxed);
                     let delay = backoff(attempts, self.config.backoff_min, self.config.backoff_max)
                         .max(retry_after.unwrap_or_default().min(self.config.backoff_max));
@@ -330,17 +394,28 @@ impl Sender {
                 }
             }
         }
-        self.stats.pending.store(outbox.len() as u64, Ordering::Relaxed);
+        self.stats
+            .pending
+            .store(outbox.len() as u64, Ordering::Relaxed);
     }
 
-    async fn finish(&self, outbox: &Arc<Outbox>, entry: &OutboxEntry, outcome: DeliveryOutcome, attempts: u32, status: u16) {
+    async fn finish(
+        &self,
+        outbox: &Arc<Outbox>,
+        entry: &OutboxEntry,
+        outcome: DeliveryOutcome,
+        attempts: u32,
+        status: u16,
+    ) {
         let o = outbox.clone();
         let seq = entry.seq;
         // ack fsyncs the directory: keep that off the async workers.
         let acked = tokio::task::spawn_blocking(move || o.ack(seq)).await;
         match acked {
             Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::error!(seq, error = %err, "outbox ack failed; the event may be sent again after a restart"),
+            Ok(Err(err)) => {
+                tracing::error!(seq, error = %err, "outbox ack failed; the event may be sent again after a restart")
+            }
             Err(err) => tracing::error!(seq, error = %err, "outbox ack task failed"),
         }
         self.stats.record(DeliveryRecord {
@@ -350,9 +425,13 @@ impl Sender {
             outcome,
             attempts,
             status,
-            at: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            at: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         });
-        self.stats.pending.store(outbox.len() as u64, Ordering::Relaxed);
+        self.stats
+            .pending
+            .store(outbox.len() as u64, Ordering::Relaxed);
     }
 
     async fn post(&self, entry: &OutboxEntry) -> Answer {
@@ -360,7 +439,13 @@ impl Sender {
         let resp = match self.client.post(&self.endpoint).json(&body).send().await {
             Ok(r) => r,
             // reqwest's error text names the URL, never the body, so the key cannot leak here.
-            Err(err) => return Answer::Retry { status: None, reason: format!("request failed: {err}"), retry_after: None },
+            Err(err) => {
+                return Answer::Retry {
+                    status: None,
+                    reason: format!("request failed: {err}"),
+                    retry_after: None,
+                };
+            }
         };
         let status = resp.status().as_u16();
         let retry_after = resp
@@ -378,18 +463,26 @@ impl Sender {
             }
             // Everything else is retried, including unexpected 4xx (401, 403, 404): those mean a
             // misconfiguration an operator can fix, and dropping the page would lose it for good.
-            _ => Answer::Retry { status: Some(status), reason: format!("http status {status}"), retry_after },
+            _ => Answer::Retry {
+                status: Some(status),
+                reason: format!("http status {status}"),
+                retry_after,
+            },
         }
     }
 }
 
 /// The `errors[]` of a PagerDuty `400` body, or the raw body (bounded) when it has none.
 fn rejection_errors(body: &str) -> Vec<String> {
-    let parsed: Option<Vec<String>> = serde_json::from_str::<serde_json::Value>(body).ok().and_then(|v| {
-        v.get("errors")?.as_array().map(|a| {
-            a.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string)).collect()
-        })
-    });
+    let parsed: Option<Vec<String>> = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            v.get("errors")?.as_array().map(|a| {
+                a.iter()
+                    .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                    .collect()
+            })
+        });
     match parsed {
         Some(errors) if !errors.is_empty() => errors,
         _ => vec![body.chars().take(512).collect()],
@@ -422,7 +515,9 @@ mod tests {
             (ms(10_000), Err(ms(10_000))),
         ];
         for (i, (at, want)) in steps.into_iter().enumerate() {
-            let got = l.try_acquire(t0 + at).map_err(|d| Duration::from_millis(d.as_millis() as u64));
+            let got = l
+                .try_acquire(t0 + at)
+                .map_err(|d| Duration::from_millis(d.as_millis() as u64));
             assert_eq!(got, want, "step {i}");
         }
     }
@@ -435,7 +530,10 @@ mod tests {
         assert_eq!(burst, 10);
         // After a long idle period the bucket refills only to the burst size.
         let later = t0 + Duration::from_secs(3600);
-        assert_eq!((0..20).take_while(|_| l.try_acquire(later).is_ok()).count(), 10);
+        assert_eq!(
+            (0..20).take_while(|_| l.try_acquire(later).is_ok()).count(),
+            10
+        );
         // 120/min is one per 500 ms.
         assert!(l.try_acquire(later + Duration::from_millis(499)).is_err());
         assert!(l.try_acquire(later + Duration::from_millis(500)).is_ok());
@@ -448,7 +546,10 @@ mod tests {
         for (attempt, lo, hi) in cases {
             for _ in 0..200 {
                 let d = backoff(attempt, min, max);
-                assert!(d >= Duration::from_secs(lo) && d <= Duration::from_secs(hi), "attempt {attempt}: {d:?}");
+                assert!(
+                    d >= Duration::from_secs(lo) && d <= Duration::from_secs(hi),
+                    "attempt {attempt}: {d:?}"
+                );
             }
         }
     }
@@ -456,7 +557,15 @@ mod tests {
     #[test]
     fn metrics_exposition() {
         let stats = DeliveryStats::new(2);
-        let record = |seq, outcome| DeliveryRecord { seq, dedup_key: "k".into(), action: EventAction::Trigger, outcome, attempts: 1, status: 202, at: 0 };
+        let record = |seq, outcome| DeliveryRecord {
+            seq,
+            dedup_key: "k".into(),
+            action: EventAction::Trigger,
+            outcome,
+            attempts: 1,
+            status: 202,
+            at: 0,
+        };
         stats.record(record(1, DeliveryOutcome::Delivered));
         stats.record(record(2, DeliveryOutcome::Rejected { errors: vec![] }));
         stats.record(record(3, DeliveryOutcome::Delivered));
@@ -466,17 +575,36 @@ mod tests {
         let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
             samples,
-            ["slogate_pagerduty_delivered_total 2", "slogate_pagerduty_rejected_total 1", "slogate_pagerduty_retries_total 4", "slogate_pagerduty_pending 0"]
+            [
+                "slogate_pagerduty_delivered_total 2",
+                "slogate_pagerduty_rejected_total 1",
+                "slogate_pagerduty_retries_total 4",
+                "slogate_pagerduty_pending 0"
+            ]
         );
         // The history ring keeps the newest `history_cap` records.
-        assert_eq!(stats.history().iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
-        assert_eq!(stats.snapshot().recent.iter().map(|r| r.seq).collect::<Vec<_>>(), [3, 2]);
+        assert_eq!(
+            stats.history().iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        assert_eq!(
+            stats
+                .snapshot()
+                .recent
+                .iter()
+                .map(|r| r.seq)
+                .collect::<Vec<_>>(),
+            [3, 2]
+        );
     }
 
     #[test]
     fn rejection_errors_table() {
         let cases = [
-            (r#"{"status":"invalid event","errors":["a","b"]}"#, vec!["a", "b"]),
+            (
+                r#"{"status":"invalid event","errors":["a","b"]}"#,
+                vec!["a", "b"],
+            ),
             (r#"{"errors":[1]}"#, vec!["1"]),
             ("plain text", vec!["plain text"]),
             (r#"{"errors":[]}"#, vec![r#"{"errors":[]}"#]),
@@ -491,14 +619,35 @@ mod tests {
         let key = Secret::new("0123456789abcdef0123456789ABCDEF");
         type Case = (&'static str, fn(&mut SenderConfig), &'static str);
         let cases: [Case; 3] = [
-            ("ftp url", |c| c.url = "ftp://x".into(), "must start with http"),
-            ("short key", |c| { c.url = "http://x".into(); c.routing_key = Secret::new("abc") }, "routing key must be 32 characters, it has 3"),
-            ("zero rate", |c| { c.url = "http://x".into(); c.max_per_minute = 0 }, "max_per_minute"),
+            (
+                "ftp url",
+                |c| c.url = "ftp://x".into(),
+                "must start with http",
+            ),
+            (
+                "short key",
+                |c| {
+                    c.url = "http://x".into();
+                    c.routing_key = Secret::new("abc")
+                },
+                "routing key must be 32 characters, it has 3",
+            ),
+            (
+                "zero rate",
+                |c| {
+                    c.url = "http://x".into();
+                    c.max_per_minute = 0
+                },
+                "max_per_minute",
+            ),
         ];
         for (name, edit, want) in cases {
             let mut c = SenderConfig::new(key.clone());
             edit(&mut c);
-            let msg = Sender::new(c).err().map(|e| e.to_string()).unwrap_or_default();
+            let msg = Sender::new(c)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
             assert!(msg.contains(want), "{name}: {msg}");
             assert!(!msg.contains(key.expose()), "{name}");
         }

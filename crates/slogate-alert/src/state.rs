@@ -17,7 +17,9 @@ pub enum Transition {
 pub enum Phase {
     Inactive,
     /// Condition true since `since`, waiting out `for_seconds`.
-    Pending { since: u64 },
+    Pending {
+        since: u64,
+    },
     /// Fired at `since`. `quiet_since` is set while the condition is false but
     /// `keep_firing_for` has not yet elapsed.
     Firing {
@@ -46,7 +48,11 @@ pub struct AlertState {
 
 impl AlertState {
     pub fn new(for_seconds: u64) -> AlertState {
-        AlertState { for_seconds, keep_firing_for: None, phase: Phase::Inactive }
+        AlertState {
+            for_seconds,
+            keep_firing_for: None,
+            phase: Phase::Inactive,
+        }
     }
 
     pub fn with_keep_firing_for(mut self, seconds: u64) -> AlertState {
@@ -62,26 +68,48 @@ impl AlertState {
     pub fn observe(&mut self, active: bool, now_unix: u64) -> Option<Transition> {
         let (next, transition) = match (&self.phase, active) {
             (Phase::Inactive | Phase::Resolved { .. }, false) => return None,
-            (Phase::Inactive | Phase::Resolved { .. }, true) if self.for_seconds == 0 => {
-                (Phase::Firing { since: now_unix, quiet_since: None }, Some(Transition::Fired))
+            (Phase::Inactive | Phase::Resolved { .. }, true) if self.for_seconds == 0 => (
+                Phase::Firing {
+                    since: now_unix,
+                    quiet_since: None,
+                },
+                Some(Transition::Fired),
+            ),
+            (Phase::Inactive | Phase::Resolved { .. }, true) => {
+                (Phase::Pending { since: now_unix }, None)
             }
-            (Phase::Inactive | Phase::Resolved { .. }, true) => (Phase::Pending { since: now_unix }, None),
             (Phase::Pending { since }, true) => {
                 if now_unix.saturating_sub(*since) >= self.for_seconds {
-                    (Phase::Firing { since: now_unix, quiet_since: None }, Some(Transition::Fired))
+                    (
+                        Phase::Firing {
+                            since: now_unix,
+                            quiet_since: None,
+                        },
+                        Some(Transition::Fired),
+                    )
                 } else {
                     return None;
                 }
             }
             // Never fired, so there is nothing to resolve.
             (Phase::Pending { .. }, false) => (Phase::Inactive, None),
-            (Phase::Firing { since, .. }, true) => (Phase::Firing { since: *since, quiet_since: None }, None),
+            (Phase::Firing { since, .. }, true) => (
+                Phase::Firing {
+                    since: *since,
+                    quiet_since: None,
+                },
+                None,
+            ),
             (Phase::Firing { since, quiet_since }, false) => {
                 let quiet = quiet_since.unwrap_or(now_unix);
                 match self.keep_firing_for {
-                    Some(keep) if now_unix.saturating_sub(quiet) < keep => {
-                        (Phase::Firing { since: *since, quiet_since: Some(quiet) }, None)
-                    }
+                    Some(keep) if now_unix.saturating_sub(quiet) < keep => (
+                        Phase::Firing {
+                            since: *since,
+                            quiet_since: Some(quiet),
+                        },
+                        None,
+                    ),
                     _ => (Phase::Resolved { at: now_unix }, Some(Transition::Resolved)),
                 }
             }
@@ -134,45 +162,69 @@ mod tests {
     #[test]
     fn transition_table() {
         let cases: Vec<(&str, AlertState, Vec<Step>)> = vec![
-            ("fires at once with for 0", AlertState::new(0), vec![
-                (false, 10, None, "inactive"),
-                (true, 11, Some(Fired), "firing"),
-                (true, 12, None, "firing"),
-                (false, 13, Some(Resolved), "resolved"),
-                (false, 14, None, "resolved"),
-                (true, 15, Some(Fired), "firing"),
-            ]),
-            ("waits out for_seconds", AlertState::new(60), vec![
-                (true, 100, None, "pending"),
-                (true, 159, None, "pending"),
-                (true, 160, Some(Fired), "firing"),
-                (false, 170, Some(Resolved), "resolved"),
-                (true, 200, None, "pending"),
-                (true, 260, Some(Fired), "firing"),
-            ]),
-            ("pending that clears never pages", AlertState::new(60), vec![
-                (true, 100, None, "pending"),
-                (false, 150, None, "inactive"),
-                (true, 170, None, "pending"),
-                (true, 200, None, "pending"),
-            ]),
-            ("keep_firing_for bridges a flap", AlertState::new(0).with_keep_firing_for(30), vec![
-                (true, 100, Some(Fired), "firing"),
-                (false, 110, None, "firing"),
-                (true, 120, None, "firing"),
-                (false, 130, None, "firing"),
-                (false, 159, None, "firing"),
-                (false, 160, Some(Resolved), "resolved"),
-            ]),
-            ("keep_firing_for 0 is off", AlertState::new(0).with_keep_firing_for(0), vec![
-                (true, 1, Some(Fired), "firing"),
-                (false, 2, Some(Resolved), "resolved"),
-            ]),
-            ("clock going backwards does not fire early", AlertState::new(60), vec![
-                (true, 1000, None, "pending"),
-                (true, 10, None, "pending"),
-                (true, 1060, Some(Fired), "firing"),
-            ]),
+            (
+                "fires at once with for 0",
+                AlertState::new(0),
+                vec![
+                    (false, 10, None, "inactive"),
+                    (true, 11, Some(Fired), "firing"),
+                    (true, 12, None, "firing"),
+                    (false, 13, Some(Resolved), "resolved"),
+                    (false, 14, None, "resolved"),
+                    (true, 15, Some(Fired), "firing"),
+                ],
+            ),
+            (
+                "waits out for_seconds",
+                AlertState::new(60),
+                vec![
+                    (true, 100, None, "pending"),
+                    (true, 159, None, "pending"),
+                    (true, 160, Some(Fired), "firing"),
+                    (false, 170, Some(Resolved), "resolved"),
+                    (true, 200, None, "pending"),
+                    (true, 260, Some(Fired), "firing"),
+                ],
+            ),
+            (
+                "pending that clears never pages",
+                AlertState::new(60),
+                vec![
+                    (true, 100, None, "pending"),
+                    (false, 150, None, "inactive"),
+                    (true, 170, None, "pending"),
+                    (true, 200, None, "pending"),
+                ],
+            ),
+            (
+                "keep_firing_for bridges a flap",
+                AlertState::new(0).with_keep_firing_for(30),
+                vec![
+                    (true, 100, Some(Fired), "firing"),
+                    (false, 110, None, "firing"),
+                    (true, 120, None, "firing"),
+                    (false, 130, None, "firing"),
+                    (false, 159, None, "firing"),
+                    (false, 160, Some(Resolved), "resolved"),
+                ],
+            ),
+            (
+                "keep_firing_for 0 is off",
+                AlertState::new(0).with_keep_firing_for(0),
+                vec![
+                    (true, 1, Some(Fired), "firing"),
+                    (false, 2, Some(Resolved), "resolved"),
+                ],
+            ),
+            (
+                "clock going backwards does not fire early",
+                AlertState::new(60),
+                vec![
+                    (true, 1000, None, "pending"),
+                    (true, 10, None, "pending"),
+                    (true, 1060, Some(Fired), "firing"),
+                ],
+            ),
         ];
         for (name, state, steps) in cases {
             check(name, state, &steps);
@@ -183,9 +235,18 @@ mod tests {
     fn serializes_state_and_since() {
         let mut s = AlertState::new(0);
         let cases: [(Option<(bool, u64)>, serde_json::Value); 3] = [
-            (None, serde_json::json!({"for_seconds": 0, "state": "inactive"})),
-            (Some((true, 5)), serde_json::json!({"for_seconds": 0, "state": "firing", "since": 5})),
-            (Some((false, 9)), serde_json::json!({"for_seconds": 0, "state": "resolved", "since": 9})),
+            (
+                None,
+                serde_json::json!({"for_seconds": 0, "state": "inactive"}),
+            ),
+            (
+                Some((true, 5)),
+                serde_json::json!({"for_seconds": 0, "state": "firing", "since": 5}),
+            ),
+            (
+                Some((false, 9)),
+                serde_json::json!({"for_seconds": 0, "state": "resolved", "since": 9}),
+            ),
         ];
         for (step, want) in cases {
             if let Some((active, now)) = step {

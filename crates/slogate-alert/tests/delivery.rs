@@ -18,12 +18,33 @@ async fn trigger_then_resolve_in_order_exactly_once() {
     h.enqueue(vec![trigger("slo/a"), Event::resolve("slo/a")]);
     h.drained().await;
     let (mock, _dir, stats) = h.stop().await;
-    assert_eq!(accepted(&mock), pairs(&[("trigger", "slo/a"), ("resolve", "slo/a")]));
+    assert_eq!(
+        accepted(&mock),
+        pairs(&[("trigger", "slo/a"), ("resolve", "slo/a")])
+    );
     assert_eq!(mock.requests().len(), 2);
     assert!(mock.accepted().iter().all(|e| e["routing_key"] == KEY));
-    assert_eq!((stats.delivered(), stats.rejected(), stats.retries(), stats.pending()), (2, 0, 0, 0));
-    let h: Vec<(EventAction, u32, u16)> = stats.history().iter().map(|r| (r.action, r.attempts, r.status)).collect();
-    assert_eq!(h, [(EventAction::Trigger, 1, 202), (EventAction::Resolve, 1, 202)]);
+    assert_eq!(
+        (
+            stats.delivered(),
+            stats.rejected(),
+            stats.retries(),
+            stats.pending()
+        ),
+        (2, 0, 0, 0)
+    );
+    let h: Vec<(EventAction, u32, u16)> = stats
+        .history()
+        .iter()
+        .map(|r| (r.action, r.attempts, r.status))
+        .collect();
+    assert_eq!(
+        h,
+        [
+            (EventAction::Trigger, 1, 202),
+            (EventAction::Resolve, 1, 202)
+        ]
+    );
 }
 
 #[tokio::test]
@@ -36,19 +57,34 @@ async fn retries_through_429_and_500() {
     ];
     for (name, script, retries) in cases {
         let h = Harness::start(script, |_| {}).await;
-        h.enqueue(vec![trigger("slo/a"), trigger("slo/b"), Event::resolve("slo/a")]);
+        h.enqueue(vec![
+            trigger("slo/a"),
+            trigger("slo/b"),
+            Event::resolve("slo/a"),
+        ]);
         h.drained().await;
         let (mock, _dir, stats) = h.stop().await;
         assert_eq!(
             accepted(&mock),
-            pairs(&[("trigger", "slo/a"), ("trigger", "slo/b"), ("resolve", "slo/a")]),
+            pairs(&[
+                ("trigger", "slo/a"),
+                ("trigger", "slo/b"),
+                ("resolve", "slo/a")
+            ]),
             "{name}"
         );
         assert_eq!(mock.requests().len() as u64, 3 + retries, "{name}");
-        assert_eq!((stats.delivered(), stats.retries(), stats.rejected()), (3, retries, 0), "{name}");
+        assert_eq!(
+            (stats.delivered(), stats.retries(), stats.rejected()),
+            (3, retries, 0),
+            "{name}"
+        );
         let attempts: Vec<u32> = stats.history().iter().map(|r| r.attempts).collect();
         assert_eq!(attempts, [retries as u32 + 1, 1, 1], "{name}");
-        assert!(stats.snapshot().last_error.is_none(), "{name}: cleared by the success");
+        assert!(
+            stats.snapshot().last_error.is_none(),
+            "{name}: cleared by the success"
+        );
     }
 }
 
@@ -62,12 +98,20 @@ async fn rejected_400_is_not_retried() {
     let statuses: Vec<u16> = mock.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [400, 202]);
     assert_eq!(accepted(&mock), pairs(&[("trigger", "slo/b")]));
-    assert_eq!((stats.delivered(), stats.rejected(), stats.retries()), (1, 1, 0));
+    assert_eq!(
+        (stats.delivered(), stats.rejected(), stats.retries()),
+        (1, 1, 0)
+    );
     let first = &stats.history()[0];
     assert_eq!(first.dedup_key, "slo/a");
     assert_eq!(first.attempts, 1);
     assert_eq!(first.status, 400);
-    assert_eq!(first.outcome, DeliveryOutcome::Rejected { errors: vec!["scripted rejection".into()] });
+    assert_eq!(
+        first.outcome,
+        DeliveryOutcome::Rejected {
+            errors: vec!["scripted rejection".into()]
+        }
+    );
 }
 
 #[tokio::test]
@@ -89,7 +133,10 @@ async fn rate_limit_spaces_sends() {
     for gap in at.windows(2).map(|w| w[1] - w[0]) {
         assert!(gap >= 90, "sends {at:?} closer than the rate allows");
     }
-    assert!(elapsed >= Duration::from_millis(180) && elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(180) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -106,18 +153,28 @@ async fn pending_events_survive_a_restart() {
     }
     std::fs::write(dir.path().join("00000000000000000000.tmp"), b"{\"half").unwrap();
     let outbox = Outbox::open(dir.path(), 100).unwrap();
-    let recovered: Vec<String> = outbox.pending().into_iter().map(|e| e.event.dedup_key).collect();
+    let recovered: Vec<String> = outbox
+        .pending()
+        .into_iter()
+        .map(|e| e.event.dedup_key)
+        .collect();
     assert_eq!(recovered, keys);
     assert!(!dir.path().join("00000000000000000000.tmp").exists());
     drop(outbox);
 
     // A new sender on the reopened outbox delivers all of them, in order, once.
-    let mock = slogate_pagerduty_mock::MockServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mock = slogate_pagerduty_mock::MockServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let outbox = std::sync::Arc::new(Outbox::open(dir.path(), 100).unwrap());
     let sender = slogate_alert::Sender::new(common::config(mock.url())).unwrap();
     let stats = sender.stats();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(sender.run(outbox.clone(), std::sync::Arc::new(tokio::sync::Notify::new()), rx));
+    let task = tokio::spawn(sender.run(
+        outbox.clone(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        rx,
+    ));
     let deadline = Instant::now() + Duration::from_secs(20);
     while !outbox.is_empty() {
         assert!(Instant::now() < deadline);
@@ -125,10 +182,18 @@ async fn pending_events_survive_a_restart() {
     }
     tx.send(true).unwrap();
     task.await.unwrap();
-    let got: Vec<String> = mock.accepted().iter().map(|e| e["dedup_key"].as_str().unwrap().to_string()).collect();
+    let got: Vec<String> = mock
+        .accepted()
+        .iter()
+        .map(|e| e["dedup_key"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(got, keys);
     assert_eq!(stats.delivered(), n as u64);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "acked files removed");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "acked files removed"
+    );
 }
 
 #[tokio::test]
@@ -143,7 +208,11 @@ async fn mock_down_then_up_delivers_once() {
     let sender = slogate_alert::Sender::new(common::config(&format!("http://{addr}"))).unwrap();
     let stats = sender.stats();
     let (tx, rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(sender.run(outbox.clone(), std::sync::Arc::new(tokio::sync::Notify::new()), rx));
+    let task = tokio::spawn(sender.run(
+        outbox.clone(),
+        std::sync::Arc::new(tokio::sync::Notify::new()),
+        rx,
+    ));
     outbox.enqueue(trigger("slo/a")).unwrap();
     outbox.enqueue(Event::resolve("slo/a")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -151,15 +220,26 @@ async fn mock_down_then_up_delivers_once() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let mock = slogate_pagerduty_mock::MockServer::start(addr).await.unwrap();
+    let mock = slogate_pagerduty_mock::MockServer::start(addr)
+        .await
+        .unwrap();
     while !outbox.is_empty() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     tx.send(true).unwrap();
     task.await.unwrap();
-    assert_eq!(accepted(&mock), pairs(&[("trigger", "slo/a"), ("resolve", "slo/a")]));
-    assert!(stats.snapshot().recent.iter().all(|r| r.outcome == DeliveryOutcome::Delivered));
+    assert_eq!(
+        accepted(&mock),
+        pairs(&[("trigger", "slo/a"), ("resolve", "slo/a")])
+    );
+    assert!(
+        stats
+            .snapshot()
+            .recent
+            .iter()
+            .all(|r| r.outcome == DeliveryOutcome::Delivered)
+    );
 }
 
 #[tokio::test]
@@ -178,7 +258,14 @@ async fn shutdown_during_backoff_keeps_the_event() {
     let outbox = h.outbox.clone();
     let t0 = Instant::now();
     let (mock, _dir, _stats) = h.stop().await;
-    assert!(t0.elapsed() < Duration::from_secs(2), "shutdown waited out the backoff");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "shutdown waited out the backoff"
+    );
     assert!(mock.accepted().is_empty());
-    assert_eq!(outbox.len(), 1, "undelivered event stays queued for the next run");
+    assert_eq!(
+        outbox.len(),
+        1,
+        "undelivered event stays queued for the next run"
+    );
 }

@@ -45,7 +45,8 @@ async fn routing_key_never_leaks() {
     let dir = tempfile::tempdir().unwrap();
     let standalone = slogate_alert::Outbox::open(dir.path(), 10).unwrap();
     let events = vec![
-        Event::trigger("slo/a", "burning", "slogate", Severity::Error).with_custom_details(serde_json::json!({"k": 1})),
+        Event::trigger("slo/a", "burning", "slogate", Severity::Error)
+            .with_custom_details(serde_json::json!({"k": 1})),
         Event::resolve("slo/a"),
     ];
     for e in &events {
@@ -58,7 +59,12 @@ async fn routing_key_never_leaks() {
     assert!(on_disk.contains("slo/a"), "files hold the events");
 
     h.enqueue(events.clone());
-    h.enqueue(vec![Event::trigger("slo/b", "burning", "slogate", Severity::Error)]);
+    h.enqueue(vec![Event::trigger(
+        "slo/b",
+        "burning",
+        "slogate",
+        Severity::Error,
+    )]);
     h.drained().await;
     let (mock, _dir, stats) = h.stop().await;
     assert_eq!(mock.accepted().len(), 2, "the key did reach PagerDuty");
@@ -66,7 +72,10 @@ async fn routing_key_never_leaks() {
     let snapshot = serde_json::to_string(&stats.snapshot()).unwrap();
 
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    assert!(logs.contains("will retry") && logs.contains("rejected"), "logs captured: {logs}");
+    assert!(
+        logs.contains("will retry") && logs.contains("rejected"),
+        "logs captured: {logs}"
+    );
     for (name, text) in [
         ("config debug", &config_debug),
         ("sender error", &sender_err),

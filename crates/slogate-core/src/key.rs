@@ -25,7 +25,11 @@ pub struct Operation<'a> {
 
 impl<'a> Operation<'a> {
     pub const fn single(name: &'a [u8]) -> Self {
-        Operation { first: name, sep: 0, second: b"" }
+        Operation {
+            first: name,
+            sep: 0,
+            second: b"",
+        }
     }
     pub const fn pair(first: &'a [u8], sep: u8, second: &'a [u8]) -> Self {
         Operation { first, sep, second }
@@ -105,7 +109,9 @@ pub fn write_key(obs: &Observation<'_>, extra_count: usize, out: &mut Vec<u8>) {
 impl SeriesKey {
     /// Rebuilds a key from the bytes written by [`write_key`]. Invalid UTF-8 is replaced.
     pub fn from_key_bytes(bytes: &[u8]) -> SeriesKey {
-        let mut parts = bytes.split(|b| *b == 0xFF).map(|p| String::from_utf8_lossy(p).into_owned());
+        let mut parts = bytes
+            .split(|b| *b == 0xFF)
+            .map(|p| String::from_utf8_lossy(p).into_owned());
         let service = parts.next().unwrap_or_default();
         let env = parts.next().unwrap_or_default();
         let version = parts.next().unwrap_or_default();
@@ -113,7 +119,13 @@ impl SeriesKey {
         let mut extras: Vec<String> = parts.collect();
         // The trailing terminator yields one empty part at the end.
         extras.pop();
-        SeriesKey { service, env, version, operation, extras }
+        SeriesKey {
+            service,
+            env,
+            version,
+            operation,
+            extras,
+        }
     }
 
     /// Writes this key in the [`write_key`] encoding.
@@ -165,8 +177,22 @@ mod tests {
     #[test]
     fn key_roundtrip() {
         let cases = [
-            (obs("checkout", Operation::pair(b"GET", b' ', b"/cart/{id}"), "eu-west-1"), 1, "GET /cart/{id}", vec!["eu-west-1"]),
-            (obs("auth", Operation::single(b"login"), ""), 0, "login", vec![]),
+            (
+                obs(
+                    "checkout",
+                    Operation::pair(b"GET", b' ', b"/cart/{id}"),
+                    "eu-west-1",
+                ),
+                1,
+                "GET /cart/{id}",
+                vec!["eu-west-1"],
+            ),
+            (
+                obs("auth", Operation::single(b"login"), ""),
+                0,
+                "login",
+                vec![],
+            ),
             (obs("", Operation::single(b""), "x"), 1, "", vec!["x"]),
         ];
         for (o, extras, op, want_extras) in cases {
@@ -193,8 +219,16 @@ mod tests {
 
     #[test]
     fn distinct_splits_do_not_collide() {
-        let a = Observation { env: b"ab", version: b"c", ..obs("s", Operation::single(b"o"), "") };
-        let b = Observation { env: b"a", version: b"bc", ..obs("s", Operation::single(b"o"), "") };
+        let a = Observation {
+            env: b"ab",
+            version: b"c",
+            ..obs("s", Operation::single(b"o"), "")
+        };
+        let b = Observation {
+            env: b"a",
+            version: b"bc",
+            ..obs("s", Operation::single(b"o"), "")
+        };
         let (mut ka, mut kb) = (Vec::new(), Vec::new());
         write_key(&a, 0, &mut ka);
         write_key(&b, 0, &mut kb);

@@ -14,8 +14,10 @@
 mod key;
 mod selector;
 
-pub use key::{write_key, Observation, Operation, SeriesKey, MAX_DIM_BYTES, MAX_EXTRA_DIMS, OVERFLOW};
-pub use selector::{Selector, SelectorError, DIMENSIONS};
+pub use key::{
+    MAX_DIM_BYTES, MAX_EXTRA_DIMS, OVERFLOW, Observation, Operation, SeriesKey, write_key,
+};
+pub use selector::{DIMENSIONS, Selector, SelectorError};
 
 mod record;
 pub use record::{ObservationWriter, Recorder};

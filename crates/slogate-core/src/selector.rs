@@ -8,7 +8,9 @@ pub const DIMENSIONS: [&str; 4] = ["service", "env", "version", "operation"];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectorError {
-    #[error("unknown dimension `{0}` (known: service, env, version, operation and the configured extras)")]
+    #[error(
+        "unknown dimension `{0}` (known: service, env, version, operation and the configured extras)"
+    )]
     UnknownDimension(String),
     #[error("a selector needs a service")]
     MissingService,
@@ -54,7 +56,10 @@ impl Selector {
     }
 
     pub fn get(&self, dim: &str) -> Option<&str> {
-        self.matchers.iter().find(|(k, _)| k == dim).map(|(_, v)| v.as_str())
+        self.matchers
+            .iter()
+            .find(|(k, _)| k == dim)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn matches(&self, key: &SeriesKey, extra_names: &[String]) -> bool {
@@ -95,9 +100,24 @@ mod tests {
         let extras = vec!["region".to_string()];
         let cases: &[(&[(&str, &str)], &str, &str, bool)] = &[
             (&[("service", "checkout")], "v1", "eu", true),
-            (&[("service", "checkout"), ("version", "v2")], "v1", "eu", false),
-            (&[("service", "checkout"), ("version", "v1"), ("region", "eu")], "v1", "eu", true),
-            (&[("service", "checkout"), ("region", "us")], "v1", "eu", false),
+            (
+                &[("service", "checkout"), ("version", "v2")],
+                "v1",
+                "eu",
+                false,
+            ),
+            (
+                &[("service", "checkout"), ("version", "v1"), ("region", "eu")],
+                "v1",
+                "eu",
+                true,
+            ),
+            (
+                &[("service", "checkout"), ("region", "us")],
+                "v1",
+                "eu",
+                false,
+            ),
             (&[("service", "auth")], "v1", "eu", false),
         ];
         for (pairs, version, region, want) in cases {
@@ -112,6 +132,9 @@ mod tests {
             Selector::new([("service", "a"), ("colour", "red")], &[]),
             Err(SelectorError::UnknownDimension("colour".into()))
         );
-        assert_eq!(Selector::new([("env", "prod")], &[]), Err(SelectorError::MissingService));
+        assert_eq!(
+            Selector::new([("env", "prod")], &[]),
+            Err(SelectorError::MissingService)
+        );
     }
 }

@@ -100,14 +100,18 @@ pub fn evaluate_criterion(
                 // Significant and more than halfway to the limit: worth a hold, not a rollback.
                 (
                     CriterionResult::Marginal,
-                    format!("{sup}; significantly slower, past halfway to the {max_effect:.2} limit"),
+                    format!(
+                        "{sup}; significantly slower, past halfway to the {max_effect:.2} limit"
+                    ),
                 )
             } else if significant {
                 // With enough traffic any difference is significant; one this small is not a
                 // reason to stop a rollout.
                 (
                     CriterionResult::Pass,
-                    format!("{sup}; significantly slower but by a negligible margin (limit {max_effect:.2})"),
+                    format!(
+                        "{sup}; significantly slower but by a negligible margin (limit {max_effect:.2})"
+                    ),
                 )
             } else {
                 (
@@ -157,7 +161,9 @@ pub fn evaluate_criterion(
             } else if significant {
                 (
                     CriterionResult::Pass,
-                    format!("{head}; significantly higher but by a negligible margin (limit {limit} points)"),
+                    format!(
+                        "{head}; significantly higher but by a negligible margin (limit {limit} points)"
+                    ),
                 )
             } else {
                 (

@@ -47,12 +47,15 @@ mod sustain;
 
 pub use evaluate::{evaluate, evaluate_criterion};
 pub use outcome::{CriterionOutcome, CriterionResult, Decision, Evaluation, Thresholds, Verdict};
+pub use slo::{
+    Budget, BurnCheck, BurnTier, SloKind, SloSpec, Tier, budget, burn_rate, good_total, humanize,
+    multiwindow,
+};
 pub use spec::{
     Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Metric, SpecError,
 };
 pub use stats::{ProportionTest, RankTest, mann_whitney, normal_upper_tail, two_proportion};
 pub use sustain::Sustain;
-pub use slo::{budget, burn_rate, humanize, multiwindow, good_total, BurnCheck, BurnTier, Budget, SloKind, SloSpec, Tier};
 
 #[cfg(test)]
 mod tests;

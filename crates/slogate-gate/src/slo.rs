@@ -61,8 +61,18 @@ impl BurnTier {
     /// The Google SRE Workbook's defaults for a 30-day SLO: 2% of the budget in 1 h (14.4×),
     /// 5% in 6 h (6×), 10% in 1 d (3×), and 10% in 3 d (1×).
     pub fn workbook_defaults() -> Vec<BurnTier> {
-        let t = |tier, factor, long_seconds, short_seconds| BurnTier { tier, factor, long_seconds, short_seconds };
-        vec![t(Tier::P1, 14.4, 3600, 300), t(Tier::P2, 6.0, 6 * 3600, 1800), t(Tier::Ticket, 3.0, 86400, 2 * 3600), t(Tier::Ticket, 1.0, 3 * 86400, 6 * 3600)]
+        let t = |tier, factor, long_seconds, short_seconds| BurnTier {
+            tier,
+            factor,
+            long_seconds,
+            short_seconds,
+        };
+        vec![
+            t(Tier::P1, 14.4, 3600, 300),
+            t(Tier::P2, 6.0, 6 * 3600, 1800),
+            t(Tier::Ticket, 3.0, 86400, 2 * 3600),
+            t(Tier::Ticket, 1.0, 3 * 86400, 6 * 3600),
+        ]
     }
 }
 
@@ -103,17 +113,35 @@ pub struct BurnCheck {
 }
 
 /// Applies one burn tier to the long and short windows' `(good, total)`.
-pub fn multiwindow(long: (u64, u64), short: (u64, u64), tier: &BurnTier, objective: f64, min_requests: u64) -> BurnCheck {
+pub fn multiwindow(
+    long: (u64, u64),
+    short: (u64, u64),
+    tier: &BurnTier,
+    objective: f64,
+    min_requests: u64,
+) -> BurnCheck {
     let long_rate = burn_rate(long.0, long.1, objective);
     let short_rate = burn_rate(short.0, short.1, objective);
     let window = |s: u64| humanize(s);
     let (active, reason) = if long.1 < min_requests {
-        (false, format!("{} requests in the {} window, fewer than the {min_requests} needed to page", long.1, window(tier.long_seconds)))
+        (
+            false,
+            format!(
+                "{} requests in the {} window, fewer than the {min_requests} needed to page",
+                long.1,
+                window(tier.long_seconds)
+            ),
+        )
     } else {
         match (long_rate, short_rate) {
             (Some(l), Some(s)) if l >= tier.factor && s >= tier.factor => (
                 true,
-                format!("burning {l:.1}x over {} and {s:.1}x over {}, at or above {}x", window(tier.long_seconds), window(tier.short_seconds), tier.factor),
+                format!(
+                    "burning {l:.1}x over {} and {s:.1}x over {}, at or above {}x",
+                    window(tier.long_seconds),
+                    window(tier.short_seconds),
+                    tier.factor
+                ),
             ),
             (Some(l), s) => (
                 false,
@@ -128,7 +156,14 @@ pub fn multiwindow(long: (u64, u64), short: (u64, u64), tier: &BurnTier, objecti
             (None, _) => (false, "no requests".to_string()),
         }
     };
-    BurnCheck { long_burn_rate: long_rate, short_burn_rate: short_rate, long_requests: long.1, short_requests: short.1, active, reason }
+    BurnCheck {
+        long_burn_rate: long_rate,
+        short_burn_rate: short_rate,
+        long_requests: long.1,
+        short_requests: short.1,
+        active,
+        reason,
+    }
 }
 
 /// The error budget over the measured part of the period.
@@ -145,11 +180,23 @@ pub struct Budget {
 
 pub fn budget(good: u64, total: u64, objective: f64, period_seconds: u64) -> Budget {
     if total == 0 {
-        return Budget { sli: None, good, total, remaining_ratio: None, remaining_seconds: None };
+        return Budget {
+            sli: None,
+            good,
+            total,
+            remaining_ratio: None,
+            remaining_seconds: None,
+        };
     }
     let bad = (total - good.min(total)) as f64;
     let allowed = (1.0 - objective) * total as f64;
-    let remaining = if allowed > 0.0 { 1.0 - bad / allowed } else if bad > 0.0 { f64::NEG_INFINITY } else { 1.0 };
+    let remaining = if allowed > 0.0 {
+        1.0 - bad / allowed
+    } else if bad > 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        1.0
+    };
     Budget {
         sli: Some(good.min(total) as f64 / total as f64),
         good,
@@ -179,24 +226,31 @@ mod tests {
         for l in latencies_ms {
             sketch.record(l * 1_000_000);
         }
-        CohortData { requests, errors, sketch }
+        CohortData {
+            requests,
+            errors,
+            sketch,
+        }
     }
 
     #[test]
     fn burn_rates_by_hand() {
         // (good, total, objective, expected burn): 99.9% objective allows 0.1% bad.
         let cases = [
-            (999, 1000, 0.999, Some(1.0)),       // 0.1% bad  = 1x
-            (9856, 10_000, 0.999, Some(14.4)),   // 1.44% bad = 14.4x
-            (994, 1000, 0.999, Some(6.0)),       // 0.6% bad  = 6x
+            (999, 1000, 0.999, Some(1.0)),     // 0.1% bad  = 1x
+            (9856, 10_000, 0.999, Some(14.4)), // 1.44% bad = 14.4x
+            (994, 1000, 0.999, Some(6.0)),     // 0.6% bad  = 6x
             (1000, 1000, 0.999, Some(0.0)),
             (0, 0, 0.999, None),
-            (90, 100, 0.99, Some(10.0)),         // 10% bad over 1% allowed
+            (90, 100, 0.99, Some(10.0)), // 10% bad over 1% allowed
         ];
         for (good, total, objective, want) in cases {
             let got = burn_rate(good, total, objective);
             match (got, want) {
-                (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{good}/{total}@{objective}: {g} vs {w}"),
+                (Some(g), Some(w)) => assert!(
+                    (g - w).abs() < 1e-9,
+                    "{good}/{total}@{objective}: {g} vs {w}"
+                ),
                 (g, w) => assert_eq!(g, w),
             }
         }
@@ -207,10 +261,10 @@ mod tests {
         let tier = &BurnTier::workbook_defaults()[0];
         // (long good/total, short good/total, min_requests, active)
         let cases = [
-            ((9800, 10_000), (980, 1000), 100, true),    // 20x and 20x
-            ((9800, 10_000), (999, 1000), 100, false),   // recovered: short window at 1x
-            ((9990, 10_000), (900, 1000), 100, false),   // a blip: long window at 1x
-            ((0, 50), (0, 10), 100, false),              // every request failed, but only 50
+            ((9800, 10_000), (980, 1000), 100, true),  // 20x and 20x
+            ((9800, 10_000), (999, 1000), 100, false), // recovered: short window at 1x
+            ((9990, 10_000), (900, 1000), 100, false), // a blip: long window at 1x
+            ((0, 50), (0, 10), 100, false),            // every request failed, but only 50
             ((0, 100), (0, 10), 100, true),
         ];
         for (long, short, min, want) in cases {
@@ -218,7 +272,10 @@ mod tests {
             assert_eq!(c.active, want, "{long:?} {short:?}: {}", c.reason);
         }
         let low = multiwindow((0, 50), (0, 10), tier, 0.999, 100);
-        assert_eq!(low.reason, "50 requests in the 1h window, fewer than the 100 needed to page");
+        assert_eq!(
+            low.reason,
+            "50 requests in the 1h window, fewer than the 100 needed to page"
+        );
     }
 
     #[test]
@@ -226,8 +283,19 @@ mod tests {
         let d = data(10, 2, &[10, 20, 30, 40, 50, 100, 200, 300, 400, 500]);
         assert_eq!(good_total(SloKind::Availability, &d), (8, 10));
         // Eight at most 350 ms, minus the two errors (counted bad however fast).
-        assert_eq!(good_total(SloKind::Latency { threshold_ms: 350.0 }, &d), (6, 10));
-        assert_eq!(good_total(SloKind::Latency { threshold_ms: 1.0 }, &d), (0, 10));
+        assert_eq!(
+            good_total(
+                SloKind::Latency {
+                    threshold_ms: 350.0
+                },
+                &d
+            ),
+            (6, 10)
+        );
+        assert_eq!(
+            good_total(SloKind::Latency { threshold_ms: 1.0 }, &d),
+            (0, 10)
+        );
     }
 
     #[test]
@@ -237,7 +305,10 @@ mod tests {
         assert!((b.remaining_ratio.unwrap() - 0.5).abs() < 1e-9);
         assert!((b.remaining_seconds.unwrap() - 15.0 * 86400.0).abs() < 1e-3);
         let over = budget(990, 1000, 0.999, 86400);
-        assert!((over.remaining_ratio.unwrap() + 9.0).abs() < 1e-9, "10 bad of 1 allowed: overspent 9x");
+        assert!(
+            (over.remaining_ratio.unwrap() + 9.0).abs() < 1e-9,
+            "10 bad of 1 allowed: overspent 9x"
+        );
         assert_eq!(budget(0, 0, 0.999, 86400).remaining_ratio, None);
     }
 }

@@ -30,9 +30,9 @@ use serde::{Deserialize, Serialize};
 use slogate_sketch::Sketch;
 
 use crate::HistoryError;
-use crate::store::Store;
 use crate::query::History;
 use crate::schema::partition_of;
+use crate::store::Store;
 use crate::writer::REQUESTS_TABLE;
 
 /// Directory under the history root that holds the baselines.
@@ -310,7 +310,11 @@ pub fn baseline_key(name: &str) -> Result<String, BaselineError> {
 /// Where baseline `name` lives, for messages: `<root>/baselines/<name>.json` (a path, or an
 /// `s3://` URL).
 pub fn baseline_location(root: &Store, name: &str) -> Result<PathBuf, BaselineError> {
-    Ok(PathBuf::from(format!("{}/{}", root.describe().trim_end_matches('/'), baseline_key(name)?)))
+    Ok(PathBuf::from(format!(
+        "{}/{}",
+        root.describe().trim_end_matches('/'),
+        baseline_key(name)?
+    )))
 }
 
 /// Saves a baseline atomically (a local file is written, fsync'd and renamed; an object is one
@@ -369,7 +373,11 @@ pub fn list(root: &Store) -> Result<Vec<String>, BaselineError> {
     let prefix = format!("{BASELINES_DIR}/");
     let mut names = Vec::new();
     for entry in root.list(BASELINES_DIR)? {
-        let Some(name) = entry.key.strip_prefix(&prefix).and_then(|f| f.strip_suffix(".json")) else {
+        let Some(name) = entry
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|f| f.strip_suffix(".json"))
+        else {
             continue;
         };
         if validate_name(name).is_ok() {
@@ -650,8 +658,8 @@ mod hex_bytes {
 mod tests {
     use super::*;
     use crate::{HistoryWriter, SlotRow, WriterConfig};
-    use std::fs;
     use slogate_core::SeriesKey;
+    use std::fs;
 
     const T0: i64 = 1_764_000_000;
 
@@ -821,7 +829,12 @@ mod tests {
         save(root, &b, true).unwrap();
         assert_eq!(list(root).unwrap(), vec!["pre-release.v1".to_string()]);
         // No temporary file is left behind.
-        assert_eq!(fs::read_dir(dir.path().join(BASELINES_DIR)).unwrap().count(), 1);
+        assert_eq!(
+            fs::read_dir(dir.path().join(BASELINES_DIR))
+                .unwrap()
+                .count(),
+            1
+        );
 
         for bad in ["", "../x", "a/b", ".hidden", &"x".repeat(129)] {
             assert!(
@@ -852,7 +865,11 @@ mod tests {
             ),
         ];
         for (name, text, want) in cases {
-            fs::write(dir.path().join(BASELINES_DIR).join(format!("{name}.json")), text).unwrap();
+            fs::write(
+                dir.path().join(BASELINES_DIR).join(format!("{name}.json")),
+                text,
+            )
+            .unwrap();
             let err = load(root, name).unwrap_err().to_string();
             assert!(err.contains(want), "{name}: {err}");
         }

@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use datafusion::arrow::compute::{
+    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
+};
 use datafusion::arrow::datatypes::SchemaRef;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
@@ -153,7 +155,9 @@ impl Maintenance {
         let level = ZstdLevel::try_new(config.zstd_level)
             .map_err(|e| HistoryError::Config(format!("zstd level {}: {e}", config.zstd_level)))?;
         if config.row_group_rows == 0 {
-            return Err(HistoryError::Config("row_group_rows must be positive".into()));
+            return Err(HistoryError::Config(
+                "row_group_rows must be positive".into(),
+            ));
         }
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
@@ -182,7 +186,10 @@ impl Maintenance {
     }
 
     /// Recovery, retention, then compaction, as the background task runs them.
-    pub fn run_once(&self, now_unix: i64) -> Result<(RetentionReport, CompactReport), HistoryError> {
+    pub fn run_once(
+        &self,
+        now_unix: i64,
+    ) -> Result<(RetentionReport, CompactReport), HistoryError> {
         self.recover(false)?;
         let retained = self.retain(now_unix)?;
         let compacted = self.compact(now_unix)?;
@@ -272,7 +279,12 @@ impl Maintenance {
             }
         }
         if report.partitions > 0 {
-            tracing::info!(partitions = report.partitions, files = report.files_in, rows = report.rows, "history compacted");
+            tracing::info!(
+                partitions = report.partitions,
+                files = report.files_in,
+                rows = report.rows,
+                "history compacted"
+            );
         }
         Ok(report)
     }
@@ -291,12 +303,16 @@ impl Maintenance {
             };
             let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))?.build()?;
             for batch in reader {
-                let batch = batch.map_err(|e| HistoryError::Corrupt(format!("{}: {e}", input.key)))?;
+                let batch =
+                    batch.map_err(|e| HistoryError::Corrupt(format!("{}: {e}", input.key)))?;
                 if !same_columns(&batch.schema(), schema) {
                     tracing::warn!(key = %input.key, "history file has another schema (extra dimensions changed?); partition not compacted");
                     return Ok(None);
                 }
-                batches.push(RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|e| HistoryError::Corrupt(format!("{}: {e}", input.key)))?);
+                batches.push(
+                    RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                        .map_err(|e| HistoryError::Corrupt(format!("{}: {e}", input.key)))?,
+                );
             }
         }
         let merged = concat_batches(schema, &batches)
@@ -377,7 +393,12 @@ impl Maintenance {
             tracing::debug!(table = %p.table, date = %p.date, hour = %p.hour, "expired history partition deleted");
         }
         if report.partitions > 0 {
-            tracing::info!(partitions = report.partitions, files = report.files, retention_seconds = retention.as_secs(), "expired history deleted");
+            tracing::info!(
+                partitions = report.partitions,
+                files = report.files,
+                retention_seconds = retention.as_secs(),
+                "expired history deleted"
+            );
         }
         Ok(report)
     }
@@ -386,7 +407,10 @@ impl Maintenance {
         DocTable::ALL
             .into_iter()
             .find(|t| t.name() == table)
-            .map_or_else(|| requests_schema(&self.config.extra_dims), DocTable::schema)
+            .map_or_else(
+                || requests_schema(&self.config.extra_dims),
+                DocTable::schema,
+            )
     }
 
     /// The table's hour partitions, oldest first. Objects outside `date=D/hour=H/` are ignored.
@@ -394,12 +418,17 @@ impl Maintenance {
         let mut parts: BTreeMap<(String, String), Partition> = BTreeMap::new();
         for entry in self.store.list(table)? {
             let mut segs = entry.key.split('/');
-            let (Some(_), Some(d), Some(h), Some(_), None) =
-                (segs.next(), segs.next(), segs.next(), segs.next(), segs.next())
-            else {
+            let (Some(_), Some(d), Some(h), Some(_), None) = (
+                segs.next(),
+                segs.next(),
+                segs.next(),
+                segs.next(),
+                segs.next(),
+            ) else {
                 continue;
             };
-            let (Some(date), Some(hour)) = (d.strip_prefix("date="), h.strip_prefix("hour=")) else {
+            let (Some(date), Some(hour)) = (d.strip_prefix("date="), h.strip_prefix("hour="))
+            else {
                 continue;
             };
             let Some(start) = partition_start(date, hour) else {
@@ -433,8 +462,7 @@ fn now_ms() -> u128 {
 
 fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
     a.fields().len() == b.fields().len()
-        && a
-            .fields()
+        && a.fields()
             .iter()
             .zip(b.fields())
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
@@ -448,7 +476,13 @@ fn sort_for_pruning(
     extra_dims: &[String],
 ) -> Result<RecordBatch, HistoryError> {
     let names: Vec<&str> = if table == REQUESTS_TABLE {
-        let mut v = vec![FIXED_DIMS[0], FIXED_DIMS[3], "slot_start", FIXED_DIMS[1], FIXED_DIMS[2]];
+        let mut v = vec![
+            FIXED_DIMS[0],
+            FIXED_DIMS[3],
+            "slot_start",
+            FIXED_DIMS[1],
+            FIXED_DIMS[2],
+        ];
         v.extend(extra_dims.iter().map(String::as_str));
         v
     } else {
@@ -466,7 +500,9 @@ fn sort_for_pruning(
             options: None,
         })
         .collect();
-    let corrupt = |e: datafusion::arrow::error::ArrowError| HistoryError::Corrupt(format!("sorting {table}: {e}"));
+    let corrupt = |e: datafusion::arrow::error::ArrowError| {
+        HistoryError::Corrupt(format!("sorting {table}: {e}"))
+    };
     let indices = lexsort_to_indices(&columns, None).map_err(corrupt)?;
     take_record_batch(batch, &indices).map_err(corrupt)
 }
@@ -478,7 +514,11 @@ fn partition_start(date: &str, hour: &str) -> Option<i64> {
     let m: u32 = it.next()?.parse().ok()?;
     let d: u32 = it.next()?.parse().ok()?;
     let h: i64 = hour.parse().ok()?;
-    if it.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(0..24).contains(&h) {
+    if it.next().is_some()
+        || !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || !(0..24).contains(&h)
+    {
         return None;
     }
     Some(days_from_civil(y, m, d) * 86_400 + h * 3600)
@@ -502,11 +542,23 @@ mod tests {
 
     #[test]
     fn partition_start_inverts_partition_of() {
-        for unix in [0, 3600, 951_782_400, 1_764_000_000 / 3600 * 3600, -3600, 4_102_444_800] {
+        for unix in [
+            0,
+            3600,
+            951_782_400,
+            1_764_000_000 / 3600 * 3600,
+            -3600,
+            4_102_444_800,
+        ] {
             let (date, hour) = partition_of(unix);
             assert_eq!(partition_start(&date, &hour), Some(unix), "{date} {hour}");
         }
-        for (date, hour) in [("2025-13-01", "00"), ("2025-01-01", "24"), ("x", "00"), ("2025-01-01-1", "00")] {
+        for (date, hour) in [
+            ("2025-13-01", "00"),
+            ("2025-01-01", "24"),
+            ("x", "00"),
+            ("2025-01-01-1", "00"),
+        ] {
             assert_eq!(partition_start(date, hour), None, "{date} {hour}");
         }
     }

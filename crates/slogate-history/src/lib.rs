@@ -61,8 +61,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, CohortTotals};
-pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
 pub use compact::{CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport};
+pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
 pub use query::{History, QueryResult};
 pub use schema::{
     FIXED_DIMS, RESERVED_COLUMNS, SlotRow, batch_to_rows, partition_of, requests_schema,

@@ -60,10 +60,7 @@ impl History {
     /// Opens the history under `root` (the store given to the writers); a local root gets
     /// `requests/`, `verdicts/` and `alerts/` created if needed, so that an empty history
     /// answers queries with no rows.
-    pub async fn open(
-        root: impl Into<Store>,
-        extra_dims: &[String],
-    ) -> Result<Self, HistoryError> {
+    pub async fn open(root: impl Into<Store>, extra_dims: &[String]) -> Result<Self, HistoryError> {
         validate_extra_dims(extra_dims)?;
         let root = root.into();
         // DataFusion caches directory listings without expiry by default; the writer adds files

@@ -22,7 +22,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, BackoffConfig};
+use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use url::Url;
 
 use crate::HistoryError;
@@ -47,7 +47,10 @@ impl std::fmt::Debug for S3Options {
             .field("endpoint", &self.endpoint)
             .field("region", &self.region)
             .field("allow_http", &self.allow_http)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<redacted>"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -241,9 +244,11 @@ impl Store {
                 client, prefix, rt, ..
             } => {
                 let (client, path) = (client.clone(), join(prefix, key));
-                run(rt, async move { client.put(&path, PutPayload::from(bytes)).await })
-                    .and_then(|r| r.map_err(|e| store_error("put", key, e)))
-                    .map(|_| ())
+                run(rt, async move {
+                    client.put(&path, PutPayload::from(bytes)).await
+                })
+                .and_then(|r| r.map_err(|e| store_error("put", key, e)))
+                .map(|_| ())
             }
         }
     }
@@ -304,7 +309,12 @@ impl Store {
                 listed
                     .into_iter()
                     .map(|m| ObjectEntry {
-                        key: m.location.as_ref().get(skip..).unwrap_or_default().to_string(),
+                        key: m
+                            .location
+                            .as_ref()
+                            .get(skip..)
+                            .unwrap_or_default()
+                            .to_string(),
                         size: m.size,
                     })
                     .collect()
@@ -383,7 +393,11 @@ impl Store {
                     .build()
                     .map_err(|e| HistoryError::Config(format!("history url {url:?}: {e}")))?;
                 runtime.register_object_store(bucket_url, Arc::new(client));
-                Ok(format!("{}/{}/", bucket_url.as_str().trim_end_matches('/'), join(prefix, table)))
+                Ok(format!(
+                    "{}/{}/",
+                    bucket_url.as_str().trim_end_matches('/'),
+                    join(prefix, table)
+                ))
             }
         }
     }
@@ -414,9 +428,10 @@ fn run<T: Send + 'static>(
     rt: &OwnedRuntime,
     fut: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, HistoryError> {
-    let rt = rt.0.as_ref().ok_or_else(|| {
-        HistoryError::Config("the object store runtime is shut down".to_string())
-    })?;
+    let rt = rt
+        .0
+        .as_ref()
+        .ok_or_else(|| HistoryError::Config("the object store runtime is shut down".to_string()))?;
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     rt.spawn(async move {
         let _ = tx.send(fut.await);

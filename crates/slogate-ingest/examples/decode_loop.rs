@@ -37,5 +37,8 @@ fn main() {
         std::hint::black_box(&out);
     }
     let dt = t0.elapsed();
-    println!("{spans} spans per request, {n} iterations, {:.1} ns per span", dt.as_nanos() as f64 / (n as f64 * spans as f64));
+    println!(
+        "{spans} spans per request, {n} iterations, {:.1} ns per span",
+        dt.as_nanos() as f64 / (n as f64 * spans as f64)
+    );
 }

@@ -210,7 +210,10 @@ enum Refusal {
 /// The gRPC message header: compressed flag and big-endian length.
 const HEADER: usize = 5;
 
-async fn export<R, B>(pipeline: Arc<Pipeline<R>>, req: http::Request<B>) -> http::Response<tonic::body::Body>
+async fn export<R, B>(
+    pipeline: Arc<Pipeline<R>>,
+    req: http::Request<B>,
+) -> http::Response<tonic::body::Body>
 where
     R: Recorder,
     B: http_body::Body + Send + 'static,
@@ -227,7 +230,9 @@ where
     };
     pipeline.finish(Transport::Grpc, started, &result);
     match result {
-        Ok(tally) => unary_response(Bytes::from(ExportTraceServiceResponse::from_tally(&tally).encode_to_vec())),
+        Ok(tally) => unary_response(Bytes::from(
+            ExportTraceServiceResponse::from_tally(&tally).encode_to_vec(),
+        )),
         Err(e) => to_status(&e).into_http(),
     }
 }
@@ -242,12 +247,20 @@ where
 {
     use http_body_util::BodyExt;
     if req.uri().path() != EXPORT_PATH {
-        return Err(Refusal::Uncounted(Status::unimplemented(format!("unknown method {}", req.uri().path()))));
+        return Err(Refusal::Uncounted(Status::unimplemented(format!(
+            "unknown method {}",
+            req.uri().path()
+        ))));
     }
     let headers = req.headers();
-    let content_type = headers.get(http::header::CONTENT_TYPE).map(|v| v.as_bytes()).unwrap_or_default();
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
     if !content_type.starts_with(b"application/grpc") {
-        return Err(Refusal::Uncounted(Status::unimplemented("content-type must be application/grpc")));
+        return Err(Refusal::Uncounted(Status::unimplemented(
+            "content-type must be application/grpc",
+        )));
     }
     let gzip = match headers.get("grpc-encoding").map(|v| v.as_bytes()) {
         None | Some(b"identity") => false,
@@ -284,17 +297,20 @@ where
                 1 => {
                     return Err(Refusal::Counted(IngestError::Malformed(
                         "undecodable request: compressed-flag set but no grpc-encoding".into(),
-                    )))
+                    )));
                 }
                 f => {
                     return Err(Refusal::Counted(IngestError::Malformed(format!(
                         "undecodable request: invalid compressed-flag {f}"
-                    ))))
+                    ))));
                 }
             };
             let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
             if len > limit {
-                return Err(Refusal::Counted(IngestError::TooLarge { limit, inflated: false }));
+                return Err(Refusal::Counted(IngestError::TooLarge {
+                    limit,
+                    inflated: false,
+                }));
             }
             want = Some((compressed, len));
         }
@@ -308,9 +324,13 @@ where
     }
     let Some((compressed, len)) = want else {
         if have == 0 {
-            return Err(Refusal::Counted(IngestError::Malformed("undecodable request: no message".into())));
+            return Err(Refusal::Counted(IngestError::Malformed(
+                "undecodable request: no message".into(),
+            )));
         }
-        return Err(Refusal::Counted(IngestError::Malformed("undecodable request: truncated message header".into())));
+        return Err(Refusal::Counted(IngestError::Malformed(
+            "undecodable request: truncated message header".into(),
+        )));
     };
     if have < HEADER + len {
         return Err(Refusal::Counted(IngestError::Malformed(format!(
@@ -327,7 +347,9 @@ where
     if !compressed {
         return Ok(message);
     }
-    crate::pipeline::gunzip(&message, limit, "gzip message").map(Bytes::from).map_err(Refusal::Counted)
+    crate::pipeline::gunzip(&message, limit, "gzip message")
+        .map(Bytes::from)
+        .map_err(Refusal::Counted)
 }
 
 /// The first `n` bytes of the chunks as one `Bytes` (no copy when the first chunk has them).
@@ -358,8 +380,10 @@ fn unary_response(message: Bytes) -> http::Response<tonic::body::Body> {
         data: Some(framed.freeze()),
         trailers: Some(trailers),
     }));
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
     resp
 }
 
@@ -379,7 +403,11 @@ impl http_body::Body for UnaryBody {
         if let Some(d) = self.data.take() {
             return Poll::Ready(Some(Ok(http_body::Frame::data(d))));
         }
-        Poll::Ready(self.trailers.take().map(|t| Ok(http_body::Frame::trailers(t))))
+        Poll::Ready(
+            self.trailers
+                .take()
+                .map(|t| Ok(http_body::Frame::trailers(t))),
+        )
     }
     fn is_end_stream(&self) -> bool {
         self.data.is_none() && self.trailers.is_none()

@@ -124,7 +124,10 @@ async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
         buf.extend_from_slice(&data);
     }
     if over {
-        return Err(IngestError::TooLarge { limit, inflated: false });
+        return Err(IngestError::TooLarge {
+            limit,
+            inflated: false,
+        });
     }
     let raw = buf.freeze();
     let encoding = headers

@@ -108,7 +108,10 @@ pub(crate) fn gunzip(raw: &[u8], limit: usize, what: &str) -> Result<Vec<u8>, In
         .read_to_end(&mut out)
         .map_err(|e| IngestError::Malformed(format!("corrupt {what}: {e}")))?;
     if out.len() > limit {
-        return Err(IngestError::TooLarge { limit, inflated: true });
+        return Err(IngestError::TooLarge {
+            limit,
+            inflated: true,
+        });
     }
     Ok(out)
 }

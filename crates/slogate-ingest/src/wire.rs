@@ -249,7 +249,12 @@ fn id_ok(id: &[u8], len: usize) -> bool {
 }
 
 #[inline]
-fn span<'a>(buf: &'a [u8], base: usize, cfg: &ExtractConfig, s: &mut SpanFields<'a>) -> Result<(), WireError> {
+fn span<'a>(
+    buf: &'a [u8],
+    base: usize,
+    cfg: &ExtractConfig,
+    s: &mut SpanFields<'a>,
+) -> Result<(), WireError> {
     let mut r = Reader::new(buf, base);
     while !r.done() {
         let (field, wt) = r.tag()?;
@@ -363,7 +368,9 @@ fn key_and_any_general(
 #[inline(always)]
 fn any_value(any: Option<(&[u8], usize)>) -> Result<AttrValue<'_>, WireError> {
     match any {
-        Some(([0x0A, len, s @ ..], _)) if *len < 0x80 && usize::from(*len) == s.len() => Ok(AttrValue::Str(s)),
+        Some(([0x0A, len, s @ ..], _)) if *len < 0x80 && usize::from(*len) == s.len() => {
+            Ok(AttrValue::Str(s))
+        }
         Some((&[0x18, v], _)) if v < 0x80 => Ok(AttrValue::Int(i64::from(v))),
         Some((&[0x18, lo, hi], _)) if lo >= 0x80 && hi < 0x80 => {
             Ok(AttrValue::Int(i64::from(lo & 0x7F) | (i64::from(hi) << 7)))

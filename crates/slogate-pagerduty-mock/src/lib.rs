@@ -172,7 +172,10 @@ impl MockServer {
             // Pooled keep-alive connections may hold a graceful shutdown open; a bounded wait
             // then an abort keeps restart tests from hanging on a client's idle connection.
             let abort = task.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), task).await.is_err() {
+            if tokio::time::timeout(std::time::Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -432,8 +435,9 @@ fn validate_payload(payload: Option<&Value>, errors: &mut Vec<String>) {
     match payload.get("severity") {
         None | Some(Value::Null) => errors.push("payload.severity is missing".into()),
         Some(Value::String(s)) if SEVERITIES.contains(&s.as_str()) => {}
-        Some(_) => errors
-            .push("payload.severity must be one of critical, error, warning, info".into()),
+        Some(_) => {
+            errors.push("payload.severity must be one of critical, error, warning, info".into())
+        }
     }
     match payload.get("timestamp") {
         None | Some(Value::Null) => {}
@@ -508,7 +512,8 @@ fn validate_images(images: Option<&Value>, errors: &mut Vec<String>) {
 /// point here is to catch numbers and free text, not to re-implement a date parser.
 fn looks_like_iso8601(s: &str) -> bool {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    let digits =
+        |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
     b.len() >= 16
         && digits(0..4)
         && b[4] == b'-'
@@ -559,46 +564,202 @@ mod tests {
         type Case = (&'static str, Edit, Result<(), &'static [&'static str]>);
         let cases: Vec<Case> = vec![
             ("valid trigger", |_| {}, Ok(())),
-            ("trigger without dedup key", |e| { e.as_object_mut().unwrap().remove("dedup_key"); }, Ok(())),
-            ("resolve without payload", |e| { e["event_action"] = json!("resolve"); e.as_object_mut().unwrap().remove("payload"); }, Ok(())),
-            ("acknowledge", |e| e["event_action"] = json!("acknowledge"), Ok(())),
-            ("all optional fields", |e| {
-                e["payload"]["timestamp"] = json!("2026-11-24T16:00:00.000+0000");
-                e["payload"]["component"] = json!("checkout");
-                e["payload"]["group"] = json!("prod");
-                e["payload"]["class"] = json!("latency");
-                e["payload"]["custom_details"] = json!({"burn": 14.4});
-                e["links"] = json!([{"href": "https://x", "text": "dash"}]);
-                e["images"] = json!([{"src": "https://x/i.png", "href": "https://x", "alt": "graph"}]);
-            }, Ok(())),
-            ("summary exactly 1024 chars", |e| e["payload"]["summary"] = json!("é".repeat(1024)), Ok(())),
-            ("dedup key exactly 255 chars", |e| e["dedup_key"] = json!("k".repeat(255)), Ok(())),
-            ("missing routing key", |e| { e.as_object_mut().unwrap().remove("routing_key"); }, Err(&["routing_key is missing"])),
-            ("short routing key", |e| e["routing_key"] = json!("abc"), Err(&["routing_key must be 32 characters"])),
-            ("numeric routing key", |e| e["routing_key"] = json!(7), Err(&["routing_key must be a string"])),
-            ("missing action", |e| { e.as_object_mut().unwrap().remove("event_action"); }, Err(&["event_action is missing"])),
-            ("bad action", |e| e["event_action"] = json!("fire"), Err(&["event_action must be one of trigger, acknowledge, resolve"])),
-            ("dedup key too long", |e| e["dedup_key"] = json!("k".repeat(256)), Err(&["dedup_key must be at most 255 characters"])),
-            ("dedup key not a string", |e| e["dedup_key"] = json!(1), Err(&["dedup_key must be a string"])),
-            ("resolve without dedup key", |e| { e["event_action"] = json!("resolve"); e.as_object_mut().unwrap().remove("dedup_key"); }, Err(&["dedup_key is required for acknowledge and resolve"])),
-            ("resolve with empty dedup key", |e| { e["event_action"] = json!("resolve"); e["dedup_key"] = json!(""); }, Err(&["dedup_key is required for acknowledge and resolve"])),
-            ("trigger without payload", |e| { e.as_object_mut().unwrap().remove("payload"); }, Err(&["payload is missing"])),
-            ("payload not an object", |e| e["payload"] = json!("x"), Err(&["payload must be an object"])),
-            ("blank summary", |e| e["payload"]["summary"] = json!("  "), Err(&["payload.summary is missing or blank"])),
-            ("summary too long", |e| e["payload"]["summary"] = json!("s".repeat(1025)), Err(&["payload.summary must be at most 1024 characters"])),
-            ("missing source", |e| { e["payload"].as_object_mut().unwrap().remove("source"); }, Err(&["payload.source is missing or blank"])),
-            ("missing severity", |e| { e["payload"].as_object_mut().unwrap().remove("severity"); }, Err(&["payload.severity is missing"])),
-            ("bad severity", |e| e["payload"]["severity"] = json!("high"), Err(&["payload.severity must be one of critical, error, warning, info"])),
-            ("numeric timestamp", |e| e["payload"]["timestamp"] = json!(1700000000), Err(&["payload.timestamp must be an ISO 8601 timestamp"])),
-            ("free text timestamp", |e| e["payload"]["timestamp"] = json!("yesterday"), Err(&["payload.timestamp must be an ISO 8601 timestamp"])),
-            ("numeric component", |e| e["payload"]["component"] = json!(1), Err(&["payload.component must be a string"])),
-            ("custom details array", |e| e["payload"]["custom_details"] = json!([1]), Err(&["payload.custom_details must be an object"])),
-            ("links not an array", |e| e["links"] = json!({}), Err(&["links must be an array"])),
-            ("link without href", |e| e["links"] = json!([{"text": "t"}]), Err(&["links[0].href is missing"])),
-            ("link text numeric", |e| e["links"] = json!([{"href": "h", "text": 1}]), Err(&["links[0].text must be a string"])),
-            ("image without src", |e| e["images"] = json!([{"alt": "a"}]), Err(&["images[0].src is missing"])),
-            ("image alt numeric", |e| e["images"] = json!([{"src": "s", "alt": 2}]), Err(&["images[0].alt must be a string"])),
-            ("several problems at once", |e| { e["routing_key"] = json!("x"); e["payload"]["severity"] = json!("x"); }, Err(&["routing_key must be 32 characters", "payload.severity must be one of critical, error, warning, info"])),
+            (
+                "trigger without dedup key",
+                |e| {
+                    e.as_object_mut().unwrap().remove("dedup_key");
+                },
+                Ok(()),
+            ),
+            (
+                "resolve without payload",
+                |e| {
+                    e["event_action"] = json!("resolve");
+                    e.as_object_mut().unwrap().remove("payload");
+                },
+                Ok(()),
+            ),
+            (
+                "acknowledge",
+                |e| e["event_action"] = json!("acknowledge"),
+                Ok(()),
+            ),
+            (
+                "all optional fields",
+                |e| {
+                    e["payload"]["timestamp"] = json!("2026-11-24T16:00:00.000+0000");
+                    e["payload"]["component"] = json!("checkout");
+                    e["payload"]["group"] = json!("prod");
+                    e["payload"]["class"] = json!("latency");
+                    e["payload"]["custom_details"] = json!({"burn": 14.4});
+                    e["links"] = json!([{"href": "https://x", "text": "dash"}]);
+                    e["images"] =
+                        json!([{"src": "https://x/i.png", "href": "https://x", "alt": "graph"}]);
+                },
+                Ok(()),
+            ),
+            (
+                "summary exactly 1024 chars",
+                |e| e["payload"]["summary"] = json!("é".repeat(1024)),
+                Ok(()),
+            ),
+            (
+                "dedup key exactly 255 chars",
+                |e| e["dedup_key"] = json!("k".repeat(255)),
+                Ok(()),
+            ),
+            (
+                "missing routing key",
+                |e| {
+                    e.as_object_mut().unwrap().remove("routing_key");
+                },
+                Err(&["routing_key is missing"]),
+            ),
+            (
+                "short routing key",
+                |e| e["routing_key"] = json!("abc"),
+                Err(&["routing_key must be 32 characters"]),
+            ),
+            (
+                "numeric routing key",
+                |e| e["routing_key"] = json!(7),
+                Err(&["routing_key must be a string"]),
+            ),
+            (
+                "missing action",
+                |e| {
+                    e.as_object_mut().unwrap().remove("event_action");
+                },
+                Err(&["event_action is missing"]),
+            ),
+            (
+                "bad action",
+                |e| e["event_action"] = json!("fire"),
+                Err(&["event_action must be one of trigger, acknowledge, resolve"]),
+            ),
+            (
+                "dedup key too long",
+                |e| e["dedup_key"] = json!("k".repeat(256)),
+                Err(&["dedup_key must be at most 255 characters"]),
+            ),
+            (
+                "dedup key not a string",
+                |e| e["dedup_key"] = json!(1),
+                Err(&["dedup_key must be a string"]),
+            ),
+            (
+                "resolve without dedup key",
+                |e| {
+                    e["event_action"] = json!("resolve");
+                    e.as_object_mut().unwrap().remove("dedup_key");
+                },
+                Err(&["dedup_key is required for acknowledge and resolve"]),
+            ),
+            (
+                "resolve with empty dedup key",
+                |e| {
+                    e["event_action"] = json!("resolve");
+                    e["dedup_key"] = json!("");
+                },
+                Err(&["dedup_key is required for acknowledge and resolve"]),
+            ),
+            (
+                "trigger without payload",
+                |e| {
+                    e.as_object_mut().unwrap().remove("payload");
+                },
+                Err(&["payload is missing"]),
+            ),
+            (
+                "payload not an object",
+                |e| e["payload"] = json!("x"),
+                Err(&["payload must be an object"]),
+            ),
+            (
+                "blank summary",
+                |e| e["payload"]["summary"] = json!("  "),
+                Err(&["payload.summary is missing or blank"]),
+            ),
+            (
+                "summary too long",
+                |e| e["payload"]["summary"] = json!("s".repeat(1025)),
+                Err(&["payload.summary must be at most 1024 characters"]),
+            ),
+            (
+                "missing source",
+                |e| {
+                    e["payload"].as_object_mut().unwrap().remove("source");
+                },
+                Err(&["payload.source is missing or blank"]),
+            ),
+            (
+                "missing severity",
+                |e| {
+                    e["payload"].as_object_mut().unwrap().remove("severity");
+                },
+                Err(&["payload.severity is missing"]),
+            ),
+            (
+                "bad severity",
+                |e| e["payload"]["severity"] = json!("high"),
+                Err(&["payload.severity must be one of critical, error, warning, info"]),
+            ),
+            (
+                "numeric timestamp",
+                |e| e["payload"]["timestamp"] = json!(1700000000),
+                Err(&["payload.timestamp must be an ISO 8601 timestamp"]),
+            ),
+            (
+                "free text timestamp",
+                |e| e["payload"]["timestamp"] = json!("yesterday"),
+                Err(&["payload.timestamp must be an ISO 8601 timestamp"]),
+            ),
+            (
+                "numeric component",
+                |e| e["payload"]["component"] = json!(1),
+                Err(&["payload.component must be a string"]),
+            ),
+            (
+                "custom details array",
+                |e| e["payload"]["custom_details"] = json!([1]),
+                Err(&["payload.custom_details must be an object"]),
+            ),
+            (
+                "links not an array",
+                |e| e["links"] = json!({}),
+                Err(&["links must be an array"]),
+            ),
+            (
+                "link without href",
+                |e| e["links"] = json!([{"text": "t"}]),
+                Err(&["links[0].href is missing"]),
+            ),
+            (
+                "link text numeric",
+                |e| e["links"] = json!([{"href": "h", "text": 1}]),
+                Err(&["links[0].text must be a string"]),
+            ),
+            (
+                "image without src",
+                |e| e["images"] = json!([{"alt": "a"}]),
+                Err(&["images[0].src is missing"]),
+            ),
+            (
+                "image alt numeric",
+                |e| e["images"] = json!([{"src": "s", "alt": 2}]),
+                Err(&["images[0].alt must be a string"]),
+            ),
+            (
+                "several problems at once",
+                |e| {
+                    e["routing_key"] = json!("x");
+                    e["payload"]["severity"] = json!("x");
+                },
+                Err(&[
+                    "routing_key must be 32 characters",
+                    "payload.severity must be one of critical, error, warning, info",
+                ]),
+            ),
         ];
         for (name, edit, want) in cases {
             check(name, edit, want);

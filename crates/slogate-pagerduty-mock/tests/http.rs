@@ -19,14 +19,21 @@ fn trigger(dedup: &str) -> Value {
 }
 
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    let resp = client.post(format!("{url}/v2/enqueue")).json(body).send().await.unwrap();
+    let resp = client
+        .post(format!("{url}/v2/enqueue"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
 async fn script_then_normal_behaviour() {
-    let mock = MockServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mock = MockServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let client = reqwest::Client::new();
     mock.script(vec![429, 500]);
     // The control endpoint appends to the same script.
@@ -50,7 +57,10 @@ async fn script_then_normal_behaviour() {
     assert_eq!(body["message"], "Event object is invalid");
     assert_eq!(
         body["errors"],
-        json!(["routing_key is missing", "dedup_key is required for acknowledge and resolve"])
+        json!([
+            "routing_key is missing",
+            "dedup_key is required for acknowledge and resolve"
+        ])
     );
 
     let events: Vec<Value> = client
@@ -76,17 +86,37 @@ async fn script_then_normal_behaviour() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["status"].as_u64().unwrap(), r["scripted"].as_bool().unwrap()))
+        .map(|r| {
+            (
+                r["status"].as_u64().unwrap(),
+                r["scripted"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(got, [(429, true), (500, true), (503, true), (202, false), (400, false)]);
+    assert_eq!(
+        got,
+        [
+            (429, true),
+            (500, true),
+            (503, true),
+            (202, false),
+            (400, false)
+        ]
+    );
 
-    client.post(format!("{}/_control/reset", mock.url())).send().await.unwrap();
+    client
+        .post(format!("{}/_control/reset", mock.url()))
+        .send()
+        .await
+        .unwrap();
     assert!(mock.accepted().is_empty() && mock.requests().is_empty());
 }
 
 #[tokio::test]
 async fn success_answer_carries_dedup_key() {
-    let mock = MockServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mock = MockServer::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let client = reqwest::Client::new();
     let (status, body) = post(&client, mock.url(), &trigger("slo/a")).await;
     assert_eq!(status, 202);
@@ -119,7 +149,9 @@ fn spawn_mock(listen: &str, record: &std::path::Path) -> (Proc, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line
         .trim()
         .strip_prefix("listening on ")

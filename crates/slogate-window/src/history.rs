@@ -85,16 +85,31 @@ impl Ring {
                 last.requests += agg.requests;
                 last.errors += agg.errors;
             }
-            Some(last) if last.slot > slot => match self.sealed.binary_search_by_key(&slot, |c| c.slot) {
-                Ok(i) => {
-                    let c = &mut self.sealed[i];
-                    c.sketch = scratch.merged_with(&c.sketch, agg);
-                    c.requests += agg.requests;
-                    c.errors += agg.errors;
+            Some(last) if last.slot > slot => {
+                match self.sealed.binary_search_by_key(&slot, |c| c.slot) {
+                    Ok(i) => {
+                        let c = &mut self.sealed[i];
+                        c.sketch = scratch.merged_with(&c.sketch, agg);
+                        c.requests += agg.requests;
+                        c.errors += agg.errors;
+                    }
+                    Err(i) => self.sealed.insert(
+                        i,
+                        ClosedSlot {
+                            slot,
+                            requests: agg.requests,
+                            errors: agg.errors,
+                            sketch: bytes.into(),
+                        },
+                    ),
                 }
-                Err(i) => self.sealed.insert(i, ClosedSlot { slot, requests: agg.requests, errors: agg.errors, sketch: bytes.into() }),
-            },
-            _ => self.sealed.push_back(ClosedSlot { slot, requests: agg.requests, errors: agg.errors, sketch: bytes.into() }),
+            }
+            _ => self.sealed.push_back(ClosedSlot {
+                slot,
+                requests: agg.requests,
+                errors: agg.errors,
+                sketch: bytes.into(),
+            }),
         }
         let newest = self.sealed.back().map_or(slot, |c| c.slot);
         while self.sealed.front().is_some_and(|c| c.slot + keep <= newest) {
@@ -111,7 +126,12 @@ impl Ring {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.sealed.capacity() * size_of::<ClosedSlot>() + self.sealed.iter().map(ClosedSlot::heap_bytes).sum::<usize>()
+        self.sealed.capacity() * size_of::<ClosedSlot>()
+            + self
+                .sealed
+                .iter()
+                .map(ClosedSlot::heap_bytes)
+                .sum::<usize>()
     }
 }
 
@@ -139,7 +159,13 @@ impl History {
     /// already encoded as `bytes`.
     pub fn add(&mut self, slot: u64, agg: &Agg, bytes: &[u8], g: Geometry, scratch: &mut Scratch) {
         self.fine.add(slot, agg, bytes, g.fine_keep, scratch);
-        self.coarse.add(slot * g.slot_seconds / g.coarse_seconds, agg, bytes, g.coarse_keep, scratch);
+        self.coarse.add(
+            slot * g.slot_seconds / g.coarse_seconds,
+            agg,
+            bytes,
+            g.coarse_keep,
+            scratch,
+        );
     }
 
     /// Merges every fine slot `>= first_slot` into `out`. Every fine slot is also in its coarse
@@ -149,14 +175,17 @@ impl History {
     pub fn collect_fine(&self, first_slot: u64, g: Geometry, out: &mut Agg) {
         // Only when fine slots map onto coarse slots exactly and the coarse ring keeps at least
         // as long as the fine one (both checked by the configuration, not by `WindowConfig`).
-        let exact = g.coarse_seconds.is_multiple_of(g.slot_seconds) && g.coarse_keep.saturating_mul(g.coarse_seconds) >= g.fine_keep.saturating_mul(g.slot_seconds);
+        let exact = g.coarse_seconds.is_multiple_of(g.slot_seconds)
+            && g.coarse_keep.saturating_mul(g.coarse_seconds)
+                >= g.fine_keep.saturating_mul(g.slot_seconds);
         if !exact {
             self.fine.collect(first_slot, u64::MAX, out);
             return;
         }
         let per_coarse = g.coarse_seconds / g.slot_seconds;
         let first_coarse = first_slot.div_ceil(per_coarse);
-        self.fine.collect(first_slot, first_coarse.saturating_mul(per_coarse), out);
+        self.fine
+            .collect(first_slot, first_coarse.saturating_mul(per_coarse), out);
         self.coarse.collect(first_coarse, u64::MAX, out);
     }
 

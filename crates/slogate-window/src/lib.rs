@@ -36,7 +36,10 @@ mod open;
 mod registry;
 
 pub use history::{ClosedSlot, History};
-pub use registry::{ClosedRow, Clock, ManualClock, MemoryStats, Registry, RegistryStats, SystemClock, WindowConfig, WindowStats, Writer};
+pub use registry::{
+    Clock, ClosedRow, ManualClock, MemoryStats, Registry, RegistryStats, SystemClock, WindowConfig,
+    WindowStats, Writer,
+};
 
 #[cfg(test)]
 mod tests;

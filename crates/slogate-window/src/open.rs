@@ -33,7 +33,7 @@
 
 use crate::history::Agg;
 use crate::registry::SeriesId;
-use slogate_sketch::{bucket_index, MAX_INDEX};
+use slogate_sketch::{MAX_INDEX, bucket_index};
 use std::mem::size_of;
 
 const NONE: u32 = u32::MAX;
@@ -110,7 +110,12 @@ impl OpenSlot {
             slot: NO_SLOT,
             pos: Vec::new(),
             hints: Vec::new(),
-            parts: Parts { entries: Vec::new(), arena: Vec::new(), spill: Vec::new(), sorted: false },
+            parts: Parts {
+                entries: Vec::new(),
+                arena: Vec::new(),
+                spill: Vec::new(),
+                sorted: false,
+            },
             peak: (0, 0),
         }
     }
@@ -176,7 +181,11 @@ impl OpenSlot {
         let idx = bucket_index(v);
         if e.cells == 0 {
             let off = usize::from(idx).wrapping_sub(usize::from(e.lo));
-            let cell = if off < usize::from(e.len) { e.off as usize + off } else { parts.grow_dense(p, idx) };
+            let cell = if off < usize::from(e.len) {
+                e.off as usize + off
+            } else {
+                parts.grow_dense(p, idx)
+            };
             let c = &mut parts.arena[cell];
             if *c == u8::MAX {
                 parts.carry(p, cell, idx);
@@ -190,7 +199,11 @@ impl OpenSlot {
                 let c = read16(&parts.arena, cell);
                 if c == u16::MAX {
                     write16(&mut parts.arena, cell, 0);
-                    parts.spill.push(Spill { p: p as u32, idx, shift: 16 });
+                    parts.spill.push(Spill {
+                        p: p as u32,
+                        idx,
+                        shift: 16,
+                    });
                 } else {
                     write16(&mut parts.arena, cell, c + 1);
                 }
@@ -210,7 +223,19 @@ impl OpenSlot {
         let hint = Hint(self.hints[id as usize]);
         let (lo, len, cells, wraps) = hint.form();
         let off = parts.alloc(hint.region());
-        parts.entries.push(Entry { id, off, lo, len, cells, wraps, requests: 0, errors: 0, sum: 0, min: u64::MAX, max: 0 });
+        parts.entries.push(Entry {
+            id,
+            off,
+            lo,
+            len,
+            cells,
+            wraps,
+            requests: 0,
+            errors: 0,
+            sum: 0,
+            min: u64::MAX,
+            max: 0,
+        });
         self.pos[id as usize] = p as u32;
         p
     }
@@ -246,14 +271,23 @@ impl Hint {
     /// Arena bytes of a region of this form.
     fn region(self) -> usize {
         let (_, len, cells, wraps) = self.form();
-        if cells == 0 { usize::from(len) * if wraps == WIDE { 2 } else { 1 } } else { CELL * usize::from(cells) }
+        if cells == 0 {
+            usize::from(len) * if wraps == WIDE { 2 } else { 1 }
+        } else {
+            CELL * usize::from(cells)
+        }
     }
 
     /// `(lo, len, cells, wraps)` of a new entry.
     fn form(self) -> (u16, u16, u16, u16) {
         match self.0 {
             0 => (0, 0, FIRST_CELLS as u16, 0),
-            h if h & Self::DENSE != 0 => (((h >> 16) & 0x3fff) as u16, h as u16, 0, if h & Self::WIDE != 0 { WIDE } else { 0 }),
+            h if h & Self::DENSE != 0 => (
+                ((h >> 16) & 0x3fff) as u16,
+                h as u16,
+                0,
+                if h & Self::WIDE != 0 { WIDE } else { 0 },
+            ),
             h => (0, 0, h as u16, 0),
         }
     }
@@ -270,12 +304,22 @@ impl Parts {
             let hi = (usize::from(bucket_index(e.max)) + DENSE_SLACK).min(usize::from(MAX_INDEX));
             // Wide again only if this slot carried into the high bytes.
             let (off, len) = (e.off as usize, usize::from(e.len));
-            let wide = e.wraps == WIDE && self.arena[off + len..off + 2 * len].iter().any(|&h| h != 0);
-            Hint(Hint::DENSE | if wide { Hint::WIDE } else { 0 } | (lo as u32) << 16 | (hi - lo + 1) as u32)
+            let wide =
+                e.wraps == WIDE && self.arena[off + len..off + 2 * len].iter().any(|&h| h != 0);
+            Hint(
+                Hint::DENSE
+                    | if wide { Hint::WIDE } else { 0 }
+                    | (lo as u32) << 16
+                    | (hi - lo + 1) as u32,
+            )
         } else {
             // A table more than half full would have grown at once: start one size up.
             // (Tables never pass 1,024 cells: a dense window of all 7,424 buckets is smaller.)
-            let cells = if usize::from(e.len) * 2 > usize::from(e.cells) { (e.cells * 2).min(4096) } else { e.cells };
+            let cells = if usize::from(e.len) * 2 > usize::from(e.cells) {
+                (e.cells * 2).min(4096)
+            } else {
+                e.cells
+            };
             Hint(u32::from(cells))
         }
     }
@@ -303,13 +347,21 @@ impl Parts {
             let high = &mut self.arena[cell + usize::from(e.len)];
             if *high == u8::MAX {
                 *high = 0;
-                self.spill.push(Spill { p: p as u32, idx, shift: 16 });
+                self.spill.push(Spill {
+                    p: p as u32,
+                    idx,
+                    shift: 16,
+                });
             } else {
                 *high += 1;
             }
             return;
         }
-        self.spill.push(Spill { p: p as u32, idx, shift: 8 });
+        self.spill.push(Spill {
+            p: p as u32,
+            idx,
+            shift: 8,
+        });
         e.wraps += 1;
         if e.wraps >= MAX_WRAPS {
             self.widen(p);
@@ -378,7 +430,10 @@ impl Parts {
             let len = hi - lo + 1;
             let new = self.alloc(len * if wide { 2 } else { 1 }) as usize;
             for i in 0..cells {
-                let (k, c) = (read16(&self.arena, off + CELL * i), read16(&self.arena, off + CELL * i + 2));
+                let (k, c) = (
+                    read16(&self.arena, off + CELL * i),
+                    read16(&self.arena, off + CELL * i + 2),
+                );
                 if k != 0 {
                     let at = new + usize::from(k - 1) - lo;
                     let [low, high] = c.to_le_bytes();
@@ -389,7 +444,13 @@ impl Parts {
                 }
             }
             let e = &mut self.entries[p];
-            (e.off, e.lo, e.len, e.cells, e.wraps) = (new as u32, lo as u16, len as u16, 0, if wide { WIDE } else { 0 });
+            (e.off, e.lo, e.len, e.cells, e.wraps) = (
+                new as u32,
+                lo as u16,
+                len as u16,
+                0,
+                if wide { WIDE } else { 0 },
+            );
             let cell = new + usize::from(idx) - lo;
             if self.arena[cell] == u8::MAX {
                 self.carry(p, cell, idx);
@@ -403,7 +464,10 @@ impl Parts {
         let mask = new_cells - 1;
         let mut used = 0u16;
         for i in 0..cells {
-            let (k, c) = (read16(&self.arena, off + CELL * i), read16(&self.arena, off + CELL * i + 2));
+            let (k, c) = (
+                read16(&self.arena, off + CELL * i),
+                read16(&self.arena, off + CELL * i + 2),
+            );
             if k != 0 {
                 let mut j = hash(k - 1) & mask;
                 while read16(&self.arena, new + CELL * j) != 0 {
@@ -425,11 +489,24 @@ impl Parts {
     #[inline(never)]
     fn grow_dense(&mut self, p: usize, idx: u16) -> usize {
         let e = &self.entries[p];
-        let (off, lo, len, wide) = (e.off as usize, usize::from(e.lo), usize::from(e.len), e.wraps == WIDE);
+        let (off, lo, len, wide) = (
+            e.off as usize,
+            usize::from(e.lo),
+            usize::from(e.len),
+            e.wraps == WIDE,
+        );
         let pad = DENSE_SLACK.max(len / 4);
         let idx_u = usize::from(idx);
-        let new_lo = if idx_u < lo { idx_u.saturating_sub(pad) } else { lo };
-        let new_hi = if idx_u >= lo + len { (idx_u + pad).min(usize::from(MAX_INDEX)) } else { lo + len - 1 };
+        let new_lo = if idx_u < lo {
+            idx_u.saturating_sub(pad)
+        } else {
+            lo
+        };
+        let new_hi = if idx_u >= lo + len {
+            (idx_u + pad).min(usize::from(MAX_INDEX))
+        } else {
+            lo + len - 1
+        };
         let new_len = new_hi - new_lo + 1;
         if !wide && new_lo == lo && off + len == self.arena.len() {
             // The newest region grows upwards in place.
@@ -440,7 +517,8 @@ impl Parts {
         let new = self.alloc(new_len * if wide { 2 } else { 1 }) as usize;
         self.arena.copy_within(off..off + len, new + lo - new_lo);
         if wide {
-            self.arena.copy_within(off + len..off + 2 * len, new + new_len + lo - new_lo);
+            self.arena
+                .copy_within(off + len..off + 2 * len, new + new_len + lo - new_lo);
         }
         let e = &mut self.entries[p];
         (e.off, e.lo, e.len) = (new as u32, new_lo as u16, new_len as u16);
@@ -467,20 +545,38 @@ impl Parts {
         let off = e.off as usize;
         let len = usize::from(e.len);
         let (low, high, sparse): (&[u8], &[u8], &[u8]) = if e.cells == 0 {
-            let high: &[u8] = if e.wraps == WIDE { &self.arena[off + len..off + 2 * len] } else { &[] };
+            let high: &[u8] = if e.wraps == WIDE {
+                &self.arena[off + len..off + 2 * len]
+            } else {
+                &[]
+            };
             (&self.arena[off..off + len], high, &[])
         } else {
-            (&[], &[], &self.arena[off..off + CELL * usize::from(e.cells)])
+            (
+                &[],
+                &[],
+                &self.arena[off..off + CELL * usize::from(e.cells)],
+            )
         };
         let lo = e.lo;
         let dense = low
             .iter()
             .enumerate()
-            .map(move |(i, &c)| (lo + i as u16, u64::from(c) | u64::from(high.get(i).copied().unwrap_or(0)) << 8))
+            .map(move |(i, &c)| {
+                (
+                    lo + i as u16,
+                    u64::from(c) | u64::from(high.get(i).copied().unwrap_or(0)) << 8,
+                )
+            })
             .filter(|(_, c)| *c != 0);
         let sparse = sparse
             .chunks_exact(CELL)
-            .map(|c| (u16::from_le_bytes([c[0], c[1]]), u16::from_le_bytes([c[2], c[3]])))
+            .map(|c| {
+                (
+                    u16::from_le_bytes([c[0], c[1]]),
+                    u16::from_le_bytes([c[2], c[3]]),
+                )
+            })
             .filter(|(k, c)| *k != 0 && *c != 0)
             .map(|(k, c)| (k - 1, u64::from(c)));
         let spill = self.spills(p).map(|s| (s.idx, 1u64 << s.shift));
@@ -498,7 +594,9 @@ impl Parts {
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * size_of::<Entry>() + self.arena.capacity() + self.spill.capacity() * size_of::<Spill>()
+        self.entries.capacity() * size_of::<Entry>()
+            + self.arena.capacity()
+            + self.spill.capacity() * size_of::<Spill>()
     }
 }
 
@@ -537,33 +635,77 @@ mod tests {
                 continue;
             };
             assert_eq!(e.requests, mine[k].len() as u64, "{name}");
-            assert_eq!(e.errors, mine[k].iter().filter(|(_, err)| *err).count() as u64, "{name}");
+            assert_eq!(
+                e.errors,
+                mine[k].iter().filter(|(_, err)| *err).count() as u64,
+                "{name}"
+            );
             let mut got = Agg::default();
             open.merge_series(id, &mut got);
             assert_eq!((got.requests, got.errors), (e.requests, e.errors), "{name}");
             assert_eq!(got.sketch, want, "{name} series {id}");
-            assert_eq!(Sketch::decode(&got.sketch.encoded()), Ok(want), "{name}: stays a valid encoding");
+            assert_eq!(
+                Sketch::decode(&got.sketch.encoded()),
+                Ok(want),
+                "{name}: stays a valid encoding"
+            );
         }
     }
 
     #[test]
     fn sparse_dense_and_spill_forms_count_exactly() {
-        let lognormal: Vec<u64> = (0..5_000u64).map(|i| 1_000_000 + (i * 7919 % 997) * (i % 13 + 1) * 40_000).collect();
+        let lognormal: Vec<u64> = (0..5_000u64)
+            .map(|i| 1_000_000 + (i * 7919 % 997) * (i % 13 + 1) * 40_000)
+            .collect();
         let cases: &[(&str, Vec<u64>)] = &[
             ("one value", vec![42]),
-            ("a few spread values", vec![1, 1_000, 1_000_000, 1_000_000_000, u64::MAX, 0]),
-            ("sparse table grows", (0..40u64).map(|i| 1_000_000 + i * 20_000).collect()),
+            (
+                "a few spread values",
+                vec![1, 1_000, 1_000_000, 1_000_000_000, u64::MAX, 0],
+            ),
+            (
+                "sparse table grows",
+                (0..40u64).map(|i| 1_000_000 + i * 20_000).collect(),
+            ),
             ("turns dense", lognormal.clone()),
-            ("dense grows down then up", [&lognormal[..], &[3, 10_000_000_000_000]].concat()),
+            (
+                "dense grows down then up",
+                [&lognormal[..], &[3, 10_000_000_000_000]].concat(),
+            ),
             ("u16 counts spill", vec![5_000_000; 2 * 70_000 + 3]),
-            ("spill in a dense window", [vec![9_000; 140_000], (0..600u64).map(|i| 9_000 + i * 97).collect()].concat()),
+            (
+                "spill in a dense window",
+                [
+                    vec![9_000; 140_000],
+                    (0..600u64).map(|i| 9_000 + i * 97).collect(),
+                ]
+                .concat(),
+            ),
             // 2 * 1_000 spans in one bucket of a dense window: a few carries worth 256.
-            ("u8 counts carry", [lognormal.clone(), vec![7_000_000; 2_000]].concat()),
+            (
+                "u8 counts carry",
+                [lognormal.clone(), vec![7_000_000; 2_000]].concat(),
+            ),
             // 2 * 70_000: carries worth 256 until the entry widens, then high bytes, then a
             // record worth 65,536; then the wide window grows down and up.
-            ("dense window widens", [lognormal.clone(), vec![7_000_000; 140_000], vec![3, 10_000_000_000_000]].concat()),
+            (
+                "dense window widens",
+                [
+                    lognormal.clone(),
+                    vec![7_000_000; 140_000],
+                    vec![3, 10_000_000_000_000],
+                ]
+                .concat(),
+            ),
             // A sparse table with counts past 255 turns into a wide dense window.
-            ("sparse counts past 255 turn wide", [vec![9_000; 1_000], (0..600u64).map(|i| 9_000 + i * 97).collect()].concat()),
+            (
+                "sparse counts past 255 turn wide",
+                [
+                    vec![9_000; 1_000],
+                    (0..600u64).map(|i| 9_000 + i * 97).collect(),
+                ]
+                .concat(),
+            ),
         ];
         for (name, values) in cases {
             check(name, values);
@@ -581,7 +723,11 @@ mod tests {
         let (slot, parts) = open.take();
         assert_eq!((slot, parts.entries.len(), open.slot), (3, 4, NO_SLOT));
         assert!(open.entry(1).is_none());
-        assert!(open.heap_bytes() < busy / 2, "{} of {busy} bytes kept after the hand-over", open.heap_bytes());
+        assert!(
+            open.heap_bytes() < busy / 2,
+            "{} of {busy} bytes kept after the hand-over",
+            open.heap_bytes()
+        );
         // The next slot reserves what this one used, so recording the same again allocates
         // no more arena.
         open.start(5);
@@ -607,16 +753,28 @@ mod tests {
             }
             let e = open.entry(4).unwrap();
             assert_eq!(e.cells, 0, "slot {slot}: dense");
-            assert_eq!(e.wraps == WIDE, slot == 3 || slot == 5, "slot {slot}: starts wide only after a slot that carried into high bytes");
+            assert_eq!(
+                e.wraps == WIDE,
+                slot == 3 || slot == 5,
+                "slot {slot}: starts wide only after a slot that carried into high bytes"
+            );
             for _ in 0..hot {
                 open.record(4, false, 3_500_000);
                 want.record(3_500_000);
             }
-            assert_eq!(open.entry(4).unwrap().wraps == WIDE, slot != 7, "slot {slot}: wide at the end");
+            assert_eq!(
+                open.entry(4).unwrap().wraps == WIDE,
+                slot != 7,
+                "slot {slot}: wide at the end"
+            );
             let (_, parts) = open.take();
             let mut got = Agg::default();
             parts.merge_into(0, &mut got);
-            assert_eq!((got.requests, &got.sketch), (want.count(), &want), "slot {slot}");
+            assert_eq!(
+                (got.requests, &got.sketch),
+                (want.count(), &want),
+                "slot {slot}"
+            );
         }
     }
 }

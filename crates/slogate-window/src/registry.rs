@@ -3,15 +3,17 @@
 //! HOT PATH: [`Writer::record`] runs once per span.
 
 use crate::history::{Agg, Geometry, History, Scratch};
-use crate::open::{OpenSlot, Parts, NO_SLOT};
+use crate::open::{NO_SLOT, OpenSlot, Parts};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
-use slogate_core::{write_key, Observation, ObservationWriter, Recorder, Selector, SeriesKey, OVERFLOW};
+use slogate_core::{
+    OVERFLOW, Observation, ObservationWriter, Recorder, Selector, SeriesKey, write_key,
+};
 use slogate_sketch::Sketch;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::mem::size_of;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 pub type SeriesId = u32;
@@ -27,7 +29,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_unix(&self) -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
     }
 }
 
@@ -83,10 +87,17 @@ impl WindowConfig {
         self.fine_retention_seconds.div_ceil(self.slot_seconds) + 1
     }
     fn coarse_keep(&self) -> u64 {
-        self.coarse_retention_seconds.div_ceil(self.coarse_slot_seconds) + 1
+        self.coarse_retention_seconds
+            .div_ceil(self.coarse_slot_seconds)
+            + 1
     }
     fn geometry(&self) -> Geometry {
-        Geometry { slot_seconds: self.slot_seconds, fine_keep: self.fine_keep(), coarse_seconds: self.coarse_slot_seconds, coarse_keep: self.coarse_keep() }
+        Geometry {
+            slot_seconds: self.slot_seconds,
+            fine_keep: self.fine_keep(),
+            coarse_seconds: self.coarse_slot_seconds,
+            coarse_keep: self.coarse_keep(),
+        }
     }
 }
 
@@ -194,7 +205,11 @@ impl Staged {
 
     fn heap_bytes(&self) -> usize {
         self.parts.capacity() * size_of::<(u64, Parts, Vec<(SeriesId, u32)>)>()
-            + self.parts.iter().map(|(_, p, ix)| p.heap_bytes() + ix.capacity() * size_of::<(SeriesId, u32)>()).sum::<usize>()
+            + self
+                .parts
+                .iter()
+                .map(|(_, p, ix)| p.heap_bytes() + ix.capacity() * size_of::<(SeriesId, u32)>())
+                .sum::<usize>()
     }
 }
 
@@ -235,7 +250,10 @@ thread_local! {
 
 impl Registry {
     pub fn new(cfg: WindowConfig, clock: Arc<dyn Clock>) -> Arc<Registry> {
-        assert!(cfg.slot_seconds > 0 && cfg.coarse_slot_seconds >= cfg.slot_seconds, "validated by config");
+        assert!(
+            cfg.slot_seconds > 0 && cfg.coarse_slot_seconds >= cfg.slot_seconds,
+            "validated by config"
+        );
         Arc::new(Registry {
             id: NEXT_REGISTRY.fetch_add(1, Relaxed),
             cfg,
@@ -264,7 +282,11 @@ impl Registry {
     fn shard(&self) -> Arc<Shard> {
         SHARDS.with(|cell| {
             let mut list = cell.borrow_mut();
-            if let Some(s) = list.iter().find(|(id, _)| *id == self.id).and_then(|(_, w)| w.upgrade()) {
+            if let Some(s) = list
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .and_then(|(_, w)| w.upgrade())
+            {
                 return s;
             }
             list.retain(|(_, w)| w.strong_count() > 0);
@@ -292,7 +314,9 @@ impl Registry {
         }
         let owned = SeriesKey::from_key_bytes(key);
         let total = self.series.read().len();
-        let fits_service = services.get(&owned.service).is_none_or(|s| s.regular < self.cfg.max_series_per_service);
+        let fits_service = services
+            .get(&owned.service)
+            .is_none_or(|s| s.regular < self.cfg.max_series_per_service);
         if fits_service && total < self.cfg.max_series {
             let id = self.create(&mut services, owned, key, false);
             return (id, true);
@@ -301,7 +325,11 @@ impl Registry {
         let extras = vec![OVERFLOW.to_string(); owned.extras.len()];
         let mut candidates = Vec::with_capacity(2);
         if total < self.cfg.max_series {
-            candidates.push(SeriesKey { operation: OVERFLOW.into(), extras: extras.clone(), ..owned.clone() });
+            candidates.push(SeriesKey {
+                operation: OVERFLOW.into(),
+                extras: extras.clone(),
+                ..owned.clone()
+            });
             candidates.push(SeriesKey {
                 env: OVERFLOW.into(),
                 version: OVERFLOW.into(),
@@ -324,7 +352,9 @@ impl Registry {
             if let Some(id) = self.index.get(&bytes[..]) {
                 return (*id, false);
             }
-            let room = services.get(&cand.service).is_none_or(|s| s.overflow_series < self.cfg.max_overflow_series_per_service);
+            let room = services
+                .get(&cand.service)
+                .is_none_or(|s| s.overflow_series < self.cfg.max_overflow_series_per_service);
             if room || i == last {
                 return (self.create(&mut services, cand, &bytes, true), false);
             }
@@ -332,7 +362,13 @@ impl Registry {
         unreachable!("the last candidate is always created")
     }
 
-    fn create(&self, services: &mut HashMap<String, ServiceEntry>, key: SeriesKey, key_bytes: &[u8], overflow: bool) -> SeriesId {
+    fn create(
+        &self,
+        services: &mut HashMap<String, ServiceEntry>,
+        key: SeriesKey,
+        key_bytes: &[u8],
+        overflow: bool,
+    ) -> SeriesId {
         let mut series = self.series.write();
         let id = series.len() as SeriesId;
         let entry = services.entry(key.service.clone()).or_default();
@@ -342,7 +378,10 @@ impl Registry {
             entry.regular += 1;
         }
         entry.ids.push(id);
-        series.push(Arc::new(Series { key, history: Mutex::new(History::default()) }));
+        series.push(Arc::new(Series {
+            key,
+            history: Mutex::new(History::default()),
+        }));
         self.index.insert(key_bytes.into(), id);
         self.stats.series_created.fetch_add(1, Relaxed);
         id
@@ -368,7 +407,12 @@ impl Registry {
                 for open in &mut state.open {
                     if open.slot != NO_SLOT && open.slot < current {
                         let (slot, p) = open.take();
-                        let mut index: Vec<(SeriesId, u32)> = p.entries.iter().enumerate().map(|(i, e)| (e.id, i as u32)).collect();
+                        let mut index: Vec<(SeriesId, u32)> = p
+                            .entries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, e)| (e.id, i as u32))
+                            .collect();
                         index.sort_unstable();
                         parts.push((slot, p, index));
                     }
@@ -388,8 +432,11 @@ impl Registry {
         if let Some(pass) = pass {
             let sealed = {
                 let staged = self.staged.read();
-                self.stats.slots_closed.fetch_add(staged.parts.len() as u64, Relaxed);
-                let parts: Vec<(u64, &Parts)> = staged.parts.iter().map(|(slot, p, _)| (*slot, p)).collect();
+                self.stats
+                    .slots_closed
+                    .fetch_add(staged.parts.len() as u64, Relaxed);
+                let parts: Vec<(u64, &Parts)> =
+                    staged.parts.iter().map(|(slot, p, _)| (*slot, p)).collect();
                 self.seal(&parts, Some(pass))
             };
             // Every history now holds its part; queries read them there.
@@ -406,14 +453,21 @@ impl Registry {
         let mut loaded = 0;
         for row in rows {
             // Validated here, so windows may merge the stored bytes without checking them again.
-            let agg = Agg { requests: row.requests, errors: row.errors, sketch: Sketch::decode(&row.sketch)? };
+            let agg = Agg {
+                requests: row.requests,
+                errors: row.errors,
+                sketch: Sketch::decode(&row.sketch)?,
+            };
             let key = row.key.key_bytes();
             let (id, _) = self.resolve(&key);
             // Lock order as in `seal`: series, closer, history.
             let series = self.series.read();
             let mut closer = self.closer.lock();
             let slot = row.slot_start_unix / self.cfg.slot_seconds;
-            series[id as usize].history.lock().add(slot, &agg, &row.sketch, g, &mut closer.scratch);
+            series[id as usize]
+                .history
+                .lock()
+                .add(slot, &agg, &row.sketch, g, &mut closer.scratch);
             loaded += 1;
         }
         *self.closer.lock() = Closer::default();
@@ -427,7 +481,12 @@ impl Registry {
         let g = self.cfg.geometry();
         let series = self.series.read();
         let mut closer = self.closer.lock();
-        let Closer { agg, bytes, scratch, order } = &mut *closer;
+        let Closer {
+            agg,
+            bytes,
+            scratch,
+            order,
+        } = &mut *closer;
         let mut rows = Vec::new();
         let mut from = 0;
         while from < parts.len() {
@@ -435,7 +494,12 @@ impl Registry {
             let to = from + parts[from..].iter().take_while(|(s, _)| *s == slot).count();
             order.clear();
             for (k, (_, p)) in parts[from..to].iter().enumerate() {
-                order.extend(p.entries.iter().enumerate().map(|(i, e)| (e.id, k as u32, i as u32)));
+                order.extend(
+                    p.entries
+                        .iter()
+                        .enumerate()
+                        .map(|(i, e)| (e.id, k as u32, i as u32)),
+                );
             }
             order.sort_unstable();
             let mut i = 0;
@@ -491,14 +555,25 @@ impl Registry {
         self.stats.slots_closed.fetch_add(1, Relaxed);
         let mut pending = self.pending_rows.lock();
         // Bounded: a closer that never runs loses history rows, never memory.
-        let room = self.cfg.max_series.saturating_mul(4).saturating_sub(pending.len());
+        let room = self
+            .cfg
+            .max_series
+            .saturating_mul(4)
+            .saturating_sub(pending.len());
         pending.extend(rows.into_iter().take(room));
     }
 
     /// The series of the selector's service that match it, with their ids.
     fn select(&self, sel: &Selector) -> Vec<(SeriesId, Arc<Series>)> {
-        let Some(service) = sel.service() else { return Vec::new() };
-        let ids: Vec<SeriesId> = self.services.lock().get(service).map(|s| s.ids.clone()).unwrap_or_default();
+        let Some(service) = sel.service() else {
+            return Vec::new();
+        };
+        let ids: Vec<SeriesId> = self
+            .services
+            .lock()
+            .get(service)
+            .map(|s| s.ids.clone())
+            .unwrap_or_default();
         let series = self.series.read();
         ids.into_iter()
             .map(|id| (id, series[id as usize].clone()))
@@ -553,7 +628,13 @@ impl Registry {
                 }
             }
         }
-        WindowStats { requests: agg.requests, errors: agg.errors, sketch: agg.sketch, series: selected.len(), covered_seconds: covered }
+        WindowStats {
+            requests: agg.requests,
+            errors: agg.errors,
+            sketch: agg.sketch,
+            series: selected.len(),
+            covered_seconds: covered,
+        }
     }
 
     /// Number of series, including overflow series.
@@ -563,7 +644,12 @@ impl Registry {
 
     /// Keys of the series of one service (or all services).
     pub fn series_keys(&self, service: Option<&str>) -> Vec<SeriesKey> {
-        self.series.read().iter().filter(|s| service.is_none_or(|svc| s.key.service == svc)).map(|s| s.key.clone()).collect()
+        self.series
+            .read()
+            .iter()
+            .filter(|s| service.is_none_or(|svc| s.key.service == svc))
+            .map(|s| s.key.clone())
+            .collect()
     }
 
     /// Heap bytes held by series histories, keys and open shard state: the figure behind
@@ -591,10 +677,14 @@ impl Registry {
         }
         {
             let services = self.services.lock();
-            m.live += services.iter().map(|(k, v)| k.capacity() + v.ids.capacity() * size_of::<SeriesId>()).sum::<usize>()
+            m.live += services
+                .iter()
+                .map(|(k, v)| k.capacity() + v.ids.capacity() * size_of::<SeriesId>())
+                .sum::<usize>()
                 + table_bytes::<(String, ServiceEntry)>(services.capacity());
         }
-        m.live += self.index.iter().map(|e| e.key().len()).sum::<usize>() + table_bytes::<(Box<[u8]>, SeriesId)>(self.index.capacity());
+        m.live += self.index.iter().map(|e| e.key().len()).sum::<usize>()
+            + table_bytes::<(Box<[u8]>, SeriesId)>(self.index.capacity());
         for sh in self.shards.lock().iter() {
             let st = sh.lock();
             m.live += size_of::<ShardState>()
@@ -605,14 +695,22 @@ impl Registry {
         }
         m.live += self.closer.lock().heap_bytes();
         m.live += self.staged.read().heap_bytes();
-        m.live += self.pending_rows.lock().iter().map(|r| size_of::<ClosedRow>() + key_heap_bytes(&r.key) + r.sketch.capacity()).sum::<usize>();
+        m.live += self
+            .pending_rows
+            .lock()
+            .iter()
+            .map(|r| size_of::<ClosedRow>() + key_heap_bytes(&r.key) + r.sketch.capacity())
+            .sum::<usize>();
         m
     }
 }
 
 impl Closer {
     fn heap_bytes(&self) -> usize {
-        self.agg.sketch.heap_bytes() + self.bytes.capacity() + self.scratch.heap_bytes() + self.order.capacity() * size_of::<(SeriesId, u32, u32)>()
+        self.agg.sketch.heap_bytes()
+            + self.bytes.capacity()
+            + self.scratch.heap_bytes()
+            + self.order.capacity() * size_of::<(SeriesId, u32, u32)>()
     }
 }
 
@@ -631,7 +729,11 @@ fn table_bytes<T>(capacity: usize) -> usize {
     if capacity == 0 {
         return 0;
     }
-    let buckets = if capacity < 8 { if capacity < 4 { 4 } else { 8 } } else { (capacity * 8 / 7).next_power_of_two() };
+    let buckets = if capacity < 8 {
+        if capacity < 4 { 4 } else { 8 }
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    };
     buckets * (size_of::<T>() + 1) + 16
 }
 
@@ -647,7 +749,11 @@ impl Recorder for Registry {
     fn writer(&self) -> Writer<'_> {
         let shard = self.shard();
         let slot = self.clock.now_unix() / self.cfg.slot_seconds;
-        Writer { reg: self, state: Mutex::lock_arc(&shard), slot }
+        Writer {
+            reg: self,
+            state: Mutex::lock_arc(&shard),
+            slot,
+        }
     }
 }
 

@@ -1,12 +1,18 @@
 //! Registry tests: freshness, slot closing, windows, threads, cardinality caps, retention.
 
 use crate::{Clock, ManualClock, Registry, WindowConfig};
-use slogate_core::{Observation, ObservationWriter, Operation, Recorder, Selector, OVERFLOW};
+use slogate_core::{OVERFLOW, Observation, ObservationWriter, Operation, Recorder, Selector};
 use std::sync::Arc;
 
 const T0: u64 = 1_800_000_000; // a multiple of 300, so slots line up with coarse slots
 
-fn obs<'a>(service: &'a str, version: &'a str, op: &'a str, error: bool, ms: u64) -> Observation<'a> {
+fn obs<'a>(
+    service: &'a str,
+    version: &'a str,
+    op: &'a str,
+    error: bool,
+    ms: u64,
+) -> Observation<'a> {
     Observation {
         service: service.as_bytes(),
         env: b"prod",
@@ -37,7 +43,13 @@ fn record(reg: &Registry, items: &[Observation<'_>]) {
 #[test]
 fn fresh_data_is_visible_before_its_slot_closes() {
     let (reg, _clock) = setup(WindowConfig::default());
-    record(&reg, &[obs("checkout", "v1", "GET /", false, 10), obs("checkout", "v1", "GET /", true, 30)]);
+    record(
+        &reg,
+        &[
+            obs("checkout", "v1", "GET /", false, 10),
+            obs("checkout", "v1", "GET /", true, 30),
+        ],
+    );
     let w = reg.query(&sel(&[("service", "checkout")]), 60);
     assert_eq!((w.requests, w.errors, w.series), (2, 1, 1));
     assert_eq!(w.sketch.max(), Some(30_000_000));
@@ -68,11 +80,26 @@ fn windows_cover_whole_slots() {
 #[test]
 fn selectors_split_cohorts() {
     let (reg, _clock) = setup(WindowConfig::default());
-    record(&reg, &[obs("checkout", "v1", "GET /", false, 10), obs("checkout", "v2", "GET /", true, 20), obs("checkout", "v2", "POST /", false, 20)]);
+    record(
+        &reg,
+        &[
+            obs("checkout", "v1", "GET /", false, 10),
+            obs("checkout", "v2", "GET /", true, 20),
+            obs("checkout", "v2", "POST /", false, 20),
+        ],
+    );
     let cases: &[(&[(&str, &str)], u64, u64)] = &[
         (&[("service", "checkout")], 3, 1),
         (&[("service", "checkout"), ("version", "v2")], 2, 1),
-        (&[("service", "checkout"), ("version", "v2"), ("operation", "POST /")], 1, 0),
+        (
+            &[
+                ("service", "checkout"),
+                ("version", "v2"),
+                ("operation", "POST /"),
+            ],
+            1,
+            0,
+        ),
         (&[("service", "checkout"), ("version", "v3")], 0, 0),
         (&[("service", "auth")], 0, 0),
     ];
@@ -91,7 +118,16 @@ fn concurrent_writers_lose_nothing() {
             std::thread::spawn(move || {
                 for i in 0..2_000u64 {
                     let op = format!("op{}", i % 7);
-                    record(&reg, &[obs("checkout", if t % 2 == 0 { "v1" } else { "v2" }, &op, i % 10 == 0, 1 + i % 50)]);
+                    record(
+                        &reg,
+                        &[obs(
+                            "checkout",
+                            if t % 2 == 0 { "v1" } else { "v2" },
+                            &op,
+                            i % 10 == 0,
+                            1 + i % 50,
+                        )],
+                    );
                 }
             })
         })
@@ -110,7 +146,11 @@ fn concurrent_writers_lose_nothing() {
 
 #[test]
 fn cardinality_is_capped_with_overflow() {
-    let cfg = WindowConfig { max_series_per_service: 3, max_overflow_series_per_service: 1, ..Default::default() };
+    let cfg = WindowConfig {
+        max_series_per_service: 3,
+        max_overflow_series_per_service: 1,
+        ..Default::default()
+    };
     let (reg, _clock) = setup(cfg);
     let ops: Vec<String> = (0..10).map(|i| format!("/user/{i}")).collect();
     for op in &ops {
@@ -121,8 +161,20 @@ fn cardinality_is_capped_with_overflow() {
     record(&reg, &[obs("checkout", "v2", "/user/99", false, 5)]);
     let keys = reg.series_keys(Some("checkout"));
     assert_eq!(keys.len(), 5, "{keys:?}");
-    assert_eq!(reg.stats.overflow_observations.load(std::sync::atomic::Ordering::Relaxed), 8);
-    let w = reg.query(&sel(&[("service", "checkout"), ("operation", OVERFLOW), ("version", "v1")]), 60);
+    assert_eq!(
+        reg.stats
+            .overflow_observations
+            .load(std::sync::atomic::Ordering::Relaxed),
+        8
+    );
+    let w = reg.query(
+        &sel(&[
+            ("service", "checkout"),
+            ("operation", OVERFLOW),
+            ("version", "v1"),
+        ]),
+        60,
+    );
     assert_eq!(w.requests, 7);
     let w = reg.query(&sel(&[("service", "checkout"), ("version", OVERFLOW)]), 60);
     assert_eq!(w.requests, 1);
@@ -132,7 +184,10 @@ fn cardinality_is_capped_with_overflow() {
 
 #[test]
 fn global_cap_collapses_new_services() {
-    let cfg = WindowConfig { max_series: 2, ..Default::default() };
+    let cfg = WindowConfig {
+        max_series: 2,
+        ..Default::default()
+    };
     let (reg, _clock) = setup(cfg);
     for svc in ["a", "b", "c", "d"] {
         record(&reg, &[obs(svc, "v1", "op", false, 5)]);
@@ -143,7 +198,11 @@ fn global_cap_collapses_new_services() {
 
 #[test]
 fn retention_drops_old_slots_and_bounds_memory() {
-    let cfg = WindowConfig { fine_retention_seconds: 600, coarse_retention_seconds: 3600, ..Default::default() };
+    let cfg = WindowConfig {
+        fine_retention_seconds: 600,
+        coarse_retention_seconds: 3600,
+        ..Default::default()
+    };
     let (reg, clock) = setup(cfg);
     let mut peak = 0;
     for i in 0..1000u64 {
@@ -155,10 +214,21 @@ fn retention_drops_old_slots_and_bounds_memory() {
         }
     }
     // ~2.8 h of slots were written; only the retained ones remain and memory stopped growing.
-    assert_eq!(reg.query(&sel(&[("service", "checkout")]), 600).requests, 60);
+    assert_eq!(
+        reg.query(&sel(&[("service", "checkout")]), 600).requests,
+        60
+    );
     // 3600 s is past the fine retention: 12 whole coarse slots (360) plus the open one (10).
-    assert_eq!(reg.query(&sel(&[("service", "checkout")]), 3600).requests, 370);
-    assert!(reg.memory_bytes() <= peak + peak / 10, "memory {} vs {}", reg.memory_bytes(), peak);
+    assert_eq!(
+        reg.query(&sel(&[("service", "checkout")]), 3600).requests,
+        370
+    );
+    assert!(
+        reg.memory_bytes() <= peak + peak / 10,
+        "memory {} vs {}",
+        reg.memory_bytes(),
+        peak
+    );
 }
 
 #[test]
@@ -171,7 +241,10 @@ fn a_lagging_closer_never_mixes_slots() {
     clock.advance(10);
     reg.close_slots();
     let w = reg.query(&sel(&[("service", "checkout")]), 10);
-    assert_eq!(w.requests, 1, "only the newer slot is in the 10 s window (+ open slot)");
+    assert_eq!(
+        w.requests, 1,
+        "only the newer slot is in the 10 s window (+ open slot)"
+    );
     assert_eq!(reg.query(&sel(&[("service", "checkout")]), 60).requests, 2);
 }
 
@@ -180,7 +253,13 @@ fn closed_slots_are_exported_once_and_import_restores_windows() {
     let (reg, clock) = setup(WindowConfig::default());
     let mut exported = Vec::new();
     for i in 0..6u64 {
-        record(&reg, &[obs("checkout", "v1", "GET /", i % 3 == 0, 10 + i), obs("checkout", "v2", "GET /", false, 20)]);
+        record(
+            &reg,
+            &[
+                obs("checkout", "v1", "GET /", i % 3 == 0, 10 + i),
+                obs("checkout", "v2", "GET /", false, 20),
+            ],
+        );
         clock.advance(10);
         exported.extend(reg.close_slots());
         // Closing again without time passing exports nothing new.
@@ -189,15 +268,29 @@ fn closed_slots_are_exported_once_and_import_restores_windows() {
     assert_eq!(exported.len(), 12, "one row per series per slot");
     assert_eq!(exported.iter().map(|r| r.requests).sum::<u64>(), 12);
     assert_eq!(exported.iter().map(|r| r.errors).sum::<u64>(), 2);
-    assert!(exported.iter().all(|r| r.slot_start_unix % 10 == 0 && r.slot_seconds == 10));
+    assert!(
+        exported
+            .iter()
+            .all(|r| r.slot_start_unix % 10 == 0 && r.slot_seconds == 10)
+    );
 
     // A restarted process (a new registry at the same time) sees the same windows after import.
     let clock2 = ManualClock::new(clock.now_unix());
     let reg2 = Registry::new(WindowConfig::default(), clock2);
     assert_eq!(reg2.import(&exported).unwrap(), 12);
-    for (pairs, window) in [(&[("service", "checkout")][..], 600), (&[("service", "checkout"), ("version", "v1")][..], 30)] {
-        let (a, b) = (reg.query(&sel(pairs), window), reg2.query(&sel(pairs), window));
-        assert_eq!((a.requests, a.errors, a.sketch.quantile(0.9)), (b.requests, b.errors, b.sketch.quantile(0.9)), "{pairs:?} {window}");
+    for (pairs, window) in [
+        (&[("service", "checkout")][..], 600),
+        (&[("service", "checkout"), ("version", "v1")][..], 30),
+    ] {
+        let (a, b) = (
+            reg.query(&sel(pairs), window),
+            reg2.query(&sel(pairs), window),
+        );
+        assert_eq!(
+            (a.requests, a.errors, a.sketch.quantile(0.9)),
+            (b.requests, b.errors, b.sketch.quantile(0.9)),
+            "{pairs:?} {window}"
+        );
     }
 }
 
@@ -211,7 +304,13 @@ fn window_sketches_are_exact_whichever_ring_answers() {
     for i in 0..200u64 {
         let slot = clock.now_unix() / 10;
         let values = [1 + i % 7, 1_000 + i * 37 % 5_000, 2_000_000 + i * 7_919];
-        let items: Vec<_> = values.iter().map(|&v| Observation { duration_ns: v, ..obs("checkout", "v1", "GET /", false, 0) }).collect();
+        let items: Vec<_> = values
+            .iter()
+            .map(|&v| Observation {
+                duration_ns: v,
+                ..obs("checkout", "v1", "GET /", false, 0)
+            })
+            .collect();
         record(&reg, &items);
         recorded.extend(values.iter().map(|&v| (slot, v)));
         clock.advance(10);
@@ -224,7 +323,10 @@ fn window_sketches_are_exact_whichever_ring_answers() {
     for window in [10u64, 60, 290, 300, 310, 600, 1_230, 3_600] {
         let first = current - window.div_ceil(10);
         let mut want = slogate_sketch::Sketch::new();
-        recorded.iter().filter(|(s, _)| *s >= first).for_each(|(_, v)| want.record(*v));
+        recorded
+            .iter()
+            .filter(|(s, _)| *s >= first)
+            .for_each(|(_, v)| want.record(*v));
         let got = reg.query(&sel(&[("service", "checkout")]), window);
         assert_eq!(got.requests, want.count(), "window {window}s");
         assert_eq!(got.sketch, want, "window {window}s");
@@ -241,7 +343,11 @@ fn counts_past_every_carry_boundary_stay_exact_in_windows() {
     // slot (which starts wide from the hint), windows hold exactly what was recorded.
     let (reg, clock) = setup(WindowConfig::default());
     let services = ["busy", "warm", "flat"];
-    let mut want = [slogate_sketch::Sketch::new(), slogate_sketch::Sketch::new(), slogate_sketch::Sketch::new()];
+    let mut want = [
+        slogate_sketch::Sketch::new(),
+        slogate_sketch::Sketch::new(),
+        slogate_sketch::Sketch::new(),
+    ];
     let check = |want: &[slogate_sketch::Sketch; 3], when: &str| {
         for (svc, want) in services.iter().zip(want) {
             let got = reg.query(&sel(&[("service", svc)]), 60);
@@ -260,7 +366,10 @@ fn counts_past_every_carry_boundary_stay_exact_in_windows() {
         values.extend([(0, 1_000), (0, 60_000_000_000)]);
         let mut w = reg.writer();
         for &(k, v) in &values {
-            w.record(&Observation { duration_ns: v, ..obs(services[k], "v1", "GET /", false, 0) });
+            w.record(&Observation {
+                duration_ns: v,
+                ..obs(services[k], "v1", "GET /", false, 0)
+            });
             want[k].record(v);
         }
         drop(w);
@@ -275,7 +384,10 @@ fn counts_past_every_carry_boundary_stay_exact_in_windows() {
 fn queries_during_a_close_pass_count_every_span_exactly_once() {
     // Thousands of series, so a close pass (merge and encode every series) takes long enough
     // for many queries to run while its parts are staged and half of them sealed.
-    let (reg, clock) = setup(WindowConfig { max_series_per_service: 10_000, ..WindowConfig::default() });
+    let (reg, clock) = setup(WindowConfig {
+        max_series_per_service: 10_000,
+        ..WindowConfig::default()
+    });
     let ops: Vec<String> = (0..4_000).map(|i| format!("GET /r{i}")).collect();
     let all = sel(&[("service", "checkout")]);
     let mut total = 0u64;
@@ -285,7 +397,13 @@ fn queries_during_a_close_pass_count_every_span_exactly_once() {
             let mut w = reg.writer();
             for (i, op) in ops.iter().enumerate() {
                 for k in 0..3u64 {
-                    w.record(&obs("checkout", "v1", op, k == 0, 1 + (i as u64 + k + pass) % 500));
+                    w.record(&obs(
+                        "checkout",
+                        "v1",
+                        op,
+                        k == 0,
+                        1 + (i as u64 + k + pass) % 500,
+                    ));
                 }
             }
         }
@@ -297,7 +415,11 @@ fn queries_during_a_close_pass_count_every_span_exactly_once() {
                 let mut n = 0u64;
                 while !done.load(std::sync::atomic::Ordering::Acquire) {
                     let w = reg.query(&all, 600);
-                    assert_eq!((w.requests, w.errors), (total, total / 3), "a query during close pass {pass} miscounted");
+                    assert_eq!(
+                        (w.requests, w.errors),
+                        (total, total / 3),
+                        "a query during close pass {pass} miscounted"
+                    );
                     assert_eq!(w.sketch.count(), total);
                     n += 1;
                 }
@@ -313,5 +435,8 @@ fn queries_during_a_close_pass_count_every_span_exactly_once() {
         let w = reg.query(&all, 600);
         assert_eq!(w.requests, total);
     }
-    assert!(overlapped >= 3, "only {overlapped} queries ran alongside the close passes");
+    assert!(
+        overlapped >= 3,
+        "only {overlapped} queries ran alongside the close passes"
+    );
 }

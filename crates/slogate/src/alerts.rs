@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use slogate_alert::{AlertState, Transition};
 use slogate_core::Selector;
-use slogate_gate::{budget, good_total, multiwindow, BurnTier, CohortData, Metric, Tier, Verdict};
+use slogate_gate::{BurnTier, CohortData, Metric, Tier, Verdict, budget, good_total, multiwindow};
 use slogate_window::Registry;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -57,7 +57,11 @@ impl Notifier for PagerDutyNotifier {
                 Tier::P2 => Severity::Error,
                 Tier::Ticket => Severity::Warning,
             };
-            let source = if n.service.is_empty() { "slogate".to_string() } else { n.service.clone() };
+            let source = if n.service.is_empty() {
+                "slogate".to_string()
+            } else {
+                n.service.clone()
+            };
             Event::trigger(&n.dedup_key, &n.summary, source, severity)
                 .with_timestamp_unix(n.at_unix)
                 .with_component(&n.service)
@@ -141,7 +145,8 @@ pub struct SloStatus {
 }
 
 fn selector(service: &str, dims: &[(String, String)], extra: &[String]) -> Selector {
-    let pairs = std::iter::once(("service".to_string(), service.to_string())).chain(dims.iter().cloned());
+    let pairs =
+        std::iter::once(("service".to_string(), service.to_string())).chain(dims.iter().cloned());
     Selector::new(pairs, extra).expect("dimensions validated with the config")
 }
 
@@ -162,7 +167,12 @@ fn dedup_key(parts: &[&str]) -> String {
 }
 
 impl Alerts {
-    pub fn new(cfg: &Config, registry: Arc<Registry>, notifier: Option<Arc<dyn Notifier>>, sink: Option<TransitionSink>) -> Alerts {
+    pub fn new(
+        cfg: &Config,
+        registry: Arc<Registry>,
+        notifier: Option<Arc<dyn Notifier>>,
+        sink: Option<TransitionSink>,
+    ) -> Alerts {
         Alerts {
             sink,
             slos: cfg.slos.clone(),
@@ -170,7 +180,12 @@ impl Alerts {
             rules: cfg.rules.clone(),
             min_requests: cfg.file.alerting.min_requests,
             gate_failures: cfg.file.alerting.gate_failures.clone(),
-            link_base: cfg.file.pagerduty.link_base_url.trim_end_matches('/').to_string(),
+            link_base: cfg
+                .file
+                .pagerduty
+                .link_base_url
+                .trim_end_matches('/')
+                .to_string(),
             registry,
             notifier,
             entries: Mutex::new(BTreeMap::new()),
@@ -180,7 +195,11 @@ impl Alerts {
 
     fn query(&self, sel: &Selector, window: u64) -> CohortData {
         let w = self.registry.query(sel, window);
-        CohortData { requests: w.requests, errors: w.errors, sketch: w.sketch }
+        CohortData {
+            requests: w.requests,
+            errors: w.errors,
+            sketch: w.sketch,
+        }
     }
 
     pub fn slo_names(&self) -> Vec<&str> {
@@ -190,7 +209,11 @@ impl Alerts {
     /// SLI, budget and burn rates of one SLO now.
     pub fn slo_status(&self, name: &str) -> Option<SloStatus> {
         let slo = self.slos.iter().find(|s| s.spec.name == name)?;
-        let sel = selector(&slo.service, &slo.selector, &self.registry.config().extra_dims);
+        let sel = selector(
+            &slo.service,
+            &slo.selector,
+            &self.registry.config().extra_dims,
+        );
         let retention = self.registry.config().coarse_retention_seconds;
         let measured = slo.spec.period_seconds.min(retention);
         let (good, total) = good_total(slo.spec.kind, &self.query(&sel, measured));
@@ -218,7 +241,13 @@ impl Alerts {
             kind: slo.spec.kind,
             period_seconds: slo.spec.period_seconds,
             measured_seconds: measured,
-            budget_left: b.remaining_seconds.map(|s| if s <= 0.0 { "none".to_string() } else { humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string() }),
+            budget_left: b.remaining_seconds.map(|s| {
+                if s <= 0.0 {
+                    "none".to_string()
+                } else {
+                    humantime::format_duration(std::time::Duration::from_secs(s as u64)).to_string()
+                }
+            }),
             budget: b,
             burn_rates,
         })
@@ -229,9 +258,19 @@ impl Alerts {
         let now = self.registry.now_unix();
         let extra = self.registry.config().extra_dims.clone();
         for slo in &self.slos {
-            let Some(status) = self.slo_status(&slo.spec.name) else { continue };
+            let Some(status) = self.slo_status(&slo.spec.name) else {
+                continue;
+            };
             for (i, burn) in status.burn_rates.iter().enumerate() {
-                let id = dedup_key(&["slo-burn", &slo.spec.name, &format!("{}x-{}", burn.factor, slogate_gate_humanize(burn.long_window_seconds))]);
+                let id = dedup_key(&[
+                    "slo-burn",
+                    &slo.spec.name,
+                    &format!(
+                        "{}x-{}",
+                        burn.factor,
+                        slogate_gate_humanize(burn.long_window_seconds)
+                    ),
+                ]);
                 let summary = format!(
                     "[{}] {} SLO ({:.3}% target) is burning its error budget: {}",
                     burn.tier.label(),
@@ -254,15 +293,31 @@ impl Alerts {
                     "tier_index": i,
                 });
                 let link = format!("{}/api/v1/slos/{}", self.link_base, slo.spec.name);
-                self.observe(&id, &slo.spec.name, "slo_burn", &slo.service, burn.tier, 0, burn.check.active, summary, details, link, now);
+                self.observe(
+                    &id,
+                    &slo.spec.name,
+                    "slo_burn",
+                    &slo.service,
+                    burn.tier,
+                    0,
+                    burn.check.active,
+                    summary,
+                    details,
+                    link,
+                    now,
+                );
             }
         }
         for rule in &self.rules {
             let sel = selector(&rule.service, &rule.selector, &extra);
             let data = self.query(&sel, rule.window_seconds);
             let observed = match rule.metric {
-                Metric::ErrorRate => (data.requests > 0).then(|| data.errors as f64 / data.requests as f64),
-                Metric::Latency { quantile } => data.sketch.quantile(quantile).map(|ns| ns as f64 / 1e6),
+                Metric::ErrorRate => {
+                    (data.requests > 0).then(|| data.errors as f64 / data.requests as f64)
+                }
+                Metric::Latency { quantile } => {
+                    data.sketch.quantile(quantile).map(|ns| ns as f64 / 1e6)
+                }
                 Metric::RequestRate => None,
             };
             let enough = data.requests >= self.min_requests;
@@ -282,7 +337,14 @@ impl Alerts {
                 sel,
                 rule.metric.name(),
                 rule.window_seconds,
-                if enough { String::new() } else { format!(" ({} requests, fewer than {} needed to alert)", data.requests, self.min_requests) }
+                if enough {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} requests, fewer than {} needed to alert)",
+                        data.requests, self.min_requests
+                    )
+                }
             );
             let details = serde_json::json!({
                 "rule": rule.name, "selector": sel.to_string(), "metric": rule.metric.name(),
@@ -290,8 +352,25 @@ impl Alerts {
                 "for_seconds": rule.for_seconds, "requests": data.requests,
             });
             let id = dedup_key(&["threshold", &rule.name]);
-            let link = format!("{}/api/v1/sli?{}&window={}s", self.link_base, sel.to_string().replace(',', "&"), rule.window_seconds);
-            self.observe(&id, &rule.name, "threshold", &rule.service, rule.tier, rule.for_seconds, active, summary, details, link, now);
+            let link = format!(
+                "{}/api/v1/sli?{}&window={}s",
+                self.link_base,
+                sel.to_string().replace(',', "&"),
+                rule.window_seconds
+            );
+            self.observe(
+                &id,
+                &rule.name,
+                "threshold",
+                &rule.service,
+                rule.tier,
+                rule.for_seconds,
+                active,
+                summary,
+                details,
+                link,
+                now,
+            );
         }
     }
 
@@ -300,27 +379,74 @@ impl Alerts {
         if !self.gate_failures.enabled {
             return;
         }
-        let id = dedup_key(&["gate", &doc.gate, &doc.phase, &doc.canary.selector, &doc.baseline.selector]);
+        let id = dedup_key(&[
+            "gate",
+            &doc.gate,
+            &doc.phase,
+            &doc.canary.selector,
+            &doc.baseline.selector,
+        ]);
         let failed = doc.verdict == Verdict::Fail;
         let summary = if failed {
-            format!("[{}] gate {} failed in phase {} for {}: {}", self.gate_failures.tier.label(), doc.gate, doc.phase, doc.canary.selector, doc.reasons.join("; "))
+            format!(
+                "[{}] gate {} failed in phase {} for {}: {}",
+                self.gate_failures.tier.label(),
+                doc.gate,
+                doc.phase,
+                doc.canary.selector,
+                doc.reasons.join("; ")
+            )
         } else {
-            format!("gate {} is {} in phase {} for {}", doc.gate, crate::gates::verdict_label(doc.verdict), doc.phase, doc.canary.selector)
+            format!(
+                "gate {} is {} in phase {} for {}",
+                doc.gate,
+                crate::gates::verdict_label(doc.verdict),
+                doc.phase,
+                doc.canary.selector
+            )
         };
         let details = serde_json::json!({
             "gate": doc.gate, "phase": doc.phase, "verdict": doc.verdict, "decision": doc.decision,
             "canary": doc.canary, "baseline": doc.baseline, "reasons": doc.reasons, "evaluated_at": doc.evaluated_at,
         });
-        let link = format!(
-            "{}/api/v1/verdicts?gate={}",
-            self.link_base, doc.gate
+        let link = format!("{}/api/v1/verdicts?gate={}", self.link_base, doc.gate);
+        let service = doc
+            .canary
+            .selector
+            .split(',')
+            .find_map(|p| p.strip_prefix("service="))
+            .unwrap_or("")
+            .to_string();
+        self.observe(
+            &id,
+            &doc.gate,
+            "gate_failure",
+            &service,
+            self.gate_failures.tier,
+            0,
+            failed,
+            summary,
+            details,
+            link,
+            self.registry.now_unix(),
         );
-        let service = doc.canary.selector.split(',').find_map(|p| p.strip_prefix("service=")).unwrap_or("").to_string();
-        self.observe(&id, &doc.gate, "gate_failure", &service, self.gate_failures.tier, 0, failed, summary, details, link, self.registry.now_unix());
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn observe(&self, id: &str, rule: &str, kind: &'static str, service: &str, tier: Tier, for_seconds: u64, active: bool, summary: String, details: serde_json::Value, link: String, now: u64) {
+    fn observe(
+        &self,
+        id: &str,
+        rule: &str,
+        kind: &'static str,
+        service: &str,
+        tier: Tier,
+        for_seconds: u64,
+        active: bool,
+        summary: String,
+        details: serde_json::Value,
+        link: String,
+        now: u64,
+    ) {
         let mut entries = self.entries.lock();
         let entry = entries.entry(id.to_string()).or_insert_with(|| Entry {
             view: AlertView {
@@ -349,7 +475,11 @@ impl Alerts {
         let notice = Notice {
             dedup_key: id.to_string(),
             resolve,
-            summary: if resolve { format!("resolved: {summary}") } else { summary },
+            summary: if resolve {
+                format!("resolved: {summary}")
+            } else {
+                summary
+            },
             tier,
             rule: rule.to_string(),
             service: service.to_string(),
@@ -370,7 +500,13 @@ impl Alerts {
         if log.len() >= TRANSITION_LOG {
             log.pop_back();
         }
-        let record = TransitionRecord { id: id.to_string(), transition: if resolve { "resolved" } else { "fired" }, at_unix: now, summary: notice.summary, notified };
+        let record = TransitionRecord {
+            id: id.to_string(),
+            transition: if resolve { "resolved" } else { "fired" },
+            at_unix: now,
+            summary: notice.summary,
+            notified,
+        };
         if let Some(sink) = &self.sink {
             sink(&record);
         }
@@ -378,7 +514,11 @@ impl Alerts {
     }
 
     pub fn views(&self) -> Vec<AlertView> {
-        self.entries.lock().values().map(|e| e.view.clone()).collect()
+        self.entries
+            .lock()
+            .values()
+            .map(|e| e.view.clone())
+            .collect()
     }
 
     pub fn transitions(&self, limit: usize) -> Vec<TransitionRecord> {
@@ -404,21 +544,33 @@ impl Alerts {
         out.push_str("# HELP slogate_slo_burn_rate Burn rate of each SLO over each alert window.\n# TYPE slogate_slo_burn_rate gauge\n");
         out.push_str("# HELP slogate_slo_budget_remaining_ratio Error budget left over the measured period (1 untouched, 0 spent).\n# TYPE slogate_slo_budget_remaining_ratio gauge\n");
         for name in self.slo_names() {
-            let Some(st) = self.slo_status(name) else { continue };
+            let Some(st) = self.slo_status(name) else {
+                continue;
+            };
             if let Some(r) = st.budget.remaining_ratio {
-                let _ = writeln!(out, "slogate_slo_budget_remaining_ratio{{slo=\"{name}\"}} {r}");
+                let _ = writeln!(
+                    out,
+                    "slogate_slo_budget_remaining_ratio{{slo=\"{name}\"}} {r}"
+                );
             }
             // Tiers share windows (6h is one tier's long and another's short): one line each.
             let mut by_window = BTreeMap::new();
             for b in &st.burn_rates {
-                for (w, rate) in [(b.long_window_seconds, b.check.long_burn_rate), (b.short_window_seconds, b.check.short_burn_rate)] {
+                for (w, rate) in [
+                    (b.long_window_seconds, b.check.long_burn_rate),
+                    (b.short_window_seconds, b.check.short_burn_rate),
+                ] {
                     if let Some(rate) = rate {
                         by_window.insert(w, rate);
                     }
                 }
             }
             for (w, rate) in by_window {
-                let _ = writeln!(out, "slogate_slo_burn_rate{{slo=\"{name}\",window=\"{}\"}} {rate}", slogate_gate_humanize(w));
+                let _ = writeln!(
+                    out,
+                    "slogate_slo_burn_rate{{slo=\"{name}\",window=\"{}\"}} {rate}",
+                    slogate_gate_humanize(w)
+                );
             }
         }
     }

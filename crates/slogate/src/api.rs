@@ -1,7 +1,7 @@
 //! The HTTP API on :8080: `/api/v1/sli`, `/metrics`, `/healthz`, `/readyz`, and the dashboard at `/`.
 
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -11,8 +11,8 @@ use slogate_ingest::IngestStats;
 use slogate_window::Registry;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -35,7 +35,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/sli", get(sli))
         .route("/api/v1/gates", get(list_gates))
-        .route("/api/v1/gates/{gate}/verdict", get(verdict_get).post(verdict_post))
+        .route(
+            "/api/v1/gates/{gate}/verdict",
+            get(verdict_get).post(verdict_post),
+        )
         .route("/api/v1/verdicts", get(verdict_history))
         .route("/api/v1/baselines", get(list_baselines))
         .route("/api/v1/slos", get(list_slos))
@@ -43,7 +46,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(list_alerts))
         .route("/api/v1/sql", axum::routing::post(sql))
         .merge(crate::dashboard::routes())
-        .fallback(|| async { api_error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list".into()) })
+        .fallback(|| async {
+            api_error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see GET / for the list".into(),
+            )
+        })
         .with_state(state)
 }
 
@@ -67,7 +75,8 @@ async fn readyz(State(st): State<AppState>) -> Response {
 
 /// Parses a window like `10m`; windows run from one slot to the coarse retention.
 pub fn parse_window(s: &str, registry: &Registry) -> Result<u64, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid window {s:?}: {e}; write e.g. 1m, 10m, 1h"))?;
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid window {s:?}: {e}; write e.g. 1m, 10m, 1h"))?;
     let secs = d.as_secs();
     let cfg = registry.config();
     if secs < cfg.slot_seconds || secs > cfg.coarse_retention_seconds {
@@ -110,18 +119,36 @@ fn ms(v: Option<u64>) -> Option<f64> {
 
 pub fn latency_ms(sketch: &slogate_sketch::Sketch) -> LatencyMs {
     let [p50, p90, p95, p99, p999] = sketch.quantiles([0.5, 0.9, 0.95, 0.99, 0.999]);
-    LatencyMs { p50: ms(p50), p90: ms(p90), p95: ms(p95), p99: ms(p99), p999: ms(p999) }
+    LatencyMs {
+        p50: ms(p50),
+        p90: ms(p90),
+        p95: ms(p95),
+        p99: ms(p99),
+        p999: ms(p999),
+    }
 }
 
-async fn sli(State(st): State<AppState>, Query(params): Query<BTreeMap<String, String>>) -> Response {
+async fn sli(
+    State(st): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
     let Some(service) = params.get("service").filter(|s| !s.is_empty()) else {
-        return api_error(StatusCode::BAD_REQUEST, "missing query parameter `service`".into());
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "missing query parameter `service`".into(),
+        );
     };
-    let window = match parse_window(params.get("window").map_or("10m", String::as_str), &st.registry) {
+    let window = match parse_window(
+        params.get("window").map_or("10m", String::as_str),
+        &st.registry,
+    ) {
         Ok(w) => w,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, e),
     };
-    let pairs = params.iter().filter(|(k, _)| k.as_str() != "window").map(|(k, v)| (k.clone(), v.clone()));
+    let pairs = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "window")
+        .map(|(k, v)| (k.clone(), v.clone()));
     let selector = match Selector::new(pairs, &st.registry.config().extra_dims) {
         Ok(s) => s,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -170,7 +197,14 @@ async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(d) = &st.delivery {
         d.render_metrics(&mut out);
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 #[derive(Serialize)]
@@ -200,12 +234,25 @@ async fn list_gates(State(st): State<AppState>) -> Response {
             name: &g.name,
             service: &g.service,
             operation: g.operation.as_deref(),
-            canary: g.canary.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
-            baseline: g.baseline.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+            canary: g
+                .canary
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            baseline: g
+                .baseline
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
             phases: g
                 .phases
                 .iter()
-                .map(|p| PhaseListing { name: &p.name, window_seconds: p.window_seconds, min_requests: p.spec.min_requests, criteria: &p.spec.criteria })
+                .map(|p| PhaseListing {
+                    name: &p.name,
+                    window_seconds: p.window_seconds,
+                    min_requests: p.spec.min_requests,
+                    criteria: &p.spec.criteria,
+                })
                 .collect(),
         })
         .collect();
@@ -227,13 +274,20 @@ pub struct VerdictRequest {
 fn verdict_response(st: &AppState, gate: &str, req: VerdictRequest) -> Response {
     let canary: Vec<(String, String)> = req.canary.into_iter().collect();
     let baseline: Vec<(String, String)> = req.baseline.into_iter().collect();
-    match st.gates.evaluate(gate, req.phase.as_deref(), &canary, &baseline) {
+    match st
+        .gates
+        .evaluate(gate, req.phase.as_deref(), &canary, &baseline)
+    {
         Ok(doc) => Json(&*doc).into_response(),
         Err(e) => api_error(e.http_status(), e.to_string()),
     }
 }
 
-async fn verdict_get(State(st): State<AppState>, axum::extract::Path(gate): axum::extract::Path<String>, Query(params): Query<Vec<(String, String)>>) -> Response {
+async fn verdict_get(
+    State(st): State<AppState>,
+    axum::extract::Path(gate): axum::extract::Path<String>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Response {
     let mut req = VerdictRequest::default();
     for (k, v) in params {
         if k == "phase" {
@@ -243,31 +297,55 @@ async fn verdict_get(State(st): State<AppState>, axum::extract::Path(gate): axum
         } else if let Some(dim) = k.strip_prefix("baseline.") {
             req.baseline.insert(dim.to_string(), v);
         } else {
-            return api_error(StatusCode::BAD_REQUEST, format!("unknown query parameter `{k}`; use phase, canary.<dimension> and baseline.<dimension>"));
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown query parameter `{k}`; use phase, canary.<dimension> and baseline.<dimension>"
+                ),
+            );
         }
     }
     verdict_response(&st, &gate, req)
 }
 
-async fn verdict_post(State(st): State<AppState>, axum::extract::Path(gate): axum::extract::Path<String>, body: axum::body::Bytes) -> Response {
+async fn verdict_post(
+    State(st): State<AppState>,
+    axum::extract::Path(gate): axum::extract::Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let req: VerdictRequest = if body.is_empty() {
         VerdictRequest::default()
     } else {
         match serde_json::from_slice(&body) {
             Ok(r) => r,
-            Err(e) => return api_error(StatusCode::BAD_REQUEST, format!("invalid verdict request: {e}")),
+            Err(e) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    format!("invalid verdict request: {e}"),
+                );
+            }
         }
     };
     verdict_response(&st, &gate, req)
 }
 
-async fn verdict_history(State(st): State<AppState>, Query(params): Query<BTreeMap<String, String>>) -> Response {
+async fn verdict_history(
+    State(st): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
     let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
         None => 100,
         Some(Ok(n)) if (1..=crate::gates::VERDICT_LOG_CAPACITY).contains(&n) => n,
-        Some(_) => return api_error(StatusCode::BAD_REQUEST, format!("limit must be 1..={}", crate::gates::VERDICT_LOG_CAPACITY)),
+        Some(_) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be 1..={}", crate::gates::VERDICT_LOG_CAPACITY),
+            );
+        }
     };
-    let held = st.gates.history(params.get("gate").map(String::as_str), limit);
+    let held = st
+        .gates
+        .history(params.get("gate").map(String::as_str), limit);
     let docs: Vec<&crate::gates::VerdictDoc> = held.iter().map(|d| &**d).collect();
     Json(serde_json::json!({ "verdicts": docs })).into_response()
 }
@@ -284,16 +362,34 @@ async fn list_baselines(State(st): State<AppState>) -> Response {
 
 async fn list_slos(State(st): State<AppState>) -> Response {
     let alerts = st.alerts.clone();
-    let slos = tokio::task::spawn_blocking(move || alerts.slo_names().iter().filter_map(|n| alerts.slo_status(n)).collect::<Vec<_>>()).await.unwrap_or_default();
+    let slos = tokio::task::spawn_blocking(move || {
+        alerts
+            .slo_names()
+            .iter()
+            .filter_map(|n| alerts.slo_status(n))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     Json(serde_json::json!({ "slos": slos })).into_response()
 }
 
-async fn one_slo(State(st): State<AppState>, axum::extract::Path(name): axum::extract::Path<String>) -> Response {
+async fn one_slo(
+    State(st): State<AppState>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
     let alerts = st.alerts.clone();
     let lookup = name.clone();
-    match tokio::task::spawn_blocking(move || alerts.slo_status(&lookup)).await.ok().flatten() {
+    match tokio::task::spawn_blocking(move || alerts.slo_status(&lookup))
+        .await
+        .ok()
+        .flatten()
+    {
         Some(s) => Json(s).into_response(),
-        None => api_error(StatusCode::NOT_FOUND, format!("unknown SLO {name:?}; GET /api/v1/slos lists them")),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            format!("unknown SLO {name:?}; GET /api/v1/slos lists them"),
+        ),
     }
 }
 
@@ -306,11 +402,19 @@ struct SqlRequest {
 /// Read-only SQL over the Parquet history (DataFusion), with row and time limits.
 async fn sql(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
     let Some(history) = st.history.clone() else {
-        return api_error(StatusCode::SERVICE_UNAVAILABLE, "the history is disabled (history.enabled: false)".into());
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the history is disabled (history.enabled: false)".into(),
+        );
     };
     let req: SqlRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, format!("invalid sql request: {e}; send {{\"query\": \"SELECT ...\"}}")),
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid sql request: {e}; send {{\"query\": \"SELECT ...\"}}"),
+            );
+        }
     };
     let (max_rows, timeout) = st.sql_limits;
     match history.sql(&req.query, max_rows, timeout).await {
@@ -318,7 +422,9 @@ async fn sql(State(st): State<AppState>, body: axum::body::Bytes) -> Response {
         Err(e) => {
             let status = match e {
                 slogate_history::HistoryError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-                slogate_history::HistoryError::Io { .. } | slogate_history::HistoryError::Parquet(_) | slogate_history::HistoryError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                slogate_history::HistoryError::Io { .. }
+                | slogate_history::HistoryError::Parquet(_)
+                | slogate_history::HistoryError::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             };
             api_error(status, e.to_string())
@@ -339,24 +445,50 @@ async fn list_alerts(State(st): State<AppState>) -> Response {
 /// A minimal HTTP/1.1 client for the CLI (plain http only): GET, or POST with a JSON body.
 pub fn client_request(url: &str, json_body: Option<&str>) -> Result<(u16, String), String> {
     use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").ok_or_else(|| format!("only http:// URLs are supported: {url}"))?;
-    let (hostport, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let mut stream = std::net::TcpStream::connect(hostport).map_err(|e| format!("cannot connect to {hostport}: {e}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30))).ok();
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("only http:// URLs are supported: {url}"))?;
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(hostport)
+        .map_err(|e| format!("cannot connect to {hostport}: {e}"))?;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .ok();
     let request = match json_body {
-        None => format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"),
+        None => format!(
+            "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: application/json\r\n\r\n"
+        ),
         Some(body) => format!(
             "POST {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: application/json\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ),
     };
-    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).map_err(|e| format!("reading the response: {e}"))?;
+    stream
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("reading the response: {e}"))?;
     let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("malformed status line")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("malformed HTTP response")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("malformed status line")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
 }
 

@@ -3,8 +3,8 @@
 //! parsing for the CLI (`-7d`, `now`, RFC 3339), and the `slogate baseline` subcommands.
 
 use parking_lot::Mutex;
-use slogate_history::baseline::{self as store, Baseline, BaselineError};
 use slogate_history::Store;
+use slogate_history::baseline::{self as store, Baseline, BaselineError};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +32,10 @@ pub struct BaselineStore {
 
 impl BaselineStore {
     pub fn new(root: impl Into<Store>) -> BaselineStore {
-        BaselineStore { root: root.into(), cache: Mutex::new(HashMap::new()) }
+        BaselineStore {
+            root: root.into(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Loads every stored baseline; unreadable ones are logged and skipped (a gate naming one
@@ -49,7 +52,9 @@ impl BaselineStore {
         for name in names {
             match self.get(&name) {
                 Ok(_) => loaded += 1,
-                Err(e) => tracing::warn!(baseline = %name, error = %e, "stored baseline not loaded"),
+                Err(e) => {
+                    tracing::warn!(baseline = %name, error = %e, "stored baseline not loaded")
+                }
             }
         }
         loaded
@@ -122,7 +127,10 @@ impl BaselineStore {
 pub fn summary_json(b: &Baseline) -> serde_json::Value {
     let ms = |v: Option<u64>| v.map(|ns| (ns as f64 / 1e3).round() / 1e3);
     let cohort = |c: &slogate_history::CohortTotals| {
-        let [p50, p95, p99] = c.decode_sketch().map(|s| s.quantiles([0.5, 0.95, 0.99])).unwrap_or([None; 3]);
+        let [p50, p95, p99] = c
+            .decode_sketch()
+            .map(|s| s.quantiles([0.5, 0.95, 0.99]))
+            .unwrap_or([None; 3]);
         serde_json::json!({
             "operation": c.operation, "requests": c.requests, "errors": c.errors, "error_rate": c.error_rate(),
             "latency_ms": { "mean": c.mean_ms(), "p50": ms(p50), "p95": ms(p95), "p99": ms(p99) },
@@ -147,15 +155,20 @@ pub fn parse_time(s: &str, now_unix: i64) -> Result<i64, String> {
         return Ok(now_unix);
     }
     if let Some(rel) = s.strip_prefix('-') {
-        let d = humantime::parse_duration(rel).map_err(|e| format!("invalid relative time {s:?}: {e}; write e.g. -7d, -2h, now"))?;
+        let d = humantime::parse_duration(rel)
+            .map_err(|e| format!("invalid relative time {s:?}: {e}; write e.g. -7d, -2h, now"))?;
         return Ok(now_unix.saturating_sub(d.as_secs() as i64));
     }
     let t = humantime::parse_rfc3339_weak(s).map_err(|e| format!("invalid time {s:?}: {e}; write RFC 3339 (2026-11-24T09:00:00Z), a relative time (-7d) or now"))?;
-    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).map_err(|_| format!("time {s:?} is before 1970"))
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|_| format!("time {s:?} is before 1970"))
 }
 
 pub fn now_unix() -> i64 {
-    SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// What `slogate baseline capture` was asked for.
@@ -169,19 +182,35 @@ pub struct CaptureRequest {
 }
 
 /// Reads the history under `root`, builds the baseline and saves it under `root/baselines`.
-pub async fn capture(root: &Store, extra_dims: &[String], req: &CaptureRequest) -> Result<(Baseline, PathBuf), BaselineError> {
+pub async fn capture(
+    root: &Store,
+    extra_dims: &[String],
+    req: &CaptureRequest,
+) -> Result<(Baseline, PathBuf), BaselineError> {
     store::validate_name(&req.name)?;
     if req.to_unix <= req.from_unix {
-        return Err(BaselineError::Range(format!("--from {} is not before --to {}", store::rfc3339(req.from_unix), store::rfc3339(req.to_unix))));
+        return Err(BaselineError::Range(format!(
+            "--from {} is not before --to {}",
+            store::rfc3339(req.from_unix),
+            store::rfc3339(req.to_unix)
+        )));
     }
     // Refused before the history query, which is the expensive part; `save` checks again.
     if !req.replace && root.get(&store::baseline_key(&req.name)?)?.is_some() {
         return Err(BaselineError::Exists(req.name.clone()));
     }
     let history = slogate_history::History::open(root, extra_dims).await?;
-    let ops = store::operation_totals(&history, &req.selector, (req.from_unix, req.to_unix)).await?;
+    let ops =
+        store::operation_totals(&history, &req.selector, (req.from_unix, req.to_unix)).await?;
     let selector = req.selector.iter().cloned().collect();
-    let b = Baseline::from_totals(&req.name, selector, (req.from_unix, req.to_unix), now_unix(), ops, req.min_requests)?;
+    let b = Baseline::from_totals(
+        &req.name,
+        selector,
+        (req.from_unix, req.to_unix),
+        now_unix(),
+        ops,
+        req.min_requests,
+    )?;
     let path = store::save(root, &b, req.replace)?;
     Ok((b, path))
 }
@@ -191,12 +220,48 @@ pub fn show_text(b: &Baseline) -> String {
     use std::fmt::Write as _;
     let v = summary_json(b);
     let mut out = String::new();
-    let _ = writeln!(out, "baseline {} · {} · {} → {} · captured {}", b.name, v["selector"].as_str().unwrap_or(""), v["from"].as_str().unwrap_or(""), v["to"].as_str().unwrap_or(""), v["captured_at"].as_str().unwrap_or(""));
-    let mut rows = vec![["operation", "requests", "errors", "error rate", "mean", "p50", "p95", "p99"].map(String::from).to_vec()];
+    let _ = writeln!(
+        out,
+        "baseline {} · {} · {} → {} · captured {}",
+        b.name,
+        v["selector"].as_str().unwrap_or(""),
+        v["from"].as_str().unwrap_or(""),
+        v["to"].as_str().unwrap_or(""),
+        v["captured_at"].as_str().unwrap_or("")
+    );
+    let mut rows = vec![
+        [
+            "operation",
+            "requests",
+            "errors",
+            "error rate",
+            "mean",
+            "p50",
+            "p95",
+            "p99",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     for c in std::iter::once(&v["total"]).chain(v["operations"].as_array().into_iter().flatten()) {
-        let pct = c["error_rate"].as_f64().map_or("-".into(), |r| format!("{:.2}%", r * 100.0));
-        let ms = |k: &str| c["latency_ms"][k].as_f64().map_or("-".into(), |x| format!("{x:.1} ms"));
-        rows.push(vec![c["operation"].as_str().unwrap_or("(all)").to_string(), c["requests"].to_string(), c["errors"].to_string(), pct, ms("mean"), ms("p50"), ms("p95"), ms("p99")]);
+        let pct = c["error_rate"]
+            .as_f64()
+            .map_or("-".into(), |r| format!("{:.2}%", r * 100.0));
+        let ms = |k: &str| {
+            c["latency_ms"][k]
+                .as_f64()
+                .map_or("-".into(), |x| format!("{x:.1} ms"))
+        };
+        rows.push(vec![
+            c["operation"].as_str().unwrap_or("(all)").to_string(),
+            c["requests"].to_string(),
+            c["errors"].to_string(),
+            pct,
+            ms("mean"),
+            ms("p50"),
+            ms("p95"),
+            ms("p99"),
+        ]);
     }
     out.push_str(&crate::report::aligned(&rows));
     out

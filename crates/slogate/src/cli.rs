@@ -33,7 +33,11 @@ pub struct CohortArgs {
 }
 
 #[derive(Parser)]
-#[command(name = "slogate", version, about = "A release gate that watches real traffic: OTLP spans in, proceed / hold / rollback out")]
+#[command(
+    name = "slogate",
+    version,
+    about = "A release gate that watches real traffic: OTLP spans in, proceed / hold / rollback out"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -167,7 +171,11 @@ impl HistorySource {
         let cfg = Config::load(self.config.as_deref()).map_err(|e| e.to_string())?;
         let root = match &self.dir {
             Some(dir) => slogate_history::Store::local(dir),
-            None => cfg.file.history.store().map_err(|e| format!("invalid history location: {e}"))?,
+            None => cfg
+                .file
+                .history
+                .store()
+                .map_err(|e| format!("invalid history location: {e}"))?,
         };
         Ok((cfg, root))
     }
@@ -264,7 +272,9 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Config { command: ConfigCommand::Check { file } } => match Config::load(Some(&file)) {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match Config::load(Some(&file)) {
             Ok(c) => {
                 println!(
                     "{}: ok (slot {}s, fine retention {}s, {} extra dimension(s), {} gate(s))",
@@ -281,7 +291,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(3)
             }
         },
-        Command::Config { command: ConfigCommand::Show { file } } => match Config::load(file.as_deref()) {
+        Command::Config {
+            command: ConfigCommand::Show { file },
+        } => match Config::load(file.as_deref()) {
             Ok(c) => {
                 print!("{}", serde_yaml_ng::to_string(&c.file).unwrap_or_default());
                 ExitCode::SUCCESS
@@ -291,16 +303,86 @@ pub fn main() -> ExitCode {
                 ExitCode::from(3)
             }
         },
-        Command::Verdict { gate, cohorts: CohortArgs { phase, canary, baseline }, format, server } => verdict(&gate, phase, &canary, &baseline, format, &server),
-        Command::Sql { query, format, dir, url, max_rows, server } => sql(&query, format, dir, url, max_rows, &server),
+        Command::Verdict {
+            gate,
+            cohorts:
+                CohortArgs {
+                    phase,
+                    canary,
+                    baseline,
+                },
+            format,
+            server,
+        } => verdict(&gate, phase, &canary, &baseline, format, &server),
+        Command::Sql {
+            query,
+            format,
+            dir,
+            url,
+            max_rows,
+            server,
+        } => sql(&query, format, dir, url, max_rows, &server),
         Command::Baseline { command } => baseline_cmd(command),
-        Command::Report { gate, since, cohorts: CohortArgs { phase, canary, baseline }, source, out } => report_cmd(&gate, &since, phase.as_deref(), &canary, &baseline, &source, out),
-        Command::Sla { service, hours, env, availability, p95, p99, error_rate, down_error_rate, min_requests, format, source } => {
-            let flags = SlaFlags { availability, p95, p99, error_rate, down_error_rate, min_requests };
+        Command::Report {
+            gate,
+            since,
+            cohorts:
+                CohortArgs {
+                    phase,
+                    canary,
+                    baseline,
+                },
+            source,
+            out,
+        } => report_cmd(
+            &gate,
+            &since,
+            phase.as_deref(),
+            &canary,
+            &baseline,
+            &source,
+            out,
+        ),
+        Command::Sla {
+            service,
+            hours,
+            env,
+            availability,
+            p95,
+            p99,
+            error_rate,
+            down_error_rate,
+            min_requests,
+            format,
+            source,
+        } => {
+            let flags = SlaFlags {
+                availability,
+                p95,
+                p99,
+                error_rate,
+                down_error_rate,
+                min_requests,
+            };
             sla_cmd(&service, hours, env, &flags, format, &source)
         }
-        Command::Sli { series: SeriesArgs { service, env, version, operation }, window, server } => {
-            let mut url = format!("{}/api/v1/sli?service={}&window={}", server.trim_end_matches('/'), enc(&service), enc(&window));
+        Command::Sli {
+            series:
+                SeriesArgs {
+                    service,
+                    env,
+                    version,
+                    operation,
+                },
+            window,
+            server,
+        } => {
+            let mut url = format!(
+                "{}/api/v1/sli?service={}&window={}",
+                server.trim_end_matches('/'),
+                enc(&service),
+                enc(&window)
+            );
             for (k, v) in [("env", env), ("version", version), ("operation", operation)] {
                 if let Some(v) = v {
                     url.push_str(&format!("&{k}={}", enc(&v)));
@@ -324,24 +406,46 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn parse_pairs(flag: &str, items: &[String]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+fn parse_pairs(
+    flag: &str,
+    items: &[String],
+) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     let mut out = serde_json::Map::new();
     for item in items {
-        let (k, v) = item.split_once('=').ok_or_else(|| format!("--{flag} takes DIM=VALUE, got {item:?}"))?;
-        out.insert(k.trim().to_string(), serde_json::Value::String(v.to_string()));
+        let (k, v) = item
+            .split_once('=')
+            .ok_or_else(|| format!("--{flag} takes DIM=VALUE, got {item:?}"))?;
+        out.insert(
+            k.trim().to_string(),
+            serde_json::Value::String(v.to_string()),
+        );
     }
     Ok(out)
 }
 
-fn verdict(gate: &str, phase: Option<String>, canary: &[String], baseline: &[String], format: Format, server: &str) -> ExitCode {
-    let body = match (parse_pairs("canary", canary), parse_pairs("baseline", baseline)) {
+fn verdict(
+    gate: &str,
+    phase: Option<String>,
+    canary: &[String],
+    baseline: &[String],
+    format: Format,
+    server: &str,
+) -> ExitCode {
+    let body = match (
+        parse_pairs("canary", canary),
+        parse_pairs("baseline", baseline),
+    ) {
         (Ok(c), Ok(b)) => serde_json::json!({ "phase": phase, "canary": c, "baseline": b }),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
             return ExitCode::from(3);
         }
     };
-    let url = format!("{}/api/v1/gates/{}/verdict", server.trim_end_matches('/'), enc(gate));
+    let url = format!(
+        "{}/api/v1/gates/{}/verdict",
+        server.trim_end_matches('/'),
+        enc(gate)
+    );
     let (status, text) = match crate::api::client_request(&url, Some(&body.to_string())) {
         Ok(r) => r,
         Err(e) => {
@@ -350,7 +454,10 @@ fn verdict(gate: &str, phase: Option<String>, canary: &[String], baseline: &[Str
         }
     };
     if status != 200 {
-        let msg = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["error"].as_str().map(String::from)).unwrap_or(text);
+        let msg = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or(text);
         eprintln!("error: server answered {status}: {msg}");
         return ExitCode::from(3);
     }
@@ -373,29 +480,55 @@ fn verdict(gate: &str, phase: Option<String>, canary: &[String], baseline: &[Str
     }
 }
 
-fn sql(query: &str, format: SqlFormat, dir: Option<PathBuf>, url: Option<String>, max_rows: usize, server: &str) -> ExitCode {
+fn sql(
+    query: &str,
+    format: SqlFormat,
+    dir: Option<PathBuf>,
+    url: Option<String>,
+    max_rows: usize,
+    server: &str,
+) -> ExitCode {
     let store = match (dir, url) {
         (Some(dir), _) => Some(Ok(slogate_history::Store::local(dir))),
-        (None, Some(url)) => Some(slogate_history::Store::s3(&url, &slogate_history::S3Options::default())),
+        (None, Some(url)) => Some(slogate_history::Store::s3(
+            &url,
+            &slogate_history::S3Options::default(),
+        )),
         (None, None) => None,
     };
     let result: Result<serde_json::Value, String> = match store {
         Some(store) => (|| {
             let store = store.map_err(|e| e.to_string())?;
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
             rt.block_on(async {
-                let h = slogate_history::History::open(&store, &[]).await.map_err(|e| e.to_string())?;
-                let r = h.sql(query, max_rows, std::time::Duration::from_secs(300)).await.map_err(|e| e.to_string())?;
+                let h = slogate_history::History::open(&store, &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let r = h
+                    .sql(query, max_rows, std::time::Duration::from_secs(300))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 serde_json::to_value(r).map_err(|e| e.to_string())
             })
         })(),
         None => {
             let url = format!("{}/api/v1/sql", server.trim_end_matches('/'));
-            match crate::api::client_request(&url, Some(&serde_json::json!({ "query": query }).to_string())) {
+            match crate::api::client_request(
+                &url,
+                Some(&serde_json::json!({ "query": query }).to_string()),
+            ) {
                 Ok((200, body)) => serde_json::from_str(&body).map_err(|e| e.to_string()),
                 Ok((status, body)) => Err(serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
-                    .and_then(|v| v["error"].as_str().map(|m| format!("server answered {status}: {m}")))
+                    .and_then(|v| {
+                        v["error"]
+                            .as_str()
+                            .map(|m| format!("server answered {status}: {m}"))
+                    })
                     .unwrap_or(body)),
                 Err(e) => {
                     eprintln!("error: {e}");
@@ -411,7 +544,10 @@ fn sql(query: &str, format: SqlFormat, dir: Option<PathBuf>, url: Option<String>
             return ExitCode::from(3);
         }
     };
-    print!("{}", crate::report::sql_output(&v, format == SqlFormat::Csv, format == SqlFormat::Json));
+    print!(
+        "{}",
+        crate::report::sql_output(&v, format == SqlFormat::Csv, format == SqlFormat::Json)
+    );
     ExitCode::SUCCESS
 }
 
@@ -432,7 +568,9 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("SLOGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SLOGATE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -446,20 +584,42 @@ fn fail(code: u8, e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| e.to_string())
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 fn baseline_cmd(command: BaselineCommand) -> ExitCode {
-    use slogate_history::baseline as store;
     use slogate_history::BaselineError;
+    use slogate_history::baseline as store;
     match command {
-        BaselineCommand::Capture { name, series: SeriesArgs { service, env, version, operation }, dim, from, to, min_requests, replace, source } => {
+        BaselineCommand::Capture {
+            name,
+            series:
+                SeriesArgs {
+                    service,
+                    env,
+                    version,
+                    operation,
+                },
+            dim,
+            from,
+            to,
+            min_requests,
+            replace,
+            source,
+        } => {
             let (cfg, root) = match source.resolve() {
                 Ok(r) => r,
                 Err(e) => return fail(3, e),
             };
             let now = crate::baseline::now_unix();
-            let (from_unix, to_unix) = match (crate::baseline::parse_time(&from, now), crate::baseline::parse_time(&to, now)) {
+            let (from_unix, to_unix) = match (
+                crate::baseline::parse_time(&from, now),
+                crate::baseline::parse_time(&to, now),
+            ) {
                 (Ok(f), Ok(t)) => (f, t),
                 (Err(e), _) | (_, Err(e)) => return fail(3, e),
             };
@@ -470,15 +630,30 @@ fn baseline_cmd(command: BaselineCommand) -> ExitCode {
                 }
             }
             match parse_pairs("dim", &dim) {
-                Ok(extra) => selector.extend(extra.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or("").to_string()))),
+                Ok(extra) => selector.extend(
+                    extra
+                        .into_iter()
+                        .map(|(k, v)| (k, v.as_str().unwrap_or("").to_string())),
+                ),
                 Err(e) => return fail(3, e),
             }
-            let req = crate::baseline::CaptureRequest { name, selector, from_unix, to_unix, min_requests, replace };
+            let req = crate::baseline::CaptureRequest {
+                name,
+                selector,
+                from_unix,
+                to_unix,
+                min_requests,
+                replace,
+            };
             let rt = match runtime() {
                 Ok(rt) => rt,
                 Err(e) => return fail(3, e),
             };
-            match rt.block_on(crate::baseline::capture(&root, &cfg.window.extra_dims, &req)) {
+            match rt.block_on(crate::baseline::capture(
+                &root,
+                &cfg.window.extra_dims,
+                &req,
+            )) {
                 Ok((b, path)) => {
                     println!("saved baseline {} to {}", b.name, path.display());
                     print!("{}", crate::baseline::show_text(&b));
@@ -496,21 +671,44 @@ fn baseline_cmd(command: BaselineCommand) -> ExitCode {
             let store = crate::baseline::BaselineStore::new(root);
             match store.summaries() {
                 Ok(list) if format == Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "baselines": list })).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&serde_json::json!({ "baselines": list }))
+                            .unwrap_or_default()
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(list) => {
-                    let mut rows = vec![["name", "selector", "from", "to", "requests", "error rate", "p95"].map(String::from).to_vec()];
+                    let mut rows = vec![
+                        [
+                            "name",
+                            "selector",
+                            "from",
+                            "to",
+                            "requests",
+                            "error rate",
+                            "p95",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                    ];
                     for b in &list {
                         let t = &b["total"];
                         rows.push(vec![
                             b["name"].as_str().unwrap_or("").into(),
-                            b["selector"].as_str().map_or_else(|| format!("unreadable: {}", b["error"].as_str().unwrap_or("")), String::from),
+                            b["selector"].as_str().map_or_else(
+                                || format!("unreadable: {}", b["error"].as_str().unwrap_or("")),
+                                String::from,
+                            ),
                             b["from"].as_str().unwrap_or("").into(),
                             b["to"].as_str().unwrap_or("").into(),
                             t["requests"].as_u64().map_or("-".into(), |n| n.to_string()),
-                            t["error_rate"].as_f64().map_or("-".into(), |r| format!("{:.2}%", r * 100.0)),
-                            t["latency_ms"]["p95"].as_f64().map_or("-".into(), |x| format!("{x:.1} ms")),
+                            t["error_rate"]
+                                .as_f64()
+                                .map_or("-".into(), |r| format!("{:.2}%", r * 100.0)),
+                            t["latency_ms"]["p95"]
+                                .as_f64()
+                                .map_or("-".into(), |x| format!("{x:.1} ms")),
                         ]);
                     }
                     if list.is_empty() {
@@ -523,14 +721,22 @@ fn baseline_cmd(command: BaselineCommand) -> ExitCode {
                 Err(e) => fail(3, e),
             }
         }
-        BaselineCommand::Show { name, format, source } => {
+        BaselineCommand::Show {
+            name,
+            format,
+            source,
+        } => {
             let root = match source.resolve() {
                 Ok((_, root)) => root,
                 Err(e) => return fail(3, e),
             };
             match store::load(&root, &name) {
                 Ok(b) if format == Format::Json => {
-                    println!("{}", serde_json::to_string_pretty(&crate::baseline::summary_json(&b)).unwrap_or_default());
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&crate::baseline::summary_json(&b))
+                            .unwrap_or_default()
+                    );
                     ExitCode::SUCCESS
                 }
                 Ok(b) => {
@@ -557,42 +763,91 @@ fn baseline_cmd(command: BaselineCommand) -> ExitCode {
 }
 
 fn pairs_vec(flag: &str, items: &[String]) -> Result<Vec<(String, String)>, String> {
-    Ok(parse_pairs(flag, items)?.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or("").to_string())).collect())
+    Ok(parse_pairs(flag, items)?
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or("").to_string()))
+        .collect())
 }
 
-fn report_cmd(gate: &str, since: &str, phase: Option<&str>, canary: &[String], baseline: &[String], source: &HistorySource, out: Option<PathBuf>) -> ExitCode {
+fn report_cmd(
+    gate: &str,
+    since: &str,
+    phase: Option<&str>,
+    canary: &[String],
+    baseline: &[String],
+    source: &HistorySource,
+    out: Option<PathBuf>,
+) -> ExitCode {
     let (cfg, root) = match source.resolve() {
         Ok(r) => r,
         Err(e) => return fail(3, e),
     };
     let Some(g) = cfg.gates.iter().find(|g| g.name == gate) else {
         let known: Vec<&str> = cfg.gates.iter().map(|g| g.name.as_str()).collect();
-        return fail(3, format!("unknown gate {gate:?} in {}; its gates are: {}", cfg.source, if known.is_empty() { "none".into() } else { known.join(", ") }));
+        return fail(
+            3,
+            format!(
+                "unknown gate {gate:?} in {}; its gates are: {}",
+                cfg.source,
+                if known.is_empty() {
+                    "none".into()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        );
     };
     let p = match phase {
         None => &g.phases[0],
         Some(name) => match g.phases.iter().find(|p| p.name == name) {
             Some(p) => p,
-            None => return fail(3, format!("gate {gate:?} has no phase {name:?}; its phases are {}", g.phases.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))),
+            None => {
+                return fail(
+                    3,
+                    format!(
+                        "gate {gate:?} has no phase {name:?}; its phases are {}",
+                        g.phases
+                            .iter()
+                            .map(|p| p.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                );
+            }
         },
     };
     let since_secs = match humantime::parse_duration(since.trim()) {
         Ok(d) if d.as_secs() > 0 && d.as_secs() <= 366 * 86400 => d.as_secs() as i64,
         Ok(_) => return fail(3, format!("--since {since:?} must be between 1s and 366d")),
-        Err(e) => return fail(3, format!("invalid --since {since:?}: {e}; write e.g. 24h or 3d")),
+        Err(e) => {
+            return fail(
+                3,
+                format!("invalid --since {since:?}: {e}; write e.g. 24h or 3d"),
+            );
+        }
     };
     let (canary, baseline) = match (pairs_vec("canary", canary), pairs_vec("baseline", baseline)) {
         (Ok(c), Ok(b)) => (c, b),
         (Err(e), _) | (_, Err(e)) => return fail(3, e),
     };
     let now = crate::baseline::now_unix();
-    let req = crate::daily::ReportRequest { gate: g, phase: p, canary, baseline, from_unix: now - since_secs, to_unix: now + 1, now_unix: now };
+    let req = crate::daily::ReportRequest {
+        gate: g,
+        phase: p,
+        canary,
+        baseline,
+        from_unix: now - since_secs,
+        to_unix: now + 1,
+        now_unix: now,
+    };
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return fail(3, e),
     };
     let report = rt.block_on(async {
-        let history = slogate_history::History::open(&root, &cfg.window.extra_dims).await.map_err(|e| e.to_string())?;
+        let history = slogate_history::History::open(&root, &cfg.window.extra_dims)
+            .await
+            .map_err(|e| e.to_string())?;
         crate::daily::build(&history, &root, &req).await
     });
     let text = match report {
@@ -624,32 +879,67 @@ struct SlaFlags {
 }
 
 fn sla_targets(flags: &SlaFlags) -> Result<Vec<crate::sla::TargetSpec>, String> {
-    use crate::sla::{parse_latency, parse_ratio, Target, TargetSpec};
+    use crate::sla::{Target, TargetSpec, parse_latency, parse_ratio};
     let mut t = Vec::new();
-    let flag = |name: &str| TargetSpec { target: Target::ErrorRate { max: 0.0 }, source: format!("--{name}") };
+    let flag = |name: &str| TargetSpec {
+        target: Target::ErrorRate { max: 0.0 },
+        source: format!("--{name}"),
+    };
     if let Some(a) = &flags.availability {
-        t.push(TargetSpec { target: Target::Availability { min: parse_ratio(a, true)? }, ..flag("availability") });
+        t.push(TargetSpec {
+            target: Target::Availability {
+                min: parse_ratio(a, true)?,
+            },
+            ..flag("availability")
+        });
     }
     if let Some(p) = &flags.p95 {
-        t.push(TargetSpec { target: Target::Latency { quantile: 0.95, max_ms: parse_latency(p)? }, ..flag("p95") });
+        t.push(TargetSpec {
+            target: Target::Latency {
+                quantile: 0.95,
+                max_ms: parse_latency(p)?,
+            },
+            ..flag("p95")
+        });
     }
     if let Some(p) = &flags.p99 {
-        t.push(TargetSpec { target: Target::Latency { quantile: 0.99, max_ms: parse_latency(p)? }, ..flag("p99") });
+        t.push(TargetSpec {
+            target: Target::Latency {
+                quantile: 0.99,
+                max_ms: parse_latency(p)?,
+            },
+            ..flag("p99")
+        });
     }
     if let Some(e) = &flags.error_rate {
-        t.push(TargetSpec { target: Target::ErrorRate { max: parse_ratio(e, false)? }, ..flag("error-rate") });
+        t.push(TargetSpec {
+            target: Target::ErrorRate {
+                max: parse_ratio(e, false)?,
+            },
+            ..flag("error-rate")
+        });
     }
     Ok(t)
 }
 
-fn sla_cmd(service: &str, hours: u64, env: Option<String>, flags: &SlaFlags, format: Format, source: &HistorySource) -> ExitCode {
+fn sla_cmd(
+    service: &str,
+    hours: u64,
+    env: Option<String>,
+    flags: &SlaFlags,
+    format: Format,
+    source: &HistorySource,
+) -> ExitCode {
     use slogate_history::baseline as store;
     let (cfg, root) = match source.resolve() {
         Ok(r) => r,
         Err(e) => return fail(3, e),
     };
     if hours == 0 || hours > crate::sla::MAX_HOURS {
-        return fail(3, format!("--hours must be between 1 and {}", crate::sla::MAX_HOURS));
+        return fail(
+            3,
+            format!("--hours must be between 1 and {}", crate::sla::MAX_HOURS),
+        );
     }
     let down = match crate::sla::parse_ratio(&flags.down_error_rate, false) {
         Ok(d) => d,
@@ -663,7 +953,13 @@ fn sla_cmd(service: &str, hours: u64, env: Option<String>, flags: &SlaFlags, for
         targets = crate::sla::targets_from_slos(&cfg.slos, service, env.as_deref());
     }
     if targets.is_empty() {
-        return fail(3, format!("no targets: pass --availability, --p95, --p99 or --error-rate, or configure SLOs for service {service:?} in {}", cfg.source));
+        return fail(
+            3,
+            format!(
+                "no targets: pass --availability, --p95, --p99 or --error-rate, or configure SLOs for service {service:?} in {}",
+                cfg.source
+            ),
+        );
     }
     let mut matchers = vec![("service".to_string(), service.to_string())];
     if let Some(e) = &env {
@@ -676,20 +972,35 @@ fn sla_cmd(service: &str, hours: u64, env: Option<String>, flags: &SlaFlags, for
         Err(e) => return fail(3, e),
     };
     let measured = rt.block_on(async {
-        let history = slogate_history::History::open(&root, &cfg.window.extra_dims).await.map_err(|e| e.to_string())?;
-        let ops = store::operation_totals(&history, &matchers, range).await.map_err(|e| e.to_string())?;
+        let history = slogate_history::History::open(&root, &cfg.window.extra_dims)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ops = store::operation_totals(&history, &matchers, range)
+            .await
+            .map_err(|e| e.to_string())?;
         let total = slogate_history::CohortTotals::merge_all(&ops).map_err(|e| e.to_string())?;
         let max_slots = (hours * 3600 / cfg.window.slot_seconds.max(1) + 2) as usize;
-        let slots = store::slot_counts(&history, &matchers, range, max_slots).await.map_err(|e| e.to_string())?;
+        let slots = store::slot_counts(&history, &matchers, range, max_slots)
+            .await
+            .map_err(|e| e.to_string())?;
         let sketch = total.decode_sketch().map_err(|e| e.to_string())?;
-        Ok::<_, String>(crate::sla::Measured { requests: total.requests, errors: total.errors, sketch, minutes: crate::sla::minutes(&slots) })
+        Ok::<_, String>(crate::sla::Measured {
+            requests: total.requests,
+            errors: total.errors,
+            sketch,
+            minutes: crate::sla::minutes(&slots),
+        })
     });
     let m = match measured {
         Ok(m) => m,
         Err(e) => return fail(3, e),
     };
     let (checks, result) = crate::sla::judge(&m, &targets, flags.min_requests, down);
-    let selector = matchers.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    let selector = matchers
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let report = crate::sla::SlaReport {
         service: service.to_string(),
         selector,
@@ -705,7 +1016,10 @@ fn sla_cmd(service: &str, hours: u64, env: Option<String>, flags: &SlaFlags, for
         result,
     };
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        ),
         Format::Table => print!("{}", crate::sla::render_text(&report)),
     }
     ExitCode::from(result.exit_code())

@@ -6,8 +6,8 @@
 //! and parsed by a test) and the rest of the program only sees validated values.
 
 use serde::{Deserialize, Deserializer, Serialize};
-use slogate_ingest::extract::ExtractConfig;
 use slogate_ingest::IngestLimits;
+use slogate_ingest::extract::ExtractConfig;
 use slogate_window::WindowConfig;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -19,11 +19,24 @@ pub const EMBEDDED_DEFAULT: &str = include_str!("../../../deploy/slogate.yaml");
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{file}: cannot read: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
     #[error("{file}:{line}:{column}: {message}")]
-    Parse { file: String, line: usize, column: usize, message: String },
+    Parse {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{file}{}: {field}: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
-    Invalid { file: String, line: Option<usize>, field: String, message: String },
+    Invalid {
+        file: String,
+        line: Option<usize>,
+        field: String,
+        message: String,
+    },
 }
 
 /// A duration written as `10s`, `5m`, `1h30m`, `3d`.
@@ -42,7 +55,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let s = String::deserialize(d)?;
         humantime::parse_duration(s.trim())
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. 10s, 5m, 1h, 3d")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write e.g. 10s, 5m, 1h, 3d"
+                ))
+            })
     }
 }
 
@@ -155,13 +172,24 @@ impl HistorySection {
         match &self.url {
             Some(url) => {
                 let read = |p: &std::path::Path| {
-                    std::fs::read_to_string(p).map(|s| s.trim().to_string()).map_err(|source| slogate_history::HistoryError::Io { path: p.to_path_buf(), source })
+                    std::fs::read_to_string(p)
+                        .map(|s| s.trim().to_string())
+                        .map_err(|source| slogate_history::HistoryError::Io {
+                            path: p.to_path_buf(),
+                            source,
+                        })
                 };
-                let credentials = match (&self.s3.access_key_id_file, &self.s3.secret_access_key_file) {
-                    (Some(id), Some(secret)) => Some((read(id)?, read(secret)?)),
-                    _ => None,
+                let credentials =
+                    match (&self.s3.access_key_id_file, &self.s3.secret_access_key_file) {
+                        (Some(id), Some(secret)) => Some((read(id)?, read(secret)?)),
+                        _ => None,
+                    };
+                let options = slogate_history::S3Options {
+                    endpoint: self.s3.endpoint.clone(),
+                    region: self.s3.region.clone(),
+                    allow_http: self.s3.allow_http,
+                    credentials,
                 };
-                let options = slogate_history::S3Options { endpoint: self.s3.endpoint.clone(), region: self.s3.region.clone(), allow_http: self.s3.allow_http, credentials };
                 slogate_history::Store::s3(url, &options)
             }
             None => Ok(slogate_history::Store::local(&self.dir)),
@@ -281,7 +309,10 @@ impl GateFailureAlerts {
 
 impl Default for GateFailureAlerts {
     fn default() -> Self {
-        GateFailureAlerts { enabled: true, tier: Self::default_tier() }
+        GateFailureAlerts {
+            enabled: true,
+            tier: Self::default_tier(),
+        }
     }
 }
 
@@ -551,7 +582,10 @@ impl CohortSection {
         vec!["service.name".into()]
     }
     fn default_env() -> Vec<String> {
-        vec!["deployment.environment.name".into(), "deployment.environment".into()]
+        vec![
+            "deployment.environment.name".into(),
+            "deployment.environment".into(),
+        ]
     }
     fn default_version() -> Vec<String> {
         vec!["service.version".into()]
@@ -635,7 +669,10 @@ impl LimitSection {
 
 impl Default for LimitSection {
     fn default() -> Self {
-        LimitSection { max_series_per_service: Self::default_per_service(), max_series: Self::default_total() }
+        LimitSection {
+            max_series_per_service: Self::default_per_service(),
+            max_series: Self::default_total(),
+        }
     }
 }
 
@@ -753,46 +790,90 @@ fn parse_metric(s: &str) -> Result<slogate_gate::Metric, String> {
         "error_rate" => Ok(Metric::ErrorRate),
         "request_rate" => Ok(Metric::RequestRate),
         other => {
-            let digits = other.strip_prefix("latency_p").filter(|d| !d.is_empty() && d.len() <= 6 && d.bytes().all(|b| b.is_ascii_digit()));
+            let digits = other
+                .strip_prefix("latency_p")
+                .filter(|d| !d.is_empty() && d.len() <= 6 && d.bytes().all(|b| b.is_ascii_digit()));
             match digits {
-                Some(d) => Ok(Metric::Latency { quantile: format!("0.{d}").parse().map_err(|_| format!("bad quantile in {other:?}"))? }),
-                None => Err(format!("unknown metric {other:?}; use error_rate, request_rate or latency_pNN (latency_p50, latency_p95, latency_p999)")),
+                Some(d) => Ok(Metric::Latency {
+                    quantile: format!("0.{d}")
+                        .parse()
+                        .map_err(|_| format!("bad quantile in {other:?}"))?,
+                }),
+                None => Err(format!(
+                    "unknown metric {other:?}; use error_rate, request_rate or latency_pNN (latency_p50, latency_p95, latency_p999)"
+                )),
             }
         }
     }
 }
 
-fn criterion_spec(c: &CriterionFile) -> Result<slogate_gate::CriterionSpec, (&'static str, String)> {
+fn criterion_spec(
+    c: &CriterionFile,
+) -> Result<slogate_gate::CriterionSpec, (&'static str, String)> {
     use slogate_gate::{Check, Comparison, Direction};
     let check = match c.test.as_deref() {
         Some("mann_whitney") => Check::MannWhitney {
             confidence: c.confidence.unwrap_or(0.99),
-            max_effect: c.max_effect.ok_or(("max_effect", "mann_whitney needs max_effect (probability of superiority, e.g. 0.55)".to_string()))?,
+            max_effect: c.max_effect.ok_or((
+                "max_effect",
+                "mann_whitney needs max_effect (probability of superiority, e.g. 0.55)".to_string(),
+            ))?,
         },
         Some("two_proportion") => Check::TwoProportion {
             confidence: c.confidence.unwrap_or(0.99),
-            max_difference: c.max_difference.ok_or(("max_difference", "two_proportion needs max_difference (e.g. 0.005 for +0.5 points)".to_string()))?,
+            max_difference: c.max_difference.ok_or((
+                "max_difference",
+                "two_proportion needs max_difference (e.g. 0.005 for +0.5 points)".to_string(),
+            ))?,
         },
-        Some(other) => return Err(("test", format!("unknown test {other:?}; use mann_whitney or two_proportion"))),
+        Some(other) => {
+            return Err((
+                "test",
+                format!("unknown test {other:?}; use mann_whitney or two_proportion"),
+            ));
+        }
         None => {
-            let metric = parse_metric(c.metric.as_deref().ok_or(("metric", "a threshold criterion needs a metric".to_string()))?).map_err(|e| ("metric", e))?;
+            let metric = parse_metric(
+                c.metric
+                    .as_deref()
+                    .ok_or(("metric", "a threshold criterion needs a metric".to_string()))?,
+            )
+            .map_err(|e| ("metric", e))?;
             let comparison = match c.compare.as_deref().unwrap_or("absolute") {
                 "absolute" => Comparison::Absolute,
                 "ratio" => Comparison::Ratio,
                 "difference" => Comparison::Difference,
-                other => return Err(("compare", format!("unknown comparison {other:?}; use absolute, ratio or difference"))),
+                other => {
+                    return Err((
+                        "compare",
+                        format!("unknown comparison {other:?}; use absolute, ratio or difference"),
+                    ));
+                }
             };
             let direction = match c.direction.as_deref() {
                 None => None,
                 Some("lower_is_better") => Some(Direction::LowerIsBetter),
                 Some("higher_is_better") => Some(Direction::HigherIsBetter),
-                Some(other) => return Err(("direction", format!("unknown direction {other:?}; use lower_is_better or higher_is_better"))),
+                Some(other) => {
+                    return Err((
+                        "direction",
+                        format!(
+                            "unknown direction {other:?}; use lower_is_better or higher_is_better"
+                        ),
+                    ));
+                }
             };
             Check::Threshold {
                 metric,
                 comparison,
-                pass: c.pass.ok_or(("pass", "a threshold criterion needs a pass bound".to_string()))?,
-                fail: c.fail.ok_or(("fail", "a threshold criterion needs a fail bound".to_string()))?,
+                pass: c.pass.ok_or((
+                    "pass",
+                    "a threshold criterion needs a pass bound".to_string(),
+                ))?,
+                fail: c.fail.ok_or((
+                    "fail",
+                    "a threshold criterion needs a fail bound".to_string(),
+                ))?,
                 direction,
             }
         }
@@ -827,7 +908,10 @@ impl Config {
         match path {
             Some(p) => {
                 let file = p.display().to_string();
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    file: file.clone(),
+                    source,
+                })?;
                 Config::parse(&text, &file)
             }
             None => Config::parse(EMBEDDED_DEFAULT, "<embedded default>"),
@@ -837,81 +921,153 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         // An empty file is the defaults, not a parse error.
         let text = if text.trim().is_empty() { "{}" } else { text };
-        let parsed: FileConfig = serde_path_to_error::deserialize(serde_yaml_ng::Deserializer::from_str(text)).map_err(|e| {
+        let parsed: FileConfig = serde_path_to_error::deserialize(
+            serde_yaml_ng::Deserializer::from_str(text),
+        )
+        .map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let (line, column) = inner.location().map_or((0, 0), |l| (l.line(), l.column()));
             // serde_yaml_ng appends " at line L column C" and may prefix a partial path; the
             // position goes first and the full field path comes from serde_path_to_error.
             let message = inner.to_string();
-            let mut message = message.split(" at line ").next().unwrap_or(&message).to_string();
+            let mut message = message
+                .split(" at line ")
+                .next()
+                .unwrap_or(&message)
+                .to_string();
             if let Some((prefix, rest)) = message.split_once(": ") {
                 if !prefix.contains(' ') {
                     message = rest.to_string();
                 }
             }
-            let message = if path == "." { message } else { format!("{path}: {message}") };
-            ConfigError::Parse { file: file.to_string(), line, column, message }
+            let message = if path == "." {
+                message
+            } else {
+                format!("{path}: {message}")
+            };
+            ConfigError::Parse {
+                file: file.to_string(),
+                line,
+                column,
+                message,
+            }
         })?;
         Config::validate(parsed, file, text)
     }
 
     fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, ConfigError> {
-        let invalid = |field: &str, message: String| ConfigError::Invalid { file: file.into(), line: locate(text, field), field: field.into(), message };
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            file: file.into(),
+            line: locate(text, field),
+            field: field.into(),
+            message,
+        };
         let secs = |d: HumanDuration| d.0.as_secs();
         let w = &f.windows;
         if secs(w.slot) == 0 || w.slot.0.subsec_nanos() != 0 {
-            return Err(invalid("windows.slot", "must be a whole number of seconds, at least 1s".into()));
+            return Err(invalid(
+                "windows.slot",
+                "must be a whole number of seconds, at least 1s".into(),
+            ));
         }
         if secs(w.coarse_slot) < secs(w.slot) || secs(w.coarse_slot) % secs(w.slot) != 0 {
-            return Err(invalid("windows.coarse_slot", format!("must be a multiple of windows.slot ({}s)", secs(w.slot))));
+            return Err(invalid(
+                "windows.coarse_slot",
+                format!("must be a multiple of windows.slot ({}s)", secs(w.slot)),
+            ));
         }
         if secs(w.fine_retention) < 60 || secs(w.fine_retention) < secs(w.slot) {
-            return Err(invalid("windows.fine_retention", "must be at least 1m and at least one slot".into()));
+            return Err(invalid(
+                "windows.fine_retention",
+                "must be at least 1m and at least one slot".into(),
+            ));
         }
         if secs(w.coarse_retention) < secs(w.fine_retention) {
-            return Err(invalid("windows.coarse_retention", "must be at least windows.fine_retention".into()));
+            return Err(invalid(
+                "windows.coarse_retention",
+                "must be at least windows.fine_retention".into(),
+            ));
         }
         let mut kinds_mask = 0u8;
         for (i, k) in f.ingest.span_kinds.iter().enumerate() {
             match ExtractConfig::kind_from_name(k) {
                 Some(kind) => kinds_mask |= 1 << kind,
                 None => {
-                    return Err(invalid(&format!("ingest.span_kinds[{i}]"), format!("unknown span kind {k:?}; use server, consumer, client, producer or internal")))
+                    return Err(invalid(
+                        &format!("ingest.span_kinds[{i}]"),
+                        format!(
+                            "unknown span kind {k:?}; use server, consumer, client, producer or internal"
+                        ),
+                    ));
                 }
             }
         }
         if kinds_mask == 0 {
-            return Err(invalid("ingest.span_kinds", "must name at least one span kind".into()));
+            return Err(invalid(
+                "ingest.span_kinds",
+                "must name at least one span kind".into(),
+            ));
         }
         if f.ingest.max_request_bytes < 1024 {
-            return Err(invalid("ingest.max_request_bytes", "must be at least 1024".into()));
+            return Err(invalid(
+                "ingest.max_request_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         if f.ingest.max_inflight_requests == 0 {
-            return Err(invalid("ingest.max_inflight_requests", "must be at least 1".into()));
+            return Err(invalid(
+                "ingest.max_inflight_requests",
+                "must be at least 1".into(),
+            ));
         }
-        for (name, keys) in [("cohorts.service", &f.cohorts.service), ("cohorts.env", &f.cohorts.env), ("cohorts.version", &f.cohorts.version)] {
+        for (name, keys) in [
+            ("cohorts.service", &f.cohorts.service),
+            ("cohorts.env", &f.cohorts.env),
+            ("cohorts.version", &f.cohorts.version),
+        ] {
             if keys.is_empty() && name == "cohorts.service" {
                 return Err(invalid(name, "must name at least one attribute".into()));
             }
         }
         if f.cohorts.extra.len() > slogate_core::MAX_EXTRA_DIMS {
-            return Err(invalid("cohorts.extra", format!("at most {} extra dimensions", slogate_core::MAX_EXTRA_DIMS)));
+            return Err(invalid(
+                "cohorts.extra",
+                format!("at most {} extra dimensions", slogate_core::MAX_EXTRA_DIMS),
+            ));
         }
         for (i, e) in f.cohorts.extra.iter().enumerate() {
-            let valid_name = !e.name.is_empty() && e.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            let valid_name = !e.name.is_empty()
+                && e.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
             if !valid_name || slogate_core::DIMENSIONS.contains(&e.name.as_str()) {
-                return Err(invalid(&format!("cohorts.extra[{i}].name"), format!("{:?} must be lowercase [a-z0-9_] and not a built-in dimension", e.name)));
+                return Err(invalid(
+                    &format!("cohorts.extra[{i}].name"),
+                    format!(
+                        "{:?} must be lowercase [a-z0-9_] and not a built-in dimension",
+                        e.name
+                    ),
+                ));
             }
             if e.attributes.is_empty() {
-                return Err(invalid(&format!("cohorts.extra[{i}].attributes"), "must name at least one attribute".into()));
+                return Err(invalid(
+                    &format!("cohorts.extra[{i}].attributes"),
+                    "must name at least one attribute".into(),
+                ));
             }
         }
         if f.server.header_read_timeout.0.is_zero() {
-            return Err(invalid("server.header_read_timeout", "must be more than 0s".into()));
+            return Err(invalid(
+                "server.header_read_timeout",
+                "must be more than 0s".into(),
+            ));
         }
         if f.server.max_connections == 0 {
-            return Err(invalid("server.max_connections", "must be at least 1".into()));
+            return Err(invalid(
+                "server.max_connections",
+                "must be at least 1".into(),
+            ));
         }
         if f.limits.max_series_per_service == 0 || f.limits.max_series == 0 {
             return Err(invalid("limits", "series caps must be at least 1".into()));
@@ -921,7 +1077,12 @@ impl Config {
             service_keys: bytes(&f.cohorts.service),
             env_keys: bytes(&f.cohorts.env),
             version_keys: bytes(&f.cohorts.version),
-            extras: f.cohorts.extra.iter().map(|e| bytes(&e.attributes)).collect(),
+            extras: f
+                .cohorts
+                .extra
+                .iter()
+                .map(|e| bytes(&e.attributes))
+                .collect(),
             kinds_mask,
         };
         let limits = IngestLimits {
@@ -942,68 +1103,136 @@ impl Config {
         validate_history(&f.history, &invalid)?;
         let gates = validate_gates(&f, &invalid)?;
         let (slos, burn_tiers, rules) = validate_alerting(&f, &invalid)?;
-        Ok(Config { source: file.to_string(), file: f, extract, limits, window, gates, slos, burn_tiers, rules })
+        Ok(Config {
+            source: file.to_string(),
+            file: f,
+            extract,
+            limits,
+            window,
+            gates,
+            slos,
+            burn_tiers,
+            rules,
+        })
     }
 }
 
-fn validate_history(h: &HistorySection, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<(), ConfigError> {
+fn validate_history(
+    h: &HistorySection,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
     if let Some(url) = &h.url {
         if !url.starts_with("s3://") || url.len() <= "s3://".len() {
-            return Err(invalid("history.url", format!("{url:?} must be an s3://bucket/prefix url (use history.dir for a local directory)")));
+            return Err(invalid(
+                "history.url",
+                format!(
+                    "{url:?} must be an s3://bucket/prefix url (use history.dir for a local directory)"
+                ),
+            ));
         }
     }
     if h.s3.access_key_id_file.is_some() != h.s3.secret_access_key_file.is_some() {
-        return Err(invalid("history.s3", "access_key_id_file and secret_access_key_file go together".into()));
+        return Err(invalid(
+            "history.s3",
+            "access_key_id_file and secret_access_key_file go together".into(),
+        ));
     }
     if h.retention.0 < Duration::from_secs(3600) {
         return Err(invalid("history.retention", "must be at least 1h".into()));
     }
     if h.compaction_interval.0 < Duration::from_secs(1) {
-        return Err(invalid("history.compaction_interval", "must be at least 1s".into()));
+        return Err(invalid(
+            "history.compaction_interval",
+            "must be at least 1s".into(),
+        ));
     }
     Ok(())
 }
 
-fn check_dims(sel: &std::collections::BTreeMap<String, String>, extra: &[&str], field: &str, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Vec<(String, String)>, ConfigError> {
+fn check_dims(
+    sel: &std::collections::BTreeMap<String, String>,
+    extra: &[&str],
+    field: &str,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<(String, String)>, ConfigError> {
     for dim in sel.keys() {
-        if !["env", "version", "operation"].contains(&dim.as_str()) && !extra.contains(&dim.as_str()) {
-            return Err(invalid(&format!("{field}.{dim}"), "unknown dimension; use env, version, operation or a configured extra".into()));
+        if !["env", "version", "operation"].contains(&dim.as_str())
+            && !extra.contains(&dim.as_str())
+        {
+            return Err(invalid(
+                &format!("{field}.{dim}"),
+                "unknown dimension; use env, version, operation or a configured extra".into(),
+            ));
         }
     }
     Ok(sel.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
-type Alerting = (Vec<SloConfig>, Vec<slogate_gate::BurnTier>, Vec<ThresholdRule>);
+type Alerting = (
+    Vec<SloConfig>,
+    Vec<slogate_gate::BurnTier>,
+    Vec<ThresholdRule>,
+);
 
-fn validate_alerting(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Alerting, ConfigError> {
+fn validate_alerting(
+    f: &FileConfig,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Alerting, ConfigError> {
     let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
     let coarse = f.windows.coarse_retention.0.as_secs();
     let mut slos = Vec::new();
     for (i, s) in f.slos.iter().enumerate() {
         let at = |field: &str| format!("slos[{i}].{field}");
-        if s.name.is_empty() || !s.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) || f.slos[..i].iter().any(|o| o.name == s.name) {
-            return Err(invalid(&at("name"), format!("{:?} must be unique and [A-Za-z0-9._-]", s.name)));
+        if s.name.is_empty()
+            || !s
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || f.slos[..i].iter().any(|o| o.name == s.name)
+        {
+            return Err(invalid(
+                &at("name"),
+                format!("{:?} must be unique and [A-Za-z0-9._-]", s.name),
+            ));
         }
         if !(s.objective > 0.0 && s.objective < 1.0) {
-            return Err(invalid(&at("objective"), format!("{} must be between 0 and 1 exclusive, e.g. 0.999", s.objective)));
+            return Err(invalid(
+                &at("objective"),
+                format!(
+                    "{} must be between 0 and 1 exclusive, e.g. 0.999",
+                    s.objective
+                ),
+            ));
         }
         if s.period.0.as_secs() < 3600 {
             return Err(invalid(&at("period"), "must be at least 1h".into()));
         }
         let kind = match s.latency_threshold {
-            Some(t) if t.0.is_zero() => return Err(invalid(&at("latency_threshold"), "must be positive".into())),
-            Some(t) => slogate_gate::SloKind::Latency { threshold_ms: t.0.as_secs_f64() * 1e3 },
+            Some(t) if t.0.is_zero() => {
+                return Err(invalid(&at("latency_threshold"), "must be positive".into()));
+            }
+            Some(t) => slogate_gate::SloKind::Latency {
+                threshold_ms: t.0.as_secs_f64() * 1e3,
+            },
             None => slogate_gate::SloKind::Availability,
         };
         slos.push(SloConfig {
-            spec: slogate_gate::SloSpec { name: s.name.clone(), objective: s.objective, kind, period_seconds: s.period.0.as_secs() },
+            spec: slogate_gate::SloSpec {
+                name: s.name.clone(),
+                objective: s.objective,
+                kind,
+                period_seconds: s.period.0.as_secs(),
+            },
             service: s.service.clone(),
             selector: check_dims(&s.selector, &extra, &at("selector"), invalid)?,
         });
     }
     let a = &f.alerting;
     if a.evaluation_interval.0.as_secs() == 0 {
-        return Err(invalid("alerting.evaluation_interval", "must be at least 1s".into()));
+        return Err(invalid(
+            "alerting.evaluation_interval",
+            "must be at least 1s".into(),
+        ));
     }
     let mut tiers = Vec::new();
     for (i, b) in a.burn_rates.iter().enumerate() {
@@ -1013,27 +1242,49 @@ fn validate_alerting(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigErr
             return Err(invalid(&at("factor"), "must be positive".into()));
         }
         if short == 0 || short >= long {
-            return Err(invalid(&at("short"), "must be shorter than the long window".into()));
+            return Err(invalid(
+                &at("short"),
+                "must be shorter than the long window".into(),
+            ));
         }
         // The tiers apply to SLOs; without any, a long window is harmless.
         if long > coarse && !slos.is_empty() {
-            return Err(invalid(&at("long"), format!("is longer than windows.coarse_retention ({coarse}s), so it could never be measured")));
+            return Err(invalid(
+                &at("long"),
+                format!(
+                    "is longer than windows.coarse_retention ({coarse}s), so it could never be measured"
+                ),
+            ));
         }
-        tiers.push(slogate_gate::BurnTier { tier: b.tier, factor: b.factor, long_seconds: long, short_seconds: short });
+        tiers.push(slogate_gate::BurnTier {
+            tier: b.tier,
+            factor: b.factor,
+            long_seconds: long,
+            short_seconds: short,
+        });
     }
     let mut rules = Vec::new();
     for (i, r) in a.rules.iter().enumerate() {
         let at = |field: &str| format!("alerting.rules[{i}].{field}");
         if r.name.is_empty() || a.rules[..i].iter().any(|o| o.name == r.name) {
-            return Err(invalid(&at("name"), format!("{:?} must be non-empty and unique", r.name)));
+            return Err(invalid(
+                &at("name"),
+                format!("{:?} must be non-empty and unique", r.name),
+            ));
         }
         let metric = parse_metric(&r.metric).map_err(|e| invalid(&at("metric"), e))?;
         if matches!(metric, slogate_gate::Metric::RequestRate) {
-            return Err(invalid(&at("metric"), "threshold rules take error_rate or latency_pNN".into()));
+            return Err(invalid(
+                &at("metric"),
+                "threshold rules take error_rate or latency_pNN".into(),
+            ));
         }
         let window = r.window.0.as_secs();
         if window < f.windows.slot.0.as_secs() || window > coarse {
-            return Err(invalid(&at("window"), "must be between one slot and windows.coarse_retention".into()));
+            return Err(invalid(
+                &at("window"),
+                "must be between one slot and windows.coarse_retention".into(),
+            ));
         }
         rules.push(ThresholdRule {
             name: r.name.clone(),
@@ -1049,31 +1300,55 @@ fn validate_alerting(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigErr
     let p = &f.pagerduty;
     if p.enabled {
         if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
-            return Err(invalid("pagerduty.url", format!("{:?} must be an http(s) URL", p.url)));
+            return Err(invalid(
+                "pagerduty.url",
+                format!("{:?} must be an http(s) URL", p.url),
+            ));
         }
         if p.max_per_minute == 0 || p.max_pending == 0 {
-            return Err(invalid("pagerduty", "max_per_minute and max_pending must be at least 1".into()));
+            return Err(invalid(
+                "pagerduty",
+                "max_per_minute and max_pending must be at least 1".into(),
+            ));
         }
         if p.retry_min.0.is_zero() || p.retry_min.0 > p.retry_max.0 {
-            return Err(invalid("pagerduty.retry_min", "must be positive and at most pagerduty.retry_max".into()));
+            return Err(invalid(
+                "pagerduty.retry_min",
+                "must be positive and at most pagerduty.retry_max".into(),
+            ));
         }
     }
     Ok((slos, tiers, rules))
 }
 
-fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError) -> Result<Vec<GateConfig>, ConfigError> {
+fn validate_gates(
+    f: &FileConfig,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<GateConfig>, ConfigError> {
     let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
     let coarse = f.windows.coarse_retention.0.as_secs();
     let slot = f.windows.slot.0.as_secs();
     let mut gates = Vec::new();
     for (gi, g) in f.gates.iter().enumerate() {
         let at = |field: &str| format!("gates[{gi}].{field}");
-        let valid_name = !g.name.is_empty() && g.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        let valid_name = !g.name.is_empty()
+            && g.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
         if !valid_name {
-            return Err(invalid(&at("name"), format!("{:?} must be non-empty [A-Za-z0-9._-] (it appears in URLs)", g.name)));
+            return Err(invalid(
+                &at("name"),
+                format!(
+                    "{:?} must be non-empty [A-Za-z0-9._-] (it appears in URLs)",
+                    g.name
+                ),
+            ));
         }
         if f.gates[..gi].iter().any(|o| o.name == g.name) {
-            return Err(invalid(&at("name"), format!("duplicate gate name {:?}", g.name)));
+            return Err(invalid(
+                &at("name"),
+                format!("duplicate gate name {:?}", g.name),
+            ));
         }
         if g.service.is_empty() {
             return Err(invalid(&at("service"), "must name a service".into()));
@@ -1081,10 +1356,17 @@ fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError)
         // `baseline: {stored: NAME}` names a stored baseline instead of a live cohort.
         let baseline_stored = match g.baseline.get(STORED_BASELINE_KEY) {
             Some(name) if g.baseline.len() == 1 => {
-                slogate_history::baseline::validate_name(name).map_err(|e| invalid(&at("baseline.stored"), e.to_string()))?;
+                slogate_history::baseline::validate_name(name)
+                    .map_err(|e| invalid(&at("baseline.stored"), e.to_string()))?;
                 Some(name.clone())
             }
-            Some(_) => return Err(invalid(&at("baseline.stored"), "a stored baseline is the whole baseline; give no other dimensions with it".into())),
+            Some(_) => {
+                return Err(invalid(
+                    &at("baseline.stored"),
+                    "a stored baseline is the whole baseline; give no other dimensions with it"
+                        .into(),
+                ));
+            }
             None => None,
         };
         for (side, sel) in [("canary", &g.canary), ("baseline", &g.baseline)] {
@@ -1092,15 +1374,26 @@ fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError)
                 continue;
             }
             for dim in sel.keys() {
-                if !["env", "version", "operation"].contains(&dim.as_str()) && !extra.contains(&dim.as_str()) {
-                    return Err(invalid(&at(&format!("{side}.{dim}")), "unknown dimension; use env, version, operation or a configured extra".into()));
+                if !["env", "version", "operation"].contains(&dim.as_str())
+                    && !extra.contains(&dim.as_str())
+                {
+                    return Err(invalid(
+                        &at(&format!("{side}.{dim}")),
+                        "unknown dimension; use env, version, operation or a configured extra"
+                            .into(),
+                    ));
                 }
             }
         }
         let check_window = |field: String, w: &HumanDuration| {
             let s = w.0.as_secs();
             if s < slot.max(60) || s > coarse {
-                Err(invalid(&field, format!("must be between 1m (and one slot) and windows.coarse_retention ({coarse}s)")))
+                Err(invalid(
+                    &field,
+                    format!(
+                        "must be between 1m (and one slot) and windows.coarse_retention ({coarse}s)"
+                    ),
+                ))
             } else {
                 Ok(s)
             }
@@ -1108,18 +1401,30 @@ fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError)
         let gate_window = check_window(at("window"), &g.window)?;
         let mut common = Vec::new();
         for (ci, c) in g.criteria.iter().enumerate() {
-            common.push(criterion_spec(c).map_err(|(field, msg)| invalid(&at(&format!("criteria[{ci}].{field}")), msg))?);
+            common.push(
+                criterion_spec(c).map_err(|(field, msg)| {
+                    invalid(&at(&format!("criteria[{ci}].{field}")), msg)
+                })?,
+            );
         }
         let mut phases = Vec::new();
         let phase_files: Vec<PhaseFile> = if g.phases.is_empty() {
-            vec![PhaseFile { name: "default".into(), window: None, min_requests: None, criteria: Vec::new() }]
+            vec![PhaseFile {
+                name: "default".into(),
+                window: None,
+                min_requests: None,
+                criteria: Vec::new(),
+            }]
         } else {
             g.phases.clone()
         };
         for (pi, p) in phase_files.iter().enumerate() {
             let pat = |field: &str| at(&format!("phases[{pi}].{field}"));
             if p.name.is_empty() || phase_files[..pi].iter().any(|o| o.name == p.name) {
-                return Err(invalid(&pat("name"), format!("phase names must be non-empty and unique, got {:?}", p.name)));
+                return Err(invalid(
+                    &pat("name"),
+                    format!("phase names must be non-empty and unique, got {:?}", p.name),
+                ));
             }
             let window_seconds = match &p.window {
                 Some(w) => check_window(pat("window"), w)?,
@@ -1127,33 +1432,64 @@ fn validate_gates(f: &FileConfig, invalid: &dyn Fn(&str, String) -> ConfigError)
             };
             let mut criteria = common.clone();
             for (ci, c) in p.criteria.iter().enumerate() {
-                let spec = criterion_spec(c).map_err(|(field, msg)| invalid(&pat(&format!("criteria[{ci}].{field}")), msg))?;
+                let spec = criterion_spec(c).map_err(|(field, msg)| {
+                    invalid(&pat(&format!("criteria[{ci}].{field}")), msg)
+                })?;
                 match criteria.iter_mut().find(|x| x.name == spec.name) {
                     Some(slot) => *slot = spec,
                     None => criteria.push(spec),
                 }
             }
             if criteria.is_empty() {
-                return Err(invalid(&pat("criteria"), "a phase needs at least one criterion (gate-wide or its own)".into()));
+                return Err(invalid(
+                    &pat("criteria"),
+                    "a phase needs at least one criterion (gate-wide or its own)".into(),
+                ));
             }
             if baseline_stored.is_some() {
                 // A stored baseline covers another span of time than the gate's window, so only
                 // rates and latencies compare; a request rate would not.
                 let by_rate = |c: &&slogate_gate::CriterionSpec| matches!(c.check, slogate_gate::Check::Threshold { metric: slogate_gate::Metric::RequestRate, comparison, .. } if comparison != slogate_gate::Comparison::Absolute);
                 if let Some(c) = criteria.iter().find(by_rate) {
-                    return Err(invalid(&pat("criteria"), format!("criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies", c.name)));
+                    return Err(invalid(
+                        &pat("criteria"),
+                        format!(
+                            "criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies",
+                            c.name
+                        ),
+                    ));
                 }
             }
-            let spec = slogate_gate::GateSpec { name: g.name.clone(), min_requests: p.min_requests.unwrap_or(g.min_requests), criteria };
-            spec.validate().map_err(|e| invalid(&pat("criteria"), e.to_string()))?;
-            phases.push(PhaseConfig { name: p.name.clone(), window_seconds, spec });
+            let spec = slogate_gate::GateSpec {
+                name: g.name.clone(),
+                min_requests: p.min_requests.unwrap_or(g.min_requests),
+                criteria,
+            };
+            spec.validate()
+                .map_err(|e| invalid(&pat("criteria"), e.to_string()))?;
+            phases.push(PhaseConfig {
+                name: p.name.clone(),
+                window_seconds,
+                spec,
+            });
         }
         gates.push(GateConfig {
             name: g.name.clone(),
             service: g.service.clone(),
             operation: g.operation.clone(),
-            canary: g.canary.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            baseline: if baseline_stored.is_some() { Vec::new() } else { g.baseline.iter().map(|(k, v)| (k.clone(), v.clone())).collect() },
+            canary: g
+                .canary
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            baseline: if baseline_stored.is_some() {
+                Vec::new()
+            } else {
+                g.baseline
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            },
             baseline_stored,
             phases,
         });
@@ -1188,7 +1524,11 @@ mod tests {
     fn embedded_default_parses_and_matches_code_defaults() {
         let c = Config::load(None).unwrap();
         let from_empty = Config::parse("", "empty").unwrap();
-        assert_eq!(serde_json::to_value(&c.file).unwrap(), serde_json::to_value(&from_empty.file).unwrap(), "deploy/slogate.yaml documents the real defaults");
+        assert_eq!(
+            serde_json::to_value(&c.file).unwrap(),
+            serde_json::to_value(&from_empty.file).unwrap(),
+            "deploy/slogate.yaml documents the real defaults"
+        );
         assert_eq!(c.window.slot_seconds, 10);
     }
 
@@ -1198,22 +1538,33 @@ mod tests {
         let mut seen = 0;
         for entry in walk(Path::new(root)) {
             let text = std::fs::read_to_string(&entry).unwrap();
-            if entry.extension().is_some_and(|e| e == "yaml") && text.starts_with("# slogate configuration") {
-                Config::parse(&text, &entry.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+            if entry.extension().is_some_and(|e| e == "yaml")
+                && text.starts_with("# slogate configuration")
+            {
+                Config::parse(&text, &entry.display().to_string())
+                    .unwrap_or_else(|e| panic!("{e}"));
                 seen += 1;
             }
             // Kubernetes manifests carry the configuration in a ConfigMap.
             if entry.extension().is_some_and(|e| e == "yaml") && text.contains("kind: ConfigMap") {
                 for doc in serde_yaml_ng::Deserializer::from_str(&text) {
                     let v = serde_yaml_ng::Value::deserialize(doc).unwrap();
-                    if let Some(cfg) = v.get("data").and_then(|d| d.get("slogate.yaml")).and_then(|c| c.as_str()) {
-                        Config::parse(cfg, &format!("{} (ConfigMap)", entry.display())).unwrap_or_else(|e| panic!("{e}"));
+                    if let Some(cfg) = v
+                        .get("data")
+                        .and_then(|d| d.get("slogate.yaml"))
+                        .and_then(|c| c.as_str())
+                    {
+                        Config::parse(cfg, &format!("{} (ConfigMap)", entry.display()))
+                            .unwrap_or_else(|e| panic!("{e}"));
                         seen += 1;
                     }
                 }
             }
         }
-        assert!(seen >= 3, "expected the default, the example and the Kubernetes ConfigMap, found {seen}");
+        assert!(
+            seen >= 3,
+            "expected the default, the example and the Kubernetes ConfigMap, found {seen}"
+        );
     }
 
     fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -1236,14 +1587,41 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_and_field() {
-        check("server:\n  http: 0.0.0.0:8080\n  htpp: 1\n", "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`");
-        check("windows:\n  slot: ten seconds\n", "slogate.yaml:2:3: windows.slot: invalid duration \"ten seconds\" (expected number at 0); write e.g. 10s, 5m, 1h, 3d");
-        check("windows:\n  slot: 7s\n", "slogate.yaml: windows.coarse_slot: must be a multiple of windows.slot (7s)");
-        check("ingest:\n  span_kinds: [server, sever]\n", "slogate.yaml:2: ingest.span_kinds[1]: unknown span kind \"sever\"; use server, consumer, client, producer or internal");
-        check("cohorts:\n  extra:\n    - name: version\n      attributes: [x]\n", "slogate.yaml:3: cohorts.extra[0].name: \"version\" must be lowercase [a-z0-9_] and not a built-in dimension");
-        check("limits: [1, 2]\n", "slogate.yaml:1:9: limits: invalid type: sequence, expected struct LimitSection");
-        check("history:\n  url: /var/lib/slogate\n", "slogate.yaml:2: history.url: \"/var/lib/slogate\" must be an s3://bucket/prefix url (use history.dir for a local directory)");
-        check("history:\n  retention: 10m\n", "slogate.yaml:2: history.retention: must be at least 1h");
-        check("history:\n  s3:\n    secret_key: x\n", "slogate.yaml:3:5: history.s3.secret_key: unknown field `secret_key`, expected one of `endpoint`, `region`, `allow_http`, `access_key_id_file`, `secret_access_key_file`");
+        check(
+            "server:\n  http: 0.0.0.0:8080\n  htpp: 1\n",
+            "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`",
+        );
+        check(
+            "windows:\n  slot: ten seconds\n",
+            "slogate.yaml:2:3: windows.slot: invalid duration \"ten seconds\" (expected number at 0); write e.g. 10s, 5m, 1h, 3d",
+        );
+        check(
+            "windows:\n  slot: 7s\n",
+            "slogate.yaml: windows.coarse_slot: must be a multiple of windows.slot (7s)",
+        );
+        check(
+            "ingest:\n  span_kinds: [server, sever]\n",
+            "slogate.yaml:2: ingest.span_kinds[1]: unknown span kind \"sever\"; use server, consumer, client, producer or internal",
+        );
+        check(
+            "cohorts:\n  extra:\n    - name: version\n      attributes: [x]\n",
+            "slogate.yaml:3: cohorts.extra[0].name: \"version\" must be lowercase [a-z0-9_] and not a built-in dimension",
+        );
+        check(
+            "limits: [1, 2]\n",
+            "slogate.yaml:1:9: limits: invalid type: sequence, expected struct LimitSection",
+        );
+        check(
+            "history:\n  url: /var/lib/slogate\n",
+            "slogate.yaml:2: history.url: \"/var/lib/slogate\" must be an s3://bucket/prefix url (use history.dir for a local directory)",
+        );
+        check(
+            "history:\n  retention: 10m\n",
+            "slogate.yaml:2: history.retention: must be at least 1h",
+        );
+        check(
+            "history:\n  s3:\n    secret_key: x\n",
+            "slogate.yaml:3:5: history.s3.secret_key: unknown field `secret_key`, expected one of `endpoint`, `region`, `allow_http`, `access_key_id_file`, `secret_access_key_file`",
+        );
     }
 }

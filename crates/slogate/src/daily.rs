@@ -32,7 +32,13 @@ pub struct CohortStats {
 }
 
 impl CohortStats {
-    fn new(role: &'static str, selector: String, source: String, t: &CohortTotals, data: &CohortData) -> CohortStats {
+    fn new(
+        role: &'static str,
+        selector: String,
+        source: String,
+        t: &CohortTotals,
+        data: &CohortData,
+    ) -> CohortStats {
         let ms = |v: Option<u64>| v.map(|ns| ns as f64 / 1e6);
         let [p50, p95, p99] = data.sketch.quantiles([0.5, 0.95, 0.99]);
         CohortStats {
@@ -68,7 +74,10 @@ impl VerdictHistory {
 
     /// Builds counts and changes from verdicts ordered oldest first.
     pub fn from_rows(rows: &[(i64, String)], latest: Option<serde_json::Value>) -> VerdictHistory {
-        let mut h = VerdictHistory { latest, ..VerdictHistory::default() };
+        let mut h = VerdictHistory {
+            latest,
+            ..VerdictHistory::default()
+        };
         let mut prev: Option<&str> = None;
         for (at, verdict) in rows {
             *h.counts.entry(verdict.clone()).or_default() += 1;
@@ -116,15 +125,39 @@ pub struct DailyReport {
 /// anywhere recommends rollback; missing data, marginal results, an inconclusive latest
 /// verdict or earlier failures hold; only a clean period proceeds.
 pub fn recommend(period: &Evaluation, history: &VerdictHistory) -> Recommendation {
-    let failing: Vec<&str> = period.criteria.iter().filter(|c| c.result == CriterionResult::Fail).map(|c| c.reason.as_str()).collect();
+    let failing: Vec<&str> = period
+        .criteria
+        .iter()
+        .filter(|c| c.result == CriterionResult::Fail)
+        .map(|c| c.reason.as_str())
+        .collect();
     let latest_verdict = history.latest.as_ref().and_then(|d| d["verdict"].as_str());
-    let latest_at = history.latest.as_ref().and_then(|d| d["evaluated_at"].as_str()).unwrap_or("?");
+    let latest_at = history
+        .latest
+        .as_ref()
+        .and_then(|d| d["evaluated_at"].as_str())
+        .unwrap_or("?");
     let latest_reasons = || -> Vec<String> {
-        history.latest.as_ref().and_then(|d| d["reasons"].as_array()).into_iter().flatten().filter_map(|r| r.as_str()).map(|r| format!("latest verdict: {r}")).collect()
+        history
+            .latest
+            .as_ref()
+            .and_then(|d| d["reasons"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str())
+            .map(|r| format!("latest verdict: {r}"))
+            .collect()
     };
-    let rec = |decision, insufficient_data, why| Recommendation { decision, insufficient_data, why };
+    let rec = |decision, insufficient_data, why| Recommendation {
+        decision,
+        insufficient_data,
+        why,
+    };
     if !failing.is_empty() {
-        let why = failing.iter().map(|r| format!("over the period: {r}")).collect();
+        let why = failing
+            .iter()
+            .map(|r| format!("over the period: {r}"))
+            .collect();
         return rec(Decision::Rollback, false, why);
     }
     if latest_verdict == Some("fail") {
@@ -132,28 +165,53 @@ pub fn recommend(period: &Evaluation, history: &VerdictHistory) -> Recommendatio
         why.extend(latest_reasons());
         return rec(Decision::Rollback, false, why);
     }
-    let no_data: Vec<&str> = period.criteria.iter().filter(|c| c.result == CriterionResult::NoData).map(|c| c.reason.as_str()).collect();
+    let no_data: Vec<&str> = period
+        .criteria
+        .iter()
+        .filter(|c| c.result == CriterionResult::NoData)
+        .map(|c| c.reason.as_str())
+        .collect();
     if period.criteria.is_empty() || !no_data.is_empty() {
-        let mut why: Vec<String> = no_data.iter().map(|r| format!("insufficient data: {r}")).collect();
+        let mut why: Vec<String> = no_data
+            .iter()
+            .map(|r| format!("insufficient data: {r}"))
+            .collect();
         if period.criteria.is_empty() {
             why.push("the gate has no criteria to judge".into());
         }
         return rec(Decision::Hold, true, why);
     }
-    let marginal: Vec<String> = period.criteria.iter().filter(|c| c.result == CriterionResult::Marginal).map(|c| format!("over the period: {}", c.reason)).collect();
+    let marginal: Vec<String> = period
+        .criteria
+        .iter()
+        .filter(|c| c.result == CriterionResult::Marginal)
+        .map(|c| format!("over the period: {}", c.reason))
+        .collect();
     if !marginal.is_empty() {
         return rec(Decision::Hold, false, marginal);
     }
     if latest_verdict == Some("inconclusive") {
-        let mut why = vec![format!("the latest live verdict ({latest_at}) is inconclusive")];
+        let mut why = vec![format!(
+            "the latest live verdict ({latest_at}) is inconclusive"
+        )];
         why.extend(latest_reasons());
         return rec(Decision::Hold, false, why);
     }
     let fails = history.counts.get("fail").copied().unwrap_or(0);
     if fails > 0 {
-        return rec(Decision::Hold, false, vec![format!("{fails} of {} live verdicts in the period failed, although the latest passed; investigate before proceeding", history.total())]);
+        return rec(
+            Decision::Hold,
+            false,
+            vec![format!(
+                "{fails} of {} live verdicts in the period failed, although the latest passed; investigate before proceeding",
+                history.total()
+            )],
+        );
     }
-    let mut why = vec![format!("all {} criteria pass over the period", period.criteria.len())];
+    let mut why = vec![format!(
+        "all {} criteria pass over the period",
+        period.criteria.len()
+    )];
     match latest_verdict {
         Some(v) => why.push(format!("the latest live verdict ({latest_at}) is {v}")),
         None => why.push("no live verdicts were recorded in the period; the recommendation rests on the period's data alone".into()),
@@ -162,8 +220,14 @@ pub fn recommend(period: &Evaluation, history: &VerdictHistory) -> Recommendatio
 }
 
 fn to_data(t: &CohortTotals) -> Result<CohortData, String> {
-    let sketch = t.decode_sketch().map_err(|e| format!("invalid sketch in the history: {e}"))?;
-    Ok(CohortData { requests: t.requests, errors: t.errors, sketch })
+    let sketch = t
+        .decode_sketch()
+        .map_err(|e| format!("invalid sketch in the history: {e}"))?;
+    Ok(CohortData {
+        requests: t.requests,
+        errors: t.errors,
+        sketch,
+    })
 }
 
 /// Everything `build` needs besides the history.
@@ -177,8 +241,13 @@ pub struct ReportRequest<'a> {
     pub now_unix: i64,
 }
 
-fn matchers(g: &GateConfig, defaults: &[(String, String)], overrides: &[(String, String)]) -> Vec<(String, String)> {
-    let mut m: BTreeMap<String, String> = BTreeMap::from([("service".to_string(), g.service.clone())]);
+fn matchers(
+    g: &GateConfig,
+    defaults: &[(String, String)],
+    overrides: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut m: BTreeMap<String, String> =
+        BTreeMap::from([("service".to_string(), g.service.clone())]);
     if let Some(op) = &g.operation {
         m.insert("operation".into(), op.clone());
     }
@@ -190,23 +259,54 @@ fn matchers(g: &GateConfig, defaults: &[(String, String)], overrides: &[(String,
 
 fn selector_text(m: &[(String, String)]) -> String {
     let mut parts = vec![];
-    parts.extend(m.iter().filter(|(k, _)| k == "service").map(|(k, v)| format!("{k}={v}")));
-    parts.extend(m.iter().filter(|(k, _)| k != "service").map(|(k, v)| format!("{k}={v}")));
+    parts.extend(
+        m.iter()
+            .filter(|(k, _)| k == "service")
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    parts.extend(
+        m.iter()
+            .filter(|(k, _)| k != "service")
+            .map(|(k, v)| format!("{k}={v}")),
+    );
     parts.join(",")
 }
 
 /// Builds the report from the history under `root`.
-pub async fn build(history: &History, root: &slogate_history::Store, req: &ReportRequest<'_>) -> Result<DailyReport, String> {
+pub async fn build(
+    history: &History,
+    root: &slogate_history::Store,
+    req: &ReportRequest<'_>,
+) -> Result<DailyReport, String> {
     let g = req.gate;
     let range = (req.from_unix, req.to_unix);
     let span = format!("{} → {}", store::rfc3339(range.0), store::rfc3339(range.1));
-    if req.canary.iter().chain(&req.baseline).any(|(k, _)| k == "service") {
-        return Err(format!("the gate's service is fixed ({}); cohorts differ by other dimensions", g.service));
+    if req
+        .canary
+        .iter()
+        .chain(&req.baseline)
+        .any(|(k, _)| k == "service")
+    {
+        return Err(format!(
+            "the gate's service is fixed ({}); cohorts differ by other dimensions",
+            g.service
+        ));
     }
     let canary_m = matchers(g, &g.canary, &req.canary);
-    let canary_t = CohortTotals::merge_all(&store::operation_totals(history, &canary_m, range).await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    let canary_t = CohortTotals::merge_all(
+        &store::operation_totals(history, &canary_m, range)
+            .await
+            .map_err(|e| e.to_string())?,
+    )
+    .map_err(|e| e.to_string())?;
     let canary_data = to_data(&canary_t)?;
-    let canary = CohortStats::new("canary", selector_text(&canary_m), format!("live traffic, {span}"), &canary_t, &canary_data);
+    let canary = CohortStats::new(
+        "canary",
+        selector_text(&canary_m),
+        format!("live traffic, {span}"),
+        &canary_t,
+        &canary_data,
+    );
 
     let key = crate::config::STORED_BASELINE_KEY;
     let stored = match req.baseline.iter().find(|(k, _)| k == key) {
@@ -214,38 +314,116 @@ pub async fn build(history: &History, root: &slogate_history::Store, req: &Repor
         None if req.baseline.is_empty() => g.baseline_stored.clone(),
         None => None,
     };
-    let needs_baseline = req.phase.spec.criteria.iter().any(|c| c.check.is_relative());
+    let needs_baseline = req
+        .phase
+        .spec
+        .criteria
+        .iter()
+        .any(|c| c.check.is_relative());
     let (baseline, baseline_data) = if let Some(name) = stored {
         let b = store::load(root, &name).map_err(|e| e.to_string())?;
         if b.selector.get("service") != Some(&g.service) {
-            return Err(format!("stored baseline {name:?} was captured for {}, but gate {:?} watches service {}", b.selector_text(), g.name, g.service));
+            return Err(format!(
+                "stored baseline {name:?} was captured for {}, but gate {:?} watches service {}",
+                b.selector_text(),
+                g.name,
+                g.service
+            ));
         }
-        let op = g.operation.as_deref().filter(|op| b.selector.get("operation").map(String::as_str) != Some(*op));
-        let t = b.cohort(op).ok_or_else(|| format!("stored baseline {name:?} has no traffic for operation {:?}", op.unwrap_or("")))?;
+        let op = g
+            .operation
+            .as_deref()
+            .filter(|op| b.selector.get("operation").map(String::as_str) != Some(*op));
+        let t = b.cohort(op).ok_or_else(|| {
+            format!(
+                "stored baseline {name:?} has no traffic for operation {:?}",
+                op.unwrap_or("")
+            )
+        })?;
         let data = to_data(t)?;
-        let source = format!("stored baseline captured {} from {} → {}", store::rfc3339(b.captured_at_unix), store::rfc3339(b.from_unix), store::rfc3339(b.to_unix));
-        (Some(CohortStats::new("baseline", format!("stored:{name} ({})", b.selector_text()), source, t, &data)), Some(data))
+        let source = format!(
+            "stored baseline captured {} from {} → {}",
+            store::rfc3339(b.captured_at_unix),
+            store::rfc3339(b.from_unix),
+            store::rfc3339(b.to_unix)
+        );
+        (
+            Some(CohortStats::new(
+                "baseline",
+                format!("stored:{name} ({})", b.selector_text()),
+                source,
+                t,
+                &data,
+            )),
+            Some(data),
+        )
     } else if !g.baseline.is_empty() || !req.baseline.is_empty() {
         let m = matchers(g, &g.baseline, &req.baseline);
         if m == canary_m {
-            return Err(format!("canary and baseline select the same series ({}); give them different cohort values", selector_text(&m)));
+            return Err(format!(
+                "canary and baseline select the same series ({}); give them different cohort values",
+                selector_text(&m)
+            ));
         }
-        let t = CohortTotals::merge_all(&store::operation_totals(history, &m, range).await.map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        let t = CohortTotals::merge_all(
+            &store::operation_totals(history, &m, range)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
         let data = to_data(&t)?;
-        (Some(CohortStats::new("baseline", selector_text(&m), format!("live traffic, {span}"), &t, &data)), Some(data))
+        (
+            Some(CohortStats::new(
+                "baseline",
+                selector_text(&m),
+                format!("live traffic, {span}"),
+                &t,
+                &data,
+            )),
+            Some(data),
+        )
     } else if needs_baseline {
-        return Err(format!("gate {:?} compares the canary with a baseline, but none is configured; pass --baseline DIM=VALUE or --baseline stored=NAME", g.name));
+        return Err(format!(
+            "gate {:?} compares the canary with a baseline, but none is configured; pass --baseline DIM=VALUE or --baseline stored=NAME",
+            g.name
+        ));
     } else {
         (None, None)
     };
 
     let window = (range.1 - range.0).max(1) as u64;
-    let period = slogate_gate::evaluate(&req.phase.spec, &canary_data, baseline_data.as_ref(), window);
+    let period = slogate_gate::evaluate(
+        &req.phase.spec,
+        &canary_data,
+        baseline_data.as_ref(),
+        window,
+    );
 
-    let rows = store::doc_rows(history, DocTable::Verdicts, &g.name, range, MAX_VERDICTS, false, false).await.map_err(|e| e.to_string())?;
-    let latest = store::doc_rows(history, DocTable::Verdicts, &g.name, range, 1, true, true).await.map_err(|e| e.to_string())?;
-    let latest = latest.first().and_then(|r| r.doc.as_deref()).and_then(|d| serde_json::from_str(d).ok());
-    let verdicts = VerdictHistory::from_rows(&rows.into_iter().map(|r| (r.at_unix_ms, r.status)).collect::<Vec<_>>(), latest);
+    let rows = store::doc_rows(
+        history,
+        DocTable::Verdicts,
+        &g.name,
+        range,
+        MAX_VERDICTS,
+        false,
+        false,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let latest = store::doc_rows(history, DocTable::Verdicts, &g.name, range, 1, true, true)
+        .await
+        .map_err(|e| e.to_string())?;
+    let latest = latest
+        .first()
+        .and_then(|r| r.doc.as_deref())
+        .and_then(|d| serde_json::from_str(d).ok());
+    let verdicts = VerdictHistory::from_rows(
+        &rows
+            .into_iter()
+            .map(|r| (r.at_unix_ms, r.status))
+            .collect::<Vec<_>>(),
+        latest,
+    );
     let recommendation = recommend(&period, &verdicts);
     Ok(DailyReport {
         gate: g.name.clone(),
@@ -277,7 +455,12 @@ mod tests {
             baseline: None,
             score: None,
             p_value: None,
-            threshold: Thresholds { pass: 0.01, fail: 0.02, comparison: "absolute".into(), confidence: None },
+            threshold: Thresholds {
+                pass: 0.01,
+                fail: 0.02,
+                comparison: "absolute".into(),
+                confidence: None,
+            },
             canary_requests: 0,
             baseline_requests: 0,
             reason: reason.into(),
@@ -285,42 +468,146 @@ mod tests {
     }
 
     fn latest(verdict: &str) -> Option<serde_json::Value> {
-        Some(serde_json::json!({ "verdict": verdict, "evaluated_at": "2026-11-24T08:00:00Z", "reasons": ["r1"] }))
+        Some(
+            serde_json::json!({ "verdict": verdict, "evaluated_at": "2026-11-24T08:00:00Z", "reasons": ["r1"] }),
+        )
     }
 
     #[test]
     fn recommendations() {
         use CriterionResult::*;
-        let rows = |vs: &[&str]| vs.iter().enumerate().map(|(i, v)| (i as i64, v.to_string())).collect::<Vec<_>>();
+        let rows = |vs: &[&str]| {
+            vs.iter()
+                .enumerate()
+                .map(|(i, v)| (i as i64, v.to_string()))
+                .collect::<Vec<_>>()
+        };
         // (period results, verdicts oldest first, latest doc, decision, insufficient, a reason fragment)
-        let cases: Vec<(Vec<CriterionResult>, Vec<&str>, Option<serde_json::Value>, Decision, bool, &str)> = vec![
-            (vec![Pass, Pass], vec!["pass"], latest("pass"), Decision::Proceed, false, "all 2 criteria pass"),
-            (vec![Pass], vec![], None, Decision::Proceed, false, "no live verdicts were recorded"),
-            (vec![Pass, Fail], vec!["pass"], latest("pass"), Decision::Rollback, false, "over the period: why-Fail"),
-            (vec![Pass], vec!["pass", "fail"], latest("fail"), Decision::Rollback, false, "latest verdict: r1"),
+        let cases: Vec<(
+            Vec<CriterionResult>,
+            Vec<&str>,
+            Option<serde_json::Value>,
+            Decision,
+            bool,
+            &str,
+        )> = vec![
+            (
+                vec![Pass, Pass],
+                vec!["pass"],
+                latest("pass"),
+                Decision::Proceed,
+                false,
+                "all 2 criteria pass",
+            ),
+            (
+                vec![Pass],
+                vec![],
+                None,
+                Decision::Proceed,
+                false,
+                "no live verdicts were recorded",
+            ),
+            (
+                vec![Pass, Fail],
+                vec!["pass"],
+                latest("pass"),
+                Decision::Rollback,
+                false,
+                "over the period: why-Fail",
+            ),
+            (
+                vec![Pass],
+                vec!["pass", "fail"],
+                latest("fail"),
+                Decision::Rollback,
+                false,
+                "latest verdict: r1",
+            ),
             // No data is never a proceed, whatever the live verdicts said.
-            (vec![NoData, Pass], vec!["pass"], latest("pass"), Decision::Hold, true, "insufficient data: why-NoData"),
+            (
+                vec![NoData, Pass],
+                vec!["pass"],
+                latest("pass"),
+                Decision::Hold,
+                true,
+                "insufficient data: why-NoData",
+            ),
             (vec![], vec![], None, Decision::Hold, true, "no criteria"),
-            (vec![Pass, Marginal], vec!["pass"], latest("pass"), Decision::Hold, false, "why-Marginal"),
-            (vec![Pass], vec!["pass", "inconclusive"], latest("inconclusive"), Decision::Hold, false, "is inconclusive"),
-            (vec![Pass], vec!["fail", "pass"], latest("pass"), Decision::Hold, false, "1 of 2 live verdicts in the period failed"),
+            (
+                vec![Pass, Marginal],
+                vec!["pass"],
+                latest("pass"),
+                Decision::Hold,
+                false,
+                "why-Marginal",
+            ),
+            (
+                vec![Pass],
+                vec!["pass", "inconclusive"],
+                latest("inconclusive"),
+                Decision::Hold,
+                false,
+                "is inconclusive",
+            ),
+            (
+                vec![Pass],
+                vec!["fail", "pass"],
+                latest("pass"),
+                Decision::Hold,
+                false,
+                "1 of 2 live verdicts in the period failed",
+            ),
         ];
         for (results, verdicts, doc, decision, insufficient, fragment) in cases {
-            let period = Evaluation::from_outcomes(results.iter().map(|r| outcome(*r, &format!("why-{r:?}"))).collect());
+            let period = Evaluation::from_outcomes(
+                results
+                    .iter()
+                    .map(|r| outcome(*r, &format!("why-{r:?}")))
+                    .collect(),
+            );
             let h = VerdictHistory::from_rows(&rows(&verdicts), doc);
             let r = recommend(&period, &h);
-            assert_eq!((r.decision, r.insufficient_data), (decision, insufficient), "{results:?} {verdicts:?}: {r:?}");
-            assert!(r.why.iter().any(|w| w.contains(fragment)), "{results:?}: {:?}", r.why);
+            assert_eq!(
+                (r.decision, r.insufficient_data),
+                (decision, insufficient),
+                "{results:?} {verdicts:?}: {r:?}"
+            );
+            assert!(
+                r.why.iter().any(|w| w.contains(fragment)),
+                "{results:?}: {:?}",
+                r.why
+            );
         }
     }
 
     #[test]
     fn timeline_keeps_first_and_changes() {
-        let rows: Vec<(i64, String)> = ["pass", "pass", "fail", "fail", "pass", "inconclusive"].iter().enumerate().map(|(i, v)| (i as i64 * 1000, v.to_string())).collect();
+        let rows: Vec<(i64, String)> = ["pass", "pass", "fail", "fail", "pass", "inconclusive"]
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as i64 * 1000, v.to_string()))
+            .collect();
         let h = VerdictHistory::from_rows(&rows, None);
-        assert_eq!(h.changes, vec![(0, "pass".into()), (2000, "fail".into()), (4000, "pass".into()), (5000, "inconclusive".into())]);
-        assert_eq!(h.counts, BTreeMap::from([("fail".into(), 2), ("inconclusive".into(), 1), ("pass".into(), 3)]));
-        let many: Vec<(i64, String)> = (0..200).map(|i| (i, if i % 2 == 0 { "pass" } else { "fail" }.to_string())).collect();
+        assert_eq!(
+            h.changes,
+            vec![
+                (0, "pass".into()),
+                (2000, "fail".into()),
+                (4000, "pass".into()),
+                (5000, "inconclusive".into())
+            ]
+        );
+        assert_eq!(
+            h.counts,
+            BTreeMap::from([
+                ("fail".into(), 2),
+                ("inconclusive".into(), 1),
+                ("pass".into(), 3)
+            ])
+        );
+        let many: Vec<(i64, String)> = (0..200)
+            .map(|i| (i, if i % 2 == 0 { "pass" } else { "fail" }.to_string()))
+            .collect();
         let h = VerdictHistory::from_rows(&many, None);
         assert_eq!(h.changes.len(), MAX_TIMELINE);
         assert!(h.changes_truncated);

@@ -3,7 +3,9 @@
 //! field; the integration tests call the service through stubs generated from that file.
 
 use crate::gates::{CohortSummary, Gates, VerdictDoc};
-use slogate_gate::{CriterionResult as GateCriterionResult, Decision as GateDecision, Verdict as GateVerdict};
+use slogate_gate::{
+    CriterionResult as GateCriterionResult, Decision as GateDecision, Verdict as GateVerdict,
+};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -130,7 +132,12 @@ fn cohort(c: &CohortSummary) -> Cohort {
         requests: c.requests,
         errors: c.errors,
         error_rate: c.error_rate,
-        latency_ms: Some(Latency { p50: c.latency_ms.p50, p90: c.latency_ms.p90, p95: c.latency_ms.p95, p99: c.latency_ms.p99 }),
+        latency_ms: Some(Latency {
+            p50: c.latency_ms.p50,
+            p90: c.latency_ms.p90,
+            p95: c.latency_ms.p95,
+            p99: c.latency_ms.p99,
+        }),
     }
 }
 
@@ -258,11 +265,19 @@ where
         Box::pin(async move {
             let resp = match req.uri().path() {
                 EVALUATE_PATH => {
-                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Verdict, EvaluateRequest>::default()).max_decoding_message_size(1 << 20);
+                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                        Verdict,
+                        EvaluateRequest,
+                    >::default())
+                    .max_decoding_message_size(1 << 20);
                     grpc.unary(EvaluateSvc(gates), req).await
                 }
                 LIST_GATES_PATH => {
-                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<ListGatesResponse, ListGatesRequest>::default()).max_decoding_message_size(1 << 20);
+                    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<
+                        ListGatesResponse,
+                        ListGatesRequest,
+                    >::default())
+                    .max_decoding_message_size(1 << 20);
                     grpc.unary(ListSvc(gates), req).await
                 }
                 other => Status::unimplemented(format!("unknown method {other}")).into_http(),

@@ -58,12 +58,18 @@ mod tests {
     /// `se.slice` of the calling thread, in ns, as the kernel reports it.
     fn slice_ns() -> Option<u64> {
         let sched = std::fs::read_to_string("/proc/thread-self/sched").ok()?;
-        sched.lines().find(|l| l.starts_with("se.slice")).and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
+        sched
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.split(':').nth(1)?.trim().parse().ok())
     }
 
     fn kernel_at_least(major: u32, minor: u32) -> bool {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let mut parts = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+        let mut parts = release
+            .trim()
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|p| p.parse::<u32>().ok());
         let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
         (a, b) >= (major, minor)
     }
@@ -82,7 +88,11 @@ mod tests {
             let after = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
             assert_eq!(after, before, "nice changed");
             if kernel_at_least(6, 12) {
-                assert_eq!(slice_ns(), Some(super::API_SLICE_NS), "slice before: {slice_before:?}");
+                assert_eq!(
+                    slice_ns(),
+                    Some(super::API_SLICE_NS),
+                    "slice before: {slice_before:?}"
+                );
             }
         })
         .join()

@@ -7,52 +7,96 @@ use anyhow::Context;
 use slogate_ingest::grpc::TraceServiceServer;
 use slogate_ingest::{IngestStats, Pipeline};
 use slogate_window::{Registry, SystemClock};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub fn run(cfg: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("slogate").build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("slogate")
+        .build()?;
     runtime.block_on(serve(cfg))
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let registry = Registry::new(cfg.window.clone(), Arc::new(SystemClock));
     let stats = Arc::new(IngestStats::default());
-    let pipeline = Arc::new(Pipeline::new(registry.clone(), cfg.extract.clone(), cfg.limits.clone(), stats.clone()));
+    let pipeline = Arc::new(Pipeline::new(
+        registry.clone(),
+        cfg.extract.clone(),
+        cfg.limits.clone(),
+        stats.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let history = open_history(&cfg, &registry).await?;
     let (notifier, delivery, sender) = pagerduty(&cfg)?;
     let transitions: Option<crate::alerts::TransitionSink> = history.as_ref().map(|h| {
         let w = h.alerts.clone();
-        let sink: crate::alerts::TransitionSink = Arc::new(move |t: &crate::alerts::TransitionRecord| {
-            append_doc(&w, doc_row(&t.id, t.transition, serde_json::to_value(t).unwrap_or_default()));
-        });
+        let sink: crate::alerts::TransitionSink =
+            Arc::new(move |t: &crate::alerts::TransitionRecord| {
+                append_doc(
+                    &w,
+                    doc_row(
+                        &t.id,
+                        t.transition,
+                        serde_json::to_value(t).unwrap_or_default(),
+                    ),
+                );
+            });
         sink
     });
-    let alerts = Arc::new(crate::alerts::Alerts::new(&cfg, registry.clone(), notifier, transitions));
+    let alerts = Arc::new(crate::alerts::Alerts::new(
+        &cfg,
+        registry.clone(),
+        notifier,
+        transitions,
+    ));
     let hook: crate::gates::VerdictHook = {
         let alerts = alerts.clone();
         let verdicts = history.as_ref().map(|h| h.verdicts.clone());
         Arc::new(move |doc| {
             if let Some(w) = &verdicts {
-                append_doc(w, doc_row(&doc.gate, crate::gates::verdict_label(doc.verdict), serde_json::to_value(doc).unwrap_or_default()));
+                append_doc(
+                    w,
+                    doc_row(
+                        &doc.gate,
+                        crate::gates::verdict_label(doc.verdict),
+                        serde_json::to_value(doc).unwrap_or_default(),
+                    ),
+                );
             }
             alerts.on_verdict(doc)
         })
     };
     // Stored baselines live in the history root: the local directory, or the S3 prefix.
-    let baselines = Arc::new(crate::baseline::BaselineStore::new(cfg.file.history.store().context("invalid history location")?));
+    let baselines = Arc::new(crate::baseline::BaselineStore::new(
+        cfg.file
+            .history
+            .store()
+            .context("invalid history location")?,
+    ));
     tracing::info!(loaded = baselines.load_all(), "stored baselines");
-    let gates = Arc::new(crate::gates::Gates::new(cfg.gates.clone(), registry.clone(), Some(hook), baselines));
+    let gates = Arc::new(crate::gates::Gates::new(
+        cfg.gates.clone(),
+        registry.clone(),
+        Some(hook),
+        baselines,
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let s = &cfg.file.server;
-    let grpc_listener = TcpListener::bind(s.otlp_grpc).await.with_context(|| format!("cannot bind OTLP/gRPC on {}", s.otlp_grpc))?;
-    let http_listener = TcpListener::bind(s.otlp_http).await.with_context(|| format!("cannot bind OTLP/HTTP on {}", s.otlp_http))?;
-    let api_listener = TcpListener::bind(s.http).await.with_context(|| format!("cannot bind the HTTP API on {}", s.http))?;
+    let grpc_listener = TcpListener::bind(s.otlp_grpc)
+        .await
+        .with_context(|| format!("cannot bind OTLP/gRPC on {}", s.otlp_grpc))?;
+    let http_listener = TcpListener::bind(s.otlp_http)
+        .await
+        .with_context(|| format!("cannot bind OTLP/HTTP on {}", s.otlp_http))?;
+    let api_listener = TcpListener::bind(s.http)
+        .await
+        .with_context(|| format!("cannot bind the HTTP API on {}", s.http))?;
     tracing::info!(
         otlp_grpc = %grpc_listener.local_addr()?,
         otlp_http = %http_listener.local_addr()?,
@@ -110,7 +154,18 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     let state = AppState {
         history: history.as_ref().map(|h| h.query.clone()),
-        sql_limits: (cfg.file.history.max_query_rows, cfg.file.history.query_timeout.0), registry: registry.clone(), stats: stats.clone(), ready: ready.clone(), started: std::time::Instant::now(), gates: gates.clone(), alerts: alerts.clone(), delivery };
+        sql_limits: (
+            cfg.file.history.max_query_rows,
+            cfg.file.history.query_timeout.0,
+        ),
+        registry: registry.clone(),
+        stats: stats.clone(),
+        ready: ready.clone(),
+        started: std::time::Instant::now(),
+        gates: gates.clone(),
+        alerts: alerts.clone(),
+        delivery,
+    };
     // The API gets its own thread and runtime: verdicts and queries then never wait in a queue
     // behind ingest work on the receivers' workers, and the OS shares the cores between them.
     let http_api = {
@@ -118,28 +173,36 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         let app = api::router(state);
         let api_listener = api_listener.into_std()?;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-        std::thread::Builder::new().name("slogate-api".into()).spawn(move || {
-            // Two workers, so a SQL query's timeout can fire while the query computes.
-            let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("slogate-api").on_thread_start(crate::sched::latency_sensitive_thread).enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the API runtime");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match TcpListener::from_std(api_listener) {
-                    Ok(listener) => {
-                        crate::http_server::serve(listener, app, http_limits, async move {
-                            let _ = stop.wait_for(|v| *v).await;
-                        })
-                        .await;
+        std::thread::Builder::new()
+            .name("slogate-api".into())
+            .spawn(move || {
+                // Two workers, so a SQL query's timeout can fire while the query computes.
+                let rt = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("slogate-api")
+                    .on_thread_start(crate::sched::latency_sensitive_thread)
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot start the API runtime");
+                        return;
                     }
-                    Err(e) => tracing::error!(error = %e, "cannot serve the HTTP API"),
-                }
-            });
-            let _ = done_tx.send(());
-        })?;
+                };
+                rt.block_on(async move {
+                    match TcpListener::from_std(api_listener) {
+                        Ok(listener) => {
+                            crate::http_server::serve(listener, app, http_limits, async move {
+                                let _ = stop.wait_for(|v| *v).await;
+                            })
+                            .await;
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot serve the HTTP API"),
+                    }
+                });
+                let _ = done_tx.send(());
+            })?;
         done_rx
     };
 
@@ -190,7 +253,8 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
             }
         })
     };
-    let sender = sender.map(|(sender, outbox, notify)| tokio::spawn(sender.run(outbox, notify, stop_rx.clone())));
+    let sender = sender
+        .map(|(sender, outbox, notify)| tokio::spawn(sender.run(outbox, notify, stop_rx.clone())));
     let flusher = history.as_ref().map(|h| {
         let writer = h.writer.clone();
         let (verdict_docs, alert_docs) = (h.verdicts.clone(), h.alerts.clone());
@@ -262,7 +326,10 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         }
     };
     if tokio::time::timeout(grace, all).await.is_err() {
-        tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish within the shutdown grace");
+        tracing::warn!(
+            grace_seconds = grace.as_secs(),
+            "in-flight requests did not finish within the shutdown grace"
+        );
     }
     // What is still open goes to the history too, so a restart loses nothing acknowledged.
     let rows = registry.close_slots_at(u64::MAX);
@@ -289,18 +356,31 @@ pub struct HistoryParts {
 }
 
 fn doc_row(name: &str, status: &str, doc: serde_json::Value) -> slogate_history::DocRow {
-    let at_unix_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    slogate_history::DocRow { at_unix_ms, name: name.to_string(), status: status.to_string(), doc }
+    let at_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    slogate_history::DocRow {
+        at_unix_ms,
+        name: name.to_string(),
+        status: status.to_string(),
+        doc,
+    }
 }
 
-fn append_doc(writer: &parking_lot::Mutex<slogate_history::DocWriter>, row: slogate_history::DocRow) {
+fn append_doc(
+    writer: &parking_lot::Mutex<slogate_history::DocWriter>,
+    row: slogate_history::DocRow,
+) {
     if let Err(e) = writer.lock().append(row) {
         tracing::warn!(error = %e, "document not written to the history");
     }
 }
 
 /// Opens the Parquet history and loads its recent part back into the live windows.
-async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Option<HistoryParts>> {
+async fn open_history(
+    cfg: &Config,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Option<HistoryParts>> {
     let h = &cfg.file.history;
     if !h.enabled {
         return Ok(None);
@@ -311,20 +391,29 @@ async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<
     let mut mc = slogate_history::MaintenanceConfig::new(extra.clone());
     mc.retention = Some(h.retention.0);
     mc.compact_after = h.compact_after.0;
-    let maintenance = Arc::new(slogate_history::Maintenance::new(&store, mc).context("invalid history settings")?);
+    let maintenance = Arc::new(
+        slogate_history::Maintenance::new(&store, mc).context("invalid history settings")?,
+    );
     // Before anything reads or writes: finish or undo a compaction a crash interrupted, and
     // remove interrupted writes, so no row is counted twice or lost.
     let m = maintenance.clone();
     match tokio::task::spawn_blocking(move || m.recover(true)).await {
         Ok(Ok(0)) => {}
-        Ok(Ok(n)) => tracing::info!(manifests = n, root = %root, "interrupted history compaction repaired"),
-        Ok(Err(e)) => return Err(e).with_context(|| format!("cannot recover the history in {root}")),
+        Ok(Ok(n)) => {
+            tracing::info!(manifests = n, root = %root, "interrupted history compaction repaired")
+        }
+        Ok(Err(e)) => {
+            return Err(e).with_context(|| format!("cannot recover the history in {root}"));
+        }
         Err(e) => return Err(e).context("history recovery panicked"),
     }
     let mut wc = slogate_history::WriterConfig::new(&store, extra.clone());
     wc.max_buffered_rows = h.max_buffered_rows;
-    let writer = slogate_history::HistoryWriter::new(wc).with_context(|| format!("cannot open the history in {root}"))?;
-    let query = slogate_history::History::open(&store, &extra).await.with_context(|| format!("cannot read the history in {root}"))?;
+    let writer = slogate_history::HistoryWriter::new(wc)
+        .with_context(|| format!("cannot open the history in {root}"))?;
+    let query = slogate_history::History::open(&store, &extra)
+        .await
+        .with_context(|| format!("cannot read the history in {root}"))?;
     let since = registry.now_unix().saturating_sub(h.reload.0.as_secs()) as i64;
     let started = std::time::Instant::now();
     match query.load_since(since).await {
@@ -344,13 +433,20 @@ async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<
                 })
                 .collect();
             match registry.import(&closed) {
-                Ok(n) => tracing::info!(rows = n, elapsed_ms = started.elapsed().as_millis() as u64, root = %root, "history reloaded into the live windows"),
-                Err(e) => tracing::error!(error = %e, "history holds an invalid sketch; reload stopped"),
+                Ok(n) => {
+                    tracing::info!(rows = n, elapsed_ms = started.elapsed().as_millis() as u64, root = %root, "history reloaded into the live windows")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "history holds an invalid sketch; reload stopped")
+                }
             }
         }
         Err(e) => tracing::error!(error = %e, "could not reload the history; windows start empty"),
     }
-    let docs = |table| slogate_history::DocWriter::new(&store, table, h.max_buffered_rows).map(|w| Arc::new(parking_lot::Mutex::new(w)));
+    let docs = |table| {
+        slogate_history::DocWriter::new(&store, table, h.max_buffered_rows)
+            .map(|w| Arc::new(parking_lot::Mutex::new(w)))
+    };
     Ok(Some(HistoryParts {
         writer: Arc::new(parking_lot::Mutex::new(writer)),
         query,
@@ -361,7 +457,11 @@ async fn open_history(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<
     }))
 }
 
-fn append_history(writer: &parking_lot::Mutex<slogate_history::HistoryWriter>, dropped: &std::sync::atomic::AtomicU64, rows: Vec<slogate_window::ClosedRow>) {
+fn append_history(
+    writer: &parking_lot::Mutex<slogate_history::HistoryWriter>,
+    dropped: &std::sync::atomic::AtomicU64,
+    rows: Vec<slogate_window::ClosedRow>,
+) {
     let n = rows.len();
     let rows = rows
         .into_iter()
@@ -412,11 +512,21 @@ fn flush_history(writer: &parking_lot::Mutex<slogate_history::HistoryWriter>) {
     }
 }
 
-type SenderParts = (slogate_alert::Sender, Arc<slogate_alert::Outbox>, Arc<tokio::sync::Notify>);
+type SenderParts = (
+    slogate_alert::Sender,
+    Arc<slogate_alert::Outbox>,
+    Arc<tokio::sync::Notify>,
+);
 
 /// The PagerDuty notifier, its delivery stats and the sender to run, when PagerDuty is enabled.
 #[allow(clippy::type_complexity)]
-fn pagerduty(cfg: &Config) -> anyhow::Result<(Option<Arc<dyn crate::alerts::Notifier>>, Option<Arc<slogate_alert::DeliveryStats>>, Option<SenderParts>)> {
+fn pagerduty(
+    cfg: &Config,
+) -> anyhow::Result<(
+    Option<Arc<dyn crate::alerts::Notifier>>,
+    Option<Arc<slogate_alert::DeliveryStats>>,
+    Option<SenderParts>,
+)> {
     let p = &cfg.file.pagerduty;
     if !p.enabled {
         return Ok((None, None, None));
@@ -426,7 +536,11 @@ fn pagerduty(cfg: &Config) -> anyhow::Result<(Option<Arc<dyn crate::alerts::Noti
         None => slogate_alert::Secret::from_env(&p.routing_key_env),
     }
     .context("pagerduty is enabled but its routing key is not available")?;
-    let outbox = Arc::new(slogate_alert::Outbox::open(&p.outbox_dir, p.max_pending).with_context(|| format!("cannot open the alert outbox in {}", p.outbox_dir.display()))?);
+    let outbox = Arc::new(
+        slogate_alert::Outbox::open(&p.outbox_dir, p.max_pending).with_context(|| {
+            format!("cannot open the alert outbox in {}", p.outbox_dir.display())
+        })?,
+    );
     let pending = outbox.len();
     let mut sc = slogate_alert::SenderConfig::new(key);
     sc.url = p.url.clone();
@@ -437,16 +551,24 @@ fn pagerduty(cfg: &Config) -> anyhow::Result<(Option<Arc<dyn crate::alerts::Noti
     let stats = sender.stats();
     let notify = Arc::new(tokio::sync::Notify::new());
     tracing::info!(url = %p.url, outbox = %p.outbox_dir.display(), pending, "pagerduty delivery enabled");
-    let notifier: Arc<dyn crate::alerts::Notifier> = Arc::new(crate::alerts::PagerDutyNotifier { outbox: outbox.clone(), notify: notify.clone() });
+    let notifier: Arc<dyn crate::alerts::Notifier> = Arc::new(crate::alerts::PagerDutyNotifier {
+        outbox: outbox.clone(),
+        notify: notify.clone(),
+    });
     Ok((Some(notifier), Some(stats), Some((sender, outbox, notify))))
 }
 
 /// Adapts a tokio listener into the connection stream tonic serves, with TCP_NODELAY.
-fn tokio_stream_listener(listener: TcpListener) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+fn tokio_stream_listener(
+    listener: TcpListener,
+) -> impl futures_core::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
     struct Accept(TcpListener);
     impl futures_core::Stream for Accept {
         type Item = std::io::Result<tokio::net::TcpStream>;
-        fn poll_next(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Self::Item>> {
+        fn poll_next(
+            self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
             match self.0.poll_accept(cx) {
                 std::task::Poll::Ready(Ok((stream, _))) => {
                     let _ = stream.set_nodelay(true);

@@ -115,15 +115,28 @@ pub fn minutes(slots: &[(i64, u64, u64)]) -> Vec<(i64, u64, u64)> {
 }
 
 /// Judges every target: fail wins, then no data, and only all-pass passes.
-pub fn judge(m: &Measured, targets: &[TargetSpec], min_requests: u64, down_error_rate: f64) -> (Vec<Check>, Outcome) {
+pub fn judge(
+    m: &Measured,
+    targets: &[TargetSpec],
+    min_requests: u64,
+    down_error_rate: f64,
+) -> (Vec<Check>, Outcome) {
     let thin = m.requests < min_requests.max(1);
-    let thin_reason = format!("{} requests, fewer than the {} required; no verdict on thin data", m.requests, min_requests.max(1));
+    let thin_reason = format!(
+        "{} requests, fewer than the {} required; no verdict on thin data",
+        m.requests,
+        min_requests.max(1)
+    );
     let mut checks = Vec::new();
     for t in targets {
         let (name, observed, sample, unit, ok, detail) = match t.target {
             Target::Availability { min } => {
                 let total = m.minutes.len() as u64;
-                let down = m.minutes.iter().filter(|&&(_, r, e)| e as f64 > down_error_rate * r as f64).count() as u64;
+                let down = m
+                    .minutes
+                    .iter()
+                    .filter(|&&(_, r, e)| e as f64 > down_error_rate * r as f64)
+                    .count() as u64;
                 let obs = (total > 0).then(|| (total - down) as f64 / total as f64);
                 (
                     "availability".to_string(),
@@ -131,17 +144,35 @@ pub fn judge(m: &Measured, targets: &[TargetSpec], min_requests: u64, down_error
                     total,
                     "minutes",
                     obs.map(|o| o >= min),
-                    format!("{down} of {total} minutes with traffic down (a minute is down when more than {} of its requests fail)", pct(down_error_rate)),
+                    format!(
+                        "{down} of {total} minutes with traffic down (a minute is down when more than {} of its requests fail)",
+                        pct(down_error_rate)
+                    ),
                 )
             }
             Target::Latency { quantile, max_ms } => {
                 let obs = m.sketch.quantile(quantile).map(|ns| ns as f64 / 1e6);
                 let label = quantile_label(quantile);
-                (format!("latency {label}"), obs, m.sketch.count(), "requests", obs.map(|o| o <= max_ms), String::new())
+                (
+                    format!("latency {label}"),
+                    obs,
+                    m.sketch.count(),
+                    "requests",
+                    obs.map(|o| o <= max_ms),
+                    String::new(),
+                )
             }
             Target::ErrorRate { max } => {
-                let obs = (m.requests > 0).then(|| m.errors.min(m.requests) as f64 / m.requests as f64);
-                ("error rate".to_string(), obs, m.requests, "requests", obs.map(|o| o <= max), format!("{} errors", m.errors))
+                let obs =
+                    (m.requests > 0).then(|| m.errors.min(m.requests) as f64 / m.requests as f64);
+                (
+                    "error rate".to_string(),
+                    obs,
+                    m.requests,
+                    "requests",
+                    obs.map(|o| o <= max),
+                    format!("{} errors", m.errors),
+                )
             }
         };
         let (outcome, detail) = match ok {
@@ -150,7 +181,15 @@ pub fn judge(m: &Measured, targets: &[TargetSpec], min_requests: u64, down_error
             Some(true) => (Outcome::Pass, detail),
             Some(false) => (Outcome::Fail, detail),
         };
-        checks.push(Check { name, target: t.clone(), observed, sample, sample_unit: unit, outcome, detail });
+        checks.push(Check {
+            name,
+            target: t.clone(),
+            observed,
+            sample,
+            sample_unit: unit,
+            outcome,
+            detail,
+        });
     }
     let any = |o| checks.iter().any(|c| c.outcome == o);
     let overall = if checks.is_empty() || (!any(Outcome::Fail) && any(Outcome::NoData)) {
@@ -170,7 +209,12 @@ fn pct(f: f64) -> String {
 
 fn quantile_label(q: f64) -> String {
     let s = format!("{:.3}", q * 100.0);
-    format!("p{}", s.trim_end_matches('0').trim_end_matches('.').replace('.', ""))
+    format!(
+        "p{}",
+        s.trim_end_matches('0')
+            .trim_end_matches('.')
+            .replace('.', "")
+    )
 }
 
 fn fmt_ms(ms: f64) -> String {
@@ -189,8 +233,14 @@ pub fn parse_ratio(s: &str, percent_default: bool) -> Result<f64, String> {
         Some(n) => (n.trim(), true),
         None => (t, false),
     };
-    let v: f64 = num.parse().map_err(|_| format!("invalid ratio {s:?}; write e.g. 99.9, 99.9% or 0.5%"))?;
-    let v = if percent || (percent_default && v > 1.0) { v / 100.0 } else { v };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid ratio {s:?}; write e.g. 99.9, 99.9% or 0.5%"))?;
+    let v = if percent || (percent_default && v > 1.0) {
+        v / 100.0
+    } else {
+        v
+    };
     if !(0.0..=1.0).contains(&v) || v.is_nan() {
         return Err(format!("ratio {s:?} is outside 0..100%"));
     }
@@ -199,7 +249,8 @@ pub fn parse_ratio(s: &str, percent_default: bool) -> Result<f64, String> {
 
 /// Parses a latency target like `300ms` or `5s` into milliseconds.
 pub fn parse_latency(s: &str) -> Result<f64, String> {
-    let d = humantime::parse_duration(s.trim()).map_err(|e| format!("invalid latency {s:?}: {e}; write e.g. 300ms or 5s"))?;
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("invalid latency {s:?}: {e}; write e.g. 300ms or 5s"))?;
     if d.is_zero() {
         return Err(format!("latency target {s:?} must be positive"));
     }
@@ -209,15 +260,34 @@ pub fn parse_latency(s: &str) -> Result<f64, String> {
 /// Targets from the configured SLOs of `service` whose selector fits `env`: an availability SLO
 /// of objective `o` is an error-rate ceiling of `1 - o`; a latency SLO (objective `o`,
 /// threshold `t`) is "the `o` quantile at most `t`".
-pub fn targets_from_slos(slos: &[crate::config::SloConfig], service: &str, env: Option<&str>) -> Vec<TargetSpec> {
+pub fn targets_from_slos(
+    slos: &[crate::config::SloConfig],
+    service: &str,
+    env: Option<&str>,
+) -> Vec<TargetSpec> {
     slos.iter()
         .filter(|s| s.service == service)
-        .filter(|s| s.selector.iter().all(|(k, v)| k == "env" && env.is_none_or(|e| e == v.as_str())))
+        .filter(|s| {
+            s.selector
+                .iter()
+                .all(|(k, v)| k == "env" && env.is_none_or(|e| e == v.as_str()))
+        })
         .map(|s| {
             let source = format!("slo {}", s.spec.name);
             match s.spec.kind {
-                slogate_gate::SloKind::Availability => TargetSpec { target: Target::ErrorRate { max: 1.0 - s.spec.objective }, source },
-                slogate_gate::SloKind::Latency { threshold_ms } => TargetSpec { target: Target::Latency { quantile: s.spec.objective, max_ms: threshold_ms }, source },
+                slogate_gate::SloKind::Availability => TargetSpec {
+                    target: Target::ErrorRate {
+                        max: 1.0 - s.spec.objective,
+                    },
+                    source,
+                },
+                slogate_gate::SloKind::Latency { threshold_ms } => TargetSpec {
+                    target: Target::Latency {
+                        quantile: s.spec.objective,
+                        max_ms: threshold_ms,
+                    },
+                    source,
+                },
             }
         })
         .collect()
@@ -226,12 +296,18 @@ pub fn targets_from_slos(slos: &[crate::config::SloConfig], service: &str, env: 
 /// Text in the style of a release team's SLA validation.
 pub fn render_text(r: &SlaReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "SLA check: {} · last {}h ({} → {}) · {} requests, {} errors", r.selector, r.hours, r.from, r.to, r.requests, r.errors);
+    let _ = writeln!(
+        out,
+        "SLA check: {} · last {}h ({} → {}) · {} requests, {} errors",
+        r.selector, r.hours, r.from, r.to, r.requests, r.errors
+    );
     let mut rows = Vec::new();
     for c in &r.checks {
         let (obs, target) = match c.target.target {
             Target::Availability { min } => (c.observed.map(pct), format!(">= {}", pct(min))),
-            Target::Latency { max_ms, .. } => (c.observed.map(fmt_ms), format!("<= {}", fmt_ms(max_ms))),
+            Target::Latency { max_ms, .. } => {
+                (c.observed.map(fmt_ms), format!("<= {}", fmt_ms(max_ms)))
+            }
             Target::ErrorRate { max } => (c.observed.map(pct), format!("<= {}", pct(max))),
         };
         rows.push(vec![
@@ -258,11 +334,19 @@ mod tests {
         for &l in latencies_ms {
             sketch.record(l * 1_000_000);
         }
-        Measured { requests: latencies_ms.len() as u64, errors, sketch, minutes }
+        Measured {
+            requests: latencies_ms.len() as u64,
+            errors,
+            sketch,
+            minutes,
+        }
     }
 
     fn t(target: Target) -> TargetSpec {
-        TargetSpec { target, source: "flag".into() }
+        TargetSpec {
+            target,
+            source: "flag".into(),
+        }
     }
 
     #[test]
@@ -273,10 +357,32 @@ mod tests {
         mins.push((999 * 60, 10, 3));
         let m = measured(&lat, 13, mins);
         let cases: &[(Target, Outcome, Option<f64>)] = &[
-            (Target::Availability { min: 0.999 }, Outcome::Pass, Some(0.999)),
-            (Target::Availability { min: 0.9995 }, Outcome::Fail, Some(0.999)),
-            (Target::Latency { quantile: 0.95, max_ms: 960.0 }, Outcome::Pass, Some(950.0)),
-            (Target::Latency { quantile: 0.95, max_ms: 900.0 }, Outcome::Fail, Some(950.0)),
+            (
+                Target::Availability { min: 0.999 },
+                Outcome::Pass,
+                Some(0.999),
+            ),
+            (
+                Target::Availability { min: 0.9995 },
+                Outcome::Fail,
+                Some(0.999),
+            ),
+            (
+                Target::Latency {
+                    quantile: 0.95,
+                    max_ms: 960.0,
+                },
+                Outcome::Pass,
+                Some(950.0),
+            ),
+            (
+                Target::Latency {
+                    quantile: 0.95,
+                    max_ms: 900.0,
+                },
+                Outcome::Fail,
+                Some(950.0),
+            ),
             (Target::ErrorRate { max: 0.02 }, Outcome::Pass, Some(0.013)),
             (Target::ErrorRate { max: 0.01 }, Outcome::Fail, Some(0.013)),
         ];
@@ -284,16 +390,26 @@ mod tests {
             let (checks, overall) = judge(&m, &[t(target.clone())], 100, 0.05);
             assert_eq!((checks[0].outcome, overall), (*want, *want), "{target:?}");
             let got = checks[0].observed.unwrap();
-            assert!((got - obs.unwrap()).abs() / obs.unwrap() < 0.005, "{target:?}: {got}");
+            assert!(
+                (got - obs.unwrap()).abs() / obs.unwrap() < 0.005,
+                "{target:?}: {got}"
+            );
         }
         // Fail wins over pass; every check is no data on thin or no traffic: never a pass.
-        let all = [t(Target::ErrorRate { max: 0.01 }), t(Target::Availability { min: 0.9 })];
+        let all = [
+            t(Target::ErrorRate { max: 0.01 }),
+            t(Target::Availability { min: 0.9 }),
+        ];
         assert_eq!(judge(&m, &all, 100, 0.05).1, Outcome::Fail);
         let thin = measured(&[5; 50], 0, vec![(0, 50, 0)]);
         let (checks, overall) = judge(&thin, &all, 100, 0.05);
         assert_eq!(overall, Outcome::NoData);
-        assert!(checks.iter().all(|c| c.outcome == Outcome::NoData && c.detail.contains("50 requests, fewer than the 100")));
-        assert_eq!(judge(&Measured::default(), &all, 1, 0.05).1, Outcome::NoData);
+        assert!(checks.iter().all(|c| c.outcome == Outcome::NoData
+            && c.detail.contains("50 requests, fewer than the 100")));
+        assert_eq!(
+            judge(&Measured::default(), &all, 1, 0.05).1,
+            Outcome::NoData
+        );
         assert_eq!(judge(&m, &[], 1, 0.05).1, Outcome::NoData);
     }
 
@@ -318,6 +434,9 @@ mod tests {
         assert_eq!(parse_latency("300ms"), Ok(300.0));
         assert_eq!(parse_latency("5s"), Ok(5000.0));
         assert!(parse_latency("fast").is_err());
-        assert_eq!(minutes(&[(0, 1, 0), (10, 2, 1), (60, 0, 0), (130, 4, 0)]), vec![(0, 3, 1), (120, 4, 0)]);
+        assert_eq!(
+            minutes(&[(0, 1, 0), (10, 2, 1), (60, 0, 0), (130, 4, 0)]),
+            vec![(0, 3, 1), (120, 4, 0)]
+        );
     }
 }

@@ -137,7 +137,9 @@ fn build_segments(sc: &Scenario) -> Vec<SegmentState> {
                         batch_size: sc.batch_size,
                         pool_size: sc.pool_size,
                         // Distinct draws per distinct settings, reproducible per seed.
-                        seed: sc.seed.wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+                        seed: sc
+                            .seed
+                            .wrapping_add((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                         encoding,
                         gzip_body,
                     });

@@ -4,6 +4,7 @@
 //! wire-level walk (no allocation per span), so it is cheaper than any real receiver and the
 //! generator is what a benchmark against it measures.
 
+use crate::transport::RawCodec;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use std::convert::Infallible;
@@ -13,7 +14,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
-use crate::transport::RawCodec;
 use tonic::codec::CompressionEncoding;
 
 /// What the sink received.

@@ -36,7 +36,9 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(script: Vec<u16>, tweak: impl FnOnce(&mut SenderConfig)) -> Harness {
-        let mock = MockServer::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mock = MockServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
         mock.script(script);
         let dir = tempfile::tempdir().unwrap();
         let outbox = Arc::new(Outbox::open(dir.path(), 100).unwrap());
@@ -47,7 +49,15 @@ impl Harness {
         let notify = Arc::new(Notify::new());
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(sender.run(outbox.clone(), notify.clone(), rx));
-        Harness { mock, dir, outbox, notify, stats, shutdown, task }
+        Harness {
+            mock,
+            dir,
+            outbox,
+            notify,
+            stats,
+            shutdown,
+            task,
+        }
     }
 
     pub fn enqueue(&self, events: Vec<Event>) {
@@ -61,14 +71,21 @@ impl Harness {
     pub async fn drained(&self) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while !self.outbox.is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "outbox not drained: {} pending", self.outbox.len());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outbox not drained: {} pending",
+                self.outbox.len()
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
     pub async fn stop(self) -> (MockServer, tempfile::TempDir, Arc<DeliveryStats>) {
         self.shutdown.send(true).unwrap();
-        tokio::time::timeout(Duration::from_secs(5), self.task).await.expect("sender stops on shutdown").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("sender stops on shutdown")
+            .unwrap();
         (self.mock, self.dir, self.stats)
     }
 }
@@ -77,10 +94,18 @@ impl Harness {
 pub fn accepted(mock: &MockServer) -> Vec<(String, String)> {
     mock.accepted()
         .iter()
-        .map(|e| (e["event_action"].as_str().unwrap().to_string(), e["dedup_key"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (
+                e["event_action"].as_str().unwrap().to_string(),
+                e["dedup_key"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
 pub fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
-    items.iter().map(|(a, k)| (a.to_string(), k.to_string())).collect()
+    items
+        .iter()
+        .map(|(a, k)| (a.to_string(), k.to_string()))
+        .collect()
 }

@@ -641,7 +641,11 @@ fn doc_batches_are_written_outside_the_writer_and_put_back_in_order_on_failure()
         status: "pass".into(),
         doc: serde_json::json!({"i": i}),
     };
-    let order = |rows: &[DocRow]| rows.iter().map(|r| r.doc["i"].as_i64().unwrap()).collect::<Vec<_>>();
+    let order = |rows: &[DocRow]| {
+        rows.iter()
+            .map(|r| r.doc["i"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
 
     // A root under a regular file cannot be created: every write fails.
     let dir = tempfile::tempdir().unwrap();

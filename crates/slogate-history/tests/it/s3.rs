@@ -47,7 +47,11 @@ impl S3Server {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return S3Server { child, port, _dir: dir };
+                    return S3Server {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break; // lost the port to another test: try another

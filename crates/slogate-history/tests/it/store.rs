@@ -10,7 +10,9 @@ use slogate_history::{
 };
 
 use super::s3::{Root, both};
-use super::{DAY, DAY0, Dataset, LIMIT, as_u64, assert_within, dataset, exact_quantile_ms, extra_dims};
+use super::{
+    DAY, DAY0, Dataset, LIMIT, as_u64, assert_within, dataset, exact_quantile_ms, extra_dims,
+};
 
 /// Writes the dataset in `flushes` flushes per day, so every hour partition gets that many files.
 fn write(store: &Store, data: &Dataset, flushes: usize) {
@@ -63,11 +65,19 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 /// (rows, sum(requests), sum(errors)) through SQL.
 async fn totals(history: &History) -> (u64, u64, u64) {
     let res = history
-        .sql("SELECT count(*), sum(requests), sum(errors) FROM requests", 10, LIMIT)
+        .sql(
+            "SELECT count(*), sum(requests), sum(errors) FROM requests",
+            10,
+            LIMIT,
+        )
         .await
         .unwrap();
     let r = &res.rows[0];
-    (as_u64(&r[0]), r[1].as_u64().unwrap_or(0), r[2].as_u64().unwrap_or(0))
+    (
+        as_u64(&r[0]),
+        r[1].as_u64().unwrap_or(0),
+        r[2].as_u64().unwrap_or(0),
+    )
 }
 
 fn want_totals(rows: &[SlotRow]) -> (u64, u64, u64) {
@@ -92,7 +102,11 @@ fn files_per_partition(store: &Store, table: &str) -> BTreeMap<String, usize> {
 
 async fn check_everything_reads_back(store: &Store, data: &Dataset, what: &str) {
     let history = History::open(store, &extra_dims()).await.unwrap();
-    assert_eq!(totals(&history).await, want_totals(&data.rows), "{what}: totals");
+    assert_eq!(
+        totals(&history).await,
+        want_totals(&data.rows),
+        "{what}: totals"
+    );
     for (day, date) in [(0, "2025-11-24"), (1, "2025-11-25")] {
         let q = format!(
             "SELECT service, sketch_quantile(sketch, 0.99) FROM requests WHERE date = '{date}' \
@@ -119,8 +133,16 @@ async fn check_everything_reads_back(store: &Store, data: &Dataset, what: &str) 
         .filter(|r| r.slot_start_unix >= since)
         .cloned()
         .collect();
-    want.sort_by(|a, b| a.slot_start_unix.cmp(&b.slot_start_unix).then(a.key.cmp(&b.key)));
-    assert_eq!(history.load_since(since).await.unwrap(), want, "{what}: load_since");
+    want.sort_by(|a, b| {
+        a.slot_start_unix
+            .cmp(&b.slot_start_unix)
+            .then(a.key.cmp(&b.key))
+    });
+    assert_eq!(
+        history.load_since(since).await.unwrap(),
+        want,
+        "{what}: load_since"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,12 +156,22 @@ async fn store_api_puts_atomically_lists_and_deletes() {
             s.put("baselines/a.json", b"{\"a\":1}".to_vec()).unwrap();
             s.put("baselines/deep/b.json", b"b".to_vec()).unwrap();
             s.put("other/c", b"c".to_vec()).unwrap();
-            assert_eq!(s.get("baselines/a.json").unwrap().as_deref(), Some(&b"{\"a\":1}"[..]));
-            let keys: Vec<(String, u64)> =
-                s.list("baselines").unwrap().into_iter().map(|e| (e.key, e.size)).collect();
+            assert_eq!(
+                s.get("baselines/a.json").unwrap().as_deref(),
+                Some(&b"{\"a\":1}"[..])
+            );
+            let keys: Vec<(String, u64)> = s
+                .list("baselines")
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.key, e.size))
+                .collect();
             assert_eq!(
                 keys,
-                [("baselines/a.json".to_string(), 7), ("baselines/deep/b.json".to_string(), 1)],
+                [
+                    ("baselines/a.json".to_string(), 7),
+                    ("baselines/deep/b.json".to_string(), 1)
+                ],
                 "{kind}"
             );
             s.delete("baselines/a.json").unwrap();
@@ -180,15 +212,24 @@ async fn compaction_merges_each_closed_hour_into_one_sorted_file() {
         // At 12:30 on day 1 with the default 10 minutes: day 0 and 00..11 of day 1 are closed.
         let now = DAY0 + DAY + 12 * 3600 + 1800;
         let s = root.store.clone();
-        let report = blocking(move || maintenance(&s).compact(now)).await.unwrap();
+        let report = blocking(move || maintenance(&s).compact(now))
+            .await
+            .unwrap();
         assert_eq!(report.partitions, 36, "{kind}: {report:?}");
         assert_eq!(report.files_in, 108, "{kind}");
         let after = files_per_partition(&root.store, "requests");
         for (dir, n) in &after {
-            let open = dir.ends_with("date=2025-11-25/hour=12") || dir.as_str() > "requests/date=2025-11-25/hour=12";
+            let open = dir.ends_with("date=2025-11-25/hour=12")
+                || dir.as_str() > "requests/date=2025-11-25/hour=12";
             assert_eq!(*n, if open { 3 } else { 1 }, "{kind}: {dir}");
         }
-        assert!(root.store.list("requests").unwrap().iter().all(|e| !e.key.ends_with(".json")));
+        assert!(
+            root.store
+                .list("requests")
+                .unwrap()
+                .iter()
+                .all(|e| !e.key.ends_with(".json"))
+        );
         check_everything_reads_back(&root.store, &data, kind).await;
 
         // The merged file is sorted by service, operation, slot_start and names its inputs.
@@ -209,7 +250,11 @@ async fn compaction_merges_each_closed_hour_into_one_sorted_file() {
             .metadata()
             .file_metadata()
             .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|k| k.key == "slogate.compacted_from").cloned())
+            .and_then(|kv| {
+                kv.iter()
+                    .find(|k| k.key == "slogate.compacted_from")
+                    .cloned()
+            })
             .and_then(|k| k.value)
             .unwrap();
         assert_eq!(serde_json::from_str::<Vec<String>>(&from).unwrap().len(), 3);
@@ -220,7 +265,13 @@ async fn compaction_merges_each_closed_hour_into_one_sorted_file() {
             .collect();
         let keys: Vec<_> = rows
             .iter()
-            .map(|r| (r.key.service.clone(), r.key.operation.clone(), r.slot_start_unix))
+            .map(|r| {
+                (
+                    r.key.service.clone(),
+                    r.key.operation.clone(),
+                    r.slot_start_unix,
+                )
+            })
             .collect();
         let mut sorted = keys.clone();
         sorted.sort();
@@ -228,7 +279,9 @@ async fn compaction_merges_each_closed_hour_into_one_sorted_file() {
 
         // A second pass has nothing to do.
         let s = root.store.clone();
-        let again = blocking(move || maintenance(&s).compact(now)).await.unwrap();
+        let again = blocking(move || maintenance(&s).compact(now))
+            .await
+            .unwrap();
         assert_eq!(again.partitions, 0, "{kind}");
     }
 }
@@ -258,12 +311,17 @@ async fn a_crash_between_any_two_compaction_steps_loses_and_doubles_nothing() {
             })
             .await
             .unwrap_err();
-            assert!(matches!(err, HistoryError::Injected(p) if p == point), "{what}: {err}");
+            assert!(
+                matches!(err, HistoryError::Injected(p) if p == point),
+                "{what}: {err}"
+            );
 
             // Restart: a new store and maintenance, recovery first, then queries.
             let store = root.reopen();
             let s = store.clone();
-            let repaired = blocking(move || maintenance(&s).recover(true)).await.unwrap();
+            let repaired = blocking(move || maintenance(&s).recover(true))
+                .await
+                .unwrap();
             assert_eq!(repaired, 1, "{what}: one manifest to repair");
             let history = History::open(&store, &extra_dims()).await.unwrap();
             assert_eq!(totals(&history).await, want, "{what}: after recovery");
@@ -274,9 +332,21 @@ async fn a_crash_between_any_two_compaction_steps_loses_and_doubles_nothing() {
 
             // The next pass finishes the job.
             let s = store.clone();
-            let report = blocking(move || maintenance(&s).run_once(now)).await.unwrap().1;
-            assert_eq!(report.partitions, if rolled_forward { 47 } else { 48 }, "{what}");
-            assert!(files_per_partition(&store, "requests").values().all(|&n| n == 1), "{what}");
+            let report = blocking(move || maintenance(&s).run_once(now))
+                .await
+                .unwrap()
+                .1;
+            assert_eq!(
+                report.partitions,
+                if rolled_forward { 47 } else { 48 },
+                "{what}"
+            );
+            assert!(
+                files_per_partition(&store, "requests")
+                    .values()
+                    .all(|&n| n == 1),
+                "{what}"
+            );
             check_everything_reads_back(&store, &data, &what).await;
         }
     }
@@ -292,14 +362,24 @@ async fn queries_during_compaction_never_see_a_file_twice() {
         blocking(move || write(&s, &d, 4)).await;
         let history = History::open(&root.store, &extra_dims()).await.unwrap();
         let s = root.store.clone();
-        let compaction = tokio::task::spawn_blocking(move || maintenance(&s).compact(DAY0 + 3 * DAY));
+        let compaction =
+            tokio::task::spawn_blocking(move || maintenance(&s).compact(DAY0 + 3 * DAY));
         let mut seen = 0;
         while !compaction.is_finished() {
-            assert_eq!(totals(&history).await, want, "{}: query {seen} during compaction", root.kind);
+            assert_eq!(
+                totals(&history).await,
+                want,
+                "{}: query {seen} during compaction",
+                root.kind
+            );
             seen += 1;
         }
         assert_eq!(compaction.await.unwrap().unwrap().partitions, 48);
-        assert!(seen > 0, "{}: no query ran during the compaction", root.kind);
+        assert!(
+            seen > 0,
+            "{}: no query ran during the compaction",
+            root.kind
+        );
         assert_eq!(totals(&history).await, want);
     }
 }
@@ -317,7 +397,13 @@ async fn retention_deletes_expired_partitions_and_survives_a_crash() {
             let mut w = DocWriter::new(&s, DocTable::Verdicts, 10).unwrap();
             for (i, at) in [DAY0, DAY0 + DAY + 23 * 3600].into_iter().enumerate() {
                 let doc = serde_json::json!({"i": i});
-                w.append(DocRow { at_unix_ms: at * 1000, name: "g".into(), status: "pass".into(), doc }).unwrap();
+                w.append(DocRow {
+                    at_unix_ms: at * 1000,
+                    name: "g".into(),
+                    status: "pass".into(),
+                    doc,
+                })
+                .unwrap();
             }
             w.flush().unwrap();
         })
@@ -339,8 +425,14 @@ async fn retention_deletes_expired_partitions_and_survives_a_crash() {
         .unwrap_err();
         assert!(matches!(err, HistoryError::Injected(_)), "{kind}: {err}");
         let (s, c) = (root.store.clone(), config.clone());
-        let report = blocking(move || Maintenance::new(&s, c).unwrap().run_once(now)).await.unwrap().0;
-        assert_eq!(report.partitions, 26, "{kind}: requests 24 + 1 (the first half done by the crash), verdicts 1");
+        let report = blocking(move || Maintenance::new(&s, c).unwrap().run_once(now))
+            .await
+            .unwrap()
+            .0;
+        assert_eq!(
+            report.partitions, 26,
+            "{kind}: requests 24 + 1 (the first half done by the crash), verdicts 1"
+        );
         let history = History::open(&root.store, &extra_dims()).await.unwrap();
         let kept: Vec<SlotRow> = data
             .rows
@@ -349,13 +441,25 @@ async fn retention_deletes_expired_partitions_and_survives_a_crash() {
             .cloned()
             .collect();
         assert_eq!(totals(&history).await, want_totals(&kept), "{kind}");
-        let res = history.sql("SELECT doc FROM verdicts", 10, LIMIT).await.unwrap();
-        assert_eq!(res.rows, vec![vec![serde_json::json!("{\"i\":1}")]], "{kind}");
+        let res = history
+            .sql("SELECT doc FROM verdicts", 10, LIMIT)
+            .await
+            .unwrap();
+        assert_eq!(
+            res.rows,
+            vec![vec![serde_json::json!("{\"i\":1}")]],
+            "{kind}"
+        );
         let s = root.store.clone();
-        let again = blocking(move || Maintenance::new(&s, config).unwrap().retain(now)).await.unwrap();
+        let again = blocking(move || Maintenance::new(&s, config).unwrap().retain(now))
+            .await
+            .unwrap();
         assert_eq!(again.partitions, 0, "{kind}");
         if let Some(dir) = root.local_dir() {
-            assert!(!dir.join("requests/date=2025-11-24").exists(), "empty partition directories go too");
+            assert!(
+                !dir.join("requests/date=2025-11-24").exists(),
+                "empty partition directories go too"
+            );
         }
     }
 }
@@ -368,8 +472,14 @@ async fn duckdb_reads_the_compacted_files() {
     let (s, d) = (root.store.clone(), interleaved(&data, 3));
     blocking(move || write(&s, &d, 3)).await;
     let s = root.store.clone();
-    blocking(move || maintenance(&s).compact(DAY0 + 3 * DAY)).await.unwrap();
+    blocking(move || maintenance(&s).compact(DAY0 + 3 * DAY))
+        .await
+        .unwrap();
     let got = super::duckdb_totals(root.local_dir().unwrap());
     let (n, requests, errors) = want_totals(&data.rows);
-    assert_eq!(&got[..3], &[n, requests, errors], "duckdb: [count, sum(requests), sum(errors)]");
+    assert_eq!(
+        &got[..3],
+        &[n, requests, errors],
+        "duckdb: [count, sum(requests), sum(errors)]"
+    );
 }

@@ -115,7 +115,9 @@ fn arb_attr() -> impl Strategy<Value = KeyValue> {
         (
             keys.clone(),
             // One-, two- and three-byte varints around the decoder's inline cases, and negative.
-            prop::sample::select(vec![200i64, 404, 500, 503, -1, 0, 7, 127, 128, 16_383, 16_384, 70_000])
+            prop::sample::select(vec![
+                200i64, 404, 500, 503, -1, 0, 7, 127, 128, 16_383, 16_384, 70_000
+            ])
         )
             .prop_map(|(k, v)| kv_int(k, v)),
         keys.prop_map(|k| KeyValue {

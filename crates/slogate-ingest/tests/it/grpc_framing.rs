@@ -5,7 +5,9 @@
 
 use crate::overload::pipeline;
 use bytes::Bytes;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
@@ -18,7 +20,9 @@ use tower::ServiceExt;
 fn request(spans: usize) -> Vec<u8> {
     let kv = |k: &str, v: &str| KeyValue {
         key: k.into(),
-        value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
         ..Default::default()
     };
     let spans = (0..spans)
@@ -29,14 +33,24 @@ fn request(spans: usize) -> Vec<u8> {
             kind: SpanKind::Server as i32,
             start_time_unix_nano: 1_800_000_000_000_000_000,
             end_time_unix_nano: 1_800_000_000_000_000_000 + 1_000_000 * (i as u64 % 300 + 1),
-            attributes: vec![kv("http.request.method", "GET"), kv("http.route", "/cart/{id}"), kv("url.full", &"x".repeat(300))],
+            attributes: vec![
+                kv("http.request.method", "GET"),
+                kv("http.route", "/cart/{id}"),
+                kv("url.full", &"x".repeat(300)),
+            ],
             ..Default::default()
         })
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            resource: Some(Resource { attributes: vec![kv("service.name", "checkout")], ..Default::default() }),
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "checkout")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -77,18 +91,28 @@ async fn call(
     frame: usize,
     encoding: Option<&str>,
 ) -> (i32, String, Bytes) {
-    let chunks = body.chunks(frame.max(1)).map(Bytes::copy_from_slice).collect();
+    let chunks = body
+        .chunks(frame.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect();
     let mut req = http::Request::post(EXPORT_PATH)
         .header("content-type", "application/grpc")
         .header("te", "trailers");
     if let Some(e) = encoding {
         req = req.header("grpc-encoding", e);
     }
-    let resp = TraceServiceServer::new(p.clone()).oneshot(req.body(Chunks(chunks)).unwrap()).await.unwrap();
+    let resp = TraceServiceServer::new(p.clone())
+        .oneshot(req.body(Chunks(chunks)).unwrap())
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     if let Some(status) = tonic::Status::from_header_map(resp.headers()) {
         // Trailers-only: an error.
-        return (status.code() as i32, status.message().to_string(), Bytes::new());
+        return (
+            status.code() as i32,
+            status.message().to_string(),
+            Bytes::new(),
+        );
     }
     use http_body_util::BodyExt;
     let collected = resp.into_body().collect().await.unwrap();
@@ -134,16 +158,66 @@ async fn malformed_calls_get_the_right_status_and_record_nothing() {
     // (body, grpc-encoding, code, message fragment)
     let cases: Vec<(Vec<u8>, Option<&str>, tonic::Code, &str)> = vec![
         (vec![], None, tonic::Code::InvalidArgument, "no message"),
-        (good[..3].to_vec(), None, tonic::Code::InvalidArgument, "truncated message header"),
-        (good[..good.len() - 1].to_vec(), None, tonic::Code::InvalidArgument, "ends after"),
-        (two, None, tonic::Code::InvalidArgument, "more than one message"),
-        (framed(1, &request(3)), None, tonic::Code::InvalidArgument, "no grpc-encoding"),
-        (framed(7, &request(3)), None, tonic::Code::InvalidArgument, "invalid compressed-flag 7"),
-        (framed(1, b"not gzip at all"), Some("gzip"), tonic::Code::InvalidArgument, "corrupt gzip"),
-        (good.clone(), Some("zstd"), tonic::Code::InvalidArgument, "grpc-encoding \"zstd\""),
-        (huge, None, tonic::Code::ResourceExhausted, "exceeds the 1048576-byte limit"),
-        (bomb, Some("gzip"), tonic::Code::ResourceExhausted, "after decompression"),
-        (framed(0, b"\x0a\xff\xff\xff\x0fnot protobuf"), None, tonic::Code::InvalidArgument, "invalid ExportTraceServiceRequest"),
+        (
+            good[..3].to_vec(),
+            None,
+            tonic::Code::InvalidArgument,
+            "truncated message header",
+        ),
+        (
+            good[..good.len() - 1].to_vec(),
+            None,
+            tonic::Code::InvalidArgument,
+            "ends after",
+        ),
+        (
+            two,
+            None,
+            tonic::Code::InvalidArgument,
+            "more than one message",
+        ),
+        (
+            framed(1, &request(3)),
+            None,
+            tonic::Code::InvalidArgument,
+            "no grpc-encoding",
+        ),
+        (
+            framed(7, &request(3)),
+            None,
+            tonic::Code::InvalidArgument,
+            "invalid compressed-flag 7",
+        ),
+        (
+            framed(1, b"not gzip at all"),
+            Some("gzip"),
+            tonic::Code::InvalidArgument,
+            "corrupt gzip",
+        ),
+        (
+            good.clone(),
+            Some("zstd"),
+            tonic::Code::InvalidArgument,
+            "grpc-encoding \"zstd\"",
+        ),
+        (
+            huge,
+            None,
+            tonic::Code::ResourceExhausted,
+            "exceeds the 1048576-byte limit",
+        ),
+        (
+            bomb,
+            Some("gzip"),
+            tonic::Code::ResourceExhausted,
+            "after decompression",
+        ),
+        (
+            framed(0, b"\x0a\xff\xff\xff\x0fnot protobuf"),
+            None,
+            tonic::Code::InvalidArgument,
+            "invalid ExportTraceServiceRequest",
+        ),
     ];
     let (p, rec) = pipeline();
     let n = cases.len();
@@ -151,7 +225,10 @@ async fn malformed_calls_get_the_right_status_and_record_nothing() {
         for frame in [16 * 1024, 2] {
             let (got, msg, _) = call(&p, &body, frame, enc).await;
             assert_eq!(got, code as i32, "{fragment}, frames of {frame}: {msg}");
-            assert!(msg.contains(fragment), "{fragment}, frames of {frame}: {msg}");
+            assert!(
+                msg.contains(fragment),
+                "{fragment}, frames of {frame}: {msg}"
+            );
         }
     }
     assert_eq!(rec.0.load(Ordering::Relaxed), 0);
@@ -174,6 +251,14 @@ async fn other_methods_and_content_types_are_not_exports() {
         .header("content-type", "application/grpc")
         .body(Chunks(Default::default()))
         .unwrap();
-    let resp = TraceServiceServer::new(p.clone()).oneshot(req).await.unwrap();
-    assert_eq!(tonic::Status::from_header_map(resp.headers()).unwrap().code(), tonic::Code::Unimplemented);
+    let resp = TraceServiceServer::new(p.clone())
+        .oneshot(req)
+        .await
+        .unwrap();
+    assert_eq!(
+        tonic::Status::from_header_map(resp.headers())
+            .unwrap()
+            .code(),
+        tonic::Code::Unimplemented
+    );
 }

@@ -57,8 +57,14 @@ fn check(bytes: &[u8], target: &Sketch) -> Result<(), TestCaseError> {
     // input, and leaves a consistent sketch on any: its buckets add up to its count.
     let mut trusted = target.clone();
     trusted.merge_encoded_trusted(bytes);
-    prop_assert_eq!(trusted.buckets().map(|(_, c)| u128::from(c)).sum::<u128>(), u128::from(trusted.count()));
-    let _ = (trusted.quantiles([0.0, 0.5, 0.99, 1.0]), trusted.count_at_most(u64::MAX / 3));
+    prop_assert_eq!(
+        trusted.buckets().map(|(_, c)| u128::from(c)).sum::<u128>(),
+        u128::from(trusted.count())
+    );
+    let _ = (
+        trusted.quantiles([0.0, 0.5, 0.99, 1.0]),
+        trusted.count_at_most(u64::MAX / 3),
+    );
     if let Ok(s) = &decoded {
         let mut want = target.clone();
         want.merge(s);

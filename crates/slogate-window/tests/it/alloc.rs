@@ -7,9 +7,9 @@
 //! [`MEASURING`] so they do not disturb each other's figures.
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, ResourceSpans, ScopeSpans, Span};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
 use prost::Message;
 use slogate_ingest::extract::ExtractConfig;
 use slogate_ingest::{IngestLimits, IngestStats, Pipeline};
@@ -64,11 +64,23 @@ fn count_allocations(f: impl FnOnce()) -> u64 {
 }
 
 fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
 }
 
 fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::IntValue(v)) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::IntValue(v)),
+        }),
+        ..Default::default()
+    }
 }
 
 /// 512 server spans over 4 services and 16 routes, with the usual attributes.
@@ -79,7 +91,12 @@ fn request(seed: u64) -> Vec<u8> {
         .enumerate()
         .map(|(si, svc)| ResourceSpans {
             resource: Some(Resource {
-                attributes: vec![kv("service.name", svc), kv("service.version", "v1.4.2"), kv("deployment.environment.name", "prod"), kv("host.name", "node-7")],
+                attributes: vec![
+                    kv("service.name", svc),
+                    kv("service.version", "v1.4.2"),
+                    kv("deployment.environment.name", "prod"),
+                    kv("host.name", "node-7"),
+                ],
                 ..Default::default()
             }),
             scope_spans: vec![ScopeSpans {
@@ -92,13 +109,23 @@ fn request(seed: u64) -> Vec<u8> {
                             name: "handler".into(),
                             kind: SpanKind::Server as i32,
                             start_time_unix_nano: 1_700_000_000_000_000_000,
-                            end_time_unix_nano: 1_700_000_000_000_000_000 + 1_000_000 * (1 + n % 300),
+                            end_time_unix_nano: 1_700_000_000_000_000_000
+                                + 1_000_000 * (1 + n % 300),
                             attributes: vec![
-                                kv("http.request.method", if i % 3 == 0 { "POST" } else { "GET" }),
+                                kv(
+                                    "http.request.method",
+                                    if i % 3 == 0 { "POST" } else { "GET" },
+                                ),
                                 kv("http.route", &format!("/api/v1/items/{}", i % 4)),
                                 kv("url.path", &format!("/api/v1/items/{}/{}", i % 4, n)),
-                                kv_int("http.response.status_code", if n % 50 == 0 { 503 } else { 200 }),
-                                kv("user_agent.original", "Mozilla/5.0 (X11; Linux x86_64) slogate-test"),
+                                kv_int(
+                                    "http.response.status_code",
+                                    if n % 50 == 0 { 503 } else { 200 },
+                                ),
+                                kv(
+                                    "user_agent.original",
+                                    "Mozilla/5.0 (X11; Linux x86_64) slogate-test",
+                                ),
                             ],
                             ..Default::default()
                         }
@@ -116,7 +143,12 @@ fn request(seed: u64) -> Vec<u8> {
 fn decode_extract_record_allocates_nothing_per_span() {
     let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let registry = Registry::new(WindowConfig::default(), ManualClock::new(1_800_000_000));
-    let pipeline = Pipeline::new(registry.clone(), ExtractConfig::default(), IngestLimits::default(), Arc::new(IngestStats::default()));
+    let pipeline = Pipeline::new(
+        registry.clone(),
+        ExtractConfig::default(),
+        IngestLimits::default(),
+        Arc::new(IngestStats::default()),
+    );
     // Warm-up: creates the series, grows the buffers, and lets each series' sketch grow its
     // bucket range over the latencies it sees (a range grows a handful of times per series,
     // never per span).
@@ -136,6 +168,13 @@ fn decode_extract_record_allocates_nothing_per_span() {
     }
     let n: u64 = per.iter().sum();
     assert_eq!(recorded, 5120);
-    assert_eq!(registry.series_count(), series, "no new series in the measured round");
-    assert_eq!(n, 0, "heap allocations per 512-span request while decoding and recording: {per:?}");
+    assert_eq!(
+        registry.series_count(),
+        series,
+        "no new series in the measured round"
+    );
+    assert_eq!(
+        n, 0,
+        "heap allocations per 512-span request while decoding and recording: {per:?}"
+    );
 }

@@ -6,7 +6,7 @@
 //! Traffic is realistic: two ingest threads (two shards), log-normal latencies (σ = 0.5, a
 //! median per operation between 5 and 200 ms), a few closed slots and a busy open slot.
 
-use crate::alloc::{net_bytes, MEASURING};
+use crate::alloc::{MEASURING, net_bytes};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use slogate_core::{Observation, ObservationWriter, Operation, Recorder};
@@ -40,9 +40,15 @@ fn lognormal(rng: &mut StdRng, median_ns: f64, sigma: f64) -> u64 {
 
 fn run(c: &Case) -> Measured {
     // Names and medians exist before the measurement starts and outlive it.
-    let services: Vec<String> = (0..c.series.div_ceil(100)).map(|s| format!("service-{s:03}")).collect();
-    let ops: Vec<String> = (0..100).map(|o| format!("/api/v1/resource-{o:02}/{{id}}")).collect();
-    let medians: Vec<f64> = (0..100).map(|o| 5e6 * 40f64.powf(o as f64 / 99.0)).collect();
+    let services: Vec<String> = (0..c.series.div_ceil(100))
+        .map(|s| format!("service-{s:03}"))
+        .collect();
+    let ops: Vec<String> = (0..100)
+        .map(|o| format!("/api/v1/resource-{o:02}/{{id}}"))
+        .collect();
+    let medians: Vec<f64> = (0..100)
+        .map(|o| 5e6 * 40f64.powf(o as f64 / 99.0))
+        .collect();
 
     let before = net_bytes();
     let clock = ManualClock::new(T0);
@@ -52,7 +58,8 @@ fn run(c: &Case) -> Measured {
     let barrier = std::sync::Barrier::new(3);
     std::thread::scope(|scope| {
         for t in 0..2u64 {
-            let (services, ops, medians, registry, barrier) = (&services, &ops, &medians, &registry, &barrier);
+            let (services, ops, medians, registry, barrier) =
+                (&services, &ops, &medians, &registry, &barrier);
             scope.spawn(move || {
                 let mut rng = StdRng::seed_from_u64(t);
                 for _ in 0..=c.closed_slots {
@@ -91,17 +98,41 @@ fn run(c: &Case) -> Measured {
     let allocator = (net_bytes() - before) as usize;
     let m = registry.memory();
     drop(registry);
-    Measured { allocator, live: m.live, closed: m.closed() }
+    Measured {
+        allocator,
+        live: m.live,
+        closed: m.closed(),
+    }
 }
 
 #[test]
 fn registry_accounting_matches_the_allocator_and_live_state_fits_4_kib() {
     let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let cases = [
-        Case { series: 1_000, per_slot: 200, closed_slots: 3, live_bound: TARGET },
-        Case { series: 10_000, per_slot: 20, closed_slots: 2, live_bound: TARGET },
-        Case { series: 100, per_slot: 1_000, closed_slots: 2, live_bound: TARGET },
-        Case { series: 20, per_slot: 20_000, closed_slots: 2, live_bound: TARGET },
+        Case {
+            series: 1_000,
+            per_slot: 200,
+            closed_slots: 3,
+            live_bound: TARGET,
+        },
+        Case {
+            series: 10_000,
+            per_slot: 20,
+            closed_slots: 2,
+            live_bound: TARGET,
+        },
+        Case {
+            series: 100,
+            per_slot: 1_000,
+            closed_slots: 2,
+            live_bound: TARGET,
+        },
+        Case {
+            series: 20,
+            per_slot: 20_000,
+            closed_slots: 2,
+            live_bound: TARGET,
+        },
     ];
     for c in &cases {
         let m = run(c);
@@ -118,7 +149,17 @@ fn registry_accounting_matches_the_allocator_and_live_state_fits_4_kib() {
             c.closed_slots
         );
         let diff = counted.abs_diff(m.allocator);
-        assert!(diff * 20 <= m.allocator, "{} series: registry says {counted} B, allocator {} B (more than 5 % apart)", c.series, m.allocator);
-        assert!(per(m.live) <= c.live_bound, "{} series: {} B of live state per series", c.series, per(m.live));
+        assert!(
+            diff * 20 <= m.allocator,
+            "{} series: registry says {counted} B, allocator {} B (more than 5 % apart)",
+            c.series,
+            m.allocator
+        );
+        assert!(
+            per(m.live) <= c.live_bound,
+            "{} series: {} B of live state per series",
+            c.series,
+            per(m.live)
+        );
     }
 }

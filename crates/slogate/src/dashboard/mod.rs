@@ -7,9 +7,9 @@
 //! MIME sniffing; the script renders every value with `textContent`, never as HTML, because
 //! service names and attribute values come from untrusted spans.
 
-use crate::api::{api_error, latency_ms, parse_window, AppState, LatencyMs};
+use crate::api::{AppState, LatencyMs, api_error, latency_ms, parse_window};
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -31,9 +31,18 @@ const MAX_SERIES_ROWS: usize = 500;
 /// The dashboard's routes besides `/` (which `api::router` maps to [`index`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/assets/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
-        .route("/assets/app.css", get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }))
-        .route("/assets/favicon.svg", get(|| async { asset(FAVICON_SVG, "image/svg+xml") }))
+        .route(
+            "/assets/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/assets/app.css",
+            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/assets/favicon.svg",
+            get(|| async { asset(FAVICON_SVG, "image/svg+xml") }),
+        )
         .route("/api/v1/series", get(series))
 }
 
@@ -49,10 +58,19 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     // The assets change only with the binary; revalidating on every load keeps an upgraded
     // server from running an old script against a new API.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     resp
 }
 
@@ -83,11 +101,23 @@ struct SeriesResponse {
 }
 
 /// `GET /api/v1/series?window=10m[&service=S]`: the series with traffic in the window.
-async fn series(State(st): State<AppState>, Query(params): Query<BTreeMap<String, String>>) -> Response {
-    if let Some(k) = params.keys().find(|k| !matches!(k.as_str(), "window" | "service")) {
-        return api_error(StatusCode::BAD_REQUEST, format!("unknown query parameter `{k}`; use window and service"));
+async fn series(
+    State(st): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Response {
+    if let Some(k) = params
+        .keys()
+        .find(|k| !matches!(k.as_str(), "window" | "service"))
+    {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown query parameter `{k}`; use window and service"),
+        );
     }
-    let window = match parse_window(params.get("window").map_or("10m", String::as_str), &st.registry) {
+    let window = match parse_window(
+        params.get("window").map_or("10m", String::as_str),
+        &st.registry,
+    ) {
         Ok(w) => w,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, e),
     };
@@ -96,14 +126,27 @@ async fn series(State(st): State<AppState>, Query(params): Query<BTreeMap<String
     let answer = tokio::task::spawn_blocking(move || {
         // Extra dimensions are summed over: the dashboard breaks traffic down by the four
         // fixed dimensions only.
-        let keys: BTreeSet<(String, String, String, String)> =
-            registry.series_keys(service.as_deref()).into_iter().map(|k| (k.service, k.env, k.version, k.operation)).collect();
-        let services: Vec<String> = keys.iter().map(|k| k.0.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+        let keys: BTreeSet<(String, String, String, String)> = registry
+            .series_keys(service.as_deref())
+            .into_iter()
+            .map(|k| (k.service, k.env, k.version, k.operation))
+            .collect();
+        let services: Vec<String> = keys
+            .iter()
+            .map(|k| k.0.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let extra = &registry.config().extra_dims;
         let mut rows: Vec<SeriesRow> = keys
             .into_iter()
             .filter_map(|(service, env, version, operation)| {
-                let pairs = [("service", &service), ("env", &env), ("version", &version), ("operation", &operation)];
+                let pairs = [
+                    ("service", &service),
+                    ("env", &env),
+                    ("version", &version),
+                    ("operation", &operation),
+                ];
                 let sel = Selector::new(pairs.iter().map(|(k, v)| (*k, v.as_str())), extra).ok()?;
                 let w = registry.query(&sel, window);
                 (w.requests > 0).then(|| SeriesRow {
@@ -119,14 +162,26 @@ async fn series(State(st): State<AppState>, Query(params): Query<BTreeMap<String
                 })
             })
             .collect();
-        rows.sort_by(|a, b| b.requests.cmp(&a.requests).then_with(|| (&a.service, &a.version, &a.operation).cmp(&(&b.service, &b.version, &b.operation))));
+        rows.sort_by(|a, b| {
+            b.requests.cmp(&a.requests).then_with(|| {
+                (&a.service, &a.version, &a.operation).cmp(&(&b.service, &b.version, &b.operation))
+            })
+        });
         let truncated = rows.len() > MAX_SERIES_ROWS;
         rows.truncate(MAX_SERIES_ROWS);
-        SeriesResponse { window_seconds: window, services, series: rows, truncated }
+        SeriesResponse {
+            window_seconds: window,
+            services,
+            series: rows,
+            truncated,
+        }
     })
     .await;
     match answer {
         Ok(a) => Json(a).into_response(),
-        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, format!("series listing failed: {e}")),
+        Err(e) => api_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("series listing failed: {e}"),
+        ),
     }
 }

@@ -13,7 +13,8 @@ fn fast_windows() -> &'static str {
 }
 
 fn mock(rt: &tokio::runtime::Runtime) -> MockServer {
-    rt.block_on(MockServer::start("127.0.0.1:0".parse().unwrap())).unwrap()
+    rt.block_on(MockServer::start("127.0.0.1:0".parse().unwrap()))
+        .unwrap()
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -45,7 +46,10 @@ fn slo_burn_pages_once_and_resolves_once() {
     let server = Server::start(&config);
 
     // checkout: healthy, then half its requests fail for 6 s (a 50x burn), then healthy again.
-    let target = Target { endpoint: format!("http://127.0.0.1:{}", server.grpc), ..Target::default() };
+    let target = Target {
+        endpoint: format!("http://127.0.0.1:{}", server.grpc),
+        ..Target::default()
+    };
     let mut checkout = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(20.0, 0.3));
     checkout.error_rate = 0.0;
     let name = checkout.display_name();
@@ -53,15 +57,32 @@ fn slo_burn_pages_once_and_resolves_once() {
         name: None,
         at: Duration::from_secs(at),
         rate: None,
-        cohorts: [(name.clone(), CohortOverride { error_rate: Some(error_rate), ..Default::default() })].into(),
+        cohorts: [(
+            name.clone(),
+            CohortOverride {
+                error_rate: Some(error_rate),
+                ..Default::default()
+            },
+        )]
+        .into(),
     };
-    let mut sc = Scenario::new(target.clone(), Rate::PerSecond(1000.0), Duration::from_secs(14), vec![checkout]);
+    let mut sc = Scenario::new(
+        target.clone(),
+        Rate::PerSecond(1000.0),
+        Duration::from_secs(14),
+        vec![checkout],
+    );
     sc.batch_size = 50;
     sc.phases = vec![burst(2, 0.5), burst(8, 0.0)];
     // tiny: every request fails, but 30 requests are too few to page.
     let mut tiny = CohortSpec::new("tiny", "v1", LatencyDist::lognormal(20.0, 0.3));
     tiny.error_rate = 1.0;
-    let mut low = Scenario::new(target, Rate::PerSecond(10.0), Duration::from_secs(3), vec![tiny]);
+    let mut low = Scenario::new(
+        target,
+        Rate::PerSecond(10.0),
+        Duration::from_secs(3),
+        vec![tiny],
+    );
     low.batch_size = 5;
     let tiny_report = slogate_load::run_blocking(&low).unwrap();
     assert!(tiny_report.spans_sent < 100 && tiny_report.spans_sent > 0);
@@ -69,7 +90,9 @@ fn slo_burn_pages_once_and_resolves_once() {
     assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
 
     // Trigger, then (once the short window is clean) resolve.
-    wait_for("a trigger and a resolve", Duration::from_secs(30), || (pd.accepted().len() >= 2).then_some(()));
+    wait_for("a trigger and a resolve", Duration::from_secs(30), || {
+        (pd.accepted().len() >= 2).then_some(())
+    });
     // Nothing more arrives: the alert fired once and resolved once.
     std::thread::sleep(Duration::from_secs(3));
     let events = pd.accepted();
@@ -82,19 +105,49 @@ fn slo_burn_pages_once_and_resolves_once() {
     assert_eq!(payload["severity"], "critical");
     assert_eq!(payload["source"], "checkout");
     assert_eq!(payload["class"], "slo_burn");
-    assert!(payload["summary"].as_str().unwrap().contains("checkout-availability SLO"), "{payload}");
-    assert!(payload["custom_details"]["long_burn_rate"].as_f64().unwrap() >= 10.0, "{payload}");
-    assert!(events[0]["links"][0]["href"].as_str().unwrap().ends_with("/api/v1/slos/checkout-availability"));
-    assert!(events.iter().all(|e| !e["dedup_key"].as_str().unwrap().contains("tiny")), "low traffic paged");
+    assert!(
+        payload["summary"]
+            .as_str()
+            .unwrap()
+            .contains("checkout-availability SLO"),
+        "{payload}"
+    );
+    assert!(
+        payload["custom_details"]["long_burn_rate"]
+            .as_f64()
+            .unwrap()
+            >= 10.0,
+        "{payload}"
+    );
+    assert!(
+        events[0]["links"][0]["href"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/v1/slos/checkout-availability")
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| !e["dedup_key"].as_str().unwrap().contains("tiny")),
+        "low traffic paged"
+    );
     // The flaky start was retried, not dropped.
     assert!(pd.requests().len() >= 5, "{} requests", pd.requests().len());
 
     // The API shows the SLO, the budget and the alert history.
     let slo = server.get_json("/api/v1/slos/checkout-availability");
-    assert!(slo["remaining_ratio"].as_f64().unwrap() < 0.0, "the burst overspent a 1% budget: {slo}");
+    assert!(
+        slo["remaining_ratio"].as_f64().unwrap() < 0.0,
+        "the burst overspent a 1% budget: {slo}"
+    );
     assert_eq!(slo["burn_rates"][0]["tier"], "P1");
     let alerts = server.get_json("/api/v1/alerts");
-    let transitions: Vec<&str> = alerts["transitions"].as_array().unwrap().iter().map(|t| t["transition"].as_str().unwrap()).collect();
+    let transitions: Vec<&str> = alerts["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["transition"].as_str().unwrap())
+        .collect();
     assert_eq!(transitions, ["resolved", "fired"], "{alerts}");
     assert_eq!(alerts["delivery"]["delivered"], 2, "{alerts}");
     assert_eq!(server.metric("slogate_pagerduty_delivered_total"), 2.0);
@@ -116,21 +169,42 @@ fn pending_page_survives_sigkill() {
         outbox.path().display()
     );
     let server = Server::start(&config);
-    let target = Target { endpoint: format!("http://127.0.0.1:{}", server.grpc), ..Target::default() };
+    let target = Target {
+        endpoint: format!("http://127.0.0.1:{}", server.grpc),
+        ..Target::default()
+    };
     let mut canary = CohortSpec::new("checkout", "v2", LatencyDist::lognormal(20.0, 0.3));
     canary.error_rate = 0.3;
-    let mut sc = Scenario::new(target, Rate::PerSecond(500.0), Duration::from_secs(1), vec![canary]);
+    let mut sc = Scenario::new(
+        target,
+        Rate::PerSecond(500.0),
+        Duration::from_secs(1),
+        vec![canary],
+    );
     sc.batch_size = 25;
     slogate_load::run_blocking(&sc).unwrap();
     let doc = server.get_json("/api/v1/gates/checkout/verdict");
     assert_eq!(doc["verdict"], "fail", "{doc}");
     // The trigger is in the outbox and being retried against the failing PagerDuty.
-    wait_for("retries", Duration::from_secs(10), || (pd.requests().len() >= 3).then_some(()));
+    wait_for("retries", Duration::from_secs(10), || {
+        (pd.requests().len() >= 3).then_some(())
+    });
     assert!(pd.accepted().is_empty());
-    let pending: Vec<_> = std::fs::read_dir(outbox.path()).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).collect();
-    assert_eq!(pending.len(), 1, "one notification on disk before it was delivered");
+    let pending: Vec<_> = std::fs::read_dir(outbox.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    assert_eq!(
+        pending.len(),
+        1,
+        "one notification on disk before it was delivered"
+    );
     let on_disk = std::fs::read_to_string(pending[0].path()).unwrap();
-    assert!(!on_disk.contains(TEST_ROUTING_KEY), "the routing key never touches the disk");
+    assert!(
+        !on_disk.contains(TEST_ROUTING_KEY),
+        "the routing key never touches the disk"
+    );
 
     server.kill();
     pd.reset();
@@ -146,9 +220,18 @@ fn pending_page_survives_sigkill() {
     assert_eq!(events[0]["event_action"], "trigger");
     assert_eq!(events[0]["payload"]["class"], "gate_failure");
     assert_eq!(events[0]["payload"]["severity"], "error");
-    assert!(events[0]["dedup_key"].as_str().unwrap().starts_with("slogate/gate/checkout/"));
+    assert!(
+        events[0]["dedup_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("slogate/gate/checkout/")
+    );
     wait_for("an empty outbox", Duration::from_secs(5), || {
-        let left = std::fs::read_dir(outbox.path()).unwrap().flatten().filter(|e| e.path().extension().is_some_and(|x| x == "json")).count();
+        let left = std::fs::read_dir(outbox.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .count();
         (left == 0).then_some(())
     });
     drop(server);

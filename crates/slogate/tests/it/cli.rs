@@ -1,6 +1,6 @@
 //! The command line as a person uses it: config checks, startup errors, SLI queries, no-data.
 
-use crate::harness::{slogate, Server};
+use crate::harness::{Server, slogate};
 
 #[test]
 fn config_check_reports_file_line_and_field() {
@@ -12,10 +12,20 @@ fn config_check_reports_file_line_and_field() {
     assert!(out.contains("ok (slot 5s"), "{out}");
 
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "server:\n  http: 0.0.0.0:8080\nwindows:\n  slott: 5s\n").unwrap();
+    std::fs::write(
+        &bad,
+        "server:\n  http: 0.0.0.0:8080\nwindows:\n  slott: 5s\n",
+    )
+    .unwrap();
     let (code, _, err) = slogate(&["config", "check", bad.to_str().unwrap()]);
     assert_eq!(code, 3);
-    assert!(err.contains(&format!("{}:4:3: windows.slott: unknown field `slott`", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:4:3: windows.slott: unknown field `slott`",
+            bad.display()
+        )),
+        "{err}"
+    );
 
     // serve refuses the same file with the same message and does not start.
     let (code, _, err) = slogate(&["serve", "--config", bad.to_str().unwrap()]);
@@ -24,7 +34,10 @@ fn config_check_reports_file_line_and_field() {
 
     let (code, _, err) = slogate(&["config", "check", "/nonexistent/slogate.yaml"]);
     assert_eq!(code, 3);
-    assert!(err.contains("/nonexistent/slogate.yaml: cannot read"), "{err}");
+    assert!(
+        err.contains("/nonexistent/slogate.yaml: cannot read"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -36,10 +49,18 @@ fn sli_without_data_is_null_not_zero() {
     assert!(v["latency_ms"]["p99"].is_null(), "{v}");
 
     let cases = [
-        ("/api/v1/sli?window=5m", 400, "missing query parameter `service`"),
+        (
+            "/api/v1/sli?window=5m",
+            400,
+            "missing query parameter `service`",
+        ),
         ("/api/v1/sli?service=a&window=soon", 400, "invalid window"),
         ("/api/v1/sli?service=a&window=30d", 400, "outside"),
-        ("/api/v1/sli?service=a&colour=red", 400, "unknown dimension `colour`"),
+        (
+            "/api/v1/sli?service=a&colour=red",
+            400,
+            "unknown dimension `colour`",
+        ),
     ];
     for (path, status, fragment) in cases {
         let (got, body) = server.get(path).unwrap();
@@ -47,7 +68,15 @@ fn sli_without_data_is_null_not_zero() {
         assert!(body.contains(fragment), "{path}: {body}");
     }
 
-    let (code, out, err) = slogate(&["sli", "--service", "nobody", "--window", "5m", "--server", &server.api_url("")]);
+    let (code, out, err) = slogate(&[
+        "sli",
+        "--service",
+        "nobody",
+        "--window",
+        "5m",
+        "--server",
+        &server.api_url(""),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("\"requests\":0"), "{out}");
     for path in ["/healthz", "/readyz", "/metrics", "/"] {

@@ -6,7 +6,7 @@
 //! Chromium comes from `SLOGATE_CHROMIUM` (scripts/test installs Debian's `chromium` and sets it)
 //! or `/usr/bin/chromium`; without it these tests fail.
 
-use crate::harness::{lognormal_spans, Server, SpanSpec};
+use crate::harness::{Server, SpanSpec, lognormal_spans};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,12 +88,22 @@ fn render(url: &str, budget_ms: u64) -> Rendered {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("chromium did not finish rendering {url} in 90 s; log:\n{}", err.join().unwrap());
+            panic!(
+                "chromium did not finish rendering {url} in 90 s; log:\n{}",
+                err.join().unwrap()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let rendered = Rendered { dom: out.join().unwrap(), log: err.join().unwrap() };
-    assert!(rendered.dom.contains("</html>"), "no DOM from chromium for {url}; log:\n{}", rendered.log);
+    let rendered = Rendered {
+        dom: out.join().unwrap(),
+        log: err.join().unwrap(),
+    };
+    assert!(
+        rendered.dom.contains("</html>"),
+        "no DOM from chromium for {url}; log:\n{}",
+        rendered.log
+    );
     rendered
 }
 
@@ -102,13 +112,23 @@ impl Rendered {
     fn console_problems(&self) -> Vec<&str> {
         self.log
             .lines()
-            .filter(|l| l.contains("Uncaught") || l.contains("Refused to") || l.contains("Content Security Policy") || (l.contains(":CONSOLE") && l.contains("rror")))
+            .filter(|l| {
+                l.contains("Uncaught")
+                    || l.contains("Refused to")
+                    || l.contains("Content Security Policy")
+                    || (l.contains(":CONSOLE") && l.contains("rror"))
+            })
             .collect()
     }
 
     /// The outer HTML of the first element whose start tag contains `marker` (an attribute).
     fn element(&self, marker: &str) -> &str {
-        element(&self.dom, marker).unwrap_or_else(|| panic!("no element with {marker} in the rendered DOM:\n{}", self.dom))
+        element(&self.dom, marker).unwrap_or_else(|| {
+            panic!(
+                "no element with {marker} in the rendered DOM:\n{}",
+                self.dom
+            )
+        })
     }
 }
 
@@ -117,7 +137,10 @@ impl Rendered {
 fn element<'a>(html: &'a str, marker: &str) -> Option<&'a str> {
     let at = html.find(marker)?;
     let start = html[..at].rfind('<')?;
-    let name: String = html[start + 1..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+    let name: String = html[start + 1..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
     let (open, close) = (format!("<{name}"), format!("</{name}>"));
     let mut depth = 0usize;
     let mut pos = start + 1;
@@ -144,7 +167,10 @@ fn element<'a>(html: &'a str, marker: &str) -> Option<&'a str> {
 
 /// Text as the DOM serialiser writes it inside an element.
 fn html_text(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('\u{a0}', "&nbsp;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\u{a0}', "&nbsp;")
 }
 
 // The dashboard's number formats (app.js: fmtInt, fmtMs, fmtMetric, fmtBound, fmtPct).
@@ -212,7 +238,11 @@ fn send(server: &Server, service: &str, version: &str, spans: &[SpanSpec]) {
         ]},
         "scopeSpans": [{"spans": spans.iter().enumerate().map(|(i, s)| span_json(s, i)).collect::<Vec<_>>()}],
     }]});
-    let resp = reqwest::blocking::Client::new().post(format!("http://127.0.0.1:{}/v1/traces", server.http)).json(&body).send().unwrap();
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/traces", server.http))
+        .json(&body)
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
 }
 
@@ -237,27 +267,57 @@ fn dashboard_shows_what_the_api_says() {
     assert_eq!(doc["decision"], "rollback", "the canary regressed: {doc}");
 
     let page = render(&server.api_url("/"), 5000);
-    assert_eq!(page.console_problems(), Vec::<&str>::new(), "console:\n{}", page.log);
-    assert!(page.dom.contains("data-state=\"ok\""), "the page did not finish a refresh:\n{}", page.dom);
+    assert_eq!(
+        page.console_problems(),
+        Vec::<&str>::new(),
+        "console:\n{}",
+        page.log
+    );
+    assert!(
+        page.dom.contains("data-state=\"ok\""),
+        "the page did not finish a refresh:\n{}",
+        page.dom
+    );
     assert!(!page.dom.contains("data-js-error"), "{}", page.dom);
 
     // The gate's latest verdict: decision, verdict, and every criterion's why, without a click.
     let sli_after = server.get_json("/api/v1/sli?service=checkout&window=10m");
     let verdicts = server.get_json("/api/v1/verdicts?gate=checkout-canary");
-    assert_eq!(verdicts["verdicts"][0], doc, "the dashboard reads the verdict log");
+    assert_eq!(
+        verdicts["verdicts"][0], doc,
+        "the dashboard reads the verdict log"
+    );
     let card = page.element("data-gate=\"checkout-canary\"");
     assert!(card.contains("data-decision=\"rollback\""), "{card}");
-    assert!(card.contains(">rollback<") && card.contains(">fail<"), "decision and verdict shown: {card}");
-    assert!(card.contains(&html_text(doc["canary"]["selector"].as_str().unwrap())), "{card}");
-    assert!(card.contains(&fmt_int(doc["canary"]["requests"].as_u64().unwrap())), "{card}");
+    assert!(
+        card.contains(">rollback<") && card.contains(">fail<"),
+        "decision and verdict shown: {card}"
+    );
+    assert!(
+        card.contains(&html_text(doc["canary"]["selector"].as_str().unwrap())),
+        "{card}"
+    );
+    assert!(
+        card.contains(&fmt_int(doc["canary"]["requests"].as_u64().unwrap())),
+        "{card}"
+    );
     for c in doc["criteria"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
-        let row = element(card, &format!("data-criterion=\"{name}\"")).unwrap_or_else(|| panic!("criterion {name} not shown in {card}"));
+        let row = element(card, &format!("data-criterion=\"{name}\""))
+            .unwrap_or_else(|| panic!("criterion {name} not shown in {card}"));
         let metric = c["metric"].as_str().unwrap();
         let observed = element(row, "class=\"num observed\"").unwrap();
-        assert!(observed.contains(&fmt_metric(metric, c["observed"].as_f64().unwrap())), "{name} observed {}: {observed}", c["observed"]);
+        assert!(
+            observed.contains(&fmt_metric(metric, c["observed"].as_f64().unwrap())),
+            "{name} observed {}: {observed}",
+            c["observed"]
+        );
         let baseline = element(row, "class=\"num baseline\"").unwrap();
-        assert!(baseline.contains(&fmt_metric(metric, c["baseline"].as_f64().unwrap())), "{name} baseline {}: {baseline}", c["baseline"]);
+        assert!(
+            baseline.contains(&fmt_metric(metric, c["baseline"].as_f64().unwrap())),
+            "{name} baseline {}: {baseline}",
+            c["baseline"]
+        );
         let t = &c["threshold"];
         let (pass, fail) = (t["pass"].as_f64().unwrap(), t["fail"].as_f64().unwrap());
         let (pass_text, fail_text) = match t["comparison"].as_str().unwrap() {
@@ -266,76 +326,172 @@ fn dashboard_shows_what_the_api_says() {
             other => panic!("the test does not format comparison {other}"),
         };
         let threshold = element(row, "class=\"threshold\"").unwrap();
-        assert!(threshold.contains(&format!("pass ≤ {pass_text}")) && threshold.contains(&format!("fail &gt; {fail_text}")), "{name}: {threshold}");
+        assert!(
+            threshold.contains(&format!("pass ≤ {pass_text}"))
+                && threshold.contains(&format!("fail &gt; {fail_text}")),
+            "{name}: {threshold}"
+        );
         let samples = element(row, "class=\"num samples\"").unwrap();
-        assert!(samples.contains(&fmt_int(c["canary_requests"].as_u64().unwrap())) && samples.contains(&fmt_int(c["baseline_requests"].as_u64().unwrap())), "{samples}");
-        assert!(row.contains(&format!("data-result=\"{}\"", c["result"].as_str().unwrap())), "{row}");
-        assert!(row.contains(&html_text(c["reason"].as_str().unwrap())), "the reason of {name} is visible: {row}");
+        assert!(
+            samples.contains(&fmt_int(c["canary_requests"].as_u64().unwrap()))
+                && samples.contains(&fmt_int(c["baseline_requests"].as_u64().unwrap())),
+            "{samples}"
+        );
+        assert!(
+            row.contains(&format!(
+                "data-result=\"{}\"",
+                c["result"].as_str().unwrap()
+            )),
+            "{row}"
+        );
+        assert!(
+            row.contains(&html_text(c["reason"].as_str().unwrap())),
+            "the reason of {name} is visible: {row}"
+        );
     }
-    assert!(doc["criteria"].as_array().unwrap().iter().any(|c| c["result"] == "fail"), "{doc}");
+    assert!(
+        doc["criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["result"] == "fail"),
+        "{doc}"
+    );
 
     // Traffic: the service's row carries /api/v1/sli's figures.
     let row = page.element("data-service=\"checkout\"");
-    assert!(row.contains(&format!(">{}<", fmt_int(sli_after["requests"].as_u64().unwrap()))), "requests of {sli_after}: {row}");
+    assert!(
+        row.contains(&format!(
+            ">{}<",
+            fmt_int(sli_after["requests"].as_u64().unwrap())
+        )),
+        "requests of {sli_after}: {row}"
+    );
     for q in ["p50", "p95", "p99"] {
         let want = fmt_ms(sli_after["latency_ms"][q].as_f64().unwrap());
         let cell = element(row, &format!("class=\"num {q}\"")).unwrap();
         assert!(cell.contains(&want), "{q}: want {want} in {cell}");
     }
-    assert!(element(row, "class=\"num error-rate\"").unwrap().contains(&fmt_pct(sli_after["error_rate"].as_f64().unwrap())), "{row}");
+    assert!(
+        element(row, "class=\"num error-rate\"")
+            .unwrap()
+            .contains(&fmt_pct(sli_after["error_rate"].as_f64().unwrap())),
+        "{row}"
+    );
     let versions = server.get_json("/api/v1/series?window=10m");
-    let v2 = versions["series"].as_array().unwrap().iter().find(|s| s["service"] == "checkout" && s["version"] == "v2").expect("v2 series listed");
+    let v2 = versions["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "checkout" && s["version"] == "v2")
+        .expect("v2 series listed");
     let v2_sli = server.get_json("/api/v1/sli?service=checkout&version=v2&env=prod&operation=GET%20/cart/%7Bid%7D&window=10m");
     for k in ["requests", "errors", "latency_ms"] {
-        assert_eq!(v2[k], v2_sli[k], "/api/v1/series agrees with /api/v1/sli on {k}");
+        assert_eq!(
+            v2[k], v2_sli[k],
+            "/api/v1/series agrees with /api/v1/sli on {k}"
+        );
     }
-    assert!(page.dom.contains(&fmt_ms(v2["latency_ms"]["p99"].as_f64().unwrap())), "the v2 series' p99 is shown");
+    assert!(
+        page.dom
+            .contains(&fmt_ms(v2["latency_ms"]["p99"].as_f64().unwrap())),
+        "the v2 series' p99 is shown"
+    );
 
     // SLOs: the budget left as /api/v1/slos computes it.
     let slos = server.get_json("/api/v1/slos");
     let slo = &slos["slos"][0];
     let card = page.element("data-slo=\"checkout-availability\"");
-    assert!(card.contains(&fmt_pct(slo["remaining_ratio"].as_f64().unwrap())), "budget of {slo}: {card}");
+    assert!(
+        card.contains(&fmt_pct(slo["remaining_ratio"].as_f64().unwrap())),
+        "budget of {slo}: {card}"
+    );
     assert!(card.contains("99.9%"), "{card}");
 
     // A service name from a span is text, never markup.
-    assert!(page.dom.contains(&html_text(HOSTILE)), "the hostile service name is shown as text");
-    assert!(!page.dom.contains("<img"), "no element was injected:\n{}", page.dom);
+    assert!(
+        page.dom.contains(&html_text(HOSTILE)),
+        "the hostile service name is shown as text"
+    );
+    assert!(
+        !page.dom.contains("<img"),
+        "no element was injected:\n{}",
+        page.dom
+    );
     assert!(!page.dom.contains("<title>pwned"), "no script ran");
 }
 
 #[test]
 fn evaluate_link_posts_a_verdict_and_shows_it() {
     let server = regressed_canary();
-    let before = server.get_json("/api/v1/verdicts")["verdicts"].as_array().unwrap().len();
-    let page = render(&server.api_url("/#evaluate?gate=checkout-canary&canary.version=v2&baseline.version=v1"), 5000);
-    assert_eq!(page.console_problems(), Vec::<&str>::new(), "console:\n{}", page.log);
+    let before = server.get_json("/api/v1/verdicts")["verdicts"]
+        .as_array()
+        .unwrap()
+        .len();
+    let page = render(
+        &server.api_url("/#evaluate?gate=checkout-canary&canary.version=v2&baseline.version=v1"),
+        5000,
+    );
+    assert_eq!(
+        page.console_problems(),
+        Vec::<&str>::new(),
+        "console:\n{}",
+        page.log
+    );
     let verdicts = server.get_json("/api/v1/verdicts");
     let all = verdicts["verdicts"].as_array().unwrap();
     assert_eq!(all.len(), before + 1, "the page evaluated the gate once");
     let result = page.element("id=\"evaluate-result\"");
     assert!(result.contains("data-decision=\"rollback\""), "{result}");
-    assert!(result.contains(&html_text(&all[0]["reasons"][0].as_str().unwrap())), "{result}");
-    assert!(page.element("id=\"evaluate-panel\"").contains(" open="), "the form is open");
+    assert!(
+        result.contains(&html_text(&all[0]["reasons"][0].as_str().unwrap())),
+        "{result}"
+    );
+    assert!(
+        page.element("id=\"evaluate-panel\"").contains(" open="),
+        "the form is open"
+    );
 }
 
 #[test]
 fn sql_link_runs_the_query_and_shows_rows_or_the_error() {
     let server = Server::start("");
-    let page = render(&server.api_url("/#sql?q=SELECT%206%20*%207%20AS%20answer%2C%20'%3Cb%3Ex'%20AS%20label"), 3000);
-    assert_eq!(page.console_problems(), Vec::<&str>::new(), "console:\n{}", page.log);
+    let page = render(
+        &server.api_url("/#sql?q=SELECT%206%20*%207%20AS%20answer%2C%20'%3Cb%3Ex'%20AS%20label"),
+        3000,
+    );
+    assert_eq!(
+        page.console_problems(),
+        Vec::<&str>::new(),
+        "console:\n{}",
+        page.log
+    );
     let result = page.element("id=\"sql-result\"");
-    assert!(result.contains("<th>answer</th>") && result.contains(">42<"), "{result}");
-    assert!(result.contains("&lt;b&gt;x") && !result.contains("<b>x"), "values are text: {result}");
+    assert!(
+        result.contains("<th>answer</th>") && result.contains(">42<"),
+        "{result}"
+    );
+    assert!(
+        result.contains("&lt;b&gt;x") && !result.contains("<b>x"),
+        "values are text: {result}"
+    );
     assert!(result.contains("1 row in"), "{result}");
 
     let bad = "SELEC 1";
-    let resp = reqwest::blocking::Client::new().post(server.api_url("/api/v1/sql")).json(&serde_json::json!({"query": bad})).send().unwrap();
+    let resp = reqwest::blocking::Client::new()
+        .post(server.api_url("/api/v1/sql"))
+        .json(&serde_json::json!({"query": bad}))
+        .send()
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let error: serde_json::Value = resp.json().unwrap();
     let page = render(&server.api_url("/#sql?q=SELEC%201"), 3000);
     let result = page.element("id=\"sql-result\"");
-    assert!(result.contains("class=\"error\"") && result.contains(&html_text(error["error"].as_str().unwrap())), "{result}");
+    assert!(
+        result.contains("class=\"error\"")
+            && result.contains(&html_text(error["error"].as_str().unwrap())),
+        "{result}"
+    );
 }
 
 /// A stand-in for a network where the page loads but the API does not answer: serves the
@@ -355,7 +511,9 @@ fn api_blackhole(upstream: String) -> u16 {
 }
 
 fn serve_or_drop(mut stream: std::net::TcpStream, upstream: &str) {
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).is_err() {
@@ -366,7 +524,11 @@ fn serve_or_drop(mut stream: std::net::TcpStream, upstream: &str) {
     while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
         line.clear();
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     if path.starts_with("/api/") {
         return;
     }
@@ -389,34 +551,70 @@ fn unreachable_api_shows_a_banner() {
     let server = Server::start("");
     let port = api_blackhole(server.api_url(""));
     let page = render(&format!("http://127.0.0.1:{port}/"), 3000);
-    assert!(page.dom.contains("data-state=\"unreachable\""), "{}", page.dom);
+    assert!(
+        page.dom.contains("data-state=\"unreachable\""),
+        "{}",
+        page.dom
+    );
     let banner = page.element("id=\"banner\"");
-    assert!(!banner.contains(" hidden"), "the banner is visible: {banner}");
-    assert!(banner.contains("unreachable since") && banner.contains("Nothing has loaded yet"), "{banner}");
+    assert!(
+        !banner.contains(" hidden"),
+        "the banner is visible: {banner}"
+    );
+    assert!(
+        banner.contains("unreachable since") && banner.contains("Nothing has loaded yet"),
+        "{banner}"
+    );
     assert!(!page.log.contains("Uncaught"), "console:\n{}", page.log);
 }
 
 #[test]
 fn page_and_assets_carry_security_headers() {
     let server = Server::start("");
-    for (path, content_type) in [("/", "text/html"), ("/assets/app.js", "text/javascript"), ("/assets/app.css", "text/css"), ("/assets/favicon.svg", "image/svg+xml")] {
+    for (path, content_type) in [
+        ("/", "text/html"),
+        ("/assets/app.js", "text/javascript"),
+        ("/assets/app.css", "text/css"),
+        ("/assets/favicon.svg", "image/svg+xml"),
+    ] {
         let resp = reqwest::blocking::get(server.api_url(path)).unwrap();
         assert_eq!(resp.status(), 200, "{path}");
         let h = resp.headers();
-        let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).unwrap_or_else(|| panic!("{path}: no {name}")).to_string();
+        let header = |name: &str| {
+            h.get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("{path}: no {name}"))
+                .to_string()
+        };
         assert!(header("content-type").starts_with(content_type), "{path}");
         let csp = header("content-security-policy");
-        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{path}: {csp}");
+        assert!(
+            csp.contains("default-src 'self'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains("unsafe-inline"),
+            "{path}: {csp}"
+        );
         assert_eq!(header("x-content-type-options"), "nosniff", "{path}");
         assert_eq!(header("x-frame-options"), "DENY", "{path}");
         let body = resp.text().unwrap();
         // Self-contained: nothing is loaded from another origin.
         for external in ["http://", "https://", "//fonts.", "//cdn"] {
-            assert!(!body.contains(external) || path == "/assets/favicon.svg" && external == "http://", "{path} refers to {external}");
+            assert!(
+                !body.contains(external) || path == "/assets/favicon.svg" && external == "http://",
+                "{path} refers to {external}"
+            );
         }
     }
     let (_, js) = server.get("/assets/app.js").unwrap();
-    assert!(!js.contains("innerHTML") && !js.contains("insertAdjacentHTML") && !js.contains("document.write"), "app.js builds the DOM from nodes only");
+    assert!(
+        !js.contains("innerHTML")
+            && !js.contains("insertAdjacentHTML")
+            && !js.contains("document.write"),
+        "app.js builds the DOM from nodes only"
+    );
     let (_, html) = server.get("/").unwrap();
-    assert!(!html.contains("<script>") && !html.contains("style="), "no inline script or style");
+    assert!(
+        !html.contains("<script>") && !html.contains("style="),
+        "no inline script or style"
+    );
 }

@@ -2,12 +2,14 @@
 //! opentelemetry-sdk over gRPC and HTTP/protobuf) against the real server: the served
 //! percentiles are within 1% of the exact ones and the error rate is exact.
 
-use crate::harness::{assert_quantiles, expected_errors, lognormal_spans, Server, SpanSpec};
-use opentelemetry::trace::{Span, SpanKind, Status, Tracer, TracerProvider};
+use crate::harness::{Server, SpanSpec, assert_quantiles, expected_errors, lognormal_spans};
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry::trace::{Span, SpanKind, Status, Tracer, TracerProvider};
+use opentelemetry_otlp::{
+    Protocol, SpanExporter, WithExportConfig, WithHttpConfig, WithTonicConfig,
+};
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use std::time::{Duration, UNIX_EPOCH};
 
 fn send_rust(exporter: SpanExporter, service: &str, version: &str, spans: &[SpanSpec]) {
@@ -18,7 +20,10 @@ fn send_rust(exporter: SpanExporter, service: &str, version: &str, spans: &[Span
             KeyValue::new("deployment.environment.name", "prod"),
         ])
         .build();
-    let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
     let tracer = provider.tracer("slogate-it");
     for (i, s) in spans.iter().enumerate() {
         let mut span = tracer
@@ -45,10 +50,20 @@ fn send_rust(exporter: SpanExporter, service: &str, version: &str, spans: &[Span
 }
 
 fn check(server: &Server, service: &str, version: &str, spans: &[SpanSpec]) {
-    let sli = server.sli_when(&format!("service={service}&version={version}&window=10m"), spans.len() as u64);
+    let sli = server.sli_when(
+        &format!("service={service}&version={version}&window=10m"),
+        spans.len() as u64,
+    );
     assert_eq!(sli["requests"].as_u64(), Some(spans.len() as u64), "{sli}");
-    assert_eq!(sli["errors"].as_u64(), Some(expected_errors(spans)), "{sli}");
-    assert_eq!(sli["error_rate"].as_f64(), Some(expected_errors(spans) as f64 / spans.len() as f64));
+    assert_eq!(
+        sli["errors"].as_u64(),
+        Some(expected_errors(spans)),
+        "{sli}"
+    );
+    assert_eq!(
+        sli["error_rate"].as_f64(),
+        Some(expected_errors(spans) as f64 / spans.len() as f64)
+    );
     assert_quantiles(&sli, spans);
 }
 
@@ -112,25 +127,53 @@ pub fn python() -> String {
 fn send_python(protocol: &str, endpoint: &str, service: &str, version: &str, spans: &[SpanSpec]) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("spans.json");
-    let doc = serde_json::json!({"service": service, "version": version, "env": "prod", "spans": spans});
+    let doc =
+        serde_json::json!({"service": service, "version": version, "env": "prod", "spans": spans});
     std::fs::write(&input, doc.to_string()).unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/send_spans.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/python/send_spans.py"
+    );
     let out = std::process::Command::new(python())
-        .args([script, "--protocol", protocol, "--endpoint", endpoint, "--input"])
+        .args([
+            script,
+            "--protocol",
+            protocol,
+            "--endpoint",
+            endpoint,
+            "--input",
+        ])
         .arg(&input)
         .output()
         .expect("run python");
-    assert!(out.status.success(), "python exporter failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python exporter failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn python_sdk_grpc_and_http() {
     let server = Server::start("");
     let grpc_spans = lognormal_spans(11, 3_000, 25.0, 0.8, 20);
-    send_python("grpc", &format!("http://127.0.0.1:{}", server.grpc), "search", "py-grpc", &grpc_spans);
+    send_python(
+        "grpc",
+        &format!("http://127.0.0.1:{}", server.grpc),
+        "search",
+        "py-grpc",
+        &grpc_spans,
+    );
     check(&server, "search", "py-grpc", &grpc_spans);
 
     let http_spans = lognormal_spans(12, 3_000, 300.0, 0.6, 30);
-    send_python("http", &format!("http://127.0.0.1:{}/v1/traces", server.http), "search", "py-http", &http_spans);
+    send_python(
+        "http",
+        &format!("http://127.0.0.1:{}/v1/traces", server.http),
+        "search",
+        "py-http",
+        &http_spans,
+    );
     check(&server, "search", "py-http", &http_spans);
 }

@@ -37,7 +37,10 @@ fn cohort(version: &str, weight: f64, median_ms: f64, error_rate: f64) -> Cohort
 /// Feeds the cohorts through the load generator over OTLP/gRPC and waits until the server has
 /// every span.
 fn feed(server: &Server) {
-    let target = Target { endpoint: format!("http://127.0.0.1:{}", server.grpc), ..Target::default() };
+    let target = Target {
+        endpoint: format!("http://127.0.0.1:{}", server.grpc),
+        ..Target::default()
+    };
     let cohorts = vec![
         cohort("v1", 0.40, 50.0, 0.003),
         cohort("ok", 0.15, 50.0, 0.003),
@@ -45,17 +48,30 @@ fn feed(server: &Server) {
         cohort("err3", 0.15, 50.0, 0.03),
         cohort("err15", 0.15, 50.0, 0.015),
     ];
-    let mut sc = Scenario::new(target.clone(), Rate::PerSecond(20_000.0), Duration::from_secs(2), cohorts);
+    let mut sc = Scenario::new(
+        target.clone(),
+        Rate::PerSecond(20_000.0),
+        Duration::from_secs(2),
+        cohorts,
+    );
     sc.seed = 7;
     let report = slogate_load::run_blocking(&sc).expect("load run");
     assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
     // A thin canary: a few dozen requests, under the gate's minimum of 100.
-    let mut thin = Scenario::new(target, Rate::PerSecond(40.0), Duration::from_secs(1), vec![cohort("thin", 1.0, 50.0, 0.0)]);
+    let mut thin = Scenario::new(
+        target,
+        Rate::PerSecond(40.0),
+        Duration::from_secs(1),
+        vec![cohort("thin", 1.0, 50.0, 0.0)],
+    );
     thin.batch_size = 8;
     thin.seed = 8;
     let thin_report = slogate_load::run_blocking(&thin).expect("thin run");
     let thin_spans = thin_report.spans_sent;
-    assert!((1..100).contains(&thin_spans), "thin cohort sent {thin_spans} spans");
+    assert!(
+        (1..100).contains(&thin_spans),
+        "thin cohort sent {thin_spans} spans"
+    );
     let total = report.spans_sent + thin_spans;
     let sli = server.sli_when("service=checkout&window=2m", total);
     assert_eq!(sli["requests"].as_u64(), Some(total), "{sli}");
@@ -67,7 +83,11 @@ fn argo_contract() -> &'static str {
     BIN.get_or_init(|| {
         let out = format!("{}/argo-contract", env!("CARGO_TARGET_TMPDIR"));
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/argo-contract");
-        let status = Command::new("go").args(["build", "-o", &out, "."]).current_dir(dir).status().expect("the Go toolchain is needed to build tests/argo-contract");
+        let status = Command::new("go")
+            .args(["build", "-o", &out, "."])
+            .current_dir(dir)
+            .status()
+            .expect("the Go toolchain is needed to build tests/argo-contract");
         assert!(status.success(), "go build of tests/argo-contract failed");
         out
     })
@@ -80,38 +100,109 @@ fn gate_scenarios_on_live_traffic() {
     // (canary version, phase, baseline version, verdict, decision, failing criterion)
     let cases = [
         ("ok", "canary", "v1", "pass", "proceed", None),
-        ("slow", "canary", "v1", "fail", "rollback", Some(("p95-vs-baseline", "fail"))),
-        ("err3", "canary", "v1", "inconclusive", "hold", Some(("error-rate", "marginal"))),
+        (
+            "slow",
+            "canary",
+            "v1",
+            "fail",
+            "rollback",
+            Some(("p95-vs-baseline", "fail")),
+        ),
+        (
+            "err3",
+            "canary",
+            "v1",
+            "inconclusive",
+            "hold",
+            Some(("error-rate", "marginal")),
+        ),
         ("err15", "canary", "v1", "pass", "proceed", None),
-        ("err15", "ga", "v1", "fail", "rollback", Some(("error-rate", "fail"))),
-        ("thin", "canary", "v1", "inconclusive", "hold", Some(("error-rate", "no_data"))),
+        (
+            "err15",
+            "ga",
+            "v1",
+            "fail",
+            "rollback",
+            Some(("error-rate", "fail")),
+        ),
+        (
+            "thin",
+            "canary",
+            "v1",
+            "inconclusive",
+            "hold",
+            Some(("error-rate", "no_data")),
+        ),
         // The baseline has no data at all: never a pass, even for a perfect canary.
-        ("ok", "canary", "v9", "inconclusive", "hold", Some(("p95-vs-baseline", "no_data"))),
+        (
+            "ok",
+            "canary",
+            "v9",
+            "inconclusive",
+            "hold",
+            Some(("p95-vs-baseline", "no_data")),
+        ),
     ];
     for (canary, phase, baseline, verdict, decision, criterion) in cases {
-        let path = format!("/api/v1/gates/checkout/verdict?phase={phase}&canary.version={canary}&baseline.version={baseline}");
+        let path = format!(
+            "/api/v1/gates/checkout/verdict?phase={phase}&canary.version={canary}&baseline.version={baseline}"
+        );
         let doc = server.get_json(&path);
-        let ctx = format!("{canary}/{phase}/{baseline}: {}", serde_json::to_string_pretty(&doc["reasons"]).unwrap());
+        let ctx = format!(
+            "{canary}/{phase}/{baseline}: {}",
+            serde_json::to_string_pretty(&doc["reasons"]).unwrap()
+        );
         assert_eq!(doc["verdict"], verdict, "{ctx}");
         assert_eq!(doc["decision"], decision, "{ctx}");
         assert_eq!(doc["phase"], phase);
-        assert_eq!(doc["canary"]["selector"], format!("service=checkout,version={canary}"));
+        assert_eq!(
+            doc["canary"]["selector"],
+            format!("service=checkout,version={canary}")
+        );
         for c in doc["criteria"].as_array().unwrap() {
-            for field in ["name", "metric", "result", "observed", "baseline", "threshold", "canary_requests", "baseline_requests", "reason"] {
+            for field in [
+                "name",
+                "metric",
+                "result",
+                "observed",
+                "baseline",
+                "threshold",
+                "canary_requests",
+                "baseline_requests",
+                "reason",
+            ] {
                 assert!(c.get(field).is_some(), "{field} missing in {c}");
             }
             assert!(!c["reason"].as_str().unwrap().is_empty());
         }
         if let Some((name, result)) = criterion {
-            let c = doc["criteria"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} in {doc}"));
+            let c = doc["criteria"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("{name} in {doc}"));
             assert_eq!(c["result"], result, "{ctx}");
         }
-        let failing = doc["criteria"].as_array().unwrap().iter().filter(|c| c["result"] != "pass").count();
-        assert_eq!(doc["reasons"].as_array().unwrap().len(), failing, "one reason per criterion that did not pass");
+        let failing = doc["criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["result"] != "pass")
+            .count();
+        assert_eq!(
+            doc["reasons"].as_array().unwrap().len(),
+            failing,
+            "one reason per criterion that did not pass"
+        );
 
         // The POST form gives the same verdict.
         let body = serde_json::json!({"phase": phase, "canary": {"version": canary}, "baseline": {"version": baseline}});
-        let resp = reqwest::blocking::Client::new().post(server.api_url("/api/v1/gates/checkout/verdict")).json(&body).send().unwrap();
+        let resp = reqwest::blocking::Client::new()
+            .post(server.api_url("/api/v1/gates/checkout/verdict"))
+            .json(&body)
+            .send()
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let posted: serde_json::Value = resp.json().unwrap();
         assert_eq!(posted["verdict"], verdict);
@@ -127,7 +218,16 @@ fn gate_scenarios_on_live_traffic() {
 
         // A CI step: the exit code is the verdict.
         let out = Command::new(env!("CARGO_BIN_EXE_slogate"))
-            .args(["verdict", "checkout", "--phase", phase, "--canary", &format!("version={canary}"), "--baseline", &format!("version={baseline}")])
+            .args([
+                "verdict",
+                "checkout",
+                "--phase",
+                phase,
+                "--canary",
+                &format!("version={canary}"),
+                "--baseline",
+                &format!("version={baseline}"),
+            ])
             .args(["--server", &server.api_url("")])
             .output()
             .unwrap();
@@ -138,44 +238,98 @@ fn gate_scenarios_on_live_traffic() {
         };
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(code), "{stdout}");
-        assert!(stdout.contains(&format!("VERDICT: {}", verdict.to_uppercase())), "{stdout}");
+        assert!(
+            stdout.contains(&format!("VERDICT: {}", verdict.to_uppercase())),
+            "{stdout}"
+        );
     }
 
     // Errors are loud: Argo records them as measurement errors, the CLI exits 3.
-    let (status, body) = server.get("/api/v1/gates/nope/verdict?canary.version=ok").unwrap();
+    let (status, body) = server
+        .get("/api/v1/gates/nope/verdict?canary.version=ok")
+        .unwrap();
     assert_eq!(status, 404, "{body}");
-    let (status, body) = server.get("/api/v1/gates/checkout/verdict?canary_version=ok").unwrap();
-    assert_eq!((status, body.contains("unknown query parameter `canary_version`")), (400, true), "{body}");
-    let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(["verdict", "nope", "--server", &server.api_url("")]).output().unwrap();
+    let (status, body) = server
+        .get("/api/v1/gates/checkout/verdict?canary_version=ok")
+        .unwrap();
+    assert_eq!(
+        (
+            status,
+            body.contains("unknown query parameter `canary_version`")
+        ),
+        (400, true),
+        "{body}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_slogate"))
+        .args(["verdict", "nope", "--server", &server.api_url("")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
-    let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(["verdict", "checkout", "--server", "http://127.0.0.1:1"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_slogate"))
+        .args(["verdict", "checkout", "--server", "http://127.0.0.1:1"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(4));
 
     // Every evaluation was recorded, newest first, and the gauges show the last one per phase.
     let history = server.get_json("/api/v1/verdicts?gate=checkout&limit=1000");
-    assert_eq!(history["verdicts"].as_array().unwrap().len(), cases.len() * 4);
-    assert_eq!(server.metric("slogate_gate_verdict{gate=\"checkout\",phase=\"ga\",verdict=\"fail\"}"), 1.0);
+    assert_eq!(
+        history["verdicts"].as_array().unwrap().len(),
+        cases.len() * 4
+    );
+    assert_eq!(
+        server.metric("slogate_gate_verdict{gate=\"checkout\",phase=\"ga\",verdict=\"fail\"}"),
+        1.0
+    );
     let listing = server.get_json("/api/v1/gates");
     assert_eq!(listing["gates"][0]["phases"].as_array().unwrap().len(), 2);
 
     // gRPC VerdictService, called through stubs generated from proto/slogate/v1/verdict.proto.
-    let out = python_verdict(&server, &["--gate", "checkout", "--phase", "canary", "--canary", "version=slow", "--baseline", "version=v1"]);
+    let out = python_verdict(
+        &server,
+        &[
+            "--gate",
+            "checkout",
+            "--phase",
+            "canary",
+            "--canary",
+            "version=slow",
+            "--baseline",
+            "version=v1",
+        ],
+    );
     assert_eq!(out["verdict"], "OUTCOME_FAIL", "{out}");
     assert_eq!(out["decision"], "DECISION_ROLLBACK");
     assert_eq!(out["canary"]["selector"], "service=checkout,version=slow");
-    assert!(out["criteria"].as_array().unwrap().iter().any(|c| c["name"] == "p95-vs-baseline" && c["result"] == "CRITERION_RESULT_FAIL"));
+    assert!(
+        out["criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "p95-vs-baseline" && c["result"] == "CRITERION_RESULT_FAIL")
+    );
     let out = python_verdict(&server, &["--gate", "nope"]);
     assert_eq!(out["grpc_error"], "NOT_FOUND", "{out}");
     let out = python_verdict(&server, &["--list"]);
-    assert_eq!(out["gates"][0]["phases"], serde_json::json!(["canary", "ga"]));
+    assert_eq!(
+        out["gates"][0]["phases"],
+        serde_json::json!(["canary", "ga"])
+    );
 }
 
 fn argo_contract_phase(server: &Server, phase: &str, canary: &str, stable: &str) -> String {
     // The template names the in-cluster service; point it at this test's server as a
     // port-forward would, leaving everything else as written.
-    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/argo/analysis-template.yaml")).unwrap();
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/argo/analysis-template.yaml"
+    ))
+    .unwrap();
     assert!(template.contains("http://slogate.observability.svc.cluster.local:8080/"));
-    let local = template.replace("http://slogate.observability.svc.cluster.local:8080/", &server.api_url("/"));
+    let local = template.replace(
+        "http://slogate.observability.svc.cluster.local:8080/",
+        &server.api_url("/"),
+    );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("analysis-template.yaml");
     std::fs::write(&path, local).unwrap();
@@ -183,21 +337,43 @@ fn argo_contract_phase(server: &Server, phase: &str, canary: &str, stable: &str)
         .arg("-template")
         .arg(&path)
         .args(["-arg", "gate=checkout", "-arg", &format!("phase={phase}")])
-        .args(["-arg", &format!("canary-hash={canary}"), "-arg", &format!("stable-hash={stable}")])
+        .args([
+            "-arg",
+            &format!("canary-hash={canary}"),
+            "-arg",
+            &format!("stable-hash={stable}"),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    text.split_whitespace().next().unwrap_or_default().to_string()
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn python_verdict(server: &Server, args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/python/verdict_client.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/python/verdict_client.py"
+    );
     let proto_root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../proto");
     let out = Command::new(crate::exporters::python())
-        .args([script, "--proto-root", proto_root, "--target", &format!("127.0.0.1:{}", server.grpc)])
+        .args([
+            script,
+            "--proto-root",
+            proto_root,
+            "--target",
+            &format!("127.0.0.1:{}", server.grpc),
+        ])
         .args(args)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
 }

@@ -19,7 +19,11 @@ pub struct Server {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -70,7 +74,14 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        let mut server = Server { child, grpc, http, api, log, _dir: dir };
+        let mut server = Server {
+            child,
+            grpc,
+            http,
+            api,
+            log,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok((200, _)) = server.get("/readyz") {
@@ -160,10 +171,19 @@ impl SpanSpec {
 
 /// `n` spans with lognormal latencies (median `median_ms`), every `error_every`-th an error
 /// (alternating status ERROR and HTTP 503), starting now.
-pub fn lognormal_spans(seed: u64, n: usize, median_ms: f64, sigma: f64, error_every: usize) -> Vec<SpanSpec> {
+pub fn lognormal_spans(
+    seed: u64,
+    n: usize,
+    median_ms: f64,
+    sigma: f64,
+    error_every: usize,
+) -> Vec<SpanSpec> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let dist = LogNormal::new((median_ms * 1e6).ln(), sigma).unwrap();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     (0..n)
         .map(|i| {
             let d = dist.sample(&mut rng).max(1_000.0) as u64;
@@ -176,7 +196,11 @@ pub fn lognormal_spans(seed: u64, n: usize, median_ms: f64, sigma: f64, error_ev
                 start_ns: start,
                 end_ns: start + d,
                 error: error && i % (2 * error_every) == 0,
-                status_code: if error && i % (2 * error_every) != 0 { 503 } else { 200 },
+                status_code: if error && i % (2 * error_every) != 0 {
+                    503
+                } else {
+                    200
+                },
             }
         })
         .collect()
@@ -194,18 +218,34 @@ pub fn assert_quantiles(sli: &serde_json::Value, spans: &[SpanSpec]) {
     durations.sort_unstable();
     for (q, key) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
         let exact_ms = exact_quantile(&durations, q) as f64 / 1e6;
-        let served = sli["latency_ms"][key].as_f64().unwrap_or_else(|| panic!("no {key} in {sli}"));
+        let served = sli["latency_ms"][key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {key} in {sli}"));
         let err = (served - exact_ms).abs() / exact_ms;
-        assert!(err <= 0.01, "{key}: served {served} ms, exact {exact_ms} ms, error {:.3}%", err * 100.0);
+        assert!(
+            err <= 0.01,
+            "{key}: served {served} ms, exact {exact_ms} ms, error {:.3}%",
+            err * 100.0
+        );
     }
 }
 
 pub fn expected_errors(spans: &[SpanSpec]) -> u64 {
-    spans.iter().filter(|s| s.error || s.status_code >= 500).count() as u64
+    spans
+        .iter()
+        .filter(|s| s.error || s.status_code >= 500)
+        .count() as u64
 }
 
 /// Runs the `slogate` binary: (exit code, stdout, stderr).
 pub fn slogate(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_slogate")).args(args).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_slogate"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -2,13 +2,17 @@
 //! and sketch-exact percentiles; SQL is read-only; the CLI reads through the server or straight
 //! from the files; and a restarted (SIGKILLed) server reloads the history into its live windows.
 
-use crate::harness::{slogate, Server};
+use crate::harness::{Server, slogate};
 use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn sql(server: &Server, query: &str) -> (u16, serde_json::Value) {
-    let resp = reqwest::blocking::Client::new().post(server.api_url("/api/v1/sql")).json(&serde_json::json!({ "query": query })).send().unwrap();
+    let resp = reqwest::blocking::Client::new()
+        .post(server.api_url("/api/v1/sql"))
+        .json(&serde_json::json!({ "query": query }))
+        .send()
+        .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().unwrap())
 }
@@ -23,10 +27,18 @@ fn history_sql_and_restart_without_blindness() {
         dir.display()
     );
     let server = Server::start(&config);
-    let target = Target { endpoint: format!("http://127.0.0.1:{}", server.grpc), ..Target::default() };
+    let target = Target {
+        endpoint: format!("http://127.0.0.1:{}", server.grpc),
+        ..Target::default()
+    };
     let mut cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(60.0, 0.7));
     cohort.error_rate = 0.02;
-    let mut sc = Scenario::new(target, Rate::PerSecond(3000.0), Duration::from_secs(3), vec![cohort]);
+    let mut sc = Scenario::new(
+        target,
+        Rate::PerSecond(3000.0),
+        Duration::from_secs(3),
+        vec![cohort],
+    );
     sc.batch_size = 100;
     let report = slogate_load::run_blocking(&sc).unwrap();
     let sent = report.spans_sent;
@@ -40,27 +52,44 @@ fn history_sql_and_restart_without_blindness() {
         if v["rows"][0][0].as_u64() == Some(sent) {
             break;
         }
-        assert!(Instant::now() < deadline, "history has {} of {sent} spans", v["rows"][0][0]);
+        assert!(
+            Instant::now() < deadline,
+            "history has {} of {sent} spans",
+            v["rows"][0][0]
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let (_, v) = sql(&server, "SELECT sum(errors), sketch_quantile(sketch, 0.99), sketch_quantile(sketch, 0.5), count(DISTINCT slot_start) FROM requests WHERE service = 'checkout'");
+    let (_, v) = sql(
+        &server,
+        "SELECT sum(errors), sketch_quantile(sketch, 0.99), sketch_quantile(sketch, 0.5), count(DISTINCT slot_start) FROM requests WHERE service = 'checkout'",
+    );
     assert_eq!(v["rows"][0][0].as_u64(), Some(sent_errors), "{v}");
     for (col, q) in [(1, 0.99), (2, 0.5)] {
         let exact = report.per_cohort[0].quantile_ms(q).unwrap();
         let got = v["rows"][0][col].as_f64().unwrap();
-        assert!((got - exact).abs() / exact <= 0.01, "p{q}: history {got} ms, exact {exact} ms");
+        assert!(
+            (got - exact).abs() / exact <= 0.01,
+            "p{q}: history {got} ms, exact {exact} ms"
+        );
     }
-    assert!(v["rows"][0][3].as_u64().unwrap() >= 3, "one row per 1 s slot: {v}");
+    assert!(
+        v["rows"][0][3].as_u64().unwrap() >= 3,
+        "one row per 1 s slot: {v}"
+    );
 
     // Every verdict is kept: "which verdicts held the release" is a query.
-    assert_eq!(server.get_json("/api/v1/gates/sla/verdict")["verdict"], "pass");
+    assert_eq!(
+        server.get_json("/api/v1/gates/sla/verdict")["verdict"],
+        "pass"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, v) = sql(&server, "SELECT gate, verdict, doc FROM verdicts");
         if v["rows"].as_array().is_some_and(|r| !r.is_empty()) {
             assert_eq!(v["rows"][0][0], "sla");
             assert_eq!(v["rows"][0][1], "pass");
-            let doc: serde_json::Value = serde_json::from_str(v["rows"][0][2].as_str().unwrap()).unwrap();
+            let doc: serde_json::Value =
+                serde_json::from_str(v["rows"][0][2].as_str().unwrap()).unwrap();
             assert_eq!(doc["canary"]["requests"].as_u64(), Some(sent), "{doc}");
             break;
         }
@@ -69,27 +98,62 @@ fn history_sql_and_restart_without_blindness() {
     }
 
     // Read-only.
-    for stmt in ["DROP TABLE requests", "CREATE TABLE t AS SELECT 1", "INSERT INTO requests SELECT * FROM requests"] {
+    for stmt in [
+        "DROP TABLE requests",
+        "CREATE TABLE t AS SELECT 1",
+        "INSERT INTO requests SELECT * FROM requests",
+    ] {
         let (status, v) = sql(&server, stmt);
         assert_eq!(status, 400, "{stmt}: {v}");
-        assert!(v["error"].as_str().unwrap().contains("read-only"), "{stmt}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("read-only"),
+            "{stmt}: {v}"
+        );
     }
 
     // The CLI, through the server and straight from the files.
     let bin = env!("CARGO_BIN_EXE_slogate");
-    let out = Command::new(bin).args(["sql", "SELECT service, sum(requests) AS n FROM requests GROUP BY service", "--format", "csv", "--server", &server.api_url("")]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("service,n\ncheckout,{sent}\n"));
-    let out = Command::new(bin).args(["sql", "SELECT count(*) > 0 AS ok FROM requests", "--dir"]).arg(&dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(bin)
+        .args([
+            "sql",
+            "SELECT service, sum(requests) AS n FROM requests GROUP BY service",
+            "--format",
+            "csv",
+            "--server",
+            &server.api_url(""),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("service,n\ncheckout,{sent}\n")
+    );
+    let out = Command::new(bin)
+        .args(["sql", "SELECT count(*) > 0 AS ok FROM requests", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("true"));
-    let out = Command::new(bin).args(["sql", "SELEKT 1", "--server", &server.api_url("")]).output().unwrap();
+    let out = Command::new(bin)
+        .args(["sql", "SELEKT 1", "--server", &server.api_url("")])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(3));
 
     // A crash and a restart: the live windows come back from the history.
     server.kill();
     let server = Server::start(&config);
     let sli = server.get_json("/api/v1/sli?service=checkout&window=5m");
-    assert_eq!(sli["requests"].as_u64(), Some(sent), "restart without blindness: {sli}");
+    assert_eq!(
+        sli["requests"].as_u64(),
+        Some(sent),
+        "restart without blindness: {sli}"
+    );
     assert_eq!(sli["errors"].as_u64(), Some(sent_errors));
 }
 
@@ -110,9 +174,22 @@ impl S3Server {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("history")).unwrap();
         for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
             let mut child = Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", Self::KEY, "--secret-key", Self::SECRET])
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--access-key",
+                    Self::KEY,
+                    "--secret-key",
+                    Self::SECRET,
+                ])
                 .arg(dir.path())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
@@ -121,7 +198,11 @@ impl S3Server {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return S3Server { child, port, _dir: dir };
+                    return S3Server {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
                 }
                 if let Ok(Some(_)) = child.try_wait() {
                     break;
@@ -157,32 +238,57 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
         secret_file.display()
     );
     let server = Server::start(&config);
-    let target = Target { endpoint: format!("http://127.0.0.1:{}", server.grpc), ..Target::default() };
+    let target = Target {
+        endpoint: format!("http://127.0.0.1:{}", server.grpc),
+        ..Target::default()
+    };
     let mut cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(40.0, 0.6));
     cohort.error_rate = 0.03;
-    let mut sc = Scenario::new(target, Rate::PerSecond(2000.0), Duration::from_secs(2), vec![cohort]);
+    let mut sc = Scenario::new(
+        target,
+        Rate::PerSecond(2000.0),
+        Duration::from_secs(2),
+        vec![cohort],
+    );
     sc.batch_size = 100;
     let report = slogate_load::run_blocking(&sc).unwrap();
     let (sent, sent_errors) = (report.spans_sent, report.per_cohort[0].errors_sent);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, v) = sql(&server, "SELECT sum(requests), sum(errors), sketch_quantile(sketch, 0.99) FROM requests");
+        let (status, v) = sql(
+            &server,
+            "SELECT sum(requests), sum(errors), sketch_quantile(sketch, 0.99) FROM requests",
+        );
         assert_eq!(status, 200, "{v}");
         if v["rows"][0][0].as_u64() == Some(sent) {
             assert_eq!(v["rows"][0][1].as_u64(), Some(sent_errors), "{v}");
             let exact = report.per_cohort[0].quantile_ms(0.99).unwrap();
             let got = v["rows"][0][2].as_f64().unwrap();
-            assert!((got - exact).abs() / exact <= 0.01, "p99 on s3: history {got} ms, exact {exact} ms");
+            assert!(
+                (got - exact).abs() / exact <= 0.01,
+                "p99 on s3: history {got} ms, exact {exact} ms"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "s3 history has {} of {sent} spans", v["rows"][0][0]);
+        assert!(
+            Instant::now() < deadline,
+            "s3 history has {} of {sent} spans",
+            v["rows"][0][0]
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 
     // The CLI reads the bucket directly, with the standard AWS environment variables.
     let out = Command::new(env!("CARGO_BIN_EXE_slogate"))
-        .args(["sql", "SELECT sum(requests) AS n FROM requests", "--format", "csv", "--url", "s3://history/slogate/test"])
+        .args([
+            "sql",
+            "SELECT sum(requests) AS n FROM requests",
+            "--format",
+            "csv",
+            "--url",
+            "s3://history/slogate/test",
+        ])
         .env("AWS_ACCESS_KEY_ID", S3Server::KEY)
         .env("AWS_SECRET_ACCESS_KEY", S3Server::SECRET)
         .env("AWS_ENDPOINT", format!("http://127.0.0.1:{}", s3.port))
@@ -190,13 +296,22 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
         .env("AWS_ALLOW_HTTP", "true")
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("n\n{sent}\n"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("n\n{sent}\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A crash and a restart: the live windows come back from the bucket.
     server.kill();
     let server = Server::start(&config);
     let sli = server.get_json("/api/v1/sli?service=checkout&window=5m");
-    assert_eq!(sli["requests"].as_u64(), Some(sent), "restart from s3: {sli}");
+    assert_eq!(
+        sli["requests"].as_u64(),
+        Some(sent),
+        "restart from s3: {sli}"
+    );
     assert_eq!(sli["errors"].as_u64(), Some(sent_errors));
 
     // Stored baselines live in the bucket too: the CLI, given only the configuration, captures
@@ -204,20 +319,48 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
     let cfg_path = creds.path().join("slogate.yaml");
     std::fs::write(&cfg_path, &config).unwrap();
     let cli = |args: &[&str]| slogate(&[args, &["--config", cfg_path.to_str().unwrap()]].concat());
-    let (code, out, err) = cli(&["baseline", "capture", "--name", "s3-v1", "--service", "checkout", "--from", "-1h", "--min-requests", "10"]);
+    let (code, out, err) = cli(&[
+        "baseline",
+        "capture",
+        "--name",
+        "s3-v1",
+        "--service",
+        "checkout",
+        "--from",
+        "-1h",
+        "--min-requests",
+        "10",
+    ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("saved baseline s3-v1 to s3://history/slogate/test/baselines/s3-v1.json"), "{out}");
+    assert!(
+        out.contains("saved baseline s3-v1 to s3://history/slogate/test/baselines/s3-v1.json"),
+        "{out}"
+    );
     let (code, out, err) = cli(&["baseline", "show", "s3-v1", "--format", "json"]);
     assert_eq!(code, 0, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((shown["total"]["requests"].as_u64(), shown["total"]["errors"].as_u64()), (Some(sent), Some(sent_errors)), "{shown}");
+    assert_eq!(
+        (
+            shown["total"]["requests"].as_u64(),
+            shown["total"]["errors"].as_u64()
+        ),
+        (Some(sent), Some(sent_errors)),
+        "{shown}"
+    );
     let listed = server.get_json("/api/v1/baselines");
     assert_eq!(listed["baselines"][0]["name"], "s3-v1", "{listed}");
-    assert_eq!(listed["baselines"][0]["total"]["requests"].as_u64(), Some(sent), "{listed}");
+    assert_eq!(
+        listed["baselines"][0]["total"]["requests"].as_u64(),
+        Some(sent),
+        "{listed}"
+    );
     let (code, _, err) = cli(&["baseline", "delete", "s3-v1"]);
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = cli(&["baseline", "show", "s3-v1"]);
     assert_eq!(code, 3);
     assert!(err.contains("s3-v1"), "{err}");
-    assert_eq!(server.get_json("/api/v1/baselines")["baselines"], serde_json::json!([]));
+    assert_eq!(
+        server.get_json("/api/v1/baselines")["baselines"],
+        serde_json::json!([])
+    );
 }

@@ -3,10 +3,10 @@
 
 mod alerts;
 mod bad_input;
-mod dashboard;
 mod baselines;
-mod gates;
-mod history;
 mod cli;
+mod dashboard;
 mod exporters;
+mod gates;
 mod harness;
+mod history;
