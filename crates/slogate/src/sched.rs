@@ -1,4 +1,5 @@
 //! Scheduler hints for the threads that answer people and rollouts.
+#![allow(unsafe_code)] // sched_setattr has no safe wrapper in libc
 
 /// Asks the scheduler to treat the calling thread as latency-sensitive: on Linux 6.12+ (EEVDF
 /// custom slices) a SCHED_OTHER thread with a short slice preempts a busy one as soon as it

@@ -5,6 +5,7 @@
 //! The same allocator keeps the net bytes allocated by the whole process, which the memory
 //! tests compare with the registry's own accounting; tests that allocate a lot hold
 //! [`MEASURING`] so they do not disturb each other's figures.
+#![allow(unsafe_code)] // a counting global allocator is unsafe by nature
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
