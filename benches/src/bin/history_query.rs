@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
-use slogate_core::SeriesKey;
+use slogate_core::{SeriesKey, SlotRecord};
 use slogate_history::{
-    History, HistoryWriter, Maintenance, MaintenanceConfig, SlotRow, Store, WriterConfig,
+    History, HistoryWriter, Maintenance, MaintenanceConfig, Store, WriterConfig,
 };
 use slogate_sketch::Sketch;
 
@@ -52,7 +52,7 @@ fn generate(root: &Path) {
                         min = min.min(v);
                         max = max.max(v);
                     }
-                    let row = SlotRow {
+                    let row = SlotRecord {
                         slot_start_unix: t,
                         slot_seconds: SLOT as u32,
                         key: SeriesKey {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 use rand::Rng;
 use serde::Serialize;
+use slogate_core::prom::{self, Kind};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
@@ -163,38 +164,34 @@ impl DeliveryStats {
 
     /// Appends the delivery counters to a Prometheus text exposition (`/metrics`).
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        let rows = [
+        let families = [
             (
                 "slogate_pagerduty_delivered_total",
-                "counter",
+                Kind::Counter,
                 "PagerDuty events accepted (2xx).",
                 self.delivered(),
             ),
             (
                 "slogate_pagerduty_rejected_total",
-                "counter",
+                Kind::Counter,
                 "PagerDuty events rejected as invalid (400 or 413) and dropped.",
                 self.rejected(),
             ),
             (
                 "slogate_pagerduty_retries_total",
-                "counter",
+                Kind::Counter,
                 "PagerDuty sends retried after 429, 5xx or a network error.",
                 self.retries(),
             ),
             (
                 "slogate_pagerduty_pending",
-                "gauge",
+                Kind::Gauge,
                 "Events waiting in the outbox.",
                 self.pending(),
             ),
         ];
-        for (name, kind, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
+        for (name, kind, help, value) in families {
+            prom::family(out, name, kind, help).sample(&[], value);
         }
     }
 

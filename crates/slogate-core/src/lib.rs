@@ -9,6 +9,10 @@
 //!   parts apart and [`write_key`] joins them into a caller-owned buffer, again without allocating.
 //! - A series key has four fixed dimensions (`service`, `env`, `version`, `operation`) and up to
 //!   [`MAX_EXTRA_DIMS`] configured extras. Missing values are the empty string, shown as `""`.
+//! - A closed slot of one series is one [`SlotRecord`], whether the window just closed it, the
+//!   history stores it or a restart loads it back: no conversion between crates.
+//! - [`prom`] writes the Prometheus text exposition for every crate that serves `/metrics`, so
+//!   escaping and family grouping are decided once.
 //! - This crate does no I/O and knows nothing about OTLP.
 
 mod key;
@@ -21,3 +25,8 @@ pub use selector::{DIMENSIONS, Selector, SelectorError};
 
 mod record;
 pub use record::{ObservationWriter, Recorder};
+
+mod slot;
+pub use slot::SlotRecord;
+
+pub mod prom;

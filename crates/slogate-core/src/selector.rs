@@ -98,7 +98,9 @@ mod tests {
     #[test]
     fn matching() {
         let extras = vec!["region".to_string()];
-        let cases: &[(&[(&str, &str)], &str, &str, bool)] = &[
+        // (selector, version, region, matches)
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, bool);
+        let cases: &[Case<'_>] = &[
             (&[("service", "checkout")], "v1", "eu", true),
             (
                 &[("service", "checkout"), ("version", "v2")],

@@ -52,6 +52,7 @@ pub mod baseline;
 mod compact;
 mod docs;
 mod query;
+mod range;
 mod schema;
 mod store;
 mod udf;
@@ -64,8 +65,9 @@ pub use baseline::{Baseline, BaselineError, CohortTotals};
 pub use compact::{CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport};
 pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
 pub use query::{History, QueryResult};
+pub use range::{DocEntry, doc_rows, operation_totals, slot_counts};
 pub use schema::{
-    FIXED_DIMS, RESERVED_COLUMNS, SlotRow, batch_to_rows, partition_of, requests_schema,
+    FIXED_DIMS, RESERVED_COLUMNS, batch_to_rows, partition_of, requests_schema, rfc3339,
     rows_to_batch,
 };
 pub use store::{ObjectEntry, S3Options, Store};

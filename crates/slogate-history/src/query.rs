@@ -25,10 +25,11 @@ use serde_json::Value;
 
 use crate::HistoryError;
 use crate::docs::DocTable;
-use crate::schema::{SlotRow, batch_to_rows, partition_of, requests_schema, validate_extra_dims};
+use crate::schema::{batch_to_rows, partition_of, requests_schema, validate_extra_dims};
 use crate::store::Store;
 use crate::udf::{sketch_udafs, sketch_udfs};
 use crate::writer::REQUESTS_TABLE;
+use slogate_core::SlotRecord;
 
 /// The answer of [`History::sql`], ready for a JSON API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -162,7 +163,7 @@ impl History {
 
     /// Every row with `slot_start >= since_unix`, ordered by slot start then series: what a
     /// restarting instance reloads into its rings.
-    pub async fn load_since(&self, since_unix: i64) -> Result<Vec<SlotRow>, HistoryError> {
+    pub async fn load_since(&self, since_unix: i64) -> Result<Vec<SlotRecord>, HistoryError> {
         let (since_date, _) = partition_of(since_unix);
         let since = ScalarValue::TimestampMillisecond(
             Some(since_unix.saturating_mul(1000)),

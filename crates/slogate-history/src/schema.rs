@@ -1,4 +1,9 @@
-//! The `requests` table: [`SlotRow`], its Arrow schema, and conversion to and from record batches.
+//! The `requests` table: its Arrow schema, one row per [`SlotRecord`], and conversion to and
+//! from record batches.
+//!
+//! Latencies are nanoseconds in a [`SlotRecord`] and milliseconds (`f64`) in the table. Reading
+//! back rounds milliseconds to the nearest nanosecond, which is exact for any value below about
+//! 2^52 ns (52 days).
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
     UInt32Type, UInt64Type,
 };
-use slogate_core::SeriesKey;
+use slogate_core::{SeriesKey, SlotRecord};
 
 use crate::HistoryError;
 
@@ -36,27 +41,6 @@ pub const RESERVED_COLUMNS: [&str; 14] = [
     "date",
     "hour",
 ];
-
-/// One closed slot of one series: one row of the `requests` table.
-///
-/// Latencies are nanoseconds in memory and milliseconds (`f64`) in the table. `latency_sum_ns`
-/// is a `u64`: 2^64 ns is 584 years of summed latency in one slot, so the sketch's exact `u128`
-/// sum saturates rather than wraps. Reading back rounds milliseconds to the nearest nanosecond,
-/// which is exact for any value below about 2^52 ns (52 days).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotRow {
-    /// Start of the slot, Unix seconds (UTC).
-    pub slot_start_unix: i64,
-    pub slot_seconds: u32,
-    pub key: SeriesKey,
-    pub requests: u64,
-    pub errors: u64,
-    pub latency_sum_ns: u64,
-    pub latency_min_ns: u64,
-    pub latency_max_ns: u64,
-    /// The slot's latency sketch in the `slogate-sketch` byte format.
-    pub sketch: Vec<u8>,
-}
 
 /// The Arrow schema of the `requests` table; the same in memory and in Parquet.
 ///
@@ -119,7 +103,7 @@ fn ms_to_ns(ms: f64) -> u64 {
 
 /// Builds one record batch of the [`requests_schema`]. Rows with fewer extras than
 /// `extra_dims` get empty strings for the missing ones; surplus extras are dropped.
-pub fn rows_to_batch(rows: &[SlotRow], extra_dims: &[String]) -> RecordBatch {
+pub fn rows_to_batch(rows: &[SlotRecord], extra_dims: &[String]) -> RecordBatch {
     let n = rows.len();
     let mut slot_start = TimestampMillisecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut slot_seconds = UInt32Builder::with_capacity(n);
@@ -173,7 +157,7 @@ pub fn rows_to_batch(rows: &[SlotRow], extra_dims: &[String]) -> RecordBatch {
 pub fn batch_to_rows(
     batch: &RecordBatch,
     extra_dims: &[String],
-) -> Result<Vec<SlotRow>, HistoryError> {
+) -> Result<Vec<SlotRecord>, HistoryError> {
     let schema = requests_schema(extra_dims);
     let mut cols = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
@@ -213,7 +197,7 @@ pub fn batch_to_rows(
     let max = cols[base + 4].as_primitive::<Float64Type>();
     let sketch = cols[base + 5].as_binary::<i32>();
     let rows = (0..batch.num_rows())
-        .map(|i| SlotRow {
+        .map(|i| SlotRecord {
             slot_start_unix: slot_start.value(i).div_euclid(1000),
             slot_seconds: slot_seconds.value(i),
             key: SeriesKey {
@@ -260,6 +244,13 @@ pub fn partition_of(unix: i64) -> (String, String) {
     (format!("{y:04}-{m:02}-{d:02}"), format!("{hour:02}"))
 }
 
+/// RFC 3339 (seconds, UTC) of a Unix second, without a date crate.
+pub fn rfc3339(unix: i64) -> String {
+    let (date, hour) = partition_of(unix);
+    let rem = unix.rem_euclid(3600);
+    format!("{date}T{hour}:{:02}:{:02}Z", rem / 60, rem % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,9 +274,20 @@ mod tests {
     }
 
     #[test]
+    fn rfc3339_formats_utc() {
+        let cases = [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_764_000_061, "2025-11-24T16:01:01Z"),
+        ];
+        for (unix, want) in cases {
+            assert_eq!(rfc3339(unix), want, "{unix}");
+        }
+    }
+
+    #[test]
     fn batch_roundtrip() {
         let extra = vec!["region".to_string()];
-        let rows = vec![SlotRow {
+        let rows = vec![SlotRecord {
             slot_start_unix: 1_764_000_000,
             slot_seconds: 10,
             key: SeriesKey {

@@ -73,6 +73,8 @@ struct Inner {
     swap: Arc<tokio::sync::RwLock<()>>,
 }
 
+// One backend per store, behind the store's `Arc`: the size of the larger variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Local {
         root: PathBuf,

@@ -16,8 +16,9 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::HistoryError;
-use crate::schema::{SlotRow, partition_of, requests_schema, rows_to_batch, validate_extra_dims};
+use crate::schema::{partition_of, requests_schema, rows_to_batch, validate_extra_dims};
 use crate::store::Store;
+use slogate_core::SlotRecord;
 
 /// Name of the table directory under the root, and of the SQL table.
 pub const REQUESTS_TABLE: &str = "requests";
@@ -46,7 +47,7 @@ impl WriterConfig {
     }
 }
 
-/// Buffers [`SlotRow`]s and writes them to Parquet on [`HistoryWriter::flush`].
+/// Buffers [`SlotRecord`]s and writes them to Parquet on [`HistoryWriter::flush`].
 ///
 /// All I/O is blocking; call `flush` from `tokio::task::spawn_blocking` on a runtime.
 #[derive(Debug)]
@@ -56,7 +57,7 @@ pub struct HistoryWriter {
     schema: SchemaRef,
     props: WriterProperties,
     max_buffered_rows: usize,
-    buf: Vec<SlotRow>,
+    buf: Vec<SlotRecord>,
 }
 
 impl HistoryWriter {
@@ -74,7 +75,7 @@ impl HistoryWriter {
     }
 
     /// Buffers one row; `Err(Full)` when `max_buffered_rows` rows are already waiting.
-    pub fn append(&mut self, row: SlotRow) -> Result<(), HistoryError> {
+    pub fn append(&mut self, row: SlotRecord) -> Result<(), HistoryError> {
         if self.buf.len() >= self.max_buffered_rows {
             return Err(HistoryError::Full {
                 max_buffered_rows: self.max_buffered_rows,
@@ -85,7 +86,7 @@ impl HistoryWriter {
     }
 
     /// Buffers all rows or none: `Err(Full)` when they do not all fit.
-    pub fn append_all(&mut self, rows: Vec<SlotRow>) -> Result<(), HistoryError> {
+    pub fn append_all(&mut self, rows: Vec<SlotRecord>) -> Result<(), HistoryError> {
         if self.buf.len().saturating_add(rows.len()) > self.max_buffered_rows {
             return Err(HistoryError::Full {
                 max_buffered_rows: self.max_buffered_rows,
@@ -103,7 +104,7 @@ impl HistoryWriter {
     /// Writes every buffered row, one file per (date, hour) partition, and returns the keys
     /// written. On error, the rows of the partitions not yet written stay buffered.
     pub fn flush(&mut self) -> Result<Vec<String>, HistoryError> {
-        let mut groups: BTreeMap<(String, String), Vec<SlotRow>> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, String), Vec<SlotRecord>> = BTreeMap::new();
         for row in std::mem::take(&mut self.buf) {
             groups
                 .entry(partition_of(row.slot_start_unix))
@@ -136,7 +137,7 @@ impl HistoryWriter {
         &mut self,
         date: &str,
         hour: &str,
-        rows: &[SlotRow],
+        rows: &[SlotRecord],
     ) -> Result<String, HistoryError> {
         let batch = rows_to_batch(rows, &self.extra_dims);
         write_partition_file(

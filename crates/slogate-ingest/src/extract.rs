@@ -492,7 +492,8 @@ mod tests {
     #[test]
     fn rejections() {
         let cfg = ExtractConfig::default();
-        let cases: [(fn(&mut SpanFields<'static>), Reject); 3] = [
+        type Mutate = fn(&mut SpanFields<'static>);
+        let cases: [(Mutate, Reject); 3] = [
             (|s| s.trace_id_ok = false, Reject::InvalidTraceId),
             (|s| s.span_id_ok = false, Reject::InvalidSpanId),
             (|s| s.end_ns = 10, Reject::EndBeforeStart),

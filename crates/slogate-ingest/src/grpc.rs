@@ -314,12 +314,10 @@ where
             }
             want = Some((compressed, len));
         }
-        if let Some((_, len)) = want {
-            if have > HEADER + len {
-                return Err(Refusal::Counted(IngestError::Malformed(
-                    "undecodable request: a unary call carried more than one message".into(),
-                )));
-            }
+        if want.is_some_and(|(_, len)| have > HEADER + len) {
+            return Err(Refusal::Counted(IngestError::Malformed(
+                "undecodable request: a unary call carried more than one message".into(),
+            )));
         }
     }
     let Some((compressed, len)) = want else {

@@ -2,7 +2,7 @@
 
 use crate::extract::{Reject, Tally};
 use crate::pipeline::Transport;
-use std::fmt::Write;
+use slogate_core::prom::{self, Family, Float, Kind};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Request latency buckets in seconds (upper bounds), Prometheus histogram style.
@@ -28,20 +28,19 @@ impl LatencyHistogram {
             .fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
     }
 
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    /// Writes this histogram's `_bucket`, `_sum` and `_count` samples with one extra label.
+    fn render(&self, f: &mut Family<'_>, label: (&str, &str)) {
+        let (k, v) = label;
         let mut cumulative = 0;
         for (i, le) in BUCKETS.iter().enumerate() {
             cumulative += self.buckets[i].load(Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+            f.sample_suffixed("_bucket", &[(k, &v), ("le", &Float(*le))], cumulative);
         }
         let count = self.count.load(Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum{{{labels}}} {}",
-            self.sum_ns.load(Relaxed) as f64 / 1e9
-        );
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        f.sample_suffixed("_bucket", &[(k, &v), ("le", &Float(f64::INFINITY))], count);
+        let sum = self.sum_ns.load(Relaxed) as f64 / 1e9;
+        f.sample_suffixed("_sum", &[(k, &v)], sum);
+        f.sample_suffixed("_count", &[(k, &v)], count);
     }
 }
 
@@ -139,46 +138,53 @@ impl IngestStats {
 
     /// Appends the Prometheus text exposition of these counters.
     pub fn render(&self, out: &mut String) {
-        out.push_str("# HELP slogate_spans_accepted_total Spans recorded as observations.\n# TYPE slogate_spans_accepted_total counter\n");
-        let _ = writeln!(
+        prom::family(
             out,
-            "slogate_spans_accepted_total {}",
-            self.spans_accepted.load(Relaxed)
-        );
-        out.push_str("# HELP slogate_spans_skipped_total Valid spans not recorded because their kind is not an entry kind.\n# TYPE slogate_spans_skipped_total counter\n");
-        let _ = writeln!(
+            "slogate_spans_accepted_total",
+            Kind::Counter,
+            "Spans recorded as observations.",
+        )
+        .sample(&[], self.spans_accepted.load(Relaxed));
+        prom::family(
             out,
-            "slogate_spans_skipped_total {}",
-            self.spans_skipped.load(Relaxed)
+            "slogate_spans_skipped_total",
+            Kind::Counter,
+            "Valid spans not recorded because their kind is not an entry kind.",
+        )
+        .sample(&[], self.spans_skipped.load(Relaxed));
+        let mut f = prom::family(
+            out,
+            "slogate_spans_rejected_total",
+            Kind::Counter,
+            "Invalid spans rejected, by reason.",
         );
-        out.push_str("# HELP slogate_spans_rejected_total Invalid spans rejected, by reason.\n# TYPE slogate_spans_rejected_total counter\n");
         for r in Reject::ALL {
-            let _ = writeln!(
-                out,
-                "slogate_spans_rejected_total{{reason=\"{}\"}} {}",
-                r.label(),
-                self.spans_rejected(r)
-            );
+            f.sample(&[("reason", &r.label())], self.spans_rejected(r));
         }
-        out.push_str("# HELP slogate_receiver_requests_total Export requests by transport and outcome.\n# TYPE slogate_receiver_requests_total counter\n");
+        let mut f = prom::family(
+            out,
+            "slogate_receiver_requests_total",
+            Kind::Counter,
+            "Export requests by transport and outcome.",
+        );
         for t in Transport::ALL {
             for o in RequestOutcome::ALL {
-                let _ = writeln!(
-                    out,
-                    "slogate_receiver_requests_total{{transport=\"{}\",outcome=\"{}\"}} {}",
-                    t.label(),
-                    o.label(),
-                    self.requests(t, o)
+                f.sample(
+                    &[("transport", &t.label()), ("outcome", &o.label())],
+                    self.requests(t, o),
                 );
             }
         }
-        out.push_str("# HELP slogate_receiver_request_duration_seconds Time to decode and record one export request.\n# TYPE slogate_receiver_request_duration_seconds histogram\n");
+        let mut f = prom::family(
+            out,
+            "slogate_receiver_request_duration_seconds",
+            Kind::Histogram,
+            "Time to decode and record one export request.",
+        );
         for t in Transport::ALL {
-            self.transports[t as usize].latency.render(
-                out,
-                "slogate_receiver_request_duration_seconds",
-                &format!("transport=\"{}\"", t.label()),
-            );
+            self.transports[t as usize]
+                .latency
+                .render(&mut f, ("transport", t.label()));
         }
     }
 }

@@ -60,11 +60,9 @@ impl<'a> Reader<'a> {
     /// byte; that case is one bounds check and one compare, the rest goes out of line.
     #[inline(always)]
     fn varint(&mut self) -> Result<u64, WireError> {
-        if let Some(&b) = self.buf.get(self.pos) {
-            if b < 0x80 {
-                self.pos += 1;
-                return Ok(u64::from(b));
-            }
+        if let Some(&b @ 0..0x80) = self.buf.get(self.pos) {
+            self.pos += 1;
+            return Ok(u64::from(b));
         }
         self.varint_slow()
     }
@@ -88,11 +86,9 @@ impl<'a> Reader<'a> {
     /// Field numbers below 16 have one-byte tags: every field the decoder reads does.
     #[inline(always)]
     fn tag(&mut self) -> Result<(u32, u8), WireError> {
-        if let Some(&b) = self.buf.get(self.pos) {
-            if (8..0x80).contains(&b) {
-                self.pos += 1;
-                return Ok((u32::from(b >> 3), b & 7));
-            }
+        if let Some(&b @ 8..0x80) = self.buf.get(self.pos) {
+            self.pos += 1;
+            return Ok((u32::from(b >> 3), b & 7));
         }
         self.tag_slow()
     }
@@ -313,9 +309,12 @@ fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireErro
     Ok((key, any_value(any)?))
 }
 
+/// The unparsed bytes of an `AnyValue` and their offset in the request, if the `KeyValue` had one.
+type AnyBytes<'a> = Option<(&'a [u8], usize)>;
+
 /// Splits a `KeyValue` into its key bytes and its (unparsed) `AnyValue` bytes.
 #[inline]
-fn key_and_any(buf: &[u8], base: usize) -> Result<(&[u8], Option<(&[u8], usize)>), WireError> {
+fn key_and_any(buf: &[u8], base: usize) -> Result<(&[u8], AnyBytes<'_>), WireError> {
     match split_key_value(buf, base) {
         Some((key, value, vbase)) => Ok((key, Some((value, vbase)))),
         None => key_and_any_general(buf, base),
@@ -333,23 +332,21 @@ fn split_key_value(buf: &[u8], base: usize) -> Option<(&[u8], &[u8], usize)> {
         let klen = usize::from(*klen);
         if klen < 0x80 && klen < rest.len() {
             let (key, rest) = rest.split_at(klen);
-            if let [0x12, vlen, value @ ..] = rest {
-                if *vlen < 0x80 && usize::from(*vlen) == value.len() {
-                    return Some((key, value, base + buf.len() - value.len()));
+            return match rest {
+                [0x12, vlen, value @ ..] if *vlen < 0x80 && usize::from(*vlen) == value.len() => {
+                    Some((key, value, base + buf.len() - value.len()))
                 }
-            }
+                _ => None,
+            };
         }
     }
     None
 }
 
 #[inline(never)]
-fn key_and_any_general(
-    buf: &[u8],
-    base: usize,
-) -> Result<(&[u8], Option<(&[u8], usize)>), WireError> {
+fn key_and_any_general(buf: &[u8], base: usize) -> Result<(&[u8], AnyBytes<'_>), WireError> {
     let mut key: &[u8] = b"";
-    let mut any: Option<(&[u8], usize)> = None;
+    let mut any: AnyBytes<'_> = None;
     let mut r = Reader::new(buf, base);
     while !r.done() {
         let (field, wt) = r.tag()?;
@@ -366,7 +363,7 @@ fn key_and_any_general(
 /// layouts (one short string, one int of up to two varint bytes) are read inline.
 // HOT PATH
 #[inline(always)]
-fn any_value(any: Option<(&[u8], usize)>) -> Result<AttrValue<'_>, WireError> {
+fn any_value(any: AnyBytes<'_>) -> Result<AttrValue<'_>, WireError> {
     match any {
         Some(([0x0A, len, s @ ..], _)) if *len < 0x80 && usize::from(*len) == s.len() => {
             Ok(AttrValue::Str(s))
@@ -380,7 +377,7 @@ fn any_value(any: Option<(&[u8], usize)>) -> Result<AttrValue<'_>, WireError> {
 }
 
 #[inline(never)]
-fn any_value_general(any: Option<(&[u8], usize)>) -> Result<AttrValue<'_>, WireError> {
+fn any_value_general(any: AnyBytes<'_>) -> Result<AttrValue<'_>, WireError> {
     let mut value = AttrValue::Absent;
     if let Some((any, abase)) = any {
         let mut ar = Reader::new(any, abase);

@@ -37,7 +37,7 @@ mod registry;
 
 pub use history::{ClosedSlot, History};
 pub use registry::{
-    Clock, ClosedRow, ManualClock, MemoryStats, Registry, RegistryStats, SystemClock, WindowConfig,
+    Clock, ManualClock, MemoryStats, Registry, RegistryStats, SystemClock, WindowConfig,
     WindowStats, Writer,
 };
 

@@ -7,7 +7,7 @@ use crate::open::{NO_SLOT, OpenSlot, Parts};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use slogate_core::{
-    OVERFLOW, Observation, ObservationWriter, Recorder, Selector, SeriesKey, write_key,
+    OVERFLOW, Observation, ObservationWriter, Recorder, Selector, SeriesKey, SlotRecord, write_key,
 };
 use slogate_sketch::Sketch;
 use std::cell::RefCell;
@@ -101,21 +101,6 @@ impl WindowConfig {
     }
 }
 
-/// One series' closed slot, for the history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClosedRow {
-    pub slot_start_unix: u64,
-    pub slot_seconds: u64,
-    pub key: SeriesKey,
-    pub requests: u64,
-    pub errors: u64,
-    pub latency_sum_ns: u64,
-    pub latency_min_ns: u64,
-    pub latency_max_ns: u64,
-    /// The slot's sketch in the slogate-sketch byte format.
-    pub sketch: Vec<u8>,
-}
-
 /// What a window query found.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WindowStats {
@@ -177,7 +162,7 @@ pub struct Registry {
     /// The closer's reusable buffers.
     closer: Mutex<Closer>,
     /// Rows of slots a lagging writer had to close itself, for the next `close_slots`.
-    pending_rows: Mutex<Vec<ClosedRow>>,
+    pending_rows: Mutex<Vec<SlotRecord>>,
     pub stats: RegistryStats,
 }
 
@@ -186,9 +171,12 @@ pub struct Registry {
 struct Staged {
     /// Pass number, increasing; histories record `(pass, slot)` of the last part applied.
     pass: u64,
-    /// `(slot, parts, (series, entry position) sorted by series)`, by slot.
-    parts: Vec<(u64, Parts, Vec<(SeriesId, u32)>)>,
+    /// By slot.
+    parts: Vec<StagedPart>,
 }
+
+/// `(slot, parts, (series, entry position) sorted by series)`: one shard's part of one slot.
+type StagedPart = (u64, Parts, Vec<(SeriesId, u32)>);
 
 impl Staged {
     /// Adds series `id`'s staged data not yet applied to its history (`applied`) to `out`.
@@ -204,7 +192,7 @@ impl Staged {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.parts.capacity() * size_of::<(u64, Parts, Vec<(SeriesId, u32)>)>()
+        self.parts.capacity() * size_of::<StagedPart>()
             + self
                 .parts
                 .iter()
@@ -389,13 +377,13 @@ impl Registry {
 
     /// Merges every open slot that has ended into the series histories. Call it at least once
     /// per slot; calling it more often is harmless.
-    pub fn close_slots(&self) -> Vec<ClosedRow> {
+    pub fn close_slots(&self) -> Vec<SlotRecord> {
         self.close_slots_at(self.clock.now_unix() / self.cfg.slot_seconds)
     }
 
     /// Closes every open slot before slot number `current`; `u64::MAX` closes all of them (at
     /// shutdown, so the history gets what is still open).
-    pub fn close_slots_at(&self, current: u64) -> Vec<ClosedRow> {
+    pub fn close_slots_at(&self, current: u64) -> Vec<SlotRecord> {
         let _pass = self.close_pass.lock();
         let shards: Vec<Arc<Shard>> = self.shards.lock().clone();
         let pass = {
@@ -447,11 +435,15 @@ impl Registry {
     }
 
     /// Loads closed slots back (from the history after a restart) so windows see them again.
-    /// Slots already present are merged, never replaced.
-    pub fn import(&self, rows: &[ClosedRow]) -> Result<usize, slogate_sketch::DecodeError> {
+    /// Slots already present are merged, never replaced. Returns the number of rows loaded.
+    pub fn import(&self, rows: &[SlotRecord]) -> Result<usize, slogate_sketch::DecodeError> {
         let g = self.cfg.geometry();
         let mut loaded = 0;
         for row in rows {
+            // A slot before 1970 cannot come from a window; such a row is not loaded.
+            let Ok(start) = u64::try_from(row.slot_start_unix) else {
+                continue;
+            };
             // Validated here, so windows may merge the stored bytes without checking them again.
             let agg = Agg {
                 requests: row.requests,
@@ -463,7 +455,7 @@ impl Registry {
             // Lock order as in `seal`: series, closer, history.
             let series = self.series.read();
             let mut closer = self.closer.lock();
-            let slot = row.slot_start_unix / self.cfg.slot_seconds;
+            let slot = start / self.cfg.slot_seconds;
             series[id as usize]
                 .history
                 .lock()
@@ -477,8 +469,10 @@ impl Registry {
     /// Merges ended open slots (every shard's part of them, sorted by slot) into the series
     /// histories: one sealed slot and one exported row per series and slot. Parts staged by
     /// close pass `pass` are marked applied in each history, under its lock, as they land.
-    fn seal(&self, parts: &[(u64, &Parts)], pass: Option<u64>) -> Vec<ClosedRow> {
+    fn seal(&self, parts: &[(u64, &Parts)], pass: Option<u64>) -> Vec<SlotRecord> {
         let g = self.cfg.geometry();
+        // The configuration keeps slots far below 2^32 seconds.
+        let slot_seconds = u32::try_from(self.cfg.slot_seconds).unwrap_or(u32::MAX);
         let series = self.series.read();
         let mut closer = self.closer.lock();
         let Closer {
@@ -523,9 +517,10 @@ impl Registry {
                     h.applied = (pass, slot);
                 }
                 drop(h);
-                rows.push(ClosedRow {
-                    slot_start_unix: slot * self.cfg.slot_seconds,
-                    slot_seconds: self.cfg.slot_seconds,
+                rows.push(SlotRecord {
+                    slot_start_unix: i64::try_from(slot * self.cfg.slot_seconds)
+                        .unwrap_or(i64::MAX),
+                    slot_seconds,
                     key: s.key.clone(),
                     requests: agg.requests,
                     errors: agg.errors,
@@ -699,7 +694,7 @@ impl Registry {
             .pending_rows
             .lock()
             .iter()
-            .map(|r| size_of::<ClosedRow>() + key_heap_bytes(&r.key) + r.sketch.capacity())
+            .map(|r| size_of::<SlotRecord>() + key_heap_bytes(&r.key) + r.sketch.capacity())
             .sum::<usize>();
         m
     }

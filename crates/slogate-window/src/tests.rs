@@ -88,7 +88,9 @@ fn selectors_split_cohorts() {
             obs("checkout", "v2", "POST /", false, 20),
         ],
     );
-    let cases: &[(&[(&str, &str)], u64, u64)] = &[
+    // (selector, requests, errors)
+    type Case<'a> = (&'a [(&'a str, &'a str)], u64, u64);
+    let cases: &[Case<'_>] = &[
         (&[("service", "checkout")], 3, 1),
         (&[("service", "checkout"), ("version", "v2")], 2, 1),
         (

@@ -10,9 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use slogate_core::SeriesKey;
+use slogate_core::{SeriesKey, SlotRecord};
 use slogate_history::{
-    DocRow, DocTable, DocWriter, History, HistoryError, HistoryWriter, SlotRow, WriterConfig,
+    DocRow, DocTable, DocWriter, History, HistoryError, HistoryWriter, WriterConfig,
 };
 use slogate_sketch::{Sketch, nearest_rank};
 
@@ -46,7 +46,7 @@ impl Rng {
 
 /// What was written, with the raw latencies kept for exact reference quantiles.
 struct Dataset {
-    rows: Vec<SlotRow>,
+    rows: Vec<SlotRecord>,
     /// (service, day index) -> every raw latency in ns.
     raw_by_service_day: BTreeMap<(String, i64), Vec<u64>>,
     /// (row index) -> raw latencies of that slot.
@@ -76,7 +76,7 @@ fn dataset() -> Dataset {
                         raw.push(ns);
                     }
                     let errors = rng.next() % 3;
-                    rows.push(SlotRow {
+                    rows.push(SlotRecord {
                         slot_start_unix: DAY0 + day * DAY + t,
                         slot_seconds: 10,
                         key: SeriesKey {
@@ -114,7 +114,7 @@ async fn written(root: &Path) -> (Dataset, History) {
     let data = dataset();
     let mut writer = HistoryWriter::new(WriterConfig::new(root, extra_dims())).unwrap();
     for day in 0..2 {
-        let rows: Vec<SlotRow> = data
+        let rows: Vec<SlotRecord> = data
             .rows
             .iter()
             .filter(|r| (r.slot_start_unix - DAY0) / DAY == day)
@@ -377,7 +377,7 @@ async fn load_since_reads_back_the_rows() {
     let (data, history) = written(dir.path()).await;
     let since = DAY0 + DAY + 12 * 3600;
     let got = history.load_since(since).await.unwrap();
-    let mut want: Vec<SlotRow> = data
+    let mut want: Vec<SlotRecord> = data
         .rows
         .iter()
         .filter(|r| r.slot_start_unix >= since)

@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use slogate_core::SlotRecord;
 use slogate_history::{
     CrashPoint, DocRow, DocTable, DocWriter, History, HistoryError, HistoryWriter, Maintenance,
-    MaintenanceConfig, SlotRow, Store, WriterConfig,
+    MaintenanceConfig, Store, WriterConfig,
 };
 
 use super::s3::{Root, both};
@@ -18,7 +19,7 @@ use super::{
 fn write(store: &Store, data: &Dataset, flushes: usize) {
     let mut writer = HistoryWriter::new(WriterConfig::new(store, extra_dims())).unwrap();
     for day in 0..2 {
-        let rows: Vec<SlotRow> = data
+        let rows: Vec<SlotRecord> = data
             .rows
             .iter()
             .filter(|r| (r.slot_start_unix - DAY0) / DAY == day)
@@ -80,7 +81,7 @@ async fn totals(history: &History) -> (u64, u64, u64) {
     )
 }
 
-fn want_totals(rows: &[SlotRow]) -> (u64, u64, u64) {
+fn want_totals(rows: &[SlotRecord]) -> (u64, u64, u64) {
     (
         rows.len() as u64,
         rows.iter().map(|r| r.requests).sum(),
@@ -127,7 +128,7 @@ async fn check_everything_reads_back(store: &Store, data: &Dataset, what: &str) 
     }
     // The restart reload returns exactly what was written, in order.
     let since = DAY0 + DAY + 20 * 3600;
-    let mut want: Vec<SlotRow> = data
+    let mut want: Vec<SlotRecord> = data
         .rows
         .iter()
         .filter(|r| r.slot_start_unix >= since)
@@ -258,7 +259,7 @@ async fn compaction_merges_each_closed_hour_into_one_sorted_file() {
             .and_then(|k| k.value)
             .unwrap();
         assert_eq!(serde_json::from_str::<Vec<String>>(&from).unwrap().len(), 3);
-        let rows: Vec<SlotRow> = reader
+        let rows: Vec<SlotRecord> = reader
             .build()
             .unwrap()
             .flat_map(|b| slogate_history::batch_to_rows(&b.unwrap(), &extra_dims()).unwrap())
@@ -434,7 +435,7 @@ async fn retention_deletes_expired_partitions_and_survives_a_crash() {
             "{kind}: requests 24 + 1 (the first half done by the crash), verdicts 1"
         );
         let history = History::open(&root.store, &extra_dims()).await.unwrap();
-        let kept: Vec<SlotRow> = data
+        let kept: Vec<SlotRecord> = data
             .rows
             .iter()
             .filter(|r| r.slot_start_unix >= DAY0 + DAY + 3600)

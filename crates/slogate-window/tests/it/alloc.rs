@@ -121,7 +121,7 @@ fn request(seed: u64) -> Vec<u8> {
                                 kv("url.path", &format!("/api/v1/items/{}/{}", i % 4, n)),
                                 kv_int(
                                     "http.response.status_code",
-                                    if n % 50 == 0 { 503 } else { 200 },
+                                    if n.is_multiple_of(50) { 503 } else { 200 },
                                 ),
                                 kv(
                                     "user_agent.original",
