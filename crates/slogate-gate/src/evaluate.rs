@@ -1,8 +1,11 @@
 //! Evaluation of a gate against canary and baseline cohorts.
 
-use crate::outcome::{CriterionOutcome, CriterionResult, Evaluation, Thresholds};
+use crate::exact::rate_ratio_mid_p;
+use crate::interval::{Bounds, judge};
+use crate::outcome::{CriterionOutcome, CriterionResult, Evaluation, LookReport, Thresholds};
+use crate::sequential::{Analysis, boundaries};
 use crate::spec::{Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Metric};
-use crate::stats::{mann_whitney, two_proportion};
+use crate::stats::{ProportionTest, mann_whitney, normal_upper_tail, two_proportion};
 
 /// Evaluates every criterion of `spec` and derives the verdict. `window_seconds` is the span
 /// the cohorts were measured over (used for request rate). Never fails: thin or missing data is
@@ -30,6 +33,120 @@ pub fn evaluate_criterion(
     baseline: Option<&CohortData>,
     window_seconds: u64,
 ) -> CriterionOutcome {
+    evaluate_criterion_at(
+        spec,
+        gate_min_requests,
+        canary,
+        baseline,
+        window_seconds,
+        None,
+    )
+}
+
+/// Evaluates look `analysis.look` of a step: every statistical criterion ([`Check::is_test`])
+/// shares the gate's `analysis.alpha`, spent over the looks by the analysis's spending function
+/// and across criteria by Holm's step-down (each first gets `alpha / m`; when some fail, the
+/// rest are judged again with `alpha / (m − failed)`). The false-rollback rate of the whole gate
+/// over the whole step is then at most `alpha`, the one number to configure.
+///
+/// The cohorts must hold data **cumulative since the step began** (merge every slot since the
+/// analysis started, do not slide a window): the boundaries assume each look extends the data
+/// of the previous one. Plain [`Check::Threshold`] criteria are judged as in [`evaluate`] and
+/// spend nothing. An invalid `analysis` makes every statistical criterion `no_data`.
+pub fn evaluate_look(
+    spec: &GateSpec,
+    analysis: &Analysis,
+    canary: &CohortData,
+    baseline: Option<&CohortData>,
+    window_seconds: u64,
+) -> Evaluation {
+    let judge = |c: &CriterionSpec, level: Option<f64>| {
+        evaluate_criterion_at(
+            c,
+            spec.min_requests,
+            canary,
+            baseline,
+            window_seconds,
+            level,
+        )
+    };
+    if let Err(e) = analysis.validate() {
+        let outcomes = spec
+            .criteria
+            .iter()
+            .map(|c| {
+                let mut out = judge(c, None);
+                if c.check.is_test() {
+                    out.result = CriterionResult::NoData;
+                    out.reason = format!("analysis: {e}; no verdict from a misconfigured look");
+                }
+                out
+            })
+            .collect();
+        return Evaluation::from_outcomes(outcomes);
+    }
+    let fractions = analysis.effective_fractions();
+    let t = *fractions.last().expect("a valid analysis has a look");
+    let tested = spec.criteria.iter().filter(|c| c.check.is_test()).count();
+    // Holm's step-down: every test first gets `alpha / tested`; each failure frees its share
+    // for the rest, which are judged again, until no new criterion fails. Boundaries are
+    // recomputed from the first look at the larger share (Maurer & Bretz 2013), so the
+    // family-wise rate over all looks stays at `alpha`.
+    let mut rejected = 0;
+    let (outcomes, boundary) = loop {
+        let share = analysis.alpha / (tested - rejected).max(1) as f64;
+        let boundary = *boundaries(&fractions, share, analysis.spending)
+            .last()
+            .expect("one boundary per look");
+        let level = normal_upper_tail(boundary);
+        let outcomes: Vec<CriterionOutcome> = spec
+            .criteria
+            .iter()
+            .map(|c| judge(c, c.check.is_test().then_some(level)))
+            .collect();
+        let failed = spec
+            .criteria
+            .iter()
+            .zip(&outcomes)
+            .filter(|(c, o)| c.check.is_test() && o.result == CriterionResult::Fail)
+            .count();
+        // A larger share never turns a fail back, so `failed` only grows and this ends.
+        if failed <= rejected || failed >= tested {
+            rejected = rejected.max(failed);
+            break (outcomes, boundary);
+        }
+        rejected = failed;
+    };
+    let spent = analysis.spending.spent(analysis.alpha, t);
+    let before = fractions.len().checked_sub(2).map_or(0.0, |i| {
+        analysis.spending.spent(analysis.alpha, fractions[i])
+    });
+    let mut e = Evaluation::from_outcomes(outcomes);
+    e.look = Some(LookReport {
+        look: analysis.look,
+        looks: analysis.looks,
+        information_fraction: t,
+        alpha: analysis.alpha,
+        spending: analysis.spending,
+        spent,
+        spent_this_look: spent - before,
+        tested: tested as u32,
+        rejected: rejected as u32,
+        boundary,
+    });
+    e
+}
+
+/// [`evaluate_criterion`] with the fail test of a statistical criterion at `fail_alpha`
+/// instead of `1 − confidence`.
+fn evaluate_criterion_at(
+    spec: &CriterionSpec,
+    gate_min_requests: u64,
+    canary: &CohortData,
+    baseline: Option<&CohortData>,
+    window_seconds: u64,
+    fail_alpha: Option<f64>,
+) -> CriterionOutcome {
     let mut out = CriterionOutcome {
         name: spec.name.clone(),
         metric: metric_name(&spec.check),
@@ -39,6 +156,9 @@ pub fn evaluate_criterion(
         score: None,
         p_value: None,
         threshold: thresholds(&spec.check),
+        ci_lower: None,
+        ci_upper: None,
+        alpha: None,
         canary_requests: canary.requests,
         baseline_requests: baseline.map_or(0, |b| b.requests),
         reason: String::new(),
@@ -85,7 +205,9 @@ pub fn evaluate_criterion(
             out.baseline = baseline.sketch.quantile(0.5).map(ns_to_ms);
             out.score = Some(t.effect);
             out.p_value = Some(t.p_value);
-            let significant = t.p_value < 1.0 - confidence;
+            let level = fail_alpha.unwrap_or(1.0 - confidence);
+            out.alpha = Some(level);
+            let significant = t.p_value < level;
             let sup = format!(
                 "canary latency exceeds baseline with probability {:.3} ({})",
                 t.effect,
@@ -135,11 +257,24 @@ pub fn evaluate_criterion(
                 baseline.requests,
             )
             .expect("data_gap checked both cohorts have requests");
+            // The exact conditional mid-p, not the z-test's: a handful of errors is where
+            // the normal approximation claims significance it does not have.
+            let p_value = rate_ratio_mid_p(
+                canary.errors,
+                canary.requests,
+                baseline.errors,
+                baseline.requests,
+                1.0,
+            )
+            .expect("data_gap checked both cohorts have requests");
             out.observed = Some(t.canary_rate);
             out.baseline = Some(t.baseline_rate);
             out.score = Some(t.difference);
-            out.p_value = Some(t.p_value);
-            let significant = t.p_value < 1.0 - confidence;
+            out.p_value = Some(p_value);
+            let level = fail_alpha.unwrap_or(1.0 - confidence);
+            out.alpha = Some(level);
+            let t = ProportionTest { p_value, ..t };
+            let significant = t.p_value < level;
             let head = format!(
                 "canary error rate {} vs baseline {} ({} points, {})",
                 fmt_percent(t.canary_rate),
@@ -175,6 +310,25 @@ pub fn evaluate_criterion(
                 )
             };
         }
+        Check::Interval {
+            metric,
+            comparison,
+            pass,
+            fail,
+            confidence,
+            baseline_known,
+        } => {
+            let bounds = Bounds {
+                metric,
+                comparison,
+                pass,
+                fail,
+                confidence,
+                baseline_known,
+                fail_alpha: fail_alpha.unwrap_or(1.0 - confidence),
+            };
+            judge(&mut out, &bounds, canary, baseline);
+        }
     }
     out
 }
@@ -201,6 +355,10 @@ fn data_gap(
         spec.check,
         Check::MannWhitney { .. }
             | Check::Threshold {
+                metric: Metric::Latency { .. },
+                ..
+            }
+            | Check::Interval {
                 metric: Metric::Latency { .. },
                 ..
             }
@@ -354,6 +512,7 @@ fn threshold(
 fn metric_name(check: &Check) -> String {
     match check {
         Check::Threshold { metric, .. } => metric.name(),
+        Check::Interval { metric, .. } => metric.name(),
         Check::MannWhitney { .. } => "latency_distribution".into(),
         Check::TwoProportion { .. } => "error_rate".into(),
     }
@@ -388,6 +547,18 @@ fn thresholds(check: &Check) -> Thresholds {
             pass: max_difference,
             fail: max_difference,
             comparison: "two_proportion".into(),
+            confidence: Some(confidence),
+        },
+        Check::Interval {
+            comparison,
+            pass,
+            fail,
+            confidence,
+            ..
+        } => Thresholds {
+            pass,
+            fail,
+            comparison: comparison.name().into(),
             confidence: Some(confidence),
         },
     }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sequential::Spending;
+
 /// Result of one criterion.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,6 +74,18 @@ pub struct CriterionOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub p_value: Option<f64>,
     pub threshold: Thresholds,
+    /// Lower confidence bound of `score`, at the level the fail test used (`alpha`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_lower: Option<f64>,
+    /// Upper confidence bound of `score`, at the criterion's confidence (the pass test).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci_upper: Option<f64>,
+    /// One-sided level the fail test of a statistical criterion ran at: `1 − confidence` on
+    /// its own, its share of the gate's alpha spent at this look under an [`Analysis`].
+    ///
+    /// [`Analysis`]: crate::Analysis
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
     pub canary_requests: u64,
     pub baseline_requests: u64,
     /// One human sentence.
@@ -85,6 +99,32 @@ pub struct Evaluation {
     pub decision: Decision,
     pub criteria: Vec<CriterionOutcome>,
     pub reasons: Vec<String>,
+    /// Which look of which budget this was, for an [`evaluate_look`](crate::evaluate_look).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look: Option<LookReport>,
+}
+
+/// Where a look stands in its analysis and what it spent of the gate's error budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LookReport {
+    /// This look, from 1.
+    pub look: u32,
+    pub looks: u32,
+    /// Information fraction of this look (1 at the last planned look).
+    pub information_fraction: f64,
+    /// The gate's false-rollback budget over the whole step.
+    pub alpha: f64,
+    pub spending: Spending,
+    /// Cumulative alpha the gate has spent up to and including this look.
+    pub spent: f64,
+    /// Alpha spent at this look alone.
+    pub spent_this_look: f64,
+    /// Statistical criteria sharing the budget (Holm: each first gets `alpha / tested`).
+    pub tested: u32,
+    /// Criteria that failed and so passed their share on to the others (Holm step-down).
+    pub rejected: u32,
+    /// The z boundary of this look for one criterion's final share (at most 8).
+    pub boundary: f64,
 }
 
 impl Evaluation {
@@ -115,6 +155,7 @@ impl Evaluation {
             decision: verdict.decision(),
             criteria,
             reasons,
+            look: None,
         }
     }
 }

@@ -109,6 +109,24 @@ pub enum Check {
         confidence: f64,
         max_difference: f64,
     },
+    /// A threshold judged on a confidence interval instead of a point estimate: a latency
+    /// quantile (order-statistic bounds from the sketch) or the error rate (exact binomial
+    /// bounds), absolute or as a ratio to the baseline. Fails only when the lower bound is above
+    /// `fail`; passes only when the upper bound at `confidence` is at most `pass`; otherwise
+    /// marginal. The margins are independent, so `fail` may be below `pass` (`fail: 1.0` fails
+    /// any significant increase). Under [`evaluate_look`](crate::evaluate_look) the fail test
+    /// runs at the level the gate's alpha spending gives this look; under
+    /// [`evaluate`](crate::evaluate) at `1 − confidence`.
+    Interval {
+        metric: Metric,
+        comparison: Comparison,
+        pass: f64,
+        fail: f64,
+        confidence: f64,
+        /// Take the baseline as known (a stored baseline with no sampling error of its own).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        baseline_known: bool,
+    },
 }
 
 impl Check {
@@ -119,8 +137,18 @@ impl Check {
             Check::Threshold {
                 comparison: Comparison::Absolute,
                 ..
+            } | Check::Interval {
+                comparison: Comparison::Absolute,
+                ..
             }
         )
+    }
+
+    /// Whether the check is a statistical test that spends part of the gate's alpha under
+    /// [`evaluate_look`](crate::evaluate_look). Plain thresholds compare point estimates and
+    /// carry no error rate to spend.
+    pub fn is_test(&self) -> bool {
+        !matches!(self, Check::Threshold { .. })
     }
 }
 
@@ -177,6 +205,16 @@ pub enum SpecError {
     MaxEffect { name: String, max_effect: f64 },
     #[error("criterion `{name}`: max_difference {max_difference} is outside [0, 1]")]
     MaxDifference { name: String, max_difference: f64 },
+    #[error(
+        "criterion `{name}`: confidence bounds exist for a latency quantile below 1 or the error rate, absolute or as a ratio"
+    )]
+    IntervalCheck { name: String },
+    #[error("criterion `{name}`: {field} must be above zero, got {value}")]
+    NotPositive {
+        name: String,
+        field: &'static str,
+        value: f64,
+    },
 }
 
 impl CriterionSpec {
@@ -262,6 +300,35 @@ impl CriterionSpec {
                 }
                 Ok(())
             }
+            Check::Interval {
+                metric,
+                comparison,
+                pass,
+                fail,
+                confidence,
+                ..
+            } => {
+                check_confidence(&self.name, confidence)?;
+                let supported = match metric {
+                    Metric::Latency { quantile } => quantile > 0.0 && quantile < 1.0,
+                    Metric::ErrorRate => true,
+                    Metric::RequestRate => false,
+                };
+                if !supported || comparison == Comparison::Difference {
+                    return Err(SpecError::IntervalCheck { name: name() });
+                }
+                for (field, value) in [("pass", pass), ("fail", fail)] {
+                    number(field, value)?;
+                    if value <= 0.0 {
+                        return Err(SpecError::NotPositive {
+                            name: name(),
+                            field,
+                            value,
+                        });
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -302,6 +369,17 @@ mod tests {
             pass,
             fail,
             direction,
+        }
+    }
+
+    fn interval(metric: Metric, comparison: Comparison, pass: f64, fail: f64) -> Check {
+        Check::Interval {
+            metric,
+            comparison,
+            pass,
+            fail,
+            confidence: 0.95,
+            baseline_known: false,
         }
     }
 
@@ -383,6 +461,38 @@ mod tests {
                     max_difference: -0.1,
                 },
                 Err("criterion `c`: max_difference -0.1 is outside [0, 1]"),
+            ),
+            (interval(p95, Comparison::Ratio, 1.1, 1.0), Ok(())),
+            (
+                interval(Metric::ErrorRate, Comparison::Absolute, 0.01, 0.02),
+                Ok(()),
+            ),
+            (
+                interval(
+                    Metric::Latency { quantile: 1.0 },
+                    Comparison::Ratio,
+                    1.1,
+                    1.0,
+                ),
+                Err(
+                    "criterion `c`: confidence bounds exist for a latency quantile below 1 or the error rate, absolute or as a ratio",
+                ),
+            ),
+            (
+                interval(Metric::RequestRate, Comparison::Absolute, 1.0, 1.0),
+                Err(
+                    "criterion `c`: confidence bounds exist for a latency quantile below 1 or the error rate, absolute or as a ratio",
+                ),
+            ),
+            (
+                interval(Metric::ErrorRate, Comparison::Difference, 0.01, 0.02),
+                Err(
+                    "criterion `c`: confidence bounds exist for a latency quantile below 1 or the error rate, absolute or as a ratio",
+                ),
+            ),
+            (
+                interval(p95, Comparison::Ratio, 0.0, 1.0),
+                Err("criterion `c`: pass must be above zero, got 0"),
             ),
         ];
         for (c, want) in table {

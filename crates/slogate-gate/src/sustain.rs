@@ -71,7 +71,9 @@ impl Evaluation {
             }
         }
         let criteria = std::mem::take(&mut self.criteria);
+        let look = self.look.take();
         *self = Evaluation::from_outcomes(criteria);
+        self.look = look;
     }
 }
 

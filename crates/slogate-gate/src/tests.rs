@@ -363,11 +363,12 @@ fn two_proportion_outcomes() {
         )])
     };
     let base = cohort(1000, 15, 1.0, 1);
-    // 30/1000 vs 15/1000: z = 2.26, p = 0.012 (see stats tests), difference 0.015.
+    // 30/1000 vs 15/1000: conditional on 45 errors, the canary's share is binomial(45, ½),
+    // mid-p 0.0129 (the z-test said 0.012); difference 0.015.
     let table = [
         (30, 0.01, Fail),
         (30, 0.02, Marginal),
-        (20, 0.01, Pass), // z = 0.85, p = 0.197: not significant
+        (20, 0.01, Pass), // mid-p 0.203 on 35 errors: not significant
     ];
     for (errors, max_difference, want) in table {
         let e = evaluate(
@@ -473,4 +474,249 @@ fn rounded(v: serde_json::Value) -> serde_json::Value {
         Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, rounded(v))).collect()),
         other => other,
     }
+}
+
+fn interval(metric: Metric, comparison: Comparison, pass: f64, fail: f64) -> Check {
+    Check::Interval {
+        metric,
+        comparison,
+        pass,
+        fail,
+        confidence: 0.95,
+        baseline_known: false,
+    }
+}
+
+#[test]
+fn interval_outcomes() {
+    let p95 = Metric::Latency { quantile: 0.95 };
+    let p99 = Metric::Latency { quantile: 0.99 };
+    let base = cohort(3000, 15, 1.0, 1);
+    let known = Check::Interval {
+        metric: p99,
+        comparison: Comparison::Ratio,
+        pass: 1.2,
+        fail: 1.0,
+        confidence: 0.95,
+        baseline_known: true,
+    };
+    // (check, canary, result, start of the reason). σ = 0.3 here, so p95's log SE at 3,000
+    // is about 0.012 per arm.
+    let table: Vec<(Check, CohortData, CriterionResult, &str)> = vec![
+        (
+            interval(p95, Comparison::Ratio, 1.1, 1.0),
+            cohort(3000, 15, 1.0, 2),
+            Pass,
+            "canary p95 ",
+        ),
+        (
+            interval(p95, Comparison::Ratio, 1.1, 1.0),
+            cohort(3000, 15, 1.4, 3),
+            Fail,
+            "canary p95 ",
+        ),
+        // +10% against a 5% pass margin and a 30% fail margin: neither shown.
+        (
+            interval(p95, Comparison::Ratio, 1.05, 1.3),
+            cohort(3000, 15, 1.1, 4),
+            Marginal,
+            "canary p95 ",
+        ),
+        (
+            interval(p99, Comparison::Ratio, 1.2, 1.0),
+            cohort(250, 0, 1.0, 5),
+            NoData,
+            "canary has 250 latency samples and p99 needs at least 299 for a 95% bound; no verdict yet",
+        ),
+        (known, cohort(3000, 15, 1.0, 6), Pass, "canary p99 "),
+        // Absolute p95 in ms: the lognormal's p95 is 100·e^(1.645·0.3) ≈ 164 ms.
+        (
+            interval(p95, Comparison::Absolute, 200.0, 250.0),
+            cohort(3000, 15, 1.0, 7),
+            Pass,
+            "canary p95 ",
+        ),
+        (
+            interval(p95, Comparison::Absolute, 100.0, 120.0),
+            cohort(3000, 15, 1.0, 7),
+            Fail,
+            "canary p95 ",
+        ),
+        // Error rates, exact binomial bounds.
+        (
+            interval(Metric::ErrorRate, Comparison::Absolute, 0.01, 0.02),
+            cohort(3000, 90, 1.0, 8),
+            Fail,
+            "canary error rate 3.00% (90 of 3000), bounds ",
+        ),
+        (
+            interval(Metric::ErrorRate, Comparison::Absolute, 0.01, 0.02),
+            cohort(3000, 15, 1.0, 8),
+            Pass,
+            "canary error rate 0.50% (15 of 3000), bounds ",
+        ),
+        (
+            interval(Metric::ErrorRate, Comparison::Absolute, 0.01, 0.02),
+            cohort(3000, 45, 1.0, 8),
+            Marginal,
+            "canary error rate 1.50% (45 of 3000), bounds ",
+        ),
+        (
+            interval(Metric::ErrorRate, Comparison::Ratio, 1.5, 1.0),
+            cohort(3000, 40, 1.0, 9),
+            Fail,
+            "canary error rate 1.33% (40 of 3000) vs baseline 0.50% (15 of 3000), ratio bounds ",
+        ),
+        // Equal counts: a ratio up to about 1.8 is still possible, above the 1.5 pass margin.
+        (
+            interval(Metric::ErrorRate, Comparison::Ratio, 1.5, 1.0),
+            cohort(3000, 15, 1.0, 9),
+            Marginal,
+            "canary error rate 0.50% (15 of 3000) vs baseline 0.50% (15 of 3000), ratio bounds ",
+        ),
+    ];
+    for (check, canary, want, reason) in table {
+        let e = evaluate(
+            &gate(vec![criterion("c", check.clone())]),
+            &canary,
+            Some(&base),
+            600,
+        );
+        let c = &e.criteria[0];
+        assert_eq!(c.result, want, "{check:?}: {c:#?}");
+        assert!(c.reason.starts_with(reason), "{check:?}: {}", c.reason);
+        if want != NoData {
+            let (lo, hi, score) = (c.ci_lower.unwrap(), c.ci_upper.unwrap(), c.score.unwrap());
+            assert!(lo <= score && score <= hi, "{check:?}: {c:#?}");
+            assert!((c.alpha.unwrap() - 0.05).abs() < 1e-12, "{c:#?}");
+        }
+    }
+}
+
+/// A gate of two statistical criteria and one plain threshold.
+fn look_gate() -> GateSpec {
+    gate(vec![
+        criterion(
+            "p95",
+            interval(
+                Metric::Latency { quantile: 0.95 },
+                Comparison::Ratio,
+                1.1,
+                1.0,
+            ),
+        ),
+        criterion(
+            "errors",
+            Check::TwoProportion {
+                confidence: 0.95,
+                max_difference: 0.0,
+            },
+        ),
+        error_abs(),
+    ])
+}
+
+#[test]
+fn evaluate_look_reports_what_it_spent() {
+    let spec = look_gate();
+    let base = cohort(3000, 15, 1.0, 1);
+    // (look, canary, verdict, spent, rejected by Holm)
+    let table: Vec<(Analysis, CohortData, Verdict, f64, u32)> = vec![
+        // O'Brien–Fleming spends almost nothing at the first look.
+        (
+            Analysis::new(1, 10, 0.01),
+            cohort(3000, 15, 1.0, 2),
+            Verdict::Pass,
+            0.0,
+            0,
+        ),
+        (
+            Analysis::new(10, 10, 0.01),
+            cohort(3000, 15, 1.0, 2),
+            Verdict::Pass,
+            0.01,
+            0,
+        ),
+        // A +40% canary fails p95 even at the first look (z far above the capped boundary 8),
+        // and its failure frees alpha for the error criterion (Holm).
+        (
+            Analysis::new(1, 10, 0.01),
+            cohort(3000, 15, 1.4, 3),
+            Verdict::Fail,
+            0.0,
+            1,
+        ),
+        (
+            Analysis {
+                spending: Spending::Pocock,
+                ..Analysis::new(5, 10, 0.01)
+            },
+            cohort(3000, 15, 1.0, 2),
+            Verdict::Pass,
+            0.01 * (1.0 + (std::f64::consts::E - 1.0) * 0.5).ln(),
+            0,
+        ),
+    ];
+    for (analysis, canary, verdict, spent, rejected) in table {
+        let e = evaluate_look(&spec, &analysis, &canary, Some(&base), 600);
+        let look = e.look.as_ref().expect("a look report");
+        let what = format!("{analysis:?}: {e:#?}");
+        assert_eq!(e.verdict, verdict, "{what}");
+        assert_eq!(
+            (look.look, look.looks, look.tested),
+            (analysis.look, 10, 2),
+            "{what}"
+        );
+        assert!((look.spent - spent).abs() < 1e-9, "{what}");
+        assert_eq!(look.rejected, rejected, "{what}");
+        // The plain threshold spends nothing; the tests ran at their share of this look.
+        assert_eq!(e.criteria[2].alpha, None, "{what}");
+        let share = 0.01 / f64::from(2 - rejected);
+        let level = boundaries(&analysis.effective_fractions(), share, analysis.spending);
+        let level = normal_upper_tail(*level.last().unwrap());
+        assert_eq!(e.criteria[1].alpha, Some(level), "{what}");
+    }
+}
+
+#[test]
+fn evaluate_look_with_a_bad_analysis_is_no_data() {
+    let spec = look_gate();
+    let base = cohort(3000, 15, 1.0, 1);
+    let e = evaluate_look(
+        &spec,
+        &Analysis::new(11, 10, 0.01),
+        &cohort(3000, 15, 1.0, 2),
+        Some(&base),
+        600,
+    );
+    let results: Vec<_> = e.criteria.iter().map(|c| c.result).collect();
+    assert_eq!(results, [NoData, NoData, Pass]);
+    assert_eq!(
+        e.criteria[0].reason,
+        "analysis: look 11 is outside 1..=10; no verdict from a misconfigured look"
+    );
+    assert_eq!((e.verdict, e.look), (Verdict::Inconclusive, None));
+}
+
+#[test]
+fn look_evaluation_round_trips_and_survives_sustain() {
+    let mut spec = look_gate();
+    spec.criteria[0].sustained_seconds = Some(60);
+    let base = cohort(3000, 15, 1.0, 1);
+    let mut e = evaluate_look(
+        &spec,
+        &Analysis::new(10, 10, 0.01),
+        &cohort(3000, 15, 1.4, 3),
+        Some(&base),
+        600,
+    );
+    // A client parses the verdict document back (equal up to float printing).
+    let json = serde_json::to_string(&e).unwrap();
+    let back: Evaluation = serde_json::from_str(&json).unwrap();
+    let value = |e: &Evaluation| rounded(serde_json::to_value(e).unwrap());
+    assert_eq!(value(&back), value(&e));
+    let look = e.look.clone();
+    e.sustain(&spec, &mut BTreeMap::new(), 1000);
+    assert_eq!(e.criteria[0].result, Marginal);
+    assert_eq!(e.look, look);
 }

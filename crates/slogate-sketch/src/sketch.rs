@@ -308,6 +308,42 @@ impl Sketch {
         out
     }
 
+    /// The `rank`-th smallest value (1-based): the representative of the bucket holding it,
+    /// clamped to `[min, max]`, so within [`RELATIVE_ERROR`](crate::RELATIVE_ERROR) of the true
+    /// order statistic. `None` when `rank` is 0 or above [`Sketch::count`].
+    ///
+    /// Order statistics at ranks other than the nearest rank of a quantile are what
+    /// distribution-free confidence intervals for quantiles are made of, so they are exposed
+    /// directly rather than through a quantile that would round the rank.
+    pub fn value_at_rank(&self, rank: u64) -> Option<u64> {
+        let (first, last) = self.occupied()?;
+        if rank == 0 || rank > self.count {
+            return None;
+        }
+        let counts = &self.counts[usize::from(first - self.lo)..=usize::from(last - self.lo)];
+        let answer = |off: usize| bucket_value(first + off as u16).clamp(self.min, self.max);
+        // Scan from whichever end is nearer, as `quantiles` does, so tail ranks touch the tail.
+        if rank <= self.count / 2 {
+            let mut below = 0u64;
+            for (off, &c) in counts.iter().enumerate() {
+                below += c;
+                if below >= rank {
+                    return Some(answer(off));
+                }
+            }
+        } else {
+            let wanted = self.count - rank + 1;
+            let mut above = 0u64;
+            for (off, &c) in counts.iter().enumerate().rev() {
+                above += c;
+                if above >= wanted {
+                    return Some(answer(off));
+                }
+            }
+        }
+        unreachable!("bucket counts add up to count, which is at least rank")
+    }
+
     /// Number of recorded values `<= v`, exact up to bucket resolution.
     ///
     /// Buckets entirely below `v`'s bucket always count. `v`'s own bucket counts whole when
@@ -542,6 +578,35 @@ mod tests {
             [Some(99), None, Some(1), Some(50), Some(50), Some(100)]
         );
         assert_eq!(s.quantiles::<0>([]), []);
+    }
+
+    #[test]
+    fn value_at_rank_table() {
+        // 1000 and 1001 share the bucket [1000, 1004) whose representative is 1002.
+        let s = sketch_of(&[5, 5, 200, 1000, 1001, 5000]);
+        let cases: &[(u64, Option<u64>)] = &[
+            (0, None),
+            (1, Some(5)),
+            (2, Some(5)),
+            (3, Some(200)),
+            (4, Some(1002)),
+            (5, Some(1002)),
+            (6, Some(5000)),
+            (7, None),
+        ];
+        for &(rank, want) in cases {
+            assert_eq!(s.value_at_rank(rank), want, "rank {rank}");
+        }
+        assert_eq!(Sketch::new().value_at_rank(1), None);
+    }
+
+    #[test]
+    fn value_at_rank_agrees_with_quantile() {
+        let s = sketch_of(&(1..=1000).map(|v| v * 997).collect::<Vec<_>>());
+        for q in [0.0, 0.01, 0.25, 0.5, 0.501, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            let rank = nearest_rank(q, s.count()).unwrap();
+            assert_eq!(s.value_at_rank(rank), s.quantile(q), "q {q}");
+        }
     }
 
     #[test]

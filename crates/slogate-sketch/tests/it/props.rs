@@ -104,6 +104,19 @@ proptest! {
     }
 
     #[test]
+    fn every_rank_is_within_relative_error(values in vec(value(), 1..400)) {
+        let s = sketch_of(&values);
+        let mut sorted = values.clone();
+        sorted.sort_unstable();
+        for (i, &exact) in sorted.iter().enumerate() {
+            let got = s.value_at_rank(i as u64 + 1).unwrap();
+            assert_close(got, exact, &format!("rank {}", i + 1));
+        }
+        prop_assert_eq!(s.value_at_rank(0), None);
+        prop_assert_eq!(s.value_at_rank(sorted.len() as u64 + 1), None);
+    }
+
+    #[test]
     fn one_pass_quantiles_equal_single_ones(
         values in vec(value(), 0..300),
         qs in proptest::array::uniform5(prop_oneof![4 => -0.5f64..1.5, 1 => Just(f64::NAN)]),
