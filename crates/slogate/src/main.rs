@@ -1,22 +1,21 @@
-//! The `slogate` binary: command line, configuration, and the server wiring.
+//! The `slogate` binary: a release gate that watches real traffic.
 //!
-//! `slogate serve` runs the OTLP receivers, the slot closer and the HTTP API;
-//! `slogate config check FILE` validates a configuration; `slogate sli` asks a running server.
+//! Where things live (ARCHITECTURE.md has the longer map):
+//! - [`cli`]: the command line, one file per command, and the exit codes;
+//! - [`config`]: the YAML file format, its defaults, and validation into the runtime [`config::Config`];
+//! - [`server`]: `slogate serve` — listeners, background tasks, startup and shutdown;
+//! - [`api`]: the HTTP API on :8080 (one file per resource), the gRPC verdict service and the dashboard;
+//! - [`engine`]: the state the server keeps between requests — gates and the verdict log,
+//!   alert state machines, stored baselines;
+//! - [`report`]: renderings for people — the verdict table, SQL output, the daily canary report
+//!   and the SLA report.
 
-mod alerts;
 mod api;
-mod baseline;
 mod cli;
 mod config;
-mod daily;
-mod dashboard;
-mod gates;
-mod grpc_api;
-mod http_server;
+mod engine;
 mod report;
-mod sched;
-mod serve;
-mod sla;
+mod server;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -2,7 +2,7 @@
 //! port. The messages are written out with prost's derive to match the .proto file field for
 //! field; the integration tests call the service through stubs generated from that file.
 
-use crate::gates::{CohortSummary, Gates, VerdictDoc};
+use crate::engine::gates::{CohortSummary, Gates, VerdictDoc};
 use slogate_gate::{
     CriterionResult as GateCriterionResult, Decision as GateDecision, Verdict as GateVerdict,
 };
@@ -219,7 +219,7 @@ impl tonic::server::UnaryService<EvaluateRequest> for EvaluateSvc {
             gates
                 .evaluate(&r.gate, phase, &canary, &baseline)
                 .map(|doc| tonic::Response::new(to_proto(&doc)))
-                .map_err(|e| Status::new(e.grpc_code(), e.to_string()))
+                .map_err(|e| Status::new(super::gate_error_codes(&e).1, e.to_string()))
         })
     }
 }

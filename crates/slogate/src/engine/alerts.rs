@@ -2,13 +2,15 @@
 //! alerts, the alert state machines, and hand-off of every transition to the notifier (the
 //! PagerDuty outbox when configured).
 
-use crate::config::{Config, GateFailureAlerts, SloConfig, ThresholdRule};
-use crate::gates::VerdictDoc;
+use crate::config::{Config, SloConfig, ThresholdRule};
+use crate::engine::gates::VerdictDoc;
 use parking_lot::Mutex;
 use serde::Serialize;
 use slogate_alert::{AlertState, Transition};
 use slogate_core::Selector;
-use slogate_gate::{BurnTier, CohortData, Metric, Tier, Verdict, budget, good_total, multiwindow};
+use slogate_gate::{
+    BurnTier, CohortData, Metric, Tier, Verdict, budget, good_total, humanize, multiwindow,
+};
 use slogate_window::Registry;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -108,7 +110,8 @@ pub struct Alerts {
     tiers: Vec<BurnTier>,
     rules: Vec<ThresholdRule>,
     min_requests: u64,
-    gate_failures: GateFailureAlerts,
+    /// The tier of gate-failure alerts; `None` when they are off.
+    gate_failures: Option<slogate_gate::Tier>,
     link_base: String,
     registry: Arc<Registry>,
     notifier: Option<Arc<dyn Notifier>>,
@@ -178,14 +181,9 @@ impl Alerts {
             slos: cfg.slos.clone(),
             tiers: cfg.burn_tiers.clone(),
             rules: cfg.rules.clone(),
-            min_requests: cfg.file.alerting.min_requests,
-            gate_failures: cfg.file.alerting.gate_failures.clone(),
-            link_base: cfg
-                .file
-                .pagerduty
-                .link_base_url
-                .trim_end_matches('/')
-                .to_string(),
+            min_requests: cfg.alerting.min_requests,
+            gate_failures: cfg.alerting.gate_failures,
+            link_base: cfg.alerting.link_base_url.trim_end_matches('/').to_string(),
             registry,
             notifier,
             entries: Mutex::new(BTreeMap::new()),
@@ -265,11 +263,7 @@ impl Alerts {
                 let id = dedup_key(&[
                     "slo-burn",
                     &slo.spec.name,
-                    &format!(
-                        "{}x-{}",
-                        burn.factor,
-                        slogate_gate_humanize(burn.long_window_seconds)
-                    ),
+                    &format!("{}x-{}", burn.factor, humanize(burn.long_window_seconds)),
                 ]);
                 let summary = format!(
                     "[{}] {} SLO ({:.3}% target) is burning its error budget: {}",
@@ -374,11 +368,12 @@ impl Alerts {
         }
     }
 
-    /// A gate verdict: `fail` raises (or keeps) the gate's alert, anything else resolves it.
-    pub fn on_verdict(&self, doc: &VerdictDoc) {
-        if !self.gate_failures.enabled {
+    /// A verdict of a gate on `service`: `fail` raises (or keeps) the gate's alert, anything
+    /// else resolves it.
+    pub fn on_verdict(&self, service: &str, doc: &VerdictDoc) {
+        let Some(tier) = self.gate_failures else {
             return;
-        }
+        };
         let id = dedup_key(&[
             "gate",
             &doc.gate,
@@ -390,7 +385,7 @@ impl Alerts {
         let summary = if failed {
             format!(
                 "[{}] gate {} failed in phase {} for {}: {}",
-                self.gate_failures.tier.label(),
+                tier.label(),
                 doc.gate,
                 doc.phase,
                 doc.canary.selector,
@@ -400,7 +395,7 @@ impl Alerts {
             format!(
                 "gate {} is {} in phase {} for {}",
                 doc.gate,
-                crate::gates::verdict_label(doc.verdict),
+                crate::engine::gates::verdict_label(doc.verdict),
                 doc.phase,
                 doc.canary.selector
             )
@@ -410,19 +405,12 @@ impl Alerts {
             "canary": doc.canary, "baseline": doc.baseline, "reasons": doc.reasons, "evaluated_at": doc.evaluated_at,
         });
         let link = format!("{}/api/v1/verdicts?gate={}", self.link_base, doc.gate);
-        let service = doc
-            .canary
-            .selector
-            .split(',')
-            .find_map(|p| p.strip_prefix("service="))
-            .unwrap_or("")
-            .to_string();
         self.observe(
             &id,
             &doc.gate,
             "gate_failure",
-            &service,
-            self.gate_failures.tier,
+            service,
+            tier,
             0,
             failed,
             summary,
@@ -527,32 +515,38 @@ impl Alerts {
 
     /// Appends alert gauges to `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
-        out.push_str("# HELP slogate_alert_state Alert state per rule and series (1 for the current state).\n# TYPE slogate_alert_state gauge\n");
+        use slogate_core::prom::{Kind, family};
+        let mut f = family(
+            out,
+            "slogate_alert_state",
+            Kind::Gauge,
+            "Alert state per rule and series (1 for the current state).",
+        );
         for e in self.entries.lock().values() {
             for s in ["inactive", "pending", "firing", "resolved"] {
-                let _ = writeln!(
-                    out,
-                    "slogate_alert_state{{alert=\"{}\",rule=\"{}\",tier=\"{}\",state=\"{s}\"}} {}",
-                    e.view.id.replace('\\', "\\\\").replace('"', "\\\""),
-                    e.view.rule.replace('\\', "\\\\").replace('"', "\\\""),
-                    e.view.tier.label(),
-                    u8::from(e.machine.name() == s)
+                f.sample(
+                    &[
+                        ("alert", &e.view.id),
+                        ("rule", &e.view.rule),
+                        ("tier", &e.view.tier.label()),
+                        ("state", &s),
+                    ],
+                    e.machine.name() == s,
                 );
             }
         }
-        out.push_str("# HELP slogate_slo_burn_rate Burn rate of each SLO over each alert window.\n# TYPE slogate_slo_burn_rate gauge\n");
-        out.push_str("# HELP slogate_slo_budget_remaining_ratio Error budget left over the measured period (1 untouched, 0 spent).\n# TYPE slogate_slo_budget_remaining_ratio gauge\n");
-        for name in self.slo_names() {
-            let Some(st) = self.slo_status(name) else {
-                continue;
-            };
-            if let Some(r) = st.budget.remaining_ratio {
-                let _ = writeln!(
-                    out,
-                    "slogate_slo_budget_remaining_ratio{{slo=\"{name}\"}} {r}"
-                );
-            }
+        let statuses: Vec<(&str, SloStatus)> = self
+            .slo_names()
+            .into_iter()
+            .filter_map(|name| Some((name, self.slo_status(name)?)))
+            .collect();
+        let mut f = family(
+            out,
+            "slogate_slo_burn_rate",
+            Kind::Gauge,
+            "Burn rate of each SLO over each alert window.",
+        );
+        for (name, st) in &statuses {
             // Tiers share windows (6h is one tier's long and another's short): one line each.
             let mut by_window = BTreeMap::new();
             for b in &st.burn_rates {
@@ -566,14 +560,19 @@ impl Alerts {
                 }
             }
             for (w, rate) in by_window {
-                let _ = writeln!(
-                    out,
-                    "slogate_slo_burn_rate{{slo=\"{name}\",window=\"{}\"}} {rate}",
-                    slogate_gate_humanize(w)
-                );
+                f.sample(&[("slo", name), ("window", &humanize(w))], rate);
+            }
+        }
+        let mut f = family(
+            out,
+            "slogate_slo_budget_remaining_ratio",
+            Kind::Gauge,
+            "Error budget left over the measured period (1 untouched, 0 spent).",
+        );
+        for (name, st) in &statuses {
+            if let Some(r) = st.budget.remaining_ratio {
+                f.sample(&[("slo", name)], r);
             }
         }
     }
 }
-
-use slogate_gate::humanize as slogate_gate_humanize;

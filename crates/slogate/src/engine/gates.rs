@@ -2,14 +2,14 @@
 //! runs the pure gate rules, applies sustained-failure state, and keeps the verdict log and the
 //! last verdict per gate and phase (for `/metrics`).
 
+use super::LatencyMs;
 use crate::config::{GateConfig, PhaseConfig};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use slogate_core::Selector;
 use slogate_gate::{CohortData, CriterionOutcome, Decision, Sustain, Verdict};
 use slogate_window::Registry;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 /// How many verdicts the in-memory log keeps (newest first when read).
@@ -18,7 +18,7 @@ pub const VERDICT_LOG_CAPACITY: usize = 10_000;
 /// goes first.
 const SUSTAIN_CAPACITY: usize = 10_000;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum GateError {
     #[error("unknown gate {0:?}; GET /api/v1/gates lists the configured gates")]
     UnknownGate(String),
@@ -47,49 +47,20 @@ pub enum GateError {
     UnknownBaseline(String),
 }
 
-impl GateError {
-    pub fn http_status(&self) -> http::StatusCode {
-        match self {
-            GateError::UnknownGate(_)
-            | GateError::UnknownPhase { .. }
-            | GateError::UnknownBaseline(_) => http::StatusCode::NOT_FOUND,
-            GateError::StoredBaseline(_) => http::StatusCode::INTERNAL_SERVER_ERROR,
-            _ => http::StatusCode::BAD_REQUEST,
-        }
-    }
-    pub fn grpc_code(&self) -> tonic::Code {
-        match self {
-            GateError::UnknownGate(_)
-            | GateError::UnknownPhase { .. }
-            | GateError::UnknownBaseline(_) => tonic::Code::NotFound,
-            GateError::StoredBaseline(_) => tonic::Code::FailedPrecondition,
-            _ => tonic::Code::InvalidArgument,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct CohortLatency {
-    pub p50: Option<f64>,
-    pub p90: Option<f64>,
-    pub p95: Option<f64>,
-    pub p99: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CohortSummary {
     pub selector: String,
     pub requests: u64,
     pub errors: u64,
     pub error_rate: Option<f64>,
-    pub latency_ms: CohortLatency,
+    pub latency_ms: LatencyMs,
     /// Set when the cohort is a stored baseline rather than live traffic.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<StoredRef>,
 }
 
 /// Which stored baseline a verdict compared with: its name, what and when it captured.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredRef {
     pub name: String,
     /// The capture's selector, e.g. `service=checkout,env=staging`.
@@ -103,7 +74,7 @@ pub struct StoredRef {
 }
 
 /// The verdict document of DESIGN.md.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VerdictDoc {
     pub gate: String,
     pub phase: String,
@@ -117,33 +88,23 @@ pub struct VerdictDoc {
     pub reasons: Vec<String>,
 }
 
-fn ms(v: Option<u64>) -> Option<f64> {
-    v.map(|ns| (ns as f64 / 1e3).round() / 1e3)
-}
-
 fn summary(selector: &Selector, data: &CohortData) -> CohortSummary {
-    let [p50, p90, p95, p99] = data.sketch.quantiles([0.5, 0.9, 0.95, 0.99]);
     CohortSummary {
         selector: selector.to_string(),
         requests: data.requests,
         errors: data.errors,
         error_rate: (data.requests > 0).then(|| data.errors as f64 / data.requests as f64),
-        latency_ms: CohortLatency {
-            p50: ms(p50),
-            p90: ms(p90),
-            p95: ms(p95),
-            p99: ms(p99),
-        },
+        latency_ms: LatencyMs::of(&data.sketch),
         stored: None,
     }
 }
 
-/// Called with every recorded verdict (the alerting hook).
-pub type VerdictHook = Arc<dyn Fn(&VerdictDoc) + Send + Sync>;
+/// Called with the gate's service and every recorded verdict (the alerting and history hook).
+pub type VerdictHook = Arc<dyn Fn(&str, &VerdictDoc) + Send + Sync>;
 
 pub struct Gates {
     hook: Option<VerdictHook>,
-    baselines: Arc<crate::baseline::BaselineStore>,
+    baselines: Arc<crate::engine::baselines::BaselineStore>,
     gates: Vec<GateConfig>,
     registry: Arc<Registry>,
     sustain: Mutex<SustainStates>,
@@ -163,7 +124,7 @@ impl Gates {
         gates: Vec<GateConfig>,
         registry: Arc<Registry>,
         hook: Option<VerdictHook>,
-        baselines: Arc<crate::baseline::BaselineStore>,
+        baselines: Arc<crate::engine::baselines::BaselineStore>,
     ) -> Gates {
         Gates {
             hook,
@@ -181,7 +142,7 @@ impl Gates {
         &self.gates
     }
 
-    pub fn baselines(&self) -> &Arc<crate::baseline::BaselineStore> {
+    pub fn baselines(&self) -> &Arc<crate::engine::baselines::BaselineStore> {
         &self.baselines
     }
 
@@ -245,9 +206,9 @@ impl Gates {
             name: b.name.clone(),
             selector: b.selector_text(),
             operation: op.map(String::from).or_else(|| captured_op.cloned()),
-            from: slogate_history::baseline::rfc3339(b.from_unix),
-            to: slogate_history::baseline::rfc3339(b.to_unix),
-            captured_at: slogate_history::baseline::rfc3339(b.captured_at_unix),
+            from: slogate_history::rfc3339(b.from_unix),
+            to: slogate_history::rfc3339(b.to_unix),
+            captured_at: slogate_history::rfc3339(b.captured_at_unix),
             requests: totals.requests,
         };
         Ok((
@@ -376,15 +337,15 @@ impl Gates {
             let mut st = self.sustain.lock();
             st.tick += 1;
             let tick = st.tick;
-            if !st.states.contains_key(&key) && st.states.len() >= SUSTAIN_CAPACITY {
-                if let Some(oldest) = st
+            if !st.states.contains_key(&key)
+                && st.states.len() >= SUSTAIN_CAPACITY
+                && let Some(oldest) = st
                     .states
                     .iter()
                     .min_by_key(|(_, (t, _))| *t)
                     .map(|(k, _)| k.clone())
-                {
-                    st.states.remove(&oldest);
-                }
+            {
+                st.states.remove(&oldest);
             }
             let entry = st.states.entry(key).or_default();
             entry.0 = tick;
@@ -410,11 +371,11 @@ impl Gates {
             criteria: eval.criteria,
             reasons: eval.reasons,
         });
-        self.record(&doc);
+        self.record(&g.service, &doc);
         Ok(doc)
     }
 
-    fn record(&self, doc: &Arc<VerdictDoc>) {
+    fn record(&self, service: &str, doc: &Arc<VerdictDoc>) {
         let mut log = self.log.lock();
         if log.len() >= VERDICT_LOG_CAPACITY {
             log.pop_back();
@@ -431,7 +392,7 @@ impl Gates {
             .or_default() += 1;
         tracing::info!(gate = %doc.gate, phase = %doc.phase, verdict = verdict_label(doc.verdict), canary = %doc.canary.selector, baseline = %doc.baseline.selector, "gate evaluated");
         if let Some(hook) = &self.hook {
-            hook(doc);
+            hook(service, doc);
         }
     }
 
@@ -446,83 +407,118 @@ impl Gates {
             .collect()
     }
 
-    /// Appends the gate gauges: the last verdict per gate and phase, its criteria and cohorts.
+    /// Appends the gate families: evaluations by verdict, and the last verdict per gate and
+    /// phase with its criteria and cohorts.
     pub fn render_metrics(&self, out: &mut String) {
-        out.push_str("# HELP slogate_gate_evaluations_total Gate evaluations by verdict.\n# TYPE slogate_gate_evaluations_total counter\n");
+        use slogate_core::prom::{Kind, family};
+        let mut f = family(
+            out,
+            "slogate_gate_evaluations_total",
+            Kind::Counter,
+            "Gate evaluations by verdict.",
+        );
         for ((gate, verdict), n) in self.evaluations.lock().iter() {
-            let _ = writeln!(
-                out,
-                "slogate_gate_evaluations_total{{gate=\"{}\",verdict=\"{verdict}\"}} {n}",
-                esc(gate)
-            );
+            f.sample(&[("gate", gate), ("verdict", verdict)], *n);
         }
         let last = self.last.lock();
-        out.push_str("# HELP slogate_gate_verdict The last verdict of each gate and phase (1 for the current one).\n# TYPE slogate_gate_verdict gauge\n");
+        let mut f = family(
+            out,
+            "slogate_gate_verdict",
+            Kind::Gauge,
+            "The last verdict of each gate and phase (1 for the current one).",
+        );
         for ((gate, phase), doc) in last.iter() {
             for v in ["pass", "fail", "inconclusive"] {
-                let _ = writeln!(
-                    out,
-                    "slogate_gate_verdict{{gate=\"{}\",phase=\"{}\",verdict=\"{v}\"}} {}",
-                    esc(gate),
-                    esc(phase),
-                    u8::from(verdict_label(doc.verdict) == v)
+                f.sample(
+                    &[("gate", gate), ("phase", phase), ("verdict", &v)],
+                    verdict_label(doc.verdict) == v,
                 );
             }
         }
-        out.push_str("# HELP slogate_gate_criterion_observed The observed value of each criterion at the last evaluation.\n# TYPE slogate_gate_criterion_observed gauge\n");
+        let mut f = family(
+            out,
+            "slogate_gate_criterion_observed",
+            Kind::Gauge,
+            "The observed value of each criterion at the last evaluation.",
+        );
         for ((gate, phase), doc) in last.iter() {
             for c in &doc.criteria {
                 if let Some(v) = c.observed {
-                    let _ = writeln!(
-                        out,
-                        "slogate_gate_criterion_observed{{gate=\"{}\",phase=\"{}\",criterion=\"{}\"}} {v}",
-                        esc(gate),
-                        esc(phase),
-                        esc(&c.name)
+                    f.sample(
+                        &[("gate", gate), ("phase", phase), ("criterion", &c.name)],
+                        v,
                     );
                 }
             }
         }
-        out.push_str("# HELP slogate_gate_criterion_passing 1 when the criterion passed at the last evaluation, 0 otherwise (marginal, fail, no data).\n# TYPE slogate_gate_criterion_passing gauge\n");
+        let mut f = family(
+            out,
+            "slogate_gate_criterion_passing",
+            Kind::Gauge,
+            "1 when the criterion passed at the last evaluation, 0 otherwise (marginal, fail, no data).",
+        );
         for ((gate, phase), doc) in last.iter() {
             for c in &doc.criteria {
                 let pass = matches!(c.result, slogate_gate::CriterionResult::Pass);
-                let _ = writeln!(
-                    out,
-                    "slogate_gate_criterion_passing{{gate=\"{}\",phase=\"{}\",criterion=\"{}\"}} {}",
-                    esc(gate),
-                    esc(phase),
-                    esc(&c.name),
-                    u8::from(pass)
+                f.sample(
+                    &[("gate", gate), ("phase", phase), ("criterion", &c.name)],
+                    pass,
                 );
             }
         }
-        out.push_str("# HELP slogate_cohort_requests Requests of each gate cohort in the window of the last evaluation.\n# TYPE slogate_cohort_requests gauge\n");
-        out.push_str("# HELP slogate_cohort_error_rate Error rate of each gate cohort at the last evaluation (absent without requests).\n# TYPE slogate_cohort_error_rate gauge\n");
-        out.push_str("# HELP slogate_cohort_latency_ms Latency quantiles of each gate cohort at the last evaluation.\n# TYPE slogate_cohort_latency_ms gauge\n");
-        for ((gate, phase), doc) in last.iter() {
-            for (cohort, s) in [("canary", &doc.canary), ("baseline", &doc.baseline)] {
-                let labels = format!(
-                    "gate=\"{}\",phase=\"{}\",cohort=\"{cohort}\"",
-                    esc(gate),
-                    esc(phase)
-                );
-                let _ = writeln!(out, "slogate_cohort_requests{{{labels}}} {}", s.requests);
-                if let Some(r) = s.error_rate {
-                    let _ = writeln!(out, "slogate_cohort_error_rate{{{labels}}} {r}");
-                }
-                for (q, v) in [
-                    ("0.5", s.latency_ms.p50),
-                    ("0.9", s.latency_ms.p90),
-                    ("0.95", s.latency_ms.p95),
-                    ("0.99", s.latency_ms.p99),
-                ] {
-                    if let Some(v) = v {
-                        let _ = writeln!(
-                            out,
-                            "slogate_cohort_latency_ms{{{labels},quantile=\"{q}\"}} {v}"
-                        );
-                    }
+        let cohorts = || {
+            last.iter().flat_map(|((gate, phase), doc)| {
+                [("canary", &doc.canary), ("baseline", &doc.baseline)]
+                    .map(move |(cohort, s)| (gate, phase, cohort, s))
+            })
+        };
+        let mut f = family(
+            out,
+            "slogate_cohort_requests",
+            Kind::Gauge,
+            "Requests of each gate cohort in the window of the last evaluation.",
+        );
+        for (gate, phase, cohort, s) in cohorts() {
+            f.sample(
+                &[("gate", gate), ("phase", phase), ("cohort", &cohort)],
+                s.requests,
+            );
+        }
+        let mut f = family(
+            out,
+            "slogate_cohort_error_rate",
+            Kind::Gauge,
+            "Error rate of each gate cohort at the last evaluation (absent without requests).",
+        );
+        for (gate, phase, cohort, s) in cohorts() {
+            if let Some(r) = s.error_rate {
+                f.sample(&[("gate", gate), ("phase", phase), ("cohort", &cohort)], r);
+            }
+        }
+        let mut f = family(
+            out,
+            "slogate_cohort_latency_ms",
+            Kind::Gauge,
+            "Latency quantiles of each gate cohort at the last evaluation.",
+        );
+        for (gate, phase, cohort, s) in cohorts() {
+            let l = &s.latency_ms;
+            for (q, v) in [
+                ("0.5", l.p50),
+                ("0.9", l.p90),
+                ("0.95", l.p95),
+                ("0.99", l.p99),
+            ] {
+                if let Some(v) = v {
+                    f.sample(
+                        &[
+                            ("gate", gate),
+                            ("phase", phase),
+                            ("cohort", &cohort),
+                            ("quantile", &q),
+                        ],
+                        v,
+                    );
                 }
             }
         }
@@ -537,15 +533,8 @@ pub fn verdict_label(v: Verdict) -> &'static str {
     }
 }
 
-/// Escapes a Prometheus label value.
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Config;
     use slogate_core::{Observation, ObservationWriter, Operation, Recorder};
@@ -572,7 +561,7 @@ gates:
 
     /// A registry holding `checkout` v1 (baseline) and the given canary versions, each with
     /// `n` requests whose latencies step evenly from 10 ms by `scale`, every `err`-th an error.
-    fn setup(cohorts: &[(&str, u64, f64, u64)]) -> Gates {
+    pub(crate) fn setup(cohorts: &[(&str, u64, f64, u64)]) -> Gates {
         let cfg = Config::parse(CONFIG, "test.yaml").unwrap();
         let clock = ManualClock::new(1_800_000_000);
         let registry = Registry::new(cfg.window.clone(), clock);
@@ -596,13 +585,13 @@ gates:
             cfg.gates,
             registry,
             None,
-            Arc::new(crate::baseline::BaselineStore::new(
+            Arc::new(crate::engine::baselines::BaselineStore::new(
                 std::env::temp_dir().join("slogate-gates-unit-no-baselines"),
             )),
         )
     }
 
-    fn canary(v: &str) -> Vec<(String, String)> {
+    pub(crate) fn canary(v: &str) -> Vec<(String, String)> {
         vec![("version".into(), v.into())]
     }
 
@@ -695,7 +684,9 @@ gates:
     #[test]
     fn request_errors() {
         let gates = setup(&[("v1", 10, 1.0, 0)]);
-        let cases: &[(&str, Option<&str>, Vec<(String, String)>, &str)] = &[
+        // (gate, phase, canary selector, error fragment)
+        type Case<'a> = (&'a str, Option<&'a str>, Vec<(String, String)>, &'a str);
+        let cases: &[Case] = &[
             ("nope", None, canary("v2"), "unknown gate \"nope\""),
             (
                 "checkout",

@@ -1,10 +1,12 @@
 //! The daily canary report (`slogate report GATE --since 24h`): gathers a gate's cohorts over a
 //! period from the history (merged sketches, never averaged percentiles), judges the gate's
 //! criteria over the whole period, reads the verdict history, and recommends proceed, hold or
-//! rollback. Rendering lives in `report.rs`.
+//! rollback. Rendering is `markdown.rs`.
 
 use crate::config::{GateConfig, PhaseConfig};
-use slogate_gate::{CohortData, CriterionResult, Decision, Evaluation};
+use crate::engine::gates::VerdictDoc;
+use anyhow::{Context as _, bail};
+use slogate_gate::{CohortData, CriterionResult, Decision, Evaluation, Verdict};
 use slogate_history::baseline::{self as store, CohortTotals};
 use slogate_history::{DocTable, History};
 use std::collections::BTreeMap;
@@ -64,7 +66,7 @@ pub struct VerdictHistory {
     pub changes: Vec<(i64, String)>,
     pub changes_truncated: bool,
     /// The newest verdict document.
-    pub latest: Option<serde_json::Value>,
+    pub latest: Option<VerdictDoc>,
 }
 
 impl VerdictHistory {
@@ -73,7 +75,7 @@ impl VerdictHistory {
     }
 
     /// Builds counts and changes from verdicts ordered oldest first.
-    pub fn from_rows(rows: &[(i64, String)], latest: Option<serde_json::Value>) -> VerdictHistory {
+    pub fn from_rows(rows: &[(i64, String)], latest: Option<VerdictDoc>) -> VerdictHistory {
         let mut h = VerdictHistory {
             latest,
             ..VerdictHistory::default()
@@ -131,20 +133,13 @@ pub fn recommend(period: &Evaluation, history: &VerdictHistory) -> Recommendatio
         .filter(|c| c.result == CriterionResult::Fail)
         .map(|c| c.reason.as_str())
         .collect();
-    let latest_verdict = history.latest.as_ref().and_then(|d| d["verdict"].as_str());
-    let latest_at = history
-        .latest
-        .as_ref()
-        .and_then(|d| d["evaluated_at"].as_str())
-        .unwrap_or("?");
+    let latest = history.latest.as_ref();
+    let latest_verdict = latest.map(|d| d.verdict);
+    let latest_at = latest.map_or("?", |d| d.evaluated_at.as_str());
     let latest_reasons = || -> Vec<String> {
-        history
-            .latest
-            .as_ref()
-            .and_then(|d| d["reasons"].as_array())
+        latest
             .into_iter()
-            .flatten()
-            .filter_map(|r| r.as_str())
+            .flat_map(|d| &d.reasons)
             .map(|r| format!("latest verdict: {r}"))
             .collect()
     };
@@ -160,7 +155,7 @@ pub fn recommend(period: &Evaluation, history: &VerdictHistory) -> Recommendatio
             .collect();
         return rec(Decision::Rollback, false, why);
     }
-    if latest_verdict == Some("fail") {
+    if latest_verdict == Some(Verdict::Fail) {
         let mut why = vec![format!("the latest live verdict ({latest_at}) failed")];
         why.extend(latest_reasons());
         return rec(Decision::Rollback, false, why);
@@ -190,7 +185,7 @@ pub fn recommend(period: &Evaluation, history: &VerdictHistory) -> Recommendatio
     if !marginal.is_empty() {
         return rec(Decision::Hold, false, marginal);
     }
-    if latest_verdict == Some("inconclusive") {
+    if latest_verdict == Some(Verdict::Inconclusive) {
         let mut why = vec![format!(
             "the latest live verdict ({latest_at}) is inconclusive"
         )];
@@ -213,16 +208,17 @@ pub fn recommend(period: &Evaluation, history: &VerdictHistory) -> Recommendatio
         period.criteria.len()
     )];
     match latest_verdict {
-        Some(v) => why.push(format!("the latest live verdict ({latest_at}) is {v}")),
+        Some(v) => why.push(format!(
+            "the latest live verdict ({latest_at}) is {}",
+            crate::engine::gates::verdict_label(v)
+        )),
         None => why.push("no live verdicts were recorded in the period; the recommendation rests on the period's data alone".into()),
     }
     rec(Decision::Proceed, false, why)
 }
 
-fn to_data(t: &CohortTotals) -> Result<CohortData, String> {
-    let sketch = t
-        .decode_sketch()
-        .map_err(|e| format!("invalid sketch in the history: {e}"))?;
+fn to_data(t: &CohortTotals) -> anyhow::Result<CohortData> {
+    let sketch = t.decode_sketch().context("invalid sketch in the history")?;
     Ok(CohortData {
         requests: t.requests,
         errors: t.errors,
@@ -277,28 +273,29 @@ pub async fn build(
     history: &History,
     root: &slogate_history::Store,
     req: &ReportRequest<'_>,
-) -> Result<DailyReport, String> {
+) -> anyhow::Result<DailyReport> {
     let g = req.gate;
     let range = (req.from_unix, req.to_unix);
-    let span = format!("{} → {}", store::rfc3339(range.0), store::rfc3339(range.1));
+    let span = format!(
+        "{} → {}",
+        slogate_history::rfc3339(range.0),
+        slogate_history::rfc3339(range.1)
+    );
     if req
         .canary
         .iter()
         .chain(&req.baseline)
         .any(|(k, _)| k == "service")
     {
-        return Err(format!(
+        bail!(
             "the gate's service is fixed ({}); cohorts differ by other dimensions",
             g.service
-        ));
+        );
     }
     let canary_m = matchers(g, &g.canary, &req.canary);
     let canary_t = CohortTotals::merge_all(
-        &store::operation_totals(history, &canary_m, range)
-            .await
-            .map_err(|e| e.to_string())?,
-    )
-    .map_err(|e| e.to_string())?;
+        &slogate_history::operation_totals(history, &canary_m, range).await?,
+    )?;
     let canary_data = to_data(&canary_t)?;
     let canary = CohortStats::new(
         "canary",
@@ -321,20 +318,20 @@ pub async fn build(
         .iter()
         .any(|c| c.check.is_relative());
     let (baseline, baseline_data) = if let Some(name) = stored {
-        let b = store::load(root, &name).map_err(|e| e.to_string())?;
+        let b = store::load(root, &name)?;
         if b.selector.get("service") != Some(&g.service) {
-            return Err(format!(
+            bail!(
                 "stored baseline {name:?} was captured for {}, but gate {:?} watches service {}",
                 b.selector_text(),
                 g.name,
                 g.service
-            ));
+            );
         }
         let op = g
             .operation
             .as_deref()
             .filter(|op| b.selector.get("operation").map(String::as_str) != Some(*op));
-        let t = b.cohort(op).ok_or_else(|| {
+        let t = b.cohort(op).with_context(|| {
             format!(
                 "stored baseline {name:?} has no traffic for operation {:?}",
                 op.unwrap_or("")
@@ -343,9 +340,9 @@ pub async fn build(
         let data = to_data(t)?;
         let source = format!(
             "stored baseline captured {} from {} → {}",
-            store::rfc3339(b.captured_at_unix),
-            store::rfc3339(b.from_unix),
-            store::rfc3339(b.to_unix)
+            slogate_history::rfc3339(b.captured_at_unix),
+            slogate_history::rfc3339(b.from_unix),
+            slogate_history::rfc3339(b.to_unix)
         );
         (
             Some(CohortStats::new(
@@ -360,17 +357,13 @@ pub async fn build(
     } else if !g.baseline.is_empty() || !req.baseline.is_empty() {
         let m = matchers(g, &g.baseline, &req.baseline);
         if m == canary_m {
-            return Err(format!(
+            bail!(
                 "canary and baseline select the same series ({}); give them different cohort values",
                 selector_text(&m)
-            ));
+            );
         }
-        let t = CohortTotals::merge_all(
-            &store::operation_totals(history, &m, range)
-                .await
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
+        let t =
+            CohortTotals::merge_all(&slogate_history::operation_totals(history, &m, range).await?)?;
         let data = to_data(&t)?;
         (
             Some(CohortStats::new(
@@ -383,10 +376,10 @@ pub async fn build(
             Some(data),
         )
     } else if needs_baseline {
-        return Err(format!(
+        bail!(
             "gate {:?} compares the canary with a baseline, but none is configured; pass --baseline DIM=VALUE or --baseline stored=NAME",
             g.name
-        ));
+        );
     } else {
         (None, None)
     };
@@ -399,7 +392,7 @@ pub async fn build(
         window,
     );
 
-    let rows = store::doc_rows(
+    let rows = slogate_history::doc_rows(
         history,
         DocTable::Verdicts,
         &g.name,
@@ -408,11 +401,10 @@ pub async fn build(
         false,
         false,
     )
-    .await
-    .map_err(|e| e.to_string())?;
-    let latest = store::doc_rows(history, DocTable::Verdicts, &g.name, range, 1, true, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    .await?;
+    let latest =
+        slogate_history::doc_rows(history, DocTable::Verdicts, &g.name, range, 1, true, true)
+            .await?;
     let latest = latest
         .first()
         .and_then(|r| r.doc.as_deref())
@@ -463,14 +455,24 @@ mod tests {
             },
             canary_requests: 0,
             baseline_requests: 0,
+            ci_lower: None,
+            ci_upper: None,
+            alpha: None,
             reason: reason.into(),
         }
     }
 
-    fn latest(verdict: &str) -> Option<serde_json::Value> {
-        Some(
-            serde_json::json!({ "verdict": verdict, "evaluated_at": "2026-11-24T08:00:00Z", "reasons": ["r1"] }),
-        )
+    fn latest(verdict: &str) -> Option<VerdictDoc> {
+        let cohort = serde_json::json!({
+            "selector": "s", "requests": 0, "errors": 0, "error_rate": null,
+            "latency_ms": { "p50": null, "p90": null, "p95": null, "p99": null },
+        });
+        let doc = serde_json::json!({
+            "gate": "g", "phase": "p", "evaluated_at": "2026-11-24T08:00:00Z", "window_seconds": 60,
+            "verdict": verdict, "decision": "hold", "canary": cohort, "baseline": cohort,
+            "criteria": [], "reasons": ["r1"],
+        });
+        Some(serde_json::from_value(doc).unwrap())
     }
 
     #[test]
@@ -483,14 +485,15 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         // (period results, verdicts oldest first, latest doc, decision, insufficient, a reason fragment)
-        let cases: Vec<(
+        type Case<'a> = (
             Vec<CriterionResult>,
-            Vec<&str>,
-            Option<serde_json::Value>,
+            Vec<&'a str>,
+            Option<VerdictDoc>,
             Decision,
             bool,
-            &str,
-        )> = vec![
+            &'a str,
+        );
+        let cases: Vec<Case> = vec![
             (
                 vec![Pass, Pass],
                 vec!["pass"],

@@ -227,7 +227,7 @@ fn fmt_ms(ms: f64) -> String {
 
 /// Parses a percentage or fraction: `99.9`, `99.9%` and `0.999` are all 99.9% for availability
 /// (`percent_default`); for error rates `0.5%` is half a percent and `0.005` a fraction.
-pub fn parse_ratio(s: &str, percent_default: bool) -> Result<f64, String> {
+pub fn parse_ratio(s: &str, percent_default: bool) -> anyhow::Result<f64> {
     let t = s.trim();
     let (num, percent) = match t.strip_suffix('%') {
         Some(n) => (n.trim(), true),
@@ -235,24 +235,24 @@ pub fn parse_ratio(s: &str, percent_default: bool) -> Result<f64, String> {
     };
     let v: f64 = num
         .parse()
-        .map_err(|_| format!("invalid ratio {s:?}; write e.g. 99.9, 99.9% or 0.5%"))?;
+        .map_err(|_| anyhow::anyhow!("invalid ratio {s:?}; write e.g. 99.9, 99.9% or 0.5%"))?;
     let v = if percent || (percent_default && v > 1.0) {
         v / 100.0
     } else {
         v
     };
     if !(0.0..=1.0).contains(&v) || v.is_nan() {
-        return Err(format!("ratio {s:?} is outside 0..100%"));
+        anyhow::bail!("ratio {s:?} is outside 0..100%");
     }
     Ok(v)
 }
 
 /// Parses a latency target like `300ms` or `5s` into milliseconds.
-pub fn parse_latency(s: &str) -> Result<f64, String> {
+pub fn parse_latency(s: &str) -> anyhow::Result<f64> {
     let d = humantime::parse_duration(s.trim())
-        .map_err(|e| format!("invalid latency {s:?}: {e}; write e.g. 300ms or 5s"))?;
+        .map_err(|e| anyhow::anyhow!("invalid latency {s:?}: {e}; write e.g. 300ms or 5s"))?;
     if d.is_zero() {
-        return Err(format!("latency target {s:?} must be positive"));
+        anyhow::bail!("latency target {s:?} must be positive");
     }
     Ok(d.as_secs_f64() * 1e3)
 }
@@ -320,7 +320,7 @@ pub fn render_text(r: &SlaReport) -> String {
             c.detail.clone(),
         ]);
     }
-    out.push_str(&crate::report::aligned(&rows));
+    out.push_str(&super::aligned(&rows));
     let _ = writeln!(out, "SLA COMPLIANCE: {}", r.result.label());
     out
 }
@@ -427,16 +427,55 @@ mod tests {
         for (s, pd, want) in ratio {
             match (parse_ratio(s, *pd), want) {
                 (Ok(g), Ok(w)) => assert!((g - w).abs() < 1e-12, "{s}: {g}"),
-                (Err(g), Err(w)) => assert!(g.contains(w), "{s}: {g}"),
+                (Err(g), Err(w)) => assert!(g.to_string().contains(w), "{s}: {g}"),
                 (g, w) => panic!("{s}: {g:?} vs {w:?}"),
             }
         }
-        assert_eq!(parse_latency("300ms"), Ok(300.0));
-        assert_eq!(parse_latency("5s"), Ok(5000.0));
+        assert_eq!(parse_latency("300ms").unwrap(), 300.0);
+        assert_eq!(parse_latency("5s").unwrap(), 5000.0);
         assert!(parse_latency("fast").is_err());
         assert_eq!(
             minutes(&[(0, 1, 0), (10, 2, 1), (60, 0, 0), (130, 4, 0)]),
             vec![(0, 3, 1), (120, 4, 0)]
         );
+    }
+
+    #[test]
+    fn report_text() {
+        let lat: Vec<u64> = (1..=1000).collect();
+        let mut mins: Vec<(i64, u64, u64)> = (0..999).map(|i| (i * 60, 10, 0)).collect();
+        mins.push((999 * 60, 10, 3));
+        let m = measured(&lat, 13, mins);
+        let targets = [
+            t(Target::Availability { min: 0.999 }),
+            t(Target::Latency {
+                quantile: 0.95,
+                max_ms: 300.0,
+            }),
+            t(Target::Latency {
+                quantile: 0.999,
+                max_ms: 2000.0,
+            }),
+            TargetSpec {
+                target: Target::ErrorRate { max: 0.02 },
+                source: "slo checkout-availability".into(),
+            },
+        ];
+        let (checks, result) = judge(&m, &targets, 100, 0.05);
+        let report = SlaReport {
+            service: "checkout".into(),
+            selector: "service=checkout,env=prod".into(),
+            hours: 24,
+            from: "2026-11-23T09:00:00Z".into(),
+            to: "2026-11-24T09:00:00Z".into(),
+            requests: m.requests,
+            errors: m.errors,
+            minutes_with_traffic: m.minutes.len() as u64,
+            down_error_rate: 0.05,
+            min_requests: 100,
+            checks,
+            result,
+        };
+        insta::assert_snapshot!(render_text(&report));
     }
 }

@@ -162,7 +162,8 @@ fn bad_requests_are_refused_clearly_and_change_nothing() {
     }
 
     // HTTP: (content type, encoding, body, status, message fragment)
-    let http_cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    type HttpCase<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let http_cases: Vec<HttpCase> = vec![
         (
             "application/x-protobuf",
             None,

@@ -393,7 +393,7 @@ fn stored_baseline_gates_and_daily_report() {
     let fmt_n = |n: u64| {
         let s = n.to_string();
         s.chars().enumerate().fold(String::new(), |mut o, (i, ch)| {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 o.push(',');
             }
             o.push(ch);

@@ -178,7 +178,7 @@ fn fmt_int(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -444,7 +444,7 @@ fn evaluate_link_posts_a_verdict_and_shows_it() {
     let result = page.element("id=\"evaluate-result\"");
     assert!(result.contains("data-decision=\"rollback\""), "{result}");
     assert!(
-        result.contains(&html_text(&all[0]["reasons"][0].as_str().unwrap())),
+        result.contains(&html_text(all[0]["reasons"][0].as_str().unwrap())),
         "{result}"
     );
     assert!(

@@ -2,6 +2,7 @@
 //! exporters (Rust `opentelemetry-otlp`, Python `opentelemetry-sdk`) and by hostile clients.
 
 mod alerts;
+mod architecture;
 mod bad_input;
 mod baselines;
 mod cli;

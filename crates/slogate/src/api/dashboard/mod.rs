@@ -7,9 +7,9 @@
 //! MIME sniffing; the script renders every value with `textContent`, never as HTML, because
 //! service names and attribute values come from untrusted spans.
 
-use crate::api::{AppState, LatencyMs, api_error, latency_ms, parse_window};
+use crate::api::{ApiError, AppState, SliLatency, parse_window};
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -86,7 +86,7 @@ struct SeriesRow {
     errors: u64,
     error_rate: Option<f64>,
     rate_per_second: f64,
-    latency_ms: LatencyMs,
+    latency_ms: SliLatency,
 }
 
 #[derive(Serialize)]
@@ -109,17 +109,17 @@ async fn series(
         .keys()
         .find(|k| !matches!(k.as_str(), "window" | "service"))
     {
-        return api_error(
-            StatusCode::BAD_REQUEST,
-            format!("unknown query parameter `{k}`; use window and service"),
-        );
+        return ApiError::bad_request(format!(
+            "unknown query parameter `{k}`; use window and service"
+        ))
+        .into_response();
     }
     let window = match parse_window(
         params.get("window").map_or("10m", String::as_str),
         &st.registry,
     ) {
         Ok(w) => w,
-        Err(e) => return api_error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return e.into_response(),
     };
     let service = params.get("service").filter(|s| !s.is_empty()).cloned();
     let registry = st.registry.clone();
@@ -152,7 +152,7 @@ async fn series(
                 (w.requests > 0).then(|| SeriesRow {
                     error_rate: Some(w.errors as f64 / w.requests as f64),
                     rate_per_second: w.requests as f64 / w.covered_seconds.max(1) as f64,
-                    latency_ms: latency_ms(&w.sketch),
+                    latency_ms: SliLatency::of(&w.sketch),
                     requests: w.requests,
                     errors: w.errors,
                     service,
@@ -179,9 +179,6 @@ async fn series(
     .await;
     match answer {
         Ok(a) => Json(a).into_response(),
-        Err(e) => api_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("series listing failed: {e}"),
-        ),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -1,0 +1,87 @@
+//! `/readyz` and `/metrics` (Prometheus text); `/healthz` is a constant in the router.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
+
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    if st.ready.load(Ordering::SeqCst) {
+        "ready\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// Every family slogate exports: ingest, series state, gates, alerts and PagerDuty delivery.
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    let mut out = String::with_capacity(8 << 10);
+    st.stats.render(&mut out);
+    render_series(&st, &mut out);
+    st.gates.render_metrics(&mut out);
+    st.alerts.render_metrics(&mut out);
+    if let Some(d) = &st.delivery {
+        d.render_metrics(&mut out);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// The registry's series, memory and slot families, and the uptime.
+fn render_series(st: &AppState, out: &mut String) {
+    use slogate_core::prom::{Kind, family};
+    let r = &st.registry;
+    let m = r.memory();
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    family(
+        out,
+        "slogate_series",
+        Kind::Gauge,
+        "Series tracked, including overflow series.",
+    )
+    .sample(&[], r.series_count());
+    family(
+        out,
+        "slogate_overflow_observations_total",
+        Kind::Counter,
+        "Spans recorded into an overflow series because a cardinality cap was reached.",
+    )
+    .sample(&[], load(&r.stats.overflow_observations));
+    family(
+        out,
+        "slogate_series_memory_bytes",
+        Kind::Gauge,
+        "Heap bytes held by series state (history, keys, open slots).",
+    )
+    .sample(&[], m.live + m.closed());
+    let mut f = family(
+        out,
+        "slogate_series_state_bytes",
+        Kind::Gauge,
+        "The same heap bytes by part: live (keys, index, open slots), fine and coarse closed slots.",
+    );
+    for (part, bytes) in [("live", m.live), ("fine", m.fine), ("coarse", m.coarse)] {
+        f.sample(&[("part", &part)], bytes);
+    }
+    family(
+        out,
+        "slogate_slots_closed_total",
+        Kind::Counter,
+        "Open slots merged into series histories.",
+    )
+    .sample(&[], load(&r.stats.slots_closed));
+    family(
+        out,
+        "slogate_uptime_seconds",
+        Kind::Gauge,
+        "Seconds since the server started.",
+    )
+    .sample(&[], st.started.elapsed().as_secs());
+}

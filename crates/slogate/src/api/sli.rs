@@ -1,0 +1,57 @@
+//! `GET /api/v1/sli?service=S&window=10m[&env=..][&version=..][&operation=..]`: the rolling SLI
+//! of a selector.
+
+use super::{ApiError, AppState, SliLatency, parse_window};
+use axum::Json;
+use axum::extract::{Query, State};
+use serde::Serialize;
+use slogate_core::Selector;
+use std::collections::BTreeMap;
+
+#[derive(Serialize)]
+pub struct SliResponse {
+    service: String,
+    selector: String,
+    window_seconds: u64,
+    covered_seconds: u64,
+    series: usize,
+    requests: u64,
+    errors: u64,
+    /// `null` when there were no requests: no data is not a zero error rate.
+    error_rate: Option<f64>,
+    rate_per_second: f64,
+    latency_ms: SliLatency,
+}
+
+pub async fn sli(
+    State(st): State<AppState>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Json<SliResponse>, ApiError> {
+    let service = params
+        .get("service")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing query parameter `service`"))?;
+    let window = parse_window(
+        params.get("window").map_or("10m", String::as_str),
+        &st.registry,
+    )?;
+    let pairs = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "window")
+        .map(|(k, v)| (k.clone(), v.clone()));
+    let selector = Selector::new(pairs, &st.registry.config().extra_dims)
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let w = st.registry.query(&selector, window);
+    Ok(Json(SliResponse {
+        service: service.clone(),
+        selector: selector.to_string(),
+        window_seconds: window,
+        covered_seconds: w.covered_seconds,
+        series: w.series,
+        requests: w.requests,
+        errors: w.errors,
+        error_rate: (w.requests > 0).then(|| w.errors as f64 / w.requests as f64),
+        rate_per_second: w.requests as f64 / w.covered_seconds.max(1) as f64,
+        latency_ms: SliLatency::of(&w.sketch),
+    }))
+}

@@ -1,0 +1,121 @@
+//! The CLI's client for a running server's HTTP API (reqwest, blocking): JSON in and out, the
+//! server's `{"error": "..."}` bodies turned into messages, and "could not connect" told apart
+//! from "refused" so the two get different exit codes.
+
+use super::CliError;
+use anyhow::Context as _;
+use serde_json::Value;
+use std::time::Duration;
+
+pub struct Client {
+    base: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Client {
+    /// A client for the API at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> anyhow::Result<Client> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(310))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .context("cannot build the HTTP client")?;
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    /// `GET path` (with its query string already encoded).
+    pub fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.send(self.http.get(self.url(path)))
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.send(self.http.post(self.url(path)).json(body))
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn send(&self, req: reqwest::blocking::RequestBuilder) -> anyhow::Result<Value> {
+        let resp = req
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .map_err(|e| {
+                let what = if e.is_connect() {
+                    "cannot connect to"
+                } else {
+                    "no answer from"
+                };
+                CliError::Unreachable(format!("{what} {}: {e}", self.base))
+            })?;
+        let status = resp.status();
+        let text = resp.text().map_err(|e| {
+            CliError::Unreachable(format!("reading the answer of {}: {e}", self.base))
+        })?;
+        if !status.is_success() {
+            let message = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(String::from))
+                .unwrap_or(text);
+            anyhow::bail!("server answered {}: {message}", status.as_u16());
+        }
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "the server's answer is not JSON: {}",
+                text.chars().take(200).collect::<String>()
+            )
+        })
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_query_values() {
+        let cases = [
+            ("checkout", "checkout"),
+            ("GET /cart/{id}", "GET%20%2Fcart%2F%7Bid%7D"),
+            ("a&b=c", "a%26b%3Dc"),
+            ("ü", "%C3%BC"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(enc(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn unreachable_is_exit_4() {
+        // A port nobody listens on: bind one, then close it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}/")).unwrap();
+        let e = c.get("/healthz").unwrap_err();
+        assert_eq!(
+            super::super::exit_code(&e),
+            super::super::exit::UNREACHABLE,
+            "{e:#}"
+        );
+    }
+}

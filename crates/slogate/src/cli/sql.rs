@@ -1,0 +1,54 @@
+//! `slogate sql "QUERY"`: read-only SQL over the history, through a running server or straight
+//! from the Parquet files (`--dir`, `--url`).
+
+use super::client::Client;
+use super::{ServerArgs, emit, runtime};
+use crate::report::sql::SqlFormat;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    query: String,
+    #[arg(long, value_enum, default_value = "table")]
+    format: SqlFormat,
+    /// Read the history directory directly instead of asking a server.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Read the history at s3://bucket/prefix directly (credentials, endpoint, region from
+    /// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT, AWS_REGION, AWS_ALLOW_HTTP).
+    #[arg(long, conflicts_with = "dir")]
+    url: Option<String>,
+    #[arg(long, default_value = "10000")]
+    max_rows: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let store = match (&args.dir, &args.url) {
+        (Some(dir), _) => Some(slogate_history::Store::local(dir)),
+        (None, Some(url)) => Some(slogate_history::Store::s3(
+            url,
+            &slogate_history::S3Options::default(),
+        )?),
+        (None, None) => None,
+    };
+    let result: serde_json::Value = match store {
+        Some(store) => runtime()?.block_on(async {
+            let h = slogate_history::History::open(&store, &[]).await?;
+            let r = h
+                .sql(
+                    &args.query,
+                    args.max_rows,
+                    std::time::Duration::from_secs(300),
+                )
+                .await?;
+            anyhow::Ok(serde_json::to_value(r)?)
+        })?,
+        None => Client::new(&args.server.server)?
+            .post("/api/v1/sql", &serde_json::json!({ "query": args.query }))?,
+    };
+    emit(&crate::report::sql::render(&result, args.format))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,472 @@
+//! The YAML file format: what a person writes. Unknown fields are rejected, and every default is
+//! written once: a section's `impl Default` (the section carries `#[serde(default)]`, so a field
+//! left out takes it from there), or, for list items that have required fields, one `fn` named
+//! in the field's `default` attribute. `deploy/slogate.yaml` documents the same values and a test
+//! keeps the two equal.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A duration written as `10s`, `5m`, `1h30m`, `3d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl HumanDuration {
+    pub const fn secs(s: u64) -> HumanDuration {
+        HumanDuration(Duration::from_secs(s))
+    }
+}
+
+impl From<HumanDuration> for String {
+    fn from(d: HumanDuration) -> String {
+        humantime::format_duration(d.0).to_string()
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "invalid duration {s:?} ({e}); write e.g. 10s, 5m, 1h, 3d"
+                ))
+            })
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    pub server: ServerSection,
+    pub ingest: IngestSection,
+    pub cohorts: CohortSection,
+    pub windows: WindowSection,
+    pub limits: LimitSection,
+    pub gates: Vec<GateFile>,
+    pub slos: Vec<SloFile>,
+    pub alerting: AlertingSection,
+    pub pagerduty: PagerDutySection,
+    pub history: HistorySection,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub otlp_grpc: SocketAddr,
+    pub otlp_http: SocketAddr,
+    pub http: SocketAddr,
+    pub shutdown_grace: HumanDuration,
+    /// OTLP/HTTP and API connections whose request head has not arrived this long after the
+    /// connection opened (or the previous request ended) are closed: slow-loris protection.
+    pub header_read_timeout: HumanDuration,
+    /// Open connections per HTTP listener (OTLP/HTTP, API); more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        let any = |port| SocketAddr::from(([0, 0, 0, 0], port));
+        ServerSection {
+            otlp_grpc: any(4317),
+            otlp_http: any(4318),
+            http: any(8080),
+            shutdown_grace: HumanDuration::secs(10),
+            header_read_timeout: HumanDuration::secs(10),
+            max_connections: 4096,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    pub max_request_bytes: usize,
+    pub max_inflight_requests: usize,
+    pub retry_after: HumanDuration,
+    pub span_kinds: Vec<String>,
+    pub grpc_keepalive: bool,
+    pub grpc_max_concurrent_streams: u32,
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            max_request_bytes: 64 << 20,
+            max_inflight_requests: 256,
+            retry_after: HumanDuration::secs(1),
+            span_kinds: vec!["server".into(), "consumer".into()],
+            grpc_keepalive: true,
+            grpc_max_concurrent_streams: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CohortSection {
+    pub service: Vec<String>,
+    pub env: Vec<String>,
+    pub version: Vec<String>,
+    pub extra: Vec<ExtraDim>,
+}
+
+impl Default for CohortSection {
+    fn default() -> Self {
+        CohortSection {
+            service: vec!["service.name".into()],
+            env: vec![
+                "deployment.environment.name".into(),
+                "deployment.environment".into(),
+            ],
+            version: vec!["service.version".into()],
+            extra: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraDim {
+    pub name: String,
+    pub attributes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WindowSection {
+    pub slot: HumanDuration,
+    pub fine_retention: HumanDuration,
+    pub coarse_slot: HumanDuration,
+    pub coarse_retention: HumanDuration,
+}
+
+impl Default for WindowSection {
+    fn default() -> Self {
+        WindowSection {
+            slot: HumanDuration::secs(10),
+            fine_retention: HumanDuration::secs(3600),
+            coarse_slot: HumanDuration::secs(300),
+            coarse_retention: HumanDuration::secs(3 * 86_400),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSection {
+    pub max_series_per_service: usize,
+    pub max_series: usize,
+}
+
+impl Default for LimitSection {
+    fn default() -> Self {
+        LimitSection {
+            max_series_per_service: 2000,
+            max_series: 100_000,
+        }
+    }
+}
+
+/// A gate as written in the file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GateFile {
+    pub name: String,
+    pub service: String,
+    /// Only spans of this operation count (e.g. `GET /cart/{id}`); all operations when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    #[serde(default = "GateFile::default_window")]
+    pub window: HumanDuration,
+    /// Requests each cohort needs before any criterion is judged.
+    #[serde(default = "GateFile::default_min_requests")]
+    pub min_requests: u64,
+    /// Default canary selector (`version: v2`); a verdict request's `canary.<dim>` overrides it.
+    #[serde(default)]
+    pub canary: BTreeMap<String, String>,
+    /// Default baseline selector; a verdict request's `baseline.<dim>` overrides it. Or
+    /// `{stored: NAME}`: the stored baseline NAME (`slogate baseline capture`).
+    #[serde(default)]
+    pub baseline: BTreeMap<String, String>,
+    /// Criteria every phase applies.
+    #[serde(default)]
+    pub criteria: Vec<CriterionFile>,
+    /// Phases in rollout order, each adding criteria (a criterion of the same name replaces the
+    /// gate-wide one). Without phases the gate has one phase, `default`.
+    #[serde(default)]
+    pub phases: Vec<PhaseFile>,
+}
+
+impl GateFile {
+    fn default_window() -> HumanDuration {
+        HumanDuration::secs(600)
+    }
+    fn default_min_requests() -> u64 {
+        100
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<HumanDuration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default)]
+    pub criteria: Vec<CriterionFile>,
+}
+
+/// One criterion as written: a threshold (`metric`, `compare`, `pass`, `fail`) or a statistical
+/// test (`test: mann_whitney` with `confidence` and `max_effect`, `test: two_proportion` with
+/// `confidence` and `max_difference`). Every field but `name` is optional here; which ones a
+/// criterion needs is checked in validation, with the field named in the error.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CriterionFile {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_effect: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_difference: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_requests: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<HumanDuration>,
+}
+
+/// An SLO as written in the file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SloFile {
+    pub name: String,
+    pub service: String,
+    /// Further dimension matchers (env, version, operation, extras).
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// Target fraction of good requests, e.g. 0.999.
+    pub objective: f64,
+    /// With a threshold, good also means at most this slow (a latency SLO).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_threshold: Option<HumanDuration>,
+    #[serde(default = "SloFile::default_period")]
+    pub period: HumanDuration,
+}
+
+impl SloFile {
+    fn default_period() -> HumanDuration {
+        HumanDuration::secs(30 * 86_400)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertingSection {
+    pub evaluation_interval: HumanDuration,
+    /// A rule's long window needs this many requests before it may fire: low traffic never pages.
+    pub min_requests: u64,
+    /// Multi-window burn-rate tiers applied to every SLO (Google SRE Workbook by default).
+    pub burn_rates: Vec<BurnRateFile>,
+    pub rules: Vec<ThresholdRuleFile>,
+    pub gate_failures: GateFailureAlerts,
+}
+
+impl Default for AlertingSection {
+    fn default() -> Self {
+        AlertingSection {
+            evaluation_interval: HumanDuration::secs(30),
+            min_requests: 100,
+            burn_rates: slogate_gate::BurnTier::workbook_defaults()
+                .into_iter()
+                .map(|t| BurnRateFile {
+                    tier: t.tier,
+                    factor: t.factor,
+                    long: HumanDuration::secs(t.long_seconds),
+                    short: HumanDuration::secs(t.short_seconds),
+                })
+                .collect(),
+            rules: Vec::new(),
+            gate_failures: GateFailureAlerts::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BurnRateFile {
+    pub tier: slogate_gate::Tier,
+    pub factor: f64,
+    pub long: HumanDuration,
+    pub short: HumanDuration,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdRuleFile {
+    pub name: String,
+    pub service: String,
+    #[serde(default)]
+    pub selector: BTreeMap<String, String>,
+    /// `error_rate` or `latency_pNN` (milliseconds).
+    pub metric: String,
+    /// The rule is active while the metric is above this value.
+    pub above: f64,
+    #[serde(default = "ThresholdRuleFile::default_window")]
+    pub window: HumanDuration,
+    /// How long the condition must hold before the alert fires.
+    #[serde(default = "ThresholdRuleFile::default_window", rename = "for")]
+    pub for_: HumanDuration,
+    pub tier: slogate_gate::Tier,
+}
+
+impl ThresholdRuleFile {
+    /// Both the window and `for`.
+    fn default_window() -> HumanDuration {
+        HumanDuration::secs(300)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateFailureAlerts {
+    pub enabled: bool,
+    pub tier: slogate_gate::Tier,
+}
+
+impl Default for GateFailureAlerts {
+    fn default() -> Self {
+        GateFailureAlerts {
+            enabled: true,
+            tier: slogate_gate::Tier::P2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagerDutySection {
+    /// Off by default: alerts are still evaluated and shown at /api/v1/alerts.
+    pub enabled: bool,
+    pub url: String,
+    /// The routing key is read from this environment variable...
+    pub routing_key_env: String,
+    /// ...or from this file; it is never written to logs, disk or `config show`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routing_key_file: Option<PathBuf>,
+    /// Notifications are written here (fsync'd) before the first send and removed after a 202.
+    pub outbox_dir: PathBuf,
+    pub max_pending: usize,
+    pub max_per_minute: u32,
+    /// Base URL put in the `links` of each event (the dashboard, verdict or SLO page).
+    pub link_base_url: String,
+    /// Retries after 429, 5xx or a network error back off exponentially with jitter, between
+    /// these bounds.
+    pub retry_min: HumanDuration,
+    pub retry_max: HumanDuration,
+}
+
+impl Default for PagerDutySection {
+    fn default() -> Self {
+        PagerDutySection {
+            enabled: false,
+            url: "https://events.pagerduty.com".into(),
+            routing_key_env: "SLOGATE_PAGERDUTY_ROUTING_KEY".into(),
+            routing_key_file: None,
+            outbox_dir: "slogate-data/outbox".into(),
+            max_pending: 10_000,
+            max_per_minute: 120,
+            link_base_url: "http://localhost:8080".into(),
+            retry_min: HumanDuration::secs(1),
+            retry_max: HumanDuration::secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistorySection {
+    /// Every closed slot of every series is kept as Parquet for SQL, and reloaded on start.
+    pub enabled: bool,
+    /// Local directory of the history (when `url` is not set).
+    pub dir: PathBuf,
+    /// `s3://bucket/prefix`: keep the history on S3 or an S3-compatible server instead of `dir`.
+    /// Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, never from this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    pub s3: HistoryS3Section,
+    /// Hour partitions older than this are deleted by a background task.
+    pub retention: HumanDuration,
+    /// How often closed hour partitions are compacted (one file per hour) and retention applied.
+    pub compaction_interval: HumanDuration,
+    /// An hour partition is compacted once its hour ended this long ago.
+    pub compact_after: HumanDuration,
+    /// Buffered rows are written as Parquet files this often (and on shutdown).
+    pub flush_interval: HumanDuration,
+    /// Rows buffered before a flush; past this, closed slots are counted as dropped from history
+    /// (they stay in the live windows).
+    pub max_buffered_rows: usize,
+    /// On start, this much recent history is loaded back into the live windows.
+    pub reload: HumanDuration,
+    pub max_query_rows: usize,
+    pub query_timeout: HumanDuration,
+}
+
+impl Default for HistorySection {
+    fn default() -> Self {
+        HistorySection {
+            enabled: true,
+            dir: "slogate-data/history".into(),
+            url: None,
+            s3: HistoryS3Section::default(),
+            retention: HumanDuration::secs(30 * 86_400),
+            compaction_interval: HumanDuration::secs(600),
+            compact_after: HumanDuration::secs(600),
+            flush_interval: HumanDuration::secs(60),
+            max_buffered_rows: 1_000_000,
+            reload: HumanDuration::secs(3600),
+            max_query_rows: 10_000,
+            query_timeout: HumanDuration::secs(30),
+        }
+    }
+}
+
+/// The S3-compatible endpoint of `history.url`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryS3Section {
+    /// e.g. `http://minio:9000`; AWS (or AWS_ENDPOINT) when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// AWS_REGION (or us-east-1) when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Allow a plain-HTTP endpoint.
+    pub allow_http: bool,
+    /// Files holding the access key id and the secret (e.g. a mounted Kubernetes secret); both
+    /// or neither. Without them: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key_file: Option<PathBuf>,
+}

@@ -1,0 +1,114 @@
+//! Configuration tests: the embedded defaults, every example under `deploy/`, and errors that
+//! name file, line and field.
+
+use super::*;
+use serde::Deserialize as _;
+
+#[test]
+fn embedded_default_parses_and_matches_code_defaults() {
+    let c = Config::load(None).unwrap();
+    let from_empty = Config::parse("", "empty").unwrap();
+    assert_eq!(
+        serde_json::to_value(&c.file).unwrap(),
+        serde_json::to_value(&from_empty.file).unwrap(),
+        "deploy/slogate.yaml documents the real defaults"
+    );
+    assert_eq!(c.window.slot_seconds, 10);
+}
+
+#[test]
+fn every_example_under_deploy_parses() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy");
+    let mut seen = 0;
+    for entry in walk(Path::new(root)) {
+        let text = std::fs::read_to_string(&entry).unwrap();
+        if entry.extension().is_some_and(|e| e == "yaml")
+            && text.starts_with("# slogate configuration")
+        {
+            Config::parse(&text, &entry.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+            seen += 1;
+        }
+        // Kubernetes manifests carry the configuration in a ConfigMap.
+        if entry.extension().is_some_and(|e| e == "yaml") && text.contains("kind: ConfigMap") {
+            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                let v = serde_yaml_ng::Value::deserialize(doc).unwrap();
+                if let Some(cfg) = v
+                    .get("data")
+                    .and_then(|d| d.get("slogate.yaml"))
+                    .and_then(|c| c.as_str())
+                {
+                    Config::parse(cfg, &format!("{} (ConfigMap)", entry.display()))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    seen += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        seen >= 3,
+        "expected the default, the example and the Kubernetes ConfigMap, found {seen}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn check(text: &str, expected: &str) {
+    let err = Config::parse(text, "slogate.yaml").unwrap_err().to_string();
+    assert_eq!(err, expected);
+}
+
+#[test]
+fn errors_name_file_line_and_field() {
+    check(
+        "server:\n  http: 0.0.0.0:8080\n  htpp: 1\n",
+        "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`",
+    );
+    check(
+        "windows:\n  slot: ten seconds\n",
+        "slogate.yaml:2:3: windows.slot: invalid duration \"ten seconds\" (expected number at 0); write e.g. 10s, 5m, 1h, 3d",
+    );
+    check(
+        "windows:\n  slot: 7s\n",
+        "slogate.yaml: windows.coarse_slot: must be a multiple of windows.slot (7s)",
+    );
+    check(
+        "ingest:\n  span_kinds: [server, sever]\n",
+        "slogate.yaml:2: ingest.span_kinds[1]: unknown span kind \"sever\"; use server, consumer, client, producer or internal",
+    );
+    check(
+        "cohorts:\n  extra:\n    - name: version\n      attributes: [x]\n",
+        "slogate.yaml:3: cohorts.extra[0].name: \"version\" must be lowercase [a-z0-9_] and not a built-in dimension",
+    );
+    check(
+        "limits: [1, 2]\n",
+        "slogate.yaml:1:9: limits: invalid type: sequence, expected struct LimitSection",
+    );
+    check(
+        "history:\n  url: /var/lib/slogate\n",
+        "slogate.yaml:2: history.url: \"/var/lib/slogate\" must be an s3://bucket/prefix url (use history.dir for a local directory)",
+    );
+    check(
+        "history:\n  retention: 10m\n",
+        "slogate.yaml:2: history.retention: must be at least 1h",
+    );
+    // An error in the second gate points at the second gate's line, not the first's.
+    check(
+        "gates:\n  - name: a\n    service: a\n    window: 10m\n    criteria: [{name: e, metric: error_rate, pass: 0.01, fail: 0.02}]\n  - name: b\n    service: b\n    window: 2s\n",
+        "slogate.yaml:8: gates[1].window: must be between 1m (and one slot) and windows.coarse_retention (259200s)",
+    );
+    check(
+        "history:\n  s3:\n    secret_key: x\n",
+        "slogate.yaml:3:5: history.s3.secret_key: unknown field `secret_key`, expected one of `endpoint`, `region`, `allow_http`, `access_key_id_file`, `secret_access_key_file`",
+    );
+}

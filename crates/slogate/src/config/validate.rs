@@ -1,0 +1,751 @@
+//! Validation: every check of the file that serde cannot express (ranges, names, references
+//! between sections, criteria), each error naming the field path (`gates[1].phases[0].window`)
+//! so [`super::locate`] can point at its line, and the translation into the runtime [`Config`].
+
+use super::file::{FileConfig, HistorySection, HumanDuration, PhaseFile};
+use super::locate;
+use super::{
+    AlertingConfig, Config, ConfigError, GateConfig, HistoryConfig, HistoryLocation,
+    PagerDutyConfig, PhaseConfig, RoutingKeySource, STORED_BASELINE_KEY, ServerConfig, SloConfig,
+    ThresholdRule,
+};
+use slogate_ingest::IngestLimits;
+use slogate_ingest::extract::ExtractConfig;
+use slogate_window::WindowConfig;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Checks every section of `f` and builds the runtime configuration; `text` is the file, for
+/// error locations.
+/// A validation error at a field path (`gates[1].window`), located in the text.
+type Invalid<'a> = &'a dyn Fn(&str, String) -> ConfigError;
+
+/// Checks every section of `f` and builds the runtime configuration; `text` is the file, for
+/// error locations.
+pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, ConfigError> {
+    let invalid = |field: &str, message: String| ConfigError::Invalid {
+        file: file.into(),
+        line: locate(text, field),
+        field: field.into(),
+        message,
+    };
+    let window = validate_windows(&f, &invalid)?;
+    let (extract, limits) = validate_ingest(&f, &invalid)?;
+    let server = validate_server(&f, &invalid)?;
+    validate_history(&f.history, &invalid)?;
+    let gates = validate_gates(&f, &invalid)?;
+    let (slos, burn_tiers, rules) = validate_alerting(&f, &invalid)?;
+    Ok(Config {
+        source: file.to_string(),
+        server,
+        extract,
+        limits,
+        window,
+        gates,
+        slos,
+        burn_tiers,
+        rules,
+        alerting: alerting_config(&f),
+        pagerduty: pagerduty_config(&f),
+        history: history_config(&f.history),
+        file: f,
+    })
+}
+
+/// `windows` and `limits`.
+fn validate_windows(f: &FileConfig, invalid: Invalid) -> Result<WindowConfig, ConfigError> {
+    let secs = |d: HumanDuration| d.0.as_secs();
+    let w = &f.windows;
+    if secs(w.slot) == 0 || w.slot.0.subsec_nanos() != 0 {
+        return Err(invalid(
+            "windows.slot",
+            "must be a whole number of seconds, at least 1s".into(),
+        ));
+    }
+    if secs(w.coarse_slot) < secs(w.slot) || secs(w.coarse_slot) % secs(w.slot) != 0 {
+        return Err(invalid(
+            "windows.coarse_slot",
+            format!("must be a multiple of windows.slot ({}s)", secs(w.slot)),
+        ));
+    }
+    if secs(w.fine_retention) < 60 || secs(w.fine_retention) < secs(w.slot) {
+        return Err(invalid(
+            "windows.fine_retention",
+            "must be at least 1m and at least one slot".into(),
+        ));
+    }
+    if secs(w.coarse_retention) < secs(w.fine_retention) {
+        return Err(invalid(
+            "windows.coarse_retention",
+            "must be at least windows.fine_retention".into(),
+        ));
+    }
+    if f.limits.max_series_per_service == 0 || f.limits.max_series == 0 {
+        return Err(invalid("limits", "series caps must be at least 1".into()));
+    }
+    let window = WindowConfig {
+        slot_seconds: secs(w.slot),
+        fine_retention_seconds: secs(w.fine_retention),
+        coarse_slot_seconds: secs(w.coarse_slot),
+        coarse_retention_seconds: secs(w.coarse_retention),
+        max_series_per_service: f.limits.max_series_per_service,
+        max_series: f.limits.max_series,
+        max_overflow_series_per_service: 8,
+        extra_dims: f.cohorts.extra.iter().map(|e| e.name.clone()).collect(),
+    };
+    Ok(window)
+}
+
+/// `ingest` and `cohorts`: what the receivers accept and how spans become cohorts.
+fn validate_ingest(
+    f: &FileConfig,
+    invalid: Invalid,
+) -> Result<(ExtractConfig, IngestLimits), ConfigError> {
+    let mut kinds_mask = 0u8;
+    for (i, k) in f.ingest.span_kinds.iter().enumerate() {
+        match ExtractConfig::kind_from_name(k) {
+            Some(kind) => kinds_mask |= 1 << kind,
+            None => {
+                return Err(invalid(
+                    &format!("ingest.span_kinds[{i}]"),
+                    format!(
+                        "unknown span kind {k:?}; use server, consumer, client, producer or internal"
+                    ),
+                ));
+            }
+        }
+    }
+    if kinds_mask == 0 {
+        return Err(invalid(
+            "ingest.span_kinds",
+            "must name at least one span kind".into(),
+        ));
+    }
+    if f.ingest.max_request_bytes < 1024 {
+        return Err(invalid(
+            "ingest.max_request_bytes",
+            "must be at least 1024".into(),
+        ));
+    }
+    if f.ingest.max_inflight_requests == 0 {
+        return Err(invalid(
+            "ingest.max_inflight_requests",
+            "must be at least 1".into(),
+        ));
+    }
+    for (name, keys) in [
+        ("cohorts.service", &f.cohorts.service),
+        ("cohorts.env", &f.cohorts.env),
+        ("cohorts.version", &f.cohorts.version),
+    ] {
+        if keys.is_empty() && name == "cohorts.service" {
+            return Err(invalid(name, "must name at least one attribute".into()));
+        }
+    }
+    if f.cohorts.extra.len() > slogate_core::MAX_EXTRA_DIMS {
+        return Err(invalid(
+            "cohorts.extra",
+            format!("at most {} extra dimensions", slogate_core::MAX_EXTRA_DIMS),
+        ));
+    }
+    for (i, e) in f.cohorts.extra.iter().enumerate() {
+        let valid_name = !e.name.is_empty()
+            && e.name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !valid_name || slogate_core::DIMENSIONS.contains(&e.name.as_str()) {
+            return Err(invalid(
+                &format!("cohorts.extra[{i}].name"),
+                format!(
+                    "{:?} must be lowercase [a-z0-9_] and not a built-in dimension",
+                    e.name
+                ),
+            ));
+        }
+        if e.attributes.is_empty() {
+            return Err(invalid(
+                &format!("cohorts.extra[{i}].attributes"),
+                "must name at least one attribute".into(),
+            ));
+        }
+    }
+    let bytes = |v: &Vec<String>| v.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+    let extract = ExtractConfig {
+        service_keys: bytes(&f.cohorts.service),
+        env_keys: bytes(&f.cohorts.env),
+        version_keys: bytes(&f.cohorts.version),
+        extras: f
+            .cohorts
+            .extra
+            .iter()
+            .map(|e| bytes(&e.attributes))
+            .collect(),
+        kinds_mask,
+    };
+    let limits = IngestLimits {
+        max_request_bytes: f.ingest.max_request_bytes,
+        max_inflight_requests: f.ingest.max_inflight_requests,
+        retry_after: f.ingest.retry_after.0,
+    };
+    Ok((extract, limits))
+}
+
+/// `server`, with the gRPC settings of `ingest`.
+fn validate_server(f: &FileConfig, invalid: Invalid) -> Result<ServerConfig, ConfigError> {
+    if f.server.header_read_timeout.0.is_zero() {
+        return Err(invalid(
+            "server.header_read_timeout",
+            "must be more than 0s".into(),
+        ));
+    }
+    if f.server.max_connections == 0 {
+        return Err(invalid(
+            "server.max_connections",
+            "must be at least 1".into(),
+        ));
+    }
+    let s = &f.server;
+    let server = ServerConfig {
+        otlp_grpc: s.otlp_grpc,
+        otlp_http: s.otlp_http,
+        http: s.http,
+        shutdown_grace: s.shutdown_grace.0,
+        header_read_timeout: s.header_read_timeout.0,
+        max_connections: s.max_connections,
+        grpc_keepalive: f.ingest.grpc_keepalive,
+        grpc_max_concurrent_streams: f.ingest.grpc_max_concurrent_streams,
+    };
+    Ok(server)
+}
+
+fn alerting_config(f: &FileConfig) -> AlertingConfig {
+    let a = &f.alerting;
+    AlertingConfig {
+        evaluation_interval: a.evaluation_interval.0,
+        min_requests: a.min_requests,
+        gate_failures: a.gate_failures.enabled.then_some(a.gate_failures.tier),
+        link_base_url: f.pagerduty.link_base_url.clone(),
+    }
+}
+
+fn pagerduty_config(f: &FileConfig) -> Option<PagerDutyConfig> {
+    let p = &f.pagerduty;
+    p.enabled.then(|| PagerDutyConfig {
+        url: p.url.clone(),
+        routing_key: match &p.routing_key_file {
+            Some(path) => RoutingKeySource::File(path.clone()),
+            None => RoutingKeySource::Env(p.routing_key_env.clone()),
+        },
+        outbox_dir: p.outbox_dir.clone(),
+        max_pending: p.max_pending,
+        max_per_minute: p.max_per_minute,
+        retry_min: p.retry_min.0,
+        retry_max: p.retry_max.0,
+    })
+}
+
+fn history_config(h: &HistorySection) -> HistoryConfig {
+    HistoryConfig {
+        enabled: h.enabled,
+        location: match &h.url {
+            Some(url) => HistoryLocation::S3 {
+                url: url.clone(),
+                s3: h.s3.clone(),
+            },
+            None => HistoryLocation::Local(h.dir.clone()),
+        },
+        retention: h.retention.0,
+        compaction_interval: h.compaction_interval.0,
+        compact_after: h.compact_after.0,
+        flush_interval: h.flush_interval.0,
+        max_buffered_rows: h.max_buffered_rows,
+        reload: h.reload.0,
+        max_query_rows: h.max_query_rows,
+        query_timeout: h.query_timeout.0,
+    }
+}
+
+fn validate_history(
+    h: &HistorySection,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<(), ConfigError> {
+    if let Some(url) = &h.url
+        && (!url.starts_with("s3://") || url.len() <= "s3://".len())
+    {
+        return Err(invalid(
+            "history.url",
+            format!(
+                "{url:?} must be an s3://bucket/prefix url (use history.dir for a local directory)"
+            ),
+        ));
+    }
+    if h.s3.access_key_id_file.is_some() != h.s3.secret_access_key_file.is_some() {
+        return Err(invalid(
+            "history.s3",
+            "access_key_id_file and secret_access_key_file go together".into(),
+        ));
+    }
+    if h.retention.0 < Duration::from_secs(3600) {
+        return Err(invalid("history.retention", "must be at least 1h".into()));
+    }
+    if h.compaction_interval.0 < Duration::from_secs(1) {
+        return Err(invalid(
+            "history.compaction_interval",
+            "must be at least 1s".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn check_dims(
+    sel: &BTreeMap<String, String>,
+    extra: &[&str],
+    field: &str,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    for dim in sel.keys() {
+        if !["env", "version", "operation"].contains(&dim.as_str())
+            && !extra.contains(&dim.as_str())
+        {
+            return Err(invalid(
+                &format!("{field}.{dim}"),
+                "unknown dimension; use env, version, operation or a configured extra".into(),
+            ));
+        }
+    }
+    Ok(sel.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+type Alerting = (
+    Vec<SloConfig>,
+    Vec<slogate_gate::BurnTier>,
+    Vec<ThresholdRule>,
+);
+
+fn validate_alerting(
+    f: &FileConfig,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Alerting, ConfigError> {
+    let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
+    let coarse = f.windows.coarse_retention.0.as_secs();
+    let mut slos = Vec::new();
+    for (i, s) in f.slos.iter().enumerate() {
+        let at = |field: &str| format!("slos[{i}].{field}");
+        if s.name.is_empty()
+            || !s
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || f.slos[..i].iter().any(|o| o.name == s.name)
+        {
+            return Err(invalid(
+                &at("name"),
+                format!("{:?} must be unique and [A-Za-z0-9._-]", s.name),
+            ));
+        }
+        if !(s.objective > 0.0 && s.objective < 1.0) {
+            return Err(invalid(
+                &at("objective"),
+                format!(
+                    "{} must be between 0 and 1 exclusive, e.g. 0.999",
+                    s.objective
+                ),
+            ));
+        }
+        if s.period.0.as_secs() < 3600 {
+            return Err(invalid(&at("period"), "must be at least 1h".into()));
+        }
+        let kind = match s.latency_threshold {
+            Some(t) if t.0.is_zero() => {
+                return Err(invalid(&at("latency_threshold"), "must be positive".into()));
+            }
+            Some(t) => slogate_gate::SloKind::Latency {
+                threshold_ms: t.0.as_secs_f64() * 1e3,
+            },
+            None => slogate_gate::SloKind::Availability,
+        };
+        slos.push(SloConfig {
+            spec: slogate_gate::SloSpec {
+                name: s.name.clone(),
+                objective: s.objective,
+                kind,
+                period_seconds: s.period.0.as_secs(),
+            },
+            service: s.service.clone(),
+            selector: check_dims(&s.selector, &extra, &at("selector"), invalid)?,
+        });
+    }
+    let a = &f.alerting;
+    if a.evaluation_interval.0.as_secs() == 0 {
+        return Err(invalid(
+            "alerting.evaluation_interval",
+            "must be at least 1s".into(),
+        ));
+    }
+    let mut tiers = Vec::new();
+    for (i, b) in a.burn_rates.iter().enumerate() {
+        let at = |field: &str| format!("alerting.burn_rates[{i}].{field}");
+        let (long, short) = (b.long.0.as_secs(), b.short.0.as_secs());
+        if b.factor.is_nan() || b.factor <= 0.0 {
+            return Err(invalid(&at("factor"), "must be positive".into()));
+        }
+        if short == 0 || short >= long {
+            return Err(invalid(
+                &at("short"),
+                "must be shorter than the long window".into(),
+            ));
+        }
+        // The tiers apply to SLOs; without any, a long window is harmless.
+        if long > coarse && !slos.is_empty() {
+            return Err(invalid(
+                &at("long"),
+                format!(
+                    "is longer than windows.coarse_retention ({coarse}s), so it could never be measured"
+                ),
+            ));
+        }
+        tiers.push(slogate_gate::BurnTier {
+            tier: b.tier,
+            factor: b.factor,
+            long_seconds: long,
+            short_seconds: short,
+        });
+    }
+    let mut rules = Vec::new();
+    for (i, r) in a.rules.iter().enumerate() {
+        let at = |field: &str| format!("alerting.rules[{i}].{field}");
+        if r.name.is_empty() || a.rules[..i].iter().any(|o| o.name == r.name) {
+            return Err(invalid(
+                &at("name"),
+                format!("{:?} must be non-empty and unique", r.name),
+            ));
+        }
+        let metric = parse_metric(&r.metric).map_err(|e| invalid(&at("metric"), e))?;
+        if matches!(metric, slogate_gate::Metric::RequestRate) {
+            return Err(invalid(
+                &at("metric"),
+                "threshold rules take error_rate or latency_pNN".into(),
+            ));
+        }
+        let window = r.window.0.as_secs();
+        if window < f.windows.slot.0.as_secs() || window > coarse {
+            return Err(invalid(
+                &at("window"),
+                "must be between one slot and windows.coarse_retention".into(),
+            ));
+        }
+        rules.push(ThresholdRule {
+            name: r.name.clone(),
+            service: r.service.clone(),
+            selector: check_dims(&r.selector, &extra, &at("selector"), invalid)?,
+            metric,
+            above: r.above,
+            window_seconds: window,
+            for_seconds: r.for_.0.as_secs(),
+            tier: r.tier,
+        });
+    }
+    let p = &f.pagerduty;
+    if p.enabled {
+        if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+            return Err(invalid(
+                "pagerduty.url",
+                format!("{:?} must be an http(s) URL", p.url),
+            ));
+        }
+        if p.max_per_minute == 0 || p.max_pending == 0 {
+            return Err(invalid(
+                "pagerduty",
+                "max_per_minute and max_pending must be at least 1".into(),
+            ));
+        }
+        if p.retry_min.0.is_zero() || p.retry_min.0 > p.retry_max.0 {
+            return Err(invalid(
+                "pagerduty.retry_min",
+                "must be positive and at most pagerduty.retry_max".into(),
+            ));
+        }
+    }
+    Ok((slos, tiers, rules))
+}
+
+fn validate_gates(
+    f: &FileConfig,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<Vec<GateConfig>, ConfigError> {
+    let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
+    let coarse = f.windows.coarse_retention.0.as_secs();
+    let slot = f.windows.slot.0.as_secs();
+    let mut gates = Vec::new();
+    for (gi, g) in f.gates.iter().enumerate() {
+        let at = |field: &str| format!("gates[{gi}].{field}");
+        let valid_name = !g.name.is_empty()
+            && g.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !valid_name {
+            return Err(invalid(
+                &at("name"),
+                format!(
+                    "{:?} must be non-empty [A-Za-z0-9._-] (it appears in URLs)",
+                    g.name
+                ),
+            ));
+        }
+        if f.gates[..gi].iter().any(|o| o.name == g.name) {
+            return Err(invalid(
+                &at("name"),
+                format!("duplicate gate name {:?}", g.name),
+            ));
+        }
+        if g.service.is_empty() {
+            return Err(invalid(&at("service"), "must name a service".into()));
+        }
+        // `baseline: {stored: NAME}` names a stored baseline instead of a live cohort.
+        let baseline_stored = match g.baseline.get(STORED_BASELINE_KEY) {
+            Some(name) if g.baseline.len() == 1 => {
+                slogate_history::baseline::validate_name(name)
+                    .map_err(|e| invalid(&at("baseline.stored"), e.to_string()))?;
+                Some(name.clone())
+            }
+            Some(_) => {
+                return Err(invalid(
+                    &at("baseline.stored"),
+                    "a stored baseline is the whole baseline; give no other dimensions with it"
+                        .into(),
+                ));
+            }
+            None => None,
+        };
+        for (side, sel) in [("canary", &g.canary), ("baseline", &g.baseline)] {
+            if side == "baseline" && baseline_stored.is_some() {
+                continue;
+            }
+            for dim in sel.keys() {
+                if !["env", "version", "operation"].contains(&dim.as_str())
+                    && !extra.contains(&dim.as_str())
+                {
+                    return Err(invalid(
+                        &at(&format!("{side}.{dim}")),
+                        "unknown dimension; use env, version, operation or a configured extra"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        let check_window = |field: String, w: &HumanDuration| {
+            let s = w.0.as_secs();
+            if s < slot.max(60) || s > coarse {
+                Err(invalid(
+                    &field,
+                    format!(
+                        "must be between 1m (and one slot) and windows.coarse_retention ({coarse}s)"
+                    ),
+                ))
+            } else {
+                Ok(s)
+            }
+        };
+        let gate_window = check_window(at("window"), &g.window)?;
+        let mut common = Vec::new();
+        for (ci, c) in g.criteria.iter().enumerate() {
+            common.push(
+                criterion_spec(c).map_err(|(field, msg)| {
+                    invalid(&at(&format!("criteria[{ci}].{field}")), msg)
+                })?,
+            );
+        }
+        let mut phases = Vec::new();
+        let phase_files: Vec<PhaseFile> = if g.phases.is_empty() {
+            vec![PhaseFile {
+                name: "default".into(),
+                window: None,
+                min_requests: None,
+                criteria: Vec::new(),
+            }]
+        } else {
+            g.phases.clone()
+        };
+        for (pi, p) in phase_files.iter().enumerate() {
+            let pat = |field: &str| at(&format!("phases[{pi}].{field}"));
+            if p.name.is_empty() || phase_files[..pi].iter().any(|o| o.name == p.name) {
+                return Err(invalid(
+                    &pat("name"),
+                    format!("phase names must be non-empty and unique, got {:?}", p.name),
+                ));
+            }
+            let window_seconds = match &p.window {
+                Some(w) => check_window(pat("window"), w)?,
+                None => gate_window,
+            };
+            let mut criteria = common.clone();
+            for (ci, c) in p.criteria.iter().enumerate() {
+                let spec = criterion_spec(c).map_err(|(field, msg)| {
+                    invalid(&pat(&format!("criteria[{ci}].{field}")), msg)
+                })?;
+                match criteria.iter_mut().find(|x| x.name == spec.name) {
+                    Some(slot) => *slot = spec,
+                    None => criteria.push(spec),
+                }
+            }
+            if criteria.is_empty() {
+                return Err(invalid(
+                    &pat("criteria"),
+                    "a phase needs at least one criterion (gate-wide or its own)".into(),
+                ));
+            }
+            if baseline_stored.is_some() {
+                // A stored baseline covers another span of time than the gate's window, so only
+                // rates and latencies compare; a request rate would not.
+                let by_rate = |c: &&slogate_gate::CriterionSpec| matches!(c.check, slogate_gate::Check::Threshold { metric: slogate_gate::Metric::RequestRate, comparison, .. } if comparison != slogate_gate::Comparison::Absolute);
+                if let Some(c) = criteria.iter().find(by_rate) {
+                    return Err(invalid(
+                        &pat("criteria"),
+                        format!(
+                            "criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies",
+                            c.name
+                        ),
+                    ));
+                }
+            }
+            let spec = slogate_gate::GateSpec {
+                name: g.name.clone(),
+                min_requests: p.min_requests.unwrap_or(g.min_requests),
+                criteria,
+            };
+            spec.validate()
+                .map_err(|e| invalid(&pat("criteria"), e.to_string()))?;
+            phases.push(PhaseConfig {
+                name: p.name.clone(),
+                window_seconds,
+                spec,
+            });
+        }
+        gates.push(GateConfig {
+            name: g.name.clone(),
+            service: g.service.clone(),
+            operation: g.operation.clone(),
+            canary: g
+                .canary
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            baseline: if baseline_stored.is_some() {
+                Vec::new()
+            } else {
+                g.baseline
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            },
+            baseline_stored,
+            phases,
+        });
+    }
+    Ok(gates)
+}
+
+/// Parses a metric name: `error_rate`, `request_rate`, `latency_p95`, `latency_p999`, ...
+fn parse_metric(s: &str) -> Result<slogate_gate::Metric, String> {
+    use slogate_gate::Metric;
+    match s {
+        "error_rate" => Ok(Metric::ErrorRate),
+        "request_rate" => Ok(Metric::RequestRate),
+        other => {
+            let digits = other
+                .strip_prefix("latency_p")
+                .filter(|d| !d.is_empty() && d.len() <= 6 && d.bytes().all(|b| b.is_ascii_digit()));
+            match digits {
+                Some(d) => Ok(Metric::Latency {
+                    quantile: format!("0.{d}")
+                        .parse()
+                        .map_err(|_| format!("bad quantile in {other:?}"))?,
+                }),
+                None => Err(format!(
+                    "unknown metric {other:?}; use error_rate, request_rate or latency_pNN (latency_p50, latency_p95, latency_p999)"
+                )),
+            }
+        }
+    }
+}
+
+fn criterion_spec(
+    c: &super::file::CriterionFile,
+) -> Result<slogate_gate::CriterionSpec, (&'static str, String)> {
+    use slogate_gate::{Check, Comparison, Direction};
+    let check = match c.test.as_deref() {
+        Some("mann_whitney") => Check::MannWhitney {
+            confidence: c.confidence.unwrap_or(0.99),
+            max_effect: c.max_effect.ok_or((
+                "max_effect",
+                "mann_whitney needs max_effect (probability of superiority, e.g. 0.55)".to_string(),
+            ))?,
+        },
+        Some("two_proportion") => Check::TwoProportion {
+            confidence: c.confidence.unwrap_or(0.99),
+            max_difference: c.max_difference.ok_or((
+                "max_difference",
+                "two_proportion needs max_difference (e.g. 0.005 for +0.5 points)".to_string(),
+            ))?,
+        },
+        Some(other) => {
+            return Err((
+                "test",
+                format!("unknown test {other:?}; use mann_whitney or two_proportion"),
+            ));
+        }
+        None => {
+            let metric = parse_metric(
+                c.metric
+                    .as_deref()
+                    .ok_or(("metric", "a threshold criterion needs a metric".to_string()))?,
+            )
+            .map_err(|e| ("metric", e))?;
+            let comparison = match c.compare.as_deref().unwrap_or("absolute") {
+                "absolute" => Comparison::Absolute,
+                "ratio" => Comparison::Ratio,
+                "difference" => Comparison::Difference,
+                other => {
+                    return Err((
+                        "compare",
+                        format!("unknown comparison {other:?}; use absolute, ratio or difference"),
+                    ));
+                }
+            };
+            let direction = match c.direction.as_deref() {
+                None => None,
+                Some("lower_is_better") => Some(Direction::LowerIsBetter),
+                Some("higher_is_better") => Some(Direction::HigherIsBetter),
+                Some(other) => {
+                    return Err((
+                        "direction",
+                        format!(
+                            "unknown direction {other:?}; use lower_is_better or higher_is_better"
+                        ),
+                    ));
+                }
+            };
+            Check::Threshold {
+                metric,
+                comparison,
+                pass: c.pass.ok_or((
+                    "pass",
+                    "a threshold criterion needs a pass bound".to_string(),
+                ))?,
+                fail: c.fail.ok_or((
+                    "fail",
+                    "a threshold criterion needs a fail bound".to_string(),
+                ))?,
+                direction,
+            }
+        }
+    };
+    let spec = slogate_gate::CriterionSpec {
+        name: c.name.clone(),
+        check,
+        min_requests: c.min_requests,
+        sustained_seconds: c.sustained.map(|d| d.0.as_secs()),
+    };
+    spec.validate().map_err(|e| ("name", e.to_string()))?;
+    Ok(spec)
+}
