@@ -2,7 +2,7 @@
 //! between sections, criteria), each error naming the field path (`gates[1].phases[0].window`)
 //! so [`super::locate`] can point at its line, and the translation into the runtime [`Config`].
 
-use super::file::{FileConfig, HistorySection, HumanDuration, PhaseFile};
+use super::file::{FileConfig, GateFile, HistorySection, HumanDuration, PhaseFile};
 use super::locate;
 use super::{
     AlertingConfig, Config, ConfigError, GateConfig, HistoryConfig, HistoryLocation,
@@ -517,22 +517,11 @@ fn validate_gates(
             }
             None => None,
         };
-        for (side, sel) in [("canary", &g.canary), ("baseline", &g.baseline)] {
-            if side == "baseline" && baseline_stored.is_some() {
-                continue;
-            }
-            for dim in sel.keys() {
-                if !["env", "version", "operation"].contains(&dim.as_str())
-                    && !extra.contains(&dim.as_str())
-                {
-                    return Err(invalid(
-                        &at(&format!("{side}.{dim}")),
-                        "unknown dimension; use env, version, operation or a configured extra"
-                            .into(),
-                    ));
-                }
-            }
-        }
+        let canary = check_dims(&g.canary, &extra, &at("canary"), invalid)?;
+        let baseline = match baseline_stored {
+            Some(_) => Vec::new(),
+            None => check_dims(&g.baseline, &extra, &at("baseline"), invalid)?,
+        };
         let check_window = |field: String, w: &HumanDuration| {
             let s = w.0.as_secs();
             if s < slot.max(60) || s > coarse {
@@ -578,71 +567,81 @@ fn validate_gates(
                 Some(w) => check_window(pat("window"), w)?,
                 None => gate_window,
             };
-            let mut criteria = common.clone();
-            for (ci, c) in p.criteria.iter().enumerate() {
-                let spec = criterion_spec(c).map_err(|(field, msg)| {
-                    invalid(&pat(&format!("criteria[{ci}].{field}")), msg)
-                })?;
-                match criteria.iter_mut().find(|x| x.name == spec.name) {
-                    Some(slot) => *slot = spec,
-                    None => criteria.push(spec),
-                }
-            }
-            if criteria.is_empty() {
-                return Err(invalid(
-                    &pat("criteria"),
-                    "a phase needs at least one criterion (gate-wide or its own)".into(),
-                ));
-            }
-            if baseline_stored.is_some() {
-                // A stored baseline covers another span of time than the gate's window, so only
-                // rates and latencies compare; a request rate would not.
-                let by_rate = |c: &&slogate_gate::CriterionSpec| matches!(c.check, slogate_gate::Check::Threshold { metric: slogate_gate::Metric::RequestRate, comparison, .. } if comparison != slogate_gate::Comparison::Absolute);
-                if let Some(c) = criteria.iter().find(by_rate) {
-                    return Err(invalid(
-                        &pat("criteria"),
-                        format!(
-                            "criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies",
-                            c.name
-                        ),
-                    ));
-                }
-            }
-            let spec = slogate_gate::GateSpec {
-                name: g.name.clone(),
-                min_requests: p.min_requests.unwrap_or(g.min_requests),
-                criteria,
-            };
-            spec.validate()
-                .map_err(|e| invalid(&pat("criteria"), e.to_string()))?;
-            phases.push(PhaseConfig {
-                name: p.name.clone(),
+            phases.push(phase_config(
+                g,
+                p,
+                &pat,
                 window_seconds,
-                spec,
-            });
+                &common,
+                baseline_stored.is_some(),
+                invalid,
+            )?);
         }
         gates.push(GateConfig {
             name: g.name.clone(),
             service: g.service.clone(),
             operation: g.operation.clone(),
-            canary: g
-                .canary
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            baseline: if baseline_stored.is_some() {
-                Vec::new()
-            } else {
-                g.baseline
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            },
+            canary,
+            baseline,
             baseline_stored,
             phases,
         });
     }
     Ok(gates)
+}
+
+/// One phase of a gate: the gate-wide criteria with the phase's own (same name replaces), each
+/// checked, and none that compares request rates with a stored baseline.
+fn phase_config(
+    g: &GateFile,
+    p: &PhaseFile,
+    pat: &dyn Fn(&str) -> String,
+    window_seconds: u64,
+    common: &[slogate_gate::CriterionSpec],
+    stored_baseline: bool,
+    invalid: Invalid,
+) -> Result<PhaseConfig, ConfigError> {
+    let mut criteria = common.to_vec();
+    for (ci, c) in p.criteria.iter().enumerate() {
+        let spec = criterion_spec(c)
+            .map_err(|(field, msg)| invalid(&pat(&format!("criteria[{ci}].{field}")), msg))?;
+        match criteria.iter_mut().find(|x| x.name == spec.name) {
+            Some(slot) => *slot = spec,
+            None => criteria.push(spec),
+        }
+    }
+    if criteria.is_empty() {
+        return Err(invalid(
+            &pat("criteria"),
+            "a phase needs at least one criterion (gate-wide or its own)".into(),
+        ));
+    }
+    if stored_baseline {
+        // A stored baseline covers another span of time than the gate's window, so only
+        // rates and latencies compare; a request rate would not.
+        let by_rate = |c: &&slogate_gate::CriterionSpec| matches!(c.check, slogate_gate::Check::Threshold { metric: slogate_gate::Metric::RequestRate, comparison, .. } if comparison != slogate_gate::Comparison::Absolute);
+        if let Some(c) = criteria.iter().find(by_rate) {
+            return Err(invalid(
+                &pat("criteria"),
+                format!(
+                    "criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies",
+                    c.name
+                ),
+            ));
+        }
+    }
+    let spec = slogate_gate::GateSpec {
+        name: g.name.clone(),
+        min_requests: p.min_requests.unwrap_or(g.min_requests),
+        criteria,
+    };
+    spec.validate()
+        .map_err(|e| invalid(&pat("criteria"), e.to_string()))?;
+    Ok(PhaseConfig {
+        name: p.name.clone(),
+        window_seconds,
+        spec,
+    })
 }
 
 /// Parses a metric name: `error_rate`, `request_rate`, `latency_p95`, `latency_p999`, ...

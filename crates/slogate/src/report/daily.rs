@@ -268,6 +268,97 @@ fn selector_text(m: &[(String, String)]) -> String {
     parts.join(",")
 }
 
+/// The baseline cohort of a report: the stored baseline the request or the gate names, the live
+/// baseline selector, or none when every criterion is absolute.
+async fn baseline_cohort(
+    history: &History,
+    root: &slogate_history::Store,
+    req: &ReportRequest<'_>,
+    canary_m: &[(String, String)],
+    span: &str,
+    range: (i64, i64),
+) -> anyhow::Result<(Option<CohortStats>, Option<CohortData>)> {
+    let g = req.gate;
+    let key = crate::config::STORED_BASELINE_KEY;
+    let stored = match req.baseline.iter().find(|(k, _)| k == key) {
+        Some((_, name)) => Some(name.clone()),
+        None if req.baseline.is_empty() => g.baseline_stored.clone(),
+        None => None,
+    };
+    let needs_baseline = req
+        .phase
+        .spec
+        .criteria
+        .iter()
+        .any(|c| c.check.is_relative());
+    if let Some(name) = stored {
+        let b = store::load(root, &name)?;
+        if b.selector.get("service") != Some(&g.service) {
+            bail!(
+                "stored baseline {name:?} was captured for {}, but gate {:?} watches service {}",
+                b.selector_text(),
+                g.name,
+                g.service
+            );
+        }
+        let op = g
+            .operation
+            .as_deref()
+            .filter(|op| b.selector.get("operation").map(String::as_str) != Some(*op));
+        let t = b.cohort(op).with_context(|| {
+            format!(
+                "stored baseline {name:?} has no traffic for operation {:?}",
+                op.unwrap_or("")
+            )
+        })?;
+        let data = to_data(t)?;
+        let source = format!(
+            "stored baseline captured {} from {} → {}",
+            slogate_history::rfc3339(b.captured_at_unix),
+            slogate_history::rfc3339(b.from_unix),
+            slogate_history::rfc3339(b.to_unix)
+        );
+        Ok((
+            Some(CohortStats::new(
+                "baseline",
+                format!("stored:{name} ({})", b.selector_text()),
+                source,
+                t,
+                &data,
+            )),
+            Some(data),
+        ))
+    } else if !g.baseline.is_empty() || !req.baseline.is_empty() {
+        let m = matchers(g, &g.baseline, &req.baseline);
+        if m == *canary_m {
+            bail!(
+                "canary and baseline select the same series ({}); give them different cohort values",
+                selector_text(&m)
+            );
+        }
+        let t =
+            CohortTotals::merge_all(&slogate_history::operation_totals(history, &m, range).await?)?;
+        let data = to_data(&t)?;
+        Ok((
+            Some(CohortStats::new(
+                "baseline",
+                selector_text(&m),
+                format!("live traffic, {span}"),
+                &t,
+                &data,
+            )),
+            Some(data),
+        ))
+    } else if needs_baseline {
+        bail!(
+            "gate {:?} compares the canary with a baseline, but none is configured; pass --baseline DIM=VALUE or --baseline stored=NAME",
+            g.name
+        );
+    } else {
+        Ok((None, None))
+    }
+}
+
 /// Builds the report from the history under `root`.
 pub async fn build(
     history: &History,
@@ -305,84 +396,8 @@ pub async fn build(
         &canary_data,
     );
 
-    let key = crate::config::STORED_BASELINE_KEY;
-    let stored = match req.baseline.iter().find(|(k, _)| k == key) {
-        Some((_, name)) => Some(name.clone()),
-        None if req.baseline.is_empty() => g.baseline_stored.clone(),
-        None => None,
-    };
-    let needs_baseline = req
-        .phase
-        .spec
-        .criteria
-        .iter()
-        .any(|c| c.check.is_relative());
-    let (baseline, baseline_data) = if let Some(name) = stored {
-        let b = store::load(root, &name)?;
-        if b.selector.get("service") != Some(&g.service) {
-            bail!(
-                "stored baseline {name:?} was captured for {}, but gate {:?} watches service {}",
-                b.selector_text(),
-                g.name,
-                g.service
-            );
-        }
-        let op = g
-            .operation
-            .as_deref()
-            .filter(|op| b.selector.get("operation").map(String::as_str) != Some(*op));
-        let t = b.cohort(op).with_context(|| {
-            format!(
-                "stored baseline {name:?} has no traffic for operation {:?}",
-                op.unwrap_or("")
-            )
-        })?;
-        let data = to_data(t)?;
-        let source = format!(
-            "stored baseline captured {} from {} → {}",
-            slogate_history::rfc3339(b.captured_at_unix),
-            slogate_history::rfc3339(b.from_unix),
-            slogate_history::rfc3339(b.to_unix)
-        );
-        (
-            Some(CohortStats::new(
-                "baseline",
-                format!("stored:{name} ({})", b.selector_text()),
-                source,
-                t,
-                &data,
-            )),
-            Some(data),
-        )
-    } else if !g.baseline.is_empty() || !req.baseline.is_empty() {
-        let m = matchers(g, &g.baseline, &req.baseline);
-        if m == canary_m {
-            bail!(
-                "canary and baseline select the same series ({}); give them different cohort values",
-                selector_text(&m)
-            );
-        }
-        let t =
-            CohortTotals::merge_all(&slogate_history::operation_totals(history, &m, range).await?)?;
-        let data = to_data(&t)?;
-        (
-            Some(CohortStats::new(
-                "baseline",
-                selector_text(&m),
-                format!("live traffic, {span}"),
-                &t,
-                &data,
-            )),
-            Some(data),
-        )
-    } else if needs_baseline {
-        bail!(
-            "gate {:?} compares the canary with a baseline, but none is configured; pass --baseline DIM=VALUE or --baseline stored=NAME",
-            g.name
-        );
-    } else {
-        (None, None)
-    };
+    let (baseline, baseline_data) =
+        baseline_cohort(history, root, req, &canary_m, &span, range).await?;
 
     let window = (range.1 - range.0).max(1) as u64;
     let period = slogate_gate::evaluate(
