@@ -266,38 +266,48 @@ impl Config {
         gate: &str,
         phase: Option<&str>,
     ) -> Result<(&GateConfig, &PhaseConfig), LookupError> {
-        let names = |it: &mut dyn Iterator<Item = &str>| {
-            let v: Vec<&str> = it.collect();
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
-        let g = self
-            .gates
-            .iter()
-            .find(|g| g.name == gate)
-            .ok_or_else(|| LookupError::Gate {
-                gate: gate.into(),
-                file: self.source.clone(),
-                known: names(&mut self.gates.iter().map(|g| g.name.as_str())),
-            })?;
-        let p = match phase.filter(|p| !p.is_empty()) {
-            None => &g.phases[0],
-            Some(name) => {
-                g.phases
-                    .iter()
-                    .find(|p| p.name == name)
-                    .ok_or_else(|| LookupError::Phase {
-                        gate: gate.into(),
-                        phase: name.into(),
-                        known: names(&mut g.phases.iter().map(|p| p.name.as_str())),
-                    })?
-            }
-        };
-        Ok((g, p))
+        find_gate_phase(&self.gates, &self.source, gate, phase)
     }
+}
+
+/// A gate of `gates` and one of its phases (the first when `phase` is `None` or empty); the
+/// one lookup the server's gates and the CLI's reports share. `source` names the file.
+pub fn find_gate_phase<'a>(
+    gates: &'a [GateConfig],
+    source: &str,
+    gate: &str,
+    phase: Option<&str>,
+) -> Result<(&'a GateConfig, &'a PhaseConfig), LookupError> {
+    let names = |it: &mut dyn Iterator<Item = &str>| {
+        let v: Vec<&str> = it.collect();
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let g = gates
+        .iter()
+        .find(|g| g.name == gate)
+        .ok_or_else(|| LookupError::Gate {
+            gate: gate.into(),
+            file: source.into(),
+            known: names(&mut gates.iter().map(|g| g.name.as_str())),
+        })?;
+    let p = match phase.filter(|p| !p.is_empty()) {
+        None => &g.phases[0],
+        Some(name) => {
+            g.phases
+                .iter()
+                .find(|p| p.name == name)
+                .ok_or_else(|| LookupError::Phase {
+                    gate: gate.into(),
+                    phase: name.into(),
+                    known: names(&mut g.phases.iter().map(|p| p.name.as_str())),
+                })?
+        }
+    };
+    Ok((g, p))
 }
 
 /// A serde error as `file:line:column: path: message`.

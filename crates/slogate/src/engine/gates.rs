@@ -226,28 +226,13 @@ impl Gates {
         gate: &str,
         phase: Option<&str>,
     ) -> Result<(&GateConfig, &PhaseConfig), GateError> {
-        let g = self
-            .gates
-            .iter()
-            .find(|g| g.name == gate)
-            .ok_or_else(|| GateError::UnknownGate(gate.into()))?;
-        let p =
-            match phase.filter(|p| !p.is_empty()) {
-                None => &g.phases[0],
-                Some(name) => g.phases.iter().find(|p| p.name == name).ok_or_else(|| {
-                    GateError::UnknownPhase {
-                        gate: gate.into(),
-                        phase: name.into(),
-                        known: g
-                            .phases
-                            .iter()
-                            .map(|p| p.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
-                })?,
-            };
-        Ok((g, p))
+        use crate::config::{LookupError, find_gate_phase};
+        find_gate_phase(&self.gates, "the configuration", gate, phase).map_err(|e| match e {
+            LookupError::Gate { gate, .. } => GateError::UnknownGate(gate),
+            LookupError::Phase { gate, phase, known } => {
+                GateError::UnknownPhase { gate, phase, known }
+            }
+        })
     }
 
     fn selector(
