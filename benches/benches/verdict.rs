@@ -195,6 +195,7 @@ fn cohort(registry: &Registry, sel: &Selector) -> CohortData {
         requests: w.requests,
         errors: w.errors,
         sketch: w.sketch,
+        observed_seconds: Some(w.observed_seconds),
     }
 }
 

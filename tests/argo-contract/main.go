@@ -47,7 +47,8 @@ type analysisTemplate struct {
 	Kind string `json:"kind"`
 	Spec struct {
 		Args []struct {
-			Name string `json:"name"`
+			Name  string  `json:"name"`
+			Value *string `json:"value"`
 		} `json:"args"`
 		Metrics []metric `json:"metrics"`
 	} `json:"spec"`
@@ -95,7 +96,11 @@ func run(path, name string, args argList) (string, string, error) {
 	}
 	for _, a := range t.Spec.Args {
 		if _, ok := args[a.Name]; !ok {
-			return "", "", fmt.Errorf("missing template argument %q", a.Name)
+			// As Argo does, an argument the caller leaves out takes the template's value.
+			if a.Value == nil {
+				return "", "", fmt.Errorf("missing template argument %q", a.Name)
+			}
+			args[a.Name] = *a.Value
 		}
 	}
 	var m *metric

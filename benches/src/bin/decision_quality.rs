@@ -364,6 +364,7 @@ fn minute(
         requests,
         errors,
         sketch,
+        observed_seconds: None,
     }
 }
 

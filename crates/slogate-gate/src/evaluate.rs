@@ -408,7 +408,13 @@ fn metric_value(metric: Metric, cohort: &CohortData, window_seconds: u64) -> f64
             .quantile(quantile)
             .map(ns_to_ms)
             .expect("data_gap checked the sketch is not empty"),
-        Metric::RequestRate => cohort.requests as f64 / window_seconds as f64,
+        Metric::RequestRate => {
+            let seconds = cohort
+                .observed_seconds
+                .filter(|s| *s > 0)
+                .unwrap_or(window_seconds);
+            cohort.requests as f64 / seconds as f64
+        }
     }
 }
 

@@ -30,6 +30,7 @@ pub enum Spending {
     /// nearly the full `α` at the last look, so a step that runs to its end loses little power
     /// against a single final test.
     #[default]
+    #[serde(rename = "obrien_fleming")]
     OBrienFleming,
     /// Lan–DeMets Pocock type, `α(t) = α·ln(1 + (e − 1)t)`: about even boundaries, earlier
     /// rollbacks of large regressions at the cost of a higher final boundary.

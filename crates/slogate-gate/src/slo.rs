@@ -230,6 +230,7 @@ mod tests {
             requests,
             errors,
             sketch,
+            observed_seconds: None,
         }
     }
 

@@ -11,6 +11,9 @@ pub struct CohortData {
     pub errors: u64,
     /// Latencies in nanoseconds.
     pub sketch: Sketch,
+    /// Seconds the data actually spans (from the first request to now), when the caller knows
+    /// it: the request rate divides by this rather than the whole window. `None`: the window.
+    pub observed_seconds: Option<u64>,
 }
 
 /// The quantity a threshold criterion looks at.

@@ -13,6 +13,7 @@ fn cohort(requests: u64, errors: u64, scale: f64, seed: u64) -> CohortData {
         requests,
         errors,
         sketch: sketch_of(&lognormal_ns(seed, requests as usize, scale)),
+        observed_seconds: None,
     }
 }
 

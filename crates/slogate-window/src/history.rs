@@ -117,6 +117,15 @@ impl Ring {
         }
     }
 
+    /// The first slot `>= first` that has requests.
+    pub fn first_with_data(&self, first: u64) -> Option<u64> {
+        let start = self.sealed.partition_point(|c| c.slot < first);
+        self.sealed
+            .range(start..)
+            .find(|c| c.requests > 0)
+            .map(|c| c.slot)
+    }
+
     /// Merges every slot in `[first, end)` into `out`.
     fn collect(&self, first: u64, end: u64, out: &mut Agg) {
         let start = self.sealed.partition_point(|c| c.slot < first);

@@ -111,6 +111,11 @@ pub struct WindowStats {
     pub series: usize,
     /// The window actually covered, in seconds (a whole number of slots).
     pub covered_seconds: u64,
+    /// The time the data actually spans: from the start of the first slot with a request up
+    /// to now (at least one second, at most `covered_seconds`); 0 without requests. A cohort
+    /// that started two minutes ago in a ten-minute window has 120 s of traffic, and its
+    /// request rate is its requests over those 120 s, not over the window.
+    pub observed_seconds: u64,
 }
 
 struct Series {
@@ -599,15 +604,31 @@ impl Registry {
         let selected = self.select(sel);
         let g = self.cfg.geometry();
         let mut agg = Agg::default();
+        // The first fine slot with a request, for `observed_seconds`.
+        let mut first_data = u64::MAX;
+        let per_coarse = self.cfg.coarse_slot_seconds / slot_s;
         for (id, s) in &selected {
             let h = s.history.lock();
             if fine {
                 h.collect_fine(first_fine, g, &mut agg);
+                if let Some(f) = h.fine.first_with_data(first_fine) {
+                    first_data = first_data.min(f);
+                }
             } else {
-                h.collect_coarse(first_fine * slot_s / self.cfg.coarse_slot_seconds, &mut agg);
+                let first_coarse = first_fine * slot_s / self.cfg.coarse_slot_seconds;
+                h.collect_coarse(first_coarse, &mut agg);
+                if let Some(c) = h.coarse.first_with_data(first_coarse) {
+                    first_data = first_data.min(c * per_coarse.max(1));
+                }
             }
             if !staged.parts.is_empty() {
+                let before = agg.requests;
                 staged.merge_series(*id, h.applied, first_fine, &mut agg);
+                if agg.requests > before {
+                    let oldest = staged.parts.iter().map(|(slot, ..)| *slot);
+                    let oldest = oldest.filter(|slot| *slot >= first_fine).min();
+                    first_data = first_data.min(oldest.unwrap_or(first_fine));
+                }
             }
         }
         drop(staged);
@@ -618,17 +639,28 @@ impl Registry {
                 if open.slot == NO_SLOT || open.slot < first_fine {
                     continue;
                 }
+                let before = agg.requests;
                 for (id, _) in &selected {
                     open.merge_series(*id, &mut agg);
                 }
+                if agg.requests > before {
+                    first_data = first_data.min(open.slot);
+                }
             }
         }
+        let observed_seconds = if agg.requests == 0 || first_data == u64::MAX {
+            0
+        } else {
+            now.saturating_sub(first_data.max(first_fine) * slot_s)
+                .clamp(1, covered)
+        };
         WindowStats {
             requests: agg.requests,
             errors: agg.errors,
             sketch: agg.sketch,
             series: selected.len(),
             covered_seconds: covered,
+            observed_seconds,
         }
     }
 

@@ -442,3 +442,42 @@ fn queries_during_a_close_pass_count_every_span_exactly_once() {
         "only {overlapped} queries ran alongside the close passes"
     );
 }
+
+#[test]
+fn observed_time_starts_at_the_first_slot_with_data() {
+    let (reg, clock) = setup(WindowConfig::default());
+    let all = sel(&[("service", "checkout")]);
+    assert_eq!(reg.query(&all, 600).observed_seconds, 0, "no data, no time");
+    // Eight minutes of nothing, then 40 requests a second for two minutes (12 slots).
+    clock.advance(480);
+    reg.close_slots();
+    for _ in 0..12 {
+        let batch: Vec<_> = (0..400)
+            .map(|_| obs("checkout", "v1", "GET /", false, 10))
+            .collect();
+        record(&reg, &batch);
+        clock.advance(10);
+        reg.close_slots();
+    }
+    let w = reg.query(&all, 600);
+    assert_eq!(w.requests, 4800);
+    // 120 s of traffic in a 610 s window: 40/s, not 7.9/s.
+    assert_eq!((w.covered_seconds, w.observed_seconds), (610, 120));
+    // Data only in the open slot: the time since that slot began.
+    let (reg, clock) = setup(WindowConfig::default());
+    clock.advance(3);
+    record(&reg, &[obs("checkout", "v1", "GET /", false, 10)]);
+    assert_eq!(reg.query(&all, 600).observed_seconds, 3);
+    // Past the fine retention the coarse slots bound it, still inside the window.
+    let (reg, clock) = setup(WindowConfig::default());
+    for _ in 0..400 {
+        record(&reg, &[obs("checkout", "v1", "GET /", false, 10)]);
+        clock.advance(10);
+        reg.close_slots();
+    }
+    let w = reg.query(&all, 2 * 3600);
+    assert!(
+        w.observed_seconds >= 3990 && w.observed_seconds <= w.covered_seconds,
+        "{w:?}"
+    );
+}

@@ -2,6 +2,7 @@
 //! verdict log `GET /api/v1/verdicts`.
 
 use super::{ApiError, AppState};
+use crate::engine::analysis::AnalysisRequest;
 use crate::engine::gates::{VERDICT_LOG_CAPACITY, VerdictDoc};
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -58,7 +59,7 @@ pub async fn list(State(st): State<AppState>) -> Response {
 }
 
 /// The body of `POST /api/v1/gates/{gate}/verdict`; the GET form carries the same as `phase`,
-/// `canary.<dim>` and `baseline.<dim>` query parameters.
+/// `canary.<dim>`, `baseline.<dim>`, `analysis`, `looks` and `interval` query parameters.
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct VerdictRequest {
@@ -68,23 +69,57 @@ pub struct VerdictRequest {
     pub canary: BTreeMap<String, String>,
     #[serde(default)]
     pub baseline: BTreeMap<String, String>,
+    /// The analysis (rollout step) this look belongs to: `{"id": "...", "looks": 10,
+    /// "interval_seconds": 60}`.
+    #[serde(default)]
+    pub analysis: Option<AnalysisRequest>,
 }
 
 impl VerdictRequest {
     fn from_query(params: Vec<(String, String)>) -> Result<VerdictRequest, ApiError> {
         let mut req = VerdictRequest::default();
+        let mut looks = None;
+        let mut interval_seconds = None;
         for (k, v) in params {
             if k == "phase" {
                 req.phase = Some(v);
+            } else if k == "analysis" {
+                req.analysis = Some(AnalysisRequest {
+                    id: v,
+                    ..AnalysisRequest::default()
+                });
+            } else if k == "looks" {
+                looks = Some(v.parse::<u32>().map_err(|_| {
+                    ApiError::bad_request(format!("looks={v:?} is not a whole number"))
+                })?);
+            } else if k == "interval" {
+                let d = humantime::parse_duration(&v).map_err(|e| {
+                    ApiError::bad_request(format!(
+                        "interval={v:?} is not a duration (e.g. 1m): {e}"
+                    ))
+                })?;
+                interval_seconds = Some(d.as_secs());
             } else if let Some(dim) = k.strip_prefix("canary.") {
                 req.canary.insert(dim.to_string(), v);
             } else if let Some(dim) = k.strip_prefix("baseline.") {
                 req.baseline.insert(dim.to_string(), v);
             } else {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{k}`; use phase, canary.<dimension> and baseline.<dimension>"
+                    "unknown query parameter `{k}`; use phase, canary.<dimension>, baseline.<dimension>, analysis, looks and interval"
                 )));
             }
+        }
+        match req.analysis.as_mut() {
+            Some(a) => {
+                a.looks = looks;
+                a.interval_seconds = interval_seconds;
+            }
+            None if looks.is_some() || interval_seconds.is_some() => {
+                return Err(ApiError::bad_request(
+                    "looks and interval describe an analysis; pass analysis=<id> with them",
+                ));
+            }
+            None => {}
         }
         Ok(req)
     }
@@ -93,9 +128,13 @@ impl VerdictRequest {
 fn evaluate(st: &AppState, gate: &str, req: VerdictRequest) -> Result<Response, ApiError> {
     let canary: Vec<(String, String)> = req.canary.into_iter().collect();
     let baseline: Vec<(String, String)> = req.baseline.into_iter().collect();
-    let doc = st
-        .gates
-        .evaluate(gate, req.phase.as_deref(), &canary, &baseline)?;
+    let doc = st.gates.evaluate(
+        gate,
+        req.phase.as_deref(),
+        &canary,
+        &baseline,
+        req.analysis.as_ref(),
+    )?;
     Ok(Json(&*doc).into_response())
 }
 

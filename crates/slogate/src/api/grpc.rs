@@ -2,6 +2,7 @@
 //! port. The messages are written out with prost's derive to match the .proto file field for
 //! field; the integration tests call the service through stubs generated from that file.
 
+use crate::engine::analysis::AnalysisRequest;
 use crate::engine::gates::{CohortSummary, Gates, VerdictDoc};
 use slogate_gate::{
     CriterionResult as GateCriterionResult, Decision as GateDecision, Verdict as GateVerdict,
@@ -27,6 +28,12 @@ pub struct EvaluateRequest {
     pub canary: HashMap<String, String>,
     #[prost(map = "string, string", tag = "4")]
     pub baseline: HashMap<String, String>,
+    #[prost(string, tag = "5")]
+    pub analysis: String,
+    #[prost(uint32, tag = "6")]
+    pub looks: u32,
+    #[prost(uint64, tag = "7")]
+    pub interval_seconds: u64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -79,6 +86,16 @@ pub struct Criterion {
     pub baseline_requests: u64,
     #[prost(string, tag = "11")]
     pub reason: String,
+    #[prost(double, optional, tag = "12")]
+    pub ci_lower: Option<f64>,
+    #[prost(double, optional, tag = "13")]
+    pub ci_upper: Option<f64>,
+    #[prost(double, optional, tag = "14")]
+    pub alpha: Option<f64>,
+    #[prost(double, optional, tag = "15")]
+    pub p_value: Option<f64>,
+    #[prost(double, optional, tag = "16")]
+    pub score: Option<f64>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -103,6 +120,32 @@ pub struct Verdict {
     pub criteria: Vec<Criterion>,
     #[prost(string, repeated, tag = "10")]
     pub reasons: Vec<String>,
+    #[prost(message, optional, tag = "11")]
+    pub analysis: Option<AnalysisLook>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AnalysisLook {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(uint32, tag = "2")]
+    pub look: u32,
+    #[prost(uint32, tag = "3")]
+    pub looks: u32,
+    #[prost(bool, tag = "4")]
+    pub r#final: bool,
+    #[prost(string, tag = "5")]
+    pub data_since: String,
+    #[prost(double, tag = "6")]
+    pub information_fraction: f64,
+    #[prost(double, tag = "7")]
+    pub alpha: f64,
+    #[prost(double, tag = "8")]
+    pub spent: f64,
+    #[prost(double, tag = "9")]
+    pub spent_this_look: f64,
+    #[prost(double, tag = "10")]
+    pub boundary: f64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -180,9 +223,26 @@ pub fn to_proto(d: &VerdictDoc) -> Verdict {
                 canary_requests: c.canary_requests,
                 baseline_requests: c.baseline_requests,
                 reason: c.reason.clone(),
+                ci_lower: c.ci_lower,
+                ci_upper: c.ci_upper,
+                alpha: c.alpha,
+                p_value: c.p_value,
+                score: c.score.filter(|s| s.is_finite()),
             })
             .collect(),
         reasons: d.reasons.clone(),
+        analysis: d.analysis.as_ref().map(|a| AnalysisLook {
+            id: a.id.clone(),
+            look: a.look.look,
+            looks: a.look.looks,
+            r#final: a.is_final,
+            data_since: a.data_since.clone(),
+            information_fraction: a.look.information_fraction,
+            alpha: a.look.alpha,
+            spent: a.look.spent,
+            spent_this_look: a.look.spent_this_look,
+            boundary: a.look.boundary,
+        }),
     }
 }
 
@@ -216,8 +276,13 @@ impl tonic::server::UnaryService<EvaluateRequest> for EvaluateSvc {
             let canary: Vec<(String, String)> = r.canary.into_iter().collect();
             let baseline: Vec<(String, String)> = r.baseline.into_iter().collect();
             let phase = (!r.phase.is_empty()).then_some(r.phase.as_str());
+            let analysis = (!r.analysis.is_empty()).then(|| AnalysisRequest {
+                id: r.analysis.clone(),
+                looks: (r.looks > 0).then_some(r.looks),
+                interval_seconds: (r.interval_seconds > 0).then_some(r.interval_seconds),
+            });
             gates
-                .evaluate(&r.gate, phase, &canary, &baseline)
+                .evaluate(&r.gate, phase, &canary, &baseline, analysis.as_ref())
                 .map(|doc| tonic::Response::new(to_proto(&doc)))
                 .map_err(|e| Status::new(super::gate_error_codes(&e).1, e.to_string()))
         })

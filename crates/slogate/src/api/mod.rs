@@ -113,9 +113,10 @@ pub fn gate_error_codes(e: &GateError) -> (StatusCode, tonic::Code) {
             StatusCode::INTERNAL_SERVER_ERROR,
             tonic::Code::FailedPrecondition,
         ),
-        GateError::Selector(_) | GateError::SameCohort(_) | GateError::BaselineUnset(_) => {
-            (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument)
-        }
+        GateError::Selector(_)
+        | GateError::Analysis(_)
+        | GateError::SameCohort(_)
+        | GateError::BaselineUnset(_) => (StatusCode::BAD_REQUEST, tonic::Code::InvalidArgument),
     }
 }
 

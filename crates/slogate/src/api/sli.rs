@@ -14,6 +14,10 @@ pub struct SliResponse {
     selector: String,
     window_seconds: u64,
     covered_seconds: u64,
+    /// Seconds the data spans: from the first slot with a request to now (0 without requests).
+    /// `rate_per_second` divides by this, so a cohort that started two minutes ago in a
+    /// ten-minute window reports its real rate.
+    observed_seconds: u64,
     series: usize,
     requests: u64,
     errors: u64,
@@ -47,11 +51,12 @@ pub async fn sli(
         selector: selector.to_string(),
         window_seconds: window,
         covered_seconds: w.covered_seconds,
+        observed_seconds: w.observed_seconds,
         series: w.series,
         requests: w.requests,
         errors: w.errors,
         error_rate: (w.requests > 0).then(|| w.errors as f64 / w.requests as f64),
-        rate_per_second: w.requests as f64 / w.covered_seconds.max(1) as f64,
+        rate_per_second: w.requests as f64 / w.observed_seconds.max(1) as f64,
         latency_ms: SliLatency::of(&w.sketch),
     }))
 }

@@ -13,6 +13,17 @@ pub struct Args {
     gate: String,
     #[command(flatten)]
     cohorts: CohortArgs,
+    /// Judge this call as the next look of analysis ID (one rollout step polled repeatedly):
+    /// the data since the analysis began, with the gate's false-rollback budget spent over the
+    /// looks. Use one id per step, e.g. the pipeline's run id and the phase.
+    #[arg(long, value_name = "ID")]
+    analysis: Option<String>,
+    /// Looks planned for the analysis (the gate's `analysis.looks` when absent).
+    #[arg(long, requires = "analysis")]
+    looks: Option<u32>,
+    /// Time between looks, e.g. 1m (the gate's `analysis.interval` when absent).
+    #[arg(long, requires = "analysis", value_parser = humantime::parse_duration)]
+    interval: Option<std::time::Duration>,
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     #[command(flatten)]
@@ -27,11 +38,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|(k, v)| (k, v.into()))
             .collect())
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "phase": c.phase,
         "canary": pairs("canary", &c.canary)?,
         "baseline": pairs("baseline", &c.baseline)?,
     });
+    if let Some(id) = &args.analysis {
+        body["analysis"] = serde_json::json!({
+            "id": id,
+            "looks": args.looks,
+            "interval_seconds": args.interval.map(|d| d.as_secs()),
+        });
+    }
     let client = Client::new(&args.server.server)?;
     let v = client.post(&format!("/api/v1/gates/{}/verdict", enc(&args.gate)), &body)?;
     let doc: VerdictDoc = serde_json::from_value(v.clone())

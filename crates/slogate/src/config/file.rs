@@ -201,6 +201,42 @@ pub struct GateFile {
     /// gate-wide one). Without phases the gate has one phase, `default`.
     #[serde(default)]
     pub phases: Vec<PhaseFile>,
+    /// How a verdict request that names an analysis (`analysis=ID`: one rollout step, polled
+    /// repeatedly) spends the gate's error budget over its looks.
+    #[serde(default)]
+    pub analysis: AnalysisFile,
+}
+
+/// The repeated-looks design of a gate: one number, the false-rollback rate of the whole gate
+/// over a whole step, spent over the step's looks and shared by its statistical criteria.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisFile {
+    /// Probability that a canary no worse than its baseline is rolled back at some look of a
+    /// step, all statistical criteria together.
+    pub false_rollback_rate: f64,
+    /// Looks planned per step (Argo's `count`); a request may pass its own `looks=N`.
+    pub looks: u32,
+    /// Time between looks (Argo's `interval`). Look `k` judges the data since one interval
+    /// before the first look, so each look adds one interval of traffic.
+    pub interval: HumanDuration,
+    /// `obrien_fleming` (little spent early, nearly all at the last look) or `pocock`.
+    pub spending: slogate_gate::Spending,
+    /// An analysis with no look for this long is forgotten; the next look with its id starts
+    /// a new one (e.g. a step retried after an abort).
+    pub expire_after: HumanDuration,
+}
+
+impl Default for AnalysisFile {
+    fn default() -> Self {
+        AnalysisFile {
+            false_rollback_rate: 0.01,
+            looks: 10,
+            interval: HumanDuration::secs(60),
+            spending: slogate_gate::Spending::OBrienFleming,
+            expire_after: HumanDuration::secs(1800),
+        }
+    }
 }
 
 impl GateFile {
@@ -224,9 +260,10 @@ pub struct PhaseFile {
     pub criteria: Vec<CriterionFile>,
 }
 
-/// One criterion as written: a threshold (`metric`, `compare`, `pass`, `fail`) or a statistical
-/// test (`test: mann_whitney` with `confidence` and `max_effect`, `test: two_proportion` with
-/// `confidence` and `max_difference`). Every field but `name` is optional here; which ones a
+/// One criterion as written: a threshold (`metric`, `compare`, `pass`, `fail`), judged on a
+/// confidence interval when it has a `confidence`, or a statistical test (`test: mann_whitney`
+/// with `confidence` and `max_effect`, `test: two_proportion` with `confidence` and
+/// `max_difference`). Every field but `name` is optional here; which ones a
 /// criterion needs is checked in validation, with the field named in the error.
 #[derive(Debug, Clone, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]

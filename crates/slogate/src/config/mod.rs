@@ -21,6 +21,7 @@ use slogate_window::WindowConfig;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use validate::MAX_LOOKS;
 
 /// The annotated example, which is also what `slogate serve` runs without a file.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../../deploy/slogate.yaml");
@@ -203,6 +204,17 @@ pub struct GateConfig {
     pub baseline_stored: Option<String>,
     /// At least one; the first is the default phase.
     pub phases: Vec<PhaseConfig>,
+    pub analysis: AnalysisConfig,
+}
+
+/// The validated `analysis:` section of a gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisConfig {
+    pub alpha: f64,
+    pub looks: u32,
+    pub interval_seconds: u64,
+    pub spending: slogate_gate::Spending,
+    pub expire_seconds: u64,
 }
 
 #[derive(Debug, Clone)]

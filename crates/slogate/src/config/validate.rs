@@ -577,6 +577,7 @@ fn validate_gates(
                 invalid,
             )?);
         }
+        let analysis = analysis_config(&g.analysis, &at, invalid)?;
         gates.push(GateConfig {
             name: g.name.clone(),
             service: g.service.clone(),
@@ -585,9 +586,56 @@ fn validate_gates(
             baseline,
             baseline_stored,
             phases,
+            analysis,
         });
     }
     Ok(gates)
+}
+
+/// Most looks one analysis may plan: each look's boundary integrates over every earlier one.
+pub const MAX_LOOKS: u32 = 1000;
+
+fn analysis_config(
+    a: &super::file::AnalysisFile,
+    at: &dyn Fn(&str) -> String,
+    invalid: Invalid,
+) -> Result<super::AnalysisConfig, ConfigError> {
+    if !(a.false_rollback_rate > 0.0 && a.false_rollback_rate < 0.5) {
+        return Err(invalid(
+            &at("analysis.false_rollback_rate"),
+            format!(
+                "{} must be above 0 and below 0.5 (e.g. 0.01: one false rollback in 100 steps)",
+                a.false_rollback_rate
+            ),
+        ));
+    }
+    if !(1..=MAX_LOOKS).contains(&a.looks) {
+        return Err(invalid(
+            &at("analysis.looks"),
+            format!("{} must be between 1 and {MAX_LOOKS}", a.looks),
+        ));
+    }
+    let interval_seconds = a.interval.0.as_secs();
+    if interval_seconds == 0 {
+        return Err(invalid(
+            &at("analysis.interval"),
+            "must be at least 1s".into(),
+        ));
+    }
+    let expire_seconds = a.expire_after.0.as_secs();
+    if expire_seconds < interval_seconds {
+        return Err(invalid(
+            &at("analysis.expire_after"),
+            format!("must be at least analysis.interval ({interval_seconds}s)"),
+        ));
+    }
+    Ok(super::AnalysisConfig {
+        alpha: a.false_rollback_rate,
+        looks: a.looks,
+        interval_seconds,
+        spending: a.spending,
+        expire_seconds,
+    })
 }
 
 /// One phase of a gate: the gate-wide criteria with the phase's own (same name replaces), each
@@ -724,18 +772,54 @@ fn criterion_spec(
                     ));
                 }
             };
-            Check::Threshold {
-                metric,
-                comparison,
-                pass: c.pass.ok_or((
-                    "pass",
-                    "a threshold criterion needs a pass bound".to_string(),
-                ))?,
-                fail: c.fail.ok_or((
-                    "fail",
-                    "a threshold criterion needs a fail bound".to_string(),
-                ))?,
-                direction,
+            let pass = c.pass.ok_or((
+                "pass",
+                "a threshold criterion needs a pass bound".to_string(),
+            ))?;
+            let fail = c.fail.ok_or((
+                "fail",
+                "a threshold criterion needs a fail bound".to_string(),
+            ))?;
+            match c.confidence {
+                // A threshold with a confidence is judged on its confidence interval.
+                Some(confidence) => {
+                    if direction == Some(Direction::HigherIsBetter) {
+                        return Err((
+                            "direction",
+                            "a criterion with a confidence judges a latency or the error rate, where lower is better".to_string(),
+                        ));
+                    }
+                    if !matches!(
+                        metric,
+                        slogate_gate::Metric::Latency { .. } | slogate_gate::Metric::ErrorRate
+                    ) {
+                        return Err((
+                            "confidence",
+                            "confidence bounds exist for latency_pNN and error_rate; judge request_rate without one".to_string(),
+                        ));
+                    }
+                    if comparison == Comparison::Difference {
+                        return Err((
+                            "compare",
+                            "a criterion with a confidence compares absolute or ratio".to_string(),
+                        ));
+                    }
+                    Check::Interval {
+                        metric,
+                        comparison,
+                        pass,
+                        fail,
+                        confidence,
+                        baseline_known: false,
+                    }
+                }
+                None => Check::Threshold {
+                    metric,
+                    comparison,
+                    pass,
+                    fail,
+                    direction,
+                },
             }
         }
     };

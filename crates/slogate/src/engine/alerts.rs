@@ -197,6 +197,7 @@ impl Alerts {
             requests: w.requests,
             errors: w.errors,
             sketch: w.sketch,
+            observed_seconds: Some(w.observed_seconds),
         }
     }
 

@@ -3,6 +3,7 @@
 //! last verdict per gate and phase (for `/metrics`).
 
 use super::LatencyMs;
+use super::analysis::{Analyses, AnalysisDoc, AnalysisRequest, Look};
 use crate::config::{GateConfig, PhaseConfig};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -30,6 +31,9 @@ pub enum GateError {
     },
     #[error("{0}")]
     Selector(String),
+    /// An `analysis=` id, `looks=` or `interval=` that cannot be used.
+    #[error("{0}")]
+    Analysis(String),
     #[error(
         "canary and baseline select the same series ({0}); give them different cohort values, e.g. canary.version=v2&baseline.version=v1"
     )]
@@ -54,6 +58,9 @@ pub struct CohortSummary {
     pub errors: u64,
     pub error_rate: Option<f64>,
     pub latency_ms: LatencyMs,
+    /// Seconds the cohort's data spans (first request to now); request rates divide by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_seconds: Option<u64>,
     /// Set when the cohort is a stored baseline rather than live traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<StoredRef>,
@@ -79,9 +86,14 @@ pub struct VerdictDoc {
     pub gate: String,
     pub phase: String,
     pub evaluated_at: String,
+    /// The span of data judged: the phase's window, or for an analysis the time since its data
+    /// began.
     pub window_seconds: u64,
     pub verdict: Verdict,
     pub decision: Decision,
+    /// The analysis (rollout step) this look belongs to, when the request named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisDoc>,
     pub canary: CohortSummary,
     pub baseline: CohortSummary,
     pub criteria: Vec<CriterionOutcome>,
@@ -95,6 +107,7 @@ fn summary(selector: &Selector, data: &CohortData) -> CohortSummary {
         errors: data.errors,
         error_rate: (data.requests > 0).then(|| data.errors as f64 / data.requests as f64),
         latency_ms: LatencyMs::of(&data.sketch),
+        observed_seconds: data.observed_seconds,
         stored: None,
     }
 }
@@ -108,6 +121,7 @@ pub struct Gates {
     gates: Vec<GateConfig>,
     registry: Arc<Registry>,
     sustain: Mutex<SustainStates>,
+    pub(super) analyses: Analyses,
     log: Mutex<VecDeque<Arc<VerdictDoc>>>,
     last: Mutex<BTreeMap<(String, String), Arc<VerdictDoc>>>,
     evaluations: Mutex<BTreeMap<(String, &'static str), u64>>,
@@ -132,6 +146,7 @@ impl Gates {
             gates,
             registry,
             sustain: Mutex::new(SustainStates::default()),
+            analyses: Analyses::default(),
             log: Mutex::new(VecDeque::new()),
             last: Mutex::new(BTreeMap::new()),
             evaluations: Mutex::new(BTreeMap::new()),
@@ -216,6 +231,7 @@ impl Gates {
                 requests: totals.requests,
                 errors: totals.errors,
                 sketch,
+                observed_seconds: None,
             },
             reference,
         ))
@@ -262,14 +278,20 @@ impl Gates {
         Ok((sel, cohort_dims))
     }
 
-    /// Evaluates a gate now and records the verdict.
+    /// Evaluates a gate now and records the verdict: over the phase's sliding window, or, when
+    /// the request names an analysis, as the next look of that analysis on the data since it
+    /// began (see [`super::analysis`]).
     pub fn evaluate(
         &self,
         gate: &str,
         phase: Option<&str>,
         canary: &[(String, String)],
         baseline: &[(String, String)],
+        analysis: Option<&AnalysisRequest>,
     ) -> Result<Arc<VerdictDoc>, GateError> {
+        if let Some(req) = analysis {
+            req.validate().map_err(GateError::Analysis)?;
+        }
         let (g, p) = self.find(gate, phase)?;
         let (canary_sel, _) = self.selector(g, &g.canary, canary)?;
         let stored_name = Self::stored_name(g, baseline)?;
@@ -289,13 +311,47 @@ impl Gates {
         if stored.is_none() && baseline_given && canary_sel == baseline_sel {
             return Err(GateError::SameCohort(canary_sel.to_string()));
         }
-        let window = p.window_seconds;
+        let baseline_label = match &stored {
+            Some((_, r)) => format!("stored:{} ({})", r.name, r.selector),
+            None => baseline_sel.to_string(),
+        };
+        let now = self.registry.now_unix();
+        let look = match analysis {
+            Some(req) => {
+                let key = format!(
+                    "{}\u{1}{}\u{1}{}\u{1}{canary_sel}\u{1}{baseline_label}",
+                    g.name, p.name, req.id
+                );
+                match self.analyses.look(&key, req, &g.analysis, now) {
+                    Look::Repeat(doc) => return Ok(doc),
+                    Look::New {
+                        analysis,
+                        since_unix,
+                        is_final,
+                        interval_seconds,
+                    } => Some((
+                        key,
+                        req.id.clone(),
+                        analysis,
+                        since_unix,
+                        is_final,
+                        interval_seconds,
+                    )),
+                }
+            }
+            None => None,
+        };
+        let window = match &look {
+            Some((_, _, _, since, ..)) => now.saturating_sub(*since).max(1),
+            None => p.window_seconds,
+        };
         let query = |sel: &Selector| {
             let w = self.registry.query(sel, window);
             CohortData {
                 requests: w.requests,
                 errors: w.errors,
                 sketch: w.sketch,
+                observed_seconds: Some(w.observed_seconds),
             }
         };
         let canary_data = query(&canary_sel);
@@ -303,13 +359,16 @@ impl Gates {
             Some((data, reference)) => (Some(data), Some(reference)),
             None => (baseline_given.then(|| query(&baseline_sel)), None),
         };
-        let baseline_label = match &stored_ref {
-            Some(r) => format!("stored:{} ({})", r.name, r.selector),
-            None => baseline_sel.to_string(),
+        let mut eval = match &look {
+            Some((_, _, a, ..)) => slogate_gate::evaluate_look(
+                &p.spec,
+                a,
+                &canary_data,
+                baseline_data.as_ref(),
+                window,
+            ),
+            None => slogate_gate::evaluate(&p.spec, &canary_data, baseline_data.as_ref(), window),
         };
-        let mut eval =
-            slogate_gate::evaluate(&p.spec, &canary_data, baseline_data.as_ref(), window);
-        let now = self.registry.now_unix();
         if p.spec
             .criteria
             .iter()
@@ -347,6 +406,18 @@ impl Gates {
             window_seconds: window,
             verdict: eval.verdict,
             decision: eval.decision,
+            analysis: match (&look, eval.look.take()) {
+                (Some((_, id, _, since, is_final, interval_seconds)), Some(report)) => {
+                    Some(AnalysisDoc {
+                        id: id.clone(),
+                        is_final: *is_final,
+                        data_since: slogate_history::rfc3339(*since as i64),
+                        interval_seconds: *interval_seconds,
+                        look: report,
+                    })
+                }
+                _ => None,
+            },
             canary: summary(&canary_sel, &canary_data),
             baseline: CohortSummary {
                 selector: baseline_label,
@@ -357,6 +428,9 @@ impl Gates {
             reasons: eval.reasons,
         });
         self.record(&g.service, &doc);
+        if let Some((key, _, _, _, is_final, _)) = &look {
+            self.analyses.finish(key, &doc, *is_final);
+        }
         Ok(doc)
     }
 
@@ -405,6 +479,13 @@ impl Gates {
         for ((gate, verdict), n) in self.evaluations.lock().iter() {
             f.sample(&[("gate", gate), ("verdict", verdict)], *n);
         }
+        family(
+            out,
+            "slogate_gate_analyses",
+            Kind::Gauge,
+            "Analyses (rollout steps judged at repeated looks) remembered now.",
+        )
+        .sample(&[], self.analyses.len());
         let last = self.last.lock();
         let mut f = family(
             out,
@@ -584,7 +665,7 @@ gates:
     fn verdict_document_snapshot() {
         let gates = setup(&[("v1", 2000, 1.0, 200), ("v2", 500, 1.4, 25)]);
         let doc = gates
-            .evaluate("checkout", Some("canary"), &canary("v2"), &[])
+            .evaluate("checkout", Some("canary"), &canary("v2"), &[], None)
             .unwrap();
         insta::assert_json_snapshot!(&*doc);
     }
@@ -633,7 +714,7 @@ gates:
                 .map(|b| vec![("version".to_string(), b.to_string())])
                 .unwrap_or_default();
             let doc = gates
-                .evaluate("checkout", Some(phase), &canary(version), &base)
+                .evaluate("checkout", Some(phase), &canary(version), &base, None)
                 .unwrap();
             assert_eq!(
                 (doc.verdict, doc.decision),
@@ -700,7 +781,7 @@ gates:
         ];
         for (gate, phase, sel, want) in cases {
             let err = gates
-                .evaluate(gate, *phase, sel, &[])
+                .evaluate(gate, *phase, sel, &[], None)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(want), "{err}");

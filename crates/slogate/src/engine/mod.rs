@@ -4,12 +4,14 @@
 //!   sustained-failure state;
 //! - [`alerts`]: SLO burn rates, threshold rules and gate failures as alert state machines that
 //!   write notifications to the PagerDuty outbox;
-//! - [`baselines`]: the stored baselines gates compare with.
+//! - [`baselines`]: the stored baselines gates compare with;
+//! - [`analysis`]: rollout steps judged at repeated looks on cumulative data.
 //!
 //! Architecture invariant: nothing here speaks HTTP or gRPC; `api/` adapts these types to the
 //! wire, and `server/` owns their lifetimes.
 
 pub mod alerts;
+pub mod analysis;
 pub mod baselines;
 pub mod gates;
 

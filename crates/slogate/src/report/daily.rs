@@ -223,6 +223,7 @@ fn to_data(t: &CohortTotals) -> anyhow::Result<CohortData> {
         requests: t.requests,
         errors: t.errors,
         sketch,
+        observed_seconds: None,
     })
 }
 

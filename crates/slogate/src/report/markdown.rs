@@ -75,7 +75,9 @@ fn criteria_md(out: &mut String, criteria: &[CriterionOutcome]) {
             "result",
             "observed",
             "baseline",
+            "score [confidence interval]",
             "threshold (pass / fail)",
+            "alpha (fail test)",
             "sample size (canary / baseline)",
         ],
         2,
@@ -289,6 +291,9 @@ fn verdict_history(out: &mut String, r: &DailyReport) {
                 doc.baseline.selector,
                 doc.baseline.requests
             );
+            if let Some(a) = &doc.analysis {
+                let _ = writeln!(out, "{}.\n", super::analysis_text(a));
+            }
             criteria_md(out, &doc.criteria);
             out.push('\n');
         }
@@ -337,8 +342,8 @@ gates:
     canary: {version: v2}
     baseline: {stored: staging-v1}
     criteria:
-      - {name: p95-vs-staging, metric: latency_p95, compare: ratio, pass: 1.1, fail: 1.3}
-      - {name: errors-vs-staging, test: two_proportion, confidence: 0.99, max_difference: 0.005}
+      - {name: p95-vs-staging, metric: latency_p95, compare: ratio, pass: 1.1, fail: 1.3, confidence: 0.95}
+      - {name: errors-vs-staging, metric: error_rate, compare: ratio, pass: 1.2, fail: 1.5, confidence: 0.99}
 ";
 
     /// A cohort of `n` lognormal latencies around `median_ms`, `errors` of them errors.
@@ -356,6 +361,7 @@ gates:
             requests: n,
             errors,
             sketch,
+            observed_seconds: None,
         };
         (data, sum / n as f64)
     }
@@ -398,6 +404,7 @@ gates:
             errors: d.errors,
             error_rate: Some(d.errors as f64 / d.requests as f64),
             latency_ms: LatencyMs::of(&d.sketch),
+            observed_seconds: None,
             stored: None,
         };
         let live = slogate_gate::evaluate(&phase.spec, &canary, Some(&base), 300);
@@ -408,6 +415,7 @@ gates:
             window_seconds: 300,
             verdict: live.verdict,
             decision: live.decision,
+            analysis: None,
             canary: summary("service=checkout,version=v2", &canary),
             baseline: CohortSummary {
                 stored: Some(StoredRef {

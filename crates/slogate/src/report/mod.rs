@@ -93,7 +93,47 @@ fn bounds_text(c: &CriterionOutcome) -> String {
     }
 }
 
-/// One row per criterion: name, result, observed, baseline, bounds, sample sizes.
+/// Where a look stands in its analysis, in one line.
+pub fn analysis_text(a: &crate::engine::analysis::AnalysisDoc) -> String {
+    let l = &a.look;
+    let spending = match l.spending {
+        slogate_gate::Spending::OBrienFleming => "O'Brien-Fleming",
+        slogate_gate::Spending::Pocock => "Pocock",
+    };
+    format!(
+        "analysis {} · look {} of {}{} · data since {} · false-rollback budget {} ({spending}): {} spent, {} at this look · boundary z = {:.2} · {} of {} tested criteria failed",
+        a.id,
+        l.look,
+        l.looks,
+        if a.is_final {
+            " (final)"
+        } else {
+            " (not final: only a fail decides now)"
+        },
+        a.data_since,
+        pct(l.alpha),
+        pct(l.spent),
+        pct(l.spent_this_look),
+        l.boundary,
+        l.rejected,
+        l.tested,
+    )
+}
+
+/// The column headers of [`criterion_row`].
+pub const CRITERION_COLUMNS: [&str; 8] = [
+    "criterion",
+    "result",
+    "observed",
+    "baseline",
+    "score [interval]",
+    "pass / fail",
+    "alpha",
+    "n canary/baseline",
+];
+
+/// One row per criterion: name, result, observed, baseline, the score compared with the
+/// bounds and its confidence interval, the bounds, the level of the fail test, sample sizes.
 fn criterion_row(c: &CriterionOutcome, sizes_sep: &str) -> Vec<String> {
     let value_unit = unit_of(&c.metric, "absolute");
     vec![
@@ -101,9 +141,30 @@ fn criterion_row(c: &CriterionOutcome, sizes_sep: &str) -> Vec<String> {
         result_label(c.result).into(),
         cell(c.observed, value_unit),
         cell(c.baseline, value_unit),
+        score_text(c),
         bounds_text(c),
+        c.alpha.map_or("-".into(), |a| format!("{a:.2e}")),
         format!("{}{sizes_sep}{}", c.canary_requests, c.baseline_requests),
     ]
+}
+
+/// The score in its unit with its confidence interval, e.g. `1.120x [1.050x, 1.200x]`: the
+/// lower bound is at the fail test's level, the upper at the criterion's confidence.
+fn score_text(c: &CriterionOutcome) -> String {
+    let unit = match c.threshold.comparison.as_str() {
+        "mann_whitney" => Unit::Plain,
+        "two_proportion" => Unit::Percent,
+        comparison => unit_of(&c.metric, comparison),
+    };
+    let score = cell(c.score.filter(|s| s.is_finite()), unit);
+    match (c.ci_lower, c.ci_upper) {
+        (None, None) => score,
+        (lo, hi) => format!(
+            "{score} [{}, {}]",
+            cell(lo.filter(|v| v.is_finite()), unit),
+            cell(hi.filter(|v| v.is_finite()), unit)
+        ),
+    }
 }
 
 /// Rows as an aligned text table, each line indented by two spaces.

@@ -21,6 +21,9 @@ pub fn table(doc: &VerdictDoc) -> String {
         "VERDICT: {} -> {decision}\n",
         verdict_label(doc.verdict).to_uppercase()
     );
+    if let Some(a) = &doc.analysis {
+        let _ = writeln!(out, "{}\n", super::analysis_text(a));
+    }
     let mut rows = vec![header(&[
         "cohort",
         "selector",
@@ -45,14 +48,7 @@ pub fn table(doc: &VerdictDoc) -> String {
     }
     out.push_str(&aligned(&rows));
     out.push('\n');
-    let mut rows = vec![header(&[
-        "criterion",
-        "result",
-        "observed",
-        "baseline",
-        "pass / fail",
-        "n canary/baseline",
-    ])];
+    let mut rows = vec![header(&super::CRITERION_COLUMNS)];
     rows.extend(doc.criteria.iter().map(|c| criterion_row(c, "/")));
     out.push_str(&aligned(&rows));
     if !doc.reasons.is_empty() {
@@ -78,7 +74,7 @@ mod tests {
         ]);
         for (version, phase) in [("v2", "canary"), ("thin", "ga")] {
             let doc = gates
-                .evaluate("checkout", Some(phase), &canary(version), &[])
+                .evaluate("checkout", Some(phase), &canary(version), &[], None)
                 .unwrap();
             insta::assert_snapshot!(format!("{version}-{phase}"), table(&doc));
         }

@@ -107,6 +107,15 @@ fn rust_exporter_grpc_http_and_json() {
     // The service as a whole is the sum of its cohorts.
     let all = server.get_json("/api/v1/sli?service=checkout&window=10m");
     assert_eq!(all["requests"].as_u64(), Some(11_000));
+    // The rate is over the time the data spans (this test's few seconds, within two 10 s slots
+    // and the test's run time), not over the 10-minute window: 11,000 / 600 s would be 18/s.
+    let observed = all["observed_seconds"].as_u64().expect("observed_seconds");
+    assert!((1..=120).contains(&observed), "{all}");
+    let rate = all["rate_per_second"].as_f64().expect("rate");
+    assert!(
+        (rate - 11_000.0 / observed as f64).abs() < 1e-6 && rate > 90.0,
+        "{all}"
+    );
     assert_eq!(server.metric("slogate_spans_accepted_total"), 11_000.0);
 }
 

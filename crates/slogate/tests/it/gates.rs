@@ -207,8 +207,9 @@ fn gate_scenarios_on_live_traffic() {
         let posted: serde_json::Value = resp.json().unwrap();
         assert_eq!(posted["verdict"], verdict);
 
-        // Argo Rollouts reads the same endpoint through the AnalysisTemplate in deploy/argo.
-        let argo = argo_contract_phase(&server, phase, canary, baseline);
+        // Argo Rollouts reads the same endpoint through the AnalysisTemplate in deploy/argo, as
+        // the last look of a one-look step: its verdict is the step's.
+        let argo = argo_contract_phase(&server, phase, canary, baseline, "1");
         let want = match verdict {
             "pass" => "Successful",
             "fail" => "Failed",
@@ -244,6 +245,45 @@ fn gate_scenarios_on_live_traffic() {
         );
     }
 
+    // Before the last look of a step, only a fail decides: a thin canary keeps the step going
+    // (Successful measurement, more data to come) and a regression rolls back at once.
+    assert_eq!(
+        argo_contract_phase(&server, "ga", "thin", "v1", "10"),
+        "Successful"
+    );
+    assert_eq!(
+        argo_contract_phase(&server, "ga", "slow", "v1", "10"),
+        "Failed"
+    );
+    // The same look asked again (a retry) is the same document, not a new look.
+    let doc = server.get_json(
+        "/api/v1/gates/checkout/verdict?phase=ga&canary.version=thin&baseline.version=v1&analysis=checkout-ga-thin&looks=10&interval=1m",
+    );
+    assert_eq!(doc["verdict"], "inconclusive", "{doc}");
+    let a = &doc["analysis"];
+    assert_eq!(
+        (&a["id"], &a["look"], &a["looks"], &a["final"]),
+        (
+            &"checkout-ga-thin".into(),
+            &1.into(),
+            &10.into(),
+            &false.into()
+        ),
+        "{doc}"
+    );
+    assert!(
+        a["spent"].as_f64().unwrap() < 1e-6,
+        "O'Brien-Fleming spends ~nothing at look 1: {a}"
+    );
+    let (status, body) = server
+        .get("/api/v1/gates/checkout/verdict?canary.version=ok&looks=3")
+        .unwrap();
+    assert_eq!(
+        (status, body.contains("analysis=<id>")),
+        (400, true),
+        "{body}"
+    );
+
     // Errors are loud: Argo records them as measurement errors, the CLI exits 3.
     let (status, body) = server
         .get("/api/v1/gates/nope/verdict?canary.version=ok")
@@ -275,7 +315,7 @@ fn gate_scenarios_on_live_traffic() {
     let history = server.get_json("/api/v1/verdicts?gate=checkout&limit=1000");
     assert_eq!(
         history["verdicts"].as_array().unwrap().len(),
-        cases.len() * 4
+        cases.len() * 4 + 2
     );
     assert_eq!(
         server.metric("slogate_gate_verdict{gate=\"checkout\",phase=\"ga\",verdict=\"fail\"}"),
@@ -317,7 +357,13 @@ fn gate_scenarios_on_live_traffic() {
     );
 }
 
-fn argo_contract_phase(server: &Server, phase: &str, canary: &str, stable: &str) -> String {
+fn argo_contract_phase(
+    server: &Server,
+    phase: &str,
+    canary: &str,
+    stable: &str,
+    looks: &str,
+) -> String {
     // The template names the in-cluster service; point it at this test's server as a
     // port-forward would, leaving everything else as written.
     let template = std::fs::read_to_string(concat!(
@@ -342,6 +388,8 @@ fn argo_contract_phase(server: &Server, phase: &str, canary: &str, stable: &str)
             &format!("canary-hash={canary}"),
             "-arg",
             &format!("stable-hash={stable}"),
+            "-arg",
+            &format!("looks={looks}"),
         ])
         .output()
         .unwrap();

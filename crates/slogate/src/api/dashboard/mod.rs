@@ -151,7 +151,7 @@ async fn series(
                 let w = registry.query(&sel, window);
                 (w.requests > 0).then(|| SeriesRow {
                     error_rate: Some(w.errors as f64 / w.requests as f64),
-                    rate_per_second: w.requests as f64 / w.covered_seconds.max(1) as f64,
+                    rate_per_second: w.requests as f64 / w.observed_seconds.max(1) as f64,
                     latency_ms: SliLatency::of(&w.sketch),
                     requests: w.requests,
                     errors: w.errors,
