@@ -209,7 +209,7 @@ fn gate_scenarios_on_live_traffic() {
 
         // Argo Rollouts reads the same endpoint through the AnalysisTemplate in deploy/argo, as
         // the last look of a one-look step: its verdict is the step's.
-        let argo = argo_contract_phase(&server, phase, canary, baseline, "1");
+        let argo = argo_contract_phase(&server, phase, canary, baseline, "1", "1m");
         let want = match verdict {
             "pass" => "Successful",
             "fail" => "Failed",
@@ -248,11 +248,11 @@ fn gate_scenarios_on_live_traffic() {
     // Before the last look of a step, only a fail decides: a thin canary keeps the step going
     // (Successful measurement, more data to come) and a regression rolls back at once.
     assert_eq!(
-        argo_contract_phase(&server, "ga", "thin", "v1", "10"),
+        argo_contract_phase(&server, "ga", "thin", "v1", "10", "1m"),
         "Successful"
     );
     assert_eq!(
-        argo_contract_phase(&server, "ga", "slow", "v1", "10"),
+        argo_contract_phase(&server, "ga", "slow", "v1", "10", "1m"),
         "Failed"
     );
     // The same look asked again (a retry) is the same document, not a new look.
@@ -357,12 +357,15 @@ fn gate_scenarios_on_live_traffic() {
     );
 }
 
-fn argo_contract_phase(
+/// The phase Argo would record for one measurement of the template in deploy/argo, as look
+/// `looks` / `interval` of the analysis `checkout-<phase>-<canary>`.
+pub(crate) fn argo_contract_phase(
     server: &Server,
     phase: &str,
     canary: &str,
     stable: &str,
     looks: &str,
+    interval: &str,
 ) -> String {
     // The template names the in-cluster service; point it at this test's server as a
     // port-forward would, leaving everything else as written.
@@ -390,6 +393,8 @@ fn argo_contract_phase(
             &format!("stable-hash={stable}"),
             "-arg",
             &format!("looks={looks}"),
+            "-arg",
+            &format!("interval={interval}"),
         ])
         .output()
         .unwrap();

@@ -11,3 +11,4 @@ mod exporters;
 mod gates;
 mod harness;
 mod history;
+mod judge;
