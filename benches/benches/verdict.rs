@@ -45,7 +45,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use slogate_core::{Observation, ObservationWriter, Operation, Recorder, Selector};
 use slogate_gate::{
-    Check, CohortData, Comparison, CriterionSpec, Evaluation, GateSpec, Metric, evaluate,
+    Analysis, Check, CohortData, Comparison, CriterionSpec, Evaluation, GateSpec, Metric, evaluate,
+    evaluate_look,
 };
 use slogate_window::{ManualClock, Registry, WindowConfig};
 
@@ -229,7 +230,87 @@ fn bench(c: &mut Criterion, f: &Fixture) {
     group.bench_function("query_and_evaluate", |b| {
         b.iter(|| black_box(verdict(black_box(f))))
     });
+    // An analysis look with the recommended gate (two quantile intervals, Mann-Whitney, the
+    // exact error test) at look 10 of 10. The server's looks have time-based information
+    // fractions, different for every analysis, so the boundaries are integrated afresh at
+    // each look ("fresh"); "cached" is a repeated identical design.
+    let gate = recommended_gate();
+    group.bench_function("evaluate_look_cached", |b| {
+        let a = Analysis::new(10, 10, 0.01);
+        b.iter(|| {
+            black_box(evaluate_look(
+                &gate,
+                black_box(&a),
+                black_box(&canary),
+                Some(black_box(&baseline)),
+                WINDOW_SECONDS,
+            ))
+        })
+    });
+    let mut jitter = 0u64;
+    group.bench_function("evaluate_look_fresh", |b| {
+        b.iter(|| {
+            jitter += 1;
+            let mut a = Analysis::new(10, 10, 0.01);
+            a.fractions = (1..=10)
+                .map(|k| (f64::from(k) - 0.5 + (jitter % 1000) as f64 * 1e-4) / 10.0)
+                .collect();
+            black_box(evaluate_look(
+                &gate,
+                black_box(&a),
+                black_box(&canary),
+                Some(black_box(&baseline)),
+                WINDOW_SECONDS,
+            ))
+        })
+    });
     group.finish();
+}
+
+/// The gate `deploy/examples/checkout-canary.yaml` recommends and the decision-quality bench
+/// simulates.
+fn recommended_gate() -> GateSpec {
+    let interval = |name: &str, quantile: f64, pass: f64| CriterionSpec {
+        name: name.into(),
+        check: Check::Interval {
+            metric: Metric::Latency { quantile },
+            comparison: Comparison::Ratio,
+            pass,
+            fail: 1.0,
+            confidence: 0.95,
+            baseline_known: false,
+        },
+        min_requests: None,
+        sustained_seconds: None,
+    };
+    let spec = GateSpec {
+        name: "recommended".into(),
+        min_requests: 100,
+        criteria: vec![
+            interval("p95", 0.95, 1.1),
+            interval("p99", 0.99, 1.2),
+            CriterionSpec {
+                name: "latency-shift".into(),
+                check: Check::MannWhitney {
+                    confidence: 0.95,
+                    max_effect: 0.51,
+                },
+                min_requests: None,
+                sustained_seconds: None,
+            },
+            CriterionSpec {
+                name: "errors".into(),
+                check: Check::TwoProportion {
+                    confidence: 0.95,
+                    max_difference: 0.001,
+                },
+                min_requests: None,
+                sustained_seconds: None,
+            },
+        ],
+    };
+    spec.validate().expect("valid spec");
+    spec
 }
 
 /// Times `n` verdicts one by one and prints the distribution.

@@ -21,7 +21,7 @@ gates:
     min_requests: 100
     baseline: {version: v1}
     criteria:
-      - {name: p95-vs-baseline, metric: latency_p95, compare: ratio, pass: 1.1, fail: 1.3}
+      - {name: p95-vs-baseline, metric: latency_p95, compare: ratio, pass: 1.1, fail: 1.3, confidence: 0.95}
       - {name: error-rate, metric: error_rate, pass: 0.01, fail: 0.02}
 slos:
   - {name: checkout-availability, service: checkout, objective: 0.999, period: 1h}
@@ -263,7 +263,10 @@ fn regressed_canary() -> Server {
 #[test]
 fn dashboard_shows_what_the_api_says() {
     let server = regressed_canary();
-    let doc = server.get_json("/api/v1/gates/checkout-canary/verdict?canary.version=v2");
+    // The last look of a one-look analysis, so the card shows where the step stands.
+    let doc = server.get_json(
+        "/api/v1/gates/checkout-canary/verdict?canary.version=v2&analysis=dash-1&looks=1",
+    );
     assert_eq!(doc["decision"], "rollback", "the canary regressed: {doc}");
 
     let page = render(&server.api_url("/"), 5000);
@@ -289,6 +292,11 @@ fn dashboard_shows_what_the_api_says() {
     );
     let card = page.element("data-gate=\"checkout-canary\"");
     assert!(card.contains("data-decision=\"rollback\""), "{card}");
+    let look = element(card, "class=\"analysis muted\"").expect("the analysis line");
+    assert!(
+        look.contains("dash-1") && look.contains("1 of 1") && look.contains("(final)"),
+        "{look}"
+    );
     assert!(
         card.contains(">rollback<") && card.contains(">fail<"),
         "decision and verdict shown: {card}"
@@ -318,6 +326,18 @@ fn dashboard_shows_what_the_api_says() {
             "{name} baseline {}: {baseline}",
             c["baseline"]
         );
+        // A criterion with a confidence shows its interval and the fail test's level.
+        let score = element(row, "class=\"num score\"").unwrap();
+        if let (Some(lo), Some(hi)) = (c["ci_lower"].as_f64(), c["ci_upper"].as_f64()) {
+            assert!(
+                score.contains(&format!("[×{lo:.2}, ×{hi:.2}]")),
+                "{name} interval [{lo}, {hi}]: {score}"
+            );
+            let alpha = c["alpha"].as_f64().expect("alpha with an interval");
+            assert!(score.contains(&format!("α {alpha:.1e}")), "{score}");
+        } else {
+            assert!(!score.contains('['), "{name} has no interval: {score}");
+        }
         let t = &c["threshold"];
         let (pass, fail) = (t["pass"].as_f64().unwrap(), t["fail"].as_f64().unwrap());
         let (pass_text, fail_text) = match t["comparison"].as_str().unwrap() {

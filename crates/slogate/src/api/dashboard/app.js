@@ -188,19 +188,46 @@
     }
   }
 
-  function fmtScore(c) {
-    if (c.score === null || c.score === undefined) return DASH;
+  function fmtScoreValue(c, v) {
+    if (v === null || v === undefined) return DASH;
     switch (c.threshold.comparison) {
       case 'absolute':
-        return fmtMetric(c.metric, c.score);
+        return fmtMetric(c.metric, v);
       case 'ratio':
-        return '×' + c.score.toFixed(2);
+        return '×' + v.toFixed(2);
       case 'difference':
       case 'two_proportion':
-        return (c.score >= 0 ? '+' : '') + (c.metric === 'error_rate' ? (c.score * 100).toFixed(2) + ' pts' : fmtMetric(c.metric, c.score));
+        return (v >= 0 ? '+' : '') + (c.metric === 'error_rate' ? (v * 100).toFixed(2) + ' pts' : fmtMetric(c.metric, v));
       default:
-        return fmtNum(c.score, 3);
+        return fmtNum(v, 3);
     }
+  }
+
+  function fmtScore(c) {
+    return fmtScoreValue(c, c.score);
+  }
+
+  // The score with its confidence interval and the level of the fail test, when it has them.
+  function scoreCell(c) {
+    const parts = [fmtScore(c)];
+    const hasInterval = (c.ci_lower !== null && c.ci_lower !== undefined) || (c.ci_upper !== null && c.ci_upper !== undefined);
+    if (hasInterval) {
+      parts.push(el('div', { class: 'muted interval' }, '[' + fmtScoreValue(c, c.ci_lower) + ', ' + fmtScoreValue(c, c.ci_upper) + ']'));
+    }
+    if (c.alpha !== null && c.alpha !== undefined) {
+      parts.push(el('div', { class: 'muted alpha' }, 'α ' + c.alpha.toExponential(1)));
+    }
+    return el('td', { class: 'num score', 'data-label': 'compared' }, ...parts);
+  }
+
+  // Where a look stands in its analysis (a rollout step polled repeatedly).
+  function analysisLine(doc) {
+    const a = doc.analysis;
+    if (!a) return null;
+    return el('div', { class: 'analysis muted', 'data-look': String(a.look), 'data-final': String(a.final) },
+      'analysis ', el('span', { class: 'mono' }, a.id), ' · look ', el('strong', null, a.look + ' of ' + a.looks),
+      a.final ? ' (final)' : ' (not final: only a fail decides now)',
+      ' · false-rollback budget ' + fmtPct(a.alpha) + ', spent ' + fmtPct(a.spent) + ' · data since ' + a.data_since);
   }
 
   function thresholdCell(c) {
@@ -289,11 +316,11 @@
       el('td', null, badge(RESULT_TEXT[c.result] || c.result, RESULT_KIND[c.result] || 'none')),
       el('td', { class: 'num observed', 'data-label': 'canary' }, fmtMetric(c.metric, c.observed)),
       el('td', { class: 'num baseline', 'data-label': 'baseline' }, fmtMetric(c.metric, c.baseline)),
-      el('td', { class: 'num score', 'data-label': 'compared' }, fmtScore(c)),
+      scoreCell(c),
       thresholdCell(c),
       el('td', { class: 'num samples', 'data-label': 'samples' }, fmtInt(c.canary_requests), el('div', { class: 'muted' }, 'vs ' + fmtInt(c.baseline_requests)))),
       whyRow(7, c.reason)));
-    return groupedTable(['criterion', 'result', 'canary', 'baseline', 'compared', 'threshold', 'samples (canary vs baseline)'], groups, { class: 'criteria' });
+    return groupedTable(['criterion', 'result', 'canary', 'baseline', 'compared [interval]', 'threshold', 'samples (canary vs baseline)'], groups, { class: 'criteria' });
   }
 
   function verdictCard(doc) {
@@ -305,6 +332,7 @@
         badge(doc.decision, DECISION_KIND[doc.decision] || 'none', 'decision'),
         badge(doc.verdict, VERDICT_KIND[doc.verdict] || 'none', 'verdict'),
         el('span', { class: 'when' }, 'evaluated ', when(evaluated))),
+      analysisLine(doc),
       el('div', { class: 'cohorts' }, cohortBox('canary', doc.canary), cohortBox('baseline', doc.baseline)),
       criteriaTable(doc));
   }
