@@ -60,6 +60,10 @@ pub fn evaluate_look(
     baseline: Option<&CohortData>,
     window_seconds: u64,
 ) -> Evaluation {
+    // Before the last look only a fail decides; a test significant at its own confidence but
+    // not past this look's boundary holds rather than passes. At the last look the boundary is
+    // the whole test.
+    let hold_early = analysis.look < analysis.looks;
     let judge = |c: &CriterionSpec, level: Option<f64>| {
         evaluate_criterion_at(
             c,
@@ -67,7 +71,7 @@ pub fn evaluate_look(
             canary,
             baseline,
             window_seconds,
-            level,
+            level.map(|l| (l, hold_early)),
         )
     };
     if let Err(e) = analysis.validate() {
@@ -137,16 +141,24 @@ pub fn evaluate_look(
     e
 }
 
-/// [`evaluate_criterion`] with the fail test of a statistical criterion at `fail_alpha`
-/// instead of `1 − confidence`.
+/// [`evaluate_criterion`] with the fail test of a statistical criterion at `fail_alpha.0`
+/// instead of `1 − confidence`; with `fail_alpha.1` (an early look), a difference significant
+/// at `1 − confidence` but not at the look's level is marginal rather than a pass.
 fn evaluate_criterion_at(
     spec: &CriterionSpec,
     gate_min_requests: u64,
     canary: &CohortData,
     baseline: Option<&CohortData>,
     window_seconds: u64,
-    fail_alpha: Option<f64>,
+    fail_alpha: Option<(f64, bool)>,
 ) -> CriterionOutcome {
+    let hold_early = fail_alpha.is_some_and(|(_, early)| early);
+    let fail_alpha = fail_alpha.map(|(level, _)| level);
+    // How the level of a statistical test is named in a reason.
+    let at_level = |confidence: f64, level: f64| match fail_alpha {
+        Some(_) => format!("this look's level (alpha {level:.1e})"),
+        None => format!("{}% confidence", pct(confidence)),
+    };
     let mut out = CriterionOutcome {
         name: spec.name.clone(),
         metric: metric_name(&spec.check),
@@ -208,6 +220,10 @@ fn evaluate_criterion_at(
             let level = fail_alpha.unwrap_or(1.0 - confidence);
             out.alpha = Some(level);
             let significant = t.p_value < level;
+            // Under an analysis the fail test runs at this look's share of the budget; before
+            // the last look, a difference significant at the criterion's own confidence but not
+            // past that boundary is not shown harmless either: it holds, it does not pass.
+            let suggestive = hold_early && t.p_value < level.max(1.0 - confidence);
             let sup = format!(
                 "canary latency exceeds baseline with probability {:.3} ({})",
                 t.effect,
@@ -226,6 +242,14 @@ fn evaluate_criterion_at(
                         "{sup}; significantly slower, past halfway to the {max_effect:.2} limit"
                     ),
                 )
+            } else if suggestive && t.effect > (0.5 + max_effect) / 2.0 {
+                (
+                    CriterionResult::Marginal,
+                    format!(
+                        "{sup}; slower at {}% confidence but not past this look's boundary (alpha {level:.1e}): hold for more data",
+                        pct(confidence)
+                    ),
+                )
             } else if significant {
                 // With enough traffic any difference is significant; one this small is not a
                 // reason to stop a rollout.
@@ -239,8 +263,8 @@ fn evaluate_criterion_at(
                 (
                     CriterionResult::Pass,
                     format!(
-                        "{sup}; not significantly slower at {}% confidence",
-                        pct(confidence)
+                        "{sup}; not significantly slower at {}",
+                        at_level(confidence, level)
                     ),
                 )
             };
@@ -275,6 +299,7 @@ fn evaluate_criterion_at(
             out.alpha = Some(level);
             let t = ProportionTest { p_value, ..t };
             let significant = t.p_value < level;
+            let suggestive = hold_early && t.p_value < level.max(1.0 - confidence);
             let head = format!(
                 "canary error rate {} vs baseline {} ({} points, {})",
                 fmt_percent(t.canary_rate),
@@ -293,6 +318,14 @@ fn evaluate_criterion_at(
                     CriterionResult::Marginal,
                     format!("{head}; significantly higher, past half the {limit} points limit"),
                 )
+            } else if suggestive && t.difference > max_difference / 2.0 {
+                (
+                    CriterionResult::Marginal,
+                    format!(
+                        "{head}; higher at {}% confidence but not past this look's boundary (alpha {level:.1e}): hold for more data",
+                        pct(confidence)
+                    ),
+                )
             } else if significant {
                 (
                     CriterionResult::Pass,
@@ -304,8 +337,8 @@ fn evaluate_criterion_at(
                 (
                     CriterionResult::Pass,
                     format!(
-                        "{head}; not significantly higher at {}% confidence",
-                        pct(confidence)
+                        "{head}; not significantly higher at {}",
+                        at_level(confidence, level)
                     ),
                 )
             };

@@ -721,3 +721,34 @@ fn look_evaluation_round_trips_and_survives_sustain() {
     assert_eq!(e.criteria[0].result, Marginal);
     assert_eq!(e.look, look);
 }
+
+#[test]
+fn early_looks_hold_what_the_last_look_would_judge() {
+    // 30 errors in 3,000 against 15 in 3,000: significant at 95 % (mid-p ≈ 0.01), nowhere near
+    // look 1's O'Brien–Fleming boundary. Before the last look that is not shown harmless: it
+    // holds. At the last look the boundary is the whole test.
+    let spec = gate(vec![criterion(
+        "errors",
+        Check::TwoProportion {
+            confidence: 0.95,
+            max_difference: 0.002,
+        },
+    )]);
+    let base = cohort(3000, 15, 1.0, 1);
+    let canary = cohort(3000, 30, 1.0, 2);
+    let early = evaluate_look(&spec, &Analysis::new(1, 10, 0.01), &canary, Some(&base), 600);
+    assert_eq!(early.criteria[0].result, Marginal, "{early:#?}");
+    assert!(
+        early.criteria[0].reason.contains("not past this look's boundary"),
+        "{early:#?}"
+    );
+    let last = evaluate_look(&spec, &Analysis::new(10, 10, 0.01), &canary, Some(&base), 600);
+    let p = last.criteria[0].p_value.unwrap();
+    let level = last.criteria[0].alpha.unwrap();
+    let want = if p < level { Fail } else { Pass };
+    assert_eq!(last.criteria[0].result, want, "{last:#?}");
+    // A single look (no analysis) is judged at the criterion's own confidence: significant, and
+    // 0.5 points above a 0.2-point limit, so it fails.
+    let single = evaluate(&spec, &canary, Some(&base), 600);
+    assert_eq!(single.criteria[0].result, Fail, "{single:#?}");
+}
