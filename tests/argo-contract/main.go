@@ -6,10 +6,19 @@
 // Error, exactly as Argo Rollouts would record the measurement. slogate's integration tests run
 // it against the real server to prove the verdict endpoint and deploy/argo agree.
 //
+// Secrets that arguments take through `valueFrom.secretKeyRef` are given as -secret name/key=v
+// (one not given resolves to "", which an open server ignores); the Web provider's `headers`
+// are sent with arguments substituted, and -ca-file trusts a CA for an https:// url, as the
+// Argo controller would through its own trust store.
+//
 // usage: argo-contract -template deploy/argo/analysis-template.yaml [-metric NAME] -arg k=v ...
+//
+//	[-secret name/key=value ...] [-ca-file ca.pem]
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -32,6 +41,10 @@ type webProvider struct {
 	JSONPath       string `json:"jsonPath"`
 	TimeoutSeconds int    `json:"timeoutSeconds"`
 	Method         string `json:"method"`
+	Headers        []struct {
+		Key   string `json:"key"`
+		Value string `json:"value"`
+	} `json:"headers"`
 }
 
 type metric struct {
@@ -47,8 +60,14 @@ type analysisTemplate struct {
 	Kind string `json:"kind"`
 	Spec struct {
 		Args []struct {
-			Name  string  `json:"name"`
-			Value *string `json:"value"`
+			Name      string  `json:"name"`
+			Value     *string `json:"value"`
+			ValueFrom *struct {
+				SecretKeyRef *struct {
+					Name string `json:"name"`
+					Key  string `json:"key"`
+				} `json:"secretKeyRef"`
+			} `json:"valueFrom"`
 		} `json:"args"`
 		Metrics []metric `json:"metrics"`
 	} `json:"spec"`
@@ -68,12 +87,15 @@ func (a argList) Set(v string) error {
 
 func main() {
 	args := argList{}
+	secrets := argList{}
 	templatePath := flag.String("template", "", "AnalysisTemplate YAML")
 	metricName := flag.String("metric", "", "metric name (default: the first web metric)")
+	caFile := flag.String("ca-file", "", "PEM CA certificates to trust for https:// urls")
 	flag.Var(args, "arg", "template argument name=value (repeatable)")
+	flag.Var(secrets, "secret", "Kubernetes secret value name/key=value (repeatable)")
 	flag.Parse()
 
-	phase, value, err := run(*templatePath, *metricName, args)
+	phase, value, err := run(*templatePath, *metricName, args, secrets, *caFile)
 	if err != nil {
 		fmt.Printf("Error %s\n", err)
 		return
@@ -81,7 +103,7 @@ func main() {
 	fmt.Printf("%s %s\n", phase, value)
 }
 
-func run(path, name string, args argList) (string, string, error) {
+func run(path, name string, args, secrets argList, caFile string) (string, string, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return "", "", err
@@ -95,6 +117,11 @@ func run(path, name string, args argList) (string, string, error) {
 		return "", "", fmt.Errorf("%s is a %q, not an AnalysisTemplate", path, t.Kind)
 	}
 	for _, a := range t.Spec.Args {
+		if _, ok := args[a.Name]; !ok && a.ValueFrom != nil && a.ValueFrom.SecretKeyRef != nil {
+			ref := a.ValueFrom.SecretKeyRef
+			args[a.Name] = secrets[ref.Name+"/"+ref.Key]
+			continue
+		}
 		if _, ok := args[a.Name]; !ok {
 			// As Argo does, an argument the caller leaves out takes the template's value.
 			if a.Value == nil {
@@ -120,7 +147,25 @@ func run(path, name string, args argList) (string, string, error) {
 		timeout = 10 * time.Second
 	}
 	client := &http.Client{Timeout: timeout}
-	resp, err := client.Get(url)
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return "", "", err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return "", "", fmt.Errorf("no certificate in %s", caFile)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return "", "", err
+	}
+	for _, h := range m.Provider.Web.Headers {
+		req.Header.Set(h.Key, substitute(h.Value, args))
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return "", "", err
 	}

@@ -4,6 +4,8 @@ Used by the Rust integration tests: they write the spans to send as JSON (one co
 with exact start and end times) and check what slogate serves against the exact values.
 
 usage: send_spans.py --protocol grpc|http --endpoint URL --input spans.json
+                     [--header KEY=VALUE ...] [--ca-file ca.pem]
+(--ca-file: TLS trusting that CA; --header: e.g. authorization=Bearer T, sent with every export)
 input: {"service": s, "version": v, "env": e,
         "spans": [{"name": n, "route": r, "method": m, "start_ns": i, "end_ns": i,
                    "error": bool, "status_code": int}]}
@@ -24,18 +26,34 @@ def main() -> int:
     p.add_argument("--protocol", choices=["grpc", "http"], required=True)
     p.add_argument("--endpoint", required=True)
     p.add_argument("--input", required=True)
+    p.add_argument("--header", action="append", default=[])
+    p.add_argument("--ca-file")
     args = p.parse_args()
+    headers = dict(h.split("=", 1) for h in args.header)
     with open(args.input) as f:
         doc = json.load(f)
 
     if args.protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=args.endpoint, insecure=True)
+        if args.ca_file:
+            import grpc
+
+            with open(args.ca_file, "rb") as f:
+                credentials = grpc.ssl_channel_credentials(root_certificates=f.read())
+            exporter = OTLPSpanExporter(
+                endpoint=args.endpoint, credentials=credentials, headers=headers or None
+            )
+        else:
+            exporter = OTLPSpanExporter(
+                endpoint=args.endpoint, insecure=True, headers=headers or None
+            )
     else:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter(endpoint=args.endpoint)
+        exporter = OTLPSpanExporter(
+            endpoint=args.endpoint, headers=headers or None, certificate_file=args.ca_file
+        )
 
     resource = Resource.create(
         {

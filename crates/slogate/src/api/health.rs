@@ -8,7 +8,12 @@ use std::sync::atomic::Ordering;
 
 pub async fn readyz(State(st): State<AppState>) -> Response {
     if st.ready.load(Ordering::SeqCst) {
-        "ready\n".into_response()
+        // Probes read the status; people read why an open server is open.
+        let mut body = String::from("ready\n");
+        for w in st.security.warnings() {
+            body.push_str(&format!("warning: {w}\n"));
+        }
+        body.into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
     }
@@ -24,6 +29,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(d) = &st.delivery {
         d.render_metrics(&mut out);
     }
+    st.security.render_metrics(&mut out);
     (
         [(
             header::CONTENT_TYPE,

@@ -42,6 +42,8 @@ pub struct AppState {
     pub history: Option<slogate_history::History>,
     /// Row cap and timeout of a SQL query.
     pub sql_limits: (usize, std::time::Duration),
+    /// Token checks and TLS: their gauges and counters on `/metrics`, warnings on `/readyz`.
+    pub security: Arc<crate::auth::Security>,
 }
 
 pub fn router(state: AppState) -> Router {

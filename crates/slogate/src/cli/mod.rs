@@ -62,6 +62,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// For commands that talk to a server: a file holding the API bearer token (its first
+    /// token line); without it, the token in $SLOGATE_TOKEN, if any.
+    #[arg(long, global = true, env = "SLOGATE_TOKEN_FILE", value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// For commands that talk to a server: trust only the CA certificates (PEM) in this file
+    /// for an https:// --server, instead of the system's roots.
+    #[arg(long, global = true, env = "SLOGATE_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -98,6 +106,10 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    client::configure(client::ClientOptions {
+        token_file: cli.token_file,
+        ca_file: cli.ca_file,
+    });
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Config { command } => config::run(command),

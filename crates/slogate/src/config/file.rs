@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub alerting: AlertingSection,
     pub pagerduty: PagerDutySection,
     pub history: HistorySection,
+    pub auth: AuthSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -67,6 +68,47 @@ pub struct ServerSection {
     pub header_read_timeout: HumanDuration,
     /// Open connections per HTTP listener (OTLP/HTTP, API); more wait in the accept queue.
     pub max_connections: usize,
+    /// TLS on all three listeners when `cert_file` and `key_file` are set; mutual TLS when
+    /// `client_ca_file` is set too.
+    pub tls: TlsSection,
+}
+
+/// `server.tls`: PEM files, re-read when they change on disk.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSection {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    /// Clients must present a certificate signed by one of these CAs (mutual TLS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// `auth`: bearer tokens, read from files (one token a line, `#` comments), never from this
+/// file. Several files per role allow rotation; the files are re-read when they change.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    pub ingest: IngestAuthSection,
+    pub api: ApiAuthSection,
+}
+
+/// Tokens accepted on the OTLP ports (gRPC `authorization` metadata, HTTP `Authorization`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestAuthSection {
+    pub token_files: Vec<PathBuf>,
+}
+
+/// Tokens accepted on the API (and the gRPC verdict service): read, or admin (SQL, baseline
+/// writes, and everything read may do).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiAuthSection {
+    pub read_token_files: Vec<PathBuf>,
+    pub admin_token_files: Vec<PathBuf>,
 }
 
 impl Default for ServerSection {
@@ -79,6 +121,7 @@ impl Default for ServerSection {
             shutdown_grace: HumanDuration::secs(10),
             header_read_timeout: HumanDuration::secs(10),
             max_connections: 4096,
+            tls: TlsSection::default(),
         }
     }
 }
@@ -291,6 +334,10 @@ pub struct CriterionFile {
     pub min_requests: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sustained: Option<HumanDuration>,
+    /// With `confidence` and a stored baseline: take the baseline's value as known (no
+    /// sampling error of its own) instead of counting it with its own sample size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_known: Option<bool>,
 }
 
 /// An SLO as written in the file.

@@ -70,6 +70,7 @@ pub struct Config {
     /// `None` when PagerDuty delivery is off.
     pub pagerduty: Option<PagerDutyConfig>,
     pub history: HistoryConfig,
+    pub auth: AuthConfig,
     /// The file as parsed, for `slogate config show` only.
     file: FileConfig,
 }
@@ -85,6 +86,25 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub grpc_keepalive: bool,
     pub grpc_max_concurrent_streams: u32,
+    /// `None`: plain TCP on every listener.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the three listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// Mutual TLS: client certificates must chain to these CAs.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// Bearer-token files per role; an empty list means that side is open.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthConfig {
+    pub ingest: Vec<PathBuf>,
+    pub api_read: Vec<PathBuf>,
+    pub api_admin: Vec<PathBuf>,
 }
 
 /// Alert evaluation.

@@ -73,10 +73,43 @@ fn check(text: &str, expected: &str) {
 }
 
 #[test]
+fn judge_keys_name_file_line_and_field() {
+    // The one budget of an analysis, and what a confidence can apply to.
+    check(
+        "gates:\n  - name: a\n    service: a\n    analysis:\n      false_rollback_rate: 0.7\n    criteria: [{name: e, metric: error_rate, pass: 0.01, fail: 0.02}]\n",
+        "slogate.yaml:5: gates[0].analysis.false_rollback_rate: 0.7 must be above 0 and below 0.5 (e.g. 0.01: one false rollback in 100 steps)",
+    );
+    check(
+        "gates:\n  - name: a\n    service: a\n    criteria:\n      - name: rate\n        metric: request_rate\n        pass: 10\n        fail: 5\n        direction: higher_is_better\n        confidence: 0.95\n",
+        "slogate.yaml:9: gates[0].criteria[0].direction: a criterion with a confidence judges a latency or the error rate, where lower is better",
+    );
+    check(
+        "gates:\n  - name: a\n    service: a\n    criteria:\n      - name: p99\n        metric: latency_p99\n        pass: 300\n        fail: 500\n        baseline_known: true\n",
+        "slogate.yaml:9: gates[0].criteria[0].baseline_known: baseline_known applies to a criterion with a confidence",
+    );
+}
+
+#[test]
 fn errors_name_file_line_and_field() {
     check(
         "server:\n  http: 0.0.0.0:8080\n  htpp: 1\n",
-        "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`",
+        "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`, `tls`",
+    );
+    check(
+        "server:\n  tls:\n    key_file: /k.pem\n",
+        "slogate.yaml:3: server.tls.key_file: needs cert_file too: cert_file and key_file go together",
+    );
+    check(
+        "server:\n  tls:\n    client_ca_file: /ca.pem\n",
+        "slogate.yaml:3: server.tls.client_ca_file: mutual TLS needs TLS: set cert_file and key_file too",
+    );
+    check(
+        "auth:\n  api:\n    token_files: [/t]\n",
+        "slogate.yaml:3:5: auth.api.token_files: unknown field `token_files`, expected `read_token_files` or `admin_token_files`",
+    );
+    check(
+        "auth:\n  ingest:\n    token_files: [\"\"]\n",
+        "slogate.yaml:3: auth.ingest.token_files: a token file path is empty",
     );
     check(
         "windows:\n  slot: ten seconds\n",

@@ -5,9 +5,9 @@
 use super::file::{FileConfig, GateFile, HistorySection, HumanDuration, PhaseFile};
 use super::locate;
 use super::{
-    AlertingConfig, Config, ConfigError, GateConfig, HistoryConfig, HistoryLocation,
+    AlertingConfig, AuthConfig, Config, ConfigError, GateConfig, HistoryConfig, HistoryLocation,
     PagerDutyConfig, PhaseConfig, RoutingKeySource, STORED_BASELINE_KEY, ServerConfig, SloConfig,
-    ThresholdRule,
+    ThresholdRule, TlsConfig,
 };
 use slogate_ingest::IngestLimits;
 use slogate_ingest::extract::ExtractConfig;
@@ -32,6 +32,7 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
     let window = validate_windows(&f, &invalid)?;
     let (extract, limits) = validate_ingest(&f, &invalid)?;
     let server = validate_server(&f, &invalid)?;
+    let auth = validate_auth(&f, &invalid)?;
     validate_history(&f.history, &invalid)?;
     let gates = validate_gates(&f, &invalid)?;
     let (slos, burn_tiers, rules) = validate_alerting(&f, &invalid)?;
@@ -48,6 +49,7 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
         alerting: alerting_config(&f),
         pagerduty: pagerduty_config(&f),
         history: history_config(&f.history),
+        auth,
         file: f,
     })
 }
@@ -214,8 +216,56 @@ fn validate_server(f: &FileConfig, invalid: Invalid) -> Result<ServerConfig, Con
         max_connections: s.max_connections,
         grpc_keepalive: f.ingest.grpc_keepalive,
         grpc_max_concurrent_streams: f.ingest.grpc_max_concurrent_streams,
+        tls: validate_tls(&s.tls, invalid)?,
     };
     Ok(server)
+}
+
+/// `server.tls`: a certificate and its key go together; a client CA needs both.
+fn validate_tls(
+    t: &super::file::TlsSection,
+    invalid: Invalid,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => Ok(Some(TlsConfig {
+            cert_file: cert.clone(),
+            key_file: key.clone(),
+            client_ca_file: t.client_ca_file.clone(),
+        })),
+        (None, None) if t.client_ca_file.is_some() => Err(invalid(
+            "server.tls.client_ca_file",
+            "mutual TLS needs TLS: set cert_file and key_file too".into(),
+        )),
+        (None, None) => Ok(None),
+        // The error points at the key that is there (the missing one has no line).
+        (Some(_), None) => Err(invalid(
+            "server.tls.cert_file",
+            "needs key_file too: cert_file and key_file go together".into(),
+        )),
+        (None, Some(_)) => Err(invalid(
+            "server.tls.key_file",
+            "needs cert_file too: cert_file and key_file go together".into(),
+        )),
+    }
+}
+
+/// `auth`: token file paths (their contents are read by the server, never here).
+fn validate_auth(f: &FileConfig, invalid: Invalid) -> Result<AuthConfig, ConfigError> {
+    let a = &f.auth;
+    for (field, files) in [
+        ("auth.ingest.token_files", &a.ingest.token_files),
+        ("auth.api.read_token_files", &a.api.read_token_files),
+        ("auth.api.admin_token_files", &a.api.admin_token_files),
+    ] {
+        if files.iter().any(|p| p.as_os_str().is_empty()) {
+            return Err(invalid(field, "a token file path is empty".into()));
+        }
+    }
+    Ok(AuthConfig {
+        ingest: a.ingest.token_files.clone(),
+        api_read: a.api.read_token_files.clone(),
+        api_admin: a.api.admin_token_files.clone(),
+    })
 }
 
 fn alerting_config(f: &FileConfig) -> AlertingConfig {
@@ -810,8 +860,14 @@ fn criterion_spec(
                         pass,
                         fail,
                         confidence,
-                        baseline_known: false,
+                        baseline_known: c.baseline_known.unwrap_or(false),
                     }
+                }
+                None if c.baseline_known.is_some() => {
+                    return Err((
+                        "baseline_known",
+                        "baseline_known applies to a criterion with a confidence".to_string(),
+                    ));
                 }
                 None => Check::Threshold {
                     metric,

@@ -1,7 +1,12 @@
 //! The OTLP/gRPC listener on :4317: tonic's HTTP/2 server with slogate's window and frame
-//! settings, serving the trace receiver and the verdict service.
+//! settings, serving the trace receiver and the verdict service, behind the bearer-token check
+//! ([`crate::auth::GrpcAuthLayer`]) and, when configured, TLS: then an accept task hands each
+//! connection's handshake to a task of its own and tonic serves the finished ones.
 
+use crate::auth::tls::{Conn, handshake};
+use crate::auth::{GrpcAuthLayer, Listener};
 use crate::config::ServerConfig;
+use crate::server::http::Secure;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -11,6 +16,7 @@ pub async fn serve(
     listener: TcpListener,
     cfg: &ServerConfig,
     routes: tonic::service::Routes,
+    secure: Secure,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let mut builder = tonic::transport::Server::builder()
@@ -29,10 +35,65 @@ pub async fn serve(
     if cfg.grpc_keepalive {
         builder = builder.http2_keepalive_interval(Some(Duration::from_secs(60)));
     }
-    builder
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(Accept(listener), shutdown)
+    let router = builder
+        .layer(GrpcAuthLayer(secure.sec.clone()))
+        .add_routes(routes);
+    if secure.tls.is_none() {
+        return router
+            .serve_with_incoming_shutdown(Accept(listener), shutdown)
+            .await;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(accept_tls(listener, secure, tx));
+    router
+        .serve_with_incoming_shutdown(Handshaken(rx), shutdown)
         .await
+}
+
+/// Accepts connections and completes each TLS handshake in a task of its own (a slow client
+/// never holds up the others), until tonic stops listening.
+async fn accept_tls(
+    listener: TcpListener,
+    secure: Secure,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Conn>>,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the OTLP/gRPC port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = tx.closed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let (tx, secure) = (tx.clone(), secure.clone());
+        tokio::spawn(async move {
+            let tls = secure.tls.as_deref();
+            let timeout = Duration::from_secs(10);
+            if let Some(conn) =
+                handshake(stream, tls, timeout, &secure.sec, Listener::OtlpGrpc).await
+            {
+                let _ = tx.send(Ok(conn)).await;
+            }
+        });
+    }
+}
+
+/// The connections whose TLS handshake completed.
+struct Handshaken(tokio::sync::mpsc::Receiver<std::io::Result<Conn>>);
+
+impl futures_core::Stream for Handshaken {
+    type Item = std::io::Result<Conn>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
 }
 
 /// The connection stream tonic serves: accepted sockets with TCP_NODELAY.

@@ -2,6 +2,7 @@
 //! `axum::serve` does not set: a deadline for a request's head (a client that opens a
 //! connection and trickles header bytes — slow-loris — is cut off), a cap on open connections
 //! (past it, new connections wait in the kernel's accept queue), and a bounded graceful drain.
+//! With TLS the handshake runs in the connection's task, bounded by the header-read timeout.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,6 +15,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+
+use crate::auth::tls::{Tls, handshake};
+use crate::auth::{Listener, Security};
+
+/// TLS (when configured) of one listener, and where its failures are counted.
+#[derive(Clone)]
+pub struct Secure {
+    pub tls: Option<Arc<Tls>>,
+    pub sec: Arc<Security>,
+    pub listener: Listener,
+}
 
 /// Connection limits of one HTTP listener.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +45,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: HttpLimits,
+    secure: Secure,
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
@@ -67,13 +80,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (builder, watcher, secure) = (builder.clone(), graceful.watcher(), secure.clone());
+        let timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            let tls = secure.tls.as_deref();
+            if let Some(io) = handshake(stream, tls, timeout, &secure.sec, secure.listener).await {
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
             }
             drop(permit);
         });

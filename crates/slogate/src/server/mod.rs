@@ -22,6 +22,8 @@ pub mod periodic;
 pub mod sched;
 
 use crate::api::{self, AppState};
+use crate::auth::tls::Tls;
+use crate::auth::{Listener, Security};
 use crate::config::Config;
 use crate::engine::alerts::{Alerts, TransitionRecord, TransitionSink};
 use crate::engine::gates::{Gates, VerdictHook, verdict_label};
@@ -124,11 +126,25 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let (sec, tls) = secure(&cfg)?;
     let mut engine = assemble(&cfg).await?;
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = listen(&cfg, &engine, ready.clone(), &stop_rx).await?;
+    let mut tasks = listen(&cfg, &engine, ready.clone(), &stop_rx, &sec, &tls).await?;
     tasks.extend(background(&cfg, &mut engine, &stop_rx));
+    tasks.push(spawn_periodic(
+        "token and certificate reloader",
+        crate::auth::RELOAD_INTERVAL,
+        First::AfterOnePeriod,
+        MissedTickBehavior::Delay,
+        stop_rx.clone(),
+        move || {
+            sec.reload();
+            if let Some(t) = &tls {
+                t.reload();
+            }
+        },
+    ));
 
     ready.store(true, Ordering::SeqCst);
     shutdown_signal().await;
@@ -156,6 +172,27 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The token sets and TLS configuration, read now: a missing or empty token file, or an
+/// unusable certificate, stops the start. Warns when something is left open.
+fn secure(cfg: &Config) -> anyhow::Result<(Arc<Security>, Option<Arc<Tls>>)> {
+    let sec = Security::new(&cfg.auth, cfg.server.tls.as_ref())?;
+    let tls = cfg
+        .server
+        .tls
+        .as_ref()
+        .map(Tls::load)
+        .transpose()?
+        .map(Arc::new);
+    let open = sec.warnings();
+    if !open.is_empty() {
+        tracing::warn!(
+            open = %open.join("; "),
+            "slogate is not secured: anyone who reaches its ports may send spans, read verdicts or run SQL; see auth and server.tls in deploy/slogate.yaml"
+        );
+    }
+    Ok((Arc::new(sec), tls))
+}
+
 /// Binds the three ports and serves them until the stop: OTLP/gRPC (with the verdict
 /// service), OTLP/HTTP, and the HTTP API on its own thread. Returns what to wait for.
 async fn listen(
@@ -163,7 +200,14 @@ async fn listen(
     e: &Engine,
     ready: Arc<AtomicBool>,
     stop_rx: &watch::Receiver<bool>,
+    sec: &Arc<Security>,
+    tls: &Option<Arc<Tls>>,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let secure = |listener| http::Secure {
+        tls: tls.clone(),
+        sec: sec.clone(),
+        listener,
+    };
     let s = &cfg.server;
     let bind = |addr, what: &'static str| async move {
         TcpListener::bind(addr)
@@ -178,13 +222,15 @@ async fn listen(
         otlp_http = %http_listener.local_addr()?,
         http = %api_listener.local_addr()?,
         config = %cfg.source,
+        tls = tls.is_some(),
         "slogate listening"
     );
     let routes = tonic::service::Routes::new(TraceServiceServer::new(e.pipeline.clone()))
         .add_service(api::grpc::VerdictServiceServer::new(e.gates.clone()));
     let (server, stop) = (s.clone(), stopped(stop_rx.clone()));
+    let grpc_secure = secure(Listener::OtlpGrpc);
     let grpc = tokio::spawn(async move {
-        if let Err(e) = grpc::serve(grpc_listener, &server, routes, stop).await {
+        if let Err(e) = grpc::serve(grpc_listener, &server, routes, grpc_secure, stop).await {
             tracing::error!(error = %e, "the OTLP/gRPC listener stopped");
         }
     });
@@ -193,10 +239,14 @@ async fn listen(
         max_connections: s.max_connections,
         drain: s.shutdown_grace,
     };
+    let ingest_sec = sec.clone();
     let otlp_http = tokio::spawn(http::serve(
         http_listener,
-        slogate_ingest::http::router(e.pipeline.clone()),
+        slogate_ingest::http::router(e.pipeline.clone()).layer(axum::middleware::from_fn(
+            move |req, next| crate::auth::otlp_http_layer(ingest_sec.clone(), req, next),
+        )),
         limits,
+        secure(Listener::OtlpHttp),
         stopped(stop_rx.clone()),
     ));
     let state = AppState {
@@ -209,11 +259,17 @@ async fn listen(
         gates: e.gates.clone(),
         alerts: e.alerts.clone(),
         delivery: e.pagerduty.as_ref().map(|p| p.stats.clone()),
+        security: sec.clone(),
     };
+    let api_sec = sec.clone();
+    let app = api::router(state).layer(axum::middleware::from_fn(move |req, next| {
+        crate::auth::api_layer(api_sec.clone(), req, next)
+    }));
     let api_done = spawn_api(
-        api::router(state),
+        app,
         api_listener.into_std()?,
         limits,
+        secure(Listener::Api),
         stopped(stop_rx.clone()),
     )?;
     let api = tokio::spawn(async move {
@@ -299,6 +355,7 @@ fn spawn_api(
     app: axum::Router,
     listener: std::net::TcpListener,
     limits: http::HttpLimits,
+    secure: http::Secure,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -321,7 +378,7 @@ fn spawn_api(
             };
             rt.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => http::serve(listener, app, limits, stop).await,
+                    Ok(listener) => http::serve(listener, app, limits, secure, stop).await,
                     Err(e) => tracing::error!(error = %e, "cannot serve the HTTP API"),
                 }
             });

@@ -3,6 +3,7 @@
 
 mod alerts;
 mod architecture;
+mod auth;
 mod bad_input;
 mod baselines;
 mod cli;
