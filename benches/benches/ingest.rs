@@ -486,6 +486,7 @@ fn window_query(c: &mut Criterion) {
                             extras: [b""; 4],
                             error: rng.random_bool(0.01),
                             duration_ns: latency.sample(&mut rng) as u64,
+                            adjusted_count: 1,
                         });
                     }
                 }

@@ -97,6 +97,7 @@ fn fixture() -> Fixture {
                             extras: [b""; 4],
                             error: rng.random_bool(error_rate),
                             duration_ns: (lat.sample(rng) * factor) as u64,
+                            adjusted_count: 1,
                         });
                     }
                 }

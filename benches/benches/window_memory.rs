@@ -65,6 +65,7 @@ fn main() {
                                     extras: [b""; 4],
                                     error: rng.random_bool(0.01),
                                     duration_ns: lat.sample(&mut rng) as u64,
+                                    adjusted_count: 1,
                                 });
                             }
                         }

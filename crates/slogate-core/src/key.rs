@@ -49,7 +49,9 @@ impl<'a> Operation<'a> {
     }
 }
 
-/// One span turned into what slogate measures. Every string borrows from the decoded request.
+/// One span turned into what slogate measures. Every string borrows from the decoded request
+/// and is valid UTF-8: the decoders reject a span whose dimension is not, which is what keeps
+/// the `0xFF` terminator of [`write_key`] out of the values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Observation<'a> {
     pub service: &'a [u8],
@@ -59,6 +61,10 @@ pub struct Observation<'a> {
     pub extras: [&'a [u8]; MAX_EXTRA_DIMS],
     pub error: bool,
     pub duration_ns: u64,
+    /// How many spans this one stands for: 1, or the inverse of its sampling probability when
+    /// the span says it was sampled (see [`crate::sampling`]). Counts grow by it; the latency
+    /// sketch records the span once.
+    pub adjusted_count: u32,
 }
 
 /// The owned identity of a series.
@@ -88,6 +94,19 @@ fn clip(v: &[u8]) -> &[u8] {
 /// clipped to [`MAX_DIM_BYTES`] and terminated by `0xFF`, a byte that never occurs in UTF-8, so
 /// distinct keys never collide. `extra_count` is how many extras are configured.
 pub fn write_key(obs: &Observation<'_>, extra_count: usize, out: &mut Vec<u8>) {
+    debug_assert!(
+        [
+            obs.service,
+            obs.env,
+            obs.version,
+            obs.operation.first,
+            obs.operation.second
+        ]
+        .iter()
+        .chain(&obs.extras)
+        .all(|v| std::str::from_utf8(v).is_ok()),
+        "observation dimensions must be valid UTF-8: {obs:?}"
+    );
     out.clear();
     for part in [obs.service, obs.env, obs.version] {
         out.extend_from_slice(clip(part));
@@ -171,6 +190,7 @@ mod tests {
             extras: [extra.as_bytes(), b"", b"", b""],
             error: false,
             duration_ns: 1,
+            adjusted_count: 1,
         }
     }
 
@@ -215,6 +235,34 @@ mod tests {
         assert_eq!(key.service.len(), MAX_DIM_BYTES);
         assert_eq!(key.operation.len(), MAX_DIM_BYTES);
         assert!(key.service.chars().all(|c| c == 'é'));
+    }
+
+    /// Valid UTF-8 never holds the terminator, whatever the characters: U+00FF and U+FFFF
+    /// included. So a value cannot end a dimension early and carry the rest into the next.
+    #[test]
+    fn utf8_values_never_hold_the_terminator() {
+        let values = [
+            "\u{ff}",
+            "\u{ffff}",
+            "\u{10ffff}",
+            "caf\u{e9} \u{1F600}",
+            "a\u{7f}",
+        ];
+        for v in values {
+            assert!(!v.as_bytes().contains(&0xFF), "{v:?}");
+            let o = Observation {
+                env: v.as_bytes(),
+                ..obs(v, Operation::pair(v.as_bytes(), b' ', v.as_bytes()), v)
+            };
+            let mut buf = Vec::new();
+            write_key(&o, 1, &mut buf);
+            let key = SeriesKey::from_key_bytes(&buf);
+            assert_eq!(
+                (key.service.as_str(), key.env.as_str(), key.extras.len()),
+                (v, v, 1)
+            );
+            assert_eq!(key.key_bytes(), buf);
+        }
     }
 
     #[test]

@@ -30,3 +30,4 @@ mod slot;
 pub use slot::SlotRecord;
 
 pub mod prom;
+pub mod sampling;

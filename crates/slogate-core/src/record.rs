@@ -15,5 +15,9 @@ pub trait Recorder: Send + Sync + 'static {
 }
 
 pub trait ObservationWriter {
+    /// Records one span. A sampled span ([`Observation::adjusted_count`] > 1) stands for that
+    /// many: request and error counts grow by it and the latency sketch by one value, so
+    /// counts, rates and budgets estimate all traffic while the sketch's count stays the sample
+    /// the statistics may use.
     fn record(&mut self, obs: &Observation<'_>);
 }

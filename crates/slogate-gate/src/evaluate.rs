@@ -171,8 +171,9 @@ fn evaluate_criterion_at(
         ci_lower: None,
         ci_upper: None,
         alpha: None,
-        canary_requests: canary.requests,
-        baseline_requests: baseline.map_or(0, |b| b.requests),
+        // The sample sizes the statistics used (sampled spans, not adjusted counts).
+        canary_requests: canary.sample().0,
+        baseline_requests: baseline.map_or(0, |b| b.sample().0),
         reason: String::new(),
     };
     if let Err(e) = spec.validate() {
@@ -274,23 +275,14 @@ fn evaluate_criterion_at(
             max_difference,
         } => {
             let baseline = baseline.expect("data_gap checked the baseline");
-            let t = two_proportion(
-                canary.errors,
-                canary.requests,
-                baseline.errors,
-                baseline.requests,
-            )
-            .expect("data_gap checked both cohorts have requests");
+            // The tests count what was sampled, not the adjusted counts.
+            let ((n1, x1), (n2, x2)) = (canary.sample(), baseline.sample());
+            let t = two_proportion(x1, n1, x2, n2)
+                .expect("data_gap checked both cohorts have requests");
             // The exact conditional mid-p, not the z-test's: a handful of errors is where
             // the normal approximation claims significance it does not have.
-            let p_value = rate_ratio_mid_p(
-                canary.errors,
-                canary.requests,
-                baseline.errors,
-                baseline.requests,
-                1.0,
-            )
-            .expect("data_gap checked both cohorts have requests");
+            let p_value = rate_ratio_mid_p(x1, n1, x2, n2, 1.0)
+                .expect("data_gap checked both cohorts have requests");
             out.observed = Some(t.canary_rate);
             out.baseline = Some(t.baseline_rate);
             out.score = Some(t.difference);
@@ -377,8 +369,8 @@ fn data_gap(
     let thin = |who: &str, n: u64| {
         format!("{who} has {n} requests, fewer than the {min} required; no verdict on thin data")
     };
-    if canary.requests < min {
-        return Some(thin("canary", canary.requests));
+    if canary.sample().0 < min {
+        return Some(thin("canary", canary.sample().0));
     }
     let needs_requests = match spec.check {
         Check::Threshold { metric, .. } => metric != Metric::RequestRate,
@@ -408,8 +400,8 @@ fn data_gap(
                 spec.name
             ));
         };
-        if cohort.requests < min {
-            return Some(thin(who, cohort.requests));
+        if cohort.sample().0 < min {
+            return Some(thin(who, cohort.sample().0));
         }
         if needs_requests && cohort.requests == 0 {
             return Some(format!("{who} has no requests; no verdict without data"));

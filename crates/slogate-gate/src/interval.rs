@@ -279,7 +279,8 @@ fn judge_errors(
     canary: &CohortData,
     baseline: Option<&CohortData>,
 ) {
-    let (x1, n1) = (canary.errors.min(canary.requests), canary.requests);
+    // The tests count what was sampled, not the adjusted counts.
+    let (n1, x1) = canary.sample();
     let rate = |x: u64, n: u64| x as f64 / n as f64;
     out.observed = Some(rate(x1, n1));
     let alpha_pass = 1.0 - b.confidence;
@@ -287,7 +288,7 @@ fn judge_errors(
     match b.comparison {
         Comparison::Ratio => {
             let base = baseline.expect("data_gap checked the baseline");
-            let (x2, n2) = (base.errors.min(base.requests), base.requests);
+            let (n2, x2) = base.sample();
             let (p1, p2) = (rate(x1, n1), rate(x2, n2));
             out.baseline = Some(p2);
             // Known baseline: the canary alone is binomial at ρ·p₂. Sampled: conditional on

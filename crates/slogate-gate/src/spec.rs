@@ -5,6 +5,11 @@ use slogate_sketch::Sketch;
 use thiserror::Error;
 
 /// What the caller measured for one cohort over the evaluation window (slots already merged).
+///
+/// With sampled traces, `requests` and `errors` are adjusted counts (each sampled span counts
+/// for the inverse of its sampling probability) and the sketch holds one value per sampled
+/// span: rates, point estimates and SLO budgets use the adjusted counts, the statistical tests
+/// the sample ([`CohortData::sample`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CohortData {
     pub requests: u64,
@@ -14,6 +19,27 @@ pub struct CohortData {
     /// Seconds the data actually spans (from the first request to now), when the caller knows
     /// it: the request rate divides by this rather than the whole window. `None`: the window.
     pub observed_seconds: Option<u64>,
+}
+
+impl CohortData {
+    /// The sample behind the counts: `(requests, errors)` actually observed. Without sampling
+    /// that is `(requests, errors)`; with it, the sketch's count of sampled spans and the
+    /// errors scaled to it (exact when a cohort's spans share one sampling probability).
+    pub fn sample(&self) -> (u64, u64) {
+        let n = self.sketch.count();
+        if n == 0 || n >= self.requests {
+            return (self.requests, self.errors.min(self.requests));
+        }
+        let errors = self.errors.min(self.requests) as u128 * u128::from(n);
+        let errors = ((errors + u128::from(self.requests) / 2) / u128::from(self.requests)) as u64;
+        (n, errors.min(n))
+    }
+
+    /// Whether the counts are adjusted counts of sampled traffic.
+    pub fn is_sampled(&self) -> bool {
+        let n = self.sketch.count();
+        n > 0 && n < self.requests
+    }
 }
 
 /// The quantity a threshold criterion looks at.

@@ -736,13 +736,27 @@ fn early_looks_hold_what_the_last_look_would_judge() {
     )]);
     let base = cohort(3000, 15, 1.0, 1);
     let canary = cohort(3000, 30, 1.0, 2);
-    let early = evaluate_look(&spec, &Analysis::new(1, 10, 0.01), &canary, Some(&base), 600);
+    let early = evaluate_look(
+        &spec,
+        &Analysis::new(1, 10, 0.01),
+        &canary,
+        Some(&base),
+        600,
+    );
     assert_eq!(early.criteria[0].result, Marginal, "{early:#?}");
     assert!(
-        early.criteria[0].reason.contains("not past this look's boundary"),
+        early.criteria[0]
+            .reason
+            .contains("not past this look's boundary"),
         "{early:#?}"
     );
-    let last = evaluate_look(&spec, &Analysis::new(10, 10, 0.01), &canary, Some(&base), 600);
+    let last = evaluate_look(
+        &spec,
+        &Analysis::new(10, 10, 0.01),
+        &canary,
+        Some(&base),
+        600,
+    );
     let p = last.criteria[0].p_value.unwrap();
     let level = last.criteria[0].alpha.unwrap();
     let want = if p < level { Fail } else { Pass };
@@ -751,4 +765,54 @@ fn early_looks_hold_what_the_last_look_would_judge() {
     // 0.5 points above a 0.2-point limit, so it fails.
     let single = evaluate(&spec, &canary, Some(&base), 600);
     assert_eq!(single.criteria[0].result, Fail, "{single:#?}");
+}
+
+#[test]
+fn sampled_cohorts_are_tested_on_the_sample_and_rated_on_adjusted_counts() {
+    // 2,000 spans sampled at 1 in 10: 20,000 adjusted requests, 200 adjusted errors (20 sampled).
+    let sampled = |seed| {
+        let mut c = cohort(2000, 20, 1.0, seed);
+        c.requests *= 10;
+        c.errors *= 10;
+        c
+    };
+    let (canary, base) = (sampled(1), sampled(2));
+    assert!(canary.is_sampled() && !cohort(2000, 20, 1.0, 1).is_sampled());
+    assert_eq!(canary.sample(), (2000, 20));
+    // A two-proportion test on 20,000 "requests" would be ten times too confident; the outcome
+    // reports, and the test uses, the 2,000 sampled.
+    let spec = gate(vec![criterion(
+        "errors",
+        Check::TwoProportion {
+            confidence: 0.95,
+            max_difference: 0.0,
+        },
+    )]);
+    let e = evaluate(&spec, &canary, Some(&base), 600);
+    assert_eq!(e.criteria[0].canary_requests, 2000, "{e:#?}");
+    let unsampled = evaluate(
+        &spec,
+        &cohort(2000, 20, 1.0, 1),
+        Some(&cohort(2000, 20, 1.0, 2)),
+        600,
+    );
+    assert_eq!(e.criteria[0].p_value, unsampled.criteria[0].p_value);
+    // min_requests counts the sample: 2,000 sampled spans are not 20,000.
+    let mut thin_spec = spec.clone();
+    thin_spec.min_requests = 5000;
+    let e = evaluate(&thin_spec, &canary, Some(&base), 600);
+    assert_eq!(e.criteria[0].result, NoData, "{e:#?}");
+    // The request rate is the adjusted one.
+    let rate = gate(vec![criterion(
+        "rate",
+        Check::Threshold {
+            metric: Metric::RequestRate,
+            comparison: Comparison::Absolute,
+            pass: 30.0,
+            fail: 10.0,
+            direction: None,
+        },
+    )]);
+    let e = evaluate(&rate, &canary, None, 600);
+    assert_eq!(e.criteria[0].observed, Some(20_000.0 / 600.0), "{e:#?}");
 }

@@ -7,8 +7,8 @@
 //! the rest of the series key; document tables: `at`). The steps, for partition `P`:
 //!
 //! 1. put `P/compact-<id>.manifest.json` naming the output and every input;
-//! 2. put `P/compact-<id>.parquet` (its key-value metadata `slogate.compacted_from` lists the
-//!    inputs too);
+//! 2. put `P/compact-<id>.crc<crc32>.parquet` (its key-value metadata `slogate.compacted_from`
+//!    lists the inputs too);
 //! 3. delete the inputs;
 //! 4. delete the manifest.
 //!
@@ -31,19 +31,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::{
     SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
 };
 use datafusion::arrow::datatypes::SchemaRef;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::HistoryError;
 use crate::docs::DocTable;
+use crate::quarantine::{checked_name, read_checked};
+use crate::query::quarantine_or_log;
 use crate::schema::{FIXED_DIMS, requests_schema, validate_extra_dims};
 use crate::store::{ObjectEntry, Store};
 use crate::writer::{REQUESTS_TABLE, encode_parquet, next_file_number, partition_dir};
@@ -105,6 +105,15 @@ pub struct CompactReport {
     /// Partitions left alone because they exceed `max_partition_bytes` or hold files of another
     /// schema.
     pub skipped: usize,
+}
+
+/// What a scrub pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScrubReport {
+    /// Parquet files read.
+    pub files: usize,
+    /// Of those, files found unreadable and moved to the quarantine.
+    pub quarantined: usize,
 }
 
 /// What a retention pass did.
@@ -301,10 +310,15 @@ impl Maintenance {
                 // Gone since the listing (another pass, retention): try again next time.
                 return Ok(None);
             };
-            let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(bytes))?.build()?;
-            for batch in reader {
-                let batch =
-                    batch.map_err(|e| HistoryError::Corrupt(format!("{}: {e}", input.key)))?;
+            let read = match read_checked(&input.key, bytes) {
+                Ok(read) => read,
+                Err(reason) => {
+                    // Out of the partition, so the next pass compacts the rest.
+                    quarantine_or_log(&self.store, &input.key, &reason);
+                    return Ok(None);
+                }
+            };
+            for batch in read {
                 if !same_columns(&batch.schema(), schema) {
                     tracing::warn!(key = %input.key, "history file has another schema (extra dimensions changed?); partition not compacted");
                     return Ok(None);
@@ -322,12 +336,7 @@ impl Maintenance {
         let rows = sorted.num_rows();
         let dir = partition_dir(&p.table, &p.date, &p.hour);
         let id = format!("compact-{}-{}", now_ms(), next_file_number());
-        let output = format!("{dir}/{id}.parquet");
         let input_keys: Vec<String> = inputs.iter().map(|f| f.key.clone()).collect();
-        let manifest = Manifest {
-            output: output.clone(),
-            inputs: input_keys.clone(),
-        };
         let listed = serde_json::to_string(&input_keys).unwrap_or_default();
         let bytes = encode_parquet(
             schema.clone(),
@@ -335,6 +344,11 @@ impl Maintenance {
             &self.props,
             &[(COMPACTED_FROM.to_string(), listed)],
         )?;
+        let output = format!("{dir}/{}", checked_name(&id, &bytes));
+        let manifest = Manifest {
+            output: output.clone(),
+            inputs: input_keys.clone(),
+        };
         let manifest_key = format!("{dir}/{id}.manifest.json");
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| HistoryError::Corrupt(format!("manifest: {e}")))?;
@@ -356,6 +370,41 @@ impl Maintenance {
         self.store.delete(&manifest_key)?;
         tracing::debug!(output = %output, inputs = inputs.len(), rows, "history partition compacted");
         Ok(Some(rows))
+    }
+
+    /// Reads every Parquet file of every table (of the hour partitions that end after
+    /// `since_unix`, or all with `None`) whole, checked as in [`crate::quarantine`], and moves
+    /// the unreadable ones to the quarantine: what the restart reload does for its own range,
+    /// for the whole history, so that old corrupt files stop failing SQL over their partitions.
+    /// Reads everything it checks, one file at a time: run it in the background.
+    pub fn scrub(&self, since_unix: Option<i64>) -> Result<ScrubReport, HistoryError> {
+        let mut report = ScrubReport::default();
+        for table in tables() {
+            for p in self.partitions(table)? {
+                if since_unix.is_some_and(|since| p.start.saturating_add(3600) <= since) {
+                    continue;
+                }
+                for f in p.files.iter().filter(|f| f.key.ends_with(".parquet")) {
+                    let Some(bytes) = self.store.get(&f.key)? else {
+                        continue;
+                    };
+                    report.files += 1;
+                    if let Err(reason) = read_checked(&f.key, bytes) {
+                        quarantine_or_log(&self.store, &f.key, &reason);
+                        report.quarantined += 1;
+                    }
+                }
+            }
+        }
+        if report.quarantined > 0 {
+            tracing::warn!(
+                files = report.files,
+                quarantined = report.quarantined,
+                root = %self.store.describe(),
+                "history scrub moved unreadable files to quarantine"
+            );
+        }
+        Ok(report)
     }
 
     /// Deletes every partition whose hour ended more than `retention` before `now_unix`,
@@ -508,7 +557,7 @@ fn sort_for_pruning(
 }
 
 /// Unix second at which partition `date=YYYY-MM-DD/hour=HH` starts.
-fn partition_start(date: &str, hour: &str) -> Option<i64> {
+pub(crate) fn partition_start(date: &str, hour: &str) -> Option<i64> {
     let mut it = date.split('-');
     let y: i64 = it.next()?.parse().ok()?;
     let m: u32 = it.next()?.parse().ok()?;

@@ -23,7 +23,7 @@
 //!
 //! # Files
 //!
-//! `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.parquet`, written by
+//! `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.crc<crc32>.parquet`, written by
 //! [`HistoryWriter`] as `<name>.tmp`, fsynced and renamed, so a crash leaves at most a `.tmp`
 //! file, which no reader lists (DataFusion here lists `*.parquet`; DuckDB, Spark and Trino are
 //! pointed at `**/*.parquet`). Any Parquet reader with Hive partitioning can read the tree.
@@ -51,6 +51,7 @@
 pub mod baseline;
 mod compact;
 mod docs;
+mod quarantine;
 mod query;
 mod range;
 mod schema;
@@ -62,8 +63,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, CohortTotals};
-pub use compact::{CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport};
+pub use compact::{
+    CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport, ScrubReport,
+};
 pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
+pub use quarantine::QUARANTINE_DIR;
 pub use query::{History, QueryResult};
 pub use range::{DocEntry, doc_rows, operation_totals, slot_counts};
 pub use schema::{

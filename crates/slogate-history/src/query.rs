@@ -1,31 +1,33 @@
 //! [`History`]: the read side. A DataFusion session over the Parquet root (local or `s3://`)
 //! with the sketch functions registered, a read-only bounded SQL entry point, and the restart
-//! reload. Every query holds the store's swap lock shared, so compaction and retention of this
-//! process never swap files under it.
+//! reload (file by file, quarantining unreadable ones). Every query holds the store's swap lock
+//! shared, so compaction and retention of this process never swap files under it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::common::DataFusionError;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{LogicalPlan, col, lit};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::HistoryError;
+use crate::compact::partition_start;
 use crate::docs::DocTable;
-use crate::schema::{batch_to_rows, partition_of, requests_schema, validate_extra_dims};
+use crate::quarantine::read_checked;
+use crate::schema::{batch_to_rows, requests_schema, validate_extra_dims};
 use crate::store::Store;
 use crate::udf::{sketch_udafs, sketch_udfs};
 use crate::writer::REQUESTS_TABLE;
@@ -91,6 +93,12 @@ impl History {
     /// The root this history reads.
     pub fn store(&self) -> &Store {
         &self.root
+    }
+
+    /// Unreadable files moved to the quarantine so far by anything sharing this root's
+    /// [`Store`] (the reload, compaction, scrubs): [`Store::quarantined_files`].
+    pub fn quarantined_files(&self) -> u64 {
+        self.root.quarantined_files()
     }
 
     /// The session, for callers that build DataFrames themselves. Queries run on it directly
@@ -163,38 +171,125 @@ impl History {
 
     /// Every row with `slot_start >= since_unix`, ordered by slot start then series: what a
     /// restarting instance reloads into its rings.
+    ///
+    /// Each file of the hour partitions that can hold such rows is read whole and checked (see
+    /// [`crate::quarantine`]); an unreadable one is skipped, named in an error log, moved to the
+    /// quarantine and counted, and the rest is loaded. Errors only when the table cannot be
+    /// listed at all.
     pub async fn load_since(&self, since_unix: i64) -> Result<Vec<SlotRecord>, HistoryError> {
-        let (since_date, _) = partition_of(since_unix);
-        let since = ScalarValue::TimestampMillisecond(
-            Some(since_unix.saturating_mul(1000)),
-            Some("UTC".into()),
-        );
-        let df = self
-            .ctx
-            .table(REQUESTS_TABLE)
-            .await
-            .and_then(|df| {
-                // The date filter prunes whole partition directories before any file is opened.
-                df.filter(col("date").gt_eq(lit(since_date)))?
-                    .filter(col("slot_start").gt_eq(lit(since)))?
-                    .sort(vec![
-                        col("slot_start").sort(true, false),
-                        col("service").sort(true, false),
-                        col("env").sort(true, false),
-                        col("version").sort(true, false),
-                        col("operation").sort(true, false),
-                    ])
-            })
-            .map_err(HistoryError::Query)?;
-        let batches = {
-            let _shared = self.root.swap_lock().read_owned().await;
-            df.collect().await.map_err(HistoryError::Query)?
+        let shared = self.root.swap_lock().read_owned().await;
+        let (store, extra) = (self.root.clone(), self.extra_dims.clone());
+        tokio::task::spawn_blocking(move || {
+            let _shared = shared;
+            load_rows(&store, &extra, since_unix)
+        })
+        .await
+        .map_err(|e| HistoryError::Query(DataFusionError::External(Box::new(e))))?
+    }
+}
+
+/// [`History::load_since`], blocking.
+fn load_rows(
+    store: &Store,
+    extra_dims: &[String],
+    since_unix: i64,
+) -> Result<Vec<SlotRecord>, HistoryError> {
+    let mut rows = Vec::new();
+    for entry in store.list(REQUESTS_TABLE)? {
+        let Some(start) = partition_of_key(&entry.key) else {
+            continue;
         };
-        let mut rows = Vec::new();
-        for batch in &batches {
-            rows.extend(batch_to_rows(batch, &self.extra_dims)?);
+        if !entry.key.ends_with(".parquet") || start.saturating_add(3600) <= since_unix {
+            continue;
         }
-        Ok(rows)
+        let bytes = match store.get(&entry.key) {
+            Ok(Some(bytes)) => bytes,
+            // Gone since the listing: compacted or expired by another process.
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!(key = %entry.key, error = %e, "history file could not be read; its rows are not reloaded");
+                continue;
+            }
+        };
+        match read_checked(&entry.key, bytes)
+            .and_then(|batches| rows_since(&batches, extra_dims, since_unix))
+        {
+            Ok(found) => rows.extend(found),
+            Err(reason) => quarantine_or_log(store, &entry.key, &reason),
+        }
+    }
+    rows.sort_by(|a, b| {
+        a.slot_start_unix
+            .cmp(&b.slot_start_unix)
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    Ok(rows)
+}
+
+/// Moves an unreadable file aside; when even that fails, says so (the file is skipped anyway).
+pub(crate) fn quarantine_or_log(store: &Store, key: &str, reason: &str) {
+    if let Err(e) = store.quarantine(key, reason) {
+        tracing::error!(key = %key, reason = %reason, error = %e, "unreadable history file skipped but could not be moved to quarantine");
+    }
+}
+
+/// The rows of a file's batches with `slot_start >= since_unix`. Extra dimensions the file
+/// lacks (written before they were configured) read as empty; a missing or mistyped fixed
+/// column makes the file unreadable.
+fn rows_since(
+    batches: &[RecordBatch],
+    extra_dims: &[String],
+    since_unix: i64,
+) -> Result<Vec<SlotRecord>, String> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let mut batch = batch.clone();
+        for dim in extra_dims {
+            if batch.column_by_name(dim).is_none() {
+                let empty: ArrayRef = Arc::new(StringArray::from(vec![""; batch.num_rows()]));
+                let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+                fields.push(Arc::new(Field::new(dim, DataType::Utf8, false)));
+                let mut columns = batch.columns().to_vec();
+                columns.push(empty);
+                batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let rows = batch_to_rows(&batch, extra_dims).map_err(|e| e.to_string())?;
+        out.extend(rows.into_iter().filter(|r| r.slot_start_unix >= since_unix));
+    }
+    Ok(out)
+}
+
+/// The Unix second the hour partition of `<table>/date=D/hour=H/<file>` starts.
+pub(crate) fn partition_of_key(key: &str) -> Option<i64> {
+    let mut segs = key.split('/');
+    let (Some(_), Some(d), Some(h), Some(_), None) = (
+        segs.next(),
+        segs.next(),
+        segs.next(),
+        segs.next(),
+        segs.next(),
+    ) else {
+        return None;
+    };
+    partition_start(d.strip_prefix("date=")?, h.strip_prefix("hour=")?)
+}
+
+/// Collects a DataFrame; a panic while reading (a decoder meeting a corrupt file) becomes an
+/// error instead of unwinding into the caller.
+pub(crate) async fn collect(
+    df: datafusion::dataframe::DataFrame,
+) -> Result<Vec<RecordBatch>, HistoryError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(df.collect())
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result.map_err(HistoryError::Query),
+        Err(_) => Err(HistoryError::Corrupt(
+            "the query panicked while reading the history (a corrupt file?)".to_string(),
+        )),
     }
 }
 
@@ -225,7 +320,7 @@ async fn run_query(
             .limit(0, Some(max_rows.saturating_add(1)))
             .map_err(HistoryError::Query)?,
     };
-    let batches = df.collect().await.map_err(HistoryError::Query)?;
+    let batches = collect(df).await?;
     let mut rows = Vec::new();
     for batch in &batches {
         let cols: Vec<Vec<Value>> = batch

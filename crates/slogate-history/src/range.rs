@@ -102,10 +102,9 @@ pub async fn operation_totals(
         )
         .and_then(|df| df.limit(0, Some(MAX_OPERATIONS + 1)))
         .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
-    let batches = df
-        .collect()
+    let batches = crate::query::collect(df)
         .await
-        .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
+        .map_err(BaselineError::History)?;
     let mut out = Vec::new();
     for b in &batches {
         let op = cast(b.column(0), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?;
@@ -158,7 +157,7 @@ pub async fn slot_counts(
         .and_then(|df| df.sort(vec![col("slot_start").sort(true, false)]))
         .and_then(|df| df.limit(0, Some(max_rows)))
         .map_err(HistoryError::Query)?;
-    let batches = df.collect().await.map_err(HistoryError::Query)?;
+    let batches = crate::query::collect(df).await?;
     let mut out = Vec::new();
     for b in &batches {
         let at = b.column(0).as_primitive::<TimestampMillisecondType>();
@@ -217,7 +216,7 @@ pub async fn doc_rows(
             .limit(0, Some(max_rows))
         })
         .map_err(HistoryError::Query)?;
-    let batches = df.collect().await.map_err(HistoryError::Query)?;
+    let batches = crate::query::collect(df).await?;
     let mut out = Vec::new();
     for b in &batches {
         let at = b.column(0).as_primitive::<TimestampMillisecondType>();

@@ -16,6 +16,7 @@ use std::fs::{self, File};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -26,6 +27,7 @@ use object_store::{BackoffConfig, ObjectStore, ObjectStoreExt, PutPayload, Retry
 use url::Url;
 
 use crate::HistoryError;
+use crate::quarantine::QUARANTINE_DIR;
 
 /// Settings of an S3-compatible endpoint. Credentials come from the standard environment
 /// variables (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`) unless given
@@ -71,6 +73,8 @@ pub struct Store {
 struct Inner {
     backend: Backend,
     swap: Arc<tokio::sync::RwLock<()>>,
+    /// Files moved to the quarantine by [`Store::quarantine`] since this store was opened.
+    quarantined: AtomicU64,
 }
 
 // One backend per store, behind the store's `Arc`: the size of the larger variant costs nothing.
@@ -213,6 +217,7 @@ impl Store {
             inner: Arc::new(Inner {
                 backend,
                 swap: Arc::new(tokio::sync::RwLock::new(())),
+                quarantined: AtomicU64::new(0),
             }),
         }
     }
@@ -336,17 +341,7 @@ impl Store {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => return Err(HistoryError::Io { path, source }),
                 }
-                // Empty partition directories go too, up to but not including the table
-                // directory, which readers have registered (best effort: a writer may just be
-                // adding a file, in which case the directory is not empty and stays).
-                let mut dir = path.parent();
-                while let Some(d) = dir {
-                    let top = d == root.as_path() || d.parent() == Some(root.as_path());
-                    if top || fs::remove_dir(d).is_err() {
-                        break;
-                    }
-                    dir = d.parent();
-                }
+                remove_empty_parents(root, &path);
                 Ok(())
             }
             Backend::S3 {
@@ -359,6 +354,60 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Moves an unreadable file out of the tables to `quarantine/<key>` (a rename on a local
+    /// root, a copy and a delete on S3), logs it with `reason` and counts it. Returns the key it
+    /// was moved to. A file that is gone already is not counted.
+    pub fn quarantine(&self, key: &str, reason: &str) -> Result<Option<String>, HistoryError> {
+        let to = format!("{QUARANTINE_DIR}/{}", key.trim_start_matches('/'));
+        let moved = match &self.inner.backend {
+            Backend::Local { root } => {
+                let (from, dest) = (root.join(key), root.join(&to));
+                if let Some(dir) = dest.parent() {
+                    fs::create_dir_all(dir).map_err(|source| HistoryError::Io {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+                }
+                match fs::rename(&from, &dest) {
+                    Ok(()) => {
+                        remove_empty_parents(root, &from);
+                        true
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                    Err(source) => return Err(HistoryError::Io { path: from, source }),
+                }
+            }
+            Backend::S3 {
+                client, prefix, rt, ..
+            } => {
+                let (client, from, dest) = (client.clone(), join(prefix, key), join(prefix, &to));
+                match run(rt, async move { client.rename(&from, &dest).await })? {
+                    Ok(()) => true,
+                    Err(object_store::Error::NotFound { .. }) => false,
+                    Err(e) => return Err(store_error("quarantine", key, e)),
+                }
+            }
+        };
+        if !moved {
+            return Ok(None);
+        }
+        self.inner.quarantined.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            key = %key,
+            root = %self.describe(),
+            moved_to = %to,
+            reason = %reason,
+            "unreadable history file moved to quarantine"
+        );
+        Ok(Some(to))
+    }
+
+    /// Files this store (and its clones) moved to the quarantine since it was opened: for a
+    /// `/metrics` counter.
+    pub fn quarantined_files(&self) -> u64 {
+        self.inner.quarantined.load(Ordering::Relaxed)
     }
 
     /// Makes the store readable by DataFusion sessions on `runtime` and returns the URL of
@@ -441,6 +490,20 @@ fn run<T: Send + 'static>(
     rx.recv().map_err(|_| {
         HistoryError::Config("an object store request was abandoned (runtime stopped)".to_string())
     })
+}
+
+/// Removes the now empty partition directories above a removed file, up to but not including
+/// the table directory, which readers have registered (best effort: a writer may just be adding
+/// a file, in which case the directory is not empty and stays).
+fn remove_empty_parents(root: &Path, removed: &Path) {
+    let mut dir = removed.parent();
+    while let Some(d) = dir {
+        let top = d == root || d.parent() == Some(root);
+        if top || fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
+    }
 }
 
 fn put_local(root: &Path, key: &str, bytes: &[u8]) -> Result<(), HistoryError> {

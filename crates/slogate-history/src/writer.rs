@@ -1,7 +1,8 @@
 //! [`HistoryWriter`]: buffers closed slots and flushes them as zstd Parquet files into
 //! Hive-style hourly partitions under a [`Store`] root (a directory or `s3://`).
 //!
-//! Layout: `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.parquet`. Each
+//! Layout: `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.crc<crc32>.parquet`
+//! (the CRC-32 of the file's bytes, see [`crate::quarantine`]). Each
 //! file is one atomic [`Store::put`], so a crash never leaves a partial `.parquet` object where
 //! readers look.
 
@@ -16,6 +17,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 
 use crate::HistoryError;
+use crate::quarantine::checked_name;
 use crate::schema::{partition_of, requests_schema, rows_to_batch, validate_extra_dims};
 use crate::store::Store;
 use slogate_core::SlotRecord;
@@ -159,8 +161,8 @@ pub(crate) fn next_file_number() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// Writes one batch as `<table>/date=D/hour=H/part-<unix_ms>-<counter>.parquet` in one
-/// atomic put and returns its key.
+/// Writes one batch as `<table>/date=D/hour=H/part-<unix_ms>-<counter>.crc<crc32>.parquet` in
+/// one atomic put and returns its key.
 pub(crate) fn write_partition_file(
     store: &Store,
     table: &str,
@@ -174,12 +176,12 @@ pub(crate) fn write_partition_file(
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis())
         .unwrap_or(0);
-    let key = format!(
-        "{}/part-{unix_ms}-{}.parquet",
-        partition_dir(table, date, hour),
-        next_file_number()
-    );
     let bytes = encode_parquet(schema, std::slice::from_ref(batch), props, &[])?;
+    let key = format!(
+        "{}/{}",
+        partition_dir(table, date, hour),
+        checked_name(&format!("part-{unix_ms}-{}", next_file_number()), &bytes)
+    );
     store.put(&key, bytes)?;
     tracing::debug!(key = %key, root = %store.describe(), rows = batch.num_rows(), "history file written");
     Ok(key)

@@ -1,6 +1,6 @@
 //! The transport-independent part of a receiver: limits, load shedding, decode, record, count.
 
-use crate::extract::{ExtractConfig, Tally};
+use crate::extract::{ExtractConfig, SpanLimits, Tally};
 use crate::stats::{IngestStats, RequestOutcome};
 use crate::{json, wire};
 use slogate_core::{Observation, ObservationWriter, Recorder};
@@ -99,8 +99,8 @@ impl IngestError {
 
 /// Inflates a gzip body for either receiver, with a hard cap on the output: a gzip bomb stops
 /// at `limit + 1` bytes and never allocates past it. `what` names the body in the error
-/// ("gzip body", "gzip message").
-pub(crate) fn gunzip(raw: &[u8], limit: usize, what: &str) -> Result<Vec<u8>, IngestError> {
+/// ("gzip body", "gzip message"). Public for the fuzz targets.
+pub fn gunzip(raw: &[u8], limit: usize, what: &str) -> Result<Vec<u8>, IngestError> {
     use std::io::Read;
     let mut out = Vec::with_capacity(raw.len().saturating_mul(4).min(limit));
     flate2::read::GzDecoder::new(raw)
@@ -123,6 +123,7 @@ pub struct Pipeline<R: Recorder> {
     pub limits: IngestLimits,
     pub stats: Arc<IngestStats>,
     inflight: Arc<Semaphore>,
+    span_limits: SpanLimits,
 }
 
 thread_local! {
@@ -166,7 +167,19 @@ impl<R: Recorder> Pipeline<R> {
             limits,
             stats,
             inflight,
+            span_limits: SpanLimits::default(),
         }
+    }
+
+    /// Sets the per-span plausibility limits (the default is [`SpanLimits::DEFAULT`]).
+    pub fn with_span_limits(mut self, limits: SpanLimits) -> Self {
+        self.span_limits = limits;
+        self
+    }
+
+    /// The per-span plausibility limits in force.
+    pub fn span_limits(&self) -> &SpanLimits {
+        &self.span_limits
     }
 
     /// Takes an in-flight slot or refuses the request.
@@ -186,14 +199,27 @@ impl<R: Recorder> Pipeline<R> {
                     .map_err(|e| IngestError::Malformed(format!("invalid OTLP/JSON: {e}")))?;
                 Ok(with_observations(|obs| {
                     let mut tally = Tally::default();
-                    json::extract_request(&req, &self.extract, obs, &mut tally);
+                    json::extract_request_with(
+                        &req,
+                        &self.extract,
+                        &self.span_limits,
+                        obs,
+                        &mut tally,
+                    );
                     self.record(obs);
                     tally
                 }))
             } else {
                 with_observations(|obs| {
                     let mut tally = Tally::default();
-                    wire::decode_traces(body, &self.extract, obs, &mut tally).map_err(|e| {
+                    wire::decode_traces_with(
+                        body,
+                        &self.extract,
+                        &self.span_limits,
+                        obs,
+                        &mut tally,
+                    )
+                    .map_err(|e| {
                         IngestError::Malformed(format!("invalid ExportTraceServiceRequest: {e}"))
                     })?;
                     self.record(obs);

@@ -89,7 +89,7 @@ pub struct TransportStats {
 pub struct IngestStats {
     pub spans_accepted: AtomicU64,
     pub spans_skipped: AtomicU64,
-    spans_rejected: [AtomicU64; 4],
+    spans_rejected: [AtomicU64; Reject::COUNT],
     transports: [TransportStats; 3],
 }
 
@@ -102,9 +102,9 @@ impl IngestStats {
             self.spans_skipped.fetch_add(tally.skipped, Relaxed);
         }
         for r in Reject::ALL {
-            let n = tally.rejected[r as usize];
+            let n = tally.rejected[r.index()];
             if n > 0 {
-                self.spans_rejected[r as usize].fetch_add(n, Relaxed);
+                self.spans_rejected[r.index()].fetch_add(n, Relaxed);
             }
         }
     }
@@ -125,7 +125,7 @@ impl IngestStats {
     }
 
     pub fn spans_rejected(&self, why: Reject) -> u64 {
-        self.spans_rejected[why as usize].load(Relaxed)
+        self.spans_rejected[why.index()].load(Relaxed)
     }
 
     pub fn requests(&self, transport: Transport, outcome: RequestOutcome) -> u64 {

@@ -13,7 +13,7 @@
 //! Status{3: code}; KeyValue{1: key, 2: value}; AnyValue{1: string, 3: int}.
 
 use crate::extract::{
-    AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, Tally, extract,
+    AttrValue, ExtractConfig, Extracted, ResourceFields, SpanFields, SpanLimits, Tally, extract_ns,
 };
 use slogate_core::Observation;
 
@@ -35,7 +35,15 @@ struct Reader<'a> {
 const WT_VARINT: u8 = 0;
 const WT_I64: u8 = 1;
 const WT_LEN: u8 = 2;
+const WT_START_GROUP: u8 = 3;
+const WT_END_GROUP: u8 = 4;
 const WT_I32: u8 = 5;
+
+/// Groups (the deprecated proto2 wire types 3 and 4) nest at most this deep in a skipped field,
+/// counting a group's fields one level deeper than the group: prost's recursion limit, exactly
+/// at the top level of the request. (prost also counts the messages around a group, so inside
+/// a span it stops a few levels earlier; whatever prost accepts is accepted here too.)
+const MAX_GROUP_DEPTH: u32 = 100;
 
 impl<'a> Reader<'a> {
     fn new(buf: &'a [u8], base: usize) -> Self {
@@ -133,8 +141,10 @@ impl<'a> Reader<'a> {
         Ok(u64::from_le_bytes(b.try_into().expect("8 bytes")))
     }
 
+    /// Skips the value of a field the decoder does not read. `field` is the field's number
+    /// (a group ends with an end-group tag of the same number).
     #[inline]
-    fn skip(&mut self, wire_type: u8) -> Result<(), WireError> {
+    fn skip(&mut self, field: u32, wire_type: u8) -> Result<(), WireError> {
         match wire_type {
             WT_VARINT => self.varint().map(drop),
             WT_I64 => self.fixed64().map(drop),
@@ -146,7 +156,33 @@ impl<'a> Reader<'a> {
                 self.pos += 4;
                 Ok(())
             }
+            // Unknown fields may be groups: protobuf parsers (prost, protobuf-go, the C++ one)
+            // skip them, so refusing them would refuse requests every other receiver accepts.
+            WT_START_GROUP => self.skip_group(field, 1),
+            WT_END_GROUP => Err(self.err("end-group tag without a matching start-group tag")),
             _ => Err(self.err("unsupported wire type")),
+        }
+    }
+
+    /// Skips a group's fields up to its end-group tag, nested groups included.
+    #[cold]
+    #[inline(never)]
+    fn skip_group(&mut self, field: u32, depth: u32) -> Result<(), WireError> {
+        if depth > MAX_GROUP_DEPTH {
+            return Err(self.err("groups nested too deep"));
+        }
+        loop {
+            let (f, w) = self.tag()?;
+            match w {
+                WT_END_GROUP if f == field => return Ok(()),
+                WT_END_GROUP => {
+                    return Err(self.err("end-group tag does not match its start-group tag"));
+                }
+                // prost counts a group's fields one level deeper than the group.
+                _ if depth >= MAX_GROUP_DEPTH => return Err(self.err("groups nested too deep")),
+                WT_START_GROUP => self.skip_group(f, depth + 1)?,
+                _ => self.skip(f, w)?,
+            }
         }
     }
 
@@ -160,24 +196,37 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes a whole request, pushing observations into `out` and counting the rest in `tally`.
-/// On `Err` the request must be refused as a whole; `out` may hold a prefix and is to be dropped.
+/// Decodes a whole request with the default [`SpanLimits`]; see [`decode_traces_with`].
 pub fn decode_traces<'a>(
     buf: &'a [u8],
     cfg: &ExtractConfig,
     out: &mut Vec<Observation<'a>>,
     tally: &mut Tally,
 ) -> Result<(), WireError> {
+    decode_traces_with(buf, cfg, &SpanLimits::DEFAULT, out, tally)
+}
+
+/// Decodes a whole request, pushing observations into `out` and counting the rest in `tally`.
+/// On `Err` the request must be refused as a whole; `out` may hold a prefix and is to be dropped.
+pub fn decode_traces_with<'a>(
+    buf: &'a [u8],
+    cfg: &ExtractConfig,
+    limits: &SpanLimits,
+    out: &mut Vec<Observation<'a>>,
+    tally: &mut Tally,
+) -> Result<(), WireError> {
+    tally.limits = *limits;
+    let max_duration_ns = limits.max_duration_ns();
     let mut r = Reader::new(buf, 0);
     let mut resource_index = 0u32;
     while !r.done() {
         let (field, wt) = r.tag()?;
         if field == 1 {
             let (rs, base) = r.expect_len(wt)?;
-            resource_spans(rs, base, resource_index, cfg, out, tally)?;
+            resource_spans(rs, base, resource_index, cfg, max_duration_ns, out, tally)?;
             resource_index = resource_index.saturating_add(1);
         } else {
-            r.skip(wt)?;
+            r.skip(field, wt)?;
         }
     }
     Ok(())
@@ -188,6 +237,7 @@ fn resource_spans<'a>(
     base: usize,
     resource_index: u32,
     cfg: &ExtractConfig,
+    max_duration_ns: u64,
     out: &mut Vec<Observation<'a>>,
     tally: &mut Tally,
 ) -> Result<(), WireError> {
@@ -207,13 +257,14 @@ fn resource_spans<'a>(
                     let (key, value) = key_value(kv, kbase)?;
                     res.offer(cfg, key, value);
                 } else {
-                    rr.skip(w)?;
+                    rr.skip(f, w)?;
                 }
             }
         } else {
-            r.skip(wt)?;
+            r.skip(field, wt)?;
         }
     }
+    res.check_utf8();
     let mut r = Reader::new(buf, base);
     let mut span_index = 0u32;
     while !r.done() {
@@ -229,7 +280,7 @@ fn resource_spans<'a>(
                     // struct was copied with wide loads over its narrow field stores.
                     let mut fields = SpanFields::default();
                     span(span_bytes, spbase, cfg, &mut fields)?;
-                    match extract(cfg, &res, &fields) {
+                    match extract_ns(cfg, max_duration_ns, &res, &fields) {
                         Extracted::Observation(o) => {
                             out.push(o);
                             tally.recorded += 1;
@@ -239,11 +290,11 @@ fn resource_spans<'a>(
                     }
                     span_index = span_index.saturating_add(1);
                 } else {
-                    sr.skip(w)?;
+                    sr.skip(f, w)?;
                 }
             }
         } else {
-            r.skip(wt)?;
+            r.skip(field, wt)?;
         }
     }
     Ok(())
@@ -267,6 +318,7 @@ fn span<'a>(
         match (field, wt) {
             (1, WT_LEN) => s.trace_id_ok = id_ok(r.bytes()?.0, 16),
             (2, WT_LEN) => s.span_id_ok = id_ok(r.bytes()?.0, 8),
+            (3, WT_LEN) => s.trace_state = r.bytes()?.0,
             (5, WT_LEN) => s.name = r.bytes()?.0,
             (6, WT_VARINT) => s.kind = r.varint()? as i32,
             (7, WT_I64) => s.start_ns = r.fixed64()?,
@@ -284,9 +336,9 @@ fn span<'a>(
                         }
                     }
                     None => {
-                        let (key, any) = key_and_any_general(kv, kbase)?;
-                        if cfg.span_key_wanted(key) {
-                            s.offer(cfg, key, any_value(any)?);
+                        let wanted = |key: &[u8]| cfg.span_key_wanted(key);
+                        if let (key, Some(value)) = key_value_general(kv, kbase, wanted)? {
+                            s.offer(cfg, key, value);
                         }
                     }
                 }
@@ -299,14 +351,14 @@ fn span<'a>(
                     if (f, w) == (3, WT_VARINT) {
                         s.status_code = sr.varint()? as i32;
                     } else {
-                        sr.skip(w)?;
+                        sr.skip(f, w)?;
                     }
                 }
             }
-            (1 | 2 | 5 | 6 | 7 | 8 | 9 | 15, _) => {
+            (1 | 2 | 3 | 5 | 6 | 7 | 8 | 9 | 15, _) => {
                 return Err(r.err("wrong wire type for a span field"));
             }
-            _ => r.skip(wt)?,
+            _ => r.skip(field, wt)?,
         }
     }
     Ok(())
@@ -315,26 +367,22 @@ fn span<'a>(
 /// Reads a `KeyValue`: the key bytes and, for string and int values, the value.
 #[inline]
 fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireError> {
-    let (key, any) = key_and_any(buf, base)?;
-    Ok((key, any_value(any)?))
+    match split_key_value(buf, base) {
+        Some((key, value, vbase)) => Ok((key, any_value(Some((value, vbase)))?)),
+        None => {
+            let (key, value) = key_value_general(buf, base, |_| true)?;
+            Ok((key, value.unwrap_or_default()))
+        }
+    }
 }
 
 /// The unparsed bytes of an `AnyValue` and their offset in the request, if the `KeyValue` had one.
 type AnyBytes<'a> = Option<(&'a [u8], usize)>;
 
-/// Splits a `KeyValue` into its key bytes and its (unparsed) `AnyValue` bytes.
-#[inline]
-fn key_and_any(buf: &[u8], base: usize) -> Result<(&[u8], AnyBytes<'_>), WireError> {
-    match split_key_value(buf, base) {
-        Some((key, value, vbase)) => Ok((key, Some((value, vbase)))),
-        None => key_and_any_general(buf, base),
-    }
-}
-
 /// The usual `KeyValue` layout: every encoder writes `1: key` then `2: value`, each with a
 /// one-byte tag; keys are shorter than 128 bytes and values usually are. Read with
 /// straight-line checks: `(key, AnyValue bytes, their offset)`, or `None` for any other layout
-/// (then [`key_and_any_general`] reads it).
+/// (then [`key_value_general`] reads it).
 // HOT PATH
 #[inline(always)]
 fn split_key_value(buf: &[u8], base: usize) -> Option<(&[u8], &[u8], usize)> {
@@ -354,20 +402,48 @@ fn split_key_value(buf: &[u8], base: usize) -> Option<(&[u8], &[u8], usize)> {
     None
 }
 
+/// Any `KeyValue` layout: fields in any order, repeated, unknown ones in between. The value is
+/// parsed only when `wanted(key)`; `None` otherwise.
 #[inline(never)]
-fn key_and_any_general(buf: &[u8], base: usize) -> Result<(&[u8], AnyBytes<'_>), WireError> {
+fn key_value_general<'a>(
+    buf: &'a [u8],
+    base: usize,
+    wanted: impl Fn(&[u8]) -> bool,
+) -> Result<(&'a [u8], Option<AttrValue<'a>>), WireError> {
     let mut key: &[u8] = b"";
-    let mut any: AnyBytes<'_> = None;
+    let mut values = 0u32;
     let mut r = Reader::new(buf, base);
     while !r.done() {
         let (field, wt) = r.tag()?;
         match field {
             1 => key = r.expect_len(wt)?.0,
-            2 => any = Some(r.expect_len(wt)?),
-            _ => r.skip(wt)?,
+            2 => {
+                r.expect_len(wt)?;
+                values += 1;
+            }
+            _ => r.skip(field, wt)?,
         }
     }
-    Ok((key, any))
+    if !wanted(key) {
+        return Ok((key, None));
+    }
+    // A message field that occurs more than once is merged (protobuf's rule, and prost's): a
+    // later `AnyValue` replaces the value only if it sets one of the oneof's members.
+    let mut value = AttrValue::Absent;
+    if values > 0 {
+        let mut r = Reader::new(buf, base);
+        while !r.done() {
+            let (field, wt) = r.tag()?;
+            if field == 2 {
+                if let Some(v) = any_member(r.expect_len(wt)?)? {
+                    value = v;
+                }
+            } else {
+                r.skip(field, wt)?;
+            }
+        }
+    }
+    Ok((key, Some(value)))
 }
 
 /// Parses an `AnyValue`: strings and ints are kept, every other kind is `Absent`. The usual
@@ -389,16 +465,30 @@ fn any_value(any: AnyBytes<'_>) -> Result<AttrValue<'_>, WireError> {
 
 #[inline(never)]
 fn any_value_general(any: AnyBytes<'_>) -> Result<AttrValue<'_>, WireError> {
-    let mut value = AttrValue::Absent;
-    if let Some((any, abase)) = any {
-        let mut ar = Reader::new(any, abase);
-        while !ar.done() {
-            let (f, w) = ar.tag()?;
-            match (f, w) {
-                (1, WT_LEN) => value = AttrValue::Str(ar.bytes()?.0),
-                (3, WT_VARINT) => value = AttrValue::Int(ar.varint()? as i64),
-                _ => ar.skip(w)?,
+    match any {
+        Some(any) => Ok(any_member(any)?.unwrap_or_default()),
+        None => Ok(AttrValue::Absent),
+    }
+}
+
+/// The oneof member an `AnyValue` sets last (strings and ints kept, every other kind
+/// `Absent`), or `None` when it sets none.
+fn any_member((any, abase): (&[u8], usize)) -> Result<Option<AttrValue<'_>>, WireError> {
+    let mut value = None;
+    let mut ar = Reader::new(any, abase);
+    while !ar.done() {
+        let (f, w) = ar.tag()?;
+        match (f, w) {
+            (1, WT_LEN) => value = Some(AttrValue::Str(ar.bytes()?.0)),
+            (3, WT_VARINT) => value = Some(AttrValue::Int(ar.varint()? as i64)),
+            (4, WT_I64) => value = Some(AttrValue::Double(f64::from_bits(ar.fixed64()?))),
+            // bool, array, kvlist, bytes, string_value_strindex (profiles only): a later member
+            // replaces an earlier one.
+            (2 | 4 | 5 | 6 | 7 | 8, _) => {
+                value = Some(AttrValue::Absent);
+                ar.skip(f, w)?;
             }
+            _ => ar.skip(f, w)?,
         }
     }
     Ok(value)

@@ -163,18 +163,19 @@ impl OpenSlot {
         }
     }
 
-    /// Records one span of series `id`.
+    /// Records one span of series `id` that stands for `count` spans (1 unless sampled): the
+    /// counts grow by `count`, the sketch by one value.
     // HOT PATH
     #[inline]
-    pub fn record(&mut self, id: SeriesId, error: bool, v: u64) {
+    pub fn record(&mut self, id: SeriesId, error: bool, v: u64, count: u64) {
         let p = match self.pos.get(id as usize) {
             Some(&p) if p != NONE => p as usize,
             _ => self.add_entry(id),
         };
         let parts = &mut self.parts;
         let e = &mut parts.entries[p];
-        e.requests += 1;
-        e.errors += u64::from(error);
+        e.requests += count;
+        e.errors += count * u64::from(error);
         e.sum += u128::from(v);
         e.min = e.min.min(v);
         e.max = e.max.max(v);
@@ -625,7 +626,7 @@ mod tests {
         let mut mine: [Vec<(u64, bool)>; 2] = [Vec::new(), Vec::new()];
         for (i, &v) in values.iter().enumerate() {
             let id = (i % 2) as SeriesId * 5;
-            open.record(id, i % 3 == 0, v);
+            open.record(id, i % 3 == 0, v, 1);
             mine[i % 2].push((v, i % 3 == 0));
         }
         for (k, id) in [0 as SeriesId, 5].into_iter().enumerate() {
@@ -717,7 +718,7 @@ mod tests {
         let mut open = OpenSlot::new();
         open.start(3);
         for i in 0..1_000u64 {
-            open.record((i % 4) as SeriesId, false, 1_000 + i * 1_000);
+            open.record((i % 4) as SeriesId, false, 1_000 + i * 1_000, 1);
         }
         let busy = open.heap_bytes();
         let (slot, parts) = open.take();
@@ -733,7 +734,7 @@ mod tests {
         open.start(5);
         let reserved = open.parts.arena.capacity();
         for i in 0..1_000u64 {
-            open.record((i % 4) as SeriesId, false, 1_000 + i * 1_000);
+            open.record((i % 4) as SeriesId, false, 1_000 + i * 1_000, 1);
         }
         assert_eq!(open.parts.arena.capacity(), reserved);
     }
@@ -748,7 +749,7 @@ mod tests {
             open.start(slot);
             let mut want = Sketch::new();
             for i in 0..3_000u64 {
-                open.record(4, false, spread(i));
+                open.record(4, false, spread(i), 1);
                 want.record(spread(i));
             }
             let e = open.entry(4).unwrap();
@@ -759,7 +760,7 @@ mod tests {
                 "slot {slot}: starts wide only after a slot that carried into high bytes"
             );
             for _ in 0..hot {
-                open.record(4, false, 3_500_000);
+                open.record(4, false, 3_500_000, 1);
                 want.record(3_500_000);
             }
             assert_eq!(

@@ -788,6 +788,14 @@ impl ObservationWriter for Writer<'_> {
     // HOT PATH
     #[inline]
     fn record(&mut self, obs: &Observation<'_>) {
+        self.record_counted(obs, u64::from(obs.adjusted_count.max(1)));
+    }
+}
+
+impl Writer<'_> {
+    // HOT PATH
+    #[inline]
+    fn record_counted(&mut self, obs: &Observation<'_>, count: u64) {
         let reg = self.reg;
         let state = &mut *self.state;
         write_key(obs, reg.cfg.extra_dims.len(), &mut state.key_buf);
@@ -810,6 +818,6 @@ impl ObservationWriter for Writer<'_> {
             }
             open.start(self.slot);
         }
-        open.record(id, obs.error, obs.duration_ns);
+        open.record(id, obs.error, obs.duration_ns, count);
     }
 }

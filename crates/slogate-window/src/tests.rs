@@ -21,6 +21,7 @@ fn obs<'a>(
         extras: [b""; 4],
         error,
         duration_ns: ms * 1_000_000,
+        adjusted_count: 1,
     }
 }
 
@@ -310,6 +311,7 @@ fn window_sketches_are_exact_whichever_ring_answers() {
             .iter()
             .map(|&v| Observation {
                 duration_ns: v,
+                adjusted_count: 1,
                 ..obs("checkout", "v1", "GET /", false, 0)
             })
             .collect();
@@ -370,6 +372,7 @@ fn counts_past_every_carry_boundary_stay_exact_in_windows() {
         for &(k, v) in &values {
             w.record(&Observation {
                 duration_ns: v,
+                adjusted_count: 1,
                 ..obs(services[k], "v1", "GET /", false, 0)
             });
             want[k].record(v);
@@ -480,4 +483,25 @@ fn observed_time_starts_at_the_first_slot_with_data() {
         w.observed_seconds >= 3990 && w.observed_seconds <= w.covered_seconds,
         "{w:?}"
     );
+}
+
+#[test]
+fn sampled_spans_count_their_adjusted_count_and_the_sketch_keeps_the_sample() {
+    let (reg, _clock) = setup(WindowConfig::default());
+    {
+        let mut w = reg.writer();
+        // 10 spans sampled at 1 in 4 (one an error), 5 unsampled spans.
+        for i in 0..10 {
+            w.record(&Observation {
+                adjusted_count: 4,
+                ..obs("checkout", "v2", "GET /", i == 0, 10 + i)
+            });
+        }
+        for i in 0..5 {
+            w.record(&obs("checkout", "v2", "GET /", false, 20 + i));
+        }
+    }
+    let w = reg.query(&sel(&[("service", "checkout")]), 60);
+    assert_eq!((w.requests, w.errors), (45, 4), "adjusted counts");
+    assert_eq!(w.sketch.count(), 15, "the sample the statistics use");
 }

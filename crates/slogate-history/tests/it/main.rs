@@ -2,6 +2,7 @@
 //! through DataFusion (and DuckDB as a second, independent reader); `store` runs the same
 //! checks, compaction and retention on a local directory and on a real S3-compatible server.
 
+mod corrupt;
 mod s3;
 mod store;
 

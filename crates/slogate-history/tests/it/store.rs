@@ -16,7 +16,7 @@ use super::{
 };
 
 /// Writes the dataset in `flushes` flushes per day, so every hour partition gets that many files.
-fn write(store: &Store, data: &Dataset, flushes: usize) {
+pub(crate) fn write(store: &Store, data: &Dataset, flushes: usize) {
     let mut writer = HistoryWriter::new(WriterConfig::new(store, extra_dims())).unwrap();
     for day in 0..2 {
         let rows: Vec<SlotRecord> = data
@@ -37,7 +37,7 @@ fn write(store: &Store, data: &Dataset, flushes: usize) {
 }
 
 /// Interleaves the rows so that each of `flushes` chunks covers every hour.
-fn interleaved(data: &Dataset, flushes: usize) -> Dataset {
+pub(crate) fn interleaved(data: &Dataset, flushes: usize) -> Dataset {
     let mut rows = Vec::new();
     let mut raw = Vec::new();
     for k in 0..flushes {
@@ -55,16 +55,16 @@ fn interleaved(data: &Dataset, flushes: usize) -> Dataset {
     }
 }
 
-fn maintenance(store: &Store) -> Maintenance {
+pub(crate) fn maintenance(store: &Store) -> Maintenance {
     Maintenance::new(store, MaintenanceConfig::new(extra_dims())).unwrap()
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// (rows, sum(requests), sum(errors)) through SQL.
-async fn totals(history: &History) -> (u64, u64, u64) {
+pub(crate) async fn totals(history: &History) -> (u64, u64, u64) {
     let res = history
         .sql(
             "SELECT count(*), sum(requests), sum(errors) FROM requests",
@@ -81,7 +81,7 @@ async fn totals(history: &History) -> (u64, u64, u64) {
     )
 }
 
-fn want_totals(rows: &[SlotRecord]) -> (u64, u64, u64) {
+pub(crate) fn want_totals(rows: &[SlotRecord]) -> (u64, u64, u64) {
     (
         rows.len() as u64,
         rows.iter().map(|r| r.requests).sum(),

@@ -21,6 +21,7 @@ fn reference<'a>(
     let attr = |v: &'a Option<AnyValue>| match v.as_ref().and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::StringValue(s)) => AttrValue::Str(s.as_bytes()),
         Some(any_value::Value::IntValue(i)) => AttrValue::Int(*i),
+        Some(any_value::Value::DoubleValue(d)) => AttrValue::Double(*d),
         _ => AttrValue::Absent,
     };
     for (ri, rs) in req.resource_spans.iter().enumerate() {
@@ -37,6 +38,7 @@ fn reference<'a>(
                 start_ns: span.start_time_unix_nano,
                 end_ns: span.end_time_unix_nano,
                 status_code: span.status.as_ref().map_or(0, |s| s.code),
+                trace_state: span.trace_state.as_bytes(),
                 ..Default::default()
             };
             for kv in &span.attributes {
@@ -92,6 +94,9 @@ fn arb_attr() -> impl Strategy<Value = KeyValue> {
         "cloud.region",
         "user.id",
         "net.peer.name",
+        // Legacy sampling attributes (an int here; doubles below).
+        "SampleRate",
+        "sampling.probability",
         // 130 bytes: a key whose length needs a two-byte varint.
         LONG_KEY,
     ]);
@@ -118,6 +123,17 @@ fn arb_attr() -> impl Strategy<Value = KeyValue> {
             ])
         )
             .prop_map(|(k, v)| kv_int(k, v)),
+        (
+            prop::sample::select(vec!["sampling.probability", "cloud.region"]),
+            prop::sample::select(vec![0.25f64, 0.1, 1.0, 0.0, 2.0, f64::NAN])
+        )
+            .prop_map(|(k, v)| KeyValue {
+                key: k.into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::DoubleValue(v))
+                }),
+                ..Default::default()
+            }),
         keys.prop_map(|k| KeyValue {
             key: k.into(),
             value: Some(AnyValue {
@@ -134,19 +150,40 @@ fn arb_span() -> impl Strategy<Value = Span> {
         prop::sample::select(vec![vec![2u8; 8], vec![0u8; 8], vec![3u8; 9]]),
         prop::sample::select(vec!["GET /x", "consume", ""]),
         0i32..7,
-        (0u64..1_000_000, 0u64..10_000_000_000),
+        (
+            0u64..1_000_000,
+            prop_oneof![
+                8 => 0u64..10_000_000_000,
+                // Around the default one-hour limit, and absurd.
+                1 => 3_599_999_999_990u64..3_600_000_000_010,
+                1 => Just(u64::MAX / 2),
+            ],
+        ),
         prop::collection::vec(arb_attr(), 0..8),
-        prop::option::of(0i32..3),
+        (
+            prop::option::of(0i32..3),
+            // Sampling thresholds, the older p-value, other vendors, and garbage.
+            prop::sample::select(vec![
+                "",
+                "ot=th:c",
+                "rojo=00f067aa0ba902b7,ot=rv:0123456789abcd;th:8",
+                "ot=p:3",
+                "ot=th:zz",
+                "congo=t61rcWkgMzE",
+            ]),
+        ),
     )
         .prop_map(
-            |(trace_id, span_id, name, kind, (start, dur), attributes, code)| Span {
+            |(trace_id, span_id, name, kind, (start, dur), attributes, (code, trace_state))| Span {
+                trace_state: trace_state.into(),
                 trace_id,
                 span_id,
                 name: name.into(),
                 kind,
                 start_time_unix_nano: 1_700_000_000_000_000_000 + start,
                 // Some spans end before they start.
-                end_time_unix_nano: (1_700_000_000_000_000_000 + start + dur)
+                end_time_unix_nano: (1_700_000_000_000_000_000u64 + start)
+                    .saturating_add(dur)
                     .saturating_sub(if dur % 7 == 0 { 2_000_000 } else { 0 }),
                 attributes,
                 status: code.map(|code| Status {
@@ -266,7 +303,19 @@ fn malformed_requests_report_an_offset() {
             "length-delimited field runs past the end of its message at byte 2",
         ),
         (b"\x0a", "truncated varint at byte 1"),
-        (b"\x13", "unsupported wire type at byte 1"),
+        // A group that never ends, one that ends with another field's end tag, an end tag with
+        // no group, and the two wire types that do not exist.
+        (b"\x13", "truncated varint at byte 1"),
+        (
+            b"\x13\x1c",
+            "end-group tag does not match its start-group tag at byte 2",
+        ),
+        (
+            b"\x14",
+            "end-group tag without a matching start-group tag at byte 1",
+        ),
+        (b"\x16", "unsupported wire type at byte 1"),
+        (b"\x17", "unsupported wire type at byte 1"),
         (
             b"\x0b",
             "wrong wire type for a message or string field at byte 1",
@@ -282,5 +331,262 @@ fn malformed_requests_report_an_offset() {
             .unwrap_err()
             .to_string();
         assert!(err.contains(want), "{bytes:?}: {err}");
+    }
+}
+
+/// A length-delimited field: one-byte tag, varint length, payload.
+fn field(tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let mut n = payload.len();
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// `depth` groups of field 5 nested in each other as an unknown field, the innermost holding
+/// a varint or nothing.
+fn nested_groups(depth: usize, content: bool) -> Vec<u8> {
+    let mut out = vec![0x2B; depth];
+    if content {
+        out.extend_from_slice(&[0x08, 0x01]);
+    }
+    out.extend(std::iter::repeat_n(0x2C, depth));
+    out
+}
+
+/// Unknown fields encoded as groups (proto2's wire types 3 and 4; prost, protobuf-go and the
+/// C++ parser skip them) at every message level the decoder walks: both decoders accept the
+/// request and agree on it. Before, the wire decoder refused the whole request.
+#[test]
+fn unknown_group_fields_are_skipped_as_prost_skips_them() {
+    let cfg = config();
+    let span = Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "GET /x".into(),
+        kind: 2,
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_005_000_000,
+        attributes: vec![kv_str("http.request.method", "GET")],
+        status: Some(Status {
+            code: 2,
+            message: "m".into(),
+        }),
+        ..Default::default()
+    };
+    let tag = |field: u32, wire_type: u32| {
+        let (mut t, mut out) = ((field << 3) | wire_type, Vec::new());
+        while t >= 0x80 {
+            out.push((t as u8) | 0x80);
+            t >>= 7;
+        }
+        out.push(t as u8);
+        out
+    };
+    // An unknown field's start and end tags around a varint, a fixed64, a string and a nested
+    // group.
+    let group = |field: u32| {
+        let mut g = tag(field, 3);
+        g.extend_from_slice(&[0x08, 0x96, 0x01, 0x11]);
+        g.extend_from_slice(&[7; 8]);
+        g.extend_from_slice(&[0x1A, 0x02, b'h', b'i', 0x23, 0x28, 0x05, 0x24]);
+        g.extend(tag(field, 4));
+        g
+    };
+    let kv = [
+        field(0x0A, b"http.route"),
+        group(14),
+        field(0x12, &[field(0x0A, b"/x"), group(9)].concat()),
+    ]
+    .concat();
+    let span_bytes = [span.encode_to_vec(), group(20), field(0x4A, &kv)].concat();
+    let scope = [group(15), field(0x12, &span_bytes), group(4)].concat();
+    let resource = [
+        field(0x0A, &kv_str("service.name", "checkout").encode_to_vec()),
+        group(7),
+    ]
+    .concat();
+    let rs = [field(0x0A, &resource), group(12), field(0x12, &scope)].concat();
+    let bytes = [
+        group(3),
+        field(0x0A, &rs),
+        group(2),
+        nested_groups(99, true),
+    ]
+    .concat();
+
+    let decoded = ExportTraceServiceRequest::decode(&bytes[..]).expect("prost skips groups");
+    let (want, want_tally) = reference(&decoded, &cfg);
+    assert_eq!(want.len(), 1, "{want_tally:?}");
+    assert_eq!(want[0].operation.to_string_lossy(), "GET /x");
+    let (mut got, mut tally) = (Vec::new(), Tally::default());
+    decode_traces(&bytes, &cfg, &mut got, &mut tally).unwrap();
+    assert_eq!((got, tally), (want, want_tally));
+}
+
+/// Nesting: both accept as deep as prost's recursion limit allows (a group's fields count one
+/// level deeper than the group) and refuse one level more.
+#[test]
+fn group_nesting_limit_matches_prost() {
+    let cases = [
+        (1, true, true),
+        (99, true, true),
+        (100, true, false),
+        (100, false, true),
+        (101, false, false),
+        (5_000, true, false),
+    ];
+    for (depth, content, accepted) in cases {
+        let bytes = nested_groups(depth, content);
+        assert_eq!(
+            ExportTraceServiceRequest::decode(&bytes[..]).is_ok(),
+            accepted,
+            "prost at depth {depth} (content: {content})"
+        );
+        let ours = decode_traces(&bytes, &config(), &mut Vec::new(), &mut Tally::default());
+        assert_eq!(
+            ours.is_ok(),
+            accepted,
+            "wire decoder at depth {depth}: {ours:?}"
+        );
+    }
+}
+
+/// An `AnyValue` that sets two oneof members keeps the last, and a `KeyValue` with two values
+/// merges them (a later one without a member keeps the earlier value): prost's rules.
+#[test]
+fn repeated_and_conflicting_values_follow_protobuf_merge_rules() {
+    let cfg = config();
+    let any = |members: &[Vec<u8>]| members.concat();
+    let string = |s: &str| field(0x0A, s.as_bytes());
+    let boolean = vec![0x10, 0x01];
+    // (AnyValue occurrences of the `http.route` KeyValue, the operation both must derive).
+    let cases: Vec<(Vec<Vec<u8>>, &str)> = vec![
+        (vec![any(&[string("/a"), boolean.clone()])], "GET"),
+        (vec![any(&[boolean.clone(), string("/b")])], "GET /b"),
+        (vec![string("/c"), vec![]], "GET /c"),
+        (vec![string("/c"), string("/d")], "GET /d"),
+        (vec![string("/c"), boolean.clone()], "GET"),
+        (
+            vec![any(&[string(&"r".repeat(200)), vec![0x18, 0x05]])],
+            "GET",
+        ),
+    ];
+    for (values, want_op) in cases {
+        let mut kv = field(0x0A, b"http.route");
+        for v in &values {
+            kv.extend(field(0x12, v));
+        }
+        let span = Span {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            name: "GET".into(),
+            kind: 2,
+            attributes: vec![kv_str("http.request.method", "GET")],
+            ..Default::default()
+        };
+        let span_bytes = [span.encode_to_vec(), field(0x4A, &kv)].concat();
+        let rs = [
+            field(
+                0x0A,
+                &field(0x0A, &kv_str("service.name", "checkout").encode_to_vec()),
+            ),
+            field(0x12, &field(0x12, &span_bytes)),
+        ]
+        .concat();
+        let bytes = field(0x0A, &rs);
+        let decoded = ExportTraceServiceRequest::decode(&bytes[..]).unwrap();
+        let (want, want_tally) = reference(&decoded, &cfg);
+        let (mut got, mut tally) = (Vec::new(), Tally::default());
+        decode_traces(&bytes, &cfg, &mut got, &mut tally).unwrap();
+        assert_eq!(want[0].operation.to_string_lossy(), want_op, "{values:x?}");
+        assert_eq!((got, tally), (want, want_tally), "{values:x?}");
+    }
+}
+
+/// Sampled spans carry their adjusted count through both decoders: the `tracestate` threshold
+/// first, then a legacy attribute, else 1.
+#[test]
+fn sampled_spans_carry_their_adjusted_count() {
+    let cfg = config();
+    let span = |trace_state: &str, attrs: Vec<KeyValue>| Span {
+        trace_id: vec![1; 16],
+        span_id: vec![2; 8],
+        name: "GET /x".into(),
+        kind: 2,
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_010_000_000,
+        trace_state: trace_state.into(),
+        attributes: attrs,
+        ..Default::default()
+    };
+    let prob = |p: f64| KeyValue {
+        key: "sampling.probability".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::DoubleValue(p)),
+        }),
+        ..Default::default()
+    };
+    let cases: Vec<(Span, u32)> = vec![
+        (span("", vec![]), 1),
+        (span("ot=th:c", vec![]), 4),
+        (span("vendor=1,ot=th:e666666666666", vec![]), 10),
+        (span("ot=p:3", vec![]), 8),
+        (span("", vec![kv_int("SampleRate", 20)]), 20),
+        (span("", vec![prob(0.25)]), 4),
+        // The tracestate wins over a legacy attribute; garbage counts once.
+        (span("ot=th:8", vec![kv_int("SampleRate", 20)]), 2),
+        (span("ot=th:zz", vec![]), 1),
+        (span("", vec![prob(0.0)]), 1),
+    ];
+    for (s, want) in cases {
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv_str("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![s.clone()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let bytes = req.encode_to_vec();
+        let (mut got, mut tally) = (Vec::new(), Tally::default());
+        decode_traces(&bytes, &cfg, &mut got, &mut tally).unwrap();
+        assert_eq!(got.len(), 1, "{s:?}");
+        assert_eq!(got[0].adjusted_count, want, "{s:?}");
+        // OTLP/JSON says the same.
+        let json = serde_json::json!({"resourceSpans": [{
+            "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "checkout"}}]},
+            "scopeSpans": [{"spans": [{
+                "traceId": "01010101010101010101010101010101",
+                "spanId": "0202020202020202",
+                "name": "GET /x",
+                "kind": 2,
+                "startTimeUnixNano": "1700000000000000000",
+                "endTimeUnixNano": "1700000000010000000",
+                "traceState": s.trace_state,
+                "attributes": s.attributes.iter().map(|kv| {
+                    let v = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                        Some(any_value::Value::IntValue(i)) => serde_json::json!({"intValue": i.to_string()}),
+                        Some(any_value::Value::DoubleValue(d)) => serde_json::json!({"doubleValue": d}),
+                        _ => serde_json::json!({}),
+                    };
+                    serde_json::json!({"key": kv.key, "value": v})
+                }).collect::<Vec<_>>(),
+            }]}]
+        }]});
+        let parsed = slogate_ingest::json::parse(json.to_string().as_bytes()).unwrap();
+        let (mut got, mut tally) = (Vec::new(), Tally::default());
+        slogate_ingest::json::extract_request(&parsed, &cfg, &mut got, &mut tally);
+        assert_eq!(got.len(), 1, "{json}");
+        assert_eq!(got[0].adjusted_count, want, "JSON: {json}");
     }
 }

@@ -3,4 +3,5 @@
 
 mod differential;
 mod grpc_framing;
+mod hostile;
 mod overload;

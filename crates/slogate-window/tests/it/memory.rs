@@ -75,6 +75,7 @@ fn run(c: &Case) -> Measured {
                                 extras: [b""; 4],
                                 error: rng.random_bool(0.01),
                                 duration_ns: lognormal(&mut rng, medians[op], 0.5),
+                                adjusted_count: 1,
                             });
                         }
                     }

@@ -21,6 +21,10 @@ pub struct SliResponse {
     series: usize,
     requests: u64,
     errors: u64,
+    /// Set when the traffic is sampled: `requests` and `errors` are adjusted counts estimated
+    /// from this many sampled spans (the latency percentiles come from them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sampled_requests: Option<u64>,
     /// `null` when there were no requests: no data is not a zero error rate.
     error_rate: Option<f64>,
     rate_per_second: f64,
@@ -55,6 +59,8 @@ pub async fn sli(
         series: w.series,
         requests: w.requests,
         errors: w.errors,
+        sampled_requests: (w.sketch.count() > 0 && w.sketch.count() < w.requests)
+            .then(|| w.sketch.count()),
         error_rate: (w.requests > 0).then(|| w.errors as f64 / w.requests as f64),
         rate_per_second: w.requests as f64 / w.observed_seconds.max(1) as f64,
         latency_ms: SliLatency::of(&w.sketch),

@@ -261,6 +261,7 @@ gates:
                             extras: [b""; 4],
                             error: rand::Rng::random_bool(&mut self.rng, 0.005),
                             duration_ns: (dist.sample(&mut self.rng) * scale) as u64,
+                            adjusted_count: 1,
                         });
                     }
                 }

@@ -61,6 +61,11 @@ pub struct CohortSummary {
     /// Seconds the cohort's data spans (first request to now); request rates divide by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_seconds: Option<u64>,
+    /// Set when the traffic is sampled (OpenTelemetry probability sampling): `requests` and
+    /// `errors` are then adjusted counts, and this is the number of sampled spans the
+    /// statistical tests used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampled_requests: Option<u64>,
     /// Set when the cohort is a stored baseline rather than live traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored: Option<StoredRef>,
@@ -108,6 +113,7 @@ fn summary(selector: &Selector, data: &CohortData) -> CohortSummary {
         error_rate: (data.requests > 0).then(|| data.errors as f64 / data.requests as f64),
         latency_ms: LatencyMs::of(&data.sketch),
         observed_seconds: data.observed_seconds,
+        sampled_requests: data.is_sampled().then(|| data.sample().0),
         stored: None,
     }
 }
@@ -643,6 +649,7 @@ gates:
                         extras: [b""; 4],
                         error: *err > 0 && i % err == 0,
                         duration_ns: ((10.0 + (i % 100) as f64) * scale * 1e6) as u64,
+                        adjusted_count: 1,
                     });
                 }
             }

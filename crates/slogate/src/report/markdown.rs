@@ -405,6 +405,7 @@ gates:
             error_rate: Some(d.errors as f64 / d.requests as f64),
             latency_ms: LatencyMs::of(&d.sketch),
             observed_seconds: None,
+            sampled_requests: None,
             stored: None,
         };
         let live = slogate_gate::evaluate(&phase.spec, &canary, Some(&base), 300);

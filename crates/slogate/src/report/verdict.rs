@@ -47,6 +47,15 @@ pub fn table(doc: &VerdictDoc) -> String {
         ]);
     }
     out.push_str(&aligned(&rows));
+    for (side, c) in [("canary", &doc.canary), ("baseline", &doc.baseline)] {
+        if let Some(n) = c.sampled_requests {
+            let _ = writeln!(
+                out,
+                "  {side} traffic is sampled: {} requests are estimated from {n} sampled spans; the tests use the {n}",
+                c.requests
+            );
+        }
+    }
     out.push('\n');
     let mut rows = vec![header(&super::CRITERION_COLUMNS)];
     rows.extend(doc.criteria.iter().map(|c| criterion_row(c, "/")));

@@ -186,3 +186,91 @@ fn python_sdk_grpc_and_http() {
     );
     check(&server, "search", "py-http", &http_spans);
 }
+
+/// Sampled traffic: spans whose trace was sampled at one in four (the `th:c` threshold in the
+/// `ot` entry of `tracestate`, which the Rust SDK carries from the remote parent to the span it
+/// exports) count four requests each, and the verdict's tests use the sampled count.
+#[test]
+fn sampled_spans_count_as_their_adjusted_count() {
+    use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceId, TraceState};
+    let server = Server::start(
+        "gates:\n  - name: sampled\n    service: sampled\n    min_requests: 100\n    baseline: {version: v1}\n    criteria:\n      - {name: p95, metric: latency_p95, compare: ratio, pass: 1.5, fail: 2.0, confidence: 0.95}\n",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _guard = rt.enter();
+    let resource = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", "sampled"),
+            KeyValue::new("service.version", "v2"),
+        ])
+        .build();
+    let exporter = SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://127.0.0.1:{}", server.grpc))
+        .build()
+        .unwrap();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("slogate-it");
+    let spans = lognormal_spans(17, 300, 30.0, 0.5, 50);
+    for (i, s) in spans.iter().enumerate() {
+        let state = TraceState::from_key_value([("ot", "th:c")]).unwrap();
+        let parent = SpanContext::new(
+            TraceId::from_bytes([(i % 250) as u8 + 1; 16]),
+            opentelemetry::trace::SpanId::from_bytes([9; 8]),
+            TraceFlags::SAMPLED,
+            true,
+            state,
+        );
+        let cx = opentelemetry::Context::new().with_remote_span_context(parent);
+        let mut span = tracer
+            .span_builder(s.name.clone())
+            .with_kind(SpanKind::Server)
+            .with_start_time(UNIX_EPOCH + Duration::from_nanos(s.start_ns))
+            .with_attributes(vec![
+                KeyValue::new("http.request.method", s.method.clone()),
+                KeyValue::new("http.route", s.route.clone()),
+                KeyValue::new("http.response.status_code", s.status_code),
+            ])
+            .start_with_context(&tracer, &cx);
+        if s.error {
+            span.set_status(Status::error("failed"));
+        }
+        span.end_with_timestamp(UNIX_EPOCH + Duration::from_nanos(s.end_ns));
+    }
+    provider.force_flush().expect("flush");
+    provider.shutdown().expect("shutdown");
+
+    let sli = server.sli_when(
+        "service=sampled&version=v2&window=10m",
+        4 * spans.len() as u64,
+    );
+    assert_eq!(
+        sli["requests"].as_u64(),
+        Some(4 * spans.len() as u64),
+        "{sli}"
+    );
+    assert_eq!(
+        sli["errors"].as_u64(),
+        Some(4 * expected_errors(&spans)),
+        "{sli}"
+    );
+    assert_eq!(
+        sli["sampled_requests"].as_u64(),
+        Some(spans.len() as u64),
+        "{sli}"
+    );
+    // The percentiles are the sample's, unchanged by the weights.
+    assert_quantiles(&sli, &spans);
+    // The verdict says the traffic is sampled and tests on the 300 sampled spans.
+    let doc =
+        server.get_json("/api/v1/gates/sampled/verdict?canary.version=v2&baseline.version=v2x");
+    assert_eq!(doc["canary"]["requests"].as_u64(), Some(1200), "{doc}");
+    assert_eq!(
+        doc["canary"]["sampled_requests"].as_u64(),
+        Some(300),
+        "{doc}"
+    );
+}

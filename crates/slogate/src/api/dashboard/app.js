@@ -305,6 +305,7 @@
         : el('div', { class: 'kv' },
           el('span', null, 'requests ', el('b', null, fmtInt(c.requests))),
           el('span', null, 'errors ', el('b', null, fmtInt(c.errors)), ' (', fmtPct(c.error_rate), ')'),
+          c.sampled_requests ? el('span', { class: 'sampled muted', title: 'requests and errors are adjusted counts of sampled traces; the tests use the sampled spans' }, 'sampled: ' + fmtInt(c.sampled_requests) + ' spans') : null,
           el('span', null, 'p50 ', el('b', null, fmtMs(c.latency_ms.p50))),
           el('span', null, 'p95 ', el('b', null, fmtMs(c.latency_ms.p95))),
           el('span', null, 'p99 ', el('b', null, fmtMs(c.latency_ms.p99)))));
