@@ -31,6 +31,9 @@ pub mod exit {
     pub const ERROR: u8 = 3;
     /// The server could not be reached.
     pub const UNREACHABLE: u8 = 4;
+    /// The command line itself was wrong (an unknown flag, a missing argument): never read as
+    /// a verdict, so a CI step with a typo does not look like "hold".
+    pub const USAGE: u8 = 64;
 }
 
 /// Errors whose exit code is not [`exit::ERROR`].
@@ -57,7 +60,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
 #[command(
     name = "slogate",
     version,
-    about = "A release gate that watches real traffic: OTLP spans in, proceed / hold / rollback out"
+    about = "A release gate that watches real traffic: OTLP spans in, proceed / hold / rollback out",
+    after_help = "Exit codes: 0 pass, 1 fail, 2 inconclusive or too little data, 3 refused or failed, 4 server unreachable, 64 usage error."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -105,7 +109,20 @@ enum Command {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are answers, not errors; anything else is a usage error
+            // with its own code, never 2 (inconclusive).
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::PASS
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     client::configure(client::ClientOptions {
         token_file: cli.token_file,
         ca_file: cli.ca_file,

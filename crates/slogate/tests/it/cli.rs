@@ -83,3 +83,22 @@ fn sli_without_data_is_null_not_zero() {
         assert_eq!(server.get(path).unwrap().0, 200, "{path}");
     }
 }
+
+#[test]
+fn usage_errors_never_share_an_exit_code_with_a_verdict() {
+    // A typo in a CI step must not read as "hold" (2) or "fail" (1).
+    for args in [
+        &["verdict", "checkout", "--bogus"][..],
+        &["verdict"][..],
+        &["verdict", "checkout", "--looks", "3"][..],
+        &["nosuchcommand"][..],
+    ] {
+        let (code, _, stderr) = slogate(args);
+        assert_eq!(code, 64, "{args:?}: {stderr}");
+        assert!(stderr.contains("error"), "{args:?}: {stderr}");
+    }
+    // Help is an answer, and it lists the exit codes.
+    let (code, stdout, _) = slogate(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("64 usage error"), "{stdout}");
+}
