@@ -447,7 +447,8 @@ impl Gates {
         }
         log.push_front(doc.clone());
         drop(log);
-        self.last
+        let previous = self
+            .last
             .lock()
             .insert((doc.gate.clone(), doc.phase.clone()), doc.clone());
         *self
@@ -455,7 +456,22 @@ impl Gates {
             .lock()
             .entry((doc.gate.clone(), verdict_label(doc.verdict)))
             .or_default() += 1;
-        tracing::info!(gate = %doc.gate, phase = %doc.phase, verdict = verdict_label(doc.verdict), canary = %doc.canary.selector, baseline = %doc.baseline.selector, "gate evaluated");
+        // One INFO line per change of a gate's verdict (per phase), with the decision and why;
+        // every evaluation at DEBUG.
+        let changed = previous.is_none_or(|p| {
+            p.verdict != doc.verdict
+                || p.canary.selector != doc.canary.selector
+                || p.baseline.selector != doc.baseline.selector
+        });
+        let why = doc
+            .reasons
+            .first()
+            .map_or("every criterion passed", String::as_str);
+        if changed {
+            tracing::info!(gate = %doc.gate, phase = %doc.phase, verdict = verdict_label(doc.verdict), decision = ?doc.decision, canary = %doc.canary.selector, baseline = %doc.baseline.selector, analysis = doc.analysis.as_ref().map(|a| a.id.as_str()), why, "gate verdict changed");
+        } else {
+            tracing::debug!(gate = %doc.gate, phase = %doc.phase, verdict = verdict_label(doc.verdict), canary = %doc.canary.selector, baseline = %doc.baseline.selector, "gate evaluated");
+        }
         if let Some(hook) = &self.hook {
             hook(service, doc);
         }
