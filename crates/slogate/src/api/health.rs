@@ -30,6 +30,16 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         d.render_metrics(&mut out);
     }
     st.security.render_metrics(&mut out);
+    if let Some(h) = &st.history {
+        use slogate_core::prom::{Kind, family};
+        family(
+            &mut out,
+            "slogate_history_quarantined_files_total",
+            Kind::Counter,
+            "History files that could not be read (truncated, corrupt), moved to quarantine/ and skipped.",
+        )
+        .sample(&[], h.quarantined_files());
+    }
     (
         [(
             header::CONTENT_TYPE,

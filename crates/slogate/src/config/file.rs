@@ -135,6 +135,9 @@ pub struct IngestSection {
     pub span_kinds: Vec<String>,
     pub grpc_keepalive: bool,
     pub grpc_max_concurrent_streams: u32,
+    /// Spans longer than this are rejected one by one (`partial_success`): an unset or garbage
+    /// end time would otherwise own a series' top quantiles for the whole window.
+    pub max_span_duration: HumanDuration,
 }
 
 impl Default for IngestSection {
@@ -146,6 +149,7 @@ impl Default for IngestSection {
             span_kinds: vec!["server".into(), "consumer".into()],
             grpc_keepalive: true,
             grpc_max_concurrent_streams: 256,
+            max_span_duration: HumanDuration::secs(3600),
         }
     }
 }

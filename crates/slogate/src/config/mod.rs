@@ -61,6 +61,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub extract: ExtractConfig,
     pub limits: IngestLimits,
+    /// Per-span limits (`ingest.max_span_duration`).
+    pub span_limits: slogate_ingest::SpanLimits,
     pub window: WindowConfig,
     pub gates: Vec<GateConfig>,
     pub slos: Vec<SloConfig>,

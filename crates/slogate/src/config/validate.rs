@@ -36,11 +36,21 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
     validate_history(&f.history, &invalid)?;
     let gates = validate_gates(&f, &invalid)?;
     let (slos, burn_tiers, rules) = validate_alerting(&f, &invalid)?;
+    if f.ingest.max_span_duration.0.is_zero() {
+        return Err(invalid(
+            "ingest.max_span_duration",
+            "must be more than 0s (e.g. 1h)".into(),
+        ));
+    }
+    let span_limits = slogate_ingest::SpanLimits {
+        max_duration: f.ingest.max_span_duration.0,
+    };
     Ok(Config {
         source: file.to_string(),
         server,
         extract,
         limits,
+        span_limits,
         window,
         gates,
         slos,

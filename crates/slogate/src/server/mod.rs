@@ -70,12 +70,15 @@ struct Engine {
 async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
     let registry = Registry::new(cfg.window.clone(), Arc::new(SystemClock));
     let stats = Arc::new(IngestStats::default());
-    let pipeline = Arc::new(Pipeline::new(
-        registry.clone(),
-        cfg.extract.clone(),
-        cfg.limits.clone(),
-        stats.clone(),
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            registry.clone(),
+            cfg.extract.clone(),
+            cfg.limits.clone(),
+            stats.clone(),
+        )
+        .with_span_limits(cfg.span_limits),
+    );
     let history = history::open(cfg, &registry).await?.map(Arc::new);
     let pagerduty = cfg.pagerduty.as_ref().map(pagerduty::open).transpose()?;
     let transitions: Option<TransitionSink> = history.as_ref().map(|h| {

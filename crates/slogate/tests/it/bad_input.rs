@@ -411,3 +411,41 @@ fn slow_loris_connections_are_cut_off() {
         "the server keeps serving"
     );
 }
+
+/// `ingest.max_span_duration` is what decides an absurd span: `end_time = u64::MAX` is rejected
+/// per span at the default (1h), and a configured limit moves the line.
+#[test]
+fn absurd_durations_are_rejected_per_span_at_the_configured_limit() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+    let two_hours = |i: u8| Span {
+        end_time_unix_nano: 1_000_000_000 + 7_200_000_000_000,
+        ..span(i, true, false)
+    };
+    let forever = |i: u8| Span {
+        end_time_unix_nano: u64::MAX,
+        ..span(i, true, false)
+    };
+    let rejected = |extra: &str| {
+        let server = Server::start(extra);
+        let http = Http {
+            client: reqwest::blocking::Client::new(),
+            url: format!("http://127.0.0.1:{}/v1/traces", server.http),
+        };
+        let req = request(vec![span(0, true, false), two_hours(1), forever(2)]);
+        let (status, _, body) = http.post("application/x-protobuf", None, req.encode_to_vec());
+        assert_eq!(status, 200);
+        let ps = ExportTraceServiceResponse::decode(&body[..])
+            .unwrap()
+            .partial_success
+            .unwrap_or_default();
+        let sli = server.get_json("/api/v1/sli?service=checkout&window=10m");
+        (ps.rejected_spans, ps.error_message, sli)
+    };
+    let (n, message, sli) = rejected("");
+    assert_eq!(n, 2, "{message}");
+    assert!(message.contains("duration_too_long"), "{message}");
+    // The valid span of the same request was kept, and no 527-year p999 appeared.
+    assert!(sli["latency_ms"]["p99"].as_f64().unwrap() < 1_000.0, "{sli}");
+    let (n, message, _) = rejected("ingest:\n  max_span_duration: 3h\n");
+    assert_eq!(n, 1, "only the endless span: {message}");
+}
