@@ -445,7 +445,10 @@ fn absurd_durations_are_rejected_per_span_at_the_configured_limit() {
     assert_eq!(n, 2, "{message}");
     assert!(message.contains("duration_too_long"), "{message}");
     // The valid span of the same request was kept, and no 527-year p999 appeared.
-    assert!(sli["latency_ms"]["p99"].as_f64().unwrap() < 1_000.0, "{sli}");
+    assert!(
+        sli["latency_ms"]["p99"].as_f64().unwrap() < 1_000.0,
+        "{sli}"
+    );
     let (n, message, _) = rejected("ingest:\n  max_span_duration: 3h\n");
     assert_eq!(n, 1, "only the endless span: {message}");
 }

@@ -638,3 +638,34 @@ fn page_and_assets_carry_security_headers() {
         "no inline script or style"
     );
 }
+
+/// With `auth.api` on, the page says it needs a token, and with one given once in its address
+/// (`/#token=...`) it loads the gates through the token, which then leaves the address bar.
+#[test]
+fn the_dashboard_works_with_an_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let read = dir.path().join("read-tokens");
+    std::fs::write(&read, "dashboard-read-token-0123456789\n").unwrap();
+    let server = Server::start(&format!(
+        "{CONFIG}auth:\n  api:\n    read_token_files: [{}]\n",
+        read.display()
+    ));
+    let page = render(&server.api_url("/"), 3000);
+    assert!(
+        page.dom.contains("data-state=\"unauthorized\""),
+        "{}",
+        page.dom
+    );
+    let banner = page.element("id=\"banner\"");
+    assert!(banner.contains("needs a read token"), "{banner}");
+    let page = render(
+        &server.api_url("/#token=dashboard-read-token-0123456789"),
+        3000,
+    );
+    assert!(page.dom.contains("data-state=\"ok\""), "{}", page.dom);
+    assert!(
+        !page.dom.contains("dashboard-read-token"),
+        "the token is not in the page"
+    );
+    assert!(!page.log.contains("Uncaught"), "console:\n{}", page.log);
+}

@@ -264,12 +264,38 @@
     }
   }
 
+  // With `auth.api` configured the API wants a bearer token. The page takes it once from its
+  // address (`/#token=...`), keeps it in sessionStorage (this tab only; never a cookie, so no
+  // cross-site request can carry it) and takes it out of the address bar at once.
+  const TOKEN_KEY = 'slogate-api-token';
+
+  function takeTokenFromHash() {
+    const m = location.hash.match(/^#token=([^&]+)/);
+    if (!m) return;
+    try {
+      sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    } catch (e) {
+      // Storage disabled: the page works without auth only.
+    }
+    history.replaceState(null, '', location.pathname + location.search + '#gates');
+  }
+
+  function apiToken() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch (e) {
+      return null;
+    }
+  }
+
   async function api(path, options) {
     const ctl = new AbortController();
     const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
     let resp;
+    const token = apiToken();
+    const headers = Object.assign({ Accept: 'application/json' }, (options && options.headers) || {}, token ? { Authorization: 'Bearer ' + token } : {});
     try {
-      resp = await fetch(path, Object.assign({ signal: ctl.signal, cache: 'no-store', headers: { Accept: 'application/json' } }, options || {}));
+      resp = await fetch(path, Object.assign({ signal: ctl.signal, cache: 'no-store' }, options || {}, { headers }));
     } catch (e) {
       // A network failure or a timeout: the API is unreachable (status 0).
       throw new ApiError('cannot reach ' + path + ': ' + (e && e.name === 'AbortError' ? 'timed out' : String(e && e.message)), 0);
@@ -779,6 +805,11 @@
         apiDown(results[0].reason);
         return;
       }
+      const refused = results.every((r) => r.status === 'rejected' && (r.reason.status === 401 || r.reason.status === 403));
+      if (refused) {
+        unauthorized();
+        return;
+      }
       apiUp();
       if (gates.status === 'fulfilled') {
         const { latest, recent } = gates.value;
@@ -813,6 +844,16 @@
     const status = $('status');
     status.className = 'status';
     status.textContent = 'updated ' + fmtTime(state.lastOk);
+  }
+
+  function unauthorized() {
+    const banner = $('banner');
+    banner.textContent = 'The slogate API needs a read token. Open this page as ' + location.origin + location.pathname + '#token=<token>: the token is kept in this tab only.';
+    banner.hidden = false;
+    document.body.setAttribute('data-state', 'unauthorized');
+    const status = $('status');
+    status.className = 'status stale';
+    status.textContent = 'token needed';
   }
 
   function apiDown(err) {
@@ -863,6 +904,7 @@
     });
     $('traffic-window').addEventListener('change', refresh);
     $('traffic-filter').addEventListener('input', refresh);
+    takeTokenFromHash();
     showView();
     refresh();
     setInterval(refresh, REFRESH_MS);
