@@ -7,10 +7,17 @@
   volume at /var/lib/slogate, and container ports equal to the listen addresses in the rendered
   configuration;
 - the PagerDuty routing key, when enabled, comes from a mounted Secret file named in the config;
+- TLS and tokens: every certificate, key, client CA and token file named in the config lies in a
+  directory that is a whole Secret mounted read-only (no subPath, no items, so rotations reach
+  the pod); with TLS the probes use HTTPS (with mutual TLS, which the kubelet cannot present a
+  certificate for, they only connect); the ServiceMonitor sends a read token from the Secret
+  mounted for read_token_files and scrapes over https with a CA and serverName (and a client
+  certificate with mutual TLS). --expect tls,mtls,ingest-auth,api-auth makes their absence an
+  error, so a template that drops them fails;
 - writes the rendered slogate.yaml (for `slogate config check`) and the ServiceMonitors (JSON
   and a TypeScript module that must `satisfies` the prometheus-operator types).
 
-Usage: check-rendered.py RENDERED.yaml --kinds Kind,Kind,... --config-out FILE
+Usage: check-rendered.py RENDERED.yaml --kinds Kind,Kind,... --config-out FILE [--expect WHAT,...]
                          [--servicemonitors-out FILE.json] [--servicemonitors-ts FILE.mts]
 """
 
@@ -37,7 +44,11 @@ def main():
     ap.add_argument("--config-out", type=Path, required=True)
     ap.add_argument("--servicemonitors-out", type=Path)
     ap.add_argument("--servicemonitors-ts", type=Path)
+    ap.add_argument("--expect", default="", help="comma-separated: tls, mtls, ingest-auth, api-auth")
     a = ap.parse_args()
+    expect = {e for e in a.expect.split(",") if e}
+    unknown = expect - {"tls", "mtls", "ingest-auth", "api-auth"}
+    check(not unknown, f"unknown --expect {sorted(unknown)}")
 
     docs = [d for d in yaml.safe_load_all(a.rendered.read_text()) if d]
     got = Counter(d["kind"] for d in docs)
@@ -63,10 +74,49 @@ def main():
     check(sc.get("readOnlyRootFilesystem") is True, "root filesystem must be read-only")
     check(sc.get("allowPrivilegeEscalation") is False, "privilege escalation must be off")
     check(sc.get("capabilities", {}).get("drop") == ["ALL"], "all capabilities must be dropped")
-    check(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz", "liveness probe must be GET /healthz")
-    check(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz", "readiness probe must be GET /readyz")
+    tls = config.get("server", {}).get("tls") or {}
+    mtls = bool(tls.get("client_ca_file"))
+    auth = config.get("auth") or {}
+    check(bool(tls) == ("tls" in expect or "mtls" in expect), f"server.tls is {tls or 'off'}, expected {'on' if {'tls', 'mtls'} & expect else 'off'}")
+    check(mtls == ("mtls" in expect), f"server.tls.client_ca_file is {'set' if mtls else 'unset'}, expected {'set' if 'mtls' in expect else 'unset'}")
+    ingest_files = auth.get("ingest", {}).get("token_files") or []
+    read_files = auth.get("api", {}).get("read_token_files") or []
+    admin_files = auth.get("api", {}).get("admin_token_files") or []
+    check(bool(ingest_files) == ("ingest-auth" in expect), f"auth.ingest.token_files is {ingest_files}, expected {'some' if 'ingest-auth' in expect else 'none'}")
+    check(bool(read_files and admin_files) == ("api-auth" in expect), f"auth.api read/admin token files are {read_files}/{admin_files}, expected {'both' if 'api-auth' in expect else 'none'}")
+    ports_by_name = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe, path in [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+        pr = c.get(probe, {})
+        if mtls:
+            # The kubelet has no client certificate: a handshake would be refused.
+            check(pr.get("tcpSocket", {}).get("port") in ("http", ports_by_name.get("http")) and "httpGet" not in pr,
+                  f"{probe} must be a tcpSocket probe on the API port with mutual TLS, is {pr}")
+        else:
+            get = pr.get("httpGet", {})
+            check(get.get("path") == path and get.get("port") in ("http", ports_by_name.get("http")), f"{probe} must be GET {path} on the API port, is {pr}")
+            want_scheme = "HTTPS" if tls else "HTTP"
+            check(get.get("scheme", "HTTP") == want_scheme, f"{probe} must use scheme {want_scheme} (TLS {'on' if tls else 'off'}), is {get.get('scheme', 'HTTP')}")
     check(bool(c.get("resources", {}).get("requests")) and bool(c.get("resources", {}).get("limits")), "resources need requests and limits")
     mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+    vols = {v["name"]: v for v in pod.get("volumes", [])}
+    mount_specs = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+
+    def secret_dir(path, what):
+        """The Secret mounted whole at the directory of `path` (None and an error if not)."""
+        d, _, key = str(path).rpartition("/")
+        m = mount_specs.get(d)
+        if not m:
+            errors.append(f"{what} {path}: nothing is mounted at {d}")
+            return None
+        check(m.get("readOnly") is True, f"{what} {path}: the mount at {d} must be read-only")
+        check("subPath" not in m and "subPathExpr" not in m, f"{what} {path}: the mount at {d} uses subPath, so rotations would not reach the pod")
+        sec = vols.get(m["name"], {}).get("secret")
+        if sec is None:
+            errors.append(f"{what} {path}: the volume {m['name']} at {d} is not a Secret")
+            return None
+        check("items" not in sec, f"{what} {path}: the Secret volume {m['name']} projects items; mount the whole Secret")
+        return sec.get("secretName"), key
+
     check(mounts.get("/var/lib/slogate") == "data", "the data volume must be mounted at /var/lib/slogate")
     check("/tmp" in mounts, "a writable /tmp must be mounted (read-only root filesystem)")
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -90,6 +140,24 @@ def main():
     else:
         check("routing_key_file" not in config["pagerduty"], "pagerduty is off but routing_key_file is set")
 
+    tls_secrets = {}
+    for field in ("cert_file", "key_file", "client_ca_file"):
+        if tls.get(field):
+            got_sec = secret_dir(tls[field], f"server.tls.{field}")
+            if got_sec:
+                tls_secrets[field] = got_sec
+    if tls:
+        check("cert_file" in tls and "key_file" in tls, "server.tls needs cert_file and key_file")
+        check(tls_secrets.get("cert_file", (None,))[0] == tls_secrets.get("key_file", (0,))[0], "cert_file and key_file must come from the same Secret")
+        check(tls_secrets.get("cert_file", (None, ""))[1] == "tls.crt" and tls_secrets.get("key_file", (None, ""))[1] == "tls.key",
+              "cert_file and key_file must be tls.crt and tls.key of a kubernetes.io/tls Secret")
+    token_secrets = {}
+    for what, files in [("auth.ingest.token_files", ingest_files), ("auth.api.read_token_files", read_files), ("auth.api.admin_token_files", admin_files)]:
+        for f in files:
+            got_sec = secret_dir(f, what)
+            if got_sec:
+                token_secrets.setdefault(what, set()).add(got_sec)
+
     for svc in by_kind.get("Service", []):
         if svc["spec"].get("clusterIP") == "None":
             check(svc["spec"]["selector"] == sts[0]["spec"]["selector"]["matchLabels"], "the headless Service must select the StatefulSet's pods")
@@ -105,14 +173,36 @@ def main():
         ]
         lines += [f"export const serviceMonitor{i} = {json.dumps(sm, indent=2)} satisfies Json<IServiceMonitor>;" for i, sm in enumerate(sms)]
         a.servicemonitors_ts.write_text("\n".join(lines) + "\n")
-        for sm in sms:
-            sel = sm["spec"]["selector"]["matchLabels"]
-            matched = [s for s in by_kind.get("Service", []) if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
-            check(len(matched) == 1, f"ServiceMonitor {sm['metadata']['name']} must select exactly one Service, selects {[s['metadata']['name'] for s in matched]}")
-            for m in matched:
-                names = {p["name"] for p in m["spec"]["ports"]}
-                for ep in sm["spec"]["endpoints"]:
-                    check(ep["port"] in names, f"ServiceMonitor port {ep['port']} is not a port of Service {m['metadata']['name']}")
+    for sm in sms:
+        sel = sm["spec"]["selector"]["matchLabels"]
+        matched = [s for s in by_kind.get("Service", []) if all(s["metadata"].get("labels", {}).get(k) == v for k, v in sel.items())]
+        check(len(matched) == 1, f"ServiceMonitor {sm['metadata']['name']} must select exactly one Service, selects {[s['metadata']['name'] for s in matched]}")
+        for m in matched:
+            names = {p["name"] for p in m["spec"]["ports"]}
+            for ep in sm["spec"]["endpoints"]:
+                check(ep["port"] in names, f"ServiceMonitor port {ep['port']} is not a port of Service {m['metadata']['name']}")
+        for ep in sm["spec"]["endpoints"]:
+            name = sm["metadata"]["name"]
+            az = ep.get("authorization")
+            if auth.get("api"):
+                creds = (az or {}).get("credentials", {})
+                check(az is not None and az.get("type", "Bearer") == "Bearer", f"ServiceMonitor {name}: /metrics needs a token, but the endpoint has no Bearer authorization")
+                check((creds.get("name"), creds.get("key")) in token_secrets.get("auth.api.read_token_files", set()),
+                      f"ServiceMonitor {name}: authorization credentials {creds} are not a read token file the server reads ({sorted(token_secrets.get('auth.api.read_token_files', set()))})")
+            else:
+                check(az is None, f"ServiceMonitor {name}: authorization set but the API has no tokens")
+            tc = ep.get("tlsConfig")
+            if tls:
+                check(ep.get("scheme") == "https", f"ServiceMonitor {name}: TLS is on, the scrape scheme must be https, is {ep.get('scheme')}")
+                tc = tc or {}
+                ca = tc.get("ca", {})
+                check(bool(ca.get("secret") or ca.get("configMap")), f"ServiceMonitor {name}: tlsConfig needs a CA (secret or configMap)")
+                check(bool(tc.get("serverName")), f"ServiceMonitor {name}: tlsConfig needs serverName (Prometheus scrapes pod IPs)")
+                check(not tc.get("insecureSkipVerify"), f"ServiceMonitor {name}: insecureSkipVerify must not be set")
+                if mtls:
+                    check(bool(tc.get("cert", {}).get("secret")) and bool(tc.get("keySecret")), f"ServiceMonitor {name}: mutual TLS needs a client cert and keySecret")
+            else:
+                check(ep.get("scheme", "http") == "http" and tc is None, f"ServiceMonitor {name}: TLS is off, but the scrape uses {ep.get('scheme')} / tlsConfig")
     return finish()
 
 
