@@ -607,6 +607,14 @@ impl Registry {
         // The first fine slot with a request, for `observed_seconds`.
         let mut first_data = u64::MAX;
         let per_coarse = self.cfg.coarse_slot_seconds / slot_s;
+        // The oldest staged slot in the window, worked out once rather than per series.
+        let oldest_staged = staged
+            .parts
+            .iter()
+            .map(|(slot, ..)| *slot)
+            .filter(|slot| *slot >= first_fine)
+            .min()
+            .unwrap_or(first_fine);
         for (id, s) in &selected {
             let h = s.history.lock();
             if fine {
@@ -625,9 +633,7 @@ impl Registry {
                 let before = agg.requests;
                 staged.merge_series(*id, h.applied, first_fine, &mut agg);
                 if agg.requests > before {
-                    let oldest = staged.parts.iter().map(|(slot, ..)| *slot);
-                    let oldest = oldest.filter(|slot| *slot >= first_fine).min();
-                    first_data = first_data.min(oldest.unwrap_or(first_fine));
+                    first_data = first_data.min(oldest_staged);
                 }
             }
         }

@@ -589,4 +589,14 @@ fn sampled_spans_carry_their_adjusted_count() {
         assert_eq!(got.len(), 1, "{json}");
         assert_eq!(got[0].adjusted_count, want, "JSON: {json}");
     }
+    // proto3 JSON may write a double as a string; an unreadable one is no value, not a 400.
+    for (value, want) in [("\"0.25\"", 4), ("\"NaN\"", 1), ("\"x\"", 1)] {
+        let json = format!(
+            r#"{{"resourceSpans":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"checkout"}}}}]}},"scopeSpans":[{{"spans":[{{"traceId":"01010101010101010101010101010101","spanId":"0202020202020202","name":"GET /x","kind":2,"startTimeUnixNano":"1700000000000000000","endTimeUnixNano":"1700000000010000000","attributes":[{{"key":"sampling.probability","value":{{"doubleValue":{value}}}}}]}}]}}]}}]}}"#
+        );
+        let parsed = slogate_ingest::json::parse(json.as_bytes()).expect(&json);
+        let (mut got, mut tally) = (Vec::new(), Tally::default());
+        slogate_ingest::json::extract_request(&parsed, &cfg, &mut got, &mut tally);
+        assert_eq!(got[0].adjusted_count, want, "{json}");
+    }
 }
