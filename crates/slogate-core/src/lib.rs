@@ -31,3 +31,8 @@ pub use slot::SlotRecord;
 
 pub mod prom;
 pub mod sampling;
+
+pub mod metric;
+pub use metric::{
+    MetricPoint, MetricSink, MetricSlotRecord, PointRefusal, PointValue, Temporality,
+};

@@ -1,0 +1,1 @@
+//! The OTLP metric store (work in progress).
