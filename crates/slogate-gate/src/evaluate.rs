@@ -4,7 +4,9 @@ use crate::exact::rate_ratio_mid_p;
 use crate::interval::{Bounds, judge};
 use crate::outcome::{CriterionOutcome, CriterionResult, Evaluation, LookReport, Thresholds};
 use crate::sequential::{Analysis, boundaries};
-use crate::spec::{Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Metric};
+use crate::spec::{
+    Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Measured, Metric,
+};
 use crate::stats::{ProportionTest, mann_whitney, normal_upper_tail, two_proportion};
 
 /// Evaluates every criterion of `spec` and derives the verdict. `window_seconds` is the span
@@ -25,7 +27,8 @@ pub fn evaluate(
     Evaluation::from_outcomes(outcomes)
 }
 
-/// Evaluates one criterion; `gate_min_requests` applies unless the criterion overrides it.
+/// Evaluates one criterion; `gate_min_requests` applies unless the criterion overrides it
+/// (and never to a [`Metric::Measured`] criterion).
 pub fn evaluate_criterion(
     spec: &CriterionSpec,
     gate_min_requests: u64,
@@ -174,10 +177,37 @@ fn evaluate_criterion_at(
         // The sample sizes the statistics used (sampled spans, not adjusted counts).
         canary_requests: canary.sample().0,
         baseline_requests: baseline.map_or(0, |b| b.sample().0),
+        points: None,
+        series: None,
+        baseline_points: None,
+        unit: None,
+        error_bound: None,
         reason: String::new(),
     };
     if let Err(e) = spec.validate() {
         out.reason = format!("{e}; no verdict from a misconfigured criterion");
+        return out;
+    }
+    if let Check::Threshold {
+        metric: Metric::Measured,
+        comparison,
+        pass,
+        fail,
+        direction,
+    } = spec.check
+    {
+        // Before the request minimums on purpose: a measured value stands on the caller's data
+        // points, and a service may export metrics and no spans at all.
+        let direction = direction.unwrap_or(Metric::Measured.default_direction());
+        measured(
+            &mut out,
+            &spec.name,
+            comparison,
+            (pass, fail),
+            direction,
+            canary,
+            baseline,
+        );
         return out;
     }
     let min = spec.min_requests.unwrap_or(gate_min_requests);
@@ -440,6 +470,7 @@ fn metric_value(metric: Metric, cohort: &CohortData, window_seconds: u64) -> f64
                 .unwrap_or(window_seconds);
             cohort.requests as f64 / seconds as f64
         }
+        Metric::Measured => unreachable!("measured criteria are judged by `measured`"),
     }
 }
 
@@ -448,7 +479,7 @@ fn threshold(
     out: &mut CriterionOutcome,
     metric: Metric,
     comparison: Comparison,
-    (pass, fail): (f64, f64),
+    bounds: (f64, f64),
     direction: Direction,
     canary: &CohortData,
     baseline: Option<&CohortData>,
@@ -459,6 +490,168 @@ fn threshold(
         .filter(|b| comparison != Comparison::Absolute || b.requests > 0)
         .filter(|b| !matches!(metric, Metric::Latency { .. }) || b.sketch.count() > 0)
         .map(|b| metric_value(metric, b, window_seconds));
+    let reading = Reading {
+        label: metric_label(metric),
+        units: Units::Span(metric),
+        observed,
+        baseline: base,
+        observed_note: String::new(),
+        baseline_note: String::new(),
+    };
+    judge_threshold(out, &reading, comparison, bounds, direction);
+}
+
+/// Judges a [`Metric::Measured`] threshold on the numbers in the cohorts' `measured` maps.
+/// Request counts play no part: a missing or empty measurement is `no_data` with the caller's
+/// own sentence for why.
+fn measured(
+    out: &mut CriterionOutcome,
+    name: &str,
+    comparison: Comparison,
+    bounds: (f64, f64),
+    direction: Direction,
+    canary: &CohortData,
+    baseline: Option<&CohortData>,
+) {
+    let Some(c) = canary.measured.get(name) else {
+        out.reason = format!(
+            "criterion `{name}` measures a metric the caller did not measure; no verdict without data"
+        );
+        return;
+    };
+    if !c.label.is_empty() {
+        out.metric = c.label.clone();
+    }
+    out.points = Some(c.points);
+    out.series = Some(c.series);
+    out.unit = Some(c.unit.clone());
+    out.error_bound = c.error_bound;
+    let label = if c.label.is_empty() {
+        "measured value".to_string()
+    } else {
+        c.label.clone()
+    };
+    let observed = match measured_value(c, &label, "canary") {
+        Ok(v) => v,
+        Err(reason) => {
+            out.reason = reason;
+            return;
+        }
+    };
+    out.observed = Some(observed);
+    let base_entry = baseline.and_then(|b| b.measured.get(name));
+    out.baseline_points = base_entry.map(|b| b.points);
+    let base = match (comparison, baseline, base_entry) {
+        // An absolute comparison shows a baseline value when there is one, and needs none.
+        (Comparison::Absolute, _, b) => b.and_then(|b| measured_value(b, &label, "baseline").ok()),
+        (_, None, _) => {
+            out.reason = format!(
+                "no baseline cohort, and criterion `{name}` compares against one; no verdict without it"
+            );
+            return;
+        }
+        (_, Some(_), None) => {
+            out.reason = format!(
+                "baseline: criterion `{name}` compares against the baseline's {label}, which the caller did not measure; no verdict without it"
+            );
+            return;
+        }
+        (_, Some(_), Some(b)) => match measured_value(b, &label, "baseline") {
+            Ok(v) => Some(v),
+            Err(reason) => {
+                out.reason = reason;
+                return;
+            }
+        },
+    };
+    let reading = Reading {
+        label,
+        units: Units::Measured(&c.unit),
+        observed,
+        baseline: base,
+        observed_note: error_note(c.error_bound),
+        baseline_note: error_note(base_entry.and_then(|b| b.error_bound)),
+    };
+    judge_threshold(out, &reading, comparison, bounds, direction);
+}
+
+/// A cohort's measured value, or why there is none (`who` is `canary` or `baseline`). NaN is
+/// no data; infinities are judged like any other number.
+fn measured_value(m: &Measured, label: &str, who: &str) -> Result<f64, String> {
+    match m.value {
+        Some(v) if v.is_nan() => Err(format!(
+            "{who}: {label} is not a number; no verdict without data"
+        )),
+        Some(v) => Ok(v),
+        None => Err(match m.gap.as_deref().map(str::trim) {
+            Some(gap) if !gap.is_empty() => format!("{who}: {gap}"),
+            _ => format!("{who}: {label} has no value; no verdict without data"),
+        }),
+    }
+}
+
+/// ` (±1.2% from the histogram buckets)` for a relative error bound of `0.012`.
+fn error_note(bound: Option<f64>) -> String {
+    bound.map_or(String::new(), |b| {
+        format!(" (±{}% from the histogram buckets)", fmt_num(b * 100.0))
+    })
+}
+
+/// The numbers a threshold is judged on and how its reason writes them.
+struct Reading<'a> {
+    label: String,
+    units: Units<'a>,
+    observed: f64,
+    baseline: Option<f64>,
+    /// Written after the canary's value (a measured value's error bound).
+    observed_note: String,
+    /// Written after the baseline's value.
+    baseline_note: String,
+}
+
+/// How a threshold's values and differences are written.
+#[derive(Clone, Copy)]
+enum Units<'a> {
+    /// A span metric in its own unit (percent, ms, req/s).
+    Span(Metric),
+    /// A measured value in the caller's display unit.
+    Measured(&'a str),
+}
+
+impl Units<'_> {
+    fn value(self, v: f64) -> String {
+        match self {
+            Units::Span(metric) => fmt_value(metric, v),
+            Units::Measured(unit) => with_unit(fmt_num(v), unit),
+        }
+    }
+
+    /// An unsigned magnitude of a difference.
+    fn delta(self, v: f64) -> String {
+        match self {
+            Units::Span(metric) => fmt_delta(metric, v),
+            Units::Measured(unit) => with_unit(fmt_num(v), unit),
+        }
+    }
+
+    fn delta_signed(self, v: f64) -> String {
+        match self {
+            Units::Span(metric) => fmt_delta_signed(metric, v),
+            Units::Measured(unit) => with_unit(fmt_signed(v), unit),
+        }
+    }
+}
+
+/// Scores a reading against the bounds and writes the result and its reason into `out`; the
+/// same rules for span metrics and measured values.
+fn judge_threshold(
+    out: &mut CriterionOutcome,
+    r: &Reading,
+    comparison: Comparison,
+    (pass, fail): (f64, f64),
+    direction: Direction,
+) {
+    let (observed, base, units) = (r.observed, r.baseline, r.units);
     out.observed = Some(observed);
     out.baseline = base;
     let (score, note) = match comparison {
@@ -481,10 +674,11 @@ fn threshold(
         Direction::HigherIsBetter if score < fail => CriterionResult::Fail,
         _ => CriterionResult::Marginal,
     };
-    let label = metric_label(metric);
+    let label = &r.label;
+    let (on, bn) = (&r.observed_note, &r.baseline_note);
     let lower = direction == Direction::LowerIsBetter;
     let head = match (comparison, base) {
-        (Comparison::Absolute, _) => format!("canary {label} {}", fmt_value(metric, observed)),
+        (Comparison::Absolute, _) => format!("canary {label} {}{on}", units.value(observed)),
         (Comparison::Ratio, Some(b)) => {
             let rel = if score.is_infinite() {
                 "infinitely above".to_string()
@@ -494,24 +688,24 @@ fn threshold(
                 format!("{:.0}% below", (1.0 - score) * 100.0)
             };
             format!(
-                "canary {label} {} is {rel} baseline {}{note}",
-                fmt_value(metric, observed),
-                fmt_value(metric, b)
+                "canary {label} {}{on} is {rel} baseline {}{bn}{note}",
+                units.value(observed),
+                units.value(b)
             )
         }
         (Comparison::Difference, Some(b)) => format!(
-            "canary {label} {} is {} {} baseline {}",
-            fmt_value(metric, observed),
-            fmt_delta(metric, score.abs()),
+            "canary {label} {}{on} is {} {} baseline {}{bn}",
+            units.value(observed),
+            units.delta(score.abs()),
             if score >= 0.0 { "above" } else { "below" },
-            fmt_value(metric, b)
+            units.value(b)
         ),
         (_, None) => unreachable!("relative comparisons have a baseline"),
     };
     let bound = |v: f64| match comparison {
-        Comparison::Absolute => fmt_value(metric, v),
+        Comparison::Absolute => units.value(v),
         Comparison::Ratio => format!("{:+.0}%", (v - 1.0) * 100.0),
-        Comparison::Difference => fmt_delta_signed(metric, v),
+        Comparison::Difference => units.delta_signed(v),
     };
     let (pass_at, fail_word) = if lower {
         ("up to", "above")
@@ -600,6 +794,7 @@ fn metric_label(metric: Metric) -> String {
         Metric::ErrorRate => "error rate".into(),
         Metric::RequestRate => "request rate".into(),
         Metric::Latency { quantile } => crate::spec::quantile_label(quantile),
+        Metric::Measured => "measured value".into(),
     }
 }
 
@@ -612,6 +807,7 @@ fn fmt_value(metric: Metric, v: f64) -> String {
         Metric::ErrorRate => fmt_percent(v),
         Metric::Latency { .. } => format!("{v:.1} ms"),
         Metric::RequestRate => format!("{v:.2} req/s"),
+        Metric::Measured => fmt_num(v),
     }
 }
 
@@ -621,6 +817,7 @@ fn fmt_delta(metric: Metric, v: f64) -> String {
         Metric::ErrorRate => format!("{:.2} points", v * 100.0),
         Metric::Latency { .. } => format!("{v:.1} ms"),
         Metric::RequestRate => format!("{v:.2} req/s"),
+        Metric::Measured => fmt_num(v),
     }
 }
 
@@ -629,6 +826,63 @@ fn fmt_delta_signed(metric: Metric, v: f64) -> String {
         Metric::ErrorRate => format!("{:+.2} points", v * 100.0),
         Metric::Latency { .. } => format!("{v:+.1} ms"),
         Metric::RequestRate => format!("{v:+.2} req/s"),
+        Metric::Measured => fmt_signed(v),
+    }
+}
+
+/// Up to 4 significant digits without trailing zeros (`612`, `0.031`, `189.3`, `1.2`);
+/// numbers from 1,000 keep every integer digit (`123457`), very large or small ones go
+/// scientific (`1.5e-7`).
+fn fmt_num(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "∞" } else { "-∞" }.into();
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    if !(-6..12).contains(&magnitude) {
+        let s = format!("{v:.3e}");
+        let (mantissa, exponent) = s.split_once('e').expect("`{:e}` writes an exponent");
+        return format!("{}e{exponent}", trim_zeros(mantissa));
+    }
+    let decimals = (3 - magnitude).max(0) as usize;
+    trim_zeros(&format!("{v:.decimals$}")).to_string()
+}
+
+/// `+12`, `-0.5`: a difference with its sign.
+fn fmt_signed(v: f64) -> String {
+    let s = fmt_num(v);
+    if s.starts_with('-') || v.is_nan() {
+        s
+    } else {
+        format!("+{s}")
+    }
+}
+
+fn trim_zeros(s: &str) -> &str {
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        s
+    }
+}
+
+/// A number with a measured value's display unit: `""` and `"1"` add nothing, `"%"` follows
+/// the number directly, a UCUM annotation (`{jobs}`) loses its braces, others follow a space.
+fn with_unit(n: String, unit: &str) -> String {
+    let unit = unit.trim();
+    let unit = unit
+        .strip_prefix('{')
+        .and_then(|u| u.strip_suffix('}'))
+        .unwrap_or(unit);
+    match unit {
+        "" | "1" => n,
+        "%" => format!("{n}%"),
+        u => format!("{n} {u}"),
     }
 }
 
@@ -651,4 +905,39 @@ fn fmt_p(p: f64) -> String {
 fn pct(confidence: f64) -> String {
     let s = format!("{:.2}", confidence * 100.0);
     s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measured_numbers_and_units() {
+        // (value, unit, written, written as a signed difference)
+        let table = [
+            (612.0, "jobs", "612 jobs", "+612 jobs"),
+            (0.031, "USD", "0.031 USD", "+0.031 USD"),
+            (189.34, "ms", "189.3 ms", "+189.3 ms"),
+            (212.0, "ms", "212 ms", "+212 ms"),
+            (0.85, "1", "0.85", "+0.85"),
+            (0.773_44, "", "0.7734", "+0.7734"),
+            (87.5, "%", "87.5%", "+87.5%"),
+            (12.0, "{request}", "12 request", "+12 request"),
+            (123_456.7, "B", "123457 B", "+123457 B"),
+            (999.96, "s", "1000 s", "+1000 s"),
+            (-20.0, "jobs", "-20 jobs", "-20 jobs"),
+            (0.0, "jobs", "0 jobs", "+0 jobs"),
+            (1.5e-7, "s", "1.5e-7 s", "+1.5e-7 s"),
+            (2.5e13, "", "2.5e13", "+2.5e13"),
+            (f64::INFINITY, "", "∞", "+∞"),
+        ];
+        for (v, unit, want, signed) in table {
+            let units = Units::Measured(unit);
+            assert_eq!(
+                (units.value(v), units.delta_signed(v)),
+                (want.to_string(), signed.to_string()),
+                "{v} {unit}"
+            );
+        }
+    }
 }

@@ -128,6 +128,11 @@ pub(crate) fn judge(
         Metric::RequestRate => {
             out.reason = "request rate has no confidence bound; no verdict".into();
         }
+        // Validation rejects it; kept as a no_data sentence rather than a panic.
+        Metric::Measured => {
+            out.reason =
+                "a measured metric has no confidence bound; it is judged on its value".into();
+        }
     }
 }
 

@@ -50,6 +50,19 @@
 //!   began. [`evaluate`] stays the single-look judgement at each criterion's own confidence.
 //!   The decision-quality bench (`benches/decision_quality.md`) measures the result: ≤ 1 %
 //!   false rollbacks over 10 looks at every size, with the power figures next to them.
+//! * **Measured criteria.** [`Metric::Measured`] judges a number the caller aggregated itself
+//!   (from OTLP metrics: `max(queue_depth)`, a cache hit ratio, cost per request) and put in
+//!   [`CohortData::measured`] under the criterion's name, with the same bands, direction,
+//!   comparisons, zero-baseline rule, sustain and verdict rules as span thresholds. Request
+//!   minimums do not apply: a service may export metrics and no spans, and the value rests on
+//!   its own data points (reported as `points` and `series`); a caller that finds them too thin
+//!   sends a `gap` instead of a value. A missing entry, a `None` value (its `gap` sentence
+//!   becomes the reason) or NaN is `no_data`, and a relative comparison also needs the
+//!   baseline's value. The [`Measured::unit`] is for display only, never a conversion (`""`
+//!   and `"1"` print plain numbers), so bounds are written in the value's own unit; reasons
+//!   show up to 4 significant digits and the histogram error bound when known. Only
+//!   thresholds: confidence bounds need requests, so `interval` on a measured metric does not
+//!   validate, and under [`evaluate_look`] a measured threshold spends no alpha.
 //! * **Invalid specs** are rejected by [`GateSpec::validate`] at load time; if one reaches
 //!   [`evaluate`] anyway its criterion is `no_data` with the error as reason, never a pass.
 
@@ -78,7 +91,7 @@ pub use slo::{
     multiwindow,
 };
 pub use spec::{
-    Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Metric, SpecError,
+    Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Measured, Metric, SpecError,
 };
 pub use stats::{ProportionTest, RankTest, mann_whitney, normal_upper_tail, two_proportion};
 pub use sustain::Sustain;

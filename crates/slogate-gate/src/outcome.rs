@@ -58,10 +58,13 @@ pub struct Thresholds {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CriterionOutcome {
     pub name: String,
-    /// `error_rate`, `latency_p95_ms`, `request_rate` or `latency_distribution`.
+    /// `error_rate`, `latency_p95_ms`, `request_rate` or `latency_distribution`; for a
+    /// measured criterion the caller's label (`max(queue_depth)`), or `measured` when the
+    /// caller gave no label or did not measure it at all.
     pub metric: String,
     pub result: CriterionResult,
-    /// The canary's value of the metric (ms, fraction or requests per second).
+    /// The canary's value of the metric (ms, fraction, requests per second, or the measured
+    /// value in its `unit`).
     pub observed: Option<f64>,
     /// The baseline's value of the metric, when there is a baseline.
     pub baseline: Option<f64>,
@@ -88,6 +91,23 @@ pub struct CriterionOutcome {
     pub alpha: Option<f64>,
     pub canary_requests: u64,
     pub baseline_requests: u64,
+    /// Data points behind the canary's measured value (measured criteria only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub points: Option<u64>,
+    /// Series behind the canary's measured value (measured criteria only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<u64>,
+    /// Data points behind the baseline's measured value (measured criteria only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_points: Option<u64>,
+    /// Display unit of `observed` and `baseline` for a measured criterion (`""` or `"1"`: a
+    /// plain number); the bounds of an absolute comparison are in it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// Relative error bound of the canary's measured value (a quantile read from histogram
+    /// buckets), when the caller knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_bound: Option<f64>,
     /// One human sentence.
     pub reason: String,
 }

@@ -231,6 +231,7 @@ mod tests {
             errors,
             sketch,
             observed_seconds: None,
+            ..Default::default()
         }
     }
 

@@ -1,4 +1,7 @@
-//! Gate and criterion specifications, as written in configuration, and their validation.
+//! Gate and criterion specifications, as written in configuration, their validation, and the
+//! cohort data criteria are judged on.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use slogate_sketch::Sketch;
@@ -19,6 +22,35 @@ pub struct CohortData {
     /// Seconds the data actually spans (from the first request to now), when the caller knows
     /// it: the request rate divides by this rather than the whole window. `None`: the window.
     pub observed_seconds: Option<u64>,
+    /// What the caller measured for [`Metric::Measured`] criteria (from OTLP metrics, say),
+    /// keyed by criterion name. A measured criterion without an entry here is `no_data`.
+    pub measured: BTreeMap<String, Measured>,
+}
+
+/// A number the caller aggregated for one [`Metric::Measured`] criterion and one cohort:
+/// `max(queue_depth)` over the window, a cache hit ratio, cost per request. The gate judges
+/// `value` against the criterion's bounds; the rest is for the outcome and its reason.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Measured {
+    /// The aggregated value, or None when there is nothing to measure (then `gap` says why).
+    pub value: Option<f64>,
+    /// What was measured, for the outcome's `metric` field and reasons: e.g.
+    /// `max(queue_depth{queue="jobs"})`, `cache_hits / cache_requests`.
+    pub label: String,
+    /// Unit for display only, never a conversion: `""` or `"1"` (a ratio or fraction) print a
+    /// plain number, `"%"` is written right after the number, a UCUM annotation such as
+    /// `"{jobs}"` loses its braces, anything else (`"ms"`, `"s"`, `"jobs"`, `"USD"`) follows
+    /// after a space. The criterion's bounds are in the same unit as `value`.
+    pub unit: String,
+    /// Data points the value was computed from.
+    pub points: u64,
+    /// Streams (series) the value was computed from.
+    pub series: u64,
+    /// Relative error bound of a quantile read from histogram buckets, when known (`0.012`:
+    /// ±1.2 %).
+    pub error_bound: Option<f64>,
+    /// Why there is no value (one human sentence), when `value` is None.
+    pub gap: Option<String>,
 }
 
 impl CohortData {
@@ -52,22 +84,29 @@ pub enum Metric {
     Latency { quantile: f64 },
     /// Requests per second over the window.
     RequestRate,
+    /// A number the caller measured for this criterion ([`CohortData::measured`], keyed by
+    /// the criterion's name), in the unit the caller reports. Request minimums do not apply.
+    Measured,
 }
 
 impl Metric {
     /// The direction that is better when a spec does not say.
     pub fn default_direction(self) -> Direction {
         match self {
-            Metric::ErrorRate | Metric::Latency { .. } => Direction::LowerIsBetter,
+            Metric::ErrorRate | Metric::Latency { .. } | Metric::Measured => {
+                Direction::LowerIsBetter
+            }
             Metric::RequestRate => Direction::HigherIsBetter,
         }
     }
 
-    /// Stable name used in outcomes: `error_rate`, `latency_p95_ms`, `request_rate`.
+    /// Stable name: `error_rate`, `latency_p95_ms`, `request_rate`, `measured`. Outcomes of
+    /// measured criteria carry the caller's label instead.
     pub fn name(self) -> String {
         match self {
             Metric::ErrorRate => "error_rate".into(),
             Metric::RequestRate => "request_rate".into(),
+            Metric::Measured => "measured".into(),
             Metric::Latency { quantile } => format!("latency_{}_ms", quantile_label(quantile)),
         }
     }
@@ -187,7 +226,8 @@ pub struct CriterionSpec {
     pub name: String,
     #[serde(flatten)]
     pub check: Check,
-    /// Per-cohort request minimum; overrides [`GateSpec::min_requests`].
+    /// Per-cohort request minimum; overrides [`GateSpec::min_requests`]. Ignored by
+    /// [`Metric::Measured`] criteria, which rest on the caller's data points.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_requests: Option<u64>,
     /// A raw `fail` counts only after failing this long without a break (see
@@ -200,7 +240,8 @@ pub struct CriterionSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateSpec {
     pub name: String,
-    /// Minimum requests per cohort before any criterion gives a verdict.
+    /// Minimum requests per cohort before a span criterion gives a verdict (measured criteria
+    /// do not count requests).
     pub min_requests: u64,
     pub criteria: Vec<CriterionSpec>,
 }
@@ -238,6 +279,10 @@ pub enum SpecError {
         "criterion `{name}`: confidence bounds exist for a latency quantile below 1 or the error rate, absolute or as a ratio"
     )]
     IntervalCheck { name: String },
+    #[error(
+        "criterion `{name}`: confidence bounds need request data; a measured metric is judged on its value"
+    )]
+    IntervalMeasured { name: String },
     #[error("criterion `{name}`: {field} must be above zero, got {value}")]
     NotPositive {
         name: String,
@@ -342,6 +387,9 @@ impl CriterionSpec {
                     Metric::Latency { quantile } => quantile > 0.0 && quantile < 1.0,
                     Metric::ErrorRate => true,
                     Metric::RequestRate => false,
+                    Metric::Measured => {
+                        return Err(SpecError::IntervalMeasured { name: name() });
+                    }
                 };
                 if !supported || comparison == Comparison::Difference {
                     return Err(SpecError::IntervalCheck { name: name() });
@@ -523,6 +571,39 @@ mod tests {
                 interval(p95, Comparison::Ratio, 0.0, 1.0),
                 Err("criterion `c`: pass must be above zero, got 0"),
             ),
+            // Measured metrics: lower is better unless the spec says otherwise.
+            (threshold(Metric::Measured, 400.0, 500.0, None), Ok(())),
+            (
+                threshold(Metric::Measured, 0.85, 0.80, None),
+                Err(
+                    "criterion `c`: lower is better, so pass bound 0.85 must not exceed fail bound 0.8",
+                ),
+            ),
+            (
+                threshold(
+                    Metric::Measured,
+                    0.85,
+                    0.80,
+                    Some(Direction::HigherIsBetter),
+                ),
+                Ok(()),
+            ),
+            (
+                threshold(Metric::Measured, f64::NAN, 0.80, None),
+                Err("criterion `c`: pass must be a number, got NaN"),
+            ),
+            (
+                interval(Metric::Measured, Comparison::Absolute, 1.0, 2.0),
+                Err(
+                    "criterion `c`: confidence bounds need request data; a measured metric is judged on its value",
+                ),
+            ),
+            (
+                interval(Metric::Measured, Comparison::Ratio, 1.1, 1.0),
+                Err(
+                    "criterion `c`: confidence bounds need request data; a measured metric is judged on its value",
+                ),
+            ),
         ];
         for (c, want) in table {
             check(c, want);
@@ -557,6 +638,7 @@ mod tests {
             (Metric::Latency { quantile: 0.5 }, "latency_p50_ms"),
             (Metric::Latency { quantile: 0.999 }, "latency_p999_ms"),
             (Metric::Latency { quantile: 0.99 }, "latency_p99_ms"),
+            (Metric::Measured, "measured"),
         ] {
             assert_eq!(m.name(), want);
         }
@@ -581,5 +663,59 @@ mod tests {
         let back: CriterionSpec =
             serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
         assert_eq!(back, spec);
+    }
+
+    #[test]
+    fn measured_spec_round_trips_through_json() {
+        // (configuration, check it parses to, JSON of its metric when written back)
+        let table = [
+            (
+                r#"{"name":"queue","kind":"threshold","metric":{"type":"measured"},
+                    "comparison":"absolute","pass":400,"fail":500,"sustained_seconds":300}"#,
+                Check::Threshold {
+                    metric: Metric::Measured,
+                    comparison: Comparison::Absolute,
+                    pass: 400.0,
+                    fail: 500.0,
+                    direction: None,
+                },
+            ),
+            (
+                r#"{"name":"hits","kind":"threshold","metric":{"type":"measured"},
+                    "comparison":"absolute","pass":0.85,"fail":0.8,"direction":"higher_is_better"}"#,
+                Check::Threshold {
+                    metric: Metric::Measured,
+                    comparison: Comparison::Absolute,
+                    pass: 0.85,
+                    fail: 0.8,
+                    direction: Some(Direction::HigherIsBetter),
+                },
+            ),
+        ];
+        for (json, want) in table {
+            let spec: CriterionSpec = serde_json::from_str(json).unwrap();
+            assert_eq!(spec.check, want, "{json}");
+            assert_eq!(spec.validate(), Ok(()), "{json}");
+            let written = serde_json::to_value(&spec).unwrap();
+            assert_eq!(
+                written["metric"],
+                serde_json::json!({"type": "measured"}),
+                "{json}"
+            );
+            let back: CriterionSpec = serde_json::from_value(written).unwrap();
+            assert_eq!(back, spec, "{json}");
+        }
+        // The measured value itself round-trips too (the caller may persist or ship it).
+        let m = Measured {
+            value: Some(612.0),
+            label: r#"max(queue_depth{queue="jobs"})"#.into(),
+            unit: "jobs".into(),
+            points: 40,
+            series: 2,
+            error_bound: None,
+            gap: None,
+        };
+        let back: Measured = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert_eq!(back, m);
     }
 }

@@ -1,5 +1,7 @@
 //! Scenario tests: whole gates evaluated against synthetic cohorts.
 
+mod measured;
+
 use std::collections::BTreeMap;
 
 use crate::stats::tests::{lognormal_ns, sketch_of};
@@ -14,6 +16,7 @@ fn cohort(requests: u64, errors: u64, scale: f64, seed: u64) -> CohortData {
         errors,
         sketch: sketch_of(&lognormal_ns(seed, requests as usize, scale)),
         observed_seconds: None,
+        ..Default::default()
     }
 }
 
