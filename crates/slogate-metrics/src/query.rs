@@ -1,0 +1,744 @@
+//! Window queries over the metric store: selections, aggregates, how streams combine, and the
+//! [`Measure`] that says what was found and, when nothing usable was, why.
+
+use crate::store::{MetricStore, NS};
+use crate::stream::{Data, HAS_INC, Shape, Stream, StreamKey, exp_base};
+use serde::Serialize;
+use slogate_core::Selector;
+use slogate_sketch::{RELATIVE_ERROR, Sketch, nearest_rank};
+use std::fmt;
+use std::sync::Arc;
+
+/// Which metric and which of its streams, by point attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Selection {
+    pub metric: String,
+    /// `(attribute, value)`: equality; the value `*` means "present", `!v` "absent or not v".
+    pub matchers: Vec<(String, String)>,
+}
+
+impl Selection {
+    pub fn new(metric: impl Into<String>) -> Selection {
+        Selection {
+            metric: metric.into(),
+            matchers: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, attribute: impl Into<String>, value: impl Into<String>) -> Selection {
+        self.matchers.push((attribute.into(), value.into()));
+        self
+    }
+
+    fn matches(&self, key: &StreamKey) -> bool {
+        self.matchers.iter().all(|(k, want)| {
+            let have = key.attribute(k);
+            if want == "*" {
+                have.is_some()
+            } else if let Some(not) = want.strip_prefix('!') {
+                have != Some(not)
+            } else {
+                have == Some(want.as_str())
+            }
+        })
+    }
+}
+
+impl fmt::Display for Selection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", self.metric)?;
+        if !self.matchers.is_empty() {
+            f.write_str("{")?;
+            for (i, (k, v)) in self.matchers.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(",")?;
+                }
+                write!(f, "{k}={v}")?;
+            }
+            f.write_str("}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What one stream contributes; see the crate notes for each aggregate's meaning per kind.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Aggregate {
+    Last,
+    Min,
+    Max,
+    Avg,
+    Sum,
+    Count,
+    Increase,
+    Rate,
+    Quantile(f64),
+    TimeInState { state: Option<f64> },
+    Transitions { into: Option<f64> },
+}
+
+impl fmt::Display for Aggregate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Aggregate::Last => f.write_str("last"),
+            Aggregate::Min => f.write_str("min"),
+            Aggregate::Max => f.write_str("max"),
+            Aggregate::Avg => f.write_str("avg"),
+            Aggregate::Sum => f.write_str("sum"),
+            Aggregate::Count => f.write_str("count"),
+            Aggregate::Increase => f.write_str("increase"),
+            Aggregate::Rate => f.write_str("rate"),
+            Aggregate::Quantile(q) => write!(f, "quantile({q})"),
+            Aggregate::TimeInState { state: Some(s) } => write!(f, "time_in_state({s})"),
+            Aggregate::TimeInState { state: None } => f.write_str("time_in_state(non-zero)"),
+            Aggregate::Transitions { into: Some(s) } => write!(f, "transitions(into {s})"),
+            Aggregate::Transitions { into: None } => f.write_str("transitions"),
+        }
+    }
+}
+
+/// How the values of several matched streams become one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    Sum,
+    Avg,
+    Max,
+    Min,
+}
+
+/// The answer to a query. `value` is `None` exactly when `gap` says why: no data is never a
+/// pass.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Measure {
+    pub value: Option<f64>,
+    /// Points in the window, over the streams that matched.
+    pub points: u64,
+    /// Streams that contributed data.
+    pub series: u64,
+    /// The time the data spans within the window.
+    pub seconds: f64,
+    pub unit: String,
+    /// The metric kind (`gauge`, `sum`, ...), when streams matched.
+    pub kind: Option<&'static str>,
+    /// Relative error of a quantile: the true value lies within `value × (1 ± error_bound)`.
+    /// `None` for other aggregates, and for a quantile whose bucket has no finite bound.
+    pub error_bound: Option<f64>,
+    /// One human sentence saying why `value` is `None`.
+    pub gap: Option<String>,
+}
+
+impl Measure {
+    fn gap(kind: Option<&'static str>, unit: String, sentence: String) -> Measure {
+        Measure {
+            value: None,
+            points: 0,
+            series: 0,
+            seconds: 0.0,
+            unit,
+            kind,
+            error_bound: None,
+            gap: Some(sentence),
+        }
+    }
+
+    /// `num / den`, e.g. errors over requests: `None` when either is, or when `den` is zero.
+    pub fn ratio(num: &Measure, den: &Measure) -> Measure {
+        let unit = if num.unit == den.unit {
+            "1".to_string()
+        } else {
+            format!("{}/{}", num.unit, den.unit)
+        };
+        let error_bound = match (num.error_bound, den.error_bound) {
+            (None, None) => None,
+            (a, b) => {
+                let (a, b) = (a.unwrap_or(0.0), b.unwrap_or(0.0));
+                // (1 + a) / (1 - b) - 1 bounds the ratio's relative error from above.
+                (b < 1.0).then(|| (1.0 + a) / (1.0 - b) - 1.0)
+            }
+        };
+        let mut m = Measure {
+            value: None,
+            points: num.points + den.points,
+            series: num.series + den.series,
+            seconds: num.seconds.max(den.seconds),
+            unit,
+            kind: None,
+            error_bound,
+            gap: None,
+        };
+        match (num.value, den.value) {
+            (Some(_), Some(0.0)) => {
+                m.gap = Some("denominator is zero over the window".to_string());
+                m.error_bound = None;
+            }
+            (Some(n), Some(d)) => m.value = Some(n / d),
+            _ => {
+                m.gap = num
+                    .gap
+                    .clone()
+                    .or_else(|| den.gap.clone())
+                    .or_else(|| Some("numerator or denominator has no value".to_string()));
+                m.error_bound = None;
+            }
+        }
+        m
+    }
+}
+
+/// Why a stream with points in the window gave no value.
+#[derive(Debug, Clone, PartialEq)]
+enum Thin {
+    /// Increase or rate of a cumulative stream with fewer than two points.
+    FewPoints,
+    /// A rate over a zero-length span.
+    NoSpan,
+    /// An average of histogram values with no observation.
+    NoObservations,
+    /// A summary without the asked quantile; the ones it has.
+    NoQuantile(Vec<f64>),
+}
+
+/// One stream's contribution.
+struct Part {
+    value: Result<f64, Thin>,
+    points: u64,
+    from: u64,
+    to: u64,
+}
+
+fn applies(agg: Aggregate, shape: Shape) -> bool {
+    use Aggregate as A;
+    match shape {
+        Shape::Gauge => !matches!(agg, A::Increase | A::Rate | A::Quantile(_)),
+        Shape::Sum { .. } => !matches!(agg, A::Quantile(_)),
+        Shape::Histogram { .. } | Shape::Exponential { .. } | Shape::Summary => matches!(
+            agg,
+            A::Avg | A::Sum | A::Count | A::Increase | A::Rate | A::Quantile(_)
+        ),
+    }
+}
+
+fn cohort_matches(cohort: &Selector, key: &StreamKey, extra_names: &[String]) -> bool {
+    cohort
+        .matchers
+        .iter()
+        .all(|(dim, want)| match dim.as_str() {
+            "service" => key.service == *want,
+            "env" => key.env == *want,
+            "version" => key.version == *want,
+            // Metrics have no operation: a cohort's operation does not narrow them.
+            "operation" => true,
+            other => extra_names
+                .iter()
+                .position(|n| n == other)
+                .and_then(|i| key.extras.get(i))
+                .is_some_and(|v| v == want),
+        })
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9
+}
+
+fn combine(values: &[f64], how: Combine) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    Some(match how {
+        Combine::Sum => values.iter().sum(),
+        Combine::Avg => values.iter().sum::<f64>() / values.len() as f64,
+        Combine::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        Combine::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+    })
+}
+
+impl MetricStore {
+    /// Streams of `sel.metric` in the cohort whose attributes match.
+    fn matching(&self, cohort: &Selector, sel: &Selection) -> Vec<Arc<Stream>> {
+        let cat = self.catalog.lock();
+        let mut out = Vec::new();
+        let mut take = |metrics: &std::collections::HashMap<String, crate::store::MetricEntry>| {
+            if let Some(e) = metrics.get(&sel.metric) {
+                out.extend(
+                    e.streams
+                        .iter()
+                        .filter(|s| {
+                            cohort_matches(cohort, &s.key, &self.cfg.extra_dims)
+                                && sel.matches(&s.key)
+                        })
+                        .cloned(),
+                );
+            }
+        };
+        match cohort.service() {
+            Some(svc) => {
+                if let Some(m) = cat.services.get(svc) {
+                    take(m);
+                }
+            }
+            None => cat.services.values().for_each(&mut take),
+        }
+        out
+    }
+
+    /// Aggregates `sel` over the streams of `cohort` in the last `window_seconds`; see the crate
+    /// notes. Never fails: a missing value comes with the sentence saying why.
+    pub fn query(
+        &self,
+        cohort: &Selector,
+        sel: &Selection,
+        agg: Aggregate,
+        how: Combine,
+        window_seconds: u64,
+    ) -> Measure {
+        let now = self.now();
+        let lim = self.limits(now);
+        let ws = now.saturating_sub(window_seconds.saturating_mul(NS));
+        let what = format!("{sel} for {cohort}");
+        let over = format!("in the last {window_seconds} s");
+        let streams = self.matching(cohort, sel);
+        let Some(first) = streams.first() else {
+            return Measure::gap(
+                None,
+                String::new(),
+                format!("no stream of metric {what} exists"),
+            );
+        };
+        let shape = first.shape;
+        let kind = Some(shape.kind());
+        if let Some(other) = streams.iter().find(|s| s.shape.kind() != shape.kind()) {
+            return Measure::gap(
+                kind,
+                first.unit.clone(),
+                format!(
+                    "metric {what} has streams of two kinds ({} and {}); add an attribute matcher that separates them",
+                    shape.kind(),
+                    other.shape.kind()
+                ),
+            );
+        }
+        if let Some(other) = streams.iter().find(|s| s.unit != first.unit) {
+            return Measure::gap(
+                kind,
+                first.unit.clone(),
+                format!(
+                    "metric {what} has streams in two units (`{}` and `{}`); add an attribute matcher that separates them",
+                    first.unit, other.unit
+                ),
+            );
+        }
+        let scale = first.scale;
+        let unit = match agg {
+            Aggregate::Count | Aggregate::Transitions { .. } => "1".to_string(),
+            Aggregate::TimeInState { .. } => "s".to_string(),
+            Aggregate::Increase if !shape.has_samples() => "1".to_string(),
+            Aggregate::Rate if !shape.has_samples() => "1/s".to_string(),
+            Aggregate::Increase | Aggregate::Sum if shape.has_samples() => first.unit.clone(),
+            Aggregate::Rate => format!("{}/s", first.unit),
+            _ if shape.has_samples() => first.unit.clone(),
+            _ => scale.report_unit(&first.unit),
+        };
+        if !applies(agg, shape) {
+            let hint = if shape.has_samples() {
+                ""
+            } else {
+                " (histograms and summaries answer avg, sum, count, increase, rate and quantile)"
+            };
+            return Measure::gap(
+                kind,
+                unit,
+                format!(
+                    "{agg} does not apply to metric {what}, a {}{hint}",
+                    shape.kind()
+                ),
+            );
+        }
+        // Lock each stream once: prune, then read.
+        let mut guards: Vec<_> = streams.iter().map(|s| s.state.lock()).collect();
+        for g in &mut guards {
+            g.data.prune(now, &lim);
+        }
+        let newest = guards.iter().map(|g| g.data.last_t).max().unwrap_or(0);
+        let stale_ns = self.cfg.stale_after_seconds.saturating_mul(NS);
+        if newest.saturating_add(stale_ns) < now {
+            return Measure::gap(
+                kind,
+                unit,
+                format!(
+                    "metric {what} stopped reporting {} s ago",
+                    (now - newest) / NS
+                ),
+            );
+        }
+        let mut m = Measure {
+            value: None,
+            points: 0,
+            series: 0,
+            seconds: 0.0,
+            unit,
+            kind,
+            error_bound: None,
+            gap: None,
+        };
+        let (mut from, mut to) = (u64::MAX, 0u64);
+        if let (Aggregate::Quantile(q), false) = (agg, shape == Shape::Summary) {
+            return self.histogram_quantile(&streams, &guards, q, ws, m, &what, &over);
+        }
+        let mut values = Vec::new();
+        let mut thin: Option<Thin> = None;
+        for (s, g) in streams.iter().zip(&guards) {
+            let part = if shape.has_samples() {
+                sample_part(&g.data, s.shape, agg, ws, now, stale_ns)
+            } else {
+                cell_part(&g.data, s, agg, ws, lim.slot_ns)
+            };
+            let Some(part) = part else { continue };
+            m.points += part.points;
+            m.series += 1;
+            from = from.min(part.from);
+            to = to.max(part.to);
+            match part.value {
+                Ok(v) => values.push(v),
+                Err(t) => {
+                    thin.get_or_insert(t);
+                }
+            }
+        }
+        if to > from {
+            m.seconds = (to - from) as f64 / 1e9;
+        }
+        m.value = combine(&values, how);
+        if m.value.is_none() {
+            let q = match agg {
+                Aggregate::Quantile(q) => q,
+                _ => f64::NAN,
+            };
+            m.gap = Some(match thin {
+                None => format!("no point of metric {what} {over}"),
+                Some(Thin::FewPoints) => format!(
+                    "metric {what} has fewer than 2 points of its cumulative value {over} and no counter started in it, so its increase is unknown"
+                ),
+                Some(Thin::NoSpan) => format!(
+                    "the points of metric {what} {over} span no time, so a rate is undefined"
+                ),
+                Some(Thin::NoObservations) => {
+                    format!("metric {what} recorded no observation {over}")
+                }
+                Some(Thin::NoQuantile(have)) => {
+                    let have: Vec<String> = have.iter().map(f64::to_string).collect();
+                    format!(
+                        "summary metric {what} reports no {q} quantile (it has: {})",
+                        if have.is_empty() {
+                            "none".to_string()
+                        } else {
+                            have.join(", ")
+                        }
+                    )
+                }
+            });
+        }
+        m
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn histogram_quantile(
+        &self,
+        streams: &[Arc<Stream>],
+        guards: &[parking_lot::MutexGuard<'_, crate::stream::StreamState>],
+        q: f64,
+        ws: u64,
+        mut m: Measure,
+        what: &str,
+        over: &str,
+    ) -> Measure {
+        let slot_ns = u64::from(self.cfg.slot_seconds) * NS;
+        let mut sketch = Sketch::new();
+        let mut neg = 0u64;
+        let (mut from, mut to) = (u64::MAX, 0u64);
+        let scale = streams[0].scale;
+        for g in guards {
+            let d = &g.data;
+            let mut points = 0;
+            for c in window_cells(d, ws, slot_ns) {
+                points += u64::from(c.points);
+                sketch.merge_encoded_trusted(&c.sketch);
+                neg += c.neg;
+                from = from.min(c.from.max(ws));
+                to = to.max(c.last_t);
+            }
+            if let Some(b) = birth_in(d, ws) {
+                sketch.merge_encoded_trusted(&b.sketch);
+                neg += b.neg;
+                from = from.min(b.from.max(ws));
+            }
+            if points > 0 {
+                m.points += points;
+                m.series += 1;
+            }
+        }
+        if to > from {
+            m.seconds = (to - from) as f64 / 1e9;
+        }
+        let total = sketch.count() + neg;
+        let Some(rank) = nearest_rank(q, total) else {
+            m.gap = Some(if m.points == 0 {
+                format!("no point of metric {what} {over}")
+            } else {
+                format!("histogram metric {what} recorded no value {over}")
+            });
+            return m;
+        };
+        if rank <= neg {
+            m.gap = Some(format!(
+                "the {q} quantile of metric {what} {over} falls among negative values, which the sketch cannot hold"
+            ));
+            return m;
+        }
+        let Some(v) = sketch.value_at_rank(rank - neg) else {
+            m.gap = Some(format!("histogram metric {what} recorded no value {over}"));
+            return m;
+        };
+        m.value = Some(scale.report_sketch(v));
+        // The widest source bucket any matched stream could have put this value in.
+        let x = v as f64 / scale.to_sketch;
+        let mut rel: Option<f64> = Some(0.0);
+        for (s, g) in streams.iter().zip(guards) {
+            let d = &g.data;
+            let cells: Vec<_> = window_cells(d, ws, slot_ns).collect();
+            if cells.is_empty() {
+                continue;
+            }
+            let r = match s.shape {
+                Shape::Exponential { .. } => {
+                    let sc = cells.iter().map(|c| c.scale).min().unwrap_or(i32::MAX);
+                    if x == 0.0 || sc == i32::MAX {
+                        Some(0.0)
+                    } else {
+                        Some((exp_base(sc) - 1.0) / 2.0)
+                    }
+                }
+                _ => {
+                    let vmin = cells.iter().map(|c| c.vmin).fold(f64::NAN, f64::min);
+                    let vmax = cells.iter().map(|c| c.vmax).fold(f64::NAN, f64::max);
+                    explicit_bound(&d.bounds, x, vmin, vmax)
+                }
+            };
+            rel = match (rel, r) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+        }
+        m.error_bound = rel.map(|r| (r + RELATIVE_ERROR) / (1.0 - RELATIVE_ERROR));
+        m
+    }
+}
+
+/// Cells that overlap the window: histogram windows are whole slots.
+fn window_cells(d: &Data, ws: u64, slot_ns: u64) -> impl Iterator<Item = &crate::stream::Cell> {
+    let lo = d
+        .cells
+        .partition_point(|c| (c.slot + 1).saturating_mul(slot_ns) <= ws);
+    d.cells.range(lo..)
+}
+
+/// The birth cell, when the counter started inside the window.
+fn birth_in(d: &Data, ws: u64) -> Option<&crate::stream::Cell> {
+    d.birth.as_deref().filter(|b| b.from >= ws && b.from > 0)
+}
+
+/// Relative half-width (to the representative) of the explicit buckets an answer `x` may come
+/// from, given the sketch's own error; `None` when a bucket has no finite bound.
+fn explicit_bound(bounds: &[f64], x: f64, vmin: f64, vmax: f64) -> Option<f64> {
+    let n = bounds.len();
+    if n == 0 {
+        return None;
+    }
+    let bucket = |y: f64| bounds.partition_point(|b| *b < y);
+    let (a, b) = (
+        bucket(x * (1.0 - RELATIVE_ERROR)),
+        bucket(x * (1.0 + RELATIVE_ERROR)),
+    );
+    let mut worst: f64 = 0.0;
+    for i in a..=b {
+        let r = if i == 0 {
+            // Represented by the smallest `min` reported: values lie in [min, b0].
+            if vmin.is_nan() || vmin > bounds[0] {
+                return None;
+            }
+            if vmin == bounds[0] {
+                0.0
+            } else if vmin > 0.0 {
+                (bounds[0] - vmin) / vmin
+            } else {
+                return None;
+            }
+        } else if i >= n {
+            // Represented by a reported `max`: values lie in (b_last, max].
+            let last = bounds[n - 1];
+            if vmax.is_nan() || vmax <= last || last <= 0.0 {
+                return None;
+            }
+            (vmax - last) / last
+        } else {
+            let (lo, hi) = (bounds[i - 1], bounds[i]);
+            if lo < 0.0 || hi <= 0.0 {
+                return None;
+            }
+            (hi - lo) / (hi + lo)
+        };
+        worst = worst.max(r);
+    }
+    Some(worst)
+}
+
+/// A gauge or sum stream's part; `None` when it has no point in the window.
+fn sample_part(
+    d: &Data,
+    shape: Shape,
+    agg: Aggregate,
+    ws: u64,
+    now: u64,
+    stale_ns: u64,
+) -> Option<Part> {
+    let lo = d.samples.partition_point(|s| s.t < ws);
+    let win = d.samples.range(lo..);
+    let n = win.len() as u64;
+    let (first, last) = (win.clone().next()?, *d.samples.back()?);
+    let mut part = Part {
+        value: Ok(0.0),
+        points: n,
+        from: first.t,
+        to: last.t,
+    };
+    let vals = win.clone().map(|s| s.v);
+    part.value = match agg {
+        Aggregate::Last => Ok(last.v),
+        Aggregate::Min => Ok(vals.fold(f64::INFINITY, f64::min)),
+        Aggregate::Max => Ok(vals.fold(f64::NEG_INFINITY, f64::max)),
+        Aggregate::Avg => Ok(vals.sum::<f64>() / n as f64),
+        Aggregate::Count => Ok(n as f64),
+        Aggregate::Sum if shape == Shape::Gauge => Ok(vals.sum()),
+        Aggregate::Sum | Aggregate::Increase | Aggregate::Rate => {
+            let cumulative = shape.cumulative();
+            let (mut inc, mut any, mut from) = (0.0, false, u64::MAX);
+            for s in win.clone() {
+                if s.flags & HAS_INC == 0 || (cumulative && s.from < ws) {
+                    continue;
+                }
+                inc += s.inc;
+                any = true;
+                from = from.min(s.from.max(ws));
+            }
+            if !any {
+                Err(Thin::FewPoints)
+            } else {
+                part.from = from;
+                if agg == Aggregate::Rate {
+                    if last.t > from {
+                        Ok(inc / ((last.t - from) as f64 / 1e9))
+                    } else {
+                        Err(Thin::NoSpan)
+                    }
+                } else {
+                    Ok(inc)
+                }
+            }
+        }
+        Aggregate::TimeInState { state } => {
+            let start = lo.saturating_sub(1);
+            let mut inside = 0u64;
+            let mut span_from = u64::MAX;
+            for i in start..d.samples.len() {
+                let s = d.samples[i];
+                let next = d.samples.get(i + 1).map_or(now, |x| x.t);
+                let begin = s.t.max(ws);
+                let end = next.min(s.t.saturating_add(stale_ns)).min(now);
+                if end <= begin {
+                    continue;
+                }
+                span_from = span_from.min(begin);
+                let hit = match state {
+                    Some(st) => same(s.v, st),
+                    None => s.v != 0.0,
+                };
+                if hit {
+                    inside += end - begin;
+                }
+                part.to = part.to.max(end);
+            }
+            if span_from != u64::MAX {
+                part.from = span_from;
+            }
+            Ok(inside as f64 / 1e9)
+        }
+        Aggregate::Transitions { into } => {
+            let start = lo.saturating_sub(1);
+            let mut count = 0u64;
+            for i in start + 1..d.samples.len() {
+                let (a, b) = (d.samples[i - 1].v, d.samples[i].v);
+                if !same(a, b) && into.is_none_or(|x| same(b, x)) {
+                    count += 1;
+                }
+            }
+            Ok(count as f64)
+        }
+        Aggregate::Quantile(_) => unreachable!("checked by `applies`"),
+    };
+    Some(part)
+}
+
+/// A histogram or summary stream's part (quantiles of histograms are merged elsewhere); `None`
+/// when it has no point in the window.
+fn cell_part(d: &Data, s: &Stream, agg: Aggregate, ws: u64, slot_ns: u64) -> Option<Part> {
+    let (mut points, mut count, mut sum) = (0u64, 0u64, 0.0);
+    let (mut from, mut to, mut increments) = (u64::MAX, 0u64, false);
+    for c in window_cells(d, ws, slot_ns) {
+        points += u64::from(c.points);
+        count += c.count;
+        sum += c.sum;
+        to = to.max(c.last_t);
+        if c.from != u64::MAX {
+            increments = true;
+            from = from.min(c.from.max(ws));
+        }
+    }
+    if points == 0 {
+        return None;
+    }
+    if let Some(b) = birth_in(d, ws) {
+        count += b.count;
+        sum += b.sum;
+        increments = true;
+        from = from.min(b.from);
+    }
+    let scale = s.scale;
+    let value = match agg {
+        Aggregate::Count => Ok(points as f64),
+        Aggregate::Quantile(q) => {
+            if d.quantiles_t < ws {
+                Err(Thin::NoQuantile(Vec::new()))
+            } else {
+                match d.quantiles.iter().find(|(qq, _)| same(*qq, q)) {
+                    Some((_, v)) => Ok(scale.report(*v)),
+                    None => Err(Thin::NoQuantile(
+                        d.quantiles.iter().map(|(qq, _)| *qq).collect(),
+                    )),
+                }
+            }
+        }
+        _ if !increments => Err(Thin::FewPoints),
+        Aggregate::Increase => Ok(count as f64),
+        Aggregate::Sum => Ok(scale.report(sum)),
+        Aggregate::Avg if count == 0 => Err(Thin::NoObservations),
+        Aggregate::Avg => Ok(scale.report(sum / count as f64)),
+        Aggregate::Rate if to > from => Ok(count as f64 / ((to - from) as f64 / 1e9)),
+        Aggregate::Rate => Err(Thin::NoSpan),
+        _ => unreachable!("checked by `applies`"),
+    };
+    Some(Part {
+        value,
+        points,
+        from: if from == u64::MAX { to } else { from },
+        to,
+    })
+}

@@ -1,0 +1,1155 @@
+//! Data-driven tests of the store: ingest rules, every aggregate on hand-computed series, the
+//! no-data sentences, caps and overflow, retention, slot close, and quantile error bounds.
+
+use crate::{Aggregate as A, Combine, Measure, MetricStore, MetricStoreConfig, Selection};
+use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use slogate_core::{
+    MetricPoint, MetricSink, PointRefusal, PointValue, Selector, Temporality as Tp,
+};
+use slogate_sketch::{Sketch, nearest_rank};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// A slot-aligned start of time for every test, in seconds.
+const T0: u64 = 1_700_000_000;
+const NS: u64 = 1_000_000_000;
+
+struct Env {
+    store: Arc<MetricStore>,
+    clock: Arc<AtomicU64>,
+}
+
+impl Env {
+    fn new(cfg: MetricStoreConfig) -> Env {
+        let clock = Arc::new(AtomicU64::new(T0 * NS));
+        let c = clock.clone();
+        Env {
+            store: MetricStore::new(cfg, Arc::new(move || c.load(Relaxed))),
+            clock,
+        }
+    }
+    fn default() -> Env {
+        Env::new(MetricStoreConfig::default())
+    }
+    /// Sets the clock to `T0 + secs`.
+    fn at(&self, secs: f64) {
+        self.clock.store(ns(secs), Relaxed);
+    }
+    /// Records at clock `T0 + secs` (or later, when the clock is already ahead).
+    fn rec(&self, p: MetricPoint<'_>) -> Result<(), PointRefusal> {
+        let t = p.time_unix_nano.max(self.clock.load(Relaxed));
+        self.clock.store(t, Relaxed);
+        self.store.record_point(&p)
+    }
+    fn q(&self, sel: &Selection, agg: A, window: u64) -> Measure {
+        self.store
+            .query(&cohort(&[]), sel, agg, Combine::Sum, window)
+    }
+}
+
+fn ns(secs: f64) -> u64 {
+    ((T0 * NS) as i64 + (secs * 1e9).round() as i64) as u64
+}
+
+fn cohort(extra: &[(&str, &str)]) -> Selector {
+    let mut pairs = vec![("service", "checkout")];
+    pairs.extend_from_slice(extra);
+    Selector::new(pairs, &["region".to_string()]).unwrap()
+}
+
+fn pt<'a>(metric: &'a str, secs: f64, value: PointValue<'a>) -> MetricPoint<'a> {
+    MetricPoint {
+        service: "checkout",
+        env: "prod",
+        version: "v1",
+        extras: ["", "", "", ""],
+        instance: "pod-1",
+        metric,
+        unit: "",
+        attributes: &[],
+        start_time_unix_nano: 0,
+        time_unix_nano: ns(secs),
+        value,
+    }
+}
+
+fn gauge(v: f64) -> PointValue<'static> {
+    PointValue::Gauge(v)
+}
+
+fn counter(v: f64) -> PointValue<'static> {
+    PointValue::Sum {
+        value: v,
+        monotonic: true,
+        temporality: Tp::Cumulative,
+    }
+}
+
+fn sum(v: f64, monotonic: bool, temporality: Tp) -> PointValue<'static> {
+    PointValue::Sum {
+        value: v,
+        monotonic,
+        temporality,
+    }
+}
+
+fn sel(metric: &str) -> Selection {
+    Selection::new(metric)
+}
+
+fn close(a: Option<f64>, b: Option<f64>) -> bool {
+    match (a, b) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-9 * y.abs().max(1.0),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[test]
+fn gauge_aggregates() {
+    let e = Env::default();
+    for (i, v) in [3.0, 1.0, 4.0, 1.0, 5.0, 9.0].into_iter().enumerate() {
+        e.rec(pt("queue", i as f64 * 10.0, gauge(v))).unwrap();
+    }
+    e.at(55.0);
+    // (aggregate, window, value, points, seconds)
+    let cases = [
+        (A::Last, 60, Some(9.0), 6, 50.0),
+        (A::Min, 60, Some(1.0), 6, 50.0),
+        (A::Max, 60, Some(9.0), 6, 50.0),
+        (A::Avg, 60, Some(23.0 / 6.0), 6, 50.0),
+        (A::Sum, 60, Some(23.0), 6, 50.0),
+        (A::Count, 60, Some(6.0), 6, 50.0),
+        (A::Avg, 25, Some(5.0), 3, 20.0),
+        (A::Min, 25, Some(1.0), 3, 20.0),
+        (A::Count, 25, Some(3.0), 3, 20.0),
+        (A::Last, 1, None, 0, 0.0),
+    ];
+    for (agg, window, want, points, seconds) in cases {
+        let m = e.q(&sel("queue"), agg, window);
+        assert!(close(m.value, want), "{agg} over {window}: {m:?}");
+        assert_eq!((m.points, m.seconds), (points, seconds), "{agg} {window}");
+        assert_eq!(m.kind, Some("gauge"));
+        assert_eq!(m.gap.is_some(), want.is_none(), "{m:?}");
+    }
+}
+
+/// `(secs, start secs or None, value)` points of one sum stream, then increase and rate over
+/// the last 60 s at `T0 + 100` (the window starts at `T0 + 40`).
+#[test]
+fn sum_increase_and_rate() {
+    type Pts = &'static [(f64, Option<f64>, f64)];
+    let c = Tp::Cumulative;
+    let d = Tp::Delta;
+    // (name, monotonic, temporality, points, increase, rate)
+    type Case = (&'static str, bool, Tp, Pts, Option<f64>, Option<f64>);
+    let cases: &[Case] = &[
+        (
+            "steady",
+            true,
+            c,
+            &[
+                (30.0, Some(-1000.0), 10.0),
+                (50.0, Some(-1000.0), 15.0),
+                (70.0, Some(-1000.0), 25.0),
+                (90.0, Some(-1000.0), 40.0),
+            ],
+            Some(25.0),
+            Some(25.0 / 40.0),
+        ),
+        (
+            "reset by start time",
+            true,
+            c,
+            &[
+                (50.0, Some(-1000.0), 100.0),
+                (70.0, Some(60.0), 5.0),
+                (90.0, Some(60.0), 12.0),
+            ],
+            Some(12.0),
+            Some(12.0 / 30.0),
+        ),
+        (
+            "reset by drop",
+            true,
+            c,
+            &[
+                (50.0, Some(-1000.0), 100.0),
+                (70.0, Some(-1000.0), 3.0),
+                (90.0, Some(-1000.0), 10.0),
+            ],
+            Some(10.0),
+            Some(10.0 / 40.0),
+        ),
+        (
+            "born in the window",
+            true,
+            c,
+            &[(90.0, Some(80.0), 7.0)],
+            Some(7.0),
+            Some(0.7),
+        ),
+        (
+            "born before the window",
+            true,
+            c,
+            &[(90.0, Some(0.0), 7.0)],
+            None,
+            None,
+        ),
+        (
+            "no start time: first point is the baseline",
+            true,
+            c,
+            &[(70.0, None, 5.0), (90.0, None, 8.0)],
+            Some(3.0),
+            Some(3.0 / 20.0),
+        ),
+        (
+            "one point without start time",
+            true,
+            c,
+            &[(90.0, None, 8.0)],
+            None,
+            None,
+        ),
+        (
+            "up-down counter",
+            false,
+            c,
+            &[
+                (50.0, Some(-1000.0), 10.0),
+                (70.0, Some(-1000.0), 4.0),
+                (90.0, Some(-1000.0), 6.0),
+            ],
+            Some(-4.0),
+            Some(-4.0 / 40.0),
+        ),
+        (
+            "up-down counter restarted",
+            false,
+            c,
+            &[
+                (50.0, Some(-1000.0), 10.0),
+                (70.0, Some(60.0), -2.0),
+                (90.0, Some(60.0), 1.0),
+            ],
+            Some(1.0),
+            Some(1.0 / 30.0),
+        ),
+        (
+            "delta without start",
+            true,
+            d,
+            &[(50.0, None, 3.0), (70.0, None, 4.0), (90.0, None, 5.0)],
+            Some(12.0),
+            Some(12.0 / 40.0),
+        ),
+        (
+            "delta with start",
+            true,
+            d,
+            &[
+                (50.0, Some(40.0), 3.0),
+                (70.0, Some(50.0), 4.0),
+                (90.0, Some(70.0), 5.0),
+            ],
+            Some(12.0),
+            Some(12.0 / 50.0),
+        ),
+        (
+            "single delta point",
+            true,
+            d,
+            &[(90.0, Some(80.0), 2.0)],
+            Some(2.0),
+            Some(0.2),
+        ),
+        (
+            "single delta point without start: no span",
+            true,
+            d,
+            &[(90.0, None, 2.0)],
+            Some(2.0),
+            None,
+        ),
+        (
+            "non-monotonic delta",
+            false,
+            d,
+            &[(50.0, None, -3.0), (70.0, None, 5.0)],
+            Some(2.0),
+            Some(2.0 / 20.0),
+        ),
+    ];
+    for &(name, monotonic, temporality, points, increase, rate) in cases {
+        let e = Env::default();
+        for &(t, start, v) in points {
+            let mut p = pt("reqs", t, sum(v, monotonic, temporality));
+            p.start_time_unix_nano = start.map_or(0, ns);
+            e.rec(p).unwrap();
+        }
+        e.at(100.0);
+        let inc = e.q(&sel("reqs"), A::Increase, 60);
+        let total = e.q(&sel("reqs"), A::Sum, 60);
+        let r = e.q(&sel("reqs"), A::Rate, 60);
+        assert!(close(inc.value, increase), "{name}: increase {inc:?}");
+        assert_eq!(total.value, inc.value, "{name}: sum is the increase");
+        assert!(close(r.value, rate), "{name}: rate {r:?}");
+        assert_eq!(inc.gap.is_some(), increase.is_none(), "{name}: {inc:?}");
+        assert_eq!(r.gap.is_some(), rate.is_none(), "{name}: {r:?}");
+    }
+}
+
+/// A counter restarted once by a new start time and once by a drop: slot increases are never
+/// negative and add up to the increases the points prove (the first point is a baseline).
+#[test]
+fn resets_never_lose_or_invent_counts() {
+    let e = Env::default();
+    // A counter that counts 1 per second, restarted (new start) at 35 s and dropped (same
+    // start, monotonic) at 65 s.
+    let mut value = 0.0;
+    let mut start = ns(0.0);
+    let mut last_t = 0.0;
+    for step in 1..=10 {
+        let t = step as f64 * 10.0;
+        value += 10.0;
+        if step == 4 {
+            // Restarted at 35 s: counted 5 since then.
+            start = ns(35.0);
+            value = 5.0;
+        }
+        if step == 7 {
+            // Dropped without a new start time: 2 since an unknown moment.
+            value = 2.0;
+        }
+        let mut p = pt("c", t, counter(value));
+        p.start_time_unix_nano = start;
+        e.rec(p).unwrap();
+        last_t = t;
+    }
+    e.at(last_t + 30.0);
+    let rows = e.store.close_slots();
+    let increase: f64 = rows.iter().map(|r| r.increase).sum();
+    // The first point is the baseline (its start, T0, is not inside its slot); the reset
+    // points count what their value says.
+    assert_eq!(increase, 10.0 * 8.0 + 5.0 - 10.0 + 2.0);
+    assert!(rows.iter().all(|r| r.increase >= 0.0), "{rows:?}");
+    let mut out = String::new();
+    e.store.render_metrics(&mut out);
+    assert!(out.contains("slogate_metric_resets_total 2\n"), "{out}");
+}
+
+#[test]
+fn refusals() {
+    let e = Env::default();
+    let neg_delta = sum(-1.0, true, Tp::Delta);
+    let cases: [(MetricPoint<'_>, Result<(), PointRefusal>); 9] = [
+        (pt("g", 10.0, gauge(1.0)), Ok(())),
+        // Same time: an accepted duplicate, ignored.
+        (pt("g", 10.0, gauge(7.0)), Ok(())),
+        (pt("g", 5.0, gauge(1.0)), Err(PointRefusal::OutOfRange)),
+        (pt("g", 20.0, counter(1.0)), Err(PointRefusal::Conflict)),
+        (
+            MetricPoint {
+                unit: "ms",
+                ..pt("g", 20.0, gauge(1.0))
+            },
+            Err(PointRefusal::Conflict),
+        ),
+        (pt("d", 20.0, neg_delta), Err(PointRefusal::Conflict)),
+        (pt("g", -4000.0, gauge(1.0)), Err(PointRefusal::OutOfRange)),
+        (
+            pt("g", 20.0 + 301.0, gauge(1.0)),
+            Err(PointRefusal::OutOfRange),
+        ),
+        (pt("g", 30.0, gauge(2.0)), Ok(())),
+    ];
+    for (i, (p, want)) in cases.into_iter().enumerate() {
+        e.clock.store(ns(20.0).max(e.clock.load(Relaxed)), Relaxed);
+        assert_eq!(e.store.record_point(&p), want, "case {i}");
+    }
+    e.at(40.0);
+    let m = e.q(&sel("g"), A::Sum, 60);
+    assert_eq!(m.value, Some(3.0), "the duplicate was ignored: {m:?}");
+    let mut out = String::new();
+    e.store.render_metrics(&mut out);
+    for line in [
+        "slogate_metric_points_total{outcome=\"stored\"} 2",
+        "slogate_metric_points_total{outcome=\"duplicate\"} 1",
+        "slogate_metric_points_total{outcome=\"out_of_range\"} 3",
+        "slogate_metric_points_total{outcome=\"conflict\"} 3",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+}
+
+#[test]
+fn time_in_state_and_transitions() {
+    // (name, stale_after, samples, now, window, aggregate, value)
+    type Case = (
+        &'static str,
+        u64,
+        &'static [(f64, f64)],
+        f64,
+        u64,
+        A,
+        Option<f64>,
+    );
+    let breaker: &[(f64, f64)] = &[(0.0, 0.0), (20.0, 1.0), (50.0, 0.0), (70.0, 1.0)];
+    let states: &[(f64, f64)] = &[
+        (0.0, 0.0),
+        (10.0, 1.0),
+        (20.0, 2.0),
+        (30.0, 2.0),
+        (40.0, 1.0),
+        (50.0, 0.0),
+    ];
+    let flaps: &[(f64, f64)] = &[
+        (-10.0, 1.0),
+        (5.0, 0.0),
+        (15.0, 1.0),
+        (25.0, 0.0),
+        (35.0, 1.0),
+        (45.0, 0.0),
+    ];
+    let open = |s| A::TimeInState { state: Some(s) };
+    let into = |s| A::Transitions { into: Some(s) };
+    let cases: &[Case] = &[
+        (
+            "breaker open",
+            300,
+            breaker,
+            100.0,
+            80,
+            open(1.0),
+            Some(60.0),
+        ),
+        (
+            "breaker non-zero",
+            300,
+            breaker,
+            100.0,
+            80,
+            A::TimeInState { state: None },
+            Some(60.0),
+        ),
+        (
+            "breaker closed",
+            300,
+            breaker,
+            100.0,
+            80,
+            open(0.0),
+            Some(20.0),
+        ),
+        (
+            "the sample before the window holds into it",
+            300,
+            breaker,
+            100.0,
+            90,
+            open(0.0),
+            Some(30.0),
+        ),
+        (
+            "a sample holds at most stale_after",
+            15,
+            breaker,
+            80.0,
+            60,
+            open(1.0),
+            Some(25.0),
+        ),
+        ("enum state 2", 300, states, 60.0, 60, open(2.0), Some(20.0)),
+        ("enum state 1", 300, states, 60.0, 60, open(1.0), Some(20.0)),
+        ("enum state 0", 300, states, 60.0, 60, open(0.0), Some(20.0)),
+        (
+            "enum changes",
+            300,
+            states,
+            60.0,
+            60,
+            A::Transitions { into: None },
+            Some(4.0),
+        ),
+        ("enum into 1", 300, states, 60.0, 60, into(1.0), Some(2.0)),
+        ("enum into 0", 300, states, 60.0, 60, into(0.0), Some(1.0)),
+        ("flaps twice", 300, flaps, 50.0, 50, into(1.0), Some(2.0)),
+        (
+            "from the sample before the window",
+            300,
+            flaps,
+            50.0,
+            50,
+            into(0.0),
+            Some(3.0),
+        ),
+        (
+            "stale breaker has no answer",
+            15,
+            breaker,
+            100.0,
+            80,
+            open(1.0),
+            None,
+        ),
+    ];
+    for &(name, stale, samples, now, window, agg, want) in cases {
+        let e = Env::new(MetricStoreConfig {
+            stale_after_seconds: stale,
+            ..MetricStoreConfig::default()
+        });
+        for &(t, v) in samples {
+            e.clock.store(ns(t), Relaxed);
+            e.store.record_point(&pt("breaker", t, gauge(v))).unwrap();
+        }
+        e.at(now);
+        let m = e.q(&sel("breaker"), agg, window);
+        assert!(close(m.value, want), "{name}: {m:?}");
+        if want.is_none() {
+            assert!(
+                m.gap.as_deref().unwrap().contains("stopped reporting"),
+                "{name}: {m:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn combine_across_instances() {
+    let e = Env::default();
+    for (pod, g, c0, c1) in [("pod-1", 10.0, 100.0, 130.0), ("pod-2", 30.0, 5.0, 15.0)] {
+        let start = ns(-100.0);
+        let p = |t, v| MetricPoint {
+            instance: pod,
+            start_time_unix_nano: start,
+            ..pt("reqs", t, counter(v))
+        };
+        e.rec(p(10.0, c0)).unwrap();
+        e.rec(p(20.0, c1)).unwrap();
+        e.rec(MetricPoint {
+            instance: pod,
+            ..pt("inflight", 20.0, gauge(g))
+        })
+        .unwrap();
+    }
+    e.at(25.0);
+    let cases = [
+        ("inflight", A::Last, Combine::Sum, 40.0),
+        ("inflight", A::Last, Combine::Avg, 20.0),
+        ("inflight", A::Last, Combine::Max, 30.0),
+        ("inflight", A::Last, Combine::Min, 10.0),
+        ("reqs", A::Increase, Combine::Sum, 40.0),
+        ("reqs", A::Rate, Combine::Sum, 4.0),
+        ("reqs", A::Rate, Combine::Max, 3.0),
+    ];
+    for (metric, agg, how, want) in cases {
+        let m = e.store.query(&cohort(&[]), &sel(metric), agg, how, 60);
+        assert_eq!(m.value, Some(want), "{metric} {agg} {how:?}: {m:?}");
+        assert_eq!(m.series, 2);
+    }
+    // Point-attribute matchers and cohort dimensions narrow the streams.
+    let m = e.store.query(
+        &cohort(&[("version", "v2")]),
+        &sel("inflight"),
+        A::Last,
+        Combine::Sum,
+        60,
+    );
+    assert!(m.value.is_none());
+}
+
+#[test]
+fn attribute_matchers() {
+    let e = Env::default();
+    let attrs: [&[(&str, &str)]; 3] = [
+        &[("code", "200"), ("route", "/a")],
+        &[("code", "500"), ("route", "/a")],
+        &[("route", "/b")],
+    ];
+    for (i, a) in attrs.iter().enumerate() {
+        e.rec(MetricPoint {
+            attributes: a,
+            ..pt("hits", 10.0, gauge(10f64.powi(i as i32)))
+        })
+        .unwrap();
+    }
+    e.at(20.0);
+    let cases: [(&[(&str, &str)], f64); 6] = [
+        (&[], 111.0),
+        (&[("route", "/a")], 11.0),
+        (&[("code", "*")], 11.0),
+        (&[("code", "!500")], 101.0),
+        (&[("code", "!200"), ("route", "/a")], 10.0),
+        (&[("route", "/b"), ("code", "*")], f64::NAN),
+    ];
+    for (matchers, want) in cases {
+        let mut s = sel("hits");
+        for (k, v) in matchers {
+            s = s.with(*k, *v);
+        }
+        let m = e.q(&s, A::Last, 60);
+        if want.is_nan() {
+            assert!(m.value.is_none() && m.gap.is_some(), "{s}: {m:?}");
+        } else {
+            assert_eq!(m.value, Some(want), "{s}");
+        }
+    }
+}
+
+fn hist<'a>(
+    temporality: Tp,
+    bounds: &'a [f64],
+    counts: &'a [u64],
+    sum: f64,
+    minmax: Option<(f64, f64)>,
+) -> PointValue<'a> {
+    PointValue::Histogram {
+        temporality,
+        count: counts.iter().sum(),
+        sum: Some(sum),
+        min: minmax.map(|m| m.0),
+        max: minmax.map(|m| m.1),
+        bounds,
+        counts,
+    }
+}
+
+#[test]
+fn cumulative_histogram_increments() {
+    let e = Env::default();
+    let b: &[f64] = &[0.1, 0.2];
+    let start = ns(-50.0);
+    let steps: [(f64, u64, &[u64], f64); 4] = [
+        (10.0, start, &[1, 2, 0], 0.5),
+        (20.0, start, &[2, 4, 1], 1.5),
+        // A bucket decreased: a reset; it counts what it says.
+        (30.0, start, &[1, 0, 0], 0.05),
+        (40.0, start, &[1, 1, 0], 0.2),
+    ];
+    for (t, s, counts, sum) in steps {
+        let p = MetricPoint {
+            unit: "s",
+            start_time_unix_nano: s,
+            ..pt("latency", t, hist(Tp::Cumulative, b, counts, sum, None))
+        };
+        e.rec(p).unwrap();
+    }
+    e.at(45.0);
+    let cases = [
+        (A::Increase, Some(4.0 + 1.0 + 1.0)),
+        (A::Count, Some(4.0)),
+        (A::Sum, Some((1.0 + 0.05 + 0.15) * 1000.0)),
+        (A::Avg, Some(1.2 / 6.0 * 1000.0)),
+        (A::Rate, Some(6.0 / 30.0)),
+    ];
+    for (agg, want) in cases {
+        let m = e.q(&sel("latency"), agg, 60);
+        assert!(close(m.value, want), "{agg}: {m:?}");
+    }
+    let m = e.q(&sel("latency"), A::Quantile(1.0), 60);
+    assert_eq!(m.unit, "ms");
+    // The increments: (0.1, 0.2] midpoint 150 ms ×2+1, top bucket (no max) 200 ms ×1, first
+    // bucket 100 ms ×2: the largest is 200 ms.
+    assert!((m.value.unwrap() - 200.0).abs() <= 200.0 / 256.0, "{m:?}");
+    assert_eq!(m.error_bound, None, "top bucket without max is unbounded");
+    let m = e.q(&sel("latency"), A::Quantile(0.5), 60);
+    assert!((m.value.unwrap() - 150.0).abs() <= 150.0 / 256.0, "{m:?}");
+    let eb = m.error_bound.unwrap();
+    assert!((eb - (1.0 / 3.0 + 1.0 / 256.0) / (1.0 - 1.0 / 256.0)).abs() < 1e-12);
+}
+
+/// Generated values bucketed into an explicit histogram: each quantile is within the stated
+/// bound of the exact nearest-rank quantile of the values.
+#[test]
+fn explicit_histogram_quantiles_within_bound() {
+    let bounds: Vec<f64> = (0..90).map(|i| 0.5 * 1.1f64.powi(i)).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    for seed_round in 0..4 {
+        let e = Env::default();
+        let mut values: Vec<f64> = (0..5000)
+            .map(|_| 10f64.powf(rng.random_range(0.0..3.0)))
+            .collect();
+        let mut counts = vec![0u64; bounds.len() + 1];
+        for v in &values {
+            counts[bounds.partition_point(|b| b < v)] += 1;
+        }
+        values.sort_by(f64::total_cmp);
+        let (min, max) = (values[0], values[values.len() - 1]);
+        let p = MetricPoint {
+            unit: "ms",
+            ..pt(
+                "lat",
+                10.0,
+                hist(
+                    Tp::Delta,
+                    &bounds,
+                    &counts,
+                    values.iter().sum(),
+                    Some((min, max)),
+                ),
+            )
+        };
+        e.rec(p).unwrap();
+        e.at(15.0);
+        for q in [0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            let m = e.q(&sel("lat"), A::Quantile(q), 60);
+            let exact = values[nearest_rank(q, values.len() as u64).unwrap() as usize - 1];
+            let (v, b) = (m.value.unwrap(), m.error_bound.unwrap());
+            assert!(
+                (v - exact).abs() <= b * v,
+                "round {seed_round} q {q}: {v} vs exact {exact}, bound {b}"
+            );
+            assert!(b < 0.06, "{b}");
+        }
+    }
+}
+
+/// Exponential bucket index of a positive value at `scale`: `(base^i, base^(i+1)]`.
+fn exp_index(v: f64, scale: i32) -> i64 {
+    (v.log2() * 2f64.powi(scale)).ceil() as i64 - 1
+}
+
+fn check_exponential(scale: i32, values: &mut [f64], q: f64) -> Result<(), TestCaseError> {
+    let e = Env::default();
+    let idx: Vec<i64> = values.iter().map(|v| exp_index(*v, scale)).collect();
+    let lo = *idx.iter().min().unwrap();
+    let hi = *idx.iter().max().unwrap();
+    let mut positive = vec![0u64; (hi - lo + 1) as usize];
+    for i in &idx {
+        positive[(i - lo) as usize] += 1;
+    }
+    values.sort_by(f64::total_cmp);
+    let p = MetricPoint {
+        unit: "s",
+        ..pt(
+            "lat",
+            10.0,
+            PointValue::ExponentialHistogram {
+                temporality: Tp::Delta,
+                count: values.len() as u64,
+                sum: Some(values.iter().sum()),
+                min: None,
+                max: None,
+                scale,
+                zero_count: 0,
+                zero_threshold: 0.0,
+                positive_offset: lo as i32,
+                positive: &positive,
+                negative_offset: 0,
+                negative: &[],
+            },
+        )
+    };
+    e.rec(p).unwrap();
+    e.at(15.0);
+    let m = e.q(&sel("lat"), A::Quantile(q), 60);
+    let exact = values[nearest_rank(q, values.len() as u64).unwrap() as usize - 1] * 1000.0;
+    let (v, b) = (m.value.unwrap(), m.error_bound.unwrap());
+    let base = 2f64.powf(2f64.powi(-scale));
+    prop_assert!((b - ((base - 1.0) / 2.0 + 1.0 / 256.0) / (1.0 - 1.0 / 256.0)).abs() < 1e-12);
+    prop_assert!(
+        (v - exact).abs() <= b * v * (1.0 + 1e-9),
+        "scale {}: {} vs exact {}, bound {}",
+        scale,
+        v,
+        exact,
+        b
+    );
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    #[test]
+    fn exponential_quantile_within_bound(
+        scale in -1i32..=8,
+        mut values in prop::collection::vec(0.0005f64..20.0, 1..400),
+        q in prop::sample::select(vec![0.5, 0.9, 0.95, 0.99]),
+    ) {
+        check_exponential(scale, &mut values, q)?;
+    }
+}
+
+#[test]
+fn exponential_p95_fixed_cases() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for scale in [0, 2, 4, 8] {
+        let mut values: Vec<f64> = (0..3000)
+            .map(|_| 10f64.powf(rng.random_range(-3.0..1.0)))
+            .collect();
+        check_exponential(scale, &mut values, 0.95).unwrap();
+    }
+}
+
+#[test]
+fn negative_values_are_counted_not_sketched() {
+    let e = Env::default();
+    let b: &[f64] = &[-10.0, 0.0, 10.0];
+    // Buckets: (-inf,-10] 1, (-10,0] 1, (0,10] 6, (10,inf) 2 → 2 of 10 values are negative.
+    let counts: &[u64] = &[1, 1, 6, 2];
+    e.rec(MetricPoint {
+        unit: "By",
+        ..pt(
+            "delta",
+            10.0,
+            hist(Tp::Delta, b, counts, 30.0, Some((-20.0, 30.0))),
+        )
+    })
+    .unwrap();
+    e.at(15.0);
+    let m = e.q(&sel("delta"), A::Quantile(0.1), 60);
+    assert!(
+        m.gap
+            .as_deref()
+            .unwrap()
+            .contains("falls among negative values"),
+        "{m:?}"
+    );
+    let m = e.q(&sel("delta"), A::Quantile(0.5), 60);
+    assert_eq!(m.unit, "By");
+    assert!((m.value.unwrap() - 5.0).abs() <= 5.0 / 256.0, "{m:?}");
+    let m = e.q(&sel("delta"), A::Increase, 60);
+    assert_eq!(m.value, Some(10.0));
+}
+
+#[test]
+fn summary_quantiles() {
+    let e = Env::default();
+    let qs: &[(f64, f64)] = &[(0.5, 0.12), (0.99, 0.8)];
+    for (t, count, sum) in [(10.0, 100, 20.0), (20.0, 160, 30.0)] {
+        e.rec(MetricPoint {
+            unit: "s",
+            start_time_unix_nano: ns(-100.0),
+            ..pt(
+                "rpc",
+                t,
+                PointValue::Summary {
+                    count,
+                    sum,
+                    quantiles: qs,
+                },
+            )
+        })
+        .unwrap();
+    }
+    e.at(25.0);
+    let m = e.q(&sel("rpc"), A::Quantile(0.99), 60);
+    assert_eq!((m.value, m.unit.as_str()), (Some(800.0), "ms"));
+    let m = e.q(&sel("rpc"), A::Quantile(0.95), 60);
+    assert_eq!(
+        m.gap.as_deref(),
+        Some(
+            "summary metric `rpc` for service=checkout reports no 0.95 quantile (it has: 0.5, 0.99)"
+        )
+    );
+    assert_eq!(e.q(&sel("rpc"), A::Increase, 60).value, Some(60.0));
+    assert!(close(
+        e.q(&sel("rpc"), A::Avg, 60).value,
+        Some(10.0 / 60.0 * 1000.0)
+    ));
+}
+
+#[test]
+fn no_data_sentences() {
+    let e = Env::new(MetricStoreConfig {
+        stale_after_seconds: 300,
+        ..MetricStoreConfig::default()
+    });
+    e.rec(pt("old", 0.0, gauge(1.0))).unwrap();
+    e.rec(pt("g", 400.0, gauge(1.0))).unwrap();
+    let mut p = pt("c", 400.0, counter(5.0));
+    p.start_time_unix_nano = ns(-10.0);
+    e.rec(p).unwrap();
+    e.rec(pt("h", 400.0, hist(Tp::Delta, &[1.0], &[0, 0], 0.0, None)))
+        .unwrap();
+    e.rec(pt("mixed", 400.0, gauge(1.0))).unwrap();
+    e.rec(MetricPoint {
+        instance: "pod-2",
+        ..pt("mixed", 400.0, counter(1.0))
+    })
+    .unwrap();
+    e.rec(pt("d", 400.0, sum(3.0, true, Tp::Delta))).unwrap();
+    e.at(410.0);
+    let route = sel("g").with("route", "/x");
+    let cases: [(Selection, A, u64, &str); 10] = [
+        (
+            sel("mixed"),
+            A::Last,
+            60,
+            "metric `mixed` for service=checkout has streams of two kinds (gauge and sum); add an attribute matcher that separates them",
+        ),
+        (
+            sel("d"),
+            A::Rate,
+            60,
+            "the points of metric `d` for service=checkout in the last 60 s span no time, so a rate is undefined",
+        ),
+        (
+            sel("nope"),
+            A::Last,
+            60,
+            "no stream of metric `nope` for service=checkout exists",
+        ),
+        (
+            route,
+            A::Last,
+            60,
+            "no stream of metric `g`{route=/x} for service=checkout exists",
+        ),
+        (
+            sel("old"),
+            A::Last,
+            600,
+            "metric `old` for service=checkout stopped reporting 410 s ago",
+        ),
+        (
+            sel("g"),
+            A::Last,
+            5,
+            "no point of metric `g` for service=checkout in the last 5 s",
+        ),
+        (
+            sel("c"),
+            A::Increase,
+            60,
+            "metric `c` for service=checkout has fewer than 2 points of its cumulative value in the last 60 s and no counter started in it, so its increase is unknown",
+        ),
+        (
+            sel("g"),
+            A::Quantile(0.5),
+            60,
+            "quantile(0.5) does not apply to metric `g` for service=checkout, a gauge",
+        ),
+        (
+            sel("h"),
+            A::TimeInState { state: None },
+            60,
+            "time_in_state(non-zero) does not apply to metric `h` for service=checkout, a histogram (histograms and summaries answer avg, sum, count, increase, rate and quantile)",
+        ),
+        (
+            sel("h"),
+            A::Quantile(0.5),
+            60,
+            "histogram metric `h` for service=checkout recorded no value in the last 60 s",
+        ),
+    ];
+    for (s, agg, window, want) in cases {
+        let m = e.q(&s, agg, window);
+        assert_eq!(m.value, None, "{s} {agg}");
+        assert_eq!(m.gap.as_deref(), Some(want), "{s} {agg}");
+    }
+}
+
+#[test]
+fn overflow_and_reserve() {
+    let e = Env::new(MetricStoreConfig {
+        max_series_per_metric: 2,
+        max_series: 3,
+        max_overflow_series: 3,
+        ..MetricStoreConfig::default()
+    });
+    let routes = ["/a", "/b", "/c", "/d"];
+    let attrs: Vec<[(&str, &str); 1]> = routes.iter().map(|r| [("route", *r)]).collect();
+    // m: two regular streams, then /c and /d overflow into one stream of (v1, m). Counters
+    // with a start time: each producer's increase is tracked apart.
+    for (i, a) in attrs.iter().enumerate() {
+        for (t, v) in [(10.0, 100.0 * i as f64), (20.0, 100.0 * i as f64 + 7.0)] {
+            e.rec(MetricPoint {
+                attributes: a,
+                start_time_unix_nano: ns(-100.0),
+                ..pt("m", t, counter(v))
+            })
+            .unwrap();
+        }
+    }
+    assert_eq!(e.store.series_count(), 3);
+    // n: one regular stream fills the global cap; the next goes to (v1, n)'s overflow stream.
+    for a in &attrs[..2] {
+        e.rec(MetricPoint {
+            attributes: a,
+            ..pt("n", 20.0, gauge(1.0))
+        })
+        .unwrap();
+    }
+    assert_eq!(e.store.series_count(), 5);
+    // A new cohort (the canary) still gets its overflow stream: outside the global cap.
+    e.rec(MetricPoint {
+        version: "v2",
+        start_time_unix_nano: ns(15.0),
+        ..pt("m", 20.0, counter(3.0))
+    })
+    .unwrap();
+    // Its overflow stream is a counter now: a gauge of the same name conflicts.
+    assert_eq!(
+        e.rec(MetricPoint {
+            version: "v2",
+            instance: "pod-9",
+            ..pt("m", 21.0, gauge(3.0))
+        }),
+        Err(PointRefusal::Conflict)
+    );
+    assert_eq!(e.store.series_count(), 6);
+    // The overflow ceiling is reached: a new cohort's points are accepted and dropped.
+    assert_eq!(
+        e.rec(MetricPoint {
+            version: "v3",
+            ..pt("m", 20.0, counter(3.0))
+        }),
+        Ok(())
+    );
+    assert_eq!(e.store.series_count(), 6);
+    e.at(25.0);
+    let ov = Selection::new("m").with("__overflow__", "true");
+    let cases = [
+        (cohort(&[("version", "v1")]), sel("m"), 28.0, 3),
+        (cohort(&[("version", "v1")]), ov.clone(), 14.0, 1),
+        (cohort(&[("version", "v2")]), sel("m"), 3.0, 1),
+        (cohort(&[]), sel("m").with("route", "/a"), 7.0, 1),
+    ];
+    for (c, s, want, series) in cases {
+        let m = e.store.query(&c, &s, A::Increase, Combine::Sum, 60);
+        assert_eq!((m.value, m.series), (Some(want), series), "{c} {s}: {m:?}");
+    }
+    let listed = e.store.series(Some("checkout"));
+    assert_eq!(listed.len(), 6);
+    assert_eq!(listed.iter().filter(|s| s.overflow).count(), 3);
+    let mut out = String::new();
+    e.store.render_metrics(&mut out);
+    for line in [
+        "slogate_metric_series{kind=\"regular\"} 3",
+        "slogate_metric_series{kind=\"overflow\"} 3",
+        "slogate_metric_overflow_points_total 6",
+        "slogate_metric_points_dropped_total{reason=\"series_limit\"} 1",
+        "slogate_metric_points_total{outcome=\"conflict\"} 1",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+}
+
+#[test]
+fn retention_and_point_cap() {
+    let e = Env::new(MetricStoreConfig {
+        retention_seconds: 60,
+        max_points_per_series: 5,
+        ..MetricStoreConfig::default()
+    });
+    for i in 0..8 {
+        e.rec(pt("g", f64::from(i) * 10.0, gauge(f64::from(i))))
+            .unwrap();
+    }
+    e.at(75.0);
+    // The cap kept 30..70; nothing is older than the retention yet.
+    let m = e.q(&sel("g"), A::Count, 60);
+    assert_eq!((m.value, m.points), (Some(5.0), 5));
+    assert_eq!(e.q(&sel("g"), A::Min, 60).value, Some(3.0));
+    e.at(105.0);
+    // Now 30 and 40 are older than the retention (cutoff 45): pruned.
+    let m = e.q(&sel("g"), A::Count, 300);
+    assert_eq!(m.value, Some(3.0));
+    assert_eq!(e.store.series(None)[0].points, 3);
+    let mut out = String::new();
+    e.store.render_metrics(&mut out);
+    assert!(
+        out.contains("slogate_metric_evicted_points_total 3\n"),
+        "{out}"
+    );
+    assert!(e.store.memory_bytes() > 0);
+}
+
+#[test]
+fn close_slots_exports_each_slot_once() {
+    let e = Env::default();
+    let start = ns(-5.0);
+    for (t, g, c) in [(1.0, 4.0, 10.0), (5.0, 2.0, 12.0), (12.0, 7.0, 20.0)] {
+        e.rec(pt("g", t, gauge(g))).unwrap();
+        e.rec(MetricPoint {
+            start_time_unix_nano: start,
+            ..pt("c", t, counter(c))
+        })
+        .unwrap();
+        e.rec(MetricPoint {
+            unit: "ms",
+            ..pt(
+                "h",
+                t,
+                hist(Tp::Delta, &[10.0], &[1, 0], 5.0, Some((5.0, 5.0))),
+            )
+        })
+        .unwrap();
+    }
+    // Slot [T0, T0+10) ends at +10 and closes one slot later.
+    e.at(19.0);
+    assert!(e.store.close_slots().is_empty());
+    e.at(20.0);
+    let mut rows = e.store.close_slots();
+    rows.sort_by(|a, b| a.metric.cmp(&b.metric));
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    let slot = (T0) as i64;
+    let (c, g, h) = (&rows[0], &rows[1], &rows[2]);
+    assert_eq!(
+        (g.slot_start_unix, g.slot_seconds, g.kind.as_str(), g.points),
+        (slot, 10, "gauge", 2)
+    );
+    assert_eq!((g.min, g.max, g.last, g.value_sum), (2.0, 4.0, 2.0, 6.0));
+    assert_eq!(g.last_time_unix_nano, ns(5.0));
+    assert_eq!(
+        (g.service.as_str(), g.instance.as_str()),
+        ("checkout", "pod-1")
+    );
+    // The counter was born 5 s before the slot: its first value is a baseline.
+    assert_eq!((c.kind.as_str(), c.increase, c.last), ("sum", 2.0, 12.0));
+    assert_eq!(
+        (h.kind.as_str(), h.increase, h.hist_sum, h.points),
+        ("histogram", 2.0, 10.0, 2)
+    );
+    let sk = Sketch::decode(&h.sketch).unwrap();
+    assert_eq!(
+        (sk.count(), sk.min(), sk.max()),
+        (2, Some(5_000_000), Some(5_000_000))
+    );
+    assert!(e.store.close_slots().is_empty(), "exported once");
+    e.at(30.0);
+    let rows = e.store.close_slots();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r.slot_start_unix == slot + 10 && r.points == 1)
+    );
+    let c = rows.iter().find(|r| r.metric == "c").unwrap();
+    assert_eq!(c.increase, 8.0);
+    assert!(e.store.close_slots().is_empty());
+}
+
+#[test]
+fn ratio() {
+    let m = |v: Option<f64>, points| Measure {
+        value: v,
+        points,
+        series: 1,
+        seconds: 60.0,
+        unit: "1".into(),
+        kind: Some("sum"),
+        error_bound: None,
+        gap: v.is_none().then(|| "no point of metric `x`".to_string()),
+    };
+    let cases = [
+        (Some(5.0), Some(100.0), Some(0.05), None),
+        (
+            Some(5.0),
+            Some(0.0),
+            None,
+            Some("denominator is zero over the window"),
+        ),
+        (None, Some(3.0), None, Some("no point of metric `x`")),
+        (Some(1.0), None, None, Some("no point of metric `x`")),
+    ];
+    for (n, d, want, gap) in cases {
+        let r = Measure::ratio(&m(n, 3), &m(d, 4));
+        assert_eq!((r.value, r.gap.as_deref()), (want, gap));
+        assert_eq!((r.points, r.series), (7, 2));
+    }
+}
