@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""End-to-end benchmark of slogate and of the OpenTelemetry Collector spanmetrics pipeline.
+"""End-to-end benchmark of slogate and of the OpenTelemetry Collector: spans and metrics.
 
 Issue 6. Python 3.11 stdlib only. `run.sh` builds the binaries and calls this script.
 
@@ -17,6 +17,17 @@ at `--rate max` (or a fixed rate), and reports from the server process's own acc
 
 With `taskset` present and --pin (default), the server is pinned to core 0 and the generator
 (and this script) to core 1, so the figures are for ONE server core / one worker.
+
+Metrics runs (`*-metrics-*`): `slogate-load run --signal metrics` sends --metric-series cumulative
+streams (gauges, sums, an up-down counter, explicit and exponential histograms, summaries) from
+--metric-services services at a fixed --metric-rate data points/s (default chosen so that the
+Collector keeps up on one core). Reported: points/s accepted (the server's own counter:
+otelcol_receiver_accepted_metric_points, or --slogate-points-metric; the generator's count
+if the server has none), server CPU ns per data point, peak RSS and RSS growth per series
+(ΔRSS / series; series from the server where it exposes them, else as sent). Nothing queries
+either server during these runs: the figures are for ingest and per-series state alone.
+slogate runs use the config template load-tests/bench/slogate-metrics.yaml; the Collector runs
+load-tests/collector/config-metrics.yaml (otlp -> prometheus exporter).
 """
 from __future__ import annotations
 
@@ -28,7 +39,9 @@ import platform
 import resource
 import shutil
 import signal
+import re
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -105,6 +118,70 @@ def prom_sum(text: str, prefix: str) -> float:
 
 def prom_count(text: str, name: str) -> int:
     return sum(1 for l in text.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
+
+
+_LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def prom_series(text: str, skip=("target_info", "otel_scope_info")) -> int:
+    """Distinct series in a Prometheus text exposition: a histogram or summary (all its
+    _bucket/_sum/_count lines, every le/quantile) is one series, as an OTLP stream is."""
+    types: dict[str, str] = {}
+    seen: set[tuple] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            if len(parts) >= 4:
+                types[parts[2]] = parts[3]
+            continue
+        if not line or line.startswith("#"):
+            continue
+        name, _, rest = line.partition("{")
+        name = name.split(" ", 1)[0]
+        base = name
+        for suf in ("_bucket", "_sum", "_count", "_gcount", "_gsum"):
+            if name.endswith(suf) and types.get(name[: -len(suf)]) in ("histogram", "summary", "gaugehistogram"):
+                base = name[: -len(suf)]
+                break
+        if base in skip:
+            continue
+        labels = tuple(sorted((k, v) for k, v in _LABEL.findall(rest.rsplit("}", 1)[0]) if k not in ("le", "quantile")))
+        seen.add((base, labels))
+    return len(seen)
+
+
+def prom_select(text: str, selector: str) -> float:
+    """Sum of the samples matching `name` or `name{k="v",...}` (those labels, any others)."""
+    name, _, want = selector.partition("{")
+    want_labels = set(_LABEL.findall(want))
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        head, _, rest = line.partition("{")
+        if head.split(" ", 1)[0] != name:
+            continue
+        if "{" in line:
+            labels, _, value = rest.rpartition("}")
+        else:
+            labels, value = "", line.split(" ", 1)[1]
+        if want_labels <= set(_LABEL.findall(labels)):
+            total += float(value.split()[0])
+    return total
+
+
+def http_post(port: int, path: str, body: bytes, ctype: str, timeout: float = 5.0) -> tuple[int, str]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("POST", path, body=body, headers={"Content-Type": ctype})
+        r = c.getresponse()
+        return r.status, r.read().decode("utf-8", "replace")
+    finally:
+        c.close()
+
+
+class NotServed(RuntimeError):
+    """The server has no OTLP metrics receiver (HTTP 404/405, gRPC UNIMPLEMENTED)."""
 
 
 def pct(values: list[float], q: float) -> float:
@@ -237,25 +314,33 @@ class Server:
 class Slogate(Server):
     kind = "slogate"
 
-    def __init__(self, binary: str, workdir: str, pin: list[str]):
+    def __init__(self, binary: str, workdir: str, pin: list[str], config_text=None):
+        """config_text(grpc_port, http_port, api_port) -> YAML replaces the span config."""
         self.grpc_port, self.http_port, self.api_port = free_port(), free_port(), free_port()
         # Each server gets its own data directory: otherwise the history (and the alert outbox)
         # of an earlier run would be reloaded on start and counted as this run's series.
         rundir = tempfile.mkdtemp(prefix="slogate-run-", dir=workdir)
         cfg = os.path.join(rundir, "slogate.yaml")
         with open(cfg, "w") as f:
-            f.write("server:\n"
-                    f"  otlp_grpc: 127.0.0.1:{self.grpc_port}\n"
-                    f"  otlp_http: 127.0.0.1:{self.http_port}\n"
-                    f"  http: 127.0.0.1:{self.api_port}\n"
-                    "  shutdown_grace: 2s\n" + GATE_YAML)
+            if config_text is not None:
+                f.write(config_text(self.grpc_port, self.http_port, self.api_port))
+            else:
+                f.write("server:\n"
+                        f"  otlp_grpc: 127.0.0.1:{self.grpc_port}\n"
+                        f"  otlp_http: 127.0.0.1:{self.http_port}\n"
+                        f"  http: 127.0.0.1:{self.api_port}\n"
+                        "  shutdown_grace: 2s\n" + GATE_YAML)
+        self.config_path = cfg
         self.log = open(os.path.join(workdir, "slogate.log"), "ab")
         self.proc = subprocess.Popen(pin + [binary, "serve", "--config", cfg], cwd=rundir,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"slogate exited with {self.proc.returncode}; see {self.log.name}")
+                self.log.flush()
+                tail = open(self.log.name, errors="replace").read()[-600:].strip()
+                raise RuntimeError(f"slogate exited with {self.proc.returncode} (config {cfg}); "
+                                   f"log tail: {tail}")
             try:
                 if http_get(self.api_port, "/readyz", 1)[0] == 200:
                     return
@@ -307,7 +392,10 @@ class Collector(Server):
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"collector exited with {self.proc.returncode}; see {self.log.name}")
+                self.log.flush()
+                tail = open(self.log.name, errors="replace").read()[-600:].strip()
+                raise RuntimeError(f"collector exited with {self.proc.returncode}; see {self.log.name}; "
+                                   f"log tail: {tail}")
             try:
                 ok = http_get(self.tel_port, "/metrics", 1)[0] == 200
                 with socket.create_connection(("127.0.0.1", self.grpc_port), 1):
@@ -435,6 +523,136 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         srv.stop()
 
 
+# ---------------------------------------------------------------- one metrics run
+
+def slogate_metrics_config(a):
+    with open(a.slogate_metrics_config) as f:
+        tmpl = string.Template(f.read())
+    series, services = a.metric_series, a.metric_services
+
+    def render(grpc_port: int, http_port: int, api_port: int) -> str:
+        # Streams per service and metric name: at most a quarter of a service's streams share a
+        # name (the generator's mix); 2x headroom so nothing overflows.
+        per_service = -(-series // services)
+        return tmpl.substitute(grpc_port=grpc_port, http_port=http_port, api_port=api_port,
+                               series=series, max_series=2 * series,
+                               max_series_per_metric=max(1000, per_service))
+    return render
+
+
+def check_metrics_served(srv: Server):
+    """An empty OTLP/HTTP metrics export is valid: 2xx if the server has a metrics receiver."""
+    try:
+        status, body = http_post(srv.http_port, "/v1/metrics", b"", "application/x-protobuf")
+    except OSError as e:
+        raise RuntimeError(f"POST /v1/metrics to port {srv.http_port} failed: {e}")
+    if status in (404, 405):
+        said = "".join(c for c in body if c.isprintable()).strip()[:200]
+        raise NotServed(f"{srv.kind} answers POST /v1/metrics with HTTP {status} ({said!r}): its OTLP "
+                        "metrics receiver is not wired yet, or not enabled by the config "
+                        f"({getattr(srv, 'config_path', '?')}, from load-tests/bench/slogate-metrics.yaml)")
+    if not 200 <= status < 300:
+        raise RuntimeError(f"{srv.kind} answers an empty POST /v1/metrics with HTTP {status}: {body[:200]}")
+
+
+def run_metrics_once(a, kind: str, protocol: str, rate: str, pinned: bool, label: str, workdir: str) -> dict:
+    have_taskset = pinned and shutil.which("taskset") is not None
+    pin_srv = ["taskset", "-c", "0"] if have_taskset else []
+    pin_gen = ["taskset", "-c", "1"] if have_taskset else []
+    if kind == "slogate":
+        srv: Server = Slogate(a.slogate_bin, workdir, pin_srv, slogate_metrics_config(a))
+    else:
+        srv = Collector(a.otelcol_bin, a.collector_metrics_config, workdir, pin_srv)
+    try:
+        time.sleep(1.0)
+        check_metrics_served(srv)
+        pid = srv.proc.pid
+        if kind == "slogate":
+            def accepted() -> float:
+                return prom_select(srv.metrics(), a.slogate_points_metric)
+        else:
+            def accepted() -> float:
+                return prom_sum(http_get(srv.tel_port, "/metrics")[1], "otelcol_receiver_accepted_metric_points")
+        rss0 = status_kib(pid, "VmRSS")
+        acc0 = accepted()
+        cpu0 = cpu_seconds(pid)
+        sys0, kids0, self0 = system_busy_s(), children_cpu_s(), self_cpu_s()
+        anon = AnonSampler(pid)
+        anon.start()
+        endpoint = f"http://127.0.0.1:{srv.grpc_port if protocol == 'grpc' else srv.http_port}"
+        cmd = pin_gen + [a.load_bin, "run", "--signal", "metrics", "--endpoint", endpoint, "--protocol", protocol,
+                         "--rate", rate, "--duration", a.duration, "--batch-size", str(a.metric_batch),
+                         "--services", str(a.metric_services), "--metric-series", str(a.metric_series), "--json"]
+        if have_taskset:
+            cmd += ["--threads", "1"]
+        if a.concurrency:
+            cmd += ["--concurrency", str(a.concurrency)]
+        t0 = time.perf_counter()
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        anon.stop_ev.set()
+        time.sleep(0.3)  # in-flight work drains
+        cpu1 = cpu_seconds(pid)
+        sys1, kids1, self1 = system_busy_s(), children_cpu_s(), self_cpu_s()
+        acc1 = accepted()
+        rss1 = status_kib(pid, "VmRSS")
+        hwm = status_kib(pid, "VmHWM")
+        if not out.stdout.strip().startswith("{"):
+            raise RuntimeError(f"generator failed ({out.returncode}): {out.stderr[-2000:]}")
+        rep = json.loads(out.stdout)
+        errs = rep.get("errors_by_status", {})
+        if rep["requests_ok"] == 0 and errs and all(k in ("http 404", "http 405", "grpc Unimplemented") for k in errs):
+            raise NotServed(f"{kind} does not serve OTLP metrics over {protocol}: {errs} "
+                            f"(first error: {rep.get('first_error')})")
+        store = {}
+        if kind == "slogate":
+            m = srv.metrics()
+            series_self = int(prom_select(m, a.slogate_series_metric))
+            store = {"memory_bytes": prom_select(m, a.slogate_memory_metric)}
+            for outcome in ("stored", "overflow", "duplicate", "out_of_range", "conflict", "dropped"):
+                store[outcome] = prom_select(m, f'slogate_metric_points_total{{outcome="{outcome}"}}')
+        else:
+            series_self = prom_series(http_get(srv.prom_port, "/metrics", 60)[1])
+        series = series_self or a.metric_series
+        accepted_pts = acc1 - acc0
+        source = "server"
+        if accepted_pts <= 0:
+            accepted_pts, source = rep["points_accepted"], "generator"
+        elapsed = rep["elapsed"]
+        cpu = cpu1 - cpu0
+        row = {
+            "label": label, "server": kind, "protocol": protocol, "scenario": "metrics", "rate": rate,
+            "pinned": have_taskset, "server_cores": "0" if have_taskset else "0-1",
+            "metric_series_sent": a.metric_series, "metric_services": a.metric_services,
+            "points_per_request": a.metric_batch, "series": series, "series_self_reported": series_self,
+            "accepted_points": accepted_pts, "accepted_source": source,
+            "generator_points_sent": rep["points_sent"], "generator_points_accepted": rep["points_accepted"],
+            "rejected_points": rep["points_rejected"], "failed_points": rep["points_failed"],
+            "throttled": rep["throttled"], "requests_failed": rep["requests_failed"],
+            "errors_by_status": errs, "first_error": rep.get("first_error"),
+            "bytes_per_point": rep["bytes_sent"] / rep["points_sent"] if rep["points_sent"] else None,
+            "elapsed_s": elapsed, "points_per_s": accepted_pts / elapsed if elapsed else 0.0,
+            "points_per_series": accepted_pts / series if series else None,
+            "server_cpu_s": cpu, "generator_cpu_s": kids1 - kids0, "bench_script_cpu_s": self1 - self0,
+            "other_cpu_s": (sys1 - sys0) - cpu - (kids1 - kids0) - (self1 - self0), "wall_s": wall,
+            "server_cpu_util": cpu / wall if wall else 0.0,
+            "cpu_ns_per_point": cpu * 1e9 / accepted_pts if accepted_pts else float("nan"),
+            "peak_rss_mib": hwm / 1024, "peak_anon_mib": anon.peak_kib / 1024,
+            "rss_before_mib": rss0 / 1024, "rss_after_mib": rss1 / 1024,
+            "drss_bytes_per_series": (rss1 - rss0) * 1024 / series if series else None,
+            "self_reported_bytes_per_series": (store["memory_bytes"] / series
+                                               if series and store.get("memory_bytes") else None),
+            "slogate_store_points": store or None,
+        }
+        print(f"# {label}: {row['points_per_s']:,.0f} points/s ({source} count), "
+              f"{row['cpu_ns_per_point']:.0f} ns/point, cpu util {row['server_cpu_util']:.2f}, "
+              f"HWM {row['peak_rss_mib']:.1f} MiB, ΔRSS/series {fmt(row['drss_bytes_per_series'], ',.0f')} B, "
+              f"series {series} (self-reported {series_self}), errors {errs}", file=sys.stderr, flush=True)
+        return row
+    finally:
+        srv.stop()
+
+
 # ---------------------------------------------------------------- report
 
 def fmt(v, spec):
@@ -443,7 +661,36 @@ def fmt(v, spec):
     return format(v, spec)
 
 
+def metrics_table(rows: list[dict]) -> str:
+    out = ["| run | server | proto | rate (points/s) | server cores | series | points/s accepted | CPU util | CPU ns/point "
+           "| peak RSS MiB | peak anon MiB | ΔRSS/series (bytes) | self-reported bytes/series | points/series | bytes/point sent | failed points | other CPU on the box (cores) |",
+           "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        other = r["other_cpu_s"] / r["wall_s"] if r.get("wall_s") else float("nan")
+        out.append(f"| {r['label']} | {r['server']} | {r['protocol']} | {r['rate']} | {r['server_cores']} | {r['series']:,} | "
+                   f"{r['points_per_s']:,.0f}{'' if r['accepted_source'] == 'server' else ' (gen)'} | {r['server_cpu_util']:.2f} | "
+                   f"{fmt(r['cpu_ns_per_point'], ',.0f')} | {r['peak_rss_mib']:.1f} | {r['peak_anon_mib']:.1f} | "
+                   f"{fmt(r['drss_bytes_per_series'], ',.0f')} | {fmt(r.get('self_reported_bytes_per_series'), ',.0f')} | {fmt(r['points_per_series'], ',.0f')} | "
+                   f"{fmt(r['bytes_per_point'], ',.0f')} | {r['failed_points']:,} | {fmt(other, '.2f')} |")
+    ratios = []
+    for r in rows:
+        if r["server"] != "slogate":
+            continue
+        for c in rows:
+            if c["server"] == "collector" and c["protocol"] == r["protocol"] and c["rate"] == r["rate"] and c["pinned"] == r["pinned"]:
+                ratios.append(f"- {r['protocol']}, {r['rate']} points/s: Collector {c['cpu_ns_per_point']:,.0f} ns/point ÷ slogate "
+                              f"{r['cpu_ns_per_point']:,.0f} ns/point = **{c['cpu_ns_per_point'] / r['cpu_ns_per_point']:.1f}×**; "
+                              f"ΔRSS/series Collector {fmt(c['drss_bytes_per_series'], ',.0f')} B, slogate {fmt(r['drss_bytes_per_series'], ',.0f')} B")
+    if ratios:
+        out += ["", "CPU per data point and memory per series, Collector (otlp -> prometheus) vs slogate (same generator, same load):", ""] + ratios
+    return "\n".join(out)
+
+
 def table(rows: list[dict]) -> str:
+    metric_rows = [r for r in rows if r.get("scenario") == "metrics"]
+    rows = [r for r in rows if r.get("scenario") != "metrics"]
+    if not rows:
+        return metrics_table(metric_rows) if metric_rows else ""
     out = ["| run | server | proto | scenario | rate | server cores | spans/s | CPU util | CPU ns/span | peak RSS MiB | peak anon MiB "
            "| series | bytes/series (self: all / live) | ΔRSS/series | query p50 / p99 / max ms (n) | other CPU on the box (cores) |",
            "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
@@ -468,6 +715,8 @@ def table(rows: list[dict]) -> str:
                               f"(slogate/collector = {r['cpu_ns_per_span'] / c['cpu_ns_per_span']:.3f})")
     if ratios:
         out += ["", "CPU per span, Collector spanmetrics vs slogate (same generator, same load):", ""] + ratios
+    if metric_rows:
+        out += ["", metrics_table(metric_rows)]
     return "\n".join(out)
 
 
@@ -479,6 +728,21 @@ def main():
     p.add_argument("--telemetrygen-bin", default=os.environ.get("TELEMETRYGEN_BIN", ""),
                    help="also drive each server with telemetrygen (gRPC) as a second client")
     p.add_argument("--collector-config", default=os.path.join(ROOT, "load-tests", "collector", "config.yaml"))
+    p.add_argument("--collector-metrics-config",
+                   default=os.path.join(ROOT, "load-tests", "collector", "config-metrics.yaml"))
+    p.add_argument("--slogate-metrics-config", default=os.path.join(HERE, "slogate-metrics.yaml"),
+                   help="string.Template of slogate's config for the metrics runs")
+    p.add_argument("--metric-series", type=int, default=20000, help="metric streams sent in the metrics runs")
+    p.add_argument("--metric-services", type=int, default=20)
+    p.add_argument("--metric-batch", type=int, default=1000, help="data points per export request")
+    p.add_argument("--metric-rate", default="50000",
+                   help="data points/s of the metrics runs (fixed so the Collector keeps up), or max")
+    p.add_argument("--slogate-points-metric", default='slogate_ingest_points_total{signal="metrics",outcome="accepted"}',
+                   help="slogate's accepted-data-points counter on /metrics (samples summed)")
+    p.add_argument("--slogate-series-metric", default="slogate_metric_series",
+                   help="slogate's gauge of metric streams held (all kinds summed)")
+    p.add_argument("--slogate-memory-metric", default="slogate_metric_memory_bytes",
+                   help="slogate's metric store heap bytes")
     p.add_argument("--duration", default="20s")
     p.add_argument("--batch-size", type=int, default=512)
     p.add_argument("--concurrency", type=int, default=0,
@@ -514,6 +778,16 @@ def main():
         plan += [("slogate-telemetrygen", "slogate", "grpc", "telemetrygen", "max", pinned)]
         if a.otelcol_bin:
             plan += [("collector-telemetrygen", "collector", "grpc", "telemetrygen", "max", pinned)]
+    # Metrics: the same fixed point rate for both servers.
+    plan += [
+        ("slogate-metrics-grpc", "slogate", "grpc", "metrics", a.metric_rate, pinned),
+        ("slogate-metrics-http", "slogate", "http-protobuf", "metrics", a.metric_rate, pinned),
+    ]
+    if a.otelcol_bin:
+        plan += [
+            ("collector-metrics-grpc", "collector", "grpc", "metrics", a.metric_rate, pinned),
+            ("collector-metrics-http", "collector", "http-protobuf", "metrics", a.metric_rate, pinned),
+        ]
     if a.unpinned_too and pinned:
         plan += [("slogate-grpc-2cores", "slogate", "grpc", "canary", "max", False)]
         if a.otelcol_bin:
@@ -532,7 +806,21 @@ def main():
             if not pin and pinned:
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
             try:
-                rows.append(run_once(a, kind, proto, scen, rate, pin, label, wd))
+                for attempt in range(3):
+                    try:
+                        if scen == "metrics":
+                            rows.append(run_metrics_once(a, kind, proto, rate, pin, label, wd))
+                        else:
+                            rows.append(run_once(a, kind, proto, scen, rate, pin, label, wd))
+                        break
+                    except RuntimeError as e:
+                        # free_port() races with other processes on a shared box: retry.
+                        if "address already in use" not in str(e) or attempt == 2:
+                            raise
+                        print(f"# {label}: a port was taken meanwhile, retrying", file=sys.stderr)
+            except NotServed as e:
+                print(f"# {label} FAILED: {e}", file=sys.stderr)
+                continue
             except Exception as e:  # keep going; report what failed
                 print(f"# {label} FAILED: {e}", file=sys.stderr)
                 for name in ("slogate.log", "collector.log"):

@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
-# End-to-end benchmark (issue 6): slogate vs the OpenTelemetry Collector spanmetrics pipeline.
+# End-to-end benchmark (issue 6): slogate vs the OpenTelemetry Collector, spans (spanmetrics
+# pipeline) and OTLP metrics (otlp -> prometheus exporter pipeline).
 #
 #   load-tests/bench/run.sh                      # build, then all runs (20 s each), Markdown table
 #   load-tests/bench/run.sh --duration 30s --unpinned-too --json-out /tmp/bench.json
 #   load-tests/bench/run.sh --only slogate-grpc,collector-grpc
+#   load-tests/bench/run.sh --only slogate-metrics-grpc,slogate-metrics-http,collector-metrics-grpc,collector-metrics-http
+#   load-tests/bench/run.sh --only collector-metrics-grpc --metric-series 50000 --metric-rate 100000
+#
+# Metrics runs: --metric-series (20000) streams from --metric-services (20) services at a fixed
+# --metric-rate (50000 points/s), --metric-batch (1000) points per request; slogate is configured
+# from load-tests/bench/slogate-metrics.yaml (a template), the Collector from
+# load-tests/collector/config-metrics.yaml. A slogate without an OTLP metrics receiver fails the
+# run with a clear message (HTTP 404 / gRPC UNIMPLEMENTED).
 #
 # Environment:
 #   SLOGATE_BIN, SLOGATE_LOAD_BIN  use these binaries instead of building them
@@ -31,7 +40,7 @@ fi
 if [[ -z "${NO_COLLECTOR:-}" && -z "${OTELCOL_BIN:-}" ]]; then
   if command -v go >/dev/null; then
     export OTELCOL_BIN="${TMPDIR:-/tmp}/e2e-otelcol"
-    echo "# building the Collector (otlp -> spanmetrics -> prometheus) into $OTELCOL_BIN" >&2
+    echo "# building the Collector (otlp -> spanmetrics | prometheus) into $OTELCOL_BIN" >&2
     (cd "$root/load-tests/collector" && GOFLAGS=-buildvcs=false go build -trimpath -o "$OTELCOL_BIN" . >&2)
   else
     echo "# go not found: skipping the Collector runs" >&2

@@ -1,11 +1,13 @@
-//! OTLP/gRPC receiver: `opentelemetry.proto.collector.trace.v1.TraceService/Export`.
+//! OTLP/gRPC receivers: `opentelemetry.proto.collector.trace.v1.TraceService/Export` and
+//! `opentelemetry.proto.collector.metrics.v1.MetricsService/Export`.
 //!
-//! The unary call is served by hand on tonic's router (see [`TraceServiceServer`]), so the
-//! request bytes reach [`wire`](crate::wire) untouched and usually uncopied, and every status
-//! code is the one the OTLP spec's retry table asks for.
+//! The unary calls are served by hand on tonic's router (see [`TraceServiceServer`] and
+//! [`MetricsServiceServer`]), so the request bytes reach the wire decoders untouched and usually
+//! uncopied, and every status code is the one the OTLP spec's retry table asks for.
 
 use crate::extract::Tally;
-use crate::pipeline::{IngestError, Pipeline, Transport};
+use crate::metrics::MetricTally;
+use crate::pipeline::{IngestError, METRICS_NOT_CONFIGURED, Pipeline, Transport};
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use slogate_core::Recorder;
@@ -18,6 +20,8 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
 pub const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+pub const METRICS_EXPORT_PATH: &str =
+    "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
 /// `ExportTraceServiceResponse`.
 #[derive(Clone, PartialEq, Message)]
@@ -42,6 +46,35 @@ impl ExportTraceServiceResponse {
                 .message()
                 .map(|error_message| ExportTracePartialSuccess {
                     rejected_spans: tally.total_rejected() as i64,
+                    error_message,
+                }),
+        }
+    }
+}
+
+/// `ExportMetricsServiceResponse`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportMetricsServiceResponse {
+    #[prost(message, optional, tag = "1")]
+    pub partial_success: Option<ExportMetricsPartialSuccess>,
+}
+
+/// `ExportMetricsPartialSuccess`.
+#[derive(Clone, PartialEq, Message)]
+pub struct ExportMetricsPartialSuccess {
+    #[prost(int64, tag = "1")]
+    pub rejected_data_points: i64,
+    #[prost(string, tag = "2")]
+    pub error_message: String,
+}
+
+impl ExportMetricsServiceResponse {
+    pub fn from_tally(tally: &MetricTally) -> Self {
+        ExportMetricsServiceResponse {
+            partial_success: tally
+                .message()
+                .map(|error_message| ExportMetricsPartialSuccess {
+                    rejected_data_points: tally.total_rejected() as i64,
                     error_message,
                 }),
         }
@@ -220,7 +253,7 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let started = std::time::Instant::now();
-    let result = match read_message(pipeline.limits.max_request_bytes, req).await {
+    let result = match read_message(EXPORT_PATH, pipeline.limits.max_request_bytes, req).await {
         Err(Refusal::Uncounted(status)) => return status.into_http(),
         Err(Refusal::Counted(e)) => Err(e),
         Ok(message) => match pipeline.admit() {
@@ -240,13 +273,13 @@ where
 /// Reads the one message of a unary call: checks method, content type and encoding, keeps the
 /// DATA frames as they come, stops reading as soon as the message is known to be too large, and
 /// inflates gzip with a hard cap on the output.
-async fn read_message<B>(limit: usize, req: http::Request<B>) -> Result<Bytes, Refusal>
+async fn read_message<B>(path: &str, limit: usize, req: http::Request<B>) -> Result<Bytes, Refusal>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     use http_body_util::BodyExt;
-    if req.uri().path() != EXPORT_PATH {
+    if req.uri().path() != path {
         return Err(Refusal::Uncounted(Status::unimplemented(format!(
             "unknown method {}",
             req.uri().path()
@@ -348,6 +381,82 @@ where
     crate::pipeline::gunzip(&message, limit, "gzip message")
         .map(Bytes::from)
         .map_err(Refusal::Counted)
+}
+
+/// The tower service tonic's server routes `MetricsService` calls to: the metrics twin of
+/// [`TraceServiceServer`], sharing its framing, limits, in-flight slots and status mapping.
+/// Without a metric sink in the pipeline every call is answered `UNIMPLEMENTED`.
+pub struct MetricsServiceServer<R: Recorder> {
+    pipeline: Arc<Pipeline<R>>,
+}
+
+impl<R: Recorder> Clone for MetricsServiceServer<R> {
+    fn clone(&self) -> Self {
+        MetricsServiceServer {
+            pipeline: self.pipeline.clone(),
+        }
+    }
+}
+
+impl<R: Recorder> MetricsServiceServer<R> {
+    pub fn new(pipeline: Arc<Pipeline<R>>) -> Self {
+        MetricsServiceServer { pipeline }
+    }
+}
+
+impl<R: Recorder> tonic::server::NamedService for MetricsServiceServer<R> {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+impl<R, B> tower::Service<http::Request<B>> for MetricsServiceServer<R>
+where
+    R: Recorder,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let pipeline = self.pipeline.clone();
+        Box::pin(async move { Ok(export_metrics(pipeline, req).await) })
+    }
+}
+
+async fn export_metrics<R, B>(
+    pipeline: Arc<Pipeline<R>>,
+    req: http::Request<B>,
+) -> http::Response<tonic::body::Body>
+where
+    R: Recorder,
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    if !pipeline.metrics_enabled() {
+        return Status::unimplemented(METRICS_NOT_CONFIGURED).into_http();
+    }
+    let started = std::time::Instant::now();
+    let limit = pipeline.limits.max_request_bytes;
+    let result = match read_message(METRICS_EXPORT_PATH, limit, req).await {
+        Err(Refusal::Uncounted(status)) => return status.into_http(),
+        Err(Refusal::Counted(e)) => Err(e),
+        Ok(message) => match pipeline.admit() {
+            Ok(_permit) => pipeline.process_metrics(&message, false),
+            Err(e) => Err(e),
+        },
+    };
+    pipeline.finish_metrics(Transport::Grpc, started, &result);
+    match result {
+        Ok(tally) => unary_response(Bytes::from(
+            ExportMetricsServiceResponse::from_tally(&tally).encode_to_vec(),
+        )),
+        Err(e) => to_status(&e).into_http(),
+    }
 }
 
 /// The first `n` bytes of the chunks as one `Bytes` (no copy when the first chunk has them).

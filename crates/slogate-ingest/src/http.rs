@@ -1,10 +1,12 @@
-//! OTLP/HTTP receiver: `POST /v1/traces`, protobuf or JSON by Content-Type, optional gzip.
+//! OTLP/HTTP receiver: `POST /v1/traces` and `POST /v1/metrics`, protobuf or JSON by
+//! Content-Type, optional gzip.
 //!
 //! The response has the request's Content-Type. Errors carry a `google.rpc.Status` body
-//! (protobuf or JSON to match); overload answers 503 with `Retry-After`.
+//! (protobuf or JSON to match); overload answers 503 with `Retry-After`. `/v1/metrics` answers
+//! 404 when the pipeline has no metric sink.
 
-use crate::grpc::{ExportTraceServiceResponse, RpcStatus};
-use crate::pipeline::{IngestError, Pipeline, Transport};
+use crate::grpc::{ExportMetricsServiceResponse, ExportTraceServiceResponse, RpcStatus};
+use crate::pipeline::{IngestError, METRICS_NOT_CONFIGURED, Pipeline, Transport};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -22,10 +24,11 @@ const JSON: &str = "application/json";
 pub fn router<R: Recorder>(pipeline: Arc<Pipeline<R>>) -> Router {
     Router::new()
         .route("/v1/traces", post(export::<R>))
+        .route("/v1/metrics", post(export_metrics::<R>))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found: OTLP/HTTP serves POST /v1/traces\n",
+                "not found: OTLP/HTTP serves POST /v1/traces and POST /v1/metrics\n",
             )
         })
         .with_state(pipeline)
@@ -75,6 +78,66 @@ async fn export<R: Recorder>(
                     Some(p) => {
                         serde_json::json!({"partialSuccess": {"rejectedSpans": p.rejected_spans.to_string(), "errorMessage": p.error_message}})
                     }
+                    None => serde_json::json!({}),
+                };
+                ([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()
+            } else {
+                ([(header::CONTENT_TYPE, PROTOBUF)], resp.encode_to_vec()).into_response()
+            }
+        }
+        Err(e) => error_response(&e, json),
+    }
+}
+
+async fn export_metrics<R: Recorder>(
+    State(pipeline): State<Arc<Pipeline<R>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    if !pipeline.metrics_enabled() {
+        let json = content_type(&headers) == Some(JSON);
+        return error_response(&IngestError::NotConfigured(METRICS_NOT_CONFIGURED), json);
+    }
+    let json = match content_type(&headers) {
+        Some(PROTOBUF) => false,
+        Some(JSON) => true,
+        other => {
+            let err = IngestError::Unsupported(format!(
+                "content type {:?}: send application/x-protobuf or application/json",
+                other.unwrap_or("")
+            ));
+            pipeline.finish_metrics(
+                Transport::HttpProtobuf,
+                started,
+                &Err(IngestError::Unsupported(String::new())),
+            );
+            return error_response(&err, false);
+        }
+    };
+    let transport = if json {
+        Transport::HttpJson
+    } else {
+        Transport::HttpProtobuf
+    };
+    let result = match pipeline.admit() {
+        Err(e) => Err(e),
+        Ok(_permit) => match read_body(body, &headers, pipeline.limits.max_request_bytes).await {
+            Ok(bytes) => pipeline.process_metrics(&bytes, json),
+            Err(e) => Err(e),
+        },
+    };
+    pipeline.finish_metrics(transport, started, &result);
+    match result {
+        Ok(tally) => {
+            let resp = ExportMetricsServiceResponse::from_tally(&tally);
+            if json {
+                let body = match &resp.partial_success {
+                    // int64 fields are strings in the proto3 JSON mapping.
+                    Some(p) => serde_json::json!({"partialSuccess": {
+                        "rejectedDataPoints": p.rejected_data_points.to_string(),
+                        "errorMessage": p.error_message,
+                    }}),
                     None => serde_json::json!({}),
                 };
                 ([(header::CONTENT_TYPE, JSON)], body.to_string()).into_response()

@@ -109,7 +109,7 @@ impl JsonAnyValue {
 
 /// A JSON string as bytes, without the UTF-8 check `String` makes.
 #[derive(Default)]
-struct Bytes(Vec<u8>);
+pub(crate) struct Bytes(pub(crate) Vec<u8>);
 
 impl<'de> Deserialize<'de> for Bytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -145,7 +145,7 @@ enum IntOrString {
     S(String),
 }
 
-fn u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match IntOrString::deserialize(d)? {
         IntOrString::U(u) => Ok(u),
         IntOrString::I(_) => Err(de::Error::custom("negative timestamp")),
@@ -155,7 +155,7 @@ fn u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     }
 }
 
-fn opt_i64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn opt_i64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     Ok(Some(match IntOrString::deserialize(d)? {
         IntOrString::U(u) => {
             i64::try_from(u).map_err(|_| de::Error::custom("integer out of range"))?

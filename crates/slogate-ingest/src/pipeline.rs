@@ -1,9 +1,10 @@
 //! The transport-independent part of a receiver: limits, load shedding, decode, record, count.
 
 use crate::extract::{ExtractConfig, SpanLimits, Tally};
+use crate::metrics::MetricTally;
 use crate::stats::{IngestStats, RequestOutcome};
 use crate::{json, wire};
-use slogate_core::{Observation, ObservationWriter, Recorder};
+use slogate_core::{MetricSink, Observation, ObservationWriter, Recorder};
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +65,9 @@ pub enum IngestError {
     Overloaded(Duration),
     #[error("internal error while processing the request")]
     Internal,
+    /// The signal has no store in this server (metrics without a metric sink).
+    #[error("{0}")]
+    NotConfigured(&'static str),
 }
 
 impl IngestError {
@@ -74,6 +78,7 @@ impl IngestError {
             IngestError::Unsupported(_) => RequestOutcome::Unsupported,
             IngestError::Overloaded(_) => RequestOutcome::Overloaded,
             IngestError::Internal => RequestOutcome::Internal,
+            IngestError::NotConfigured(_) => RequestOutcome::Unsupported,
         }
     }
     /// The one mapping from error kind to gRPC code.
@@ -83,6 +88,7 @@ impl IngestError {
             IngestError::TooLarge { .. } => tonic::Code::ResourceExhausted,
             IngestError::Overloaded(_) => tonic::Code::Unavailable,
             IngestError::Internal => tonic::Code::Internal,
+            IngestError::NotConfigured(_) => tonic::Code::Unimplemented,
         }
     }
     /// The one mapping from error kind to HTTP status.
@@ -93,6 +99,7 @@ impl IngestError {
             IngestError::Unsupported(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::Overloaded(_) => http::StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
+            IngestError::NotConfigured(_) => http::StatusCode::NOT_FOUND,
         }
     }
 }
@@ -124,7 +131,12 @@ pub struct Pipeline<R: Recorder> {
     pub stats: Arc<IngestStats>,
     inflight: Arc<Semaphore>,
     span_limits: SpanLimits,
+    metrics: Option<Arc<dyn MetricSink>>,
 }
+
+/// What the metrics receivers answer when the pipeline has no metric sink.
+pub(crate) const METRICS_NOT_CONFIGURED: &str =
+    "metrics ingest is not enabled on this server: it has no metric store";
 
 thread_local! {
     /// A reusable observation buffer per thread, so a request does not allocate one.
@@ -168,7 +180,20 @@ impl<R: Recorder> Pipeline<R> {
             stats,
             inflight,
             span_limits: SpanLimits::default(),
+            metrics: None,
         }
+    }
+
+    /// Enables metrics ingest: valid data points go to `sink`. Without one, the metrics
+    /// receivers answer gRPC `UNIMPLEMENTED` and HTTP 404.
+    pub fn with_metrics(mut self, sink: Arc<dyn MetricSink>) -> Self {
+        self.metrics = Some(sink);
+        self
+    }
+
+    /// Whether metrics ingest is enabled.
+    pub fn metrics_enabled(&self) -> bool {
+        self.metrics.is_some()
     }
 
     /// Sets the per-span plausibility limits (the default is [`SpanLimits::DEFAULT`]).
@@ -238,6 +263,39 @@ impl<R: Recorder> Pipeline<R> {
         result
     }
 
+    /// Decodes an `ExportMetricsServiceRequest` body (protobuf or JSON, already decompressed) and
+    /// hands its valid points to the metric sink. Nothing is recorded unless the whole body
+    /// decodes. A panic is caught and reported as `Internal`. Per-reason rejections are counted
+    /// here; per-transport point counts when the receiver finishes the request.
+    pub fn process_metrics(&self, body: &[u8], json: bool) -> Result<MetricTally, IngestError> {
+        let Some(sink) = self.metrics.as_deref() else {
+            return Err(IngestError::NotConfigured(METRICS_NOT_CONFIGURED));
+        };
+        let run = || {
+            let mut tally = MetricTally::default();
+            if json {
+                let req = crate::metrics::json::parse(body)
+                    .map_err(|e| IngestError::Malformed(format!("invalid OTLP/JSON: {e}")))?;
+                crate::metrics::json::record_request(&req, &self.extract, sink, &mut tally);
+            } else {
+                crate::metrics::wire::decode_metrics(body, &self.extract, sink, &mut tally)
+                    .map_err(|e| {
+                        IngestError::Malformed(format!("invalid ExportMetricsServiceRequest: {e}"))
+                    })?;
+            }
+            Ok(tally)
+        };
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)).unwrap_or_else(|_| {
+                tracing::error!("panic while processing a metrics export request");
+                Err(IngestError::Internal)
+            });
+        if let Ok(tally) = &result {
+            self.stats.count_metric_tally(tally);
+        }
+        result
+    }
+
     fn record(&self, obs: &[Observation<'_>]) {
         if obs.is_empty() {
             return;
@@ -263,6 +321,28 @@ impl<R: Recorder> Pipeline<R> {
             .count_request(transport, outcome, started.elapsed());
         if let Err(e) = result {
             tracing::debug!(transport = transport.label(), error = %e, "export request refused");
+        }
+    }
+
+    pub(crate) fn finish_metrics(
+        &self,
+        transport: Transport,
+        started: std::time::Instant,
+        result: &Result<MetricTally, IngestError>,
+    ) {
+        let outcome = match result {
+            Ok(t) if t.total_rejected() > 0 => RequestOutcome::Partial,
+            Ok(_) => RequestOutcome::Ok,
+            Err(e) => e.outcome(),
+        };
+        self.stats.count_metric_request(
+            transport,
+            outcome,
+            started.elapsed(),
+            result.as_ref().ok(),
+        );
+        if let Err(e) = result {
+            tracing::debug!(transport = transport.label(), error = %e, "metrics export request refused");
         }
     }
 }

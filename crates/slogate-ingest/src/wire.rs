@@ -25,19 +25,19 @@ pub struct WireError {
     pub offset: usize,
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(crate) struct Reader<'a> {
+    pub(crate) buf: &'a [u8],
+    pub(crate) pos: usize,
     /// Offset of `buf` in the whole request, for error messages.
     base: usize,
 }
 
-const WT_VARINT: u8 = 0;
-const WT_I64: u8 = 1;
-const WT_LEN: u8 = 2;
-const WT_START_GROUP: u8 = 3;
-const WT_END_GROUP: u8 = 4;
-const WT_I32: u8 = 5;
+pub(crate) const WT_VARINT: u8 = 0;
+pub(crate) const WT_I64: u8 = 1;
+pub(crate) const WT_LEN: u8 = 2;
+pub(crate) const WT_START_GROUP: u8 = 3;
+pub(crate) const WT_END_GROUP: u8 = 4;
+pub(crate) const WT_I32: u8 = 5;
 
 /// Groups (the deprecated proto2 wire types 3 and 4) nest at most this deep in a skipped field,
 /// counting a group's fields one level deeper than the group: prost's recursion limit, exactly
@@ -46,13 +46,13 @@ const WT_I32: u8 = 5;
 const MAX_GROUP_DEPTH: u32 = 100;
 
 impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8], base: usize) -> Self {
+    pub(crate) fn new(buf: &'a [u8], base: usize) -> Self {
         Reader { buf, pos: 0, base }
     }
 
     #[cold]
     #[inline(never)]
-    fn err(&self, what: &'static str) -> WireError {
+    pub(crate) fn err(&self, what: &'static str) -> WireError {
         WireError {
             what,
             offset: self.base + self.pos,
@@ -60,14 +60,14 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn done(&self) -> bool {
+    pub(crate) fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
 
     /// Most varints on the OTLP wire (tags, lengths below 128, kinds, status codes) are one
     /// byte; that case is one bounds check and one compare, the rest goes out of line.
     #[inline(always)]
-    fn varint(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn varint(&mut self) -> Result<u64, WireError> {
         // HOT PATH. Nested on purpose: merged into one pattern (`Some(&b @ 0..0x80)`) the
         // same instructions decode 5 % slower (decode_loop 131 vs 138 ns/span, 2,244
         // instructions/span either way, 2026-11-29), from the branch layout.
@@ -99,7 +99,7 @@ impl<'a> Reader<'a> {
 
     /// Field numbers below 16 have one-byte tags: every field the decoder reads does.
     #[inline(always)]
-    fn tag(&mut self) -> Result<(u32, u8), WireError> {
+    pub(crate) fn tag(&mut self) -> Result<(u32, u8), WireError> {
         // Nested on purpose, as in `varint`.
         #[allow(clippy::collapsible_if)]
         if let Some(&b) = self.buf.get(self.pos) {
@@ -122,7 +122,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn bytes(&mut self) -> Result<(&'a [u8], usize), WireError> {
+    pub(crate) fn bytes(&mut self) -> Result<(&'a [u8], usize), WireError> {
         let len = self.varint()?;
         let start = self.pos;
         if len > (self.buf.len() - start) as u64 {
@@ -133,7 +133,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn fixed64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn fixed64(&mut self) -> Result<u64, WireError> {
         let Some(b) = self.buf.get(self.pos..self.pos + 8) else {
             return Err(self.err("truncated fixed64"));
         };
@@ -144,7 +144,7 @@ impl<'a> Reader<'a> {
     /// Skips the value of a field the decoder does not read. `field` is the field's number
     /// (a group ends with an end-group tag of the same number).
     #[inline]
-    fn skip(&mut self, field: u32, wire_type: u8) -> Result<(), WireError> {
+    pub(crate) fn skip(&mut self, field: u32, wire_type: u8) -> Result<(), WireError> {
         match wire_type {
             WT_VARINT => self.varint().map(drop),
             WT_I64 => self.fixed64().map(drop),
@@ -188,7 +188,7 @@ impl<'a> Reader<'a> {
 
     /// Reads a length-delimited field after checking its wire type.
     #[inline]
-    fn expect_len(&mut self, wire_type: u8) -> Result<(&'a [u8], usize), WireError> {
+    pub(crate) fn expect_len(&mut self, wire_type: u8) -> Result<(&'a [u8], usize), WireError> {
         if wire_type != WT_LEN {
             return Err(self.err("wrong wire type for a message or string field"));
         }
@@ -366,7 +366,7 @@ fn span<'a>(
 
 /// Reads a `KeyValue`: the key bytes and, for string and int values, the value.
 #[inline]
-fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireError> {
+pub(crate) fn key_value(buf: &[u8], base: usize) -> Result<(&[u8], AttrValue<'_>), WireError> {
     match split_key_value(buf, base) {
         Some((key, value, vbase)) => Ok((key, any_value(Some((value, vbase)))?)),
         None => {
@@ -385,7 +385,7 @@ type AnyBytes<'a> = Option<(&'a [u8], usize)>;
 /// (then [`key_value_general`] reads it).
 // HOT PATH
 #[inline(always)]
-fn split_key_value(buf: &[u8], base: usize) -> Option<(&[u8], &[u8], usize)> {
+pub(crate) fn split_key_value(buf: &[u8], base: usize) -> Option<(&[u8], &[u8], usize)> {
     if let [0x0A, klen, rest @ ..] = buf {
         let klen = usize::from(*klen);
         if klen < 0x80 && klen < rest.len() {

@@ -1,10 +1,12 @@
-//! `slogate-load`: run a load scenario against slogate, check scenario files, or run a counting sink.
+//! `slogate-load`: run a trace scenario or a metrics load against slogate, check scenario files,
+//! or run a counting sink.
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use slogate_load::metrics::{MetricsScenario, MetricsSpec};
 use slogate_load::pool::{Encoding, PoolParams, build_requests};
 use slogate_load::scenario::CohortSettings;
-use slogate_load::{Protocol, Rate, Scenario};
+use slogate_load::{Protocol, Rate, Scenario, Signal, Target};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use std::time::Duration;
 #[command(
     name = "slogate-load",
     version,
-    about = "OTLP trace load generator for slogate"
+    about = "OTLP trace and metrics load generator for slogate"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,11 +26,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run a scenario and print what was sent.
+    /// Run a trace scenario (or, with `--signal metrics`, a metrics load) and print what was sent.
     Run {
-        /// A scenario file, or a scenario folder containing scenario.yaml.
-        scenario: PathBuf,
-        /// Override the target endpoint (http://host:4317, or http://host:4318/v1/traces).
+        /// A scenario file, or a scenario folder containing scenario.yaml (traces only).
+        scenario: Option<PathBuf>,
+        /// What to send: traces (from the scenario) or metrics (shaped by the --services,
+        /// --instances and --metric-series flags; no scenario file).
+        #[arg(long, value_parser = Signal::parse, default_value = "traces")]
+        signal: Signal,
+        /// Override the target endpoint (http://host:4317, or http://host:4318/v1/traces; a
+        /// missing path gets /v1/traces or /v1/metrics).
         #[arg(long)]
         endpoint: Option<String>,
         /// Override the protocol: grpc, http-protobuf or http-json.
@@ -37,7 +44,8 @@ enum Cmd {
         /// Compress requests with gzip.
         #[arg(long)]
         gzip: bool,
-        /// Override the rate in spans/s (250000, 250k, 1M) or `max`.
+        /// Override the rate in spans/s, or data points/s for metrics (250000, 250k, 1M) or
+        /// `max`. Metrics default: 50k.
         #[arg(long, value_parser = Rate::parse)]
         rate: Option<Rate>,
         /// Override the duration (30s, 5m).
@@ -47,10 +55,26 @@ enum Cmd {
         connections: Option<usize>,
         #[arg(long)]
         concurrency: Option<usize>,
+        /// Spans per request, or data points per request for metrics (default 1000).
         #[arg(long)]
         batch_size: Option<usize>,
         #[arg(long)]
         pool_size: Option<usize>,
+        /// Metrics: services (each its own resource per instance).
+        #[arg(long, default_value_t = 10)]
+        services: usize,
+        /// Metrics: instances per service (service.instance.id).
+        #[arg(long, default_value_t = 1)]
+        instances: usize,
+        /// Metrics: metric streams over all services and instances, spread evenly; each
+        /// request round sends one point per stream.
+        #[arg(long, default_value_t = 1000)]
+        metric_series: usize,
+        /// Metrics: deployment.environment.name and service.version of every resource.
+        #[arg(long, default_value = "prod")]
+        env: String,
+        #[arg(long, default_value = "v1")]
+        version: String,
         #[arg(long)]
         seed: Option<u64>,
         /// Runtime worker threads (default: all cores).
@@ -62,9 +86,16 @@ enum Cmd {
     },
     /// Parse and validate scenario files or folders.
     Check { scenarios: Vec<PathBuf> },
-    /// Print one generated span of each cohort as OTLP JSON, with encoded span sizes.
-    Sample { scenario: PathBuf },
-    /// Accept and count OTLP trace exports, printing spans/s every second.
+    /// Print one generated span of each cohort as OTLP JSON, with encoded span sizes; with
+    /// `--signal metrics`, one point of each metric family and the request sizes.
+    Sample {
+        scenario: Option<PathBuf>,
+        #[arg(long, value_parser = Signal::parse, default_value = "traces")]
+        signal: Signal,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+    },
+    /// Accept and count OTLP trace and metrics exports, printing spans/s and points/s every second.
     Sink {
         #[arg(long, default_value = "127.0.0.1:4317")]
         grpc: SocketAddr,
@@ -111,6 +142,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Run {
             scenario,
+            signal: Signal::Metrics,
             endpoint,
             protocol,
             gzip,
@@ -123,7 +155,89 @@ fn main() -> anyhow::Result<()> {
             seed,
             threads,
             json,
+            services,
+            instances,
+            metric_series,
+            env,
+            version,
         } => {
+            if let Some(p) = scenario {
+                bail!(
+                    "--signal metrics takes no scenario file ({}); shape the load with --services, --instances and --metric-series",
+                    p.display()
+                );
+            }
+            if pool_size.is_some() {
+                bail!("--pool-size is for traces; metrics requests are encoded as they go");
+            }
+            let protocol = protocol.unwrap_or(Protocol::Grpc);
+            let endpoint = endpoint.unwrap_or_else(|| match protocol {
+                Protocol::Grpc => "http://127.0.0.1:4317".into(),
+                _ => "http://127.0.0.1:4318/v1/metrics".into(),
+            });
+            let spec = MetricsSpec {
+                services,
+                instances,
+                series: metric_series,
+                batch_size: batch_size.unwrap_or(1000),
+                env,
+                version,
+                seed: seed.unwrap_or(1),
+            };
+            let mut sc = MetricsScenario::new(
+                Target {
+                    endpoint,
+                    protocol,
+                    gzip,
+                },
+                spec,
+                rate.unwrap_or(Rate::PerSecond(50_000.0)),
+                duration.unwrap_or(Duration::from_secs(30)),
+            );
+            sc.connections = connections.unwrap_or(sc.connections);
+            sc.concurrency = concurrency.unwrap_or(sc.concurrency);
+            let report = runtime(threads)?.block_on(slogate_load::run_metrics(&sc))?;
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{report}");
+            }
+            if report.not_served() {
+                bail!(
+                    "{} does not serve OTLP metrics ({}): is the server's metrics receiver there?",
+                    sc.target.endpoint,
+                    report
+                        .errors_by_status
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+            if report.requests_ok == 0 {
+                bail!("no request was accepted");
+            }
+        }
+        Cmd::Run {
+            scenario,
+            signal: Signal::Traces,
+            endpoint,
+            protocol,
+            gzip,
+            rate,
+            duration,
+            connections,
+            concurrency,
+            batch_size,
+            pool_size,
+            seed,
+            threads,
+            json,
+            ..
+        } => {
+            let Some(scenario) = scenario else {
+                bail!("no scenario given (a file or folder; or --signal metrics)");
+            };
             let mut sc = load(&scenario)?;
             if let Some(p) = protocol {
                 sc.target.protocol = p;
@@ -171,7 +285,19 @@ fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Cmd::Sample { scenario } => {
+        Cmd::Sample {
+            signal: Signal::Metrics,
+            batch_size,
+            ..
+        } => sample_metrics(batch_size)?,
+        Cmd::Sample {
+            scenario,
+            signal: Signal::Traces,
+            ..
+        } => {
+            let Some(scenario) = scenario else {
+                bail!("no scenario given (or --signal metrics)");
+            };
             let sc = load(&scenario)?;
             for c in &sc.cohorts {
                 let settings = CohortSettings {
@@ -213,18 +339,24 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(async move {
                 let c = counters.clone();
                 tokio::spawn(async move {
-                    let mut last = (0u64, 0u64);
+                    let mut last = (0u64, 0u64, 0u64);
                     let mut tick = tokio::time::interval(Duration::from_secs(1));
                     tick.tick().await;
                     loop {
                         tick.tick().await;
-                        let now = (c.spans.load(Relaxed), c.requests.load(Relaxed));
+                        let now = (
+                            c.spans.load(Relaxed),
+                            c.requests.load(Relaxed),
+                            c.points.load(Relaxed),
+                        );
                         if now != last {
                             eprintln!(
-                                "{} spans/s, {} requests/s (total {} spans, {} malformed)",
+                                "{} spans/s, {} points/s, {} requests/s (total {} spans, {} points, {} malformed)",
                                 now.0 - last.0,
+                                now.2 - last.2,
                                 now.1 - last.1,
                                 now.0,
+                                now.2,
                                 c.malformed.load(Relaxed)
                             );
                         }
@@ -236,6 +368,42 @@ fn main() -> anyhow::Result<()> {
             })?;
         }
     }
+    Ok(())
+}
+
+/// One point of each metric family as OTLP JSON, and what a default request weighs.
+fn sample_metrics(batch_size: usize) -> anyhow::Result<()> {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    let spec = MetricsSpec {
+        batch_size,
+        ..MetricsSpec::default()
+    };
+    let now = slogate_load::metrics::now_ns();
+    let mut templates = slogate_load::metrics::build_templates(&spec, now);
+    let t = &mut templates[0];
+    t.advance(now - 10_000_000_000);
+    let body = t.encode_next(now, slogate_load::pool::Encoding::Protobuf, false);
+    println!(
+        "# {} series in {} requests; the first holds {} points in {} bytes ({} bytes/point)",
+        spec.series,
+        templates.len(),
+        templates[0].points(),
+        body.len(),
+        body.len() / templates[0].points().max(1)
+    );
+    let mut one = templates[0].request().clone();
+    one.resource_metrics.truncate(1);
+    for m in &mut one.resource_metrics[0].scope_metrics[0].metrics {
+        match m.data.as_mut() {
+            Some(Data::Gauge(g)) => g.data_points.truncate(1),
+            Some(Data::Sum(x)) => x.data_points.truncate(1),
+            Some(Data::Histogram(h)) => h.data_points.truncate(1),
+            Some(Data::ExponentialHistogram(h)) => h.data_points.truncate(1),
+            Some(Data::Summary(x)) => x.data_points.truncate(1),
+            None => {}
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&one)?);
     Ok(())
 }
 

@@ -27,9 +27,9 @@ pub enum RunError {
 
 /// How far behind schedule the pacer lets a run fall before it forgets the debt: after a stall
 /// (throttling, a slow server) it catches up by at most this much, instead of bursting.
-const MAX_LAG: Duration = Duration::from_millis(50);
-const BACKOFF_MIN: Duration = Duration::from_millis(5);
-const BACKOFF_MAX: Duration = Duration::from_millis(250);
+pub(crate) const MAX_LAG: Duration = Duration::from_millis(50);
+pub(crate) const BACKOFF_MIN: Duration = Duration::from_millis(5);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_millis(250);
 
 /// One cohort's pool within one segment, with how often each pooled request was accepted.
 struct Slot {
@@ -235,9 +235,15 @@ pub fn run_blocking(sc: &Scenario) -> Result<Report, RunError> {
 
 /// When the next request may go at `rate` spans/s: one batch's worth of time after the last.
 fn pace(shared: &Shared, rate: f64) -> Instant {
-    let interval = Duration::from_secs_f64(shared.batch as f64 / rate);
+    pace_units(&shared.pacer, shared.batch, rate)
+}
+
+/// The shared pacer: a request of `units` spans or points may go at the returned instant, and
+/// the next one `units / rate` seconds later (falling at most [`MAX_LAG`] behind).
+pub(crate) fn pace_units(pacer: &Mutex<Instant>, units: u64, rate: f64) -> Instant {
+    let interval = Duration::from_secs_f64(units as f64 / rate);
     let now = Instant::now();
-    let mut next = shared.pacer.lock().unwrap();
+    let mut next = pacer.lock().unwrap();
     let due = (*next).max(now.checked_sub(MAX_LAG).unwrap_or(now));
     *next = due + interval;
     due
@@ -280,14 +286,14 @@ async fn worker(shared: Arc<Shared>, mut client: Client) {
                 }
                 backoff = BACKOFF_MIN;
             }
-            Outcome::Throttled => {
+            Outcome::Throttled { .. } => {
                 shared.throttled.fetch_add(1, Relaxed);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            Outcome::Failed(msg) => {
+            Outcome::Failed { message, .. } => {
                 shared.requests_failed.fetch_add(1, Relaxed);
-                shared.first_error.lock().unwrap().get_or_insert(msg);
+                shared.first_error.lock().unwrap().get_or_insert(message);
                 // A dead or failing server must not turn the generator into a busy loop.
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(BACKOFF_MAX);

@@ -1,8 +1,8 @@
 //! A counting OTLP sink, to measure the generator on its own (`slogate-load sink`).
 //!
-//! It accepts OTLP/gRPC and OTLP/HTTP trace exports and counts requests and spans with a
-//! wire-level walk (no allocation per span), so it is cheaper than any real receiver and the
-//! generator is what a benchmark against it measures.
+//! It accepts OTLP/gRPC and OTLP/HTTP trace and metrics exports and counts requests, spans and
+//! data points with a wire-level walk (no allocation per span or point), so it is cheaper than
+//! any real receiver and the generator is what a benchmark against it measures.
 
 use crate::transport::RawCodec;
 use axum::body::Bytes;
@@ -21,6 +21,10 @@ use tonic::codec::CompressionEncoding;
 pub struct SinkCounters {
     pub requests: AtomicU64,
     pub spans: AtomicU64,
+    /// Metric data points (of every point type).
+    pub points: AtomicU64,
+    /// Metrics export requests (also counted in `requests`).
+    pub metric_requests: AtomicU64,
     pub bytes: AtomicU64,
     pub malformed: AtomicU64,
 }
@@ -39,7 +43,16 @@ fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 /// Calls `f` with each length-delimited field `want` of a message; skips everything else.
-fn each_field<'a>(b: &'a [u8], want: u64, mut f: impl FnMut(&'a [u8]) -> Option<()>) -> Option<()> {
+fn each_field<'a>(b: &'a [u8], want: u64, f: impl FnMut(&'a [u8]) -> Option<()>) -> Option<()> {
+    each_field_of(b, |n| n == want, f)
+}
+
+/// Calls `f` with each length-delimited field whose number `want`s; skips everything else.
+fn each_field_of<'a>(
+    b: &'a [u8],
+    want: impl Fn(u64) -> bool,
+    mut f: impl FnMut(&'a [u8]) -> Option<()>,
+) -> Option<()> {
     let mut pos = 0;
     while pos < b.len() {
         let key = varint(b, &mut pos)?;
@@ -52,7 +65,7 @@ fn each_field<'a>(b: &'a [u8], want: u64, mut f: impl FnMut(&'a [u8]) -> Option<
             2 => {
                 let len = varint(b, &mut pos)? as usize;
                 let end = pos.checked_add(len).filter(|e| *e <= b.len())?;
-                if key >> 3 == want {
+                if want(key >> 3) {
                     f(&b[pos..end])?;
                 }
                 pos = end;
@@ -78,6 +91,38 @@ pub fn count_spans(req: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// Data points in an encoded `ExportMetricsServiceRequest` (gauge, sum, histogram, exponential
+/// histogram and summary points alike), or `None` if it is not well-formed.
+pub fn count_points(req: &[u8]) -> Option<u64> {
+    let mut n = 0u64;
+    // request.resource_metrics(1) → scope_metrics(2) → metrics(2) → gauge(5) | sum(7) |
+    // histogram(9) | exponential_histogram(10) | summary(11) → data_points(1)
+    each_field(req, 1, |rm| {
+        each_field(rm, 2, |sm| {
+            each_field(sm, 2, |m| {
+                each_field_of(
+                    m,
+                    |f| matches!(f, 5 | 7 | 9 | 10 | 11),
+                    |data| {
+                        each_field(data, 1, |_| {
+                            n += 1;
+                            Some(())
+                        })
+                    },
+                )
+            })
+        })
+    })?;
+    Some(n)
+}
+
+/// The signal a sink endpoint receives.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Traces,
+    Metrics,
+}
+
 #[derive(Clone)]
 struct GrpcSink(Arc<SinkCounters>);
 
@@ -85,32 +130,80 @@ impl tonic::server::NamedService for GrpcSink {
     const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
 }
 
-struct ExportSvc(Arc<SinkCounters>);
+#[derive(Clone)]
+struct GrpcMetricsSink(Arc<SinkCounters>);
+
+impl tonic::server::NamedService for GrpcMetricsSink {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
+}
+
+struct ExportSvc(Arc<SinkCounters>, Kind);
 
 impl tonic::server::UnaryService<Bytes> for ExportSvc {
     type Response = Bytes;
     type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
     fn call(&mut self, req: tonic::Request<Bytes>) -> Self::Future {
-        std::future::ready(match record(&self.0, req.get_ref()) {
-            // An empty ExportTraceServiceResponse encodes to zero bytes.
+        std::future::ready(match record(&self.0, req.get_ref(), self.1) {
+            // An empty export response encodes to zero bytes.
             true => Ok(tonic::Response::new(Bytes::new())),
             false => Err(tonic::Status::invalid_argument("malformed export request")),
         })
     }
 }
 
-fn record(c: &SinkCounters, body: &[u8]) -> bool {
+fn record(c: &SinkCounters, body: &[u8], kind: Kind) -> bool {
     c.bytes.fetch_add(body.len() as u64, Relaxed);
-    match count_spans(body) {
-        Some(n) => {
+    let counted = match kind {
+        Kind::Traces => count_spans(body).map(|n| (n, &c.spans)),
+        Kind::Metrics => count_points(body).map(|n| (n, &c.points)),
+    };
+    match counted {
+        Some((n, counter)) => {
             c.requests.fetch_add(1, Relaxed);
-            c.spans.fetch_add(n, Relaxed);
+            if kind == Kind::Metrics {
+                c.metric_requests.fetch_add(1, Relaxed);
+            }
+            counter.fetch_add(n, Relaxed);
             true
         }
         None => {
             c.malformed.fetch_add(1, Relaxed);
             false
         }
+    }
+}
+
+fn grpc_call<B>(
+    counters: Arc<SinkCounters>,
+    kind: Kind,
+    req: http::Request<B>,
+) -> Pin<Box<dyn Future<Output = Result<http::Response<tonic::body::Body>, Infallible>> + Send>>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    Box::pin(async move {
+        let mut grpc = tonic::server::Grpc::new(RawCodec)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(usize::MAX);
+        Ok(grpc.unary(ExportSvc(counters, kind), req).await)
+    })
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for GrpcMetricsSink
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        grpc_call(self.0.clone(), Kind::Metrics, req)
     }
 }
 
@@ -126,19 +219,13 @@ where
         Poll::Ready(Ok(()))
     }
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let counters = self.0.clone();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(64 << 20)
-                .max_encoding_message_size(usize::MAX);
-            Ok(grpc.unary(ExportSvc(counters), req).await)
-        })
+        grpc_call(self.0.clone(), Kind::Traces, req)
     }
 }
 
 async fn http_export(
     counters: Arc<SinkCounters>,
+    kind: Kind,
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, Vec<u8>) {
@@ -160,6 +247,25 @@ async fn http_export(
     } else {
         body
     };
+    if json && kind == Kind::Metrics {
+        counters.bytes.fetch_add(raw.len() as u64, Relaxed);
+        let parsed: Result<
+            opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+            _,
+        > = serde_json::from_slice(&raw);
+        return match parsed {
+            Ok(r) => {
+                counters.requests.fetch_add(1, Relaxed);
+                counters.metric_requests.fetch_add(1, Relaxed);
+                counters.points.fetch_add(json_points(&r), Relaxed);
+                (StatusCode::OK, b"{}".to_vec())
+            }
+            Err(e) => {
+                counters.malformed.fetch_add(1, Relaxed);
+                (StatusCode::BAD_REQUEST, e.to_string().into_bytes())
+            }
+        };
+    }
     if json {
         counters.bytes.fetch_add(raw.len() as u64, Relaxed);
         let parsed: Result<
@@ -184,11 +290,30 @@ async fn http_export(
             }
         };
     }
-    if record(&counters, &raw) {
+    if record(&counters, &raw, kind) {
         (StatusCode::OK, Vec::new())
     } else {
         (StatusCode::BAD_REQUEST, b"malformed".to_vec())
     }
+}
+
+fn json_points(
+    r: &opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest,
+) -> u64 {
+    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+    r.resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .map(|m| match &m.data {
+            Some(Data::Gauge(g)) => g.data_points.len(),
+            Some(Data::Sum(x)) => x.data_points.len(),
+            Some(Data::Histogram(h)) => h.data_points.len(),
+            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
+            Some(Data::Summary(x)) => x.data_points.len(),
+            None => 0,
+        } as u64)
+        .sum()
 }
 
 /// Serves the sink until the future is dropped. Either address may be omitted.
@@ -199,18 +324,26 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = grpc {
-        let svc = GrpcSink(counters.clone());
         let server = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(1024))
-            .add_service(svc);
+            .add_service(GrpcSink(counters.clone()))
+            .add_service(GrpcMetricsSink(counters.clone()));
         tasks.spawn(async move { server.serve(addr).await.map_err(anyhow::Error::from) });
     }
     if let Some(addr) = http {
-        let c = counters.clone();
+        let (c, m) = (counters.clone(), counters.clone());
         let app = axum::Router::new()
             .route(
                 "/v1/traces",
-                axum::routing::post(move |h: HeaderMap, b: Bytes| http_export(c.clone(), h, b)),
+                axum::routing::post(move |h: HeaderMap, b: Bytes| {
+                    http_export(c.clone(), Kind::Traces, h, b)
+                }),
+            )
+            .route(
+                "/v1/metrics",
+                axum::routing::post(move |h: HeaderMap, b: Bytes| {
+                    http_export(m.clone(), Kind::Metrics, h, b)
+                }),
             )
             .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
         let listener = tokio::net::TcpListener::bind(addr).await?;

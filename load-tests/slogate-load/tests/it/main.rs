@@ -1,5 +1,7 @@
 //! Integration tests of slogate-load: scenario files, span realism, exact accounting, end to end.
 
+mod metrics;
+
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
