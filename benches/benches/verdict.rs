@@ -198,6 +198,7 @@ fn cohort(registry: &Registry, sel: &Selector) -> CohortData {
         errors: w.errors,
         sketch: w.sketch,
         observed_seconds: Some(w.observed_seconds),
+        ..Default::default()
     }
 }
 

@@ -365,6 +365,7 @@ fn minute(
         errors,
         sketch,
         observed_seconds: None,
+        ..Default::default()
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! A closed hour partition (its hour ended `compact_after` ago) with two or more Parquet files is
 //! merged into one zstd file sorted for pruning (`requests`: service, operation, slot_start, then
-//! the rest of the series key; document tables: `at`). The steps, for partition `P`:
+//! the rest of the series key; `metrics`: service, metric, slot_start, then the rest of the
+//! stream key but its attributes; document tables: `at`). The steps, for partition `P`:
 //!
 //! 1. put `P/compact-<id>.manifest.json` naming the output and every input;
 //! 2. put `P/compact-<id>.crc<crc32>.parquet` (its key-value metadata `slogate.compacted_from`
@@ -44,9 +45,9 @@ use crate::HistoryError;
 use crate::docs::DocTable;
 use crate::quarantine::{checked_name, read_checked};
 use crate::query::quarantine_or_log;
-use crate::schema::{FIXED_DIMS, requests_schema, validate_extra_dims};
+use crate::schema::{Table, validate_extra_dims};
 use crate::store::{ObjectEntry, Store};
-use crate::writer::{REQUESTS_TABLE, encode_parquet, next_file_number, partition_dir};
+use crate::writer::{encode_parquet, next_file_number, partition_dir};
 
 /// Key-value metadata key of a compacted file: the JSON list of its input keys.
 pub const COMPACTED_FROM: &str = "slogate.compacted_from";
@@ -54,7 +55,8 @@ pub const COMPACTED_FROM: &str = "slogate.compacted_from";
 /// Settings of [`Maintenance`].
 #[derive(Debug, Clone)]
 pub struct MaintenanceConfig {
-    /// Configured extra dimensions, in configuration order (the `requests` schema).
+    /// Configured extra dimensions, in configuration order (the `requests` and `metrics`
+    /// schemas).
     pub extra_dims: Vec<String>,
     /// An hour partition is compacted once its hour ended this long ago.
     pub compact_after: Duration,
@@ -212,7 +214,7 @@ impl Maintenance {
     pub fn recover(&self, remove_tmp: bool) -> Result<usize, HistoryError> {
         let mut repaired = 0;
         for table in tables() {
-            let entries = self.store.list(table)?;
+            let entries = self.store.list(table.name())?;
             let keys: BTreeSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
             for entry in &entries {
                 if remove_tmp && entry.key.ends_with(".tmp") {
@@ -255,6 +257,8 @@ impl Maintenance {
         let closed_before = now_unix.saturating_sub(self.config.compact_after.as_secs() as i64);
         for table in tables() {
             let schema = self.schema_of(table);
+            let order = self.pruning_order(table);
+            let table = table.name();
             for p in self.partitions(table)? {
                 if p.start.saturating_add(3600) > closed_before {
                     continue;
@@ -277,7 +281,7 @@ impl Maintenance {
                     report.skipped += 1;
                     continue;
                 }
-                match self.compact_partition(&p, &inputs, &schema)? {
+                match self.compact_partition(&p, &inputs, &schema, &order)? {
                     Some(rows) => {
                         report.partitions += 1;
                         report.files_in += inputs.len();
@@ -303,6 +307,7 @@ impl Maintenance {
         p: &Partition,
         inputs: &[&ObjectEntry],
         schema: &SchemaRef,
+        order: &[String],
     ) -> Result<Option<usize>, HistoryError> {
         let mut batches = Vec::new();
         for input in inputs {
@@ -332,7 +337,7 @@ impl Maintenance {
         let merged = concat_batches(schema, &batches)
             .map_err(|e| HistoryError::Corrupt(format!("merging {}: {e}", p.table)))?;
         drop(batches);
-        let sorted = sort_for_pruning(&p.table, &merged, &self.config.extra_dims)?;
+        let sorted = sort_for_pruning(&p.table, &merged, order)?;
         let rows = sorted.num_rows();
         let dir = partition_dir(&p.table, &p.date, &p.hour);
         let id = format!("compact-{}-{}", now_ms(), next_file_number());
@@ -380,7 +385,7 @@ impl Maintenance {
     pub fn scrub(&self, since_unix: Option<i64>) -> Result<ScrubReport, HistoryError> {
         let mut report = ScrubReport::default();
         for table in tables() {
-            for p in self.partitions(table)? {
+            for p in self.partitions(table.name())? {
                 if since_unix.is_some_and(|since| p.start.saturating_add(3600) <= since) {
                     continue;
                 }
@@ -418,7 +423,7 @@ impl Maintenance {
         let mut expired: Vec<Partition> = Vec::new();
         for table in tables() {
             expired.extend(
-                self.partitions(table)?
+                self.partitions(table.name())?
                     .into_iter()
                     .filter(|p| p.start.saturating_add(3600) <= cutoff),
             );
@@ -452,14 +457,19 @@ impl Maintenance {
         Ok(report)
     }
 
-    fn schema_of(&self, table: &str) -> SchemaRef {
-        DocTable::ALL
-            .into_iter()
-            .find(|t| t.name() == table)
-            .map_or_else(
-                || requests_schema(&self.config.extra_dims),
-                DocTable::schema,
-            )
+    fn schema_of(&self, table: AnyTable) -> SchemaRef {
+        match table {
+            AnyTable::Slots(t) => t.schema(&self.config.extra_dims),
+            AnyTable::Docs(t) => t.schema(),
+        }
+    }
+
+    /// Columns a compacted file is sorted by.
+    fn pruning_order(&self, table: AnyTable) -> Vec<String> {
+        match table {
+            AnyTable::Slots(t) => t.pruning_order(&self.config.extra_dims),
+            AnyTable::Docs(t) => vec!["at".to_string(), t.columns().0.to_string()],
+        }
     }
 
     /// The table's hour partitions, oldest first. Objects outside `date=D/hour=H/` are ignored.
@@ -499,8 +509,25 @@ impl Maintenance {
     }
 }
 
-fn tables() -> impl Iterator<Item = &'static str> {
-    std::iter::once(REQUESTS_TABLE).chain(DocTable::ALL.into_iter().map(DocTable::name))
+/// Every table maintenance covers.
+#[derive(Debug, Clone, Copy)]
+enum AnyTable {
+    Slots(Table),
+    Docs(DocTable),
+}
+
+impl AnyTable {
+    fn name(self) -> &'static str {
+        match self {
+            AnyTable::Slots(t) => t.name(),
+            AnyTable::Docs(t) => t.name(),
+        }
+    }
+}
+
+fn tables() -> impl Iterator<Item = AnyTable> {
+    (Table::ALL.into_iter().map(AnyTable::Slots))
+        .chain(DocTable::ALL.into_iter().map(AnyTable::Docs))
 }
 
 fn now_ms() -> u128 {
@@ -517,31 +544,14 @@ fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
-/// `requests` by service, operation, slot_start, then env, version and the extras; document
-/// tables by time, then name.
+/// Sorts a merged partition by `order` (see [`Table::pruning_order`]); columns the batch lacks
+/// are skipped.
 fn sort_for_pruning(
     table: &str,
     batch: &RecordBatch,
-    extra_dims: &[String],
+    order: &[String],
 ) -> Result<RecordBatch, HistoryError> {
-    let names: Vec<&str> = if table == REQUESTS_TABLE {
-        let mut v = vec![
-            FIXED_DIMS[0],
-            FIXED_DIMS[3],
-            "slot_start",
-            FIXED_DIMS[1],
-            FIXED_DIMS[2],
-        ];
-        v.extend(extra_dims.iter().map(String::as_str));
-        v
-    } else {
-        let (name, _) = DocTable::ALL
-            .into_iter()
-            .find(|t| t.name() == table)
-            .map_or(("", ""), DocTable::columns);
-        vec!["at", name]
-    };
-    let columns: Vec<SortColumn> = names
+    let columns: Vec<SortColumn> = order
         .iter()
         .filter_map(|n| batch.column_by_name(n))
         .map(|c| SortColumn {

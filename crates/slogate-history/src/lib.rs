@@ -1,6 +1,6 @@
-//! Slot history: every closed slot of every series as one row of the `requests` table, in
-//! zstd Parquet under Hive-style hourly partitions, queried with DataFusion SQL and exact
-//! sketch percentiles.
+//! Slot history: every closed slot of every span series as one row of the `requests` table and
+//! of every OTLP metric stream as one row of the `metrics` table, in zstd Parquet under
+//! Hive-style hourly partitions, queried with DataFusion SQL and exact sketch percentiles.
 //!
 //! # The `requests` table
 //!
@@ -21,10 +21,34 @@
 //! All columns are non-nullable. Queries also see the Hive partition columns `date`
 //! (`YYYY-MM-DD`, UTC) and `hour` (`HH`), both `Utf8`; filtering on them prunes directories.
 //!
+//! # The `metrics` table
+//!
+//! One row per [`MetricSlotRecord`](slogate_core::MetricSlotRecord) (one closed slot of one
+//! metric stream), schema [`metrics_schema`], written by [`MetricWriter`]:
+//!
+//! | column | Arrow type | notes |
+//! |---|---|---|
+//! | `slot_start` | `Timestamp(Millisecond, "UTC")` | as in `requests` |
+//! | `slot_seconds` | `UInt32` | slot length |
+//! | `service`, `env`, `version` | `Utf8` | cohort dimensions from the resource |
+//! | one per configured extra dimension | `Utf8` | as in `requests` |
+//! | `instance`, `metric`, `unit`, `kind` | `Utf8` | producing instance, metric name, unit as sent, `gauge` / `sum` / `histogram` / `exponential_histogram` / `summary` |
+//! | `attributes` | `Map<Utf8, Utf8>` | point attributes (values as text); `attributes['queue']` |
+//! | `points` | `UInt64` | points received in the slot |
+//! | `min`, `max`, `last`, `value_sum` | `Float64` | over the point values of gauges and sums |
+//! | `increase` | `Float64` | a sum's increase (resets detected), a histogram's or summary's count increase |
+//! | `hist_sum` | `Float64` | increase of a histogram's or summary's sum |
+//! | `last_time` | `Timestamp(Nanosecond, "UTC")` | the last point's own time |
+//! | `sketch` | `Binary`, nullable | histogram values of the slot (`slogate-sketch` v1); null for other kinds |
+//!
+//! Only `sketch` is nullable, so that the sketch functions skip the rows that have none. The
+//! same files, compaction (sorted by service, metric, slot_start, then the rest of the stream
+//! key), retention and quarantine as `requests`. No reload: the metric store restarts empty.
+//!
 //! # Files
 //!
-//! `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.crc<crc32>.parquet`, written by
-//! [`HistoryWriter`] as `<name>.tmp`, fsynced and renamed, so a crash leaves at most a `.tmp`
+//! `<root>/<table>/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.crc<crc32>.parquet`, written by
+//! a [`SlotWriter`] as `<name>.tmp`, fsynced and renamed, so a crash leaves at most a `.tmp`
 //! file, which no reader lists (DataFusion here lists `*.parquet`; DuckDB, Spark and Trino are
 //! pointed at `**/*.parquet`). Any Parquet reader with Hive partitioning can read the tree.
 //!
@@ -40,7 +64,12 @@
 //! (milliseconds): the answer for a day is the day's percentile within the sketch's 1/256
 //! relative error, not an average of per-slot percentiles, which can be far off when traffic or
 //! latency varies between slots. `sketch_merge(sketch)` returns the merged bytes and
-//! `sketch_quantile_of(bytes, q)` reads a quantile from one sketch.
+//! `sketch_quantile_of(bytes, q)` reads a quantile from one sketch. The functions read any
+//! `sketch` column, so they work on `metrics` too. They return the sketch's recorded integers
+//! divided by 10^6: milliseconds for the nanosecond latencies of `requests` and for the
+//! histograms of `metrics` whose unit is a duration (the metric store records those in
+//! nanoseconds); other histograms are recorded in thousandths of their unit, so multiply by
+//! 1000 for the metric's own unit.
 //!
 //! # Read-only SQL
 //!
@@ -71,12 +100,14 @@ pub use quarantine::QUARANTINE_DIR;
 pub use query::{History, QueryResult};
 pub use range::{DocEntry, doc_rows, operation_totals, slot_counts};
 pub use schema::{
-    FIXED_DIMS, RESERVED_COLUMNS, batch_to_rows, partition_of, requests_schema, rfc3339,
-    rows_to_batch,
+    FIXED_DIMS, METRIC_DIMS, RESERVED_COLUMNS, Table, batch_to_metric_rows, batch_to_rows,
+    metric_rows_to_batch, metrics_schema, partition_of, requests_schema, rfc3339, rows_to_batch,
 };
 pub use store::{ObjectEntry, S3Options, Store};
 pub use udf::{SketchMerge, SketchQuantile, SketchQuantileOf, sketch_udafs, sketch_udfs};
-pub use writer::{HistoryWriter, REQUESTS_TABLE, WriterConfig};
+pub use writer::{
+    HistoryWriter, METRICS_TABLE, MetricWriter, REQUESTS_TABLE, SlotRow, SlotWriter, WriterConfig,
+};
 
 /// Errors of the history writer and query side.
 #[derive(Debug, thiserror::Error)]

@@ -27,7 +27,7 @@ use crate::HistoryError;
 use crate::compact::partition_start;
 use crate::docs::DocTable;
 use crate::quarantine::read_checked;
-use crate::schema::{batch_to_rows, requests_schema, validate_extra_dims};
+use crate::schema::{Table, batch_to_rows, validate_extra_dims};
 use crate::store::Store;
 use crate::udf::{sketch_udafs, sketch_udfs};
 use crate::writer::REQUESTS_TABLE;
@@ -61,7 +61,7 @@ impl std::fmt::Debug for History {
 
 impl History {
     /// Opens the history under `root` (the store given to the writers); a local root gets
-    /// `requests/`, `verdicts/` and `alerts/` created if needed, so that an empty history
+    /// `requests/`, `metrics/`, `verdicts/` and `alerts/` created if needed, so that an empty history
     /// answers queries with no rows.
     pub async fn open(root: impl Into<Store>, extra_dims: &[String]) -> Result<Self, HistoryError> {
         validate_extra_dims(extra_dims)?;
@@ -79,7 +79,9 @@ impl History {
         for udf in sketch_udfs() {
             ctx.register_udf(udf);
         }
-        register_partitioned(&ctx, &root, REQUESTS_TABLE, requests_schema(extra_dims)).await?;
+        for table in Table::ALL {
+            register_partitioned(&ctx, &root, table.name(), table.schema(extra_dims)).await?;
+        }
         for doc_table in DocTable::ALL {
             register_partitioned(&ctx, &root, doc_table.name(), doc_table.schema()).await?;
         }

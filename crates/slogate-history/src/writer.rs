@@ -1,11 +1,13 @@
-//! [`HistoryWriter`]: buffers closed slots and flushes them as zstd Parquet files into
-//! Hive-style hourly partitions under a [`Store`] root (a directory or `s3://`).
+//! [`SlotWriter`]: buffers closed slots of one table ([`HistoryWriter`] for `requests`,
+//! [`MetricWriter`] for `metrics`) and flushes them as zstd Parquet files into Hive-style hourly
+//! partitions under a [`Store`] root (a directory or `s3://`).
 //!
-//! Layout: `<root>/requests/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.crc<crc32>.parquet`
+//! Layout: `<root>/<table>/date=YYYY-MM-DD/hour=HH/part-<unix_ms>-<counter>.crc<crc32>.parquet`
 //! (the CRC-32 of the file's bytes, see [`crate::quarantine`]). Each
 //! file is one atomic [`Store::put`], so a crash never leaves a partial `.parquet` object where
 //! readers look.
 
+use std::cmp::Ordering as CmpOrdering;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,21 +20,77 @@ use parquet::file::properties::WriterProperties;
 
 use crate::HistoryError;
 use crate::quarantine::checked_name;
-use crate::schema::{partition_of, requests_schema, rows_to_batch, validate_extra_dims};
+use crate::schema::{
+    Table, metric_rows_to_batch, partition_of, rows_to_batch, validate_extra_dims,
+};
 use crate::store::Store;
-use slogate_core::SlotRecord;
+use slogate_core::{MetricSlotRecord, SlotRecord};
 
-/// Name of the table directory under the root, and of the SQL table.
+/// Name of the `requests` table directory under the root, and of the SQL table.
 pub const REQUESTS_TABLE: &str = "requests";
+/// Name of the `metrics` table directory under the root, and of the SQL table.
+pub const METRICS_TABLE: &str = "metrics";
 
-/// Settings of a [`HistoryWriter`].
+/// A row of one of the slot [`Table`]s: [`SlotRecord`] of `requests`, [`MetricSlotRecord`] of
+/// `metrics`.
+pub trait SlotRow: Sized + Send + 'static {
+    /// The table the rows go to.
+    const TABLE: Table;
+    /// Start of the row's slot, Unix seconds: its hour partition.
+    fn slot_start_unix(&self) -> i64;
+    /// The order of rows within a written file: series-major, then time. Keeping each series'
+    /// slots together compresses the dimension columns and lets row-group statistics prune
+    /// by service.
+    fn file_order(&self, other: &Self) -> CmpOrdering;
+    /// One record batch of [`Self::TABLE`]'s schema.
+    fn to_batch(rows: &[Self], extra_dims: &[String]) -> RecordBatch;
+}
+
+impl SlotRow for SlotRecord {
+    const TABLE: Table = Table::Requests;
+    fn slot_start_unix(&self) -> i64 {
+        self.slot_start_unix
+    }
+    fn file_order(&self, other: &Self) -> CmpOrdering {
+        self.key
+            .cmp(&other.key)
+            .then(self.slot_start_unix.cmp(&other.slot_start_unix))
+    }
+    fn to_batch(rows: &[Self], extra_dims: &[String]) -> RecordBatch {
+        rows_to_batch(rows, extra_dims)
+    }
+}
+
+impl SlotRow for MetricSlotRecord {
+    const TABLE: Table = Table::Metrics;
+    fn slot_start_unix(&self) -> i64 {
+        self.slot_start_unix
+    }
+    fn file_order(&self, other: &Self) -> CmpOrdering {
+        (&self.service, &self.metric, &self.env, &self.version)
+            .cmp(&(&other.service, &other.metric, &other.env, &other.version))
+            .then_with(|| {
+                (&self.extras, &self.instance, &self.attributes).cmp(&(
+                    &other.extras,
+                    &other.instance,
+                    &other.attributes,
+                ))
+            })
+            .then(self.slot_start_unix.cmp(&other.slot_start_unix))
+    }
+    fn to_batch(rows: &[Self], extra_dims: &[String]) -> RecordBatch {
+        metric_rows_to_batch(rows, extra_dims)
+    }
+}
+
+/// Settings of a [`SlotWriter`].
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
-    /// The root that holds the `requests/` table directory.
+    /// The root that holds the table directories (`requests/`, `metrics/`...).
     pub root: Store,
     /// Configured extra dimensions, in configuration order.
     pub extra_dims: Vec<String>,
-    /// [`HistoryWriter::append`] refuses rows beyond this many unflushed ones.
+    /// [`SlotWriter::append`] refuses rows beyond this many unflushed ones.
     pub max_buffered_rows: usize,
     /// zstd level for Parquet pages.
     pub zstd_level: i32,
@@ -49,26 +107,31 @@ impl WriterConfig {
     }
 }
 
-/// Buffers [`SlotRecord`]s and writes them to Parquet on [`HistoryWriter::flush`].
+/// The writer of the `requests` table.
+pub type HistoryWriter = SlotWriter<SlotRecord>;
+/// The writer of the `metrics` table.
+pub type MetricWriter = SlotWriter<MetricSlotRecord>;
+
+/// Buffers rows of one slot table and writes them to Parquet on [`SlotWriter::flush`].
 ///
 /// All I/O is blocking; call `flush` from `tokio::task::spawn_blocking` on a runtime.
 #[derive(Debug)]
-pub struct HistoryWriter {
+pub struct SlotWriter<R> {
     store: Store,
     extra_dims: Vec<String>,
     schema: SchemaRef,
     props: WriterProperties,
     max_buffered_rows: usize,
-    buf: Vec<SlotRecord>,
+    buf: Vec<R>,
 }
 
-impl HistoryWriter {
+impl<R: SlotRow> SlotWriter<R> {
     pub fn new(config: WriterConfig) -> Result<Self, HistoryError> {
         validate_extra_dims(&config.extra_dims)?;
         let props = zstd_props(config.zstd_level)?;
-        Ok(HistoryWriter {
+        Ok(SlotWriter {
             store: config.root,
-            schema: requests_schema(&config.extra_dims),
+            schema: R::TABLE.schema(&config.extra_dims),
             extra_dims: config.extra_dims,
             props,
             max_buffered_rows: config.max_buffered_rows,
@@ -77,7 +140,7 @@ impl HistoryWriter {
     }
 
     /// Buffers one row; `Err(Full)` when `max_buffered_rows` rows are already waiting.
-    pub fn append(&mut self, row: SlotRecord) -> Result<(), HistoryError> {
+    pub fn append(&mut self, row: R) -> Result<(), HistoryError> {
         if self.buf.len() >= self.max_buffered_rows {
             return Err(HistoryError::Full {
                 max_buffered_rows: self.max_buffered_rows,
@@ -88,7 +151,7 @@ impl HistoryWriter {
     }
 
     /// Buffers all rows or none: `Err(Full)` when they do not all fit.
-    pub fn append_all(&mut self, rows: Vec<SlotRecord>) -> Result<(), HistoryError> {
+    pub fn append_all(&mut self, rows: Vec<R>) -> Result<(), HistoryError> {
         if self.buf.len().saturating_add(rows.len()) > self.max_buffered_rows {
             return Err(HistoryError::Full {
                 max_buffered_rows: self.max_buffered_rows,
@@ -106,24 +169,27 @@ impl HistoryWriter {
     /// Writes every buffered row, one file per (date, hour) partition, and returns the keys
     /// written. On error, the rows of the partitions not yet written stay buffered.
     pub fn flush(&mut self) -> Result<Vec<String>, HistoryError> {
-        let mut groups: BTreeMap<(String, String), Vec<SlotRecord>> = BTreeMap::new();
+        let mut groups: BTreeMap<(String, String), Vec<R>> = BTreeMap::new();
         for row in std::mem::take(&mut self.buf) {
             groups
-                .entry(partition_of(row.slot_start_unix))
+                .entry(partition_of(row.slot_start_unix()))
                 .or_default()
                 .push(row);
         }
         let mut written = Vec::with_capacity(groups.len());
         let mut groups = groups.into_iter();
         while let Some(((date, hour), mut rows)) = groups.next() {
-            // Series-major order keeps each series' slots together, which compresses the
-            // dimension columns and lets row-group statistics prune by service.
-            rows.sort_by(|a, b| {
-                a.key
-                    .cmp(&b.key)
-                    .then(a.slot_start_unix.cmp(&b.slot_start_unix))
-            });
-            match self.write_partition(&date, &hour, &rows) {
+            rows.sort_by(R::file_order);
+            let batch = R::to_batch(&rows, &self.extra_dims);
+            match write_partition_file(
+                &self.store,
+                R::TABLE.name(),
+                &date,
+                &hour,
+                self.schema.clone(),
+                &batch,
+                &self.props,
+            ) {
                 Ok(path) => written.push(path),
                 Err(e) => {
                     self.buf.extend(rows);
@@ -133,24 +199,6 @@ impl HistoryWriter {
             }
         }
         Ok(written)
-    }
-
-    fn write_partition(
-        &mut self,
-        date: &str,
-        hour: &str,
-        rows: &[SlotRecord],
-    ) -> Result<String, HistoryError> {
-        let batch = rows_to_batch(rows, &self.extra_dims);
-        write_partition_file(
-            &self.store,
-            REQUESTS_TABLE,
-            date,
-            hour,
-            self.schema.clone(),
-            &batch,
-            &self.props,
-        )
     }
 }
 

@@ -1,8 +1,10 @@
 //! Integration tests: write two days of slots with known raw latencies, then query them back
 //! through DataFusion (and DuckDB as a second, independent reader); `store` runs the same
-//! checks, compaction and retention on a local directory and on a real S3-compatible server.
+//! checks, compaction and retention on a local directory and on a real S3-compatible server;
+//! `metrics` does the same for the `metrics` table.
 
 mod corrupt;
+mod metrics;
 mod s3;
 mod store;
 
@@ -490,28 +492,38 @@ async fn invalid_sketch_bytes_fail_the_query() {
     );
 }
 
-/// DuckDB (from the test venv, `SLOGATE_PYTHON`) over `root/requests/**/*.parquet`:
-/// [count, sum(requests), sum(errors), days, min(slot_start), regions].
-fn duckdb_totals(root: &Path) -> Vec<u64> {
-    let python = std::env::var("SLOGATE_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let script = r#"
-import json, sys
+/// The test venv's Python, which has DuckDB: `SLOGATE_PYTHON`, else the venv `scripts/test`
+/// creates. Missing, the test fails saying how to get it: these tests never skip.
+fn python() -> String {
+    if let Ok(p) = std::env::var("SLOGATE_PYTHON") {
+        return p;
+    }
+    let home = std::env::var("HOME").unwrap_or_default();
+    let venv = format!("{home}/.cache/slogate-venv/bin/python");
+    assert!(
+        Path::new(&venv).exists(),
+        "DuckDB's Python package is needed: run scripts/test (it creates {venv}) or set SLOGATE_PYTHON \
+         to a python that has duckdb (pip install -r tests/python/requirements.txt)"
+    );
+    venv
+}
+
+/// Runs a Python `script` with `root` as its first argument in the test venv and parses the
+/// JSON it prints. The script may `import duckdb` as its first import: a missing module fails
+/// with what to do.
+fn run_duckdb(script: &str, root: &Path) -> serde_json::Value {
+    let python = python();
+    let guard = r#"
+import sys
 try:
     import duckdb
 except ImportError as e:
     print(f"duckdb is not importable: {e}", file=sys.stderr)
     sys.exit(3)
-glob = sys.argv[1] + "/requests/**/*.parquet"
-row = duckdb.connect().execute(
-    "SELECT count(*), sum(requests), sum(errors), count(DISTINCT date), epoch(min(slot_start))::BIGINT, "
-    "count(DISTINCT region) "
-    f"FROM read_parquet('{glob}', hive_partitioning = true)"
-).fetchall()[0]
-print(json.dumps([int(x) for x in row]))
 "#;
     let out = Command::new(&python)
         .arg("-c")
-        .arg(script)
+        .arg(format!("{guard}{script}"))
         .arg(root)
         .output()
         .unwrap_or_else(|e| {
@@ -523,7 +535,24 @@ print(json.dumps([int(x) for x in row]))
         "{python}: {stderr}\nset SLOGATE_PYTHON to a python that has duckdb (pip install -r tests/python/requirements.txt)"
     );
     assert!(out.status.success(), "duckdb query failed: {stderr}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// DuckDB (from the test venv) over `root/requests/**/*.parquet`:
+/// [count, sum(requests), sum(errors), days, min(slot_start), regions].
+fn duckdb_totals(root: &Path) -> Vec<u64> {
+    let script = r#"
+import json, sys, duckdb
+glob = sys.argv[1] + "/requests/**/*.parquet"
+row = duckdb.connect().execute(
+    "SELECT count(*), sum(requests), sum(errors), count(DISTINCT date), epoch(min(slot_start))::BIGINT, "
+    "count(DISTINCT region) "
+    f"FROM read_parquet('{glob}', hive_partitioning = true)"
+).fetchall()[0]
+print(json.dumps([int(x) for x in row]))
+"#;
+    serde_json::from_value(run_duckdb(script, root)).unwrap()
 }
 
 /// DuckDB reads the same tree and agrees on counts and sums.

@@ -24,6 +24,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut out = String::with_capacity(8 << 10);
     st.stats.render(&mut out);
     render_series(&st, &mut out);
+    if let Some(m) = &st.metrics {
+        m.render_metrics(&mut out);
+    }
     st.gates.render_metrics(&mut out);
     st.alerts.render_metrics(&mut out);
     if let Some(d) = &st.delivery {

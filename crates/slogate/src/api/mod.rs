@@ -2,7 +2,8 @@
 //!
 //! One file per resource: [`health`] (`/healthz`, `/readyz`, `/metrics`), [`sli`], [`gates`]
 //! (the gate list, verdicts and the verdict log), [`baselines`], [`slos`] (SLOs and alerts),
-//! [`sql`], [`grpc`] (`slogate.v1.VerdictService`) and the [`dashboard`] at `/`.
+//! [`sql`], [`metrics`] (OTLP metric queries and streams), [`grpc`] (`slogate.v1.VerdictService`)
+//! and the [`dashboard`] at `/`.
 //!
 //! Every error answer is `{"error": "..."}` with a status, through one type, [`ApiError`]; the
 //! status and gRPC code of each engine error are mapped in one place, [`gate_error_codes`].
@@ -12,6 +13,7 @@ pub mod dashboard;
 pub mod gates;
 pub mod grpc;
 pub mod health;
+pub mod metrics;
 pub mod sli;
 pub mod slos;
 pub mod sql;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub sql_limits: (usize, std::time::Duration),
     /// Token checks and TLS: their gauges and counters on `/metrics`, warnings on `/readyz`.
     pub security: Arc<crate::auth::Security>,
+    /// The OTLP metric store.
+    pub metrics: Option<Arc<slogate_metrics::MetricStore>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -53,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/sli", get(sli::sli))
+        .route("/api/v1/metrics/query", get(metrics::query))
+        .route("/api/v1/metrics/streams", get(metrics::streams))
         .route("/api/v1/gates", get(gates::list))
         .route(
             "/api/v1/gates/{gate}/verdict",

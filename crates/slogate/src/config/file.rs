@@ -48,6 +48,7 @@ pub struct FileConfig {
     pub cohorts: CohortSection,
     pub windows: WindowSection,
     pub limits: LimitSection,
+    pub metrics: MetricsSection,
     pub gates: Vec<GateFile>,
     pub slos: Vec<SloFile>,
     pub alerting: AlertingSection,
@@ -220,6 +221,53 @@ impl Default for LimitSection {
     }
 }
 
+/// The OTLP metric store (`metrics:`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// How long data points are kept; every metric criterion's window must fit in it.
+    pub retention: HumanDuration,
+    /// Points kept per stream; the oldest go first (counted).
+    pub max_points_per_series: usize,
+    /// Streams across all services (overflow streams are outside this cap).
+    pub max_series: usize,
+    /// Streams per service and metric; more go to one overflow stream per cohort and metric.
+    pub max_series_per_metric: usize,
+    /// A stream whose newest point is older than this has stopped reporting: no data.
+    pub stale_after: HumanDuration,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            retention: HumanDuration::secs(3600),
+            max_points_per_series: 2048,
+            max_series: 20_000,
+            max_series_per_metric: 1000,
+            stale_after: HumanDuration::secs(300),
+        }
+    }
+}
+
+/// The denominator of a metric criterion or rule (`divide_by:`): another OTLP metric selection,
+/// or the span cohort's request or error count (`spans: requests`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DivideByFile {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<String>,
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub where_: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub across: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spans: Option<String>,
+}
+
 /// A gate as written in the file.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -342,6 +390,25 @@ pub struct CriterionFile {
     /// sampling error of its own) instead of counting it with its own sample size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline_known: Option<bool>,
+    /// An OTLP metric instead of a span metric: its name...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<String>,
+    /// ...point attributes it must have (`value`, `*` for present, `!value` for not equal)...
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub where_: BTreeMap<String, String>,
+    /// ...how the window's points become one number (last, min, max, avg, sum, count,
+    /// increase, rate, pNN, time_in_state, transitions)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    /// ...how the streams of the cohort combine (sum, avg, max, min)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub across: Option<String>,
+    /// ...the state of `time_in_state` / `transitions` (default: any non-zero value / any change)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<f64>,
+    /// ...and an optional denominator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divide_by: Option<DivideByFile>,
 }
 
 /// An SLO as written in the file.
@@ -416,10 +483,28 @@ pub struct ThresholdRuleFile {
     pub service: String,
     #[serde(default)]
     pub selector: BTreeMap<String, String>,
-    /// `error_rate` or `latency_pNN` (milliseconds).
-    pub metric: String,
-    /// The rule is active while the metric is above this value.
-    pub above: f64,
+    /// `error_rate` or `latency_pNN` (milliseconds)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// ...or an OTLP metric selection, as in a gate criterion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<String>,
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub where_: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub across: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divide_by: Option<DivideByFile>,
+    /// The rule is active while the metric is above this value...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    /// ...or below this one (exactly one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
     #[serde(default = "ThresholdRuleFile::default_window")]
     pub window: HumanDuration,
     /// How long the condition must hold before the alert fires.

@@ -72,7 +72,12 @@ pub fn locate(text: &str, field: &str) -> Option<usize> {
             Some(i) => (&seg[..i], &seg[i..]),
             None => (seg, ""),
         };
-        let (line, indent) = find_key(&ls, from, to, key)?;
+        let Some((line, indent)) = find_key(&ls, from, to, key) else {
+            // A key inside a flow mapping (`divide_by: {spans: calls}`): its parent's line.
+            return at
+                .filter(|&l: &usize| ls[l].text.contains('{'))
+                .map(|l| l + 1);
+        };
         at = Some(line);
         from = line + 1;
         to = block_end(&ls, from, indent);

@@ -11,13 +11,18 @@
 
 mod file;
 mod locate;
+mod metrics;
 mod validate;
+pub use metrics::{
+    Divisor, MetricQuery, MetricSelect, SelectFields, SpanCount, select, select_label,
+};
 
 pub use file::{FileConfig, HistoryS3Section};
 use locate::locate;
 use slogate_ingest::IngestLimits;
 use slogate_ingest::extract::ExtractConfig;
 use slogate_window::WindowConfig;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -64,6 +69,8 @@ pub struct Config {
     /// Per-span limits (`ingest.max_span_duration`).
     pub span_limits: slogate_ingest::SpanLimits,
     pub window: WindowConfig,
+    /// The OTLP metric store.
+    pub metrics: slogate_metrics::MetricStoreConfig,
     pub gates: Vec<GateConfig>,
     pub slos: Vec<SloConfig>,
     pub burn_tiers: Vec<slogate_gate::BurnTier>,
@@ -206,11 +213,22 @@ pub struct ThresholdRule {
     pub name: String,
     pub service: String,
     pub selector: Vec<(String, String)>,
-    pub metric: slogate_gate::Metric,
-    pub above: f64,
+    pub metric: RuleMetric,
+    /// The rule is active while the value is above `bound` (below it when `below`).
+    pub bound: f64,
+    pub below: bool,
     pub window_seconds: u64,
     pub for_seconds: u64,
     pub tier: slogate_gate::Tier,
+}
+
+/// What a threshold rule watches.
+#[derive(Debug, Clone)]
+pub enum RuleMetric {
+    /// Error rate or a latency quantile of the selected spans.
+    Span(slogate_gate::Metric),
+    /// An OTLP metric.
+    Otlp(MetricQuery),
 }
 
 /// A validated gate.
@@ -244,6 +262,8 @@ pub struct PhaseConfig {
     pub name: String,
     pub window_seconds: u64,
     pub spec: slogate_gate::GateSpec,
+    /// What each OTLP metric criterion (by name) measures.
+    pub measures: BTreeMap<String, MetricQuery>,
 }
 
 /// A gate or phase that is not configured.

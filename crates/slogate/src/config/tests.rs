@@ -149,3 +149,156 @@ fn errors_name_file_line_and_field() {
         "slogate.yaml:3:5: history.s3.secret_key: unknown field `secret_key`, expected one of `endpoint`, `region`, `allow_http`, `access_key_id_file`, `secret_access_key_file`",
     );
 }
+
+#[test]
+fn metric_keys_name_file_line_and_field() {
+    let gate = |criterion: &str| {
+        format!("gates:\n  - name: a\n    service: a\n    criteria:\n      - name: c\n{criterion}")
+    };
+    check(
+        &gate(
+            "        otlp: jobs.queue.depth\n        aggregate: median\n        pass: 1\n        fail: 2\n",
+        ),
+        "slogate.yaml:7: gates[0].criteria[0].aggregate: unknown aggregate \"median\"; use last, min, max, avg, sum, count, increase, rate, pNN (p50, p95, p999), time_in_state or transitions",
+    );
+    check(
+        &gate("        otlp: jobs.queue.depth\n        pass: 1\n        fail: 2\n"),
+        "slogate.yaml:6: gates[0].criteria[0].otlp: an OTLP metric criterion needs aggregate: last, min, max, avg, sum, count, increase, rate, pNN, time_in_state or transitions",
+    );
+    check(
+        &gate(
+            "        otlp: jobs.queue.depth\n        metric: error_rate\n        aggregate: max\n        pass: 1\n        fail: 2\n",
+        ),
+        "slogate.yaml:7: gates[0].criteria[0].metric: an OTLP metric criterion (otlp: jobs.queue.depth) is a threshold on its value; metric does not apply",
+    );
+    check(
+        &gate(
+            "        otlp: breaker\n        aggregate: max\n        state: 1\n        pass: 1\n        fail: 2\n",
+        ),
+        "slogate.yaml:8: gates[0].criteria[0].state: state applies to aggregate: time_in_state or transitions",
+    );
+    check(
+        &gate(
+            "        otlp: cost\n        aggregate: increase\n        divide_by: {spans: calls}\n        pass: 1\n        fail: 2\n",
+        ),
+        "slogate.yaml:8: gates[0].criteria[0].divide_by.spans: unknown span count \"calls\"; use requests or errors",
+    );
+    check(
+        &gate(
+            "        metric: error_rate\n        where: {queue: jobs}\n        pass: 0.01\n        fail: 0.02\n",
+        ),
+        "slogate.yaml:7: gates[0].criteria[0].where: where applies to an OTLP metric criterion (otlp: NAME)",
+    );
+    check(
+        "metrics:\n  retention: 10m\ngates:\n  - name: a\n    service: a\n    window: 30m\n    criteria:\n      - {name: q, otlp: q, aggregate: max, pass: 1, fail: 2}\n",
+        "slogate.yaml:6: gates[0].window: 1800s is longer than metrics.retention (600s), which the OTLP metric criteria read",
+    );
+    check(
+        "alerting:\n  rules:\n    - {name: r, service: a, otlp: q, aggregate: max, above: 1, below: 0, tier: P1}\n",
+        "slogate.yaml:3: alerting.rules[0].above: a rule needs exactly one of above and below",
+    );
+    check(
+        "alerting:\n  rules:\n    - {name: r, service: a, metric: error_rate, below: 0.5, tier: P1}\n",
+        "slogate.yaml:3: alerting.rules[0].below: span rules alert above an error rate or latency; use above",
+    );
+    check(
+        "metrics:\n  stale_after: 0s\n",
+        "slogate.yaml:2: metrics.stale_after: must be at least 1s",
+    );
+}
+
+/// `deploy/examples/metric-gates.yaml` writes the seeds' metric lines as criteria and rules:
+/// each one is there, measuring what the plan says.
+#[test]
+fn the_rollout_plans_metric_lines_are_criteria_and_rules() {
+    use crate::config::{Divisor, RuleMetric, SpanCount};
+    use slogate_metrics::{Aggregate, Combine};
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/examples/metric-gates.yaml"
+    );
+    let cfg = Config::load(Some(Path::new(path))).unwrap_or_else(|e| panic!("{e}"));
+    let phase = |gate: &str, phase: &str| {
+        cfg.gates
+            .iter()
+            .find(|g| g.name == gate)
+            .and_then(|g| g.phases.iter().find(|p| p.name == phase))
+            .unwrap_or_else(|| panic!("{gate}/{phase}"))
+    };
+    let bands = |p: &crate::config::PhaseConfig, name: &str| match &p
+        .spec
+        .criteria
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap()
+        .check
+    {
+        slogate_gate::Check::Threshold {
+            metric: slogate_gate::Metric::Measured,
+            pass,
+            fail,
+            direction,
+            ..
+        } => (*pass, *fail, *direction),
+        other => panic!("{name}: {other:?}"),
+    };
+    // The GA change request: queue depth under 200, summed over pods, sustained 5 minutes.
+    let ga = phase("api-ga", "default");
+    let q = &ga.measures["queue-depth"];
+    assert_eq!(
+        (q.numerator.aggregate, q.numerator.combine),
+        (Aggregate::Max, Combine::Sum)
+    );
+    assert_eq!(bands(ga, "queue-depth"), (200.0, 500.0, None));
+    // The skills playbook: five metric bands in each of its three phases.
+    for name in ["canary", "beta", "full"] {
+        let p = phase("skills", name);
+        assert_eq!(p.measures.len(), 5, "{name}");
+        assert_eq!(
+            bands(p, "skills-api-success"),
+            (0.95, 0.90, Some(slogate_gate::Direction::HigherIsBetter))
+        );
+        assert_eq!(bands(p, "cost-per-request"), (0.02, 0.05, None));
+        assert_eq!(
+            p.measures["cost-per-request"].divide_by,
+            Some(Divisor::Spans(SpanCount::Requests))
+        );
+        assert_eq!(bands(p, "cache-hit-rate").0, 0.40);
+        assert_eq!(bands(p, "memory-usage"), (0.80, 0.90, None));
+    }
+    // The soft-launch plan: breakers per phase, the staging backlog tightening by phase.
+    let p1 = phase("ingestion", "p1-canary");
+    assert_eq!(
+        p1.measures["breaker-open"].numerator.aggregate,
+        Aggregate::TimeInState { state: Some(1.0) }
+    );
+    assert_eq!(
+        p1.measures["breaker-events"].numerator.aggregate,
+        Aggregate::Transitions { into: Some(1.0) }
+    );
+    assert_eq!(bands(p1, "breaker-events"), (0.0, 1.0, None));
+    assert_eq!(p1.window_seconds, 86_400);
+    for (name, pass) in [
+        ("p1-canary", 10_000.0),
+        ("p2-beta", 50_000.0),
+        ("ga", 100_000.0),
+    ] {
+        assert_eq!(
+            bands(phase("ingestion", name), "staging-backlog").0,
+            pass,
+            "{name}"
+        );
+    }
+    // The alert tiers of the operations runbook.
+    let rule = |name: &str| cfg.rules.iter().find(|r| r.name == name).unwrap();
+    let cache = rule("redis-cache-hit-ratio");
+    assert!(cache.below && cache.bound == 0.85 && cache.for_seconds == 900);
+    assert_eq!(cache.tier, slogate_gate::Tier::P2);
+    let queue = rule("queue-depth");
+    assert!(!queue.below && queue.bound == 500.0 && queue.for_seconds == 300);
+    assert_eq!(queue.tier, slogate_gate::Tier::P1);
+    assert!(
+        matches!(&rule("synthetic-uptime").metric, RuleMetric::Otlp(q) if matches!(q.divide_by, Some(Divisor::Metric(_))))
+    );
+    assert_eq!(cfg.rules.len(), 7);
+}

@@ -9,6 +9,7 @@ use super::{
     PagerDutyConfig, PhaseConfig, RoutingKeySource, STORED_BASELINE_KEY, ServerConfig, SloConfig,
     ThresholdRule, TlsConfig,
 };
+use super::{MetricQuery, RuleMetric};
 use slogate_ingest::IngestLimits;
 use slogate_ingest::extract::ExtractConfig;
 use slogate_window::WindowConfig;
@@ -45,6 +46,7 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
     let span_limits = slogate_ingest::SpanLimits {
         max_duration: f.ingest.max_span_duration.0,
     };
+    let metrics = validate_metrics(&f, &window, &invalid)?;
     Ok(Config {
         source: file.to_string(),
         server,
@@ -52,6 +54,7 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
         limits,
         span_limits,
         window,
+        metrics,
         gates,
         slos,
         burn_tiers,
@@ -61,6 +64,50 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
         history: history_config(&f.history),
         auth,
         file: f,
+    })
+}
+
+/// `metrics`: the OTLP metric store's limits.
+fn validate_metrics(
+    f: &FileConfig,
+    window: &WindowConfig,
+    invalid: Invalid,
+) -> Result<slogate_metrics::MetricStoreConfig, ConfigError> {
+    let m = &f.metrics;
+    let retention = m.retention.0.as_secs();
+    if retention < window.slot_seconds.max(60) || retention > 7 * 86_400 {
+        return Err(invalid(
+            "metrics.retention",
+            format!("{retention}s must be between 1m (and one slot) and 7 days"),
+        ));
+    }
+    for (field, v) in [
+        ("metrics.max_points_per_series", m.max_points_per_series),
+        ("metrics.max_series", m.max_series),
+        ("metrics.max_series_per_metric", m.max_series_per_metric),
+    ] {
+        if v == 0 {
+            return Err(invalid(field, "must be at least 1".into()));
+        }
+    }
+    if m.max_points_per_series > 1_000_000 {
+        return Err(invalid(
+            "metrics.max_points_per_series",
+            format!("{} is more than 1000000", m.max_points_per_series),
+        ));
+    }
+    if m.stale_after.0.as_secs() == 0 {
+        return Err(invalid("metrics.stale_after", "must be at least 1s".into()));
+    }
+    Ok(slogate_metrics::MetricStoreConfig {
+        slot_seconds: window.slot_seconds as u32,
+        retention_seconds: retention,
+        max_points_per_series: m.max_points_per_series,
+        max_series: m.max_series,
+        max_series_per_metric: m.max_series_per_metric,
+        stale_after_seconds: m.stale_after.0.as_secs(),
+        extra_dims: window.extra_dims.clone(),
+        ..slogate_metrics::MetricStoreConfig::default()
     })
 }
 
@@ -480,11 +527,78 @@ fn validate_alerting(
                 format!("{:?} must be non-empty and unique", r.name),
             ));
         }
-        let metric = parse_metric(&r.metric).map_err(|e| invalid(&at("metric"), e))?;
-        if matches!(metric, slogate_gate::Metric::RequestRate) {
+        let metric = match (&r.metric, &r.otlp) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &at("otlp"),
+                    "a rule watches a span metric (metric) or an OTLP metric (otlp), not both"
+                        .into(),
+                ));
+            }
+            (None, None) => {
+                return Err(invalid(
+                    &at("metric"),
+                    "a rule needs metric (error_rate, latency_pNN) or otlp (an OTLP metric)".into(),
+                ));
+            }
+            (Some(m), None) => {
+                for (field, set) in [
+                    ("where", !r.where_.is_empty()),
+                    ("aggregate", r.aggregate.is_some()),
+                    ("across", r.across.is_some()),
+                    ("state", r.state.is_some()),
+                    ("divide_by", r.divide_by.is_some()),
+                ] {
+                    if set {
+                        return Err(invalid(
+                            &at(field),
+                            format!("{field} applies to an OTLP metric rule (otlp: NAME)"),
+                        ));
+                    }
+                }
+                let metric = parse_metric(m).map_err(|e| invalid(&at("metric"), e))?;
+                if matches!(metric, slogate_gate::Metric::RequestRate) {
+                    return Err(invalid(
+                        &at("metric"),
+                        "threshold rules take error_rate or latency_pNN".into(),
+                    ));
+                }
+                RuleMetric::Span(metric)
+            }
+            (None, Some(otlp)) => RuleMetric::Otlp(
+                super::metrics::query(
+                    super::metrics::SelectFields {
+                        otlp,
+                        where_: &r.where_,
+                        aggregate: r.aggregate.as_deref(),
+                        across: r.across.as_deref(),
+                        state: r.state,
+                    },
+                    r.divide_by.as_ref(),
+                )
+                .map_err(|(field, msg)| invalid(&at(&field), msg))?,
+            ),
+        };
+        let (bound, below) = match (r.above, r.below) {
+            (Some(v), None) => (v, false),
+            (None, Some(v)) => (v, true),
+            _ => {
+                return Err(invalid(
+                    &at("above"),
+                    "a rule needs exactly one of above and below".into(),
+                ));
+            }
+        };
+        if !bound.is_finite() {
             return Err(invalid(
-                &at("metric"),
-                "threshold rules take error_rate or latency_pNN".into(),
+                &at(if below { "below" } else { "above" }),
+                format!("{bound} must be a finite number"),
+            ));
+        }
+        if matches!(metric, RuleMetric::Span(_)) && below {
+            return Err(invalid(
+                &at("below"),
+                "span rules alert above an error rate or latency; use above".into(),
             ));
         }
         let window = r.window.0.as_secs();
@@ -494,12 +608,22 @@ fn validate_alerting(
                 "must be between one slot and windows.coarse_retention".into(),
             ));
         }
+        let retention = f.metrics.retention.0.as_secs();
+        if matches!(metric, RuleMetric::Otlp(_)) && window > retention {
+            return Err(invalid(
+                &at("window"),
+                format!(
+                    "{window}s is longer than metrics.retention ({retention}s), which an OTLP metric rule reads"
+                ),
+            ));
+        }
         rules.push(ThresholdRule {
             name: r.name.clone(),
             service: r.service.clone(),
             selector: check_dims(&r.selector, &extra, &at("selector"), invalid)?,
             metric,
-            above: r.above,
+            bound,
+            below,
             window_seconds: window,
             for_seconds: r.for_.0.as_secs(),
             tier: r.tier,
@@ -634,6 +758,7 @@ fn validate_gates(
                 window_seconds,
                 &common,
                 baseline_stored.is_some(),
+                f.metrics.retention.0.as_secs(),
                 invalid,
             )?);
         }
@@ -700,23 +825,61 @@ fn analysis_config(
 
 /// One phase of a gate: the gate-wide criteria with the phase's own (same name replaces), each
 /// checked, and none that compares request rates with a stored baseline.
+#[allow(clippy::too_many_arguments)]
 fn phase_config(
     g: &GateFile,
     p: &PhaseFile,
     pat: &dyn Fn(&str) -> String,
     window_seconds: u64,
-    common: &[slogate_gate::CriterionSpec],
+    common: &[(slogate_gate::CriterionSpec, Option<MetricQuery>)],
     stored_baseline: bool,
+    metrics_retention: u64,
     invalid: Invalid,
 ) -> Result<PhaseConfig, ConfigError> {
-    let mut criteria = common.to_vec();
+    let mut both = common.to_vec();
     for (ci, c) in p.criteria.iter().enumerate() {
         let spec = criterion_spec(c)
             .map_err(|(field, msg)| invalid(&pat(&format!("criteria[{ci}].{field}")), msg))?;
-        match criteria.iter_mut().find(|x| x.name == spec.name) {
+        match both.iter_mut().find(|x| x.0.name == spec.0.name) {
             Some(slot) => *slot = spec,
-            None => criteria.push(spec),
+            None => both.push(spec),
         }
+    }
+    let measures: std::collections::BTreeMap<String, MetricQuery> = both
+        .iter()
+        .filter_map(|(c, q)| q.clone().map(|q| (c.name.clone(), q)))
+        .collect();
+    let criteria: Vec<slogate_gate::CriterionSpec> = both.into_iter().map(|(c, _)| c).collect();
+    if !measures.is_empty() && window_seconds > metrics_retention {
+        // The phase's own window, or the gate's it inherits.
+        let field = match p.window {
+            Some(_) => pat("window"),
+            None => {
+                let phase = pat("window");
+                let cut = phase.find(".phases[").unwrap_or(phase.len());
+                format!("{}.window", &phase[..cut])
+            }
+        };
+        return Err(invalid(
+            &field,
+            format!(
+                "{window_seconds}s is longer than metrics.retention ({metrics_retention}s), which the OTLP metric criteria read"
+            ),
+        ));
+    }
+    if stored_baseline
+        && let Some((name, _)) = measures.iter().find(|(name, _)| {
+            criteria
+                .iter()
+                .any(|c| &c.name == *name && c.check.is_relative())
+        })
+    {
+        return Err(invalid(
+            &pat("criteria"),
+            format!(
+                "criterion {name:?} compares an OTLP metric with a stored baseline, which holds span data only; compare it absolutely or with a live baseline cohort"
+            ),
+        ));
     }
     if criteria.is_empty() {
         return Err(invalid(
@@ -749,6 +912,7 @@ fn phase_config(
         name: p.name.clone(),
         window_seconds,
         spec,
+        measures,
     })
 }
 
@@ -778,9 +942,27 @@ fn parse_metric(s: &str) -> Result<slogate_gate::Metric, String> {
 
 fn criterion_spec(
     c: &super::file::CriterionFile,
-) -> Result<slogate_gate::CriterionSpec, (&'static str, String)> {
+) -> Result<(slogate_gate::CriterionSpec, Option<MetricQuery>), (String, String)> {
     use slogate_gate::{Check, Comparison, Direction};
-    let check = match c.test.as_deref() {
+    let own = |(f, m): (&'static str, String)| (f.to_string(), m);
+    if let Some(otlp) = &c.otlp {
+        return otlp_criterion_spec(c, otlp);
+    }
+    for (field, set) in [
+        ("where", !c.where_.is_empty()),
+        ("aggregate", c.aggregate.is_some()),
+        ("across", c.across.is_some()),
+        ("state", c.state.is_some()),
+        ("divide_by", c.divide_by.is_some()),
+    ] {
+        if set {
+            return Err((
+                field.into(),
+                format!("{field} applies to an OTLP metric criterion (otlp: NAME)"),
+            ));
+        }
+    }
+    let check = (|| -> Result<slogate_gate::Check, (&'static str, String)> { Ok(match c.test.as_deref() {
         Some("mann_whitney") => Check::MannWhitney {
             confidence: c.confidence.unwrap_or(0.99),
             max_effect: c.max_effect.ok_or((
@@ -888,13 +1070,95 @@ fn criterion_spec(
                 },
             }
         }
-    };
+    })})().map_err(own)?;
     let spec = slogate_gate::CriterionSpec {
         name: c.name.clone(),
         check,
         min_requests: c.min_requests,
         sustained_seconds: c.sustained.map(|d| d.0.as_secs()),
     };
-    spec.validate().map_err(|e| ("name", e.to_string()))?;
-    Ok(spec)
+    spec.validate()
+        .map_err(|e| ("name".to_string(), e.to_string()))?;
+    Ok((spec, None))
+}
+
+/// A criterion over an OTLP metric: a threshold on the number [`MetricQuery`] measures.
+fn otlp_criterion_spec(
+    c: &super::file::CriterionFile,
+    otlp: &str,
+) -> Result<(slogate_gate::CriterionSpec, Option<MetricQuery>), (String, String)> {
+    use slogate_gate::{Check, Comparison, Direction};
+    for (field, set) in [
+        ("metric", c.metric.is_some()),
+        ("test", c.test.is_some()),
+        ("confidence", c.confidence.is_some()),
+        ("baseline_known", c.baseline_known.is_some()),
+        ("min_requests", c.min_requests.is_some()),
+        ("max_effect", c.max_effect.is_some()),
+        ("max_difference", c.max_difference.is_some()),
+    ] {
+        if set {
+            return Err((
+                field.into(),
+                format!(
+                    "an OTLP metric criterion (otlp: {otlp}) is a threshold on its value; {field} does not apply"
+                ),
+            ));
+        }
+    }
+    let query = super::metrics::query(
+        super::metrics::SelectFields {
+            otlp,
+            where_: &c.where_,
+            aggregate: c.aggregate.as_deref(),
+            across: c.across.as_deref(),
+            state: c.state,
+        },
+        c.divide_by.as_ref(),
+    )?;
+    let comparison = match c.compare.as_deref().unwrap_or("absolute") {
+        "absolute" => Comparison::Absolute,
+        "ratio" => Comparison::Ratio,
+        "difference" => Comparison::Difference,
+        other => {
+            return Err((
+                "compare".into(),
+                format!("unknown comparison {other:?}; use absolute, ratio or difference"),
+            ));
+        }
+    };
+    let direction = match c.direction.as_deref() {
+        None => None,
+        Some("lower_is_better") => Some(Direction::LowerIsBetter),
+        Some("higher_is_better") => Some(Direction::HigherIsBetter),
+        Some(other) => {
+            return Err((
+                "direction".into(),
+                format!("unknown direction {other:?}; use lower_is_better or higher_is_better"),
+            ));
+        }
+    };
+    let pass = c.pass.ok_or((
+        "pass".to_string(),
+        "a metric criterion needs a pass bound".to_string(),
+    ))?;
+    let fail = c.fail.ok_or((
+        "fail".to_string(),
+        "a metric criterion needs a fail bound".to_string(),
+    ))?;
+    let spec = slogate_gate::CriterionSpec {
+        name: c.name.clone(),
+        check: Check::Threshold {
+            metric: slogate_gate::Metric::Measured,
+            comparison,
+            pass,
+            fail,
+            direction,
+        },
+        min_requests: None,
+        sustained_seconds: c.sustained.map(|d| d.0.as_secs()),
+    };
+    spec.validate()
+        .map_err(|e| ("name".to_string(), e.to_string()))?;
+    Ok((spec, Some(query)))
 }

@@ -2,7 +2,7 @@
 //! alerts, the alert state machines, and hand-off of every transition to the notifier (the
 //! PagerDuty outbox when configured).
 
-use crate::config::{Config, SloConfig, ThresholdRule};
+use crate::config::{Config, RuleMetric, SloConfig, ThresholdRule};
 use crate::engine::gates::VerdictDoc;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -114,6 +114,7 @@ pub struct Alerts {
     gate_failures: Option<slogate_gate::Tier>,
     link_base: String,
     registry: Arc<Registry>,
+    metrics: Option<Arc<slogate_metrics::MetricStore>>,
     notifier: Option<Arc<dyn Notifier>>,
     sink: Option<TransitionSink>,
     entries: Mutex<BTreeMap<String, Entry>>,
@@ -185,10 +186,17 @@ impl Alerts {
             gate_failures: cfg.alerting.gate_failures,
             link_base: cfg.alerting.link_base_url.trim_end_matches('/').to_string(),
             registry,
+            metrics: None,
             notifier,
             entries: Mutex::new(BTreeMap::new()),
             log: Mutex::new(VecDeque::new()),
         }
+    }
+
+    /// Reads OTLP metric rules from `store`.
+    pub fn with_metrics(mut self, store: Arc<slogate_metrics::MetricStore>) -> Alerts {
+        self.metrics = Some(store);
+        self
     }
 
     fn query(&self, sel: &Selector, window: u64) -> CohortData {
@@ -198,6 +206,7 @@ impl Alerts {
             errors: w.errors,
             sketch: w.sketch,
             observed_seconds: Some(w.observed_seconds),
+            ..Default::default()
         }
     }
 
@@ -306,46 +315,98 @@ impl Alerts {
         for rule in &self.rules {
             let sel = selector(&rule.service, &rule.selector, &extra);
             let data = self.query(&sel, rule.window_seconds);
-            let observed = match rule.metric {
-                Metric::ErrorRate => {
-                    (data.requests > 0).then(|| data.errors as f64 / data.requests as f64)
+            let (summary, details) = match &rule.metric {
+                RuleMetric::Span(metric) => {
+                    let observed = match metric {
+                        Metric::ErrorRate => {
+                            (data.requests > 0).then(|| data.errors as f64 / data.requests as f64)
+                        }
+                        Metric::Latency { quantile } => {
+                            data.sketch.quantile(*quantile).map(|ns| ns as f64 / 1e6)
+                        }
+                        Metric::RequestRate | Metric::Measured => None,
+                    };
+                    let enough = data.requests >= self.min_requests;
+                    let active = enough && observed.is_some_and(|v| v > rule.bound);
+                    let shown = observed.map_or("no data".to_string(), |v| match metric {
+                        Metric::ErrorRate => format!("{:.2}%", v * 100.0),
+                        _ => format!("{v:.1} ms"),
+                    });
+                    let limit = match metric {
+                        Metric::ErrorRate => format!("{:.2}%", rule.bound * 100.0),
+                        _ => format!("{:.1} ms", rule.bound),
+                    };
+                    let summary = format!(
+                        "[{}] {}: {} {} is {shown} over {}s, above {limit}{}",
+                        rule.tier.label(),
+                        rule.name,
+                        sel,
+                        metric.name(),
+                        rule.window_seconds,
+                        if enough {
+                            String::new()
+                        } else {
+                            format!(
+                                " ({} requests, fewer than {} needed to alert)",
+                                data.requests, self.min_requests
+                            )
+                        }
+                    );
+                    let details = serde_json::json!({
+                        "rule": rule.name, "selector": sel.to_string(), "metric": metric.name(),
+                        "observed": observed, "threshold": rule.bound, "window_seconds": rule.window_seconds,
+                        "for_seconds": rule.for_seconds, "requests": data.requests,
+                    });
+                    ((active, summary), details)
                 }
-                Metric::Latency { quantile } => {
-                    data.sketch.quantile(quantile).map(|ns| ns as f64 / 1e6)
+                RuleMetric::Otlp(q) => {
+                    let m = super::measure::measure(
+                        self.metrics.as_deref(),
+                        &sel,
+                        q,
+                        rule.window_seconds,
+                        &data,
+                    );
+                    // No data never fires and never keeps an alert firing: a metric that
+                    // stopped reporting resolves nothing by itself either, it just cannot page.
+                    let active = m.value.is_some_and(|v| {
+                        if rule.below {
+                            v < rule.bound
+                        } else {
+                            v > rule.bound
+                        }
+                    });
+                    let unit = if m.unit.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" {}", m.unit)
+                    };
+                    let shown = match (m.value, &m.gap) {
+                        (Some(v), _) => format!("{}{unit}", super::measure::format_number(v)),
+                        (None, Some(gap)) => format!("no data ({gap})"),
+                        (None, None) => "no data".into(),
+                    };
+                    let summary = format!(
+                        "[{}] {}: {} {} is {shown} over {}s, {} {}{unit}",
+                        rule.tier.label(),
+                        rule.name,
+                        sel,
+                        m.label,
+                        rule.window_seconds,
+                        if rule.below { "below" } else { "above" },
+                        super::measure::format_number(rule.bound),
+                    );
+                    let details = serde_json::json!({
+                        "rule": rule.name, "selector": sel.to_string(), "metric": m.label,
+                        "observed": m.value, "threshold": rule.bound,
+                        "direction": if rule.below { "below" } else { "above" },
+                        "window_seconds": rule.window_seconds, "for_seconds": rule.for_seconds,
+                        "points": m.points, "series": m.series, "unit": m.unit, "gap": m.gap,
+                    });
+                    ((active, summary), details)
                 }
-                Metric::RequestRate => None,
             };
-            let enough = data.requests >= self.min_requests;
-            let active = enough && observed.is_some_and(|v| v > rule.above);
-            let shown = observed.map_or("no data".to_string(), |v| match rule.metric {
-                Metric::ErrorRate => format!("{:.2}%", v * 100.0),
-                _ => format!("{v:.1} ms"),
-            });
-            let limit = match rule.metric {
-                Metric::ErrorRate => format!("{:.2}%", rule.above * 100.0),
-                _ => format!("{:.1} ms", rule.above),
-            };
-            let summary = format!(
-                "[{}] {}: {} {} is {shown} over {}s, above {limit}{}",
-                rule.tier.label(),
-                rule.name,
-                sel,
-                rule.metric.name(),
-                rule.window_seconds,
-                if enough {
-                    String::new()
-                } else {
-                    format!(
-                        " ({} requests, fewer than {} needed to alert)",
-                        data.requests, self.min_requests
-                    )
-                }
-            );
-            let details = serde_json::json!({
-                "rule": rule.name, "selector": sel.to_string(), "metric": rule.metric.name(),
-                "observed": observed, "threshold": rule.above, "window_seconds": rule.window_seconds,
-                "for_seconds": rule.for_seconds, "requests": data.requests,
-            });
+            let (active, summary) = summary;
             let id = dedup_key(&["threshold", &rule.name]);
             let link = format!(
                 "{}/api/v1/sli?{}&window={}s",

@@ -126,6 +126,7 @@ pub struct Gates {
     baselines: Arc<crate::engine::baselines::BaselineStore>,
     gates: Vec<GateConfig>,
     registry: Arc<Registry>,
+    metrics: Option<Arc<slogate_metrics::MetricStore>>,
     sustain: Mutex<SustainStates>,
     pub(super) analyses: Analyses,
     log: Mutex<VecDeque<Arc<VerdictDoc>>>,
@@ -151,12 +152,19 @@ impl Gates {
             baselines,
             gates,
             registry,
+            metrics: None,
             sustain: Mutex::new(SustainStates::default()),
             analyses: Analyses::default(),
             log: Mutex::new(VecDeque::new()),
             last: Mutex::new(BTreeMap::new()),
             evaluations: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Reads OTLP metric criteria from `store`.
+    pub fn with_metrics(mut self, store: Arc<slogate_metrics::MetricStore>) -> Gates {
+        self.metrics = Some(store);
+        self
     }
 
     pub fn configs(&self) -> &[GateConfig] {
@@ -238,6 +246,7 @@ impl Gates {
                 errors: totals.errors,
                 sketch,
                 observed_seconds: None,
+                ..Default::default()
             },
             reference,
         ))
@@ -358,12 +367,25 @@ impl Gates {
                 errors: w.errors,
                 sketch: w.sketch,
                 observed_seconds: Some(w.observed_seconds),
+                ..Default::default()
             }
         };
-        let canary_data = query(&canary_sel);
+        // OTLP metric criteria are measured per cohort over the same window, after the span
+        // data (a cost per request divides by the span count).
+        let measured = |sel: &Selector, mut data: CohortData| {
+            for (name, q) in &p.measures {
+                let m = super::measure::measure(self.metrics.as_deref(), sel, q, window, &data);
+                data.measured.insert(name.clone(), m);
+            }
+            data
+        };
+        let canary_data = measured(&canary_sel, query(&canary_sel));
         let (baseline_data, stored_ref) = match stored {
             Some((data, reference)) => (Some(data), Some(reference)),
-            None => (baseline_given.then(|| query(&baseline_sel)), None),
+            None => (
+                baseline_given.then(|| measured(&baseline_sel, query(&baseline_sel))),
+                None,
+            ),
         };
         let mut eval = match &look {
             Some((_, _, a, ..)) => slogate_gate::evaluate_look(

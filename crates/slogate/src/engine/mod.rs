@@ -5,7 +5,8 @@
 //! - [`alerts`]: SLO burn rates, threshold rules and gate failures as alert state machines that
 //!   write notifications to the PagerDuty outbox;
 //! - [`baselines`]: the stored baselines gates compare with;
-//! - [`analysis`]: rollout steps judged at repeated looks on cumulative data.
+//! - [`analysis`]: rollout steps judged at repeated looks on cumulative data;
+//! - [`measure`]: OTLP metric criteria and rules measured for a cohort.
 //!
 //! Architecture invariant: nothing here speaks HTTP or gRPC; `api/` adapts these types to the
 //! wire, and `server/` owns their lifetimes.
@@ -14,6 +15,7 @@ pub mod alerts;
 pub mod analysis;
 pub mod baselines;
 pub mod gates;
+pub mod measure;
 
 use serde::{Deserialize, Serialize};
 

@@ -224,6 +224,7 @@ fn to_data(t: &CohortTotals) -> anyhow::Result<CohortData> {
         errors: t.errors,
         sketch,
         observed_seconds: None,
+        ..Default::default()
     })
 }
 
@@ -474,6 +475,11 @@ mod tests {
             ci_lower: None,
             ci_upper: None,
             alpha: None,
+            points: None,
+            series: None,
+            baseline_points: None,
+            unit: None,
+            error_bound: None,
             reason: reason.into(),
         }
     }

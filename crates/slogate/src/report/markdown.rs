@@ -362,6 +362,7 @@ gates:
             errors,
             sketch,
             observed_seconds: None,
+            ..Default::default()
         };
         (data, sum / n as f64)
     }

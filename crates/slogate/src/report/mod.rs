@@ -25,12 +25,15 @@ enum Unit {
     Ms,
     Times,
     Plain,
+    /// A measured OTLP metric in its own unit (four significant digits).
+    Measured,
 }
 
 /// The unit of a criterion's metric (`comparison` is `absolute` for observed values).
-fn unit_of(metric: &str, comparison: &str) -> Unit {
-    match (metric, comparison) {
+fn unit_of(c: &CriterionOutcome, comparison: &str) -> Unit {
+    match (c.metric.as_str(), comparison) {
         (_, "ratio") => Unit::Times,
+        _ if c.unit.is_some() => Unit::Measured,
         (m, _) if m.starts_with("latency") => Unit::Ms,
         ("error_rate", _) => Unit::Percent,
         _ => Unit::Plain,
@@ -45,6 +48,7 @@ fn cell(v: Option<f64>, unit: Unit) -> String {
         (Some(x), Unit::Plain) => format!("{x:.2}"),
         (Some(x), Unit::Percent) => pct(x),
         (Some(x), Unit::Ms) => format!("{x:.1} ms"),
+        (Some(x), Unit::Measured) => crate::engine::measure::format_number(x),
     }
 }
 
@@ -83,7 +87,7 @@ fn bounds_text(c: &CriterionOutcome) -> String {
         ),
         "two_proportion" => format!("+{:.2} pt{confidence}", t.fail * 100.0),
         comparison => {
-            let unit = unit_of(&c.metric, comparison);
+            let unit = unit_of(c, comparison);
             format!(
                 "{comparison} {} / {}",
                 cell(Some(t.pass), unit),
@@ -135,16 +139,28 @@ pub const CRITERION_COLUMNS: [&str; 8] = [
 /// One row per criterion: name, result, observed, baseline, the score compared with the
 /// bounds and its confidence interval, the bounds, the level of the fail test, sample sizes.
 fn criterion_row(c: &CriterionOutcome, sizes_sep: &str) -> Vec<String> {
-    let value_unit = unit_of(&c.metric, "absolute");
+    let value_unit = unit_of(c, "absolute");
+    // A measured metric's values carry its unit; its sample is points, not requests.
+    let with_unit = |v: Option<f64>| match (&c.unit, v) {
+        (Some(u), Some(_)) if !u.is_empty() => format!("{} {u}", cell(v, value_unit)),
+        _ => cell(v, value_unit),
+    };
+    let sizes = match c.points {
+        Some(points) => format!(
+            "{points}{sizes_sep}{} points",
+            c.baseline_points.map_or("-".into(), |p| p.to_string())
+        ),
+        None => format!("{}{sizes_sep}{}", c.canary_requests, c.baseline_requests),
+    };
     vec![
         c.name.clone(),
         result_label(c.result).into(),
-        cell(c.observed, value_unit),
-        cell(c.baseline, value_unit),
+        with_unit(c.observed),
+        with_unit(c.baseline),
         score_text(c),
         bounds_text(c),
         c.alpha.map_or("-".into(), |a| format!("{a:.2e}")),
-        format!("{}{sizes_sep}{}", c.canary_requests, c.baseline_requests),
+        sizes,
     ]
 }
 
@@ -154,7 +170,7 @@ fn score_text(c: &CriterionOutcome) -> String {
     let unit = match c.threshold.comparison.as_str() {
         "mann_whitney" => Unit::Plain,
         "two_proportion" => Unit::Percent,
-        comparison => unit_of(&c.metric, comparison),
+        comparison => unit_of(c, comparison),
     };
     let score = cell(c.score.filter(|s| s.is_finite()), unit);
     match (c.ci_lower, c.ci_upper) {

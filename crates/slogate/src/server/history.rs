@@ -1,15 +1,22 @@
 //! The server's side of the Parquet history: opening it (repairing an interrupted compaction,
-//! reloading recent slots into the live windows), appending closed slots and verdict / alert
-//! documents, and flushing them.
+//! reloading recent slots into the live windows), appending closed slots, closed metric slots
+//! and verdict / alert documents, and flushing them.
 
 use crate::config::Config;
 use anyhow::Context as _;
 use parking_lot::Mutex;
-use slogate_core::SlotRecord;
-use slogate_history::{DocRow, DocTable, DocWriter, History, HistoryWriter, Maintenance};
+use slogate_core::{MetricSlotRecord, SlotRecord};
+use slogate_history::{
+    DocRow, DocTable, DocWriter, History, HistoryWriter, Maintenance, MetricWriter, SlotRow,
+    SlotWriter,
+};
 use slogate_window::Registry;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Where the flusher takes closed metric slots from at each tick (the metric store's slot
+/// closer); set once with [`HistoryParts::set_metric_source`].
+pub type MetricSource = Arc<dyn Fn() -> Vec<MetricSlotRecord> + Send + Sync>;
 
 /// The open history: its writers, its query side and its maintenance.
 pub struct HistoryParts {
@@ -17,6 +24,11 @@ pub struct HistoryParts {
     pub query: History,
     /// Closed slots the writer refused (its buffer full): they stay in the live windows.
     pub dropped: Arc<AtomicU64>,
+    /// The `metrics` table's writer.
+    pub metrics: Arc<Mutex<MetricWriter>>,
+    /// Closed metric slots the writer refused (its buffer full): lost to the history.
+    pub metrics_dropped: Arc<AtomicU64>,
+    metric_source: OnceLock<MetricSource>,
     /// Every gate evaluation and every alert transition, as JSON documents.
     pub verdicts: Arc<Mutex<DocWriter>>,
     pub alerts: Arc<Mutex<DocWriter>>,
@@ -53,6 +65,8 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
     }
     let mut wc = slogate_history::WriterConfig::new(&store, extra.clone());
     wc.max_buffered_rows = h.max_buffered_rows;
+    let metrics = MetricWriter::new(wc.clone())
+        .with_context(|| format!("cannot open the history in {root}"))?;
     let writer =
         HistoryWriter::new(wc).with_context(|| format!("cannot open the history in {root}"))?;
     let query = History::open(&store, &extra)
@@ -80,6 +94,9 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
         writer: Arc::new(Mutex::new(writer)),
         query,
         dropped: Arc::new(AtomicU64::new(0)),
+        metrics: Arc::new(Mutex::new(metrics)),
+        metrics_dropped: Arc::new(AtomicU64::new(0)),
+        metric_source: OnceLock::new(),
         verdicts: docs(DocTable::Verdicts)?,
         alerts: docs(DocTable::Alerts)?,
         maintenance,
@@ -100,9 +117,32 @@ impl HistoryParts {
         }
     }
 
-    /// Writes everything buffered: slots, verdicts and alert transitions.
+    /// Appends closed metric slots; rows the writer refuses are counted in `metrics_dropped`.
+    pub fn append_metrics(&self, rows: Vec<MetricSlotRecord>) {
+        let n = rows.len();
+        if n == 0 {
+            return;
+        }
+        if let Err(e) = self.metrics.lock().append_all(rows) {
+            self.metrics_dropped.fetch_add(n as u64, Ordering::Relaxed);
+            tracing::warn!(rows = n, error = %e, "closed metric slots not written to the history");
+        }
+    }
+
+    /// Makes every [`HistoryParts::flush`] first take the closed metric slots from `source` and
+    /// append them. Only the first call takes effect; returns whether this one did.
+    pub fn set_metric_source(&self, source: MetricSource) -> bool {
+        self.metric_source.set(source).is_ok()
+    }
+
+    /// Writes everything buffered: slots, metric slots (after taking the closed ones from the
+    /// metric source), verdicts and alert transitions.
     pub fn flush(&self) {
-        flush_slots(&self.writer);
+        if let Some(source) = self.metric_source.get() {
+            self.append_metrics(source());
+        }
+        flush_slots(&self.writer, "closed slots");
+        flush_slots(&self.metrics, "metric slots");
         flush_docs(&self.verdicts);
         flush_docs(&self.alerts);
     }
@@ -140,15 +180,24 @@ fn flush_docs(writer: &Mutex<DocWriter>) {
     }
 }
 
-fn flush_slots(writer: &Mutex<HistoryWriter>) {
+fn flush_slots<R: SlotRow>(writer: &Mutex<SlotWriter<R>>, what: &'static str) {
     let mut w = writer.lock();
     let buffered = w.buffered();
     if buffered == 0 {
         return;
     }
     match w.flush() {
-        Ok(files) => tracing::debug!(rows = buffered, files = files.len(), "history flushed"),
+        Ok(files) => {
+            tracing::debug!(
+                rows = buffered,
+                files = files.len(),
+                what,
+                "history flushed"
+            )
+        }
         // The rows stay buffered and the next flush tries again.
-        Err(e) => tracing::error!(rows = buffered, error = %e, "history flush failed; will retry"),
+        Err(e) => {
+            tracing::error!(rows = buffered, error = %e, what, "history flush failed; will retry")
+        }
     }
 }

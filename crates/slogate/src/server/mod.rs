@@ -29,8 +29,9 @@ use crate::engine::alerts::{Alerts, TransitionRecord, TransitionSink};
 use crate::engine::gates::{Gates, VerdictHook, verdict_label};
 use anyhow::Context;
 use periodic::{First, spawn_periodic};
-use slogate_ingest::grpc::TraceServiceServer;
+use slogate_ingest::grpc::{MetricsServiceServer, TraceServiceServer};
 use slogate_ingest::{IngestStats, Pipeline};
+use slogate_metrics::MetricStore;
 use slogate_window::{Registry, SystemClock};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,6 +57,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 /// The long-lived pieces of a running server, built from the configuration.
 struct Engine {
     registry: Arc<Registry>,
+    metrics: Arc<MetricStore>,
     stats: Arc<IngestStats>,
     pipeline: Arc<Pipeline<Registry>>,
     history: Option<Arc<history::HistoryParts>>,
@@ -69,6 +71,14 @@ struct Engine {
 /// transition is also a history document.
 async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
     let registry = Registry::new(cfg.window.clone(), Arc::new(SystemClock));
+    let metrics = MetricStore::new(
+        cfg.metrics.clone(),
+        Arc::new(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        }),
+    );
     let stats = Arc::new(IngestStats::default());
     let pipeline = Arc::new(
         Pipeline::new(
@@ -77,9 +87,14 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
             cfg.limits.clone(),
             stats.clone(),
         )
-        .with_span_limits(cfg.span_limits),
+        .with_span_limits(cfg.span_limits)
+        .with_metrics(metrics.clone()),
     );
     let history = history::open(cfg, &registry).await?.map(Arc::new);
+    if let Some(h) = &history {
+        let store = metrics.clone();
+        h.set_metric_source(Arc::new(move || store.close_slots()));
+    }
     let pagerduty = cfg.pagerduty.as_ref().map(pagerduty::open).transpose()?;
     let transitions: Option<TransitionSink> = history.as_ref().map(|h| {
         let h = h.clone();
@@ -89,12 +104,15 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
         });
         sink
     });
-    let alerts = Arc::new(Alerts::new(
-        cfg,
-        registry.clone(),
-        pagerduty.as_ref().map(|p| p.notifier.clone()),
-        transitions,
-    ));
+    let alerts = Arc::new(
+        Alerts::new(
+            cfg,
+            registry.clone(),
+            pagerduty.as_ref().map(|p| p.notifier.clone()),
+            transitions,
+        )
+        .with_metrics(metrics.clone()),
+    );
     let hook: VerdictHook = {
         let alerts = alerts.clone();
         let history = history.clone();
@@ -111,14 +129,13 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
         cfg.history.store().context("invalid history location")?,
     ));
     tracing::info!(loaded = baselines.load_all(), "stored baselines");
-    let gates = Arc::new(Gates::new(
-        cfg.gates.clone(),
-        registry.clone(),
-        Some(hook),
-        baselines,
-    ));
+    let gates = Arc::new(
+        Gates::new(cfg.gates.clone(), registry.clone(), Some(hook), baselines)
+            .with_metrics(metrics.clone()),
+    );
     Ok(Engine {
         registry,
+        metrics,
         stats,
         pipeline,
         history,
@@ -229,6 +246,7 @@ async fn listen(
         "slogate listening"
     );
     let routes = tonic::service::Routes::new(TraceServiceServer::new(e.pipeline.clone()))
+        .add_service(MetricsServiceServer::new(e.pipeline.clone()))
         .add_service(api::grpc::VerdictServiceServer::new(e.gates.clone()));
     let (server, stop) = (s.clone(), stopped(stop_rx.clone()));
     let grpc_secure = secure(Listener::OtlpGrpc);
@@ -263,6 +281,7 @@ async fn listen(
         alerts: e.alerts.clone(),
         delivery: e.pagerduty.as_ref().map(|p| p.stats.clone()),
         security: sec.clone(),
+        metrics: Some(e.metrics.clone()),
     };
     let api_sec = sec.clone();
     let app = api::router(state).layer(axum::middleware::from_fn(move |req, next| {

@@ -13,3 +13,4 @@ mod gates;
 mod harness;
 mod history;
 mod judge;
+mod metrics;
