@@ -26,6 +26,9 @@ struct PhaseListing<'a> {
     window_seconds: u64,
     min_requests: u64,
     criteria: &'a [slogate_gate::CriterionSpec],
+    /// What each OTLP metric criterion measures, by name: `max(jobs.queue.depth)`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    measures: BTreeMap<&'a str, &'a str>,
 }
 
 fn pairs(p: &[(String, String)]) -> BTreeMap<&str, &str> {
@@ -51,6 +54,11 @@ pub async fn list(State(st): State<AppState>) -> Response {
                     window_seconds: p.window_seconds,
                     min_requests: p.spec.min_requests,
                     criteria: &p.spec.criteria,
+                    measures: p
+                        .measures
+                        .iter()
+                        .map(|(name, q)| (name.as_str(), q.label.as_str()))
+                        .collect(),
                 })
                 .collect(),
         })

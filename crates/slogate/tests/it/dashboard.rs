@@ -23,6 +23,7 @@ gates:
     criteria:
       - {name: p95-vs-baseline, metric: latency_p95, compare: ratio, pass: 1.1, fail: 1.3, confidence: 0.95}
       - {name: error-rate, metric: error_rate, pass: 0.01, fail: 0.02}
+      - {name: queue-depth, otlp: jobs.queue.depth, aggregate: max, pass: 200, fail: 500}
 slos:
   - {name: checkout-availability, service: checkout, objective: 0.999, period: 1h}
 ";
@@ -255,6 +256,25 @@ fn regressed_canary() -> Server {
     send(&server, "checkout", "v1", &baseline);
     send(&server, "checkout", "v2", &canary);
     send(&server, HOSTILE, "v1", &hostile);
+    // And its job queue grew past the fail bound (an OTLP gauge, in OTLP/JSON).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let body = serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "checkout"}},
+            {"key": "service.version", "value": {"stringValue": "v2"}},
+        ]},
+        "scopeMetrics": [{"metrics": [{"name": "jobs.queue.depth", "unit": "{job}",
+            "gauge": {"dataPoints": [{"timeUnixNano": now.to_string(), "asInt": "612"}]}}]}],
+    }]});
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("http://127.0.0.1:{}/v1/metrics", server.http))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().unwrap());
     let sli = server.sli_when("service=checkout&window=10m", 4000);
     assert_eq!(sli["requests"], 4000, "{sli}");
     server
@@ -314,6 +334,22 @@ fn dashboard_shows_what_the_api_says() {
         let row = element(card, &format!("data-criterion=\"{name}\""))
             .unwrap_or_else(|| panic!("criterion {name} not shown in {card}"));
         let metric = c["metric"].as_str().unwrap();
+        // An OTLP metric criterion shows its value in its own unit, and its sample in points.
+        let fmt_metric = |metric: &str, v: f64| match c["unit"].as_str() {
+            Some(unit) => format!("{v} {unit}"),
+            None => fmt_metric(metric, v),
+        };
+        if let Some(points) = c["points"].as_u64() {
+            assert_eq!((name, c["unit"].as_str()), ("queue-depth", Some("job")));
+            let samples = element(row, "class=\"num samples\"").unwrap();
+            assert!(samples.contains(&format!("{points} points")), "{samples}");
+            assert!(
+                element(row, "class=\"num observed\"")
+                    .unwrap()
+                    .contains("612 job")
+            );
+            assert!(row.contains("max(jobs.queue.depth)"), "{row}");
+        }
         let observed = element(row, "class=\"num observed\"").unwrap();
         assert!(
             observed.contains(&fmt_metric(metric, c["observed"].as_f64().unwrap())),
@@ -321,11 +357,12 @@ fn dashboard_shows_what_the_api_says() {
             c["observed"]
         );
         let baseline = element(row, "class=\"num baseline\"").unwrap();
-        assert!(
-            baseline.contains(&fmt_metric(metric, c["baseline"].as_f64().unwrap())),
-            "{name} baseline {}: {baseline}",
-            c["baseline"]
-        );
+        if let Some(b) = c["baseline"].as_f64() {
+            assert!(
+                baseline.contains(&fmt_metric(metric, b)),
+                "{name} baseline {b}: {baseline}"
+            );
+        }
         // A criterion with a confidence shows its interval and the fail test's level.
         let score = element(row, "class=\"num score\"").unwrap();
         if let (Some(lo), Some(hi)) = (c["ci_lower"].as_f64(), c["ci_upper"].as_f64()) {
@@ -353,8 +390,9 @@ fn dashboard_shows_what_the_api_says() {
         );
         let samples = element(row, "class=\"num samples\"").unwrap();
         assert!(
-            samples.contains(&fmt_int(c["canary_requests"].as_u64().unwrap()))
-                && samples.contains(&fmt_int(c["baseline_requests"].as_u64().unwrap())),
+            c["points"].is_u64()
+                || (samples.contains(&fmt_int(c["canary_requests"].as_u64().unwrap()))
+                    && samples.contains(&fmt_int(c["baseline_requests"].as_u64().unwrap()))),
             "{samples}"
         );
         assert!(
@@ -376,6 +414,14 @@ fn dashboard_shows_what_the_api_says() {
             .iter()
             .any(|c| c["result"] == "fail"),
         "{doc}"
+    );
+    assert!(
+        doc["criteria"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "queue-depth" && c["result"] == "fail"),
+        "the queue criterion is judged: {doc}"
     );
 
     // Traffic: the service's row carries /api/v1/sli's figures.

@@ -170,12 +170,19 @@
     return fmtNum(v, 3);
   }
 
+  // A criterion's value: an OTLP metric criterion carries its own unit.
+  function fmtValue(c, v) {
+    if (c.unit === undefined || c.unit === null) return fmtMetric(c.metric, v);
+    if (v === null || v === undefined) return DASH;
+    return String(Number(v.toPrecision(4))) + (c.unit ? ' ' + c.unit : '');
+  }
+
   // A criterion's bound, in the unit its comparison is made in.
   function fmtBound(c, v) {
     const t = c.threshold;
     switch (t.comparison) {
       case 'absolute':
-        return fmtMetric(c.metric, v);
+        return fmtValue(c, v);
       case 'ratio':
         return '×' + v.toFixed(2);
       case 'difference':
@@ -192,7 +199,7 @@
     if (v === null || v === undefined) return DASH;
     switch (c.threshold.comparison) {
       case 'absolute':
-        return fmtMetric(c.metric, v);
+        return fmtValue(c, v);
       case 'ratio':
         return '×' + v.toFixed(2);
       case 'difference':
@@ -337,15 +344,24 @@
           el('span', null, 'p99 ', el('b', null, fmtMs(c.latency_ms.p99)))));
   }
 
+  // Requests for span criteria; data points (and streams) for OTLP metric criteria.
+  function samplesCell(c) {
+    if (c.points !== undefined && c.points !== null) {
+      return el('td', { class: 'num samples', 'data-label': 'samples' }, fmtInt(c.points) + ' points',
+        el('div', { class: 'muted' }, (c.series ? fmtInt(c.series) + ' streams, ' : '') + 'vs ' + (c.baseline_points === undefined || c.baseline_points === null ? DASH : fmtInt(c.baseline_points))));
+    }
+    return el('td', { class: 'num samples', 'data-label': 'samples' }, fmtInt(c.canary_requests), el('div', { class: 'muted' }, 'vs ' + fmtInt(c.baseline_requests)));
+  }
+
   function criteriaTable(doc) {
     const groups = doc.criteria.map((c) => el('tbody', { 'data-criterion': c.name, 'data-result': c.result }, el('tr', null,
       el('td', null, el('strong', null, c.name), el('div', { class: 'muted' }, c.metric)),
       el('td', null, badge(RESULT_TEXT[c.result] || c.result, RESULT_KIND[c.result] || 'none')),
-      el('td', { class: 'num observed', 'data-label': 'canary' }, fmtMetric(c.metric, c.observed)),
-      el('td', { class: 'num baseline', 'data-label': 'baseline' }, fmtMetric(c.metric, c.baseline)),
+      el('td', { class: 'num observed', 'data-label': 'canary' }, fmtValue(c, c.observed)),
+      el('td', { class: 'num baseline', 'data-label': 'baseline' }, fmtValue(c, c.baseline)),
       scoreCell(c),
       thresholdCell(c),
-      el('td', { class: 'num samples', 'data-label': 'samples' }, fmtInt(c.canary_requests), el('div', { class: 'muted' }, 'vs ' + fmtInt(c.baseline_requests)))),
+      samplesCell(c)),
       whyRow(7, c.reason)));
     return groupedTable(['criterion', 'result', 'canary', 'baseline', 'compared [interval]', 'threshold', 'samples (canary vs baseline)'], groups, { class: 'criteria' });
   }
@@ -417,7 +433,7 @@
             el('td', { class: 'mono' }, cohortText(g.baseline) || el('span', { class: 'muted' }, 'given per request')),
             el('td', { class: 'num' }, fmtDuration(p.window_seconds)),
             el('td', { class: 'num' }, fmtInt(p.min_requests)),
-            el('td', null, p.criteria.map((c) => el('div', null, criterionSpecText(c))))));
+            el('td', null, p.criteria.map((c) => el('div', null, criterionSpecText(c, p.measures))))));
         }
       }
       return table(['gate', 'phase', 'service', 'canary', 'baseline', 'window', 'min requests', 'criteria'], rows);
@@ -441,11 +457,12 @@
     return Object.entries(dims || {}).map(([k, v]) => k + '=' + v).join(', ');
   }
 
-  function criterionSpecText(c) {
+  function criterionSpecText(c, measures) {
     const name = c.name + ': ';
     if (c.kind === 'threshold') {
       const m = c.metric || {};
-      const metric = m.type === 'latency' ? 'p' + Number((m.quantile * 100).toFixed(2)) + ' latency' : (m.type || '').replace('_', ' ');
+      const metric = m.type === 'latency' ? 'p' + Number((m.quantile * 100).toFixed(2)) + ' latency'
+        : m.type === 'measured' ? ((measures || {})[c.name] || 'OTLP metric') : (m.type || '').replace('_', ' ');
       return name + metric + ' ' + (c.comparison || 'absolute') + ', pass ' + c.pass + ', fail ' + c.fail + (c.sustained_seconds ? ', sustained ' + fmtDuration(c.sustained_seconds) : '');
     }
     const rest = Object.entries(c).filter(([k]) => k !== 'name' && k !== 'kind').map(([k, v]) => k + ' ' + (typeof v === 'object' ? JSON.stringify(v) : v));
