@@ -350,11 +350,27 @@ impl MetricStore {
     /// Exports every slot that ended at least one slot ago (so late points land first) and was
     /// not exported yet: one record per stream and slot with data. Call it once per slot.
     pub fn close_slots(&self) -> Vec<MetricSlotRecord> {
+        self.close_through(false)
+    }
+
+    /// Exports every slot not exported yet, the open ones included: at shutdown, so the
+    /// history keeps the last seconds too. Points that arrive later for those slots stay out
+    /// of the history (counted as late).
+    pub fn close_all_slots(&self) -> Vec<MetricSlotRecord> {
+        self.close_through(true)
+    }
+
+    fn close_through(&self, all: bool) -> Vec<MetricSlotRecord> {
         let _pass = self.close_pass.lock();
         let now = self.now();
         let lim = self.limits(now);
         let slot_ns = lim.slot_ns;
-        let Some(last) = (now.saturating_sub(slot_ns) / slot_ns).checked_sub(1) else {
+        let last = if all {
+            Some(now / slot_ns)
+        } else {
+            (now.saturating_sub(slot_ns) / slot_ns).checked_sub(1)
+        };
+        let Some(last) = last else {
             return Vec::new();
         };
         let mut rows = Vec::new();

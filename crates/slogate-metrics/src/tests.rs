@@ -1122,6 +1122,14 @@ fn close_slots_exports_each_slot_once() {
     let c = rows.iter().find(|r| r.metric == "c").unwrap();
     assert_eq!(c.increase, 8.0);
     assert!(e.store.close_slots().is_empty());
+    // At shutdown the open slot goes too, once.
+    e.rec(pt("g", 31.0, gauge(9.0))).unwrap();
+    assert!(e.store.close_slots().is_empty(), "the slot is still open");
+    let rows = e.store.close_all_slots();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].metric.as_str(), rows[0].last), ("g", 9.0));
+    assert_eq!(rows[0].slot_start_unix, slot + 30);
+    assert!(e.store.close_all_slots().is_empty(), "exported once");
 }
 
 #[test]

@@ -202,6 +202,10 @@ fn metric_keys_name_file_line_and_field() {
         "slogate.yaml:3: alerting.rules[0].below: span rules alert above an error rate or latency; use above",
     );
     check(
+        "cohorts:\n  extra:\n    - {name: instance, attributes: [k8s.pod.name]}\n",
+        "slogate.yaml:3: cohorts.extra[0].name: \"instance\" is a column of the history's requests or metrics table; name the dimension otherwise",
+    );
+    check(
         "metrics:\n  stale_after: 0s\n",
         "slogate.yaml:2: metrics.stale_after: must be at least 1s",
     );

@@ -221,6 +221,16 @@ fn validate_ingest(
                 ),
             ));
         }
+        // Extras are columns of the history's tables, beside theirs.
+        if slogate_history::RESERVED_COLUMNS.contains(&e.name.as_str()) {
+            return Err(invalid(
+                &format!("cohorts.extra[{i}].name"),
+                format!(
+                    "{:?} is a column of the history's requests or metrics table; name the dimension otherwise",
+                    e.name
+                ),
+            ));
+        }
         if e.attributes.is_empty() {
             return Err(invalid(
                 &format!("cohorts.extra[{i}].attributes"),

@@ -187,6 +187,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let rows = engine.registry.close_slots_at(u64::MAX);
     if let Some(h) = &engine.history {
         h.append(rows);
+        h.append_metrics(engine.metrics.close_all_slots());
         h.flush();
     }
     Ok(())
