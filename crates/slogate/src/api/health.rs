@@ -13,6 +13,10 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         for w in st.security.warnings() {
             body.push_str(&format!("warning: {w}\n"));
         }
+        // Ready still: verdicts come from the live windows, which a failing disk does not stop.
+        for w in st.history_health.iter().flat_map(|h| h.warnings()) {
+            body.push_str(&format!("warning: {w}\n"));
+        }
         body.into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -42,6 +46,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             "History files that could not be read (truncated, corrupt), moved to quarantine/ and skipped.",
         )
         .sample(&[], h.quarantined_files());
+    }
+    if let Some(h) = &st.history_health {
+        h.render_metrics(&mut out);
     }
     (
         [(

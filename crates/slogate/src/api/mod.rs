@@ -48,6 +48,8 @@ pub struct AppState {
     pub security: Arc<crate::auth::Security>,
     /// The OTLP metric store.
     pub metrics: Option<Arc<slogate_metrics::MetricStore>>,
+    /// How the history's writes are going.
+    pub history_health: Option<Arc<crate::server::history::HistoryHealth>>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -22,12 +22,10 @@ pub type MetricSource = Arc<dyn Fn() -> Vec<MetricSlotRecord> + Send + Sync>;
 pub struct HistoryParts {
     pub writer: Arc<Mutex<HistoryWriter>>,
     pub query: History,
-    /// Closed slots the writer refused (its buffer full): they stay in the live windows.
-    pub dropped: Arc<AtomicU64>,
     /// The `metrics` table's writer.
     pub metrics: Arc<Mutex<MetricWriter>>,
-    /// Closed metric slots the writer refused (its buffer full): lost to the history.
-    pub metrics_dropped: Arc<AtomicU64>,
+    /// Write failures, refused rows and backlog per table, for `/metrics` and `/readyz`.
+    pub health: Arc<HistoryHealth>,
     metric_source: OnceLock<MetricSource>,
     /// Every gate evaluation and every alert transition, as JSON documents.
     pub verdicts: Arc<Mutex<DocWriter>>,
@@ -93,9 +91,8 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
     Ok(Some(HistoryParts {
         writer: Arc::new(Mutex::new(writer)),
         query,
-        dropped: Arc::new(AtomicU64::new(0)),
         metrics: Arc::new(Mutex::new(metrics)),
-        metrics_dropped: Arc::new(AtomicU64::new(0)),
+        health: Arc::new(HistoryHealth::default()),
         metric_source: OnceLock::new(),
         verdicts: docs(DocTable::Verdicts)?,
         alerts: docs(DocTable::Alerts)?,
@@ -112,7 +109,7 @@ impl HistoryParts {
             return;
         }
         if let Err(e) = self.writer.lock().append_all(rows) {
-            self.dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.health.dropped[REQUESTS].fetch_add(n as u64, Ordering::Relaxed);
             tracing::warn!(rows = n, error = %e, "closed slots not written to the history (they stay in the live windows)");
         }
     }
@@ -124,7 +121,7 @@ impl HistoryParts {
             return;
         }
         if let Err(e) = self.metrics.lock().append_all(rows) {
-            self.metrics_dropped.fetch_add(n as u64, Ordering::Relaxed);
+            self.health.dropped[METRICS].fetch_add(n as u64, Ordering::Relaxed);
             tracing::warn!(rows = n, error = %e, "closed metric slots not written to the history");
         }
     }
@@ -141,10 +138,101 @@ impl HistoryParts {
         if let Some(source) = self.metric_source.get() {
             self.append_metrics(source());
         }
-        flush_slots(&self.writer, "closed slots");
-        flush_slots(&self.metrics, "metric slots");
-        flush_docs(&self.verdicts);
-        flush_docs(&self.alerts);
+        let h = &self.health;
+        flush_slots(&self.writer, "closed slots", h, REQUESTS);
+        flush_slots(&self.metrics, "metric slots", h, METRICS);
+        flush_docs(&self.verdicts, h, VERDICTS);
+        flush_docs(&self.alerts, h, ALERTS);
+    }
+}
+
+const REQUESTS: usize = 0;
+const METRICS: usize = 1;
+const VERDICTS: usize = 2;
+const ALERTS: usize = 3;
+const TABLES: [&str; 4] = ["requests", "metrics", "verdicts", "alerts"];
+
+/// How the history's writes are going, per table: a full disk or an unreachable bucket shows
+/// on `/metrics` and `/readyz` instead of only in the log.
+#[derive(Default)]
+pub struct HistoryHealth {
+    flush_failures: [AtomicU64; 4],
+    /// Rows still buffered after the last flush (unwritten: a failure keeps them for a retry).
+    backlog: [AtomicU64; 4],
+    /// Rows the writer refused because its buffer was full: lost to the history.
+    dropped: [AtomicU64; 4],
+    /// The last flush's error per table, cleared by a successful flush.
+    failing: Mutex<[Option<String>; 4]>,
+}
+
+impl HistoryHealth {
+    fn flushed(&self, table: usize, result: Result<(), String>, backlog: usize) {
+        self.backlog[table].store(backlog as u64, Ordering::Relaxed);
+        let mut failing = self.failing.lock();
+        match result {
+            Ok(()) => failing[table] = None,
+            Err(e) => {
+                self.flush_failures[table].fetch_add(1, Ordering::Relaxed);
+                failing[table] = Some(e);
+            }
+        }
+    }
+
+    /// One sentence per table whose last flush failed, for `/readyz`.
+    pub fn warnings(&self) -> Vec<String> {
+        let failing = self.failing.lock();
+        TABLES
+            .iter()
+            .zip(failing.iter())
+            .filter_map(|(t, e)| {
+                e.as_ref().map(|e| {
+                    format!(
+                        "history writes to the {t} table are failing (rows kept for a retry while the buffer lasts): {e}"
+                    )
+                })
+            })
+            .collect()
+    }
+
+    pub fn render_metrics(&self, out: &mut String) {
+        use slogate_core::prom::{Kind, family};
+        let per_table = |out: &mut String, name, kind, help, values: &[AtomicU64; 4]| {
+            let mut f = family(out, name, kind, help);
+            for (t, v) in TABLES.iter().zip(values) {
+                f.sample(&[("table", t)], v.load(Ordering::Relaxed));
+            }
+        };
+        per_table(
+            out,
+            "slogate_history_flush_failures_total",
+            Kind::Counter,
+            "History flushes that failed (full disk, unreachable object store); the rows stay buffered and are retried.",
+            &self.flush_failures,
+        );
+        per_table(
+            out,
+            "slogate_history_backlog_rows",
+            Kind::Gauge,
+            "Rows buffered for the history and not yet written.",
+            &self.backlog,
+        );
+        per_table(
+            out,
+            "slogate_history_dropped_rows_total",
+            Kind::Counter,
+            "Rows the history writer refused because its buffer was full: never written.",
+            &self.dropped,
+        );
+        let failing = self.failing.lock();
+        let mut f = family(
+            out,
+            "slogate_history_write_failing",
+            Kind::Gauge,
+            "1 while the last history flush of the table failed.",
+        );
+        for (t, e) in TABLES.iter().zip(failing.iter()) {
+            f.sample(&[("table", t)], u64::from(e.is_some()));
+        }
     }
 }
 
@@ -166,28 +254,41 @@ pub fn append_doc(writer: &Mutex<DocWriter>, name: &str, status: &str, doc: serd
 
 /// Writes the buffered verdict or alert documents. The lock is held only to take them out:
 /// verdicts append to this writer, so they must not wait for the Parquet write or an S3 retry.
-fn flush_docs(writer: &Mutex<DocWriter>) {
+fn flush_docs(writer: &Mutex<DocWriter>, health: &HistoryHealth, table: usize) {
     let batch = {
         let mut w = writer.lock();
         if w.buffered() == 0 {
+            health.flushed(table, Ok(()), 0);
             return;
         }
         w.take()
     };
-    if let Err((e, rest)) = batch.write() {
-        tracing::error!(error = %e, "history flush failed; will retry");
-        writer.lock().restore(rest);
+    match batch.write() {
+        Ok(_) => health.flushed(table, Ok(()), writer.lock().buffered()),
+        Err((e, rest)) => {
+            tracing::error!(error = %e, "history flush failed; will retry");
+            let mut w = writer.lock();
+            w.restore(rest);
+            health.flushed(table, Err(e.to_string()), w.buffered());
+        }
     }
 }
 
-fn flush_slots<R: SlotRow>(writer: &Mutex<SlotWriter<R>>, what: &'static str) {
+fn flush_slots<R: SlotRow>(
+    writer: &Mutex<SlotWriter<R>>,
+    what: &'static str,
+    health: &HistoryHealth,
+    table: usize,
+) {
     let mut w = writer.lock();
     let buffered = w.buffered();
     if buffered == 0 {
+        health.flushed(table, Ok(()), 0);
         return;
     }
     match w.flush() {
         Ok(files) => {
+            health.flushed(table, Ok(()), w.buffered());
             tracing::debug!(
                 rows = buffered,
                 files = files.len(),
@@ -197,6 +298,7 @@ fn flush_slots<R: SlotRow>(writer: &Mutex<SlotWriter<R>>, what: &'static str) {
         }
         // The rows stay buffered and the next flush tries again.
         Err(e) => {
+            health.flushed(table, Err(e.to_string()), w.buffered());
             tracing::error!(rows = buffered, error = %e, what, "history flush failed; will retry")
         }
     }

@@ -283,6 +283,7 @@ async fn listen(
         delivery: e.pagerduty.as_ref().map(|p| p.stats.clone()),
         security: sec.clone(),
         metrics: Some(e.metrics.clone()),
+        history_health: e.history.as_ref().map(|h| h.health.clone()),
     };
     let api_sec = sec.clone();
     let app = api::router(state).layer(axum::middleware::from_fn(move |req, next| {

@@ -364,3 +364,92 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
         serde_json::json!([])
     );
 }
+
+/// A history that cannot be written (here the table's directory replaced by a file, which stops
+/// root too, like a full disk stops everyone) shows on `/metrics` and `/readyz` while the
+/// server keeps ingesting and answering; once the disk is back, the rows kept for the retry are
+/// written and nothing acknowledged is missing from the history.
+#[test]
+fn failing_history_writes_are_visible_and_nothing_is_lost() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("history");
+    let config = format!(
+        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1s\n",
+        dir.display()
+    );
+    let server = Server::start(&config);
+    let send = |n: usize| {
+        let target = Target {
+            endpoint: format!("http://127.0.0.1:{}", server.grpc),
+            ..Target::default()
+        };
+        let cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(60.0, 0.7));
+        let mut sc = Scenario::new(
+            target,
+            Rate::PerSecond(n as f64),
+            Duration::from_secs(1),
+            vec![cohort],
+        );
+        sc.batch_size = 50;
+        let report = slogate_load::run_blocking(&sc).unwrap();
+        assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
+        report.spans_sent
+    };
+    let mut sent = send(500);
+    // The table's directory becomes a file: every flush fails from now on.
+    let table = dir.join("requests");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !table.exists() {
+        assert!(Instant::now() < deadline, "no requests table written");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Moved aside (kept: its files are history already written), a file in its place.
+    let aside = dir.join("requests.aside");
+    std::fs::rename(&table, &aside).unwrap();
+    std::fs::write(&table, b"not a directory").unwrap();
+    sent += send(500);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.metric("slogate_history_write_failing{table=\"requests\"}") != 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failure never showed on /metrics"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(server.metric("slogate_history_flush_failures_total{table=\"requests\"}") >= 1.0);
+    assert!(server.metric("slogate_history_backlog_rows{table=\"requests\"}") >= 1.0);
+    let (status, body) = server.get("/readyz").unwrap();
+    assert_eq!(status, 200, "verdicts still come from the live windows");
+    assert!(
+        body.contains("history writes to the requests table are failing"),
+        "{body}"
+    );
+    // Still ingesting and answering.
+    let sli = server.sli_when("service=checkout&window=5m", sent);
+    assert_eq!(sli["requests"].as_u64(), Some(sent));
+
+    // The disk is back: the kept rows are written, the warning goes, every span is there.
+    std::fs::remove_file(&table).unwrap();
+    std::fs::rename(&aside, &table).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.metric("slogate_history_write_failing{table=\"requests\"}") != 0.0 {
+        assert!(Instant::now() < deadline, "the history never recovered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, body) = server.get("/readyz").unwrap();
+    assert!(!body.contains("failing"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, out) = sql(&server, "SELECT sum(requests) AS n FROM requests");
+        assert_eq!(status, 200, "{out}");
+        if out["rows"][0][0].as_u64() == Some(sent) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "history holds {} of {sent} spans",
+            out["rows"][0][0]
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
