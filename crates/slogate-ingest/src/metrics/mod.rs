@@ -405,11 +405,56 @@ pub(crate) enum Scalar<'a> {
     Other,
 }
 
+/// A point attribute's value as kept until its point is checked: strings validated as they
+/// are read, numbers rendered only for points that are kept.
+#[derive(Debug, Clone, Copy)]
+enum RawValue<'a> {
+    Text(&'a str),
+    /// A string value that is not UTF-8: rejects its point unless a later value of the same
+    /// key replaces it.
+    BadUtf8,
+    Int(i64),
+    Double(f64),
+}
+
 #[derive(Debug, Clone, Copy)]
 struct RawAttr<'a> {
-    key: &'a [u8],
-    value: Scalar<'a>,
+    /// The key's first 8 bytes, big-endian and zero-padded: orders keys as their bytes do
+    /// wherever it differs.
+    prefix: u64,
+    key: &'a str,
+    value: RawValue<'a>,
+    /// Arrival order: the tie-break of the large-n (unstable) sort.
     seq: u32,
+}
+
+impl RawAttr<'_> {
+    /// Key order; ties are kept in arrival order by the (stable) sort.
+    #[inline(always)]
+    fn after(&self, other: &Self) -> bool {
+        if self.prefix != other.prefix {
+            return self.prefix > other.prefix;
+        }
+        self.key.as_bytes() > other.key.as_bytes()
+    }
+
+    #[inline(always)]
+    fn same_key(&self, other: &Self) -> bool {
+        self.prefix == other.prefix && self.key == other.key
+    }
+}
+
+/// See [`RawAttr::prefix`].
+#[inline(always)]
+fn key_prefix(key: &[u8]) -> u64 {
+    match key.first_chunk::<8>() {
+        Some(c) => u64::from_be_bytes(*c),
+        None => {
+            let mut b = [0u8; 8];
+            b[..key.len()].copy_from_slice(key);
+            u64::from_be_bytes(b)
+        }
+    }
 }
 
 /// An attribute value of a kept point: borrowed from the request, or rendered into the batch's
@@ -501,6 +546,8 @@ pub(crate) struct Draft {
     pub negative_offset: i32,
     marks: Marks,
     attrs_overflow: bool,
+    /// An attribute key is not UTF-8.
+    attr_key_bad: bool,
     buckets_overflow: bool,
 }
 
@@ -516,9 +563,15 @@ pub(crate) struct Batch<'a> {
     negative: Vec<u64>,
     quantiles: Vec<(f64, f64)>,
     text: String,
-    /// Emission scratch: a point's attributes as `&str` pairs (re-typed per request).
+    /// Emission scratch: the kept attributes as `&str` pairs (re-typed per request).
     pairs: Vec<(&'a str, &'a str)>,
+    /// Attribute keys known to be UTF-8, by position in their point: points of a metric
+    /// usually repeat their keys, and comparing bytes is cheaper than checking them again.
+    keys: [&'a str; KEY_CACHE],
 }
+
+/// Attribute positions whose last key is remembered (see `Batch::keys`).
+const KEY_CACHE: usize = 8;
 
 /// Re-types an emptied vector without giving up its allocation: an in-place collect keeps the
 /// buffer when the element types have the same layout (here they differ only in lifetimes).
@@ -557,6 +610,7 @@ impl<'a> Batch<'a> {
             quantiles: keep(recycle(self.quantiles)),
             text,
             pairs: keep(recycle(self.pairs)),
+            keys: [""; KEY_CACHE],
         }
     }
 
@@ -625,14 +679,70 @@ impl<'a> Batch<'a> {
         }
     }
 
+    /// A point attribute. Its key and string value are checked here (a point whose kept
+    /// attributes are not UTF-8 is rejected when it is finished).
     #[inline]
     pub fn attr(&mut self, d: &mut Draft, key: &'a [u8], value: Scalar<'a>) {
         if self.raw.len() >= MAX_POINT_ATTRIBUTES {
             d.attrs_overflow = true;
-        } else {
-            let seq = self.raw.len() as u32;
-            self.raw.push(RawAttr { key, value, seq });
+            return;
         }
+        let key = match self.known_key(key) {
+            Some(k) => k,
+            None => match std::str::from_utf8(key) {
+                Ok(k) => {
+                    self.keys[self.raw.len() % KEY_CACHE] = k;
+                    k
+                }
+                Err(_) => {
+                    d.attr_key_bad = true;
+                    ""
+                }
+            },
+        };
+        let value = match value {
+            Scalar::Str(s) => std::str::from_utf8(s).map_or(RawValue::BadUtf8, RawValue::Text),
+            Scalar::Bool(b) => RawValue::Text(if b { "true" } else { "false" }),
+            Scalar::Other => RawValue::Text(""),
+            Scalar::Int(i) => RawValue::Int(i),
+            Scalar::Double(v) => RawValue::Double(v),
+        };
+        self.push_attr(d, key, value);
+    }
+
+    /// `key` as a string if it is the key last seen at this attribute position (bytes alike:
+    /// the cached string has the same contents).
+    #[inline(always)]
+    pub fn known_key(&self, key: &[u8]) -> Option<&'a str> {
+        let k = self.keys[self.raw.len() % KEY_CACHE];
+        (k.as_bytes() == key).then_some(k)
+    }
+
+    /// Remembers a key known to be UTF-8 for the next point's attribute at this position.
+    #[inline(always)]
+    pub fn remember_key(&mut self, key: &'a str) {
+        self.keys[self.raw.len() % KEY_CACHE] = key;
+    }
+
+    /// A point attribute whose key and string value are already known to be UTF-8.
+    #[inline]
+    pub fn attr_text(&mut self, d: &mut Draft, key: &'a str, value: &'a str) {
+        if self.raw.len() >= MAX_POINT_ATTRIBUTES {
+            d.attrs_overflow = true;
+        } else {
+            self.push_attr(d, key, RawValue::Text(value));
+        }
+    }
+
+    #[inline(always)]
+    fn push_attr(&mut self, _d: &mut Draft, key: &'a str, value: RawValue<'a>) {
+        let seq = self.raw.len() as u32;
+        self.raw.push(RawAttr {
+            prefix: key_prefix(key.as_bytes()),
+            key,
+            value,
+            seq,
+        });
     }
 
     /// Room left for explicit bounds or bucket counts: a packed array that does not fit is
@@ -668,6 +778,37 @@ impl<'a> Batch<'a> {
         } else {
             self.u64s.push(v);
         }
+    }
+
+    /// A packed array of explicit bounds or bucket counts (little-endian 8-byte values) that
+    /// fits [`Batch::explicit_room`].
+    #[inline]
+    pub fn explicit_packed(&mut self, bounds: bool, values: &[[u8; 8]]) {
+        let values = values.iter().map(|c| u64::from_le_bytes(*c));
+        if bounds {
+            self.f64s.extend(values.map(f64::from_bits));
+        } else {
+            self.u64s.extend(values);
+        }
+    }
+
+    /// Exponential histogram bucket counts of one byte each (a packed varint array whose
+    /// bytes are all below `0x80`).
+    #[inline]
+    pub fn exp_counts_small(&mut self, d: &mut Draft, negative: bool, counts: &[u8]) {
+        let (arena, mark) = if negative {
+            (&mut self.negative, d.marks.negative)
+        } else {
+            (&mut self.u64s, d.marks.u64s)
+        };
+        let room = MAX_EXPONENTIAL_BUCKETS - (arena.len() - mark).min(MAX_EXPONENTIAL_BUCKETS);
+        let take = if counts.len() > room {
+            d.buckets_overflow = true;
+            &counts[..room]
+        } else {
+            counts
+        };
+        arena.extend(take.iter().map(|&c| u64::from(c)));
     }
 
     /// An exponential histogram bucket count, positive side or negative.
@@ -869,44 +1010,67 @@ impl<'a> Batch<'a> {
 
     /// Sorts the point's attributes by key (the last of a repeated key wins), checks them and
     /// moves them to the attribute arena, rendering numbers as text.
+    // HOT PATH
     fn finish_attrs(&mut self, d: &Draft) -> Result<Range32, PointReject> {
         if d.attrs_overflow {
             return Err(PointReject::TooManyAttributes);
         }
-        let raw = &mut self.raw;
-        // Unstable (it does not allocate) with the arrival order as the tie-break: stable.
-        raw.sort_unstable_by(|a, b| a.key.cmp(b.key).then(a.seq.cmp(&b.seq)));
+        if d.attr_key_bad {
+            return Err(PointReject::InvalidUtf8(MetricDim::Attribute));
+        }
+        let n = self.raw.len();
+        if n > INSERTION_SORT_MAX {
+            self.raw.sort_unstable_by(|a, b| {
+                (a.prefix, a.key.as_bytes(), a.seq).cmp(&(b.prefix, b.key.as_bytes(), b.seq))
+            });
+            return self.keep_attrs(0..n);
+        }
+        // Few attributes: an insertion sort of their positions (stable, and no work when
+        // they arrive sorted).
+        let raw = &self.raw[..];
+        let mut order = [0u8; INSERTION_SORT_MAX];
+        for i in 0..n {
+            let x = &raw[i];
+            let mut j = i;
+            while j > 0 && raw[usize::from(order[j - 1])].after(x) {
+                order[j] = order[j - 1];
+                j -= 1;
+            }
+            order[j] = i as u8;
+        }
+        self.keep_attrs(order[..n].iter().map(|&i| usize::from(i)))
+    }
+
+    /// Moves the point's attributes, taken in key order, to the attribute arena (the last of
+    /// a repeated key wins), rendering numbers as text.
+    #[inline(always)]
+    fn keep_attrs(&mut self, order: impl Iterator<Item = usize>) -> Result<Range32, PointReject> {
         let from = self.attrs.len();
         let text_from = self.text.len();
-        for (i, a) in raw.iter().enumerate() {
-            if raw.get(i + 1).is_some_and(|next| next.key == a.key) {
+        let mut order = order.peekable();
+        while let Some(i) = order.next() {
+            let a = self.raw[i];
+            if order
+                .peek()
+                .is_some_and(|&next| self.raw[next].same_key(&a))
+            {
                 continue;
             }
-            let bad = |_| PointReject::InvalidUtf8(MetricDim::Attribute);
-            let key = std::str::from_utf8(a.key).map_err(bad);
             let value = match a.value {
-                Scalar::Str(s) => std::str::from_utf8(s).map(Text::Borrowed).map_err(bad),
-                Scalar::Bool(b) => Ok(Text::Borrowed(if b { "true" } else { "false" })),
-                Scalar::Other => Ok(Text::Borrowed("")),
-                Scalar::Int(i) => {
-                    let start = self.text.len();
-                    let _ = write!(self.text, "{i}");
-                    Ok(Text::Rendered(start as u32, self.text.len() as u32))
-                }
-                Scalar::Double(v) => {
+                RawValue::Text(s) => Text::Borrowed(s),
+                RawValue::Int(i) => render_i64(i, &mut self.text),
+                RawValue::Double(v) => {
                     let start = self.text.len();
                     render_f64(v, &mut self.text);
-                    Ok(Text::Rendered(start as u32, self.text.len() as u32))
+                    Text::Rendered(start as u32, self.text.len() as u32)
                 }
-            };
-            match (key, value) {
-                (Ok(k), Ok(v)) => self.attrs.push((k, v)),
-                (Err(e), _) | (_, Err(e)) => {
+                RawValue::BadUtf8 => {
                     self.attrs.truncate(from);
                     self.text.truncate(text_from);
-                    return Err(e);
+                    return Err(PointReject::InvalidUtf8(MetricDim::Attribute));
                 }
-            }
+            };
+            self.attrs.push((a.key, value));
         }
         Ok((from as u32, self.attrs.len() as u32))
     }
@@ -919,18 +1083,41 @@ impl<'a> Batch<'a> {
         let mut pairs: Vec<(&str, &str)> = recycle(std::mem::take(&mut self.pairs));
         let this = &*self;
         let span = |r: Range32| r.0 as usize..r.1 as usize;
-        for p in &this.points {
-            pairs.clear();
-            for (k, v) in &this.attrs[span(p.attrs)] {
-                let v = match *v {
-                    Text::Borrowed(s) => s,
-                    Text::Rendered(a, b) => &this.text[a as usize..b as usize],
-                };
-                pairs.push((k, v));
-            }
-            let Ok(res) = this.resources[p.res as usize] else {
-                unreachable!("points of rejected resources are not kept")
+        // Every kept attribute as `&str` pairs in one pass; a point's are a slice of them.
+        pairs.extend(this.attrs.iter().map(|&(k, v)| {
+            let v = match v {
+                Text::Borrowed(s) => s,
+                Text::Rendered(a, b) => &this.text[a as usize..b as usize],
             };
+            (k, v)
+        }));
+        // One point updated in place: the resource's fields change only between resources.
+        let mut point = MetricPoint {
+            service: "",
+            env: "",
+            version: "",
+            extras: [""; MAX_EXTRA_DIMS],
+            instance: "",
+            metric: "",
+            unit: "",
+            attributes: &[],
+            start_time_unix_nano: 0,
+            time_unix_nano: 0,
+            value: PointValue::Gauge(0.0),
+        };
+        let mut current_res = None;
+        for p in &this.points {
+            if current_res != Some(p.res) {
+                let Ok(res) = &this.resources[p.res as usize] else {
+                    unreachable!("points of rejected resources are not kept")
+                };
+                point.service = res.service;
+                point.env = res.env;
+                point.version = res.version;
+                point.extras = res.extras;
+                point.instance = res.instance;
+                current_res = Some(p.res);
+            }
             let value = match p.value {
                 ValRec::Gauge(v) => PointValue::Gauge(v),
                 ValRec::Sum {
@@ -996,19 +1183,12 @@ impl<'a> Batch<'a> {
                     quantiles: &this.quantiles[span(quantiles)],
                 },
             };
-            let point = MetricPoint {
-                service: res.service,
-                env: res.env,
-                version: res.version,
-                extras: res.extras,
-                instance: res.instance,
-                metric: p.metric,
-                unit: p.unit,
-                attributes: &pairs,
-                start_time_unix_nano: p.start,
-                time_unix_nano: p.time,
-                value,
-            };
+            point.metric = p.metric;
+            point.unit = p.unit;
+            point.attributes = &pairs[span(p.attrs)];
+            point.start_time_unix_nano = p.start;
+            point.time_unix_nano = p.time;
+            point.value = value;
             match sink.record_point(&point) {
                 Ok(()) => tally.recorded += 1,
                 Err(refusal) => tally.reject(PointReject::Refused(refusal), p.loc),
@@ -1019,10 +1199,86 @@ impl<'a> Batch<'a> {
 }
 
 /// `zero + Σ a + Σ b`, or `None` on overflow.
+#[inline]
 fn sum_counts(zero: u64, a: &[u64], b: &[u64]) -> Option<u64> {
-    a.iter()
-        .chain(b)
-        .try_fold(zero, |acc, c| acc.checked_add(*c))
+    let (mut acc, mut over) = (zero, false);
+    for &c in a.iter() {
+        let (s, o) = acc.overflowing_add(c);
+        (acc, over) = (s, over | o);
+    }
+    for &c in b.iter() {
+        let (s, o) = acc.overflowing_add(c);
+        (acc, over) = (s, over | o);
+    }
+    (!over).then_some(acc)
+}
+
+/// Attributes up to this many are sorted by insertion; more (rare, and at most
+/// [`MAX_POINT_ATTRIBUTES`]) by the standard library's unstable sort with the arrival order
+/// as the tie-break.
+const INSERTION_SORT_MAX: usize = 16;
+
+/// `0`, `1`, ... `999` in decimal, one after the other.
+const SMALL_INT_BYTES: [u8; 2890] = {
+    let mut t = [0u8; 2890];
+    let (mut n, mut at) = (0usize, 0usize);
+    while n < 1000 {
+        if n >= 100 {
+            t[at] = b'0' + (n / 100) as u8;
+            at += 1;
+        }
+        if n >= 10 {
+            t[at] = b'0' + (n / 10 % 10) as u8;
+            at += 1;
+        }
+        t[at] = b'0' + (n % 10) as u8;
+        at += 1;
+        n += 1;
+    }
+    t
+};
+
+const SMALL_INTS: &str = match std::str::from_utf8(&SMALL_INT_BYTES) {
+    Ok(s) => s,
+    Err(_) => panic!("ASCII digits"),
+};
+
+/// An integer attribute value in decimal: from a static table below 1000 (status codes,
+/// ports, counts), else into the text arena.
+#[inline]
+fn render_i64<'a>(v: i64, out: &mut String) -> Text<'a> {
+    if let Ok(n @ 0..1000) = usize::try_from(v) {
+        let (at, len) = match n {
+            0..10 => (n, 1),
+            10..100 => (10 + (n - 10) * 2, 2),
+            _ => (190 + (n - 100) * 3, 3),
+        };
+        return Text::Borrowed(&SMALL_INTS[at..at + len]);
+    }
+    let start = out.len();
+    push_i64(v, out);
+    Text::Rendered(start as u32, out.len() as u32)
+}
+
+/// `v` in decimal, without going through `fmt`.
+fn push_i64(v: i64, out: &mut String) {
+    let mut buf = [0u8; 20];
+    let mut at = buf.len();
+    let mut n = v.unsigned_abs();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    for &c in &buf[at..] {
+        out.push(char::from(c));
+    }
 }
 
 /// A double attribute value in its shortest form: positional notation from 1e-7 up to 1e21

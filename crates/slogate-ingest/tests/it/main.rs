@@ -6,6 +6,7 @@ mod differential;
 mod grpc_framing;
 mod hostile;
 mod metrics_alloc;
+mod metrics_attributes;
 mod metrics_differential;
 mod metrics_hostile;
 mod metrics_receivers;
