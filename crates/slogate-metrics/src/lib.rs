@@ -61,8 +61,15 @@
 //!   counted) and none older than the retention (pruned on insert, on query and on slot close).
 //! - Histograms and summaries keep one cell per slot (`slot_seconds`, aligned to the Unix
 //!   epoch, by point time): count increase, sum increase, and the sketch of the bucket
-//!   increments, stored encoded (a few bytes per bucket) and re-encoded through a thread-local
-//!   scratch sketch, so a known stream records without allocating.
+//!   increments, stored encoded (a few bytes per bucket). A point does not re-encode it: its
+//!   bucket increments are added to the stream's one pending accumulator (a count per bucket
+//!   of the stream's layout, whose representatives are computed once per layout, plus a short
+//!   spill list for edge buckets whose min or max moved), which is folded into the cell's
+//!   bytes, straight in the sketch's byte format, when the stream moves to another slot, its
+//!   layout changes, the spill list fills, or the slot is exported. Queries read the
+//!   accumulator too, so a point counts as soon as it is acknowledged; a pruned cell takes its
+//!   pending increments with it. A known stream records without allocating once its buffers
+//!   have grown (a new cell reuses the sketch bytes of a pruned one).
 //!
 //! # Histograms as sketches
 //!
@@ -136,6 +143,7 @@
 //! the catalog lock (never held by the hot path).
 
 mod config;
+mod pending;
 mod query;
 mod store;
 mod stream;

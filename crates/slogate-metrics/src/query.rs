@@ -462,6 +462,7 @@ impl MetricStore {
             for c in window_cells(d, ws, slot_ns) {
                 points += u64::from(c.points);
                 sketch.merge_encoded_trusted(&c.sketch);
+                d.pending.record_into(c.slot, &mut sketch);
                 neg += c.neg;
                 from = from.min(c.from.max(ws));
                 to = to.max(c.last_t);

@@ -411,6 +411,9 @@ impl MetricStore {
                     exported = Some(slot);
                 }
             } else {
+                if data.pending.slot <= last {
+                    data.fold_pending();
+                }
                 let lo = data.cells.partition_point(|c| c.slot < first);
                 let hi = data.cells.partition_point(|c| c.slot <= last);
                 for c in data.cells.range(lo..hi) {

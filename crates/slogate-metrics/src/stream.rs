@@ -4,10 +4,9 @@
 //! HOT PATH: [`StreamState::ingest`] runs once per point, under the stream's own lock.
 
 use crate::config::Scale;
+use crate::pending::{Pending, fold};
 use parking_lot::Mutex;
 use slogate_core::{MetricPoint, PointRefusal, PointValue, Temporality};
-use slogate_sketch::Sketch;
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::mem::size_of;
 
@@ -204,7 +203,8 @@ pub(crate) struct Cell {
     /// Values that could not be sketched (negative), part of `count`.
     pub neg: u64,
     pub sum: f64,
-    /// The sketched values, in the `slogate-sketch` byte format; empty when none.
+    /// The sketched values, in the `slogate-sketch` byte format; empty when none. The newest
+    /// increments of the stream's open cell may still be held in `Data::pending`.
     pub sketch: Vec<u8>,
     /// Earliest start of the intervals the increments cover; `u64::MAX` without increments.
     pub from: u64,
@@ -285,7 +285,7 @@ pub(crate) struct Counters {
 }
 
 /// Everything a stream keeps besides its baseline.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Data {
     pub samples: VecDeque<Sample>,
     pub cells: VecDeque<Cell>,
@@ -294,8 +294,11 @@ pub(crate) struct Data {
     /// The first point of a cumulative histogram or summary stream with a start time: counted
     /// only by windows (and slots) that contain its start.
     pub birth: Option<Box<Cell>>,
-    /// Bounds of the last explicit histogram point (for error bounds).
+    /// Bounds of the last explicit histogram point (for error bounds, and the layout of
+    /// `pending`).
     pub bounds: Vec<f64>,
+    /// Bucket increments of one cell not folded into its sketch yet (see `pending`).
+    pub pending: Pending,
     /// The last summary point's quantiles and its time.
     pub quantiles: Vec<(f64, f64)>,
     pub quantiles_t: u64,
@@ -304,6 +307,10 @@ pub(crate) struct Data {
     /// Highest slot exported to the history.
     pub exported_through: Option<u64>,
     pub counters: Counters,
+    /// `prune` drops nothing while the retention cutoff is at or below this: the smallest of
+    /// the oldest sample's time, the end of the oldest cell minus 1 ns and the birth cell's
+    /// time (`u64::MAX` when there is none). Kept so a point does not touch the oldest entries.
+    pub expiry: u64,
 }
 
 pub(crate) struct StreamState {
@@ -330,11 +337,6 @@ pub(crate) enum Outcome {
     Refused(PointRefusal),
     /// An overflow stream tracking as many producers as it may.
     Dropped,
-}
-
-thread_local! {
-    /// Reusable sketch for re-encoding a cell, so a known stream records without allocating.
-    static SCRATCH: RefCell<Sketch> = const { RefCell::new(Sketch::new()) };
 }
 
 fn start_valid(start: u64, t: u64) -> bool {
@@ -399,10 +401,38 @@ impl StreamState {
     }
 }
 
+impl Default for Data {
+    fn default() -> Data {
+        Data {
+            samples: VecDeque::new(),
+            cells: VecDeque::new(),
+            spare: Vec::new(),
+            birth: None,
+            bounds: Vec::new(),
+            pending: Pending::default(),
+            quantiles: Vec::new(),
+            quantiles_t: 0,
+            last_t: 0,
+            exported_through: None,
+            counters: Counters::default(),
+            expiry: u64::MAX,
+        }
+    }
+}
+
 impl Data {
     /// Drops what is older than the retention: samples, cells, the birth cell.
+    // HOT PATH: one comparison while nothing expires.
+    #[inline]
     pub fn prune(&mut self, now: u64, lim: &Limits) {
         let cutoff = now.saturating_sub(lim.retention_ns);
+        if cutoff > self.expiry {
+            self.prune_to(cutoff, lim);
+        }
+    }
+
+    #[cold]
+    fn prune_to(&mut self, cutoff: u64, lim: &Limits) {
         while self.samples.front().is_some_and(|s| s.t < cutoff) {
             self.samples.pop_front();
         }
@@ -418,12 +448,37 @@ impl Data {
                 self.spare.push(c.sketch);
             }
         }
+        // The held increments go with their cell.
+        if self.pending.active
+            && self
+                .cells
+                .front()
+                .is_none_or(|c| c.slot > self.pending.slot)
+        {
+            self.pending.discard();
+        }
         if self.birth.as_ref().is_some_and(|b| b.last_t < cutoff) {
             self.birth = None;
         }
+        self.expiry = u64::MAX;
+        if let Some(s) = self.samples.front() {
+            self.expiry = s.t;
+        }
+        if let Some(c) = self.cells.front() {
+            self.expiry = self.expiry.min(cell_expiry(c.slot, lim.slot_ns));
+        }
+        if let Some(b) = &self.birth {
+            self.expiry = self.expiry.min(b.last_t);
+        }
+    }
+
+    fn set_birth(&mut self, b: Box<Cell>) {
+        self.expiry = self.expiry.min(b.last_t);
+        self.birth = Some(b);
     }
 
     fn push_sample(&mut self, s: Sample, lim: &Limits) {
+        self.expiry = self.expiry.min(s.t);
         if self.samples.back().is_none_or(|b| b.t <= s.t) {
             self.samples.push_back(s);
         } else {
@@ -438,9 +493,49 @@ impl Data {
     }
 
     /// The cell of `slot`, created when missing.
-    fn cell(&mut self, slot: u64) -> &mut Cell {
-        let pos = match self.cells.back() {
-            Some(b) if b.slot == slot => self.cells.len() - 1,
+    fn cell(&mut self, slot: u64, slot_ns: u64) -> &mut Cell {
+        let i = self.cell_index(slot, slot_ns);
+        &mut self.cells[i]
+    }
+
+    /// The cell of `slot` (created when missing) and the held increments, which now belong to
+    /// it: those of another cell are folded into that one first.
+    // HOT PATH: a fold only when the stream moved to another slot.
+    fn open_cell(&mut self, slot: u64, slot_ns: u64) -> (&mut Cell, &mut Pending) {
+        if self.pending.slot != slot {
+            self.fold_pending();
+            self.pending.slot = slot;
+        }
+        let i = self.cell_index(slot, slot_ns);
+        (&mut self.cells[i], &mut self.pending)
+    }
+
+    /// Folds the held increments into their cell's sketch.
+    pub fn fold_pending(&mut self) {
+        if !self.pending.active {
+            return;
+        }
+        // Usually the newest cell: no need to touch the others.
+        if let Some(c) = self.cells.back_mut()
+            && c.slot == self.pending.slot
+        {
+            return fold(&mut c.sketch, &mut self.pending);
+        }
+        match self
+            .cells
+            .binary_search_by_key(&self.pending.slot, |c| c.slot)
+        {
+            Ok(i) => fold(&mut self.cells[i].sketch, &mut self.pending),
+            Err(_) => self.pending.discard(),
+        }
+    }
+
+    fn cell_index(&mut self, slot: u64, slot_ns: u64) -> usize {
+        if self.cells.back().is_some_and(|b| b.slot == slot) {
+            return self.cells.len() - 1;
+        }
+        self.expiry = self.expiry.min(cell_expiry(slot, slot_ns));
+        match self.cells.back() {
             Some(b) if b.slot > slot => match self.cells.binary_search_by_key(&slot, |c| c.slot) {
                 Ok(i) => i,
                 Err(i) => {
@@ -454,8 +549,7 @@ impl Data {
                 self.cells.push_back(Cell::new(slot, buf));
                 self.cells.len() - 1
             }
-        };
-        &mut self.cells[pos]
+        }
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -473,26 +567,14 @@ impl Data {
                 .as_ref()
                 .map_or(0, |b| size_of::<Cell>() + b.sketch.capacity())
             + self.bounds.capacity() * 8
+            + self.pending.heap_bytes()
             + self.quantiles.capacity() * 16
     }
 }
 
-/// Adds values to an encoded sketch: `f` records into a scratch sketch holding the current
-/// contents. Re-encodes only when something was recorded.
-fn add_to_sketch(bytes: &mut Vec<u8>, f: impl FnOnce(&mut Sketch)) {
-    SCRATCH.with(|s| {
-        let mut s = s.borrow_mut();
-        s.clear();
-        if !bytes.is_empty() {
-            s.merge_encoded_trusted(bytes);
-        }
-        let before = s.count();
-        f(&mut s);
-        if s.count() != before {
-            bytes.clear();
-            s.encode(bytes);
-        }
-    });
+/// The last instant a cell of `slot` survives the retention cutoff at (see `Data::expiry`).
+fn cell_expiry(slot: u64, slot_ns: u64) -> u64 {
+    (slot + 1).saturating_mul(slot_ns) - 1
 }
 
 /// Representative value of explicit bucket `i` (see the crate notes).
@@ -529,7 +611,16 @@ pub(crate) fn exp_rep(scale: i32, idx: i64) -> f64 {
 }
 
 /// Count of `base`'s exponential buckets that fall in bucket `j` at the coarser `scale`.
+// HOT PATH: at an unchanged scale, one lookup.
+#[inline]
 fn prev_exp(base: &Baseline, scale: i32, j: i64) -> u64 {
+    if base.scale == scale {
+        let k = j - i64::from(base.pos_off);
+        return usize::try_from(k)
+            .ok()
+            .and_then(|k| base.pos.get(k))
+            .map_or(0, |n| *n);
+    }
     let d = (base.scale - scale) as u32;
     let lo = j << d;
     let hi = ((j + 1) << d) - 1;
@@ -660,22 +751,14 @@ fn ingest_into(
             } else {
                 sum.map_or(0.0, |s| s - base.sum)
             };
-            let record = |cell: &mut Cell| {
-                let mut n_total = 0;
-                add_to_sketch(&mut cell.sketch, |sk| {
-                    for (i, &n) in counts.iter().enumerate() {
-                        let n = if full { n } else { n - base.pos[i] };
-                        if n == 0 {
-                            continue;
-                        }
-                        n_total += n;
-                        match scale.sketch_value(explicit_rep(i, bounds, min, max)) {
-                            Some(v) => sk.record_n(v, n),
-                            None => cell.neg += n,
-                        }
-                    }
-                });
-                cell.count += n_total;
+            if data.bounds != bounds {
+                data.bounds.clear();
+                data.bounds.extend_from_slice(bounds);
+                data.pending.reset_layout();
+            }
+            let prev = (!full).then_some(&base.pos[..]);
+            let record = |cell: &mut Cell, pending: &mut Pending| {
+                cell.count += pending.explicit(cell, scale, bounds, min, max, counts, prev);
                 cell.sum += sum_inc;
                 cell.from = cell.from.min(from);
             };
@@ -683,18 +766,16 @@ fn ingest_into(
                 if start_valid(start, t) {
                     let mut b = Box::new(Cell::new(slot, Vec::new()));
                     b.note_point(t, min, max);
-                    record(&mut b);
-                    data.birth = Some(b);
+                    let mut pending = Pending::default();
+                    record(&mut b, &mut pending);
+                    fold(&mut b.sketch, &mut pending);
+                    data.set_birth(b);
                 }
-                data.cell(slot).note_point(t, min, max);
+                data.cell(slot, lim.slot_ns).note_point(t, min, max);
             } else {
-                let cell = data.cell(slot);
+                let (cell, pending) = data.open_cell(slot, lim.slot_ns);
                 cell.note_point(t, min, max);
-                record(cell);
-            }
-            if data.bounds != bounds {
-                data.bounds.clear();
-                data.bounds.extend_from_slice(bounds);
+                record(cell, pending);
             }
             if cumulative {
                 base.bounds.clear();
@@ -753,28 +834,15 @@ fn ingest_into(
             } else {
                 sum.map_or(0.0, |s| s - base.sum)
             };
-            let record = |cell: &mut Cell| {
-                let mut n_total = 0;
-                add_to_sketch(&mut cell.sketch, |sk| {
-                    let z = if full {
-                        zero_count
-                    } else {
-                        zero_count - base.zero
-                    };
-                    sk.record_n(0, z);
-                    n_total += z;
-                    for (i, &n) in positive.iter().enumerate() {
-                        let idx = i64::from(positive_offset) + i as i64;
-                        let n = if full { n } else { n - prev_exp(base, es, idx) };
-                        if n == 0 {
-                            continue;
-                        }
-                        n_total += n;
-                        if let Some(v) = scale.sketch_value(exp_rep(es, idx)) {
-                            sk.record_n(v, n);
-                        }
-                    }
-                });
+            let record = |cell: &mut Cell, pending: &mut Pending| {
+                let z = if full {
+                    zero_count
+                } else {
+                    zero_count - base.zero
+                };
+                let prev = (!full).then_some(|idx| prev_exp(base, es, idx));
+                let n_total =
+                    pending.exponential(cell, scale, es, positive_offset, positive, z, prev);
                 let neg = if full {
                     neg_total
                 } else {
@@ -790,16 +858,18 @@ fn ingest_into(
                 if start_valid(start, t) {
                     let mut b = Box::new(Cell::new(slot, Vec::new()));
                     b.note_point(t, min, max);
-                    record(&mut b);
-                    data.birth = Some(b);
+                    let mut pending = Pending::default();
+                    record(&mut b, &mut pending);
+                    fold(&mut b.sketch, &mut pending);
+                    data.set_birth(b);
                 }
-                let c = data.cell(slot);
+                let c = data.cell(slot, lim.slot_ns);
                 c.note_point(t, min, max);
                 c.scale = c.scale.min(es);
             } else {
-                let cell = data.cell(slot);
+                let (cell, pending) = data.open_cell(slot, lim.slot_ns);
                 cell.note_point(t, min, max);
-                record(cell);
+                record(cell, pending);
             }
             if cumulative {
                 base.scale = es;
@@ -837,11 +907,11 @@ fn ingest_into(
                     b.count = n;
                     b.sum = s;
                     b.from = from;
-                    data.birth = Some(b);
+                    data.set_birth(b);
                 }
-                data.cell(slot).note_point(t, None, None);
+                data.cell(slot, lim.slot_ns).note_point(t, None, None);
             } else {
-                let cell = data.cell(slot);
+                let cell = data.cell(slot, lim.slot_ns);
                 cell.note_point(t, None, None);
                 cell.count += n;
                 cell.sum += s;

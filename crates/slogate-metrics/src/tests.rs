@@ -1161,3 +1161,372 @@ fn ratio() {
         assert_eq!((r.points, r.series), (7, 2));
     }
 }
+
+/// What the store should hold, per `(metric, instance, slot)`: every increment recorded
+/// straight into a sketch (the representative rules applied by the store's own functions),
+/// and the count of values that cannot be sketched.
+#[derive(Default)]
+struct Reference {
+    cells: std::collections::HashMap<(&'static str, &'static str, u64), (Sketch, u64)>,
+}
+
+impl Reference {
+    fn cell(&mut self, metric: &'static str, instance: &'static str, t: u64) -> &mut (Sketch, u64) {
+        self.cells
+            .entry((metric, instance, t / (10 * NS)))
+            .or_default()
+    }
+
+    /// Explicit-bucket increments `inc` of a point.
+    #[allow(clippy::too_many_arguments)]
+    fn explicit(
+        &mut self,
+        metric: &'static str,
+        instance: &'static str,
+        t: u64,
+        bounds: &[f64],
+        min: Option<f64>,
+        max: Option<f64>,
+        inc: &[u64],
+    ) {
+        let scale = crate::config::Scale::of("s");
+        let (sk, neg) = self.cell(metric, instance, t);
+        for (i, &n) in inc.iter().enumerate() {
+            match scale.sketch_value(crate::stream::explicit_rep(i, bounds, min, max)) {
+                Some(v) => sk.record_n(v, n),
+                None => *neg += n,
+            }
+        }
+    }
+
+    /// Exponential increments: zero bucket, positive buckets from `offset`, negative total.
+    #[allow(clippy::too_many_arguments)]
+    fn exponential(
+        &mut self,
+        metric: &'static str,
+        t: u64,
+        scale: i32,
+        zero: u64,
+        offset: i64,
+        inc: &[u64],
+        neg_total: u64,
+    ) {
+        let s = crate::config::Scale::of("s");
+        let (sk, neg) = self.cell(metric, "pod-1", t);
+        sk.record_n(0, zero);
+        for (i, &n) in inc.iter().enumerate() {
+            if let Some(v) = s.sketch_value(crate::stream::exp_rep(scale, offset + i as i64)) {
+                sk.record_n(v, n);
+            }
+        }
+        *neg += neg_total;
+    }
+
+    /// The merged sketch and negative count of `metric` over the slots a window starting at
+    /// `ws` covers.
+    fn window(&self, metric: &str, ws: u64) -> (Sketch, u64) {
+        let mut out = (Sketch::new(), 0);
+        for ((m, _, slot), (sk, neg)) in &self.cells {
+            if *m == metric && (slot + 1) * 10 * NS > ws {
+                out.0.merge(sk);
+                out.1 += neg;
+            }
+        }
+        out
+    }
+}
+
+/// Histogram points (explicit and exponential, delta and cumulative, moving min and max,
+/// changing bounds and scales, negative values, an overflow stream whose producers interleave
+/// across slots) mixed with queries and slot closes: every quantile, increase and exported
+/// sketch equals that of a plain sketch fed the same increments, whenever it is read, so
+/// increments held aside before they reach a cell's sketch are never lost nor counted twice.
+fn check_histograms_against_reference(seed: u64, steps: usize) {
+    const OV_BOUNDS: &[f64] = &[0.01, 0.1, 1.0];
+    const BOUNDS: [&[f64]; 3] = [
+        &[0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
+        &[-1.0, 0.5, 2.0],
+        &[0.001, 0.002],
+    ];
+    let mut rng = StdRng::seed_from_u64(seed);
+    let e = Env::new(MetricStoreConfig {
+        max_series_per_metric: 2,
+        stale_after_seconds: 1_000_000,
+        ..MetricStoreConfig::default()
+    });
+    let mut reference = Reference::default();
+    let mut now = 0.0f64;
+    // Cumulative states: explicit counts, min and max; exponential counts by index and zero.
+    let mut ch = [0u64; 8];
+    let (mut ch_min, mut ch_max) = (0.004, 6.0);
+    let mut ch_seen = false;
+    let mut ce = std::collections::BTreeMap::<i64, u64>::new();
+    let mut ce_zero = 0u64;
+    let mut ce_seen = false;
+    // Overflow producers: the last time of each; `a` and `b` get their own streams first.
+    let producers = ["a", "b", "c", "d"];
+    let mut ov_last = [f64::NEG_INFINITY; 4];
+    let ov_point = |e: &Env, reference: &mut Reference, k: usize, secs: f64, counts: &[u64]| {
+        let attrs: &[(&str, &str)] = &[];
+        let p = MetricPoint {
+            unit: "s",
+            instance: producers[k],
+            attributes: attrs,
+            ..pt("ov", secs, hist(Tp::Delta, OV_BOUNDS, counts, 1.0, None))
+        };
+        e.rec(p).unwrap();
+        let instance = if k < 2 { producers[k] } else { "" };
+        reference.explicit("ov", instance, ns(secs), OV_BOUNDS, None, None, counts);
+    };
+    ov_point(&e, &mut reference, 0, 0.0, &[1, 0, 0, 0]);
+    ov_point(&e, &mut reference, 1, 0.0, &[0, 1, 0, 0]);
+    ov_last[0] = 0.0;
+    ov_last[1] = 0.0;
+    let sparse = |rng: &mut StdRng, n: usize| -> Vec<u64> {
+        (0..n)
+            .map(|_| {
+                if rng.random_bool(0.4) {
+                    rng.random_range(1..6)
+                } else {
+                    0
+                }
+            })
+            .collect()
+    };
+    let mut closed = 0;
+    for _ in 0..steps {
+        now += rng.random_range(0.2..6.0);
+        let t = ns(now);
+        match rng.random_range(0..5) {
+            0 => {
+                let bounds = BOUNDS[if rng.random_bool(0.8) {
+                    0
+                } else {
+                    rng.random_range(1..3)
+                }];
+                let counts = sparse(&mut rng, bounds.len() + 1);
+                let minmax = rng
+                    .random_bool(0.7)
+                    .then(|| (rng.random_range(0.0001..0.01), rng.random_range(1.0..10.0)));
+                let (min, max) = (minmax.map(|m| m.0), minmax.map(|m| m.1));
+                let p = hist(Tp::Delta, bounds, &counts, 1.0, minmax);
+                e.rec(MetricPoint {
+                    unit: "s",
+                    ..pt("dh", now, p)
+                })
+                .unwrap();
+                reference.explicit("dh", "pod-1", t, bounds, min, max, &counts);
+            }
+            1 => {
+                let inc = sparse(&mut rng, 8);
+                for (c, n) in ch.iter_mut().zip(&inc) {
+                    *c += n;
+                }
+                if rng.random_bool(0.1) {
+                    ch_min *= 0.9;
+                }
+                if rng.random_bool(0.1) {
+                    ch_max *= 1.1;
+                }
+                let bounds = BOUNDS[0];
+                let p = hist(Tp::Cumulative, bounds, &ch, 1.0, Some((ch_min, ch_max)));
+                e.rec(MetricPoint {
+                    unit: "s",
+                    ..pt("ch", now, p)
+                })
+                .unwrap();
+                // The first point is the baseline (no start time): no increment.
+                if ch_seen {
+                    reference.explicit("ch", "pod-1", t, bounds, Some(ch_min), Some(ch_max), &inc);
+                }
+                ch_seen = true;
+            }
+            2 => {
+                let scale = [3, 3, 3, 2, 4][rng.random_range(0..5)];
+                let offset = rng.random_range(-60i32..-40);
+                // Now and then wider than a cached layout may be.
+                let len = if rng.random_bool(0.05) {
+                    300
+                } else {
+                    rng.random_range(0..30)
+                };
+                let positive = sparse(&mut rng, len);
+                let zero = if rng.random_bool(0.3) {
+                    rng.random_range(1..4)
+                } else {
+                    0
+                };
+                let negative: Vec<u64> = if rng.random_bool(0.1) {
+                    vec![1, 2]
+                } else {
+                    vec![]
+                };
+                let count = positive.iter().sum::<u64>() + zero + negative.iter().sum::<u64>();
+                e.rec(MetricPoint {
+                    unit: "s",
+                    ..pt(
+                        "de",
+                        now,
+                        PointValue::ExponentialHistogram {
+                            temporality: Tp::Delta,
+                            count,
+                            sum: Some(1.0),
+                            min: None,
+                            max: None,
+                            scale,
+                            zero_count: zero,
+                            zero_threshold: 0.0,
+                            positive_offset: offset,
+                            positive: &positive,
+                            negative_offset: 0,
+                            negative: &negative,
+                        },
+                    )
+                })
+                .unwrap();
+                let neg = negative.iter().sum();
+                reference.exponential("de", t, scale, zero, offset.into(), &positive, neg);
+            }
+            3 => {
+                // Cumulative at scale 3; the range only grows, so nothing looks like a reset.
+                let mut added = Vec::new();
+                for _ in 0..rng.random_range(0..6) {
+                    let idx = rng.random_range(-70i64..-30);
+                    let n = rng.random_range(1..4);
+                    *ce.entry(idx).or_default() += n;
+                    added.push((idx, n));
+                }
+                let z = if rng.random_bool(0.2) { 1 } else { 0 };
+                ce_zero += z;
+                let (lo, hi) = match (ce.keys().next(), ce.keys().next_back()) {
+                    (Some(&lo), Some(&hi)) => (lo, hi + 1),
+                    _ => (0, 0),
+                };
+                let positive: Vec<u64> =
+                    (lo..hi).map(|i| ce.get(&i).copied().unwrap_or(0)).collect();
+                e.rec(MetricPoint {
+                    unit: "s",
+                    ..pt(
+                        "ce",
+                        now,
+                        PointValue::ExponentialHistogram {
+                            temporality: Tp::Cumulative,
+                            count: positive.iter().sum::<u64>() + ce_zero,
+                            sum: Some(1.0),
+                            min: None,
+                            max: None,
+                            scale: 3,
+                            zero_count: ce_zero,
+                            zero_threshold: 0.0,
+                            positive_offset: lo as i32,
+                            positive: &positive,
+                            negative_offset: 0,
+                            negative: &[],
+                        },
+                    )
+                })
+                .unwrap();
+                if ce_seen {
+                    for (idx, n) in added {
+                        reference.exponential("ce", t, 3, 0, idx, &[n], 0);
+                    }
+                    reference.exponential("ce", t, 3, z, 0, &[], 0);
+                }
+                ce_seen = true;
+            }
+            _ => {
+                // A producer of `ov`, up to 25 s behind the clock: often in an earlier slot
+                // than the stream's newest point.
+                let k = rng.random_range(0..4);
+                let secs = (now - rng.random_range(0.0..25.0)).max(ov_last[k] + 0.01);
+                ov_last[k] = secs;
+                let counts = sparse(&mut rng, OV_BOUNDS.len() + 1);
+                ov_point(&e, &mut reference, k, secs, &counts);
+            }
+        }
+        if rng.random_bool(0.3) {
+            let metric = ["dh", "ch", "de", "ce", "ov"][rng.random_range(0..5)];
+            let window = [10, 30, 60, 300, 3600][rng.random_range(0..5)];
+            let q = [0.0, 0.25, 0.5, 0.9, 0.99, 1.0][rng.random_range(0..6)];
+            let ws = e.clock.load(Relaxed) - window * NS;
+            let (sk, neg) = reference.window(metric, ws);
+            let want = nearest_rank(q, sk.count() + neg)
+                .filter(|&r| r > neg)
+                .and_then(|r| sk.value_at_rank(r - neg))
+                .map(|v| v as f64 / 1e6);
+            let m = e.q(&sel(metric), A::Quantile(q), window);
+            assert_eq!(
+                m.value, want,
+                "seed {seed}: {metric} q{q} over {window} s: {m:?}"
+            );
+            let m = e.q(&sel(metric), A::Increase, window);
+            let total = (sk.count() + neg) as f64;
+            assert!(
+                m.value.unwrap_or(0.0) == total,
+                "seed {seed}: {metric} increase over {window} s: {m:?} vs {total}"
+            );
+        }
+        if rng.random_bool(0.1) {
+            for row in e.store.close_slots() {
+                let slot = row.slot_start_unix as u64 / 10;
+                let key = (row.metric.as_str(), row.instance.as_str(), slot);
+                // A cell of baseline points only has no reference entry.
+                let empty = (Sketch::new(), 0);
+                let (sk, neg) = reference
+                    .cells
+                    .iter()
+                    .find(|(k, _)| (k.0, k.1, k.2) == key)
+                    .map_or(&empty, |(_, v)| v);
+                let got = Sketch::decode(&row.sketch).unwrap();
+                assert_eq!(&got, sk, "seed {seed}: exported {key:?}");
+                assert_eq!(
+                    row.increase,
+                    (sk.count() + neg) as f64,
+                    "seed {seed}: {key:?}"
+                );
+                closed += 1;
+            }
+        }
+    }
+    assert!(closed > 0 || steps < 50, "seed {seed}: no slot closed");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn histograms_match_a_plain_sketch(seed in any::<u64>()) {
+        check_histograms_against_reference(seed, 400);
+    }
+}
+
+#[test]
+fn histograms_match_a_plain_sketch_fixed_seeds() {
+    for seed in 0..8 {
+        check_histograms_against_reference(seed, 600);
+    }
+}
+
+#[test]
+fn held_histogram_increments_expire_with_their_cell() {
+    let e = Env::new(MetricStoreConfig {
+        retention_seconds: 60,
+        ..MetricStoreConfig::default()
+    });
+    let b: &[f64] = &[1.0, 2.0];
+    let p = |secs, counts| MetricPoint {
+        unit: "s",
+        ..pt("h", secs, hist(Tp::Delta, b, counts, 1.0, None))
+    };
+    e.rec(p(0.0, &[0, 0, 5])).unwrap();
+    assert_eq!(e.q(&sel("h"), A::Quantile(0.5), 60).value, Some(2000.0));
+    // The cell of the first point (and what it held) is past the retention.
+    e.rec(p(200.0, &[3, 0, 0])).unwrap();
+    let m = e.q(&sel("h"), A::Quantile(1.0), 60);
+    assert_eq!((m.value, m.points), (Some(1000.0), 1), "{m:?}");
+    assert_eq!(e.q(&sel("h"), A::Increase, 60).value, Some(3.0));
+    e.at(225.0);
+    let rows = e.store.close_slots();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let sk = Sketch::decode(&rows[0].sketch).unwrap();
+    assert_eq!((sk.count(), sk.max()), (3, Some(1_000_000_000)));
+}

@@ -37,6 +37,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         d.render_metrics(&mut out);
     }
     st.security.render_metrics(&mut out);
+    super::process::render(&mut out);
     if let Some(h) = &st.history {
         use slogate_core::prom::{Kind, family};
         family(

@@ -14,6 +14,7 @@ pub mod gates;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod process;
 pub mod sli;
 pub mod slos;
 pub mod sql;

@@ -402,6 +402,22 @@ pub async fn build(
         baseline_cohort(history, root, req, &canary_m, &span, range).await?;
 
     let window = (range.1 - range.0).max(1) as u64;
+    // OTLP metric criteria are judged live only: the history keeps their slots, not the raw
+    // points time in state or transitions need. The report says so rather than inventing them.
+    let mut canary_data = canary_data;
+    for (name, q) in &req.phase.measures {
+        canary_data.measured.insert(
+            name.clone(),
+            slogate_gate::Measured {
+                label: q.label.clone(),
+                gap: Some(
+                    "OTLP metric criteria are judged on live data only; see the verdicts of the period"
+                        .into(),
+                ),
+                ..Default::default()
+            },
+        );
+    }
     let period = slogate_gate::evaluate(
         &req.phase.spec,
         &canary_data,
