@@ -13,7 +13,7 @@ pub fn render(out: &mut String) {
         Kind::Gauge,
         "Always 1; the labels say which slogate this is.",
     )
-    .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+    .sample(&[("version", &env!("CARGO_PKG_VERSION"))], 1u64);
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return;
     };
