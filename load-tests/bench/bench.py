@@ -822,7 +822,9 @@ def main():
                 print(f"# {label} FAILED: {e}", file=sys.stderr)
                 continue
             except Exception as e:  # keep going; report what failed
-                print(f"# {label} FAILED: {e}", file=sys.stderr)
+                import traceback
+                print(f"# {label} FAILED: {e!r}", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
                 for name in ("slogate.log", "collector.log"):
                     path = os.path.join(wd, name)
                     if os.path.exists(path):
