@@ -607,9 +607,9 @@ impl Gates {
         }
         let mut f = family(
             out,
-            "slogate_cohort_latency_ms",
+            "slogate_cohort_latency_seconds",
             Kind::Gauge,
-            "Latency quantiles of each gate cohort at the last evaluation.",
+            "Latency quantiles of each gate cohort at the last evaluation (a gauge per quantile, not a summary).",
         );
         for (gate, phase, cohort, s) in cohorts() {
             let l = &s.latency_ms;
@@ -625,9 +625,9 @@ impl Gates {
                             ("gate", gate),
                             ("phase", phase),
                             ("cohort", &cohort),
-                            ("quantile", &q),
+                            ("latency_quantile", &q),
                         ],
-                        v,
+                        v / 1e3,
                     );
                 }
             }
