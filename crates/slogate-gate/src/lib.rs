@@ -92,6 +92,7 @@ pub use slo::{
 };
 pub use spec::{
     Check, CohortData, Comparison, CriterionSpec, Direction, GateSpec, Measured, Metric, SpecError,
+    quantile_label,
 };
 pub use stats::{ProportionTest, RankTest, mann_whitney, normal_upper_tail, two_proportion};
 pub use sustain::Sustain;

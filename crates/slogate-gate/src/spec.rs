@@ -113,7 +113,7 @@ impl Metric {
 }
 
 /// `0.95` → `p95`, `0.999` → `p999`, `0.5` → `p50`.
-pub(crate) fn quantile_label(q: f64) -> String {
+pub fn quantile_label(q: f64) -> String {
     let pct = format!("{:.3}", q * 100.0);
     let pct = pct.trim_end_matches('0').trim_end_matches('.');
     format!("p{}", pct.replace('.', ""))

@@ -40,34 +40,10 @@ async fn export<R: Recorder>(
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    let json = match content_type(&headers) {
-        Some(PROTOBUF) => false,
-        Some(JSON) => true,
-        other => {
-            let err = IngestError::Unsupported(format!(
-                "content type {:?}: send application/x-protobuf or application/json",
-                other.unwrap_or("")
-            ));
-            pipeline.finish(
-                Transport::HttpProtobuf,
-                started,
-                &Err(IngestError::Unsupported(String::new())),
-            );
-            return error_response(&err, false);
-        }
-    };
-    let transport = if json {
-        Transport::HttpJson
-    } else {
-        Transport::HttpProtobuf
-    };
-    let result = match pipeline.admit() {
-        Err(e) => Err(e),
-        Ok(_permit) => match read_body(body, &headers, pipeline.limits.max_request_bytes).await {
-            Ok(bytes) => pipeline.process(&bytes, json),
-            Err(e) => Err(e),
-        },
-    };
+    let (transport, json, result) = receive(&pipeline, &headers, body, |bytes, json| {
+        pipeline.process(bytes, json)
+    })
+    .await;
     pipeline.finish(transport, started, &result);
     match result {
         Ok(tally) => {
@@ -99,34 +75,10 @@ async fn export_metrics<R: Recorder>(
         let json = content_type(&headers) == Some(JSON);
         return error_response(&IngestError::NotConfigured(METRICS_NOT_CONFIGURED), json);
     }
-    let json = match content_type(&headers) {
-        Some(PROTOBUF) => false,
-        Some(JSON) => true,
-        other => {
-            let err = IngestError::Unsupported(format!(
-                "content type {:?}: send application/x-protobuf or application/json",
-                other.unwrap_or("")
-            ));
-            pipeline.finish_metrics(
-                Transport::HttpProtobuf,
-                started,
-                &Err(IngestError::Unsupported(String::new())),
-            );
-            return error_response(&err, false);
-        }
-    };
-    let transport = if json {
-        Transport::HttpJson
-    } else {
-        Transport::HttpProtobuf
-    };
-    let result = match pipeline.admit() {
-        Err(e) => Err(e),
-        Ok(_permit) => match read_body(body, &headers, pipeline.limits.max_request_bytes).await {
-            Ok(bytes) => pipeline.process_metrics(&bytes, json),
-            Err(e) => Err(e),
-        },
-    };
+    let (transport, json, result) = receive(&pipeline, &headers, body, |bytes, json| {
+        pipeline.process_metrics(bytes, json)
+    })
+    .await;
     pipeline.finish_metrics(transport, started, &result);
     match result {
         Ok(tally) => {
@@ -147,6 +99,41 @@ async fn export_metrics<R: Recorder>(
         }
         Err(e) => error_response(&e, json),
     }
+}
+
+/// What both exports share: the content type, an in-flight slot, the body within its limits,
+/// then `process` on it. Returns the transport the request counts under, whether to answer in
+/// JSON, and the outcome (an unsupported content type is an error like the others).
+async fn receive<R: Recorder, T>(
+    pipeline: &Pipeline<R>,
+    headers: &HeaderMap,
+    body: Body,
+    process: impl FnOnce(&[u8], bool) -> Result<T, IngestError>,
+) -> (Transport, bool, Result<T, IngestError>) {
+    let json = match content_type(headers) {
+        Some(PROTOBUF) => false,
+        Some(JSON) => true,
+        other => {
+            let err = IngestError::Unsupported(format!(
+                "content type {:?}: send application/x-protobuf or application/json",
+                other.unwrap_or("")
+            ));
+            return (Transport::HttpProtobuf, false, Err(err));
+        }
+    };
+    let transport = if json {
+        Transport::HttpJson
+    } else {
+        Transport::HttpProtobuf
+    };
+    let result = match pipeline.admit() {
+        Err(e) => Err(e),
+        Ok(_permit) => match read_body(body, headers, pipeline.limits.max_request_bytes).await {
+            Ok(bytes) => process(&bytes, json),
+            Err(e) => Err(e),
+        },
+    };
+    (transport, json, result)
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {

@@ -230,11 +230,7 @@ pub fn select_label(m: &MetricSelect) -> String {
         Aggregate::Count => "count".into(),
         Aggregate::Increase => "increase".into(),
         Aggregate::Rate => "rate".into(),
-        Aggregate::Quantile(q) => {
-            let pct = format!("{:.3}", q * 100.0);
-            let pct = pct.trim_end_matches('0').trim_end_matches('.');
-            format!("p{}", pct.replace('.', ""))
-        }
+        Aggregate::Quantile(q) => slogate_gate::quantile_label(*q),
         Aggregate::TimeInState { state: None } => "time_in_state".into(),
         Aggregate::TimeInState { state: Some(s) } => format!("time_in_state[{s}]"),
         Aggregate::Transitions { into: None } => "transitions".into(),
