@@ -127,10 +127,25 @@ impl PointRefusal {
     }
 }
 
-/// Something that stores metric points. One call per point; the implementation takes only
-/// short, sharded locks.
+/// Something that stores metric points; the implementation takes only short, sharded locks.
 pub trait MetricSink: Send + Sync + 'static {
     fn record_point(&self, point: &MetricPoint<'_>) -> Result<(), PointRefusal>;
+
+    /// Records the points `point(0)`, ..., `point(n - 1)` of one request, in order, and reports
+    /// each outcome through `done(i, outcome)`. `point` may be called more than once per index
+    /// and must build the same point each time. A store overrides this to read its clock once
+    /// per request and to fetch the memory of later points while it updates earlier ones; the
+    /// default records them one by one.
+    fn record_points<'a>(
+        &self,
+        n: usize,
+        point: &dyn Fn(usize) -> MetricPoint<'a>,
+        done: &mut dyn FnMut(usize, Result<(), PointRefusal>),
+    ) {
+        for i in 0..n {
+            done(i, self.record_point(&point(i)));
+        }
+    }
 }
 
 /// One closed slot of one metric stream: a row of the history's `metrics` table.

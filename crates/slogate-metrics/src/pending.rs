@@ -71,6 +71,16 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// Where the next increments go: a prefetch hint (0 when nothing is held).
+    #[inline]
+    pub fn hot(&self) -> usize {
+        if self.counts.is_empty() {
+            0
+        } else {
+            self.counts.as_ptr() as usize
+        }
+    }
+
     /// Forgets the layout (the stream's explicit bounds changed); held increments stay.
     pub fn reset_layout(&mut self) {
         self.layout = Layout::None;

@@ -4,13 +4,18 @@
 //! HOT PATH: [`MetricStore::record_point`] runs once per data point.
 
 use crate::config::{MetricStoreConfig, Scale};
-use crate::stream::{Cell, FIRST, HAS_INC, Limits, Outcome, Shape, Stream, StreamKey, StreamState};
+use crate::index::{Hint, Index};
+use crate::prefetch::prefetch;
+use crate::stream::{
+    Cell, FIRST, HAS_INC, Inline, Limits, Outcome, Shape, Stream, StreamKey, StreamState,
+};
 use parking_lot::Mutex;
 use slogate_core::prom::{self, Kind};
 use slogate_core::{MAX_EXTRA_DIMS, MetricPoint, MetricSink, MetricSlotRecord, PointRefusal};
 use slogate_sketch::Sketch;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -20,26 +25,25 @@ const MAX_FUTURE_NS: u64 = 300 * NS;
 pub(crate) const NS: u64 = 1_000_000_000;
 const SHARDS: usize = 64;
 
-/// The shard maps are keyed by a hash already computed with foldhash; hashing it again would
-/// be wasted work.
+/// One of the index's shards, chosen by the top bits of a stream's hash.
 #[derive(Default)]
-pub(crate) struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = v;
-    }
+struct Shard {
+    index: Mutex<Index>,
+    hint: Hint,
 }
 
-type Shard = Mutex<HashMap<u64, Vec<Arc<Stream>>, BuildHasherDefault<IdHasher>>>;
+/// How far ahead of the point being stored `record_points` fetches: a stream's index slot
+/// `2 * AHEAD` points ahead, its state `AHEAD` points ahead.
+const AHEAD: usize = 6;
+/// The ring of look-ahead hashes: a power of two above `2 * AHEAD`.
+const RING: usize = 16;
+/// Cache lines of a stream (with its `Arc` counts) that the look-ahead prefetches.
+const STREAM_LINES: usize = (Stream::HOT_BYTES + 16).div_ceil(64);
+
+thread_local! {
+    /// The packed key of the point being looked up, reused from point to point.
+    static KEY: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// The streams of one `(service, metric)`.
 #[derive(Default)]
@@ -141,60 +145,38 @@ impl MetricStore {
         }
     }
 
-    /// Hash of the point's stream identity (`overflow`: of its cohort's overflow stream).
-    // HOT PATH: hashes the borrowed parts, each followed by a byte that UTF-8 never holds.
+    /// Hash of a packed stream key ([`StreamKey::pack`]).
     #[inline]
-    fn hash_point(&self, p: &MetricPoint<'_>, overflow: bool) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        let mut part = |s: &str| {
-            h.write(s.as_bytes());
-            h.write_u8(0xFF);
-        };
-        part(p.metric);
-        part(p.service);
-        part(p.env);
-        part(p.version);
-        for e in &p.extras[..self.extras] {
-            part(e);
-        }
-        if overflow {
-            h.write_u8(0xFE);
-        } else {
-            part(p.instance);
-            for (k, v) in p.attributes {
-                part(k);
-                part(v);
-            }
-        }
-        h.finish()
+    fn hash_key(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     fn shard(&self, hash: u64) -> &Shard {
         &self.shards[(hash >> 58) as usize % SHARDS]
     }
 
-    // HOT PATH: one shard lock, no allocation.
-    #[inline]
-    fn find(&self, hash: u64, p: &MetricPoint<'_>, overflow: bool) -> Option<Arc<Stream>> {
-        let shard = self.shard(hash).lock();
-        shard.get(&hash).and_then(|list| {
-            list.iter()
-                .find(|s| s.overflow == overflow && s.key.matches(p, overflow))
-                .cloned()
-        })
+    /// The stream whose packed key is `key`.
+    fn find(&self, hash: u64, key: &[u8]) -> Option<Arc<Stream>> {
+        let mut index = self.shard(hash).index.lock();
+        index
+            .get_mut(hash, key)
+            .and_then(|slot| slot.stream.clone())
     }
 
-    /// Finds or creates the stream of a point whose own stream was not found.
+    /// Finds or creates the stream of a point whose own stream (key `key`, hash `hash`) was
+    /// not found.
     #[cold]
-    fn resolve(&self, p: &MetricPoint<'_>, hash: u64, shape: Shape) -> Route {
-        let ohash = self.hash_point(p, true);
+    fn resolve(&self, p: &MetricPoint<'_>, key: &[u8], hash: u64, shape: Shape) -> Route {
+        let mut okey = Vec::new();
+        StreamKey::pack(p, self.extras, true, &mut okey);
+        let ohash = self.hash_key(&okey);
         // Caps never loosen (streams are not removed), so an existing overflow stream means
         // this point's stream can never be created: no need for the catalog lock.
-        if let Some(s) = self.find(ohash, p, true) {
+        if let Some(s) = self.find(ohash, &okey) {
             return Route::Overflow(s);
         }
         let mut cat = self.catalog.lock();
-        if let Some(s) = self.find(hash, p, false) {
+        if let Some(s) = self.find(hash, key) {
             return Route::Own(s);
         }
         let regular = cat
@@ -205,7 +187,7 @@ impl MetricStore {
         if regular < self.cfg.max_series_per_metric && cat.regular < self.cfg.max_series {
             return Route::Own(self.create(&mut cat, p, hash, shape, false));
         }
-        if let Some(s) = self.find(ohash, p, true) {
+        if let Some(s) = self.find(ohash, &okey) {
             return Route::Overflow(s);
         }
         if cat.overflow < self.cfg.max_overflow_series {
@@ -225,6 +207,7 @@ impl MetricStore {
         let stream = Arc::new(Stream {
             key: StreamKey::of(p, self.extras, overflow),
             unit: p.unit.to_string(),
+            unit_bytes: Inline::new(p.unit.as_bytes()),
             shape,
             scale: Scale::of(p.unit),
             overflow,
@@ -244,11 +227,8 @@ impl MetricStore {
             cat.regular += 1;
         }
         cat.all.push(stream.clone());
-        self.shard(hash)
-            .lock()
-            .entry(hash)
-            .or_default()
-            .push(stream.clone());
+        let shard = self.shard(hash);
+        shard.index.lock().insert(hash, stream.clone(), &shard.hint);
         stream
     }
 
@@ -267,15 +247,14 @@ impl MetricStore {
         let streams = self.all_streams();
         let mut total = streams.capacity() * size_of::<Arc<Stream>>();
         for s in &streams {
-            total += size_of::<Stream>() + s.key.heap_bytes() + s.unit.capacity();
+            total += size_of::<Stream>()
+                + s.key.heap_bytes()
+                + s.unit.capacity()
+                + s.unit_bytes.heap_bytes();
             total += s.state.lock().heap_bytes();
         }
         for shard in &*self.shards {
-            let m = shard.lock();
-            total += m.capacity() * (size_of::<(u64, Vec<Arc<Stream>>)>() + 1)
-                + m.values()
-                    .map(|v| v.capacity() * size_of::<Arc<Stream>>())
-                    .sum::<usize>();
+            total += shard.index.lock().heap_bytes();
         }
         let cat = self.catalog.lock();
         total += cat.all.capacity() * size_of::<Arc<Stream>>();
@@ -580,38 +559,134 @@ fn merged_sketch(c: &Cell, birth: Option<&Cell>) -> Vec<u8> {
     s.encoded()
 }
 
-impl MetricSink for MetricStore {
-    // HOT PATH: for a known stream, one clock read, one hash, one shard lock and one stream
-    // lock; nothing allocates.
-    fn record_point(&self, p: &MetricPoint<'_>) -> Result<(), PointRefusal> {
-        let now = self.now();
-        let lim = self.limits(now);
+impl MetricStore {
+    /// Stores one point whose packed key's hash is `hash` (`None`: computed here); `key` is
+    /// scratch space.
+    // HOT PATH: for a known stream, one key packing, one shard lock and one stream lock;
+    // nothing allocates.
+    #[inline]
+    fn record_with(
+        &self,
+        p: &MetricPoint<'_>,
+        hash: Option<u64>,
+        lim: &Limits,
+        key: &mut Vec<u8>,
+    ) -> Result<(), PointRefusal> {
         let t = p.time_unix_nano;
-        if t < now.saturating_sub(lim.retention_ns) || t > now.saturating_add(MAX_FUTURE_NS) {
+        if t < lim.now.saturating_sub(lim.retention_ns) || t > lim.now.saturating_add(MAX_FUTURE_NS)
+        {
             self.stats.out_of_range.fetch_add(1, Relaxed);
             return Err(PointRefusal::OutOfRange);
         }
         let shape = Shape::of(&p.value);
-        let hash = self.hash_point(p, false);
-        let (stream, source) = match self.find(hash, p, false) {
-            Some(s) => (s, None),
-            None => match self.resolve(p, hash, shape) {
-                Route::Own(s) => (s, None),
-                Route::Overflow(s) => (s, Some(hash)),
-                Route::Drop => {
-                    self.stats.dropped_series_limit.fetch_add(1, Relaxed);
-                    return Ok(());
-                }
-            },
+        StreamKey::pack(p, self.extras, false, key);
+        let hash = hash.unwrap_or_else(|| self.hash_key(key));
+        {
+            let mut index = self.shard(hash).index.lock();
+            if let Some(slot) = index.get_mut(hash, key) {
+                let stream = slot.stream.as_deref().expect("a found slot holds a stream");
+                let (outcome, hot) = ingest(stream, shape, p, None, lim);
+                slot.hot = hot;
+                return outcome;
+            }
+        }
+        let (stream, source) = match self.resolve(p, key, hash, shape) {
+            Route::Own(s) => (s, None),
+            Route::Overflow(s) => (s, Some(hash)),
+            Route::Drop => {
+                self.stats.dropped_series_limit.fetch_add(1, Relaxed);
+                return Ok(());
+            }
         };
-        let mut st = stream.state.lock();
-        if stream.shape != shape || stream.unit != p.unit {
-            st.data.counters.conflict += 1;
-            return Err(PointRefusal::Conflict);
+        ingest(&stream, shape, p, source, lim).0
+    }
+
+    /// Look-ahead, far stage: hashes point `p`'s key and prefetches its index slot.
+    #[inline]
+    fn fetch_slot(&self, p: &MetricPoint<'_>, key: &mut Vec<u8>) -> u64 {
+        StreamKey::pack(p, self.extras, false, key);
+        let hash = self.hash_key(key);
+        prefetch(self.shard(hash).hint.slot_address(hash), 1);
+        hash
+    }
+
+    /// Look-ahead, near stage: prefetches the stream the slot of `hash` names (its key, lock
+    /// and state) and where its last point wrote.
+    #[inline]
+    fn fetch_stream(&self, hash: u64) {
+        let index = self.shard(hash).index.lock();
+        if let Some(slot) = index.guess(hash)
+            && let Some(stream) = &slot.stream
+        {
+            prefetch(
+                (Arc::as_ptr(stream) as usize).wrapping_sub(16),
+                STREAM_LINES,
+            );
+            prefetch(slot.hot[0], 2);
+            prefetch(slot.hot[1], 2);
         }
-        match st.ingest(shape, stream.scale, p, source, &lim) {
-            Outcome::Stored | Outcome::Duplicate | Outcome::Dropped => Ok(()),
-            Outcome::Refused(r) => Err(r),
-        }
+    }
+}
+
+/// Stores `p` in `stream` (from producer `source` when it is an overflow stream); also returns
+/// where the stream's next point will likely touch.
+// HOT PATH: one stream lock.
+#[inline]
+fn ingest(
+    stream: &Stream,
+    shape: Shape,
+    p: &MetricPoint<'_>,
+    source: Option<u64>,
+    lim: &Limits,
+) -> (Result<(), PointRefusal>, [usize; 2]) {
+    let mut st = stream.state.lock();
+    if stream.shape != shape || stream.unit_bytes.bytes() != p.unit.as_bytes() {
+        st.data.counters.conflict += 1;
+        return (Err(PointRefusal::Conflict), st.data.hot());
+    }
+    let outcome = match st.ingest(shape, stream.scale, p, source, lim) {
+        Outcome::Stored | Outcome::Duplicate | Outcome::Dropped => Ok(()),
+        Outcome::Refused(r) => Err(r),
+    };
+    (outcome, st.data.hot())
+}
+
+impl MetricSink for MetricStore {
+    fn record_point(&self, p: &MetricPoint<'_>) -> Result<(), PointRefusal> {
+        let lim = self.limits(self.now());
+        KEY.with_borrow_mut(|key| self.record_with(p, None, &lim, key))
+    }
+
+    /// One clock read for the request, and a look-ahead: while point `i` is stored, the index
+    /// slot of point `i + 2 * AHEAD` and the stream of point `i + AHEAD` are being fetched, so
+    /// that the cache misses of a request's points (thousands of streams, each touched once per
+    /// export) overlap instead of following one another.
+    // HOT PATH: per point, two key packings, one hash, two shard locks and one stream lock.
+    fn record_points<'a>(
+        &self,
+        n: usize,
+        point: &dyn Fn(usize) -> MetricPoint<'a>,
+        done: &mut dyn FnMut(usize, Result<(), PointRefusal>),
+    ) {
+        let lim = self.limits(self.now());
+        KEY.with_borrow_mut(|key| {
+            let mut hashes = [0u64; RING];
+            for i in 0..n.min(2 * AHEAD) {
+                hashes[i % RING] = self.fetch_slot(&point(i), key);
+            }
+            for &h in &hashes[..n.min(AHEAD)] {
+                self.fetch_stream(h);
+            }
+            for i in 0..n {
+                if i + 2 * AHEAD < n {
+                    hashes[(i + 2 * AHEAD) % RING] = self.fetch_slot(&point(i + 2 * AHEAD), key);
+                }
+                if i + AHEAD < n {
+                    self.fetch_stream(hashes[(i + AHEAD) % RING]);
+                }
+                let outcome = self.record_with(&point(i), Some(hashes[i % RING]), &lim, key);
+                done(i, outcome);
+            }
+        });
     }
 }

@@ -21,9 +21,15 @@ pub(crate) const RESET: u8 = 4;
 /// The attribute set of an overflow stream.
 pub const OVERFLOW_ATTRIBUTE: (&str, &str) = ("__overflow__", "true");
 
-/// The owned identity of a stream.
+/// The owned identity of a stream. `packed` comes first (`repr(C)`): the hot path reads it,
+/// the rest is for queries and listings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[repr(C)]
 pub(crate) struct StreamKey {
+    /// Every part below in one buffer, each ended by `0xFF` (a byte UTF-8 never holds), the
+    /// overflow marker `0xFE` in place of instance and attributes: what a lookup compares, in
+    /// one memcmp, inside the stream itself when short.
+    pub packed: PackedKey,
     pub service: String,
     pub env: String,
     pub version: String,
@@ -31,10 +37,52 @@ pub(crate) struct StreamKey {
     pub instance: String,
     pub metric: String,
     pub attributes: Vec<(String, String)>,
-    /// Every part above in one buffer, each ended by `0xFF` (a byte UTF-8 never holds), the
-    /// overflow marker `0xFE` in place of instance and attributes: what a lookup compares, in
-    /// one or two cache lines rather than one heap string per part.
-    packed: Box<[u8]>,
+}
+
+/// Keys up to this long live inside the stream (the lines a look-ahead prefetches with it).
+const INLINE_KEY: usize = 128;
+
+/// A packed key, inline when short.
+pub(crate) type PackedKey = Inline<INLINE_KEY>;
+
+/// Bytes held inline when at most `N` long (no allocation), on the heap otherwise: what the
+/// hot path compares without a pointer to chase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Inline<const N: usize> {
+    len: usize,
+    inline: [u8; N],
+    /// The whole value when it is longer than `N`; empty (no allocation) otherwise.
+    heap: Box<[u8]>,
+}
+
+impl<const N: usize> Inline<N> {
+    pub fn new(bytes: &[u8]) -> Inline<N> {
+        let mut inline = [0u8; N];
+        let heap = if bytes.len() <= N {
+            inline[..bytes.len()].copy_from_slice(bytes);
+            Box::default()
+        } else {
+            bytes.into()
+        };
+        Inline {
+            len: bytes.len(),
+            inline,
+            heap,
+        }
+    }
+
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        if self.len <= N {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+
+    pub fn heap_bytes(&self) -> usize {
+        self.heap.len()
+    }
 }
 
 impl StreamKey {
@@ -57,9 +105,28 @@ impl StreamKey {
             )
         };
         let mut packed = Vec::new();
+        StreamKey::pack(p, extras, overflow, &mut packed);
+        StreamKey {
+            service: p.service.to_string(),
+            env: p.env.to_string(),
+            version: p.version.to_string(),
+            extras: p.extras[..extras].iter().map(|e| e.to_string()).collect(),
+            instance,
+            metric: p.metric.to_string(),
+            attributes,
+            packed: PackedKey::new(&packed),
+        }
+    }
+
+    /// Writes the packed key of `p`'s stream (`overflow`: of its cohort's overflow stream)
+    /// into `out`, replacing what it held.
+    // HOT PATH: copies borrowed parts into a reused buffer.
+    #[inline]
+    pub fn pack(p: &MetricPoint<'_>, extras: usize, overflow: bool, out: &mut Vec<u8>) {
+        out.clear();
         let mut part = |s: &str| {
-            packed.extend_from_slice(s.as_bytes());
-            packed.push(0xFF);
+            out.extend_from_slice(s.as_bytes());
+            out.push(0xFF);
         };
         part(p.metric);
         part(p.service);
@@ -69,7 +136,7 @@ impl StreamKey {
             part(e);
         }
         if overflow {
-            packed.push(0xFE);
+            out.push(0xFE);
         } else {
             part(p.instance);
             for (k, v) in p.attributes {
@@ -77,44 +144,11 @@ impl StreamKey {
                 part(v);
             }
         }
-        StreamKey {
-            service: p.service.to_string(),
-            env: p.env.to_string(),
-            version: p.version.to_string(),
-            extras: p.extras[..extras].iter().map(|e| e.to_string()).collect(),
-            instance,
-            metric: p.metric.to_string(),
-            attributes,
-            packed: packed.into_boxed_slice(),
-        }
     }
 
-    /// Whether the point belongs to this key: its own stream (`overflow` false) or the overflow
-    /// stream of its cohort and metric.
-    // HOT PATH: compares borrowed parts, allocates nothing.
     #[inline]
-    pub fn matches(&self, p: &MetricPoint<'_>, overflow: bool) -> bool {
-        let mut rest: &[u8] = &self.packed;
-        let mut eat = |s: &str| {
-            let b = s.as_bytes();
-            match rest.get(b.len()) {
-                Some(0xFF) if rest[..b.len()] == *b => {
-                    rest = &rest[b.len() + 1..];
-                    true
-                }
-                _ => false,
-            }
-        };
-        if !(eat(p.metric) && eat(p.service) && eat(p.env) && eat(p.version)) {
-            return false;
-        }
-        if !p.extras[..self.extras.len()].iter().all(|e| eat(e)) {
-            return false;
-        }
-        if overflow {
-            return rest == [0xFE];
-        }
-        eat(p.instance) && p.attributes.iter().all(|(k, v)| eat(k) && eat(v)) && rest.is_empty()
+    pub fn packed(&self) -> &[u8] {
+        self.packed.bytes()
     }
 
     pub fn attribute(&self, name: &str) -> Option<&str> {
@@ -126,7 +160,7 @@ impl StreamKey {
 
     pub fn heap_bytes(&self) -> usize {
         let s = |x: &String| x.capacity();
-        self.packed.len()
+        self.packed.heap_bytes()
             + s(&self.service)
             + s(&self.env)
             + s(&self.version)
@@ -202,14 +236,25 @@ impl Shape {
     }
 }
 
-/// One stream: immutable identity plus its locked state.
+/// One stream: immutable identity plus its locked state. Laid out (`repr(C)`) with what a
+/// point touches first: the state, the fields checked against the point, the packed key; the
+/// owned key parts a query reads come last, past [`Stream::HOT_BYTES`].
+#[repr(C)]
 pub(crate) struct Stream {
-    pub key: StreamKey,
-    pub unit: String,
+    pub state: Mutex<StreamState>,
     pub shape: Shape,
     pub scale: Scale,
     pub overflow: bool,
-    pub state: Mutex<StreamState>,
+    /// `unit`'s bytes, compared with each point's.
+    pub unit_bytes: Inline<24>,
+    pub key: StreamKey,
+    pub unit: String,
+}
+
+impl Stream {
+    /// The bytes from the start of a stream through its packed key.
+    pub const HOT_BYTES: usize =
+        std::mem::offset_of!(Stream, key) + std::mem::size_of::<PackedKey>();
 }
 
 /// One raw gauge or sum point.
@@ -451,6 +496,17 @@ impl Default for Data {
 }
 
 impl Data {
+    /// Where the stream's next point will likely read or write: the newest sample (gauges and
+    /// sums) or the histogram bounds, and the held histogram counts. Hints for a prefetch.
+    #[inline]
+    pub fn hot(&self) -> [usize; 2] {
+        let a = match self.samples.back() {
+            Some(s) => s as *const Sample as usize,
+            None => self.bounds.as_ptr() as usize,
+        };
+        [a, self.pending.hot()]
+    }
+
     /// Drops what is older than the retention: samples, cells, the birth cell.
     // HOT PATH: one comparison while nothing expires.
     #[inline]

@@ -1530,3 +1530,91 @@ fn held_histogram_increments_expire_with_their_cell() {
     let sk = Sketch::decode(&rows[0].sketch).unwrap();
     assert_eq!((sk.count(), sk.max()), (3, Some(1_000_000_000)));
 }
+
+/// `record_points` (the look-ahead over a request) stores exactly what `record_point` stores
+/// point by point: same outcomes, same streams (with caps and overflow), same slots, for
+/// requests longer and shorter than the look-ahead, with unit conflicts and out-of-range points.
+#[test]
+fn a_request_recorded_at_once_equals_its_points_one_by_one() {
+    let cfg = MetricStoreConfig {
+        max_series_per_metric: 12,
+        max_series: 40,
+        max_overflow_series: 3,
+        ..MetricStoreConfig::default()
+    };
+    let (one, batch) = (Env::new(cfg.clone()), Env::new(cfg));
+    let mut rng = StdRng::seed_from_u64(7);
+    let bounds = [0.01, 0.1, 1.0];
+    let instances: Vec<String> = (0..30).map(|i| format!("pod-{i}")).collect();
+    let names = ["jobs.queue.depth", "cache.hits", "http.duration"];
+    let mut counts = vec![[0u64; 4]; 30];
+    for request in 0..60u64 {
+        let secs = request as f64 * 2.0;
+        one.at(secs);
+        batch.at(secs);
+        let n = [1, 3, 7, 12, 13, 40, 150][rng.random_range(0..7)];
+        let specs: Vec<(usize, usize, bool, i64)> = (0..n)
+            .map(|_| {
+                let kind = rng.random_range(0..3);
+                let inst = rng.random_range(0..30);
+                let odd_unit = rng.random_range(0..50) == 0;
+                let skew = match rng.random_range(0..40) {
+                    0 => -100_000,
+                    1 => 100_000,
+                    _ => 0,
+                };
+                (kind, inst, odd_unit, skew)
+            })
+            .collect();
+        let hists: Vec<[u64; 4]> = specs
+            .iter()
+            .map(|&(_, inst, _, _)| {
+                counts[inst][rng.random_range(0..4)] += 1;
+                counts[inst]
+            })
+            .collect();
+        let point_at = |i: usize| {
+            let (kind, inst, odd_unit, skew) = specs[i];
+            let value = match kind {
+                0 => gauge((request % 7) as f64),
+                1 => counter((request * 3 + inst as u64) as f64),
+                _ => PointValue::Histogram {
+                    temporality: Tp::Cumulative,
+                    count: hists[i].iter().sum(),
+                    sum: Some(1.0),
+                    min: None,
+                    max: None,
+                    bounds: &bounds,
+                    counts: &hists[i],
+                },
+            };
+            MetricPoint {
+                instance: &instances[inst],
+                unit: match (kind, odd_unit) {
+                    (_, true) => "By",
+                    (2, false) => "s",
+                    _ => "1",
+                },
+                start_time_unix_nano: T0 * NS,
+                ..pt(names[kind], secs + skew as f64 + i as f64 * 1e-6, value)
+            }
+        };
+        let singles: Vec<Result<(), PointRefusal>> = (0..n)
+            .map(|i| one.store.record_point(&point_at(i)))
+            .collect();
+        let mut batched = vec![None; n];
+        batch.store.record_points(n, &point_at, &mut |i, r| {
+            assert!(batched[i].replace(r).is_none(), "point {i} reported twice");
+        });
+        let batched: Vec<_> = batched.into_iter().map(|r| r.expect("reported")).collect();
+        assert_eq!(singles, batched, "request {request}");
+    }
+    let streams = one.store.series(None);
+    assert!(
+        streams.len() >= 36 && streams.iter().any(|s| s.overflow),
+        "the caps and overflow were reached: {} streams",
+        streams.len()
+    );
+    assert_eq!(one.store.series(None), batch.store.series(None));
+    assert_eq!(one.store.close_all_slots(), batch.store.close_all_slots());
+}

@@ -1091,33 +1091,13 @@ impl<'a> Batch<'a> {
             };
             (k, v)
         }));
-        // One point updated in place: the resource's fields change only between resources.
-        let mut point = MetricPoint {
-            service: "",
-            env: "",
-            version: "",
-            extras: [""; MAX_EXTRA_DIMS],
-            instance: "",
-            metric: "",
-            unit: "",
-            attributes: &[],
-            start_time_unix_nano: 0,
-            time_unix_nano: 0,
-            value: PointValue::Gauge(0.0),
-        };
-        let mut current_res = None;
-        for p in &this.points {
-            if current_res != Some(p.res) {
-                let Ok(res) = &this.resources[p.res as usize] else {
-                    unreachable!("points of rejected resources are not kept")
-                };
-                point.service = res.service;
-                point.env = res.env;
-                point.version = res.version;
-                point.extras = res.extras;
-                point.instance = res.instance;
-                current_res = Some(p.res);
-            }
+        let pairs_ref = &pairs[..];
+        // Builds point `i`; the store may build a point twice (once to fetch its stream early).
+        let point_at = |i: usize| {
+            let p = &this.points[i];
+            let Ok(res) = &this.resources[p.res as usize] else {
+                unreachable!("points of rejected resources are not kept")
+            };
             let value = match p.value {
                 ValRec::Gauge(v) => PointValue::Gauge(v),
                 ValRec::Sum {
@@ -1183,17 +1163,28 @@ impl<'a> Batch<'a> {
                     quantiles: &this.quantiles[span(quantiles)],
                 },
             };
-            point.metric = p.metric;
-            point.unit = p.unit;
-            point.attributes = &pairs[span(p.attrs)];
-            point.start_time_unix_nano = p.start;
-            point.time_unix_nano = p.time;
-            point.value = value;
-            match sink.record_point(&point) {
-                Ok(()) => tally.recorded += 1,
-                Err(refusal) => tally.reject(PointReject::Refused(refusal), p.loc),
+            MetricPoint {
+                service: res.service,
+                env: res.env,
+                version: res.version,
+                extras: res.extras,
+                instance: res.instance,
+                metric: p.metric,
+                unit: p.unit,
+                attributes: &pairs_ref[span(p.attrs)],
+                start_time_unix_nano: p.start,
+                time_unix_nano: p.time,
+                value,
             }
-        }
+        };
+        sink.record_points(
+            this.points.len(),
+            &point_at,
+            &mut |i, outcome| match outcome {
+                Ok(()) => tally.recorded += 1,
+                Err(refusal) => tally.reject(PointReject::Refused(refusal), this.points[i].loc),
+            },
+        );
         self.pairs = recycle(pairs);
     }
 }
