@@ -616,6 +616,52 @@ mod tests {
         assert_eq!(Sketch::decode(&big.encoded()), Ok(before));
     }
 
+    /// The fuzzer's reproducers (fuzz/README.md): a trusted merge whose count saturates, and
+    /// bytes whose sum does not fit their buckets, used to leave a sketch whose own encoding
+    /// `decode` refused (`SumOutOfRange`); `merge` of two sketches whose counts add past
+    /// `u64::MAX` used to overflow.
+    #[test]
+    fn saturating_and_inconsistent_merges_leave_a_sketch_that_decodes() {
+        let mut big = Sketch::new();
+        big.record_n(9, 1 << 63);
+        let bytes = big.encoded();
+        let mut acc = Sketch::new();
+        acc.merge_encoded_trusted(&bytes);
+        acc.merge_encoded_trusted(&bytes);
+        assert_eq!(acc.count(), u64::MAX);
+        assert_eq!(Sketch::decode(&acc.encoded()), Ok(acc.clone()));
+
+        // Count 9 in the bucket of 1 with a sum of 0 (the real sum is 9), then the above.
+        let mut lying = Sketch::new();
+        lying.merge_parts(0, 1, 1, [(bucket_index(1), 9)]);
+        assert_eq!(Sketch::decode(&lying.encoded()), Ok(lying.clone()));
+        assert_eq!(
+            lying.sum(),
+            9,
+            "the sum is moved to the only one the values can have"
+        );
+        lying.merge_encoded_trusted(&bytes);
+        assert_eq!(Sketch::decode(&lying.encoded()), Ok(lying.clone()));
+
+        let (mut a, mut b) = (big.clone(), big.clone());
+        a.record_n(5, 1 << 62);
+        a.merge(&b);
+        assert_eq!(a.count(), u64::MAX);
+        assert_eq!(Sketch::decode(&a.encoded()), Ok(a.clone()));
+        b.merge(&Sketch::new());
+        assert_eq!(b, big, "merging nothing changes nothing");
+    }
+
+    /// One value merged as parts is its own min, max and sum, whatever the parts claimed.
+    #[test]
+    fn one_value_merged_as_parts_is_consistent() {
+        let mut s = Sketch::new();
+        s.merge_parts(1_000_000, 100, 105, [(bucket_index(103), 1)]);
+        assert_eq!((s.min(), s.max()), (s.max(), s.min()));
+        assert_eq!(s.sum(), u128::from(s.min().unwrap()));
+        assert_eq!(Sketch::decode(&s.encoded()), Ok(s));
+    }
+
     #[test]
     fn error_messages_are_lowercase_without_period() {
         let errors = [

@@ -125,10 +125,24 @@ impl Sketch {
 
     /// Adds every value of `other` to `self`. Exact: bucket counts, count, sum, min and max
     /// combine without loss, so merging is associative and commutative.
+    ///
+    /// Counts past `u64::MAX` in all (beyond any real traffic, but possible from decoded bytes)
+    /// are clipped as [`Sketch::merge_parts`] clips them, so the result stays consistent.
     pub fn merge(&mut self, other: &Sketch) {
         let Some((first, last)) = other.occupied() else {
             return;
         };
+        if self.count.checked_add(other.count).is_none() {
+            let lo = other.lo;
+            let buckets = other
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|&(_, &c)| c > 0)
+                .map(|(i, &c)| (lo + i as u16, c));
+            self.merge_parts(other.sum, other.min, other.max, buckets);
+            return;
+        }
         // Merged sketches are often stored (windows, snapshots), so grow them exactly.
         self.cover(first, last, false);
         let src_start = usize::from(first - other.lo);
@@ -158,9 +172,12 @@ impl Sketch {
     /// `sum`, `min` and `max` are the exact statistics of the same values.
     ///
     /// The count added is the sum of the bucket counts. On inconsistent input the result stays a
-    /// consistent sketch and nothing panics: indexes past [`MAX_INDEX`](crate::MAX_INDEX) go to
-    /// the top bucket, counts that would take the total past `u64::MAX` are dropped, and a `min`
-    /// or `max` outside the first or last non-empty bucket is moved to that bucket's edge.
+    /// consistent sketch (one whose encoding [`Sketch::decode`] accepts) and nothing panics:
+    /// indexes past [`MAX_INDEX`](crate::MAX_INDEX) go to the top bucket, counts that would take
+    /// the total past `u64::MAX` are dropped, a `min` or `max` outside the first or last
+    /// non-empty bucket is moved to that bucket's edge, and a `sum` the added values cannot
+    /// have (below their buckets' lower edges, above their upper edges, or than `min` and `max`
+    /// allow; also after dropped counts) is moved to the nearest sum they can have.
     pub fn merge_parts(
         &mut self,
         sum: u128,
@@ -184,6 +201,9 @@ impl Sketch {
         let (min, max) = (min.min(max), max.max(min));
         self.cover(bucket_index(min), bucket_index(max), slack);
         let (mut added, mut first, mut last) = (0u64, MAX_INDEX, 0u16);
+        // The sums the added values can have, from their buckets' edges (at most
+        // u64::MAX values of at most u64::MAX each: no overflow).
+        let (mut floor, mut ceil) = (0u128, 0u128);
         for (idx, n) in buckets {
             // Counts past u64::MAX in all are dropped, so the buckets always add up to `count`.
             let n = n.min(u64::MAX - self.count - added);
@@ -202,6 +222,8 @@ impl Sketch {
             added += n;
             first = first.min(idx);
             last = last.max(idx);
+            floor += u128::from(n) * u128::from(bucket_lower(idx));
+            ceil += u128::from(n) * u128::from(bucket_last(idx));
         }
         if added == 0 {
             return;
@@ -216,8 +238,21 @@ impl Sketch {
         } else {
             bucket_last(last)
         };
+        // One added value is min, one is max (the same when one was added), the rest between:
+        // the bounds `Sketch::decode` checks, which hold for the whole sketch when they hold
+        // for each part merged into it.
+        let (min, max, sum) = if added == 1 {
+            // One value: min, max and sum are that value.
+            let v = sum.clamp(u128::from(min), u128::from(max)) as u64;
+            (v, v, u128::from(v))
+        } else {
+            (min, max, sum)
+        };
+        let rest = u128::from(added - 1);
+        let floor = floor.max(rest * u128::from(min) + u128::from(max));
+        let ceil = ceil.min(rest * u128::from(max) + u128::from(min));
         self.count += added;
-        self.sum = self.sum.saturating_add(sum);
+        self.sum = self.sum.saturating_add(sum.clamp(floor, ceil.max(floor)));
         self.min = self.min.min(min);
         self.max = self.max.max(max);
     }
