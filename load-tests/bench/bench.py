@@ -28,6 +28,15 @@ if the server has none), server CPU ns per data point, peak RSS and RSS growth p
 either server during these runs: the figures are for ingest and per-series state alone.
 slogate runs use the config template load-tests/bench/slogate-metrics.yaml; the Collector runs
 load-tests/collector/config-metrics.yaml (otlp -> prometheus exporter).
+
+TLS runs (`slogate-grpc-tls`, `slogate-http-tls`): the same load as `slogate-grpc` and
+`slogate-http` against a slogate with `server.tls` (a throwaway CA and an ECDSA P-256 server
+certificate for 127.0.0.1, made with the `openssl` CLI) and bearer tokens on ingest and the API
+(`auth`); the generator speaks TLS trusting that CA and sends the ingest token, the verdict loop
+and the /metrics reads go over HTTPS with the API token. The table's last lines give the cost of
+TLS (+ the per-request token check) as the difference in server CPU ns/span from the plain run
+of the same protocol in the same invocation:
+`--only slogate-grpc,slogate-grpc-tls,slogate-http,slogate-http-tls`.
 """
 from __future__ import annotations
 
@@ -41,6 +50,7 @@ import shutil
 import signal
 import re
 import socket
+import ssl
 import string
 import subprocess
 import sys
@@ -95,10 +105,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, str]:
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def connection(port: int, timeout: float, tls: ssl.SSLContext | None = None) -> http.client.HTTPConnection:
+    if tls is not None:
+        return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=tls)
+    return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+
+def http_get(port: int, path: str, timeout: float = 5.0, tls: ssl.SSLContext | None = None,
+             headers: dict | None = None) -> tuple[int, str]:
+    c = connection(port, timeout, tls)
     try:
-        c.request("GET", path)
+        c.request("GET", path, headers=headers or {})
         r = c.getresponse()
         return r.status, r.read().decode("utf-8", "replace")
     finally:
@@ -215,9 +232,11 @@ class AnonSampler(threading.Thread):
 class QueryLoop(threading.Thread):
     """GETs `path` at `hz` on a keep-alive connection and records each latency (ms)."""
 
-    def __init__(self, port: int, path: str, hz: float):
+    def __init__(self, port: int, path: str, hz: float, tls: ssl.SSLContext | None = None,
+                 headers: dict | None = None):
         super().__init__(daemon=True)
         self.port, self.path, self.period = port, path, 1.0 / hz
+        self.tls, self.headers = tls, headers or {}
         self.lat_ms: list[float] = []
         self.statuses: dict[str, int] = {}
         self.stop_ev = threading.Event()
@@ -236,10 +255,10 @@ class QueryLoop(threading.Thread):
         nxt = time.perf_counter()
         while not self.stop_ev.is_set():
             if conn is None:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                conn = connection(self.port, 10, self.tls)
             t0 = time.perf_counter()
             try:
-                conn.request("GET", self.path)
+                conn.request("GET", self.path, headers=self.headers)
                 r = conn.getresponse()
                 body = r.read()
                 dt = (time.perf_counter() - t0) * 1e3
@@ -291,15 +310,62 @@ gates:
 VERDICT_PATH = "/api/v1/gates/checkout/verdict?phase=canary&canary.version=v2&baseline.version=v1"
 
 
+class Secrets:
+    """A throwaway CA, a server certificate for 127.0.0.1 signed by it, and the token files of a
+    secured slogate, written to `directory` with the `openssl` CLI."""
+
+    def __init__(self, directory: str):
+        if shutil.which("openssl") is None:
+            raise RuntimeError("the TLS runs need the openssl CLI to make a throwaway CA and certificate")
+        os.makedirs(directory, exist_ok=True)
+        self.ca = os.path.join(directory, "ca.pem")
+        self.cert = os.path.join(directory, "tls.crt")
+        self.key = os.path.join(directory, "tls.key")
+        ca_key, csr, ext = (os.path.join(directory, n) for n in ("ca.key", "tls.csr", "ext.cnf"))
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        with open(ext, "w") as f:
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+                    "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                    "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+        for cmd in (
+            ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", self.ca, "-days", "2",
+             "-subj", "/CN=slogate bench CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ["openssl", "req", *ec, "-keyout", self.key, "-out", csr, "-subj", "/CN=slogate bench"],
+            ["openssl", "x509", "-req", "-in", csr, "-CA", self.ca, "-CAkey", ca_key, "-CAcreateserial",
+             "-out", self.cert, "-days", "2", "-extfile", ext],
+        ):
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd[:3])} failed: {out.stderr[-600:]}")
+        self.ingest_token_file = os.path.join(directory, "ingest-token")
+        self.api_token_file = os.path.join(directory, "api-token")
+        self.api_token = os.urandom(16).hex()
+        with open(self.ingest_token_file, "w") as f:
+            f.write(os.urandom(16).hex() + "\n")
+        with open(self.api_token_file, "w") as f:
+            f.write(self.api_token + "\n")
+        self.context = ssl.create_default_context(cafile=self.ca)
+
+    def config(self) -> tuple[str, str]:
+        """(lines under `server:`, the top-level `auth:` section) of slogate's configuration."""
+        server = f"  tls:\n    cert_file: {self.cert}\n    key_file: {self.key}\n"
+        auth = (f"auth:\n  ingest:\n    token_files: [{self.ingest_token_file}]\n"
+                f"  api:\n    read_token_files: [{self.api_token_file}]\n")
+        return server, auth
+
+
 class Server:
     kind = ""
     proc: subprocess.Popen
     grpc_port = http_port = 0
+    secrets: Secrets | None = None
 
     def endpoint(self, protocol: str) -> str:
+        scheme = "https" if self.secrets else "http"
         if protocol == "grpc":
-            return f"http://127.0.0.1:{self.grpc_port}"
-        return f"http://127.0.0.1:{self.http_port}/v1/traces"
+            return f"{scheme}://127.0.0.1:{self.grpc_port}"
+        return f"{scheme}://127.0.0.1:{self.http_port}/v1/traces"
 
     def stop(self):
         if self.proc.poll() is None:
@@ -314,8 +380,13 @@ class Server:
 class Slogate(Server):
     kind = "slogate"
 
-    def __init__(self, binary: str, workdir: str, pin: list[str], config_text=None):
-        """config_text(grpc_port, http_port, api_port) -> YAML replaces the span config."""
+    def __init__(self, binary: str, workdir: str, pin: list[str], config_text=None,
+                 secrets: Secrets | None = None):
+        """config_text(grpc_port, http_port, api_port) -> YAML replaces the span config;
+        `secrets` secures the span config with TLS on every listener and bearer tokens."""
+        if secrets is not None and config_text is not None:
+            raise ValueError("TLS runs use the span configuration")
+        self.secrets = secrets
         self.grpc_port, self.http_port, self.api_port = free_port(), free_port(), free_port()
         # Each server gets its own data directory: otherwise the history (and the alert outbox)
         # of an earlier run would be reloaded on start and counted as this run's series.
@@ -325,11 +396,12 @@ class Slogate(Server):
             if config_text is not None:
                 f.write(config_text(self.grpc_port, self.http_port, self.api_port))
             else:
+                tls, auth = secrets.config() if secrets else ("", "")
                 f.write("server:\n"
                         f"  otlp_grpc: 127.0.0.1:{self.grpc_port}\n"
                         f"  otlp_http: 127.0.0.1:{self.http_port}\n"
                         f"  http: 127.0.0.1:{self.api_port}\n"
-                        "  shutdown_grace: 2s\n" + GATE_YAML)
+                        "  shutdown_grace: 2s\n" + tls + auth + GATE_YAML)
         self.config_path = cfg
         self.log = open(os.path.join(workdir, "slogate.log"), "ab")
         self.proc = subprocess.Popen(pin + [binary, "serve", "--config", cfg], cwd=rundir,
@@ -342,15 +414,28 @@ class Slogate(Server):
                 raise RuntimeError(f"slogate exited with {self.proc.returncode} (config {cfg}); "
                                    f"log tail: {tail}")
             try:
-                if http_get(self.api_port, "/readyz", 1)[0] == 200:
+                if self.api_get("/readyz", 1)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.1)
         raise RuntimeError("slogate did not become ready")
 
+    def api_access(self) -> tuple[ssl.SSLContext | None, dict]:
+        """The TLS context and headers of API requests."""
+        if self.secrets is None:
+            return None, {}
+        return self.secrets.context, {"Authorization": f"Bearer {self.secrets.api_token}"}
+
+    def api_get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        tls, headers = self.api_access()
+        return http_get(self.api_port, path, timeout, tls, headers)
+
     def metrics(self) -> str:
-        return http_get(self.api_port, "/metrics")[1]
+        status, text = self.api_get("/metrics")
+        if status != 200:
+            raise RuntimeError(f"slogate answers GET /metrics with HTTP {status}: {text[:200]}")
+        return text
 
     def accepted(self) -> float:
         return prom_sum(self.metrics(), "slogate_spans_accepted_total")
@@ -368,7 +453,7 @@ class Slogate(Server):
         return prom_value(self.metrics(), 'slogate_series_state_bytes{part="live"}')
 
     def query_loop(self, hz: float) -> QueryLoop:
-        return QueryLoop(self.api_port, VERDICT_PATH, hz)
+        return QueryLoop(self.api_port, VERDICT_PATH, hz, *self.api_access())
 
 
 def prom_value(text: str, name: str) -> float:
@@ -427,17 +512,23 @@ class Collector(Server):
 # ---------------------------------------------------------------- one run
 
 def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool, label: str,
-             workdir: str) -> dict:
-    """scenario "telemetrygen" drives the server with telemetrygen instead of slogate-load."""
+             workdir: str, tls: bool = False) -> dict:
+    """scenario "telemetrygen" drives the server with telemetrygen instead of slogate-load;
+    `tls` secures slogate (see Secrets) and has the generator speak TLS with a token."""
     have_taskset = pinned and shutil.which("taskset") is not None
     pin_srv = ["taskset", "-c", "0"] if have_taskset else []
     pin_gen = ["taskset", "-c", "1"] if have_taskset else []
+    if tls and (kind != "slogate" or scenario == "telemetrygen"):
+        raise ValueError("TLS runs are slogate-load against slogate")
     if kind == "slogate":
-        srv: Server = Slogate(a.slogate_bin, workdir, pin_srv)
+        secrets = Secrets(tempfile.mkdtemp(prefix="secrets-", dir=workdir)) if tls else None
+        srv: Server = Slogate(a.slogate_bin, workdir, pin_srv, secrets=secrets)
     else:
         srv = Collector(a.otelcol_bin, a.collector_config, workdir, pin_srv)
     try:
         time.sleep(1.0)
+        if tls and prom_select(srv.metrics(), 'slogate_tls_enabled{listener="otlp_grpc"}') < 1:
+            raise RuntimeError("slogate does not report TLS on its listeners (slogate_tls_enabled)")
         pid = srv.proc.pid
         rss0 = status_kib(pid, "VmRSS")
         tg = scenario == "telemetrygen"
@@ -464,6 +555,8 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
                 cmd += ["--threads", "1"]
             if a.concurrency:
                 cmd += ["--concurrency", str(a.concurrency)]
+            if srv.secrets:
+                cmd += ["--tls-ca", srv.secrets.ca, "--token-file", srv.secrets.ingest_token_file]
         t0 = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True)
         wall = time.perf_counter() - t0
@@ -496,7 +589,7 @@ def run_once(a, kind: str, protocol: str, scenario: str, rate: str, pinned: bool
         cpu = cpu1 - cpu0
         row = {
             "label": label, "server": kind, "protocol": protocol, "scenario": scenario, "rate": rate,
-            "pinned": have_taskset, "server_cores": "0" if have_taskset else "0-1",
+            "pinned": have_taskset, "server_cores": "0" if have_taskset else "0-1", "tls": tls,
             "accepted_spans": accepted, "generator_spans_sent": rep["spans_sent"],
             "rejected_spans": rep.get("rejected_spans", 0), "throttled": rep.get("throttled", 0),
             "requests_failed": rep.get("requests_failed", 0), "first_error": rep.get("first_error"),
@@ -698,13 +791,13 @@ def table(rows: list[dict]) -> str:
         q = (f"{r['query']}: {fmt(r['query_p50_ms'], '.2f')} / {fmt(r['query_p99_ms'], '.2f')} / "
              f"{fmt(r['query_max_ms'], '.2f')} ({r['query_n']})")
         other = r["other_cpu_s"] / r["wall_s"] if r.get("wall_s") else float("nan")
-        out.append(f"| {r['label']} | {r['server']} | {r['protocol']} | {r['scenario']} | {r['rate']} | "
+        out.append(f"| {r['label']} | {r['server']} | {r['protocol']}{' + TLS' if r.get('tls') else ''} | {r['scenario']} | {r['rate']} | "
                    f"{r['server_cores']} | {r['spans_per_s']:,.0f} | {r['server_cpu_util']:.2f} | "
                    f"{fmt(r['cpu_ns_per_span'], ',.0f')} | {r['peak_rss_mib']:.1f} | {r['peak_anon_mib']:.1f} | {r['series']} | "
                    f"{fmt(r['self_reported_bytes_per_series'], ',.0f')} / {fmt(r.get('live_bytes_per_series'), ',.0f')} | {fmt(r['drss_bytes_per_series'], ',.0f')} | {q} | {fmt(other, '.2f')} |")
     ratios = []
     for r in rows:
-        if r["server"] != "slogate":
+        if r["server"] != "slogate" or r.get("tls"):
             continue
         for c in rows:
             if (c["server"] == "collector" and c["protocol"] == r["protocol"] and c["scenario"] == r["scenario"]
@@ -715,6 +808,20 @@ def table(rows: list[dict]) -> str:
                               f"(slogate/collector = {r['cpu_ns_per_span'] / c['cpu_ns_per_span']:.3f})")
     if ratios:
         out += ["", "CPU per span, Collector spanmetrics vs slogate (same generator, same load):", ""] + ratios
+    costs = []
+    for t in rows:
+        if not t.get("tls"):
+            continue
+        for r in rows:
+            if (not r.get("tls") and r["server"] == t["server"] and r["protocol"] == t["protocol"]
+                    and r["scenario"] == t["scenario"] and r["rate"] == t["rate"] and r["pinned"] == t["pinned"]):
+                d = t["cpu_ns_per_span"] - r["cpu_ns_per_span"]
+                costs.append(f"- {t['protocol']}, {t['scenario']}, rate {t['rate']}, server cores {t['server_cores']}: "
+                             f"plain {r['cpu_ns_per_span']:,.0f} ns/span, TLS + token {t['cpu_ns_per_span']:,.0f} ns/span: "
+                             f"**{d:+,.0f} ns/span ({d / r['cpu_ns_per_span']:+.1%})**; spans/s {r['spans_per_s']:,.0f} -> "
+                             f"{t['spans_per_s']:,.0f}")
+    if costs:
+        out += ["", "Cost of TLS on the ingest path, server CPU per span (same generator, same load, same invocation):", ""] + costs
     if metric_rows:
         out += ["", metrics_table(metric_rows)]
     return "\n".join(out)
@@ -760,9 +867,12 @@ def main():
     print(f"# {platform.node()} {os.cpu_count()} cpus; "
           + ("server pinned to core 0, generator + query loop to core 1 (1 server core / 1 worker measured)"
              if pinned else "no pinning"), file=sys.stderr)
+    # An optional seventh field "tls" makes a TLS run (see Secrets).
     plan = [
         ("slogate-grpc", "slogate", "grpc", "canary", "max", pinned),
+        ("slogate-grpc-tls", "slogate", "grpc", "canary", "max", pinned, "tls"),
         ("slogate-http", "slogate", "http-protobuf", "canary", "max", pinned),
+        ("slogate-http-tls", "slogate", "http-protobuf", "canary", "max", pinned, "tls"),
         ("slogate-grpc-70%", "slogate", "grpc", "canary", "70%", pinned),
         ("slogate-1k-series", "slogate", "grpc", "series-1k", "max", pinned),
         ("slogate-1k-series-20k", "slogate", "grpc", "series-1k", "20000", pinned),
@@ -795,7 +905,7 @@ def main():
     only = set(filter(None, a.only.split(",")))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="slogate-bench-") as wd:
-        for label, kind, proto, scen, rate, pin in plan:
+        for label, kind, proto, scen, rate, pin, *opts in plan:
             if only and label not in only:
                 continue
             if rate == "70%":
@@ -811,7 +921,7 @@ def main():
                         if scen == "metrics":
                             rows.append(run_metrics_once(a, kind, proto, rate, pin, label, wd))
                         else:
-                            rows.append(run_once(a, kind, proto, scen, rate, pin, label, wd))
+                            rows.append(run_once(a, kind, proto, scen, rate, pin, label, wd, tls="tls" in opts))
                         break
                     except RuntimeError as e:
                         # free_port() races with other processes on a shared box: retry.

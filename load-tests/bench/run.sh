@@ -5,8 +5,13 @@
 #   load-tests/bench/run.sh                      # build, then all runs (20 s each), Markdown table
 #   load-tests/bench/run.sh --duration 30s --unpinned-too --json-out /tmp/bench.json
 #   load-tests/bench/run.sh --only slogate-grpc,collector-grpc
+#   load-tests/bench/run.sh --only slogate-grpc,slogate-grpc-tls,slogate-http,slogate-http-tls   # cost of TLS
 #   load-tests/bench/run.sh --only slogate-metrics-grpc,slogate-metrics-http,collector-metrics-grpc,collector-metrics-http
 #   load-tests/bench/run.sh --only collector-metrics-grpc --metric-series 50000 --metric-rate 100000
+#
+# TLS runs (slogate-grpc-tls, slogate-http-tls): slogate with server.tls and auth tokens, the
+# generator over TLS with a token; needs the openssl CLI for the throwaway CA. The table ends with
+# the server CPU per span they add over the plain runs of the same invocation.
 #
 # Metrics runs: --metric-series (20000) streams from --metric-services (20) services at a fixed
 # --metric-rate (50000 points/s), --metric-batch (1000) points per request; slogate is configured

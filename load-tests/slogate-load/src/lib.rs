@@ -39,4 +39,4 @@ pub use scenario::{
     CohortOverride, CohortSpec, Operation, Operations, Phase, Protocol, Rate, Scenario,
     ScenarioError, Target,
 };
-pub use transport::Signal;
+pub use transport::{Access, Signal};

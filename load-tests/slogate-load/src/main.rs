@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use slogate_load::metrics::{MetricsScenario, MetricsSpec};
 use slogate_load::pool::{Encoding, PoolParams, build_requests};
 use slogate_load::scenario::CohortSettings;
-use slogate_load::{Protocol, Rate, Scenario, Signal, Target};
+use slogate_load::{Access, Protocol, Rate, Scenario, Signal, Target};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +24,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a trace scenario (or, with `--signal metrics`, a metrics load) and print what was sent.
@@ -44,6 +46,16 @@ enum Cmd {
         /// Compress requests with gzip.
         #[arg(long)]
         gzip: bool,
+        /// Speak TLS, trusting only this CA (PEM); the endpoint must be https://.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
+        /// Send `Authorization: Bearer <token>` with the first token of this file.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// An extra header (gRPC metadata) on every request, `name=value` as in
+        /// OTEL_EXPORTER_OTLP_HEADERS; repeatable.
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
         /// Override the rate in spans/s, or data points/s for metrics (250000, 250k, 1M) or
         /// `max`. Metrics default: 50k.
         #[arg(long, value_parser = Rate::parse)]
@@ -117,6 +129,31 @@ fn parse_protocol(s: &str) -> Result<Protocol, String> {
     }
 }
 
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("header {s:?} is not name=value"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}
+
+/// TLS and headers from the command line.
+fn access(
+    tls_ca: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    mut headers: Vec<(String, String)>,
+) -> anyhow::Result<Access> {
+    let tls_ca_pem = tls_ca
+        .map(|p| std::fs::read(&p).with_context(|| format!("cannot read {}", p.display())))
+        .transpose()?;
+    if let Some(p) = token_file {
+        headers.push(Access::bearer_from_file(&p).map_err(anyhow::Error::msg)?);
+    }
+    Ok(Access {
+        tls_ca_pem,
+        headers,
+    })
+}
+
 fn load(path: &std::path::Path) -> anyhow::Result<Scenario> {
     let file = if path.is_dir() {
         path.join("scenario.yaml")
@@ -146,6 +183,9 @@ fn main() -> anyhow::Result<()> {
             endpoint,
             protocol,
             gzip,
+            tls_ca,
+            token_file,
+            headers,
             rate,
             duration,
             connections,
@@ -194,6 +234,7 @@ fn main() -> anyhow::Result<()> {
                 rate.unwrap_or(Rate::PerSecond(50_000.0)),
                 duration.unwrap_or(Duration::from_secs(30)),
             );
+            sc.access = access(tls_ca, token_file, headers)?;
             sc.connections = connections.unwrap_or(sc.connections);
             sc.concurrency = concurrency.unwrap_or(sc.concurrency);
             let report = runtime(threads)?.block_on(slogate_load::run_metrics(&sc))?;
@@ -224,6 +265,9 @@ fn main() -> anyhow::Result<()> {
             endpoint,
             protocol,
             gzip,
+            tls_ca,
+            token_file,
+            headers,
             rate,
             duration,
             connections,
@@ -250,6 +294,7 @@ fn main() -> anyhow::Result<()> {
                 sc.target.endpoint = e;
             }
             sc.target.gzip |= gzip;
+            sc.access = access(tls_ca, token_file, headers)?;
             sc.rate = rate.unwrap_or(sc.rate);
             sc.duration = duration.unwrap_or(sc.duration);
             sc.connections = connections.unwrap_or(sc.connections);

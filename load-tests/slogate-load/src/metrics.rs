@@ -93,6 +93,8 @@ impl MetricsSpec {
 #[derive(Debug, Clone)]
 pub struct MetricsScenario {
     pub target: Target,
+    /// TLS and headers for a secured target.
+    pub access: crate::transport::Access,
     pub spec: MetricsSpec,
     /// Data points per second over all requests, or `max`.
     pub rate: Rate,
@@ -105,6 +107,7 @@ impl MetricsScenario {
     pub fn new(target: Target, spec: MetricsSpec, rate: Rate, duration: Duration) -> Self {
         MetricsScenario {
             target,
+            access: Default::default(),
             spec,
             rate,
             duration,
@@ -973,7 +976,7 @@ pub async fn run_metrics(sc: &MetricsScenario) -> Result<MetricsReport, RunError
         .expect("template building does not panic");
     let requests_per_round = templates.len();
     let clients: Vec<Client> = (0..sc.connections)
-        .map(|_| Client::for_signal(&sc.target, Signal::Metrics))
+        .map(|_| Client::for_signal(&sc.target, Signal::Metrics, &sc.access))
         .collect::<Result<_, _>>()
         .map_err(RunError::Target)?;
     let start = Instant::now();

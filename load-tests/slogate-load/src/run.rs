@@ -195,7 +195,7 @@ pub async fn run(sc: &Scenario) -> Result<Report, RunError> {
         .await
         .expect("pool building does not panic");
     let clients: Vec<Client> = (0..sc.connections)
-        .map(|_| Client::new(&sc.target))
+        .map(|_| Client::new(&sc.target, &sc.access))
         .collect::<Result<_, _>>()
         .map_err(RunError::Target)?;
     let start = Instant::now();

@@ -286,6 +286,10 @@ pub struct Scenario {
     pub description: Option<String>,
     #[serde(default)]
     pub target: Target,
+    /// TLS and headers for a secured target: from the command line or code, never from a
+    /// scenario file (which would hold a token).
+    #[serde(skip)]
+    pub access: crate::transport::Access,
     /// Spans per export request.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
@@ -337,6 +341,7 @@ impl Scenario {
             name: None,
             description: None,
             target,
+            access: Default::default(),
             batch_size: default_batch(),
             connections: default_connections(),
             concurrency: default_concurrency(),

@@ -316,6 +316,34 @@ fn json_points(
         .sum()
 }
 
+/// The OTLP/HTTP routes of the sink.
+fn http_router(counters: Arc<SinkCounters>) -> axum::Router {
+    let (c, m) = (counters.clone(), counters);
+    axum::Router::new()
+        .route(
+            "/v1/traces",
+            axum::routing::post(move |h: HeaderMap, b: Bytes| {
+                http_export(c.clone(), Kind::Traces, h, b)
+            }),
+        )
+        .route(
+            "/v1/metrics",
+            axum::routing::post(move |h: HeaderMap, b: Bytes| {
+                http_export(m.clone(), Kind::Metrics, h, b)
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+}
+
+/// Every route of the sink, OTLP/gRPC and OTLP/HTTP, in one router: for serving it over a
+/// connection of one's own (e.g. TLS in the tests). [`serve`] is the fast path.
+pub fn router(counters: Arc<SinkCounters>) -> axum::Router {
+    tonic::service::Routes::new(GrpcSink(counters.clone()))
+        .add_service(GrpcMetricsSink(counters.clone()))
+        .into_axum_router()
+        .merge(http_router(counters))
+}
+
 /// Serves the sink until the future is dropped. Either address may be omitted.
 pub async fn serve(
     grpc: Option<SocketAddr>,
@@ -331,21 +359,7 @@ pub async fn serve(
         tasks.spawn(async move { server.serve(addr).await.map_err(anyhow::Error::from) });
     }
     if let Some(addr) = http {
-        let (c, m) = (counters.clone(), counters.clone());
-        let app = axum::Router::new()
-            .route(
-                "/v1/traces",
-                axum::routing::post(move |h: HeaderMap, b: Bytes| {
-                    http_export(c.clone(), Kind::Traces, h, b)
-                }),
-            )
-            .route(
-                "/v1/metrics",
-                axum::routing::post(move |h: HeaderMap, b: Bytes| {
-                    http_export(m.clone(), Kind::Metrics, h, b)
-                }),
-            )
-            .layer(axum::extract::DefaultBodyLimit::max(64 << 20));
+        let app = http_router(counters.clone());
         let listener = tokio::net::TcpListener::bind(addr).await?;
         tasks.spawn(async move {
             axum::serve(listener, app)

@@ -1,12 +1,18 @@
-//! Sending pre-encoded export requests over OTLP/gRPC and OTLP/HTTP.
+//! Sending pre-encoded export requests over OTLP/gRPC and OTLP/HTTP, in plain text or, for a
+//! secured server, over TLS with headers such as a bearer token ([`Access`]).
+//!
+//! TLS is rustls with aws-lc-rs, as in slogate: reqwest's own for HTTP, and for gRPC a
+//! tokio-rustls connector handed to tonic, so the plain-text channel is tonic's usual one.
 
 use crate::scenario::{Protocol, Target};
 use bytes::{Buf, BufMut, Bytes};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 
 /// Which OTLP signal a client exports: it picks the gRPC method, the default OTLP/HTTP path
@@ -42,6 +48,137 @@ impl Signal {
         }
     }
 }
+/// How a client reaches a secured server. The default is plain text without headers.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// PEM of the CA that signed the server's certificate, the only one trusted. `https://`
+    /// endpoints need it; `http://` ones must not have it.
+    pub tls_ca_pem: Option<Vec<u8>>,
+    /// Sent with every request (as gRPC metadata on gRPC), e.g. `("authorization", "Bearer
+    /// …")` as `OTEL_EXPORTER_OTLP_HEADERS` would.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Access {
+    /// The `authorization: Bearer <token>` header of a token file: its first line that is
+    /// neither blank nor a `#` comment.
+    pub fn bearer_from_file(path: &std::path::Path) -> Result<(String, String), String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read token file {}: {e}", path.display()))?;
+        let token = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .ok_or_else(|| format!("token file {} holds no token", path.display()))?;
+        Ok(("authorization".into(), format!("Bearer {token}")))
+    }
+
+    /// Whether `endpoint` speaks TLS: checks that it agrees with [`Access::tls_ca_pem`].
+    fn tls_for(&self, endpoint: &str) -> Result<Option<&[u8]>, String> {
+        let https = endpoint
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        match (https, &self.tls_ca_pem) {
+            (true, Some(ca)) => Ok(Some(ca)),
+            (false, None) => Ok(None),
+            (true, None) => Err(format!(
+                "{endpoint} is https: give the CA of its certificate (--tls-ca)"
+            )),
+            (false, Some(_)) => Err(format!("a TLS CA is given but {endpoint} is not https://")),
+        }
+    }
+
+    fn metadata(&self) -> Result<Option<MetadataMap>, String> {
+        if self.headers.is_empty() {
+            return Ok(None);
+        }
+        let mut md = MetadataMap::new();
+        for (k, v) in &self.headers {
+            let key = MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let value = MetadataValue::try_from(v.as_str())
+                .map_err(|_| format!("invalid value of header {k}"))?;
+            md.append(key, value);
+        }
+        Ok(Some(md))
+    }
+
+    fn header_map(&self) -> Result<http::HeaderMap, String> {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in &self.headers {
+            let name = http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let value = http::HeaderValue::from_str(v)
+                .map_err(|_| format!("invalid value of header {k}"))?;
+            h.append(name, value);
+        }
+        Ok(h)
+    }
+}
+
+/// The certificates of `ca_pem`; at least one.
+fn ca_roots(ca_pem: &[u8]) -> Result<rustls::RootCertStore, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        let c = c.map_err(|e| format!("TLS CA: {e}"))?;
+        roots.add(c).map_err(|e| format!("TLS CA: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("the TLS CA file holds no PEM certificate".into());
+    }
+    Ok(roots)
+}
+
+/// A rustls client configuration that trusts only the certificates of `ca_pem`.
+fn rustls_client(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = ca_roots(ca_pem)?;
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A lazy gRPC channel over TLS: tonic gets a connector that dials TCP and runs the rustls
+/// handshake, verifying the certificate for the endpoint's host.
+fn tls_channel(endpoint: Endpoint, ca_pem: &[u8]) -> Result<Channel, String> {
+    let cfg = rustls_client(ca_pem)?;
+    let uri = endpoint.uri().clone();
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("grpc endpoint {uri} has no host"))?
+        .trim_matches(['[', ']'])
+        .to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| format!("grpc endpoint host {host:?}: {e}"))?;
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let (cfg, host, name) = (cfg.clone(), host.clone(), name.clone());
+        async move {
+            let connect = async {
+                let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+                tcp.set_nodelay(true)?;
+                tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, tcp)
+                    .await
+            };
+            let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Long enough for a loaded server, short enough that a wedged one cannot hang a run's end.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -108,6 +245,8 @@ pub enum Client {
     Grpc {
         grpc: tonic::client::Grpc<Channel>,
         signal: Signal,
+        /// [`Access::headers`], copied into every request; `None` without headers.
+        metadata: Option<Arc<MetadataMap>>,
     },
     Http {
         client: reqwest::Client,
@@ -120,32 +259,45 @@ pub enum Client {
 
 impl Client {
     /// A trace client; see [`Client::for_signal`].
-    pub fn new(target: &Target) -> Result<Client, String> {
-        Client::for_signal(target, Signal::Traces)
+    pub fn new(target: &Target, access: &Access) -> Result<Client, String> {
+        Client::for_signal(target, Signal::Traces, access)
     }
 
     /// Builds a client; gRPC connects lazily so a server that is not up yet shows as failed
     /// requests rather than a failed run.
-    pub fn for_signal(target: &Target, signal: Signal) -> Result<Client, String> {
+    pub fn for_signal(target: &Target, signal: Signal, access: &Access) -> Result<Client, String> {
+        let tls = access.tls_for(&target.endpoint)?;
         match target.protocol {
             Protocol::Grpc => {
-                let endpoint = Endpoint::from_shared(target.endpoint.clone())
+                // With TLS the connector below does the handshake; tonic sees plain HTTP/2.
+                let uri = match tls {
+                    Some(_) => format!("http://{}", &target.endpoint["https://".len()..]),
+                    None => target.endpoint.clone(),
+                };
+                let endpoint = Endpoint::from_shared(uri)
                     .map_err(|e| format!("grpc endpoint {:?}: {e}", target.endpoint))?
                     .timeout(REQUEST_TIMEOUT)
-                    .connect_timeout(Duration::from_secs(5))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     // Large windows: requests are hundreds of KiB and the default 64 KiB window
                     // would make every request wait for WINDOW_UPDATEs.
                     .initial_stream_window_size(4 << 20)
                     .initial_connection_window_size(16 << 20);
-                let mut grpc = tonic::client::Grpc::new(endpoint.connect_lazy())
-                    .max_decoding_message_size(4 << 20);
+                let channel = match tls {
+                    Some(ca) => tls_channel(endpoint, ca)?,
+                    None => endpoint.connect_lazy(),
+                };
+                let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(4 << 20);
                 if target.gzip {
                     grpc = grpc
                         .send_compressed(CompressionEncoding::Gzip)
                         .accept_compressed(CompressionEncoding::Gzip);
                 }
-                Ok(Client::Grpc { grpc, signal })
+                Ok(Client::Grpc {
+                    grpc,
+                    signal,
+                    metadata: access.metadata()?.map(Arc::new),
+                })
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 let mut url = target.endpoint.trim_end_matches('/').to_string();
@@ -153,13 +305,19 @@ impl Client {
                 if !url[path_start..].contains('/') {
                     url.push_str(signal.http_path());
                 }
-                let client = reqwest::Client::builder()
+                let mut builder = reqwest::Client::builder()
                     .timeout(REQUEST_TIMEOUT)
-                    .connect_timeout(Duration::from_secs(5))
+                    .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)
                     .pool_max_idle_per_host(1024)
-                    .build()
-                    .map_err(|e| format!("http client: {e}"))?;
+                    .default_headers(access.header_map()?);
+                if let Some(ca) = tls {
+                    ca_roots(ca)?;
+                    let ca = reqwest::Certificate::from_pem_bundle(ca)
+                        .map_err(|e| format!("TLS CA: {e}"))?;
+                    builder = builder.tls_certs_only(ca);
+                }
+                let client = builder.build().map_err(|e| format!("http client: {e}"))?;
                 Ok(Client::Http {
                     client,
                     url,
@@ -173,12 +331,20 @@ impl Client {
 
     pub async fn send(&mut self, body: Bytes) -> Outcome {
         match self {
-            Client::Grpc { grpc, signal } => {
+            Client::Grpc {
+                grpc,
+                signal,
+                metadata,
+            } => {
                 if let Err(e) = grpc.ready().await {
                     return Outcome::failed("connection", format!("grpc connection: {e}"));
                 }
                 let path = http::uri::PathAndQuery::from_static(signal.grpc_path());
-                match grpc.unary(tonic::Request::new(body), path, RawCodec).await {
+                let mut req = tonic::Request::new(body);
+                if let Some(md) = metadata {
+                    *req.metadata_mut() = MetadataMap::clone(md);
+                }
+                match grpc.unary(req, path, RawCodec).await {
                     Ok(resp) => match rejected_in(&resp.into_inner(), *signal) {
                         Ok(rejected) => Outcome::Ok { rejected },
                         Err(e) => Outcome::failed(

@@ -2,9 +2,11 @@
 //! the counters and gauges that show it on `/metrics`; [`tls`] holds the listeners' rustls side.
 //!
 //! - Tokens live in files (one a line), several per role for rotation, re-read every second by
-//!   [`Security::reload`], so a rotated file takes effect without a restart. A request's token
-//!   is compared with every configured token in constant time ([`subtle`]); only the lengths
-//!   of the tokens can leak through timing.
+//!   [`Security::reload`], so a rotated file takes effect without a restart. A file that no
+//!   longer holds a token (gone, unreadable, empty) is believed on the second read in a row
+//!   only: a file rewritten in place is empty for a moment, and in-flight exports must not be
+//!   refused for it. A request's token is compared with every configured token in constant
+//!   time ([`subtle`]); only the lengths of the tokens can leak through timing.
 //! - Ingest (both OTLP ports) and the API are configured separately. The gRPC verdict service
 //!   shares the OTLP/gRPC port but takes API tokens.
 //! - Roles: [`Need::Read`] (everything that reads) and [`Need::Admin`] (SQL and baseline
@@ -22,7 +24,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -83,6 +85,8 @@ impl Refusal {
 pub struct TokenSet {
     files: Vec<PathBuf>,
     contents: RwLock<Vec<Vec<u8>>>,
+    /// A read that left a file without tokens, until the next read confirms it.
+    unconfirmed: Mutex<Option<Vec<Vec<u8>>>>,
     tokens: RwLock<Arc<Vec<Vec<u8>>>>,
 }
 
@@ -127,12 +131,15 @@ impl TokenSet {
         Ok(Some(Arc::new(TokenSet {
             files: files.to_vec(),
             contents: RwLock::new(contents),
+            unconfirmed: Mutex::new(None),
             tokens: RwLock::new(Arc::new(tokens)),
         })))
     }
 
-    /// Re-reads the files and swaps the tokens in when any changed. A file that is gone or
-    /// unreadable now contributes no token (fail closed: a rotated-out file stops working).
+    /// Re-reads the files and swaps the tokens in when any changed. A file that is gone,
+    /// unreadable or empty contributes no token (fail closed: a rotated-out file stops working)
+    /// once two reads in a row found it so; `echo new > file` truncates before it writes, and a
+    /// read in between must not refuse every client of the file for a second.
     pub fn reload(&self) {
         let now: Vec<Vec<u8>> = self
             .files
@@ -146,8 +153,24 @@ impl TokenSet {
             })
             .collect();
         if *self.contents.read() == now {
+            *self.unconfirmed.lock() = None;
             return;
         }
+        let empties = self
+            .contents
+            .read()
+            .iter()
+            .zip(&now)
+            .any(|(before, after)| {
+                parse_tokens(after).is_empty() && !parse_tokens(before).is_empty()
+            });
+        let mut pending = self.unconfirmed.lock();
+        if empties && pending.as_ref() != Some(&now) {
+            *pending = Some(now);
+            return;
+        }
+        *pending = None;
+        drop(pending);
         let tokens: Vec<Vec<u8>> = now.iter().flat_map(|c| parse_tokens(c)).collect();
         tracing::info!(
             files = self.files.len(),
@@ -576,19 +599,34 @@ mod tests {
         // Ingest is open: no token files.
         assert_eq!(sec.check_ingest(Listener::OtlpHttp, None), Ok(()));
 
+        // Rewritten in place: a reload between the truncation and the write finds the file
+        // empty, and must not refuse the file's tokens for it.
+        std::fs::write(&read, "").unwrap();
+        sec.reload();
+        assert_eq!(check(Need::Read, "Bearer r-one"), Ok(()));
         std::fs::write(&read, "r-three\n").unwrap();
         sec.reload();
         assert_eq!(check(Need::Read, "Bearer r-one"), Err(Refusal::Invalid));
         assert_eq!(check(Need::Read, "Bearer r-three"), Ok(()));
+        // Removed (or emptied) for good: refused from the second read that finds it so.
         std::fs::remove_file(&read).unwrap();
         sec.reload();
+        assert_eq!(check(Need::Read, "Bearer r-three"), Ok(()));
+        sec.reload();
         assert_eq!(check(Need::Read, "Bearer r-three"), Err(Refusal::Invalid));
+        std::fs::write(&read, "r-four\n").unwrap();
+        sec.reload();
+        assert_eq!(check(Need::Read, "Bearer r-four"), Ok(()));
+        std::fs::write(&read, "\n").unwrap();
+        sec.reload();
+        sec.reload();
+        assert_eq!(check(Need::Read, "Bearer r-four"), Err(Refusal::Invalid));
 
         let mut text = String::new();
         sec.render_metrics(&mut text);
         assert!(
             text.contains(
-                "slogate_auth_refused_total{listener=\"api\",reason=\"invalid_token\"} 4"
+                "slogate_auth_refused_total{listener=\"api\",reason=\"invalid_token\"} 5"
             ),
             "{text}"
         );
@@ -600,7 +638,7 @@ mod tests {
             text.contains("slogate_auth_enabled{listener=\"api\"} 1"),
             "{text}"
         );
-        for secret in ["r-one", "r-two", "r-three", "a-one"] {
+        for secret in ["r-one", "r-two", "r-three", "r-four", "a-one"] {
             assert!(!text.contains(secret));
             assert!(!format!("{:?}", sec.api_read).contains(secret));
         }

@@ -1,6 +1,7 @@
 //! Who may talk to slogate, shown with real clients against the real server: bearer tokens on
 //! the three ports (refused with 401 + `WWW-Authenticate: Bearer` or gRPC UNAUTHENTICATED, and
-//! counted), read and admin roles on the API, token and certificate rotation without a restart,
+//! counted), read and admin roles on the API, token and certificate rotation without a restart
+//! and without losing an export of clients that keep exporting through it,
 //! TLS and mutual TLS (plain text, a client certificate from another CA and an expired one are
 //! refused in the handshake, and counted), the Rust and Python OTLP exporters, the CLI and
 //! Argo's jsonpath/expr harness over TLS with a token, and no secret in logs at TRACE,
@@ -24,6 +25,7 @@ use slogate_ingest::grpc::{EXPORT_PATH, RawCodec};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
@@ -98,6 +100,8 @@ struct Pki {
     /// A server certificate from another CA, for the rotation.
     next_ca: String,
     next_server: (String, String),
+    /// A new server certificate and key from the same CA, for the rotation under load.
+    renewed_server: (String, String),
 }
 
 fn pki(dir: &Path) -> Pki {
@@ -118,6 +122,7 @@ fn pki(dir: &Path) -> Pki {
         expired_client: leaf(&client_ca, "expired client", false, true),
         next_ca: next_ca.pem.clone(),
         next_server: leaf(&next_ca, "slogate rotated", true, false),
+        renewed_server: leaf(&server_ca, "slogate renewed", true, false),
     };
     std::fs::write(&p.ca_path, &p.ca).unwrap();
     std::fs::write(&p.cert_path, cert).unwrap();
@@ -1023,6 +1028,511 @@ fn tls_with_tokens_exporters_cli_argo_and_certificate_rotation() {
     for key in [&pki.server_key, &pki.next_server.1, &pki.client.1] {
         let body = key.lines().nth(1).unwrap();
         assert!(!log.contains(body), "the log shows key material");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotation under load
+
+/// Spans in each export of the rotation test.
+const SPANS_PER_EXPORT: u64 = 10;
+/// Refusals of the old token each lagging client takes before it switches to the new one.
+const LAGGARD_REFUSALS: u64 = 3;
+
+/// Where the rotation test is; a client reads it before each export and files the outcome
+/// under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    /// The first certificate and token.
+    Before = 0,
+    /// Every port serves the renewed certificate.
+    Renewed = 1,
+    /// The new token is accepted and the clients were told to use it.
+    NewToken = 2,
+    /// The old token's removal was written.
+    OldRemoved = 3,
+}
+
+/// What the test and the exporting clients share.
+struct Load {
+    stage: AtomicU8,
+    /// The token of the clients that follow the rotation.
+    token: Mutex<&'static str>,
+    stop: AtomicBool,
+    /// Export failures that must not happen, described.
+    unexpected: Mutex<Vec<String>>,
+}
+
+const STAGES: [Stage; 4] = [
+    Stage::Before,
+    Stage::Renewed,
+    Stage::NewToken,
+    Stage::OldRemoved,
+];
+
+impl Load {
+    fn stage(&self) -> Stage {
+        STAGES[usize::from(self.stage.load(SeqCst))]
+    }
+    fn set(&self, s: Stage) {
+        self.stage.store(s as u8, SeqCst);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wire {
+    Grpc,
+    Http,
+}
+
+/// One exporting client and what became of its exports.
+struct Exporter {
+    name: String,
+    wire: Wire,
+    /// A new TLS connection for every export (and the old token until refused
+    /// [`LAGGARD_REFUSALS`] times), or one connection opened at the start and kept.
+    per_export: bool,
+    /// Acknowledged exports, by the stage they were sent in.
+    acked: [AtomicU64; 4],
+    /// Exports refused as UNAUTHENTICATED / 401 with the old token after its removal.
+    refused: AtomicU64,
+    /// The certificate each connection was served (gRPC: per connection; HTTP: per response),
+    /// with the stage it was opened in.
+    certs: Mutex<Vec<(Stage, Vec<u8>)>>,
+}
+
+impl Exporter {
+    fn acked(&self, s: Stage) -> u64 {
+        self.acked[s as usize].load(SeqCst)
+    }
+    fn acked_total(&self) -> u64 {
+        STAGES.into_iter().map(|s| self.acked(s)).sum()
+    }
+    fn refused(&self) -> u64 {
+        self.refused.load(SeqCst)
+    }
+}
+
+/// Replaces `path` as a secret mount or `mv` does: a new file renamed over the old one.
+fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_file_name(format!(
+        "{}.new",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// The certificate a new TLS connection to `port` is served.
+async fn served_cert(port: u16, ca: &str) -> Vec<u8> {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+    let tls = tokio_rustls::TlsConnector::from(rustls_client(ca, None))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// A lazy gRPC channel over TLS whose connections note the certificate they were served.
+fn noting_channel(
+    port: u16,
+    ca: &str,
+    me: Arc<Exporter>,
+    load: Arc<Load>,
+) -> tonic::transport::Channel {
+    let cfg = rustls_client(ca, None);
+    tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+            let (cfg, me, load) = (cfg.clone(), me.clone(), load.clone());
+            async move {
+                let stage = load.stage();
+                let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                tcp.set_nodelay(true)?;
+                let name =
+                    rustls_pki_types::ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+                let tls = tokio_rustls::TlsConnector::from(cfg)
+                    .connect(name, tcp)
+                    .await?;
+                let cert = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+                me.certs.lock().unwrap().push((stage, cert));
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+}
+
+/// An OTLP export of [`SPANS_PER_EXPORT`] SERVER spans of service `rotation` ending now.
+fn rotation_export(client: u64, seq: u64) -> Bytes {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span};
+    use prost::Message;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let spans = (0..SPANS_PER_EXPORT)
+        .map(|i| {
+            let id = (client << 48) | (seq << 8) | i;
+            Span {
+                trace_id: [id.to_be_bytes(), 7u64.to_be_bytes()].concat(),
+                span_id: (id | 1 << 63).to_be_bytes().to_vec(),
+                name: "GET /rotate".into(),
+                kind: span::SpanKind::Server as i32,
+                start_time_unix_nano: now - 25_000_000 - i * 1_000_000,
+                end_time_unix_nano: now,
+                ..Default::default()
+            }
+        })
+        .collect();
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![kv("service.name", "rotation"), kv("service.version", "v1")],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    Bytes::from(req.encode_to_vec())
+}
+
+/// How one export ended.
+enum Sent {
+    Acked,
+    /// gRPC UNAUTHENTICATED or HTTP 401.
+    Refused,
+    Failed(String),
+}
+
+/// Exports until told to stop, filing every outcome in `me`.
+async fn export_loop(load: Arc<Load>, me: Arc<Exporter>, id: u64, port: u16, ca: String) {
+    let long_lived = tonic::client::Grpc::new(noting_channel(port, &ca, me.clone(), load.clone()));
+    let mut http = reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.as_bytes()).unwrap())
+        .tls_info(true)
+        .timeout(Duration::from_secs(10));
+    if me.per_export {
+        http = http.pool_max_idle_per_host(0);
+    }
+    let http = http.build().unwrap();
+    let mut seq = 0;
+    while !load.stop.load(SeqCst) {
+        // The stage first: a client that sees a stage sees the token set before it.
+        let stage = load.stage();
+        let token = if me.per_export && me.refused() < LAGGARD_REFUSALS {
+            INGEST_A
+        } else {
+            *load.token.lock().unwrap()
+        };
+        let body = rotation_export(id, seq);
+        seq += 1;
+        let sent = match me.wire {
+            Wire::Grpc => {
+                let mut client = if me.per_export {
+                    tonic::client::Grpc::new(noting_channel(port, &ca, me.clone(), load.clone()))
+                } else {
+                    long_lived.clone()
+                };
+                let mut req = tonic::Request::new(body);
+                req.metadata_mut()
+                    .insert("authorization", format!("Bearer {token}").parse().unwrap());
+                match client.ready().await {
+                    Err(e) => Sent::Failed(format!("connection: {e}")),
+                    Ok(()) => match client
+                        .unary(
+                            req,
+                            http::uri::PathAndQuery::from_static(EXPORT_PATH),
+                            RawCodec,
+                        )
+                        .await
+                    {
+                        Ok(_) => Sent::Acked,
+                        Err(s) if s.code() == tonic::Code::Unauthenticated => Sent::Refused,
+                        Err(s) => Sent::Failed(format!("{:?}: {}", s.code(), s.message())),
+                    },
+                }
+            }
+            Wire::Http => {
+                let resp = http
+                    .post(format!("https://127.0.0.1:{port}/v1/traces"))
+                    .bearer_auth(token)
+                    .header("content-type", "application/x-protobuf")
+                    .body(body)
+                    .send()
+                    .await;
+                match resp {
+                    Err(e) => Sent::Failed(format!("{e:?}")),
+                    Ok(r) => {
+                        let cert = r
+                            .extensions()
+                            .get::<reqwest::tls::TlsInfo>()
+                            .and_then(|t| t.peer_certificate())
+                            .map(<[u8]>::to_vec)
+                            .unwrap_or_default();
+                        me.certs.lock().unwrap().push((stage, cert));
+                        match r.status().as_u16() {
+                            200 => Sent::Acked,
+                            401 => Sent::Refused,
+                            s => Sent::Failed(format!(
+                                "http {s}: {}",
+                                r.text().await.unwrap_or_default()
+                            )),
+                        }
+                    }
+                }
+            }
+        };
+        match sent {
+            Sent::Acked => {
+                me.acked[stage as usize].fetch_add(1, SeqCst);
+            }
+            // The deliberate ones: the old token, sent after its removal was written.
+            Sent::Refused if token == INGEST_A && stage == Stage::OldRemoved => {
+                me.refused.fetch_add(1, SeqCst);
+            }
+            Sent::Refused => load.unexpected.lock().unwrap().push(format!(
+                "{}: refused in {stage:?} with {}",
+                me.name,
+                if token == INGEST_A {
+                    "the old token"
+                } else {
+                    "the new token"
+                }
+            )),
+            Sent::Failed(e) => load
+                .unexpected
+                .lock()
+                .unwrap()
+                .push(format!("{} in {stage:?}: {e}", me.name)),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn certificate_and_token_rotation_under_continuous_export_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let auth = token_files(dir.path());
+    let tls = format!(
+        "  tls:\n    cert_file: {}\n    key_file: {}\n",
+        pki.cert_path.display(),
+        pki.key_path.display()
+    );
+    let c = https_client(&pki.ca, None);
+    let p = start(dir.path(), &tls, &auth, true, &c);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let old_cert = der(&std::fs::read_to_string(&pki.cert_path).unwrap());
+    let new_cert = der(&pki.renewed_server.0);
+    assert_ne!(old_cert, new_cert);
+    let ports = [p.grpc, p.http, p.api];
+    for port in ports {
+        assert_eq!(rt.block_on(served_cert(port, &pki.ca)), old_cert);
+    }
+
+    // Three long-lived connections and one connection per export on each OTLP port.
+    let load = Arc::new(Load {
+        stage: Default::default(),
+        token: Mutex::new(INGEST_A),
+        stop: Default::default(),
+        unexpected: Mutex::new(Vec::new()),
+    });
+    let (mut exporters, mut tasks) = (Vec::new(), Vec::new());
+    for (wire, port) in [(Wire::Grpc, p.grpc), (Wire::Http, p.http)] {
+        for i in 0..4 {
+            let per_export = i == 3;
+            exporters.push(Arc::new(Exporter {
+                name: format!(
+                    "{wire:?} {}",
+                    if per_export {
+                        "per-export".to_string()
+                    } else {
+                        format!("long-lived #{i}")
+                    }
+                ),
+                wire,
+                per_export,
+                acked: Default::default(),
+                refused: Default::default(),
+                certs: Mutex::new(Vec::new()),
+            }));
+            let me = exporters.last().unwrap().clone();
+            let id = exporters.len() as u64;
+            tasks.push(rt.spawn(export_loop(load.clone(), me, id, port, pki.ca.clone())));
+        }
+    }
+    let all_acked_in = |s: Stage, n: u64| exporters.iter().all(|e| e.acked(s) >= n);
+    eventually("every client exports", || all_acked_in(Stage::Before, 3));
+
+    // A renewed certificate (new key, same CA), key first as a careless operator might: the
+    // mismatched pair in between must not be served.
+    let (cert, key) = &pki.renewed_server;
+    replace_file(&pki.key_path, key);
+    replace_file(&pki.cert_path, cert);
+    eventually("every port serves the renewed certificate", || {
+        ports
+            .iter()
+            .all(|port| rt.block_on(served_cert(*port, &pki.ca)) == new_cert)
+    });
+    load.set(Stage::Renewed);
+    eventually("every client exports after the renewal", || {
+        all_acked_in(Stage::Renewed, 3)
+    });
+
+    // A new token next to the old one; the clients switch once it is taken.
+    let ingest_a = dir.path().join("ingest-a");
+    replace_file(&ingest_a, &format!("{INGEST_A}\n{INGEST_NEW}\n"));
+    let traces = p.url(p.http, "/v1/traces");
+    let proto = || Some(("application/x-protobuf", Vec::new()));
+    let mut probe_refusals = 0;
+    eventually("the new token is taken", || {
+        let ok = call(
+            &c,
+            reqwest::Method::POST,
+            &traces,
+            Some(INGEST_NEW),
+            proto(),
+        )
+        .0 == 200;
+        probe_refusals += u64::from(!ok);
+        ok
+    });
+    *load.token.lock().unwrap() = INGEST_NEW;
+    load.set(Stage::NewToken);
+    eventually("every client exports with the new token", || {
+        all_acked_in(Stage::NewToken, 2)
+    });
+
+    // The old token removed: the lagging clients are refused until they switch too.
+    load.set(Stage::OldRemoved);
+    replace_file(&ingest_a, &format!("{INGEST_NEW}\n"));
+    eventually("the lagging clients are refused, switch and export", || {
+        exporters
+            .iter()
+            .filter(|e| e.per_export)
+            .all(|e| e.refused() == LAGGARD_REFUSALS && e.acked(Stage::OldRemoved) >= 3)
+    });
+    eventually("every client exports after the removal", || {
+        all_acked_in(Stage::OldRemoved, 3)
+    });
+    load.stop.store(true, SeqCst);
+    for t in tasks {
+        rt.block_on(t).unwrap();
+    }
+
+    for e in &exporters {
+        eprintln!(
+            "{}: acked by stage {:?}, refused {}, connections or responses {}",
+            e.name,
+            STAGES.map(|s| e.acked(s)),
+            e.refused(),
+            e.certs.lock().unwrap().len()
+        );
+    }
+    let unexpected = load.unexpected.lock().unwrap().clone();
+    assert!(
+        unexpected.is_empty(),
+        "failed exports:\n{}",
+        unexpected.join("\n")
+    );
+    for e in &exporters {
+        let certs = e.certs.lock().unwrap();
+        assert!(!certs.is_empty(), "{}", e.name);
+        if e.per_export {
+            // Each connection got the certificate current when it was opened.
+            for (stage, cert) in certs.iter() {
+                if *stage >= Stage::Renewed {
+                    assert!(
+                        *cert == new_cert,
+                        "{}: a new connection got the old certificate",
+                        e.name
+                    );
+                }
+            }
+            assert!(certs.iter().any(|(_, c)| *c == old_cert), "{}", e.name);
+        } else {
+            // Its one connection, opened before the renewal, carried on through all of it:
+            // a reconnection would have been served the renewed certificate.
+            assert!(
+                certs.iter().all(|(_, c)| *c == old_cert),
+                "{}: reconnected ({} connections or responses)",
+                e.name,
+                certs.len()
+            );
+        }
+    }
+
+    // The server counted exactly what the clients were told it accepted, and refused exactly
+    // the deliberate ones.
+    let acked: u64 = exporters.iter().map(|e| e.acked_total()).sum::<u64>() * SPANS_PER_EXPORT;
+    let accepted = || p.metric(&c, "slogate_spans_accepted_total") as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while accepted() < acked && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(accepted(), acked);
+    let refused = |l: &str, r: &str| {
+        p.metric(
+            &c,
+            &format!("slogate_auth_refused_total{{listener=\"{l}\",reason=\"{r}\"}}"),
+        ) as u64
+    };
+    let by_wire = |w: Wire| -> u64 {
+        exporters
+            .iter()
+            .filter(|e| e.wire == w)
+            .map(|e| e.refused())
+            .sum()
+    };
+    assert_eq!(refused("otlp_grpc", "invalid_token"), by_wire(Wire::Grpc));
+    assert_eq!(
+        refused("otlp_http", "invalid_token"),
+        by_wire(Wire::Http) + probe_refusals
+    );
+    assert_eq!(refused("otlp_grpc", "missing_token"), 0);
+    assert_eq!(refused("otlp_http", "missing_token"), 0);
+    assert_eq!(
+        p.metric(
+            &c,
+            "slogate_tls_handshake_failures_total{listener=\"otlp_grpc\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        p.metric(
+            &c,
+            "slogate_tls_handshake_failures_total{listener=\"otlp_http\"}"
+        ),
+        0.0
+    );
+    let log = p.log_text();
+    assert!(log.contains("certificate reloaded"), "{log}");
+    for secret in [INGEST_A, INGEST_NEW] {
+        assert!(!log.contains(secret), "the log shows a token");
     }
 }
 

@@ -1,6 +1,7 @@
 //! Integration tests of slogate-load: scenario files, span realism, exact accounting, end to end.
 
 mod metrics;
+mod tls;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
