@@ -2,7 +2,7 @@
 """Checks that the Prometheus rules and the Grafana dashboard use only what slogate exposes.
 
 Starts the real server (`slogate serve`) on free loopback ports with a gate, an SLO, a threshold
-rule and PagerDuty delivery configured, sends it OTLP/HTTP JSON spans of a canary and a baseline,
+rule, and PagerDuty, Slack and webhook delivery configured, sends it OTLP/HTTP JSON spans of a canary and a baseline,
 asks for a verdict of each gate phase, waits for an alert evaluation and reads /metrics. Then,
 for every PromQL expression in the rules file and in the dashboard (panel queries and template
 variable queries):
@@ -92,6 +92,11 @@ pagerduty:
   outbox_dir: "{dir}/outbox"
   retry_min: 1s
   retry_max: 2s
+notifications:
+  outbox_dir: "{dir}/notify"
+  slack: {{enabled: true, webhook_url_env: CHECK_SLACK_URL, retry_min: 1s, retry_max: 2s}}
+  webhooks:
+    - {{name: bridge, url: "http://127.0.0.1:{closed}/hook", retry_min: 1s, retry_max: 2s}}
 slos:
   - {{name: checkout-availability, service: checkout, objective: 0.999, period: 30d}}
 alerting:
@@ -119,7 +124,8 @@ def live_exposition(binary: Path) -> str:
         cfg.write_text(CONFIG.format(dir=d, **ports))
         api = f"http://127.0.0.1:{ports['api']}"
         log = open(Path(d) / "server.log", "w+")
-        env = dict(os.environ, CHECK_ROUTING_KEY="0123456789abcdef0123456789abcdef", NO_COLOR="1")
+        env = dict(os.environ, CHECK_ROUTING_KEY="0123456789abcdef0123456789abcdef", NO_COLOR="1",
+                   CHECK_SLACK_URL=f"http://127.0.0.1:{ports['closed']}/slack")
         proc = subprocess.Popen([str(binary), "serve", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             deadline = time.time() + 60

@@ -229,13 +229,30 @@ impl Event {
     }
 }
 
-fn truncate_chars(s: &mut String, max: usize) {
+impl crate::outbox::Item for Event {
+    type Error = EventError;
+
+    fn validate(&mut self) -> Result<(), EventError> {
+        Event::validate(self)
+    }
+
+    fn key(&self) -> &str {
+        &self.dedup_key
+    }
+
+    fn action(&self) -> &str {
+        self.event_action.as_str()
+    }
+}
+
+/// Cuts `s` to at most `max` characters, at a character boundary.
+pub(crate) fn truncate_chars(s: &mut String, max: usize) {
     if let Some((cut, _)) = s.char_indices().nth(max) {
         s.truncate(cut);
     }
 }
 
-fn rfc3339(at: SystemTime) -> String {
+pub(crate) fn rfc3339(at: SystemTime) -> String {
     humantime::format_rfc3339_seconds(at).to_string()
 }
 

@@ -1,23 +1,43 @@
-//! A durable, bounded, FIFO on-disk queue of events waiting to be sent.
+//! A durable, bounded, FIFO on-disk queue of notifications waiting to be sent, one queue per
+//! destination.
 
 use std::collections::BTreeMap;
+use std::fmt::Debug;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::event::{Event, EventError};
+use crate::event::Event;
+
+/// What an outbox holds: one notification, ready to send but for its secrets (a routing key, a
+/// webhook URL, a token), which the destination adds at send time.
+pub trait Item:
+    Serialize + DeserializeOwned + Clone + Debug + PartialEq + Send + Sync + 'static
+{
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Checks the destination's documented limits before the item is queued, shortening text
+    /// that is merely too long rather than losing the notification.
+    fn validate(&mut self) -> Result<(), Self::Error>;
+    /// What the item is about, stable across its trigger and resolve (a dedup key, an alert
+    /// id): for logs and delivery records.
+    fn key(&self) -> &str;
+    /// `trigger`, `resolve`, `verdict`…: for logs and delivery records.
+    fn action(&self) -> &str;
+}
 
 #[derive(Debug, Error)]
 pub enum OutboxError {
     #[error("outbox is full ({max_pending} events pending)")]
     Full { max_pending: usize },
     #[error("invalid event: {0}")]
-    Invalid(#[from] EventError),
+    Invalid(Box<dyn std::error::Error + Send + Sync>),
     #[error("outbox i/o on {}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -26,44 +46,46 @@ pub enum OutboxError {
     },
 }
 
-/// One pending event and its sequence number.
+/// One pending item and its sequence number.
 #[derive(Clone, Debug, PartialEq)]
-pub struct OutboxEntry {
+pub struct OutboxEntry<T = Event> {
     pub seq: u64,
-    /// Unix milliseconds when the event was queued.
+    /// Unix milliseconds when the item was queued.
     pub enqueued_at_ms: u64,
-    pub event: Event,
+    pub event: T,
 }
 
-/// The file format: the event and when it was queued. No routing key (see [`Event`]).
+/// The file format: the item and when it was queued. No secret (see [`Item`]); for PagerDuty
+/// the same shape as before other destinations existed, so queued pages survive an upgrade.
 #[derive(Serialize, Deserialize)]
-struct Stored {
+#[serde(bound = "T: Item")]
+struct Stored<T> {
     seq: u64,
     enqueued_at_ms: u64,
-    event: Event,
+    event: T,
 }
 
-/// A directory of `{seq:020}.json` files, one per pending event.
+/// A directory of `{seq:020}.json` files, one per pending item.
 ///
 /// `enqueue` returns only after the file and the directory entry are fsync'd, so a caller that
 /// got a sequence number may crash and the event is still sent after restart. Files are written
 /// to `*.tmp` and renamed, so a crash mid-write leaves a `*.tmp` that `open` deletes, never a
 /// half-written event. Pending events are mirrored in memory (bounded by `max_pending`) so
 /// `peek_oldest` does no I/O.
-pub struct Outbox {
+pub struct Outbox<T = Event> {
     dir: PathBuf,
     max_pending: usize,
     /// Serializes seq allocation and file creation, so events become visible in seq order and
     /// the sender can never send seq n+1 while seq n is still being written.
     write: Mutex<u64>,
-    pending: Mutex<BTreeMap<u64, OutboxEntry>>,
+    pending: Mutex<BTreeMap<u64, OutboxEntry<T>>>,
 }
 
-impl Outbox {
+impl<T: Item> Outbox<T> {
     /// Opens (creating if needed) the outbox in `dir` and recovers pending events. Leftover
     /// `*.tmp` files are deleted; a `*.json` that does not parse is renamed to `*.corrupt` and
     /// logged rather than blocking every later page.
-    pub fn open(dir: impl AsRef<Path>, max_pending: usize) -> Result<Outbox, OutboxError> {
+    pub fn open(dir: impl AsRef<Path>, max_pending: usize) -> Result<Outbox<T>, OutboxError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_at(&dir))?;
         let mut pending = BTreeMap::new();
@@ -87,7 +109,7 @@ impl Outbox {
             };
             let parsed = fs::read(&path)
                 .map_err(io_at(&path))
-                .map(|bytes| serde_json::from_slice::<Stored>(&bytes));
+                .map(|bytes| serde_json::from_slice::<Stored<T>>(&bytes));
             match parsed? {
                 Ok(stored) if stored.seq == seq => {
                     pending.insert(
@@ -123,9 +145,11 @@ impl Outbox {
         })
     }
 
-    /// Validates and durably queues an event; returns its sequence number.
-    pub fn enqueue(&self, mut event: Event) -> Result<u64, OutboxError> {
-        event.validate()?;
+    /// Validates and durably queues an item; returns its sequence number.
+    pub fn enqueue(&self, mut event: T) -> Result<u64, OutboxError> {
+        event
+            .validate()
+            .map_err(|e| OutboxError::Invalid(Box::new(e)))?;
         let mut next_seq = self.write.lock();
         if self.pending.lock().len() >= self.max_pending {
             return Err(OutboxError::Full {
@@ -166,7 +190,7 @@ impl Outbox {
     }
 
     /// The oldest pending event, if any.
-    pub fn peek_oldest(&self) -> Option<OutboxEntry> {
+    pub fn peek_oldest(&self) -> Option<OutboxEntry<T>> {
         self.pending
             .lock()
             .first_key_value()
@@ -174,13 +198,14 @@ impl Outbox {
     }
 
     /// All pending events, oldest first.
-    pub fn pending(&self) -> Vec<OutboxEntry> {
+    pub fn pending(&self) -> Vec<OutboxEntry<T>> {
         self.pending.lock().values().cloned().collect()
     }
 
     /// Removes a sent (or permanently rejected) event. It leaves the in-memory queue even when
     /// the delete fails, so the sender moves on; the file then makes the event go out once more
-    /// after a restart, which PagerDuty absorbs by dedup key.
+    /// after a restart, which PagerDuty absorbs by dedup key (a chat message may then show
+    /// twice: at-least-once is the contract).
     pub fn ack(&self, seq: u64) -> Result<(), OutboxError> {
         if self.pending.lock().remove(&seq).is_none() {
             return Ok(());
@@ -250,7 +275,7 @@ mod tests {
         )
     }
 
-    fn dedup_keys(outbox: &Outbox) -> Vec<String> {
+    fn dedup_keys(outbox: &Outbox<Event>) -> Vec<String> {
         outbox
             .pending()
             .into_iter()
@@ -261,7 +286,7 @@ mod tests {
     #[test]
     fn fifo_ack_and_files() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path(), 10).unwrap();
+        let outbox = Outbox::<Event>::open(dir.path(), 10).unwrap();
         let seqs: Vec<u64> = (0..3).map(|i| outbox.enqueue(ev(i)).unwrap()).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]));
         // The file exists when enqueue returns.
@@ -279,7 +304,7 @@ mod tests {
     #[test]
     fn bounded() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path(), 2).unwrap();
+        let outbox = Outbox::<Event>::open(dir.path(), 2).unwrap();
         outbox.enqueue(ev(0)).unwrap();
         let second = outbox.enqueue(ev(1)).unwrap();
         assert!(matches!(
@@ -294,7 +319,7 @@ mod tests {
     #[test]
     fn invalid_events_never_enter() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = Outbox::open(dir.path(), 2).unwrap();
+        let outbox = Outbox::<Event>::open(dir.path(), 2).unwrap();
         let err = outbox.enqueue(Event::resolve("k".repeat(300))).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -309,7 +334,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let n = 25;
         let seqs: Vec<u64> = {
-            let outbox = Outbox::open(dir.path(), 100).unwrap();
+            let outbox = Outbox::<Event>::open(dir.path(), 100).unwrap();
             (0..n).map(|i| outbox.enqueue(ev(i)).unwrap()).collect()
         };
         // A crash mid-write leaves a temp file; an unknown file is not ours and stays.
@@ -317,7 +342,7 @@ mod tests {
         fs::write(dir.path().join("README"), b"not an event").unwrap();
         fs::write(dir.path().join("00000000000000000001.json"), b"garbage").unwrap();
 
-        let outbox = Outbox::open(dir.path(), 100).unwrap();
+        let outbox = Outbox::<Event>::open(dir.path(), 100).unwrap();
         let got: Vec<u64> = outbox.pending().iter().map(|e| e.seq).collect();
         assert_eq!(got, seqs);
         assert_eq!(
@@ -335,7 +360,7 @@ mod tests {
     #[test]
     fn concurrent_enqueue_keeps_every_event_once() {
         let dir = tempfile::tempdir().unwrap();
-        let outbox = std::sync::Arc::new(Outbox::open(dir.path(), 1000).unwrap());
+        let outbox = std::sync::Arc::new(Outbox::<Event>::open(dir.path(), 1000).unwrap());
         let threads: Vec<_> = (0..4)
             .map(|t| {
                 let outbox = outbox.clone();
@@ -353,7 +378,7 @@ mod tests {
         seqs.sort();
         seqs.dedup();
         assert_eq!(seqs.len(), 80);
-        let reopened = Outbox::open(dir.path(), 1000).unwrap();
+        let reopened = Outbox::<Event>::open(dir.path(), 1000).unwrap();
         assert_eq!(
             reopened.pending().iter().map(|e| e.seq).collect::<Vec<_>>(),
             seqs

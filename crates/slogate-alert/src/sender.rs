@@ -1,38 +1,34 @@
-//! Delivers outbox events to the PagerDuty Events API v2: rate limited, retried with backoff,
-//! acknowledged only on a definite answer.
+//! Delivers an outbox to one destination: rate limited, retried with backoff (honouring
+//! `Retry-After`), acknowledged only on a definite answer. What is sent and what an answer
+//! means belong to the [`Destination`]; everything else is shared.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
 use rand::Rng;
-use serde::Serialize;
-use slogate_core::prom::{self, Kind};
 use thiserror::Error;
 use tokio::sync::{Notify, watch};
 
-use crate::Secret;
-use crate::event::EventAction;
-use crate::outbox::{Outbox, OutboxEntry};
+use crate::outbox::{Item, Outbox, OutboxEntry};
+use crate::stats::{DeliveryOutcome, DeliveryRecord, DeliveryStats};
 
-pub const DEFAULT_URL: &str = "https://events.pagerduty.com";
-
+/// How a sender paces and retries, whatever the destination.
 #[derive(Clone, Debug)]
 pub struct SenderConfig {
-    /// Base URL; the sender posts to `{url}/v2/enqueue`.
-    pub url: String,
-    pub routing_key: Secret,
-    /// Events allowed per `rate_period` (PagerDuty allows about 120 per minute per key).
+    /// Sends allowed per `rate_period` (PagerDuty allows about 120 per minute per key, Slack
+    /// about one message per second per webhook).
     pub max_per_minute: u32,
     /// The period `max_per_minute` refers to: one minute, shortened in tests.
     pub rate_period: Duration,
-    /// Events that may go back to back before the rate applies. Kept small by default so a burst
-    /// after an outage is spread out instead of tripping PagerDuty's own limit.
+    /// Sends that may go back to back before the rate applies. Kept small by default so a burst
+    /// after an outage is spread out instead of tripping the destination's own limit.
     pub rate_burst: u32,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// The longest `Retry-After` obeyed; a longer one waits this long (the head of the queue
+    /// must not stall for a day on one answer).
+    pub retry_after_max: Duration,
     pub request_timeout: Duration,
     /// How often the outbox is re-checked without a notification (events written by another
     /// handle, or a lost wake-up).
@@ -41,16 +37,15 @@ pub struct SenderConfig {
     pub history: usize,
 }
 
-impl SenderConfig {
-    pub fn new(routing_key: Secret) -> SenderConfig {
+impl Default for SenderConfig {
+    fn default() -> SenderConfig {
         SenderConfig {
-            url: DEFAULT_URL.into(),
-            routing_key,
             max_per_minute: 120,
             rate_period: Duration::from_secs(60),
             rate_burst: 10,
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
+            retry_after_max: Duration::from_secs(600),
             request_timeout: Duration::from_secs(10),
             rescan_interval: Duration::from_secs(5),
             history: 1000,
@@ -58,10 +53,14 @@ impl SenderConfig {
     }
 }
 
+/// Why a destination or a sender cannot be built. Messages never hold a secret: a secret URL
+/// is described, not shown.
 #[derive(Debug, Error)]
 pub enum SenderError {
-    #[error("pagerduty url {url:?} must start with http:// or https://")]
-    BadUrl { url: String },
+    #[error("{what} url {url:?} must start with http:// or https://")]
+    BadUrl { what: &'static str, url: String },
+    #[error("{what} url must start with http:// or https:// (the value is secret and not shown)")]
+    BadSecretUrl { what: &'static str },
     #[error("routing key must be 32 characters, it has {chars}")]
     RoutingKeyLength { chars: usize },
     #[error("invalid sender config: {0}")]
@@ -70,141 +69,61 @@ pub enum SenderError {
     Client(String),
 }
 
-/// How a delivery ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
-pub enum DeliveryOutcome {
+/// What a destination's answer means for the item at the head of the queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Classified {
+    /// Accepted: the item leaves the outbox.
     Delivered,
-    /// PagerDuty answered `400` (or `413`): retrying cannot help, so the event was dropped.
-    Rejected {
-        errors: Vec<String>,
-    },
+    /// Refused for good (an invalid payload, a revoked webhook, an archived channel): the item
+    /// is dropped, logged at error and counted, so one bad item cannot block every later one.
+    Rejected(Vec<String>),
+    /// Worth trying again (throttled, a server error, a misconfiguration an operator can fix).
+    Retry(String),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct DeliveryRecord {
-    pub seq: u64,
-    pub dedup_key: String,
-    pub action: EventAction,
-    #[serde(flatten)]
-    pub outcome: DeliveryOutcome,
-    /// Requests made for this event, including the final one.
-    pub attempts: u32,
-    /// The final HTTP status.
-    pub status: u16,
-    /// Unix seconds of the final answer.
-    pub at: u64,
+/// One place notifications go: how a queued item becomes an HTTP request, and what the answer
+/// means. Secrets (a routing key, a webhook URL, a token) live in the destination and join the
+/// item only in [`Destination::request`].
+pub trait Destination: Send + Sync + 'static {
+    type Item: Item;
+
+    /// `pagerduty`, `slack`, or a webhook's configured name: in logs, records and `/metrics`.
+    fn name(&self) -> &str;
+    /// `pagerduty`, `slack` or `webhook`.
+    fn kind(&self) -> &'static str;
+    /// The request that delivers `item`.
+    fn request(&self, client: &reqwest::Client, item: &Self::Item) -> reqwest::RequestBuilder;
+    /// What a non-network answer means; `body` is the first few KB of the answer.
+    fn classify(&self, status: u16, body: &str) -> Classified;
 }
 
-/// Delivery counters and recent history, shared with the API.
-#[derive(Debug)]
-pub struct DeliveryStats {
-    delivered: AtomicU64,
-    rejected: AtomicU64,
-    retries: AtomicU64,
-    pending: AtomicU64,
-    history_cap: usize,
-    history: Mutex<VecDeque<DeliveryRecord>>,
-    last_error: Mutex<Option<String>>,
+/// The generic HTTP answer rule of webhook receivers (Alertmanager's among them): `2xx`
+/// delivered; `408` and `429` retried; any other `4xx` refused for good; everything else
+/// (`5xx`, an unfollowed `3xx`) retried.
+pub fn classify_http(status: u16, body: &str) -> Classified {
+    match status {
+        200..=299 => Classified::Delivered,
+        408 | 429 => Classified::Retry(format!("http status {status}")),
+        400..=499 => Classified::Rejected(vec![format!(
+            "http status {status}: {}",
+            body_excerpt(body)
+        )]),
+        _ => Classified::Retry(format!("http status {status}")),
+    }
 }
 
-#[derive(Clone, Debug, Serialize)]
-pub struct DeliveryStatsSnapshot {
-    pub delivered: u64,
-    pub rejected: u64,
-    pub retries: u64,
-    pub pending: u64,
-    /// The most recent retryable failure, cleared by the next success.
-    pub last_error: Option<String>,
-    /// Newest first.
-    pub recent: Vec<DeliveryRecord>,
-}
-
-impl DeliveryStats {
-    pub fn new(history_cap: usize) -> DeliveryStats {
-        DeliveryStats {
-            delivered: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            retries: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-            history_cap: history_cap.max(1),
-            history: Mutex::new(VecDeque::new()),
-            last_error: Mutex::new(None),
-        }
-    }
-
-    pub fn delivered(&self) -> u64 {
-        self.delivered.load(Ordering::Relaxed)
-    }
-    pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
-    }
-    pub fn retries(&self) -> u64 {
-        self.retries.load(Ordering::Relaxed)
-    }
-    pub fn pending(&self) -> u64 {
-        self.pending.load(Ordering::Relaxed)
-    }
-
-    /// Records oldest first.
-    pub fn history(&self) -> Vec<DeliveryRecord> {
-        self.history.lock().iter().cloned().collect()
-    }
-
-    pub fn snapshot(&self) -> DeliveryStatsSnapshot {
-        DeliveryStatsSnapshot {
-            delivered: self.delivered(),
-            rejected: self.rejected(),
-            retries: self.retries(),
-            pending: self.pending(),
-            last_error: self.last_error.lock().clone(),
-            recent: self.history.lock().iter().rev().cloned().collect(),
-        }
-    }
-
-    /// Appends the delivery counters to a Prometheus text exposition (`/metrics`).
-    pub fn render_metrics(&self, out: &mut String) {
-        let families = [
-            (
-                "slogate_pagerduty_delivered_total",
-                Kind::Counter,
-                "PagerDuty events accepted (2xx).",
-                self.delivered(),
-            ),
-            (
-                "slogate_pagerduty_rejected_total",
-                Kind::Counter,
-                "PagerDuty events rejected as invalid (400 or 413) and dropped.",
-                self.rejected(),
-            ),
-            (
-                "slogate_pagerduty_retries_total",
-                Kind::Counter,
-                "PagerDuty sends retried after 429, 5xx or a network error.",
-                self.retries(),
-            ),
-            (
-                "slogate_pagerduty_pending",
-                Kind::Gauge,
-                "Events waiting in the outbox.",
-                self.pending(),
-            ),
-        ];
-        for (name, kind, help, value) in families {
-            prom::family(out, name, kind, help).sample(&[], value);
-        }
-    }
-
-    fn record(&self, record: DeliveryRecord) {
-        match record.outcome {
-            DeliveryOutcome::Delivered => self.delivered.fetch_add(1, Ordering::Relaxed),
-            DeliveryOutcome::Rejected { .. } => self.rejected.fetch_add(1, Ordering::Relaxed),
-        };
-        let mut h = self.history.lock();
-        if h.len() >= self.history_cap {
-            h.pop_front();
-        }
-        h.push_back(record);
+/// A bounded, single-line excerpt of an answer body for errors and logs.
+pub(crate) fn body_excerpt(body: &str) -> String {
+    let one_line: String = body
+        .trim()
+        .chars()
+        .take(256)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.is_empty() {
+        "(empty body)".into()
+    } else {
+        one_line
     }
 }
 
@@ -256,35 +175,80 @@ pub fn backoff(attempt: u32, min: Duration, max: Duration) -> Duration {
     rand::rng().random_range(min..=cap)
 }
 
-enum Answer {
-    Delivered(u16),
-    Rejected(u16, Vec<String>),
-    Retry {
-        status: Option<u16>,
-        reason: String,
-        retry_after: Option<Duration>,
-    },
+/// The delay a `Retry-After` header asks for: delta-seconds (`120`) or an HTTP-date
+/// (`Wed, 21 Oct 2015 07:28:00 GMT`, RFC 9110's IMF-fixdate), measured from `now`. A date in
+/// the past is no delay; anything else unreadable is `None` (the backoff applies alone).
+pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = UNIX_EPOCH + Duration::from_secs(parse_imf_fixdate(value)?);
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
-pub struct Sender {
+/// Unix seconds of an IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`.
+fn parse_imf_fixdate(s: &str) -> Option<u64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let rest = s.split_once(", ")?.1;
+    let parts: Vec<&str> = rest.split(' ').collect();
+    let [day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let num = |t: &str, len: usize| {
+        (t.len() == len && t.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| t.parse::<u64>().ok())
+            .flatten()
+    };
+    let (day, year) = (num(day, 2)?, num(year, 4)?);
+    let month = MONTHS.iter().position(|m| m == month)? as u64 + 1;
+    let hms: Vec<&str> = time.split(':').collect();
+    let [h, m, sec] = hms.as_slice() else {
+        return None;
+    };
+    let (h, m, sec) = (num(h, 2)?, num(m, 2)?, num(sec, 2)?);
+    if !(1..=31).contains(&day) || year < 1970 || h > 23 || m > 59 || sec > 60 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm), for years from 1970.
+    let (y, mo) = if month <= 2 {
+        (year - 1, month + 9)
+    } else {
+        (year, month - 3)
+    };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * mo + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + m * 60 + sec)
+}
+
+/// The most of an answer body read: enough for an error code or PagerDuty's `errors[]`, and a
+/// hostile or broken endpoint cannot make the sender buffer more.
+const MAX_ANSWER_BYTES: usize = 8 * 1024;
+
+enum Answer {
+    Classified {
+        status: u16,
+        class: Classified,
+        retry_after: Option<Duration>,
+    },
+    Network(String),
+}
+
+/// Sends one destination's outbox, oldest first.
+pub struct Sender<D: Destination> {
+    destination: D,
     config: SenderConfig,
-    endpoint: String,
     client: reqwest::Client,
     stats: Arc<DeliveryStats>,
 }
 
-impl Sender {
-    pub fn new(config: SenderConfig) -> Result<Sender, SenderError> {
-        let base = config.url.trim_end_matches('/');
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(SenderError::BadUrl {
-                url: config.url.clone(),
-            });
-        }
-        let chars = config.routing_key.expose().chars().count();
-        if chars != 32 {
-            return Err(SenderError::RoutingKeyLength { chars });
-        }
+impl<D: Destination> Sender<D> {
+    pub fn new(destination: D, config: SenderConfig) -> Result<Sender<D>, SenderError> {
         if config.max_per_minute == 0 {
             return Err(SenderError::Config("max_per_minute must be at least 1"));
         }
@@ -293,13 +257,16 @@ impl Sender {
                 "backoff_min must be positive and at most backoff_max",
             ));
         }
+        // Redirects are not followed: a webhook that moved is a configuration to fix, and
+        // following one would carry a token or a secret URL's request to another place.
         let client = reqwest::Client::builder()
             .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| SenderError::Client(e.to_string()))?;
         Ok(Sender {
-            endpoint: format!("{base}/v2/enqueue"),
             stats: Arc::new(DeliveryStats::new(config.history)),
+            destination,
             config,
             client,
         })
@@ -309,11 +276,15 @@ impl Sender {
         self.stats.clone()
     }
 
-    /// Sends pending events oldest first until `shutdown` turns true. The head event blocks the
+    pub fn destination(&self) -> &D {
+        &self.destination
+    }
+
+    /// Sends pending items oldest first until `shutdown` turns true. The head item blocks the
     /// queue while it is retried: that is what keeps a resolve from overtaking its trigger.
     pub async fn run(
         self,
-        outbox: Arc<Outbox>,
+        outbox: Arc<Outbox<D::Item>>,
         notify: Arc<Notify>,
         mut shutdown: watch::Receiver<bool>,
     ) {
@@ -323,7 +294,8 @@ impl Sender {
             self.config.rate_burst,
             Instant::now(),
         );
-        // (seq, attempts so far) of the event at the head of the queue.
+        let name = self.destination.name().to_string();
+        // (seq, attempts so far) of the item at the head of the queue.
         let mut head: Option<(u64, u32)> = None;
         loop {
             if *shutdown.borrow() {
@@ -351,10 +323,15 @@ impl Sender {
                 _ => 1,
             };
             head = Some((entry.seq, attempts));
-            match self.post(&entry).await {
-                Answer::Delivered(status) => {
+            let (key, action) = (entry.event.key(), entry.event.action());
+            let (status, reason, retry_after) = match self.post(&entry).await {
+                Answer::Classified {
+                    status,
+                    class: Classified::Delivered,
+                    ..
+                } => {
                     *self.stats.last_error.lock() = None;
-                    tracing::info!(seq = entry.seq, dedup_key = %entry.event.dedup_key, action = entry.event.event_action.as_str(), attempts, "pagerduty event delivered");
+                    tracing::info!(destination = %name, seq = entry.seq, key, action, attempts, status, "notification delivered");
                     self.finish(
                         &outbox,
                         &entry,
@@ -363,9 +340,14 @@ impl Sender {
                         status,
                     )
                     .await;
+                    continue;
                 }
-                Answer::Rejected(status, errors) => {
-                    tracing::error!(seq = entry.seq, dedup_key = %entry.event.dedup_key, action = entry.event.event_action.as_str(), status, errors = ?errors, "pagerduty rejected event, dropping it");
+                Answer::Classified {
+                    status,
+                    class: Classified::Rejected(errors),
+                    ..
+                } => {
+                    tracing::error!(destination = %name, seq = entry.seq, key, action, status, errors = ?errors, "destination rejected the notification, dropping it");
                     self.finish(
                         &outbox,
                         &entry,
@@ -374,21 +356,23 @@ impl Sender {
                         status,
                     )
                     .await;
+                    continue;
                 }
-                Answer::Retry {
+                Answer::Classified {
                     status,
-                    reason,
+                    class: Classified::Retry(reason),
                     retry_after,
-                } => {
-                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
-                    let delay = backoff(attempts, self.config.backoff_min, self.config.backoff_max)
-                        .max(retry_after.unwrap_or_default().min(self.config.backoff_max));
-                    tracing::warn!(seq = entry.seq, dedup_key = %entry.event.dedup_key, attempts, status, reason = %reason, delay_ms = delay.as_millis() as u64, "pagerduty send failed, will retry");
-                    *self.stats.last_error.lock() = Some(reason);
-                    if !sleep_or_shutdown(delay, &mut shutdown).await {
-                        break;
-                    }
-                }
+                } => (Some(status), reason, retry_after),
+                Answer::Network(reason) => (None, reason, None),
+            };
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            let asked = retry_after.map(|d| d.min(self.config.retry_after_max));
+            let delay = backoff(attempts, self.config.backoff_min, self.config.backoff_max)
+                .max(asked.unwrap_or_default());
+            tracing::warn!(destination = %name, seq = entry.seq, key, attempts, status, reason = %reason, retry_after_ms = asked.map(|d| d.as_millis() as u64), delay_ms = delay.as_millis() as u64, "notification send failed, will retry");
+            *self.stats.last_error.lock() = Some(reason);
+            if !sleep_or_shutdown(delay, &mut shutdown).await {
+                break;
             }
         }
         self.stats
@@ -398,27 +382,30 @@ impl Sender {
 
     async fn finish(
         &self,
-        outbox: &Arc<Outbox>,
-        entry: &OutboxEntry,
+        outbox: &Arc<Outbox<D::Item>>,
+        entry: &OutboxEntry<D::Item>,
         outcome: DeliveryOutcome,
         attempts: u32,
         status: u16,
     ) {
         let o = outbox.clone();
         let seq = entry.seq;
+        let name = self.destination.name();
         // ack fsyncs the directory: keep that off the async workers.
         let acked = tokio::task::spawn_blocking(move || o.ack(seq)).await;
         match acked {
             Ok(Ok(())) => {}
             Ok(Err(err)) => {
-                tracing::error!(seq, error = %err, "outbox ack failed; the event may be sent again after a restart")
+                tracing::error!(destination = %name, seq, error = %err, "outbox ack failed; the notification may be sent again after a restart")
             }
-            Err(err) => tracing::error!(seq, error = %err, "outbox ack task failed"),
+            Err(err) => {
+                tracing::error!(destination = %name, seq, error = %err, "outbox ack task failed")
+            }
         }
         self.stats.record(DeliveryRecord {
             seq,
-            dedup_key: entry.event.dedup_key.clone(),
-            action: entry.event.event_action,
+            dedup_key: entry.event.key().to_string(),
+            action: entry.event.action().to_string(),
             outcome,
             attempts,
             status,
@@ -431,58 +418,33 @@ impl Sender {
             .store(outbox.len() as u64, Ordering::Relaxed);
     }
 
-    async fn post(&self, entry: &OutboxEntry) -> Answer {
-        let body = entry.event.to_wire(&self.config.routing_key);
-        let resp = match self.client.post(&self.endpoint).json(&body).send().await {
+    async fn post(&self, entry: &OutboxEntry<D::Item>) -> Answer {
+        let request = self.destination.request(&self.client, &entry.event);
+        let mut resp = match request.send().await {
             Ok(r) => r,
-            // reqwest's error text names the URL, never the body, so the key cannot leak here.
-            Err(err) => {
-                return Answer::Retry {
-                    status: None,
-                    reason: format!("request failed: {err}"),
-                    retry_after: None,
-                };
-            }
+            // Without the URL: for Slack the URL is the secret.
+            Err(err) => return Answer::Network(format!("request failed: {}", err.without_url())),
         };
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        match status {
-            200..=299 => Answer::Delivered(status),
-            // 400 is PagerDuty's "invalid event"; 413 an oversized one. Neither improves with time.
-            400 | 413 => {
-                let text = resp.text().await.unwrap_or_default();
-                Answer::Rejected(status, rejection_errors(&text))
+            .and_then(|v| retry_after(v, SystemTime::now()));
+        let mut body = Vec::new();
+        while body.len() < MAX_ANSWER_BYTES {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
             }
-            // Everything else is retried, including unexpected 4xx (401, 403, 404): those mean a
-            // misconfiguration an operator can fix, and dropping the page would lose it for good.
-            _ => Answer::Retry {
-                status: Some(status),
-                reason: format!("http status {status}"),
-                retry_after,
-            },
         }
-    }
-}
-
-/// The `errors[]` of a PagerDuty `400` body, or the raw body (bounded) when it has none.
-fn rejection_errors(body: &str) -> Vec<String> {
-    let parsed: Option<Vec<String>> = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| {
-            v.get("errors")?.as_array().map(|a| {
-                a.iter()
-                    .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
-                    .collect()
-            })
-        });
-    match parsed {
-        Some(errors) if !errors.is_empty() => errors,
-        _ => vec![body.chars().take(512).collect()],
+        body.truncate(MAX_ANSWER_BYTES);
+        let text = String::from_utf8_lossy(&body);
+        Answer::Classified {
+            status,
+            class: self.destination.classify(status, &text),
+            retry_after,
+        }
     }
 }
 
@@ -552,101 +514,86 @@ mod tests {
     }
 
     #[test]
-    fn metrics_exposition() {
-        let stats = DeliveryStats::new(2);
-        let record = |seq, outcome| DeliveryRecord {
-            seq,
-            dedup_key: "k".into(),
-            action: EventAction::Trigger,
-            outcome,
-            attempts: 1,
-            status: 202,
-            at: 0,
-        };
-        stats.record(record(1, DeliveryOutcome::Delivered));
-        stats.record(record(2, DeliveryOutcome::Rejected { errors: vec![] }));
-        stats.record(record(3, DeliveryOutcome::Delivered));
-        stats.retries.fetch_add(4, Ordering::Relaxed);
-        let mut out = String::new();
-        stats.render_metrics(&mut out);
-        let samples: Vec<&str> = out.lines().filter(|l| !l.starts_with('#')).collect();
+    fn retry_after_table() {
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
+        let cases: [(&str, Option<u64>); 10] = [
+            ("120", Some(120)),
+            (" 7 ", Some(7)),
+            ("0", Some(0)),
+            ("Sun, 06 Nov 1994 08:49:37 GMT", Some(0)),
+            ("Sun, 06 Nov 1994 08:50:07 GMT", Some(30)),
+            ("Mon, 07 Nov 1994 08:49:37 GMT", Some(86_400)),
+            // In the past: no wait beyond the backoff.
+            ("Sat, 05 Nov 1994 08:49:37 GMT", Some(0)),
+            ("-5", None),
+            ("Sunday, 06-Nov-94 08:49:37 GMT", None),
+            ("soon", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                retry_after(value, now),
+                want.map(Duration::from_secs),
+                "{value}"
+            );
+        }
+        // A leap-year date, checked against a known timestamp.
         assert_eq!(
-            samples,
-            [
-                "slogate_pagerduty_delivered_total 2",
-                "slogate_pagerduty_rejected_total 1",
-                "slogate_pagerduty_retries_total 4",
-                "slogate_pagerduty_pending 0"
-            ]
-        );
-        // The history ring keeps the newest `history_cap` records.
-        assert_eq!(
-            stats.history().iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [2, 3]
-        );
-        assert_eq!(
-            stats
-                .snapshot()
-                .recent
-                .iter()
-                .map(|r| r.seq)
-                .collect::<Vec<_>>(),
-            [3, 2]
+            parse_imf_fixdate("Thu, 29 Feb 2024 12:00:00 GMT"),
+            Some(1_709_208_000)
         );
     }
 
     #[test]
-    fn rejection_errors_table() {
-        let cases = [
-            (
-                r#"{"status":"invalid event","errors":["a","b"]}"#,
-                vec!["a", "b"],
-            ),
-            (r#"{"errors":[1]}"#, vec!["1"]),
-            ("plain text", vec!["plain text"]),
-            (r#"{"errors":[]}"#, vec![r#"{"errors":[]}"#]),
+    fn generic_http_classification() {
+        let cases: [(u16, &str); 10] = [
+            (200, "delivered"),
+            (202, "delivered"),
+            (204, "delivered"),
+            (301, "retry"),
+            (400, "rejected"),
+            (401, "rejected"),
+            (404, "rejected"),
+            (408, "retry"),
+            (429, "retry"),
+            (503, "retry"),
         ];
-        for (body, want) in cases {
-            assert_eq!(rejection_errors(body), want, "{body}");
+        for (status, want) in cases {
+            let got = match classify_http(status, "nope") {
+                Classified::Delivered => "delivered",
+                Classified::Rejected(e) => {
+                    assert_eq!(e, [format!("http status {status}: nope")]);
+                    "rejected"
+                }
+                Classified::Retry(_) => "retry",
+            };
+            assert_eq!(got, want, "{status}");
         }
+        assert_eq!(body_excerpt("  \n"), "(empty body)");
+        assert_eq!(body_excerpt("a\nb"), "a b");
+        assert_eq!(body_excerpt(&"x".repeat(1000)).len(), 256);
     }
 
     #[test]
     fn config_checks() {
-        let key = Secret::new("0123456789abcdef0123456789ABCDEF");
         type Case = (&'static str, fn(&mut SenderConfig), &'static str);
-        let cases: [Case; 3] = [
+        let cases: [Case; 2] = [
+            ("zero rate", |c| c.max_per_minute = 0, "max_per_minute"),
             (
-                "ftp url",
-                |c| c.url = "ftp://x".into(),
-                "must start with http",
-            ),
-            (
-                "short key",
-                |c| {
-                    c.url = "http://x".into();
-                    c.routing_key = Secret::new("abc")
-                },
-                "routing key must be 32 characters, it has 3",
-            ),
-            (
-                "zero rate",
-                |c| {
-                    c.url = "http://x".into();
-                    c.max_per_minute = 0
-                },
-                "max_per_minute",
+                "backoff inverted",
+                |c| c.backoff_min = Duration::from_secs(120),
+                "backoff_min",
             ),
         ];
         for (name, edit, want) in cases {
-            let mut c = SenderConfig::new(key.clone());
+            let mut c = SenderConfig::default();
             edit(&mut c);
-            let msg = Sender::new(c)
+            let dest =
+                crate::PagerDuty::new("http://x", crate::Secret::new("k".repeat(32))).unwrap();
+            let msg = Sender::new(dest, c)
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default();
             assert!(msg.contains(want), "{name}: {msg}");
-            assert!(!msg.contains(key.expose()), "{name}");
         }
     }
 }

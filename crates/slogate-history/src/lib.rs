@@ -75,11 +75,19 @@
 //!
 //! [`History::sql`] accepts one query (`SELECT`, `WITH`, `VALUES`, or `EXPLAIN` of one) and
 //! rejects DDL, DML, `COPY` and `SET` before planning, with DataFusion's `SQLOptions` as a
-//! second check; results are capped at `max_rows` and the query is dropped after a timeout.
+//! second check; results are capped at `max_rows`.
+//!
+//! A query cannot exhaust the host: it runs under [`SqlLimits`] (one memory pool that every
+//! operator, function result and the collected result are charged to; see [`limits`] for how
+//! the paths DataFusion does not account are closed) and fails with
+//! [`HistoryError::ResourcesExhausted`] past it. It runs on the history's own runtime, whose
+//! threads (`slogate-sql`, half the cores) it cannot take from the caller; after the timeout
+//! it is aborted, and every operator yields between batches, so its work stops within a batch.
 
 pub mod baseline;
 mod compact;
 mod docs;
+pub mod limits;
 mod quarantine;
 mod query;
 mod range;
@@ -96,6 +104,7 @@ pub use compact::{
     CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport, ScrubReport,
 };
 pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
+pub use limits::SqlLimits;
 pub use quarantine::QUARANTINE_DIR;
 pub use query::{History, QueryResult};
 pub use range::{DocEntry, doc_rows, operation_totals, slot_counts};
@@ -121,6 +130,11 @@ pub enum HistoryError {
     ReadOnly { statement: String },
     #[error("query timed out after {0:?}")]
     Timeout(Duration),
+    /// The query needs more memory (or work) than [`SqlLimits`] allow; the message names what.
+    #[error("query exceeds the history sql limits: {0}")]
+    ResourcesExhausted(String),
+    #[error("query text is {bytes} bytes; at most {max} are accepted")]
+    QueryTooLong { bytes: usize, max: usize },
     #[error("query failed: {0}")]
     Query(#[source] datafusion::error::DataFusionError),
     #[error("invalid history configuration: {0}")]

@@ -1,9 +1,11 @@
 //! [`History`]: the read side. A DataFusion session over the Parquet root (local or `s3://`)
 //! with the sketch functions registered, a read-only bounded SQL entry point, and the restart
 //! reload (file by file, quarantining unreadable ones). Every query holds the store's swap lock
-//! shared, so compaction and retention of this process never swap files under it.
+//! shared, so compaction and retention of this process never swap files under it. Queries run
+//! under the [`crate::limits`] and on the history's own runtime.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
@@ -15,9 +17,10 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::execution::context::{SQLOptions, SessionConfig, SessionContext};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use serde::Serialize;
@@ -26,6 +29,7 @@ use serde_json::Value;
 use crate::HistoryError;
 use crate::compact::partition_start;
 use crate::docs::DocTable;
+use crate::limits::{FOLDED, MAX_QUERY_BYTES, SqlLimits};
 use crate::quarantine::read_checked;
 use crate::schema::{Table, batch_to_rows, validate_extra_dims};
 use crate::store::Store;
@@ -48,6 +52,55 @@ pub struct History {
     ctx: SessionContext,
     extra_dims: Vec<String>,
     root: Store,
+    runtime: Arc<SqlRuntime>,
+}
+
+/// The runtime [`History::sql`] queries run on: threads of their own (half the cores, at least
+/// one), so that a busy query cannot hold the caller's workers (ingest, verdicts), named
+/// `slogate-sql` so that their CPU time can be told apart.
+struct SqlRuntime(Option<tokio::runtime::Runtime>);
+
+impl SqlRuntime {
+    fn new() -> Result<SqlRuntime, HistoryError> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("slogate-sql")
+            .enable_all()
+            .build()
+            .map_err(|e| HistoryError::Io {
+                path: "slogate-sql runtime".into(),
+                source: e,
+            })?;
+        Ok(SqlRuntime(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("the runtime lives until drop")
+            .handle()
+    }
+}
+
+impl Drop for SqlRuntime {
+    /// Without blocking: the last [`History`] may be dropped on an async worker. A query still
+    /// running is aborted at its next yield.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Aborts the query when dropped: on the timeout, and when the caller stops waiting (a client
+/// that hung up).
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for History {
@@ -62,17 +115,20 @@ impl std::fmt::Debug for History {
 impl History {
     /// Opens the history under `root` (the store given to the writers); a local root gets
     /// `requests/`, `metrics/`, `verdicts/` and `alerts/` created if needed, so that an empty history
-    /// answers queries with no rows.
+    /// answers queries with no rows. SQL runs under the default [`SqlLimits`].
     pub async fn open(root: impl Into<Store>, extra_dims: &[String]) -> Result<Self, HistoryError> {
+        History::open_with(root, extra_dims, SqlLimits::default()).await
+    }
+
+    /// [`History::open`] with the given SQL limits.
+    pub async fn open_with(
+        root: impl Into<Store>,
+        extra_dims: &[String],
+        limits: SqlLimits,
+    ) -> Result<Self, HistoryError> {
         validate_extra_dims(extra_dims)?;
         let root = root.into();
-        // DataFusion caches directory listings without expiry by default; the writer adds files
-        // all the time, so every query lists afresh (one LIST per partition directory it reads).
-        let runtime = RuntimeEnvBuilder::new()
-            .with_object_list_cache_limit(0)
-            .build_arc()
-            .map_err(HistoryError::Query)?;
-        let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+        let ctx = crate::limits::session(limits).map_err(HistoryError::Query)?;
         for udaf in sketch_udafs() {
             ctx.register_udaf(udaf);
         }
@@ -89,6 +145,7 @@ impl History {
             ctx,
             extra_dims: extra_dims.to_vec(),
             root,
+            runtime: Arc::new(SqlRuntime::new()?),
         })
     }
 
@@ -111,30 +168,36 @@ impl History {
 
     /// Runs one read-only query: at most `max_rows` rows come back (`truncated` says whether
     /// there were more) and the whole query, planning included, is abandoned after `timeout`.
+    /// A query over the [`SqlLimits`] fails with [`HistoryError::ResourcesExhausted`], one
+    /// longer than [`MAX_QUERY_BYTES`] with [`HistoryError::QueryTooLong`].
     pub async fn sql(
         &self,
         query: &str,
         max_rows: usize,
         timeout: Duration,
     ) -> Result<QueryResult, HistoryError> {
+        if query.len() > MAX_QUERY_BYTES {
+            return Err(HistoryError::QueryTooLong {
+                bytes: query.len(),
+                max: MAX_QUERY_BYTES,
+            });
+        }
         self.check_read_only(query)?;
-        // The query runs as its own task so that the deadline is kept by the caller's task even
-        // while the query is busy, and so that aborting it stops the work at its next yield.
+        // The query runs as a task on the SQL runtime so that the deadline is kept by the
+        // caller's task even while the query is busy, and so that aborting it (on the deadline,
+        // or when the caller goes away) stops the work at its next yield.
         let (ctx, query) = (self.ctx.clone(), query.to_owned());
         let swap = self.root.swap_lock();
-        let mut task = tokio::spawn(async move {
+        let mut task = AbortOnDrop(self.runtime.handle().spawn(async move {
             let _shared = swap.read_owned().await;
             run_query(&ctx, &query, max_rows).await
-        });
-        match tokio::time::timeout(timeout, &mut task).await {
+        }));
+        match tokio::time::timeout(timeout, &mut task.0).await {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(HistoryError::Query(DataFusionError::External(Box::new(
                 join,
             )))),
-            Err(_) => {
-                task.abort();
-                Err(HistoryError::Timeout(timeout))
-            }
+            Err(_) => Err(HistoryError::Timeout(timeout)),
         }
     }
 
@@ -288,7 +351,7 @@ pub(crate) async fn collect(
         .catch_unwind()
         .await
     {
-        Ok(result) => result.map_err(HistoryError::Query),
+        Ok(result) => result.map_err(query_error),
         Err(_) => Err(HistoryError::Corrupt(
             "the query panicked while reading the history (a corrupt file?)".to_string(),
         )),
@@ -304,27 +367,35 @@ async fn run_query(
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
-    let df = ctx
-        .sql_with_options(query, options)
+    // Planning folds constants; what it computes is limited per query (see `crate::limits`).
+    let (columns, plan) = FOLDED
+        .scope(Arc::new(AtomicUsize::new(0)), async {
+            let df = ctx.sql_with_options(query, options).await?;
+            let columns: Vec<String> = df
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
+            // One row beyond the limit tells whether the result was cut. EXPLAIN must stay the
+            // root of its plan; its few rows are cut after collecting instead.
+            let df = match df.logical_plan() {
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => df,
+                _ => df.limit(0, Some(max_rows.saturating_add(1)))?,
+            };
+            Ok::<_, DataFusionError>((columns, df.create_physical_plan().await?))
+        })
         .await
-        .map_err(HistoryError::Query)?;
-    let columns: Vec<String> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .collect();
-    // One row beyond the limit tells whether the result was cut. EXPLAIN must stay the root
-    // of its plan; its few rows are cut after collecting instead.
-    let df = match df.logical_plan() {
-        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => df,
-        _ => df
-            .limit(0, Some(max_rows.saturating_add(1)))
-            .map_err(HistoryError::Query)?,
-    };
-    let batches = collect(df).await?;
+        .map_err(query_error)?;
+    // The result is charged to the same pool as the operators: the batches, then their JSON.
+    let result = MemoryConsumer::new("sql result").register(&ctx.runtime_env().memory_pool);
+    let batches = collect_plan(plan, ctx, &result).await?;
     let mut rows = Vec::new();
     for batch in &batches {
+        let json_bytes = batch
+            .get_array_memory_size()
+            .saturating_add(48 * batch.num_rows() * batch.num_columns().max(1));
+        grow_result(&result, json_bytes)?;
         let cols: Vec<Vec<Value>> = batch
             .columns()
             .iter()
@@ -341,6 +412,49 @@ async fn run_query(
         rows,
         truncated,
     })
+}
+
+/// Runs `plan` to the end, charging every batch kept to `result`; a panic while reading (a
+/// decoder meeting a corrupt file) becomes an error instead of unwinding into the caller.
+async fn collect_plan(
+    plan: Arc<dyn ExecutionPlan>,
+    ctx: &SessionContext,
+    result: &MemoryReservation,
+) -> Result<Vec<RecordBatch>, HistoryError> {
+    use futures::{FutureExt, StreamExt};
+    let run = async {
+        let mut stream = execute_stream(plan, ctx.task_ctx()).map_err(query_error)?;
+        let mut batches = Vec::new();
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(query_error)?;
+            grow_result(result, batch.get_array_memory_size())?;
+            batches.push(batch);
+        }
+        Ok(batches)
+    };
+    match std::panic::AssertUnwindSafe(run).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err(HistoryError::Corrupt(
+            "the query panicked while reading the history (a corrupt file?)".to_string(),
+        )),
+    }
+}
+
+fn grow_result(result: &MemoryReservation, bytes: usize) -> Result<(), HistoryError> {
+    result.try_grow(bytes).map_err(|e| {
+        HistoryError::ResourcesExhausted(format!("the result does not fit: {}", e.find_root()))
+    })
+}
+
+/// A query's error, with a refusal of the limits (however deeply DataFusion wrapped it) told
+/// apart from the query's own mistakes.
+fn query_error(e: DataFusionError) -> HistoryError {
+    match e.find_root() {
+        DataFusionError::ResourcesExhausted(message) => {
+            HistoryError::ResourcesExhausted(message.clone())
+        }
+        _ => HistoryError::Query(e),
+    }
 }
 
 /// Registers `name` as a listing table of hive-partitioned Parquet files under `root/name/`.

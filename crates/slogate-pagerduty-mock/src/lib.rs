@@ -1,6 +1,9 @@
-//! A local PagerDuty Events API v2 server: the honest stand-in for PagerDuty in tests.
+//! Local stand-ins for where slogate sends notifications, each written from the public contract:
+//! PagerDuty's Events API v2 (this module's [`MockServer`]), a Slack incoming webhook
+//! ([`slack`]) and an Alertmanager-format webhook receiver ([`alertmanager`]), the last two served
+//! by [`receiver::ReceiverMock`].
 //!
-//! Design decisions:
+//! Design decisions (the same for every stand-in):
 //! - **The documented contract, not a stub.** `POST /v2/enqueue` validates an event the way the
 //!   Events API v2 documents it (routing key length, actions, dedup key length, payload fields,
 //!   512 KB cap) and answers `202` or `400` with an `errors[]` list, so a sender that passes
@@ -8,14 +11,21 @@
 //!   and pure so its table can be tested without a socket.
 //! - **Fault injection is a script.** A queue of status codes ([`MockServer::script`] or
 //!   `POST /_control/script`) is answered, one per request, before normal behaviour resumes;
-//!   a scripted `202` falls through to normal processing. Tests can then say "429 ×3, 500 ×2" and
-//!   count attempts exactly, with no timing or randomness in the mock.
+//!   a scripted `202` (`200` for the webhooks) falls through to normal processing. Tests can then
+//!   say "429 ×3, 500 ×2" and count attempts exactly, with no timing or randomness in the mock.
+//!   The webhook stand-ins' faults may carry a `Retry-After` ([`receiver::Fault`]).
 //! - **Two ledgers.** `accepted` holds only events answered `202` (what PagerDuty would have
 //!   paged on), `requests` every request with the status it got, so "delivered exactly once" and
 //!   "retried five times" are separate, checkable facts.
 //! - **Survives its own restart when asked.** With a record file, every accepted event is
 //!   appended as one JSON line and fsync'd before the `202` is sent, so a test that kills and
 //!   restarts the mock process can still count deliveries across the restart.
+
+pub mod alertmanager;
+pub mod receiver;
+pub mod slack;
+
+pub use receiver::{Fault, Kind, Received, ReceiverConfig, ReceiverMock, Rejection};
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};

@@ -6,28 +6,34 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use slogate_alert::{DeliveryStats, Event, Outbox, Secret, Sender, SenderConfig};
+use slogate_alert::{DeliveryStats, Event, Outbox, PagerDuty, Secret, Sender, SenderConfig};
 use slogate_pagerduty_mock::MockServer;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub const KEY: &str = "R0UT1NGKEYr0ut1ngkey0123456789ab";
 
-pub fn config(url: &str) -> SenderConfig {
+/// PagerDuty at `url` with the test key.
+pub fn pagerduty(url: &str) -> PagerDuty {
     assert_eq!(KEY.len(), 32);
-    let mut c = SenderConfig::new(Secret::new(KEY));
-    c.url = url.to_string();
-    c.backoff_min = Duration::from_millis(10);
-    c.backoff_max = Duration::from_millis(50);
-    c.rescan_interval = Duration::from_millis(200);
-    c.request_timeout = Duration::from_secs(5);
-    c
+    PagerDuty::new(url, Secret::new(KEY)).unwrap()
+}
+
+/// Fast retries for tests.
+pub fn config() -> SenderConfig {
+    SenderConfig {
+        backoff_min: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        rescan_interval: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        ..SenderConfig::default()
+    }
 }
 
 pub struct Harness {
     pub mock: MockServer,
     pub dir: tempfile::TempDir,
-    pub outbox: Arc<Outbox>,
+    pub outbox: Arc<Outbox<Event>>,
     pub notify: Arc<Notify>,
     pub stats: Arc<DeliveryStats>,
     shutdown: watch::Sender<bool>,
@@ -42,9 +48,9 @@ impl Harness {
         mock.script(script);
         let dir = tempfile::tempdir().unwrap();
         let outbox = Arc::new(Outbox::open(dir.path(), 100).unwrap());
-        let mut cfg = config(mock.url());
+        let mut cfg = config();
         tweak(&mut cfg);
-        let sender = Sender::new(cfg).unwrap();
+        let sender = Sender::new(pagerduty(mock.url()), cfg).unwrap();
         let stats = sender.stats();
         let notify = Arc::new(Notify::new());
         let (shutdown, rx) = watch::channel(false);

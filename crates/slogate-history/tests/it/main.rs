@@ -6,6 +6,7 @@
 mod corrupt;
 mod metrics;
 mod s3;
+mod sql_limits;
 mod store;
 
 use std::collections::BTreeMap;

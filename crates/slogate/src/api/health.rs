@@ -23,7 +23,7 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
     }
 }
 
-/// Every family slogate exports: ingest, series state, gates, alerts and PagerDuty delivery.
+/// Every family slogate exports: ingest, series state, gates, alerts and notification delivery.
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut out = String::with_capacity(8 << 10);
     st.stats.render(&mut out);
@@ -36,7 +36,11 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(d) = &st.delivery {
         d.render_metrics(&mut out);
     }
+    if !st.notifications.entries().is_empty() {
+        st.notifications.render_metrics(&mut out);
+    }
     st.security.render_metrics(&mut out);
+    st.connections.render_metrics(&mut out);
     super::process::render(&mut out);
     if let Some(h) = &st.history {
         use slogate_core::prom::{Kind, family};

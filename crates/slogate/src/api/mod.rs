@@ -42,6 +42,8 @@ pub struct AppState {
     pub gates: Arc<Gates>,
     pub alerts: Arc<Alerts>,
     pub delivery: Option<Arc<slogate_alert::DeliveryStats>>,
+    /// Every notification destination's delivery stats (PagerDuty, Slack, webhooks).
+    pub notifications: Arc<slogate_alert::DeliveryBoard>,
     pub history: Option<slogate_history::History>,
     /// Row cap and timeout of a SQL query.
     pub sql_limits: (usize, std::time::Duration),
@@ -51,6 +53,8 @@ pub struct AppState {
     pub metrics: Option<Arc<slogate_metrics::MetricStore>>,
     /// How the history's writes are going.
     pub history_health: Option<Arc<crate::server::history::HistoryHealth>>,
+    /// The listeners' open connections, accept failures and closed connections.
+    pub connections: Arc<crate::server::accept::ConnStats>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -137,11 +141,17 @@ impl From<GateError> for ApiError {
     }
 }
 
+/// History errors: the time limit is 408; a query that needs more than the SQL memory limit
+/// is 422 (well-formed, but not processable as asked: narrow it; a retry would fail the same
+/// way, so not a 5xx), a query text over its limit 413; unreadable files are the server's
+/// problem; the rest (syntax, unknown columns, writes) are the request's.
 impl From<slogate_history::HistoryError> for ApiError {
     fn from(e: slogate_history::HistoryError) -> ApiError {
         use slogate_history::HistoryError as H;
         let status = match e {
             H::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            H::ResourcesExhausted(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            H::QueryTooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             H::Io { .. } | H::Parquet(_) | H::Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         };
@@ -257,6 +267,14 @@ mod tests {
             ),
             (HistoryError::Corrupt("x".into()), 500),
             (HistoryError::Config("x".into()), 400),
+            (HistoryError::ResourcesExhausted("x".into()), 422),
+            (
+                HistoryError::QueryTooLong {
+                    bytes: 70_000,
+                    max: 65_536,
+                },
+                413,
+            ),
         ];
         for (e, status) in cases {
             let text = e.to_string();

@@ -38,6 +38,7 @@ pub async fn alerts(State(st): State<AppState>) -> Response {
         "alerts": st.alerts.views(),
         "transitions": st.alerts.transitions(100),
         "delivery": delivery,
+        "notifications": st.notifications.snapshot(),
     }))
     .into_response()
 }

@@ -1,5 +1,8 @@
 //! `POST /api/v1/sql {"query": "..."}`: read-only SQL over the Parquet history (DataFusion),
-//! with row and time limits.
+//! with row, time and memory limits: 408 after `history.query_timeout` (the query is aborted,
+//! its work stops), 422 past `history.sql_memory_limit_bytes` (the message names what took the
+//! memory), 413 for a query text over 64 KiB. JSON bodies only (415 otherwise, in
+//! [`crate::auth::api_layer`]), and no CORS headers: a page on another origin cannot send one.
 
 use super::{ApiError, AppState};
 use axum::Json;

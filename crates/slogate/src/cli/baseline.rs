@@ -1,8 +1,9 @@
 //! `slogate baseline capture | list | show | delete`: stored baselines in the history root.
 
+use super::term::Progress;
 use super::{
-    CliError, Format, HistorySource, SeriesArgs, emit, emitln, now_unix, parse_pairs, parse_time,
-    runtime,
+    CliError, Format, HistorySource, SeriesArgs, emit, emit_json, emitln, now_unix, parse_pairs,
+    parse_time, runtime,
 };
 use crate::engine::baselines::{BaselineStore, summary};
 use slogate_history::Store;
@@ -14,8 +15,14 @@ use std::process::ExitCode;
 pub enum Command {
     /// Capture a baseline from the history: merged sketches, requests and errors per operation
     /// plus a total. Exit code: 0 saved, 2 no or too little data, 3 on error.
+    #[command(after_help = "Examples:
+  slogate baseline capture --name staging-v1 --service checkout --env staging --from -2h --to now
+  slogate baseline capture --name pre-flag --service search --from 2026-11-17T00:00:00Z --to 2026-11-24T00:00:00Z --format json")]
     Capture(CaptureArgs),
     /// List the stored baselines.
+    #[command(after_help = "Examples:
+  slogate baseline list
+  slogate baseline list --dir slogate-data/history --format json")]
     List {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
@@ -23,6 +30,9 @@ pub enum Command {
         source: HistorySource,
     },
     /// Show one stored baseline: range, requests, errors and percentiles per operation.
+    #[command(after_help = "Examples:
+  slogate baseline show staging-v1
+  slogate baseline show staging-v1 --format json | jq .total.requests")]
     Show {
         name: String,
         #[arg(long, value_enum, default_value = "table")]
@@ -31,11 +41,28 @@ pub enum Command {
         source: HistorySource,
     },
     /// Delete a stored baseline.
+    #[command(after_help = "Examples:
+  slogate baseline delete staging-v1
+  slogate baseline delete staging-v1 --config slogate.yaml --format json")]
     Delete {
         name: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
         #[command(flatten)]
         source: HistorySource,
     },
+}
+
+impl Command {
+    pub fn json(&self) -> bool {
+        let format = match self {
+            Command::Capture(a) => a.format,
+            Command::List { format, .. }
+            | Command::Show { format, .. }
+            | Command::Delete { format, .. } => *format,
+        };
+        format == Format::Json
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -59,6 +86,9 @@ pub struct CaptureArgs {
     /// Replace an existing baseline of the same name.
     #[arg(long)]
     replace: bool,
+    /// `json` prints `{"saved": PATH, "baseline": SUMMARY}`, the summary as `show` prints it.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
     #[command(flatten)]
     source: HistorySource,
 }
@@ -70,9 +100,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (_, root) = source.resolve()?;
             let list = BaselineStore::new(root).summaries()?;
             if format == Format::Json {
-                emitln(&serde_json::to_string_pretty(
-                    &serde_json::json!({ "baselines": list }),
-                )?)?;
+                // The document of GET /api/v1/baselines.
+                emit_json(&serde_json::json!({ "baselines": list }))?;
             } else if list.is_empty() {
                 emitln("no stored baselines")?;
             } else {
@@ -87,14 +116,21 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (_, root) = source.resolve()?;
             let b = store::load(&root, &name)?;
             match format {
-                Format::Json => emitln(&serde_json::to_string_pretty(&summary(&b))?)?,
+                Format::Json => emit_json(&summary(&b))?,
                 Format::Table => emit(&crate::report::baseline::show_text(&b))?,
             }
         }
-        Command::Delete { name, source } => {
+        Command::Delete {
+            name,
+            format,
+            source,
+        } => {
             let (_, root) = source.resolve()?;
             store::delete(&root, &name)?;
-            emitln(&format!("deleted baseline {name}"))?;
+            match format {
+                Format::Json => emit_json(&serde_json::json!({ "deleted": name }))?,
+                Format::Table => emitln(&format!("deleted baseline {name}"))?,
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -113,15 +149,25 @@ fn capture(args: CaptureArgs) -> anyhow::Result<()> {
         min_requests: args.min_requests,
         replace: args.replace,
     };
+    let progress = Progress::start(&format!("capturing baseline {}", req.name));
     let captured = runtime()?.block_on(capture_baseline(&root, &cfg.window.extra_dims, &req, now));
+    drop(progress);
     let (b, path) = captured.map_err(|e| match e {
         BaselineError::Empty { .. } | BaselineError::TooFew { .. } => {
             anyhow::Error::from(CliError::NoData(e.to_string()))
         }
         e => e.into(),
     })?;
-    emitln(&format!("saved baseline {} to {}", b.name, path.display()))?;
-    emit(&crate::report::baseline::show_text(&b))
+    match args.format {
+        Format::Json => emit_json(&serde_json::json!({
+            "saved": path.display().to_string(),
+            "baseline": summary(&b),
+        })),
+        Format::Table => {
+            emitln(&format!("saved baseline {} to {}", b.name, path.display()))?;
+            emit(&crate::report::baseline::show_text(&b))
+        }
+    }
 }
 
 /// What `slogate baseline capture` was asked for.

@@ -5,6 +5,11 @@
 //! an exit code in one place, [`exit_code`], as ripgrep does in its `main`. Output goes through
 //! [`emit`], which treats a closed pipe (`slogate sql … | head -1`) as the reader being done,
 //! not as a failure.
+//!
+//! Every command whose output a script would read takes `--format json`: one JSON document on
+//! stdout (the API's document where the API has one) and, on failure, `{"error": "..."}` on
+//! stderr; the exit codes do not change with the format. Colours and progress lines appear
+//! only on a terminal ([`term`]).
 
 mod baseline;
 mod client;
@@ -14,6 +19,7 @@ mod serve;
 mod sla;
 mod sli;
 mod sql;
+mod term;
 mod verdict;
 
 use clap::{Parser, Subcommand};
@@ -61,7 +67,14 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     name = "slogate",
     version,
     about = "A release gate that watches real traffic: OTLP spans in, proceed / hold / rollback out",
-    after_help = "Exit codes: 0 pass, 1 fail, 2 inconclusive or too little data, 3 refused or failed, 4 server unreachable, 64 usage error."
+    after_help = "Exit codes: 0 pass, 1 fail, 2 inconclusive or too little data, 3 refused or failed, 4 server unreachable, 64 usage error.
+
+Output: verdict, sli, sla, report, baseline, sql and config take --format json (one JSON document on stdout; errors as {\"error\": ...} on stderr). Colours and progress lines only on a terminal; NO_COLOR turns colours off.
+
+Examples:
+  slogate serve --config slogate.yaml --log-format json
+  slogate verdict checkout --phase canary --canary version=v2 --baseline version=v1
+  slogate sql \"SELECT service, sum(requests) FROM requests GROUP BY 1\" --format csv"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -79,33 +92,77 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the OTLP receivers and the HTTP API.
+    #[command(after_help = "Examples:
+  slogate serve
+  slogate serve --config /etc/slogate/slogate.yaml
+  SLOGATE_LOG=debug slogate serve --config slogate.yaml --log-format json")]
     Serve(serve::Args),
     /// Configuration tools.
+    #[command(after_help = "Examples:
+  slogate config check slogate.yaml
+  slogate config show slogate.yaml --format json")]
     Config {
         #[command(subcommand)]
         command: config::Command,
     },
     /// Evaluate a gate on a running server and print the verdict. Exit code: 0 pass, 1 fail,
     /// 2 inconclusive, 3 the server refused the request, 4 the server could not be reached.
+    #[command(after_help = "Examples:
+  slogate verdict checkout --phase canary --canary version=v2 --baseline version=v1
+  slogate verdict checkout --baseline stored=staging-v1 --format json | jq .decision
+  slogate verdict checkout --analysis run-42-canary --server https://slogate:8080")]
     Verdict(verdict::Args),
     /// Run read-only SQL over the history: through a running server, or straight from the Parquet
     /// files with --dir. Tables: requests, verdicts, alerts; functions sketch_quantile(sketch, q),
     /// sketch_merge(sketch), sketch_quantile_of(merged, q).
+    #[command(after_help = "Examples:
+  slogate sql \"SELECT service, sum(requests) AS requests FROM requests GROUP BY 1\"
+  slogate sql \"SELECT sketch_quantile(sketch, 0.95) FROM requests WHERE service = 'checkout'\" --format json
+  slogate sql \"SELECT count(*) FROM requests\" --dir slogate-data/history --format csv")]
     Sql(sql::Args),
     /// Stored baselines: capture a cohort's sketches from the history as a named baseline that
     /// gates compare with (`baseline: {stored: NAME}`); list, show and delete them.
+    #[command(after_help = "Examples:
+  slogate baseline capture --name staging-v1 --service checkout --env staging --from -2h
+  slogate baseline list --format json
+  slogate baseline show staging-v1")]
     Baseline {
         #[command(subcommand)]
         command: baseline::Command,
     },
-    /// Write the daily canary report of a gate as Markdown: cohorts, requests, error rate,
-    /// latency against the baseline, the verdict history and a recommendation.
+    /// Write the daily canary report of a gate as Markdown (or JSON): cohorts, requests, error
+    /// rate, latency against the baseline, the verdict history and a recommendation.
+    #[command(after_help = "Examples:
+  slogate report checkout --since 24h --config slogate.yaml --out report.md
+  slogate report checkout --since 3d --phase canary --canary version=v2 --format json")]
     Report(report::Args),
     /// Check a service's availability, latency and error rate over the last hours of history
     /// against targets. Exit code: 0 pass, 1 fail, 2 no or too little data, 3 on error.
+    #[command(after_help = "Examples:
+  slogate sla --service checkout --hours 24 --availability 99.9 --p95 300ms --error-rate 0.5%
+  slogate sla --service checkout --env prod --config slogate.yaml --format json")]
     Sla(sla::Args),
-    /// Print the rolling SLI of a service from a running server.
+    /// Print the rolling SLI of a service from a running server (JSON by default, or a table).
+    #[command(after_help = "Examples:
+  slogate sli --service checkout --window 10m
+  slogate sli --service checkout --version v2 --window 5m --format table")]
     Sli(sli::Args),
+}
+
+impl Command {
+    /// Whether the command was asked for JSON, so its errors are JSON too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Serve(a) => a.json(),
+            Command::Config { command } => command.json(),
+            Command::Verdict(a) => a.json(),
+            Command::Sql(a) => a.json(),
+            Command::Baseline { command } => command.json(),
+            Command::Report(a) => a.json(),
+            Command::Sla(a) => a.json(),
+            Command::Sli(a) => a.json(),
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -123,6 +180,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    let json_errors = cli.command.json();
     client::configure(client::ClientOptions {
         token_file: cli.token_file,
         ca_file: cli.ca_file,
@@ -140,7 +198,13 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let text = if json_errors {
+                format!("{}\n", serde_json::json!({ "error": format!("{e:#}") }))
+            } else {
+                format!("error: {e:#}\n")
+            };
+            // Nothing sensible is left to do when stderr is closed too.
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
             ExitCode::from(exit_code(&e))
         }
     }
@@ -166,6 +230,11 @@ pub fn emitln(text: &str) -> anyhow::Result<()> {
 pub enum Format {
     Table,
     Json,
+}
+
+/// Writes `value` as one pretty-printed JSON document and a newline.
+pub fn emit_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    emitln(&serde_json::to_string_pretty(value)?)
 }
 
 /// The series a command is about: a service, optionally narrowed by env, version and operation.

@@ -1,5 +1,7 @@
-//! `slogate report GATE --since 24h`: the daily canary report as Markdown, from the history.
+//! `slogate report GATE --since 24h`: the daily canary report as Markdown (or JSON), from the
+//! history.
 
+use super::term::Progress;
 use super::{CohortArgs, HistorySource, emit, now_unix, parse_pairs, runtime};
 use anyhow::{Context as _, bail};
 use std::path::PathBuf;
@@ -18,6 +20,22 @@ pub struct Args {
     /// Write the report here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// `markdown` for people (`table` is the same), `json` for scripts.
+    #[arg(long, value_enum, default_value = "markdown")]
+    format: ReportFormat,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReportFormat {
+    #[value(alias = "table")]
+    Markdown,
+    Json,
+}
+
+impl Args {
+    pub fn json(&self) -> bool {
+        self.format == ReportFormat::Json
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -39,11 +57,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         to_unix: now + 1,
         now_unix: now,
     };
+    let progress = Progress::start(&format!("reading {since} of history for gate {}", g.name));
     let report = runtime()?.block_on(async {
         let history = slogate_history::History::open(&root, &cfg.window.extra_dims).await?;
         crate::report::daily::build(&history, &root, &req).await
     })?;
-    let text = crate::report::markdown::daily(&report);
+    drop(progress);
+    let text = match args.format {
+        ReportFormat::Markdown => crate::report::markdown::daily(&report),
+        ReportFormat::Json => format!("{}\n", serde_json::to_string_pretty(&report)?),
+    };
     match args.out {
         Some(path) => {
             std::fs::write(&path, &text)

@@ -1,7 +1,8 @@
 //! `slogate sla --service S --hours 24`: availability, latency and error rate over the last hours
 //! of history against targets from flags or the service's SLOs. Exit 0 pass, 1 fail, 2 no data.
 
-use super::{Format, HistorySource, emit, emitln, now_unix, runtime};
+use super::term::{Progress, Tone, paint_line, stdout_colour};
+use super::{Format, HistorySource, emit, emit_json, now_unix, runtime};
 use crate::report::sla::{
     Measured, SlaReport, Target, TargetSpec, parse_latency, parse_ratio, targets_from_slos,
 };
@@ -38,6 +39,12 @@ pub struct Args {
     format: Format,
     #[command(flatten)]
     source: HistorySource,
+}
+
+impl Args {
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
 }
 
 /// The targets given as flags, in a fixed order.
@@ -98,6 +105,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let now = now_unix();
     let range = (now - (hours * 3600) as i64, now + 1);
+    let progress = Progress::start(&format!("reading {hours}h of history"));
     let m = runtime()?.block_on(async {
         let history = slogate_history::History::open(&root, &cfg.window.extra_dims).await?;
         let ops = slogate_history::operation_totals(&history, &matchers, range).await?;
@@ -111,6 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             minutes: crate::report::sla::minutes(&slots),
         })
     })?;
+    drop(progress);
     let (checks, result) = crate::report::sla::judge(&m, &targets, args.min_requests, down);
     let report = SlaReport {
         service: service.clone(),
@@ -131,8 +140,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         result,
     };
     match args.format {
-        Format::Json => emitln(&serde_json::to_string_pretty(&report)?)?,
-        Format::Table => emit(&crate::report::sla::render_text(&report))?,
+        Format::Json => emit_json(&report)?,
+        Format::Table => {
+            let tone = match result.exit_code() {
+                super::exit::PASS => Tone::Good,
+                super::exit::FAIL => Tone::Bad,
+                _ => Tone::Warn,
+            };
+            let text = crate::report::sla::render_text(&report);
+            emit(&paint_line(&text, "SLA COMPLIANCE:", tone, stdout_colour()))?
+        }
     }
     Ok(ExitCode::from(result.exit_code()))
 }

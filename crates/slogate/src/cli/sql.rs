@@ -1,7 +1,9 @@
 //! `slogate sql "QUERY"`: read-only SQL over the history, through a running server or straight
-//! from the Parquet files (`--dir`, `--url`).
+//! from the Parquet files (`--dir`, `--url`). `--format json` prints the API's result document
+//! (`{columns, rows, truncated}`) whichever way the query ran.
 
 use super::client::Client;
+use super::term::Progress;
 use super::{ServerArgs, emit, runtime};
 use crate::report::sql::SqlFormat;
 use std::path::PathBuf;
@@ -25,6 +27,12 @@ pub struct Args {
     server: ServerArgs,
 }
 
+impl Args {
+    pub fn json(&self) -> bool {
+        self.format == SqlFormat::Json
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let store = match (&args.dir, &args.url) {
         (Some(dir), _) => Some(slogate_history::Store::local(dir)),
@@ -36,6 +44,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let result: serde_json::Value = match store {
         Some(store) => runtime()?.block_on(async {
+            let _progress = Progress::start("running the query over the history");
             let h = slogate_history::History::open(&store, &[]).await?;
             let r = h
                 .sql(

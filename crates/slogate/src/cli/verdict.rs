@@ -2,7 +2,8 @@
 //! exit code is the verdict (0 pass, 1 fail, 2 inconclusive).
 
 use super::client::{Client, enc};
-use super::{CohortArgs, Format, ServerArgs, emit, exit, parse_pairs};
+use super::term::{Tone, paint_line, stdout_colour};
+use super::{CohortArgs, Format, ServerArgs, emit, emit_json, exit, parse_pairs};
 use crate::engine::gates::VerdictDoc;
 use anyhow::Context as _;
 use slogate_gate::Verdict;
@@ -24,10 +25,17 @@ pub struct Args {
     /// Time between looks, e.g. 1m (the gate's `analysis.interval` when absent).
     #[arg(long, requires = "analysis", value_parser = humantime::parse_duration)]
     interval: Option<std::time::Duration>,
+    /// `json` prints the API's verdict document unchanged.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
     #[command(flatten)]
     server: ServerArgs,
+}
+
+impl Args {
+    pub fn json(&self) -> bool {
+        self.format == Format::Json
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -55,8 +63,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let doc: VerdictDoc = serde_json::from_value(v.clone())
         .context("the server's answer is not a verdict document")?;
     match args.format {
-        Format::Json => emit(&format!("{}\n", serde_json::to_string_pretty(&v)?))?,
-        Format::Table => emit(&crate::report::verdict::table(&doc))?,
+        Format::Json => emit_json(&v)?,
+        Format::Table => {
+            let tone = match doc.verdict {
+                Verdict::Pass => Tone::Good,
+                Verdict::Fail => Tone::Bad,
+                Verdict::Inconclusive => Tone::Warn,
+            };
+            let table = crate::report::verdict::table(&doc);
+            emit(&paint_line(&table, "VERDICT:", tone, stdout_colour()))?
+        }
     }
     Ok(ExitCode::from(match doc.verdict {
         Verdict::Pass => exit::PASS,

@@ -53,6 +53,7 @@ pub struct FileConfig {
     pub slos: Vec<SloFile>,
     pub alerting: AlertingSection,
     pub pagerduty: PagerDutySection,
+    pub notifications: NotificationsSection,
     pub history: HistorySection,
     pub auth: AuthSection,
 }
@@ -64,11 +65,20 @@ pub struct ServerSection {
     pub otlp_http: SocketAddr,
     pub http: SocketAddr,
     pub shutdown_grace: HumanDuration,
-    /// OTLP/HTTP and API connections whose request head has not arrived this long after the
-    /// connection opened (or the previous request ended) are closed: slow-loris protection.
+    /// Connections on any listener that have not started a request this long after they were
+    /// accepted (TLS handshake included), and HTTP connections whose next request head has not
+    /// arrived this long after the server started waiting for it, are closed: slow-loris
+    /// protection.
     pub header_read_timeout: HumanDuration,
     /// Open connections per HTTP listener (OTLP/HTTP, API); more wait in the accept queue.
     pub max_connections: usize,
+    /// Open connections on the OTLP/gRPC listener; more wait in the accept queue.
+    pub grpc_max_connections: usize,
+    /// Connections with no request in flight this long are closed, on every listener.
+    pub idle_timeout: HumanDuration,
+    /// OTLP/HTTP request bodies that have not fully arrived this long after their head are
+    /// answered 408 and the connection closed; a body holds no ingest slot while it arrives.
+    pub body_read_timeout: HumanDuration,
     /// TLS on all three listeners when `cert_file` and `key_file` are set; mutual TLS when
     /// `client_ca_file` is set too.
     pub tls: TlsSection,
@@ -122,6 +132,9 @@ impl Default for ServerSection {
             shutdown_grace: HumanDuration::secs(10),
             header_read_timeout: HumanDuration::secs(10),
             max_connections: 4096,
+            grpc_max_connections: 4096,
+            idle_timeout: HumanDuration::secs(120),
+            body_read_timeout: HumanDuration::secs(30),
             tls: TlsSection::default(),
         }
     }
@@ -576,6 +589,121 @@ impl Default for PagerDutySection {
     }
 }
 
+/// `notifications`: Slack and webhooks in Alertmanager's format, beside PagerDuty. Each
+/// destination has its own outbox (a subdirectory of `outbox_dir`) and sender, so one being
+/// down never delays another.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsSection {
+    /// Destinations queue in subdirectories of this: `slack/`, `webhook-NAME/`.
+    pub outbox_dir: PathBuf,
+    pub slack: SlackSection,
+    pub webhooks: Vec<WebhookFile>,
+}
+
+impl Default for NotificationsSection {
+    fn default() -> Self {
+        NotificationsSection {
+            outbox_dir: "slogate-data/notify-outbox".into(),
+            slack: SlackSection::default(),
+            webhooks: Vec::new(),
+        }
+    }
+}
+
+/// What a destination is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// Alert triggers and resolves (at `min_tier` or more urgent).
+    Alerts,
+    /// A gate's verdict changes (one message per change, never per evaluation).
+    Verdicts,
+}
+
+/// `notifications.slack`: a Slack incoming webhook.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackSection {
+    pub enabled: bool,
+    /// The webhook URL is the credential: it is read from this environment variable...
+    pub webhook_url_env: String,
+    /// ...or from this file, and never written to logs, disk or `config show`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url_file: Option<PathBuf>,
+    pub events: Vec<NotifyEvent>,
+    /// Alerts of this tier or more urgent are sent (P1 is the most urgent).
+    pub min_tier: slogate_gate::Tier,
+    pub max_pending: usize,
+    /// Slack takes about one message per second per webhook.
+    pub max_per_minute: u32,
+    pub retry_min: HumanDuration,
+    pub retry_max: HumanDuration,
+}
+
+impl Default for SlackSection {
+    fn default() -> Self {
+        SlackSection {
+            enabled: false,
+            webhook_url_env: "SLOGATE_SLACK_WEBHOOK_URL".into(),
+            webhook_url_file: None,
+            events: vec![NotifyEvent::Alerts, NotifyEvent::Verdicts],
+            min_tier: slogate_gate::Tier::Ticket,
+            max_pending: 10_000,
+            max_per_minute: 60,
+            retry_min: HumanDuration::secs(1),
+            retry_max: HumanDuration::secs(60),
+        }
+    }
+}
+
+/// `notifications.webhooks[]`: a receiver of Alertmanager's webhook payload (version 4).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFile {
+    /// `[a-z0-9_-]`: the payload's `receiver`, the `destination` label, the outbox subdirectory.
+    pub name: String,
+    pub url: String,
+    /// An optional bearer token, from this environment variable or this file (not both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    #[serde(default = "WebhookFile::default_events")]
+    pub events: Vec<NotifyEvent>,
+    #[serde(default = "WebhookFile::default_min_tier")]
+    pub min_tier: slogate_gate::Tier,
+    #[serde(default = "WebhookFile::default_max_pending")]
+    pub max_pending: usize,
+    #[serde(default = "WebhookFile::default_max_per_minute")]
+    pub max_per_minute: u32,
+    #[serde(default = "WebhookFile::default_retry_min")]
+    pub retry_min: HumanDuration,
+    #[serde(default = "WebhookFile::default_retry_max")]
+    pub retry_max: HumanDuration,
+}
+
+impl WebhookFile {
+    fn default_events() -> Vec<NotifyEvent> {
+        vec![NotifyEvent::Alerts, NotifyEvent::Verdicts]
+    }
+    fn default_min_tier() -> slogate_gate::Tier {
+        slogate_gate::Tier::Ticket
+    }
+    fn default_max_pending() -> usize {
+        10_000
+    }
+    fn default_max_per_minute() -> u32 {
+        120
+    }
+    fn default_retry_min() -> HumanDuration {
+        HumanDuration::secs(1)
+    }
+    fn default_retry_max() -> HumanDuration {
+        HumanDuration::secs(60)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistorySection {
@@ -603,6 +731,9 @@ pub struct HistorySection {
     pub reload: HumanDuration,
     pub max_query_rows: usize,
     pub query_timeout: HumanDuration,
+    /// Bytes all running SQL queries may hold together (operators, function results, the
+    /// result); a query past it fails with 422.
+    pub sql_memory_limit_bytes: usize,
 }
 
 impl Default for HistorySection {
@@ -620,6 +751,7 @@ impl Default for HistorySection {
             reload: HumanDuration::secs(3600),
             max_query_rows: 10_000,
             query_timeout: HumanDuration::secs(30),
+            sql_memory_limit_bytes: slogate_history::SqlLimits::DEFAULT_MEMORY_LIMIT,
         }
     }
 }

@@ -78,6 +78,8 @@ pub struct Config {
     pub alerting: AlertingConfig,
     /// `None` when PagerDuty delivery is off.
     pub pagerduty: Option<PagerDutyConfig>,
+    /// Slack and webhook destinations.
+    pub notifications: NotificationsConfig,
     pub history: HistoryConfig,
     pub auth: AuthConfig,
     /// The file as parsed, for `slogate config show` only.
@@ -91,8 +93,17 @@ pub struct ServerConfig {
     pub otlp_http: SocketAddr,
     pub http: SocketAddr,
     pub shutdown_grace: Duration,
+    /// A connection on any listener must start a request within this of being accepted (TLS
+    /// handshake included); on the HTTP listeners every request head must arrive within it.
     pub header_read_timeout: Duration,
+    /// Open connections per HTTP listener (OTLP/HTTP, API).
     pub max_connections: usize,
+    /// Open connections on the OTLP/gRPC listener.
+    pub grpc_max_connections: usize,
+    /// Connections with no request in flight this long are closed (every listener).
+    pub idle_timeout: Duration,
+    /// An OTLP/HTTP request body must fully arrive within this of its head.
+    pub body_read_timeout: Duration,
     pub grpc_keepalive: bool,
     pub grpc_max_concurrent_streams: u32,
     /// `None`: plain TCP on every listener.
@@ -132,7 +143,7 @@ pub struct AlertingConfig {
 #[derive(Debug, Clone)]
 pub struct PagerDutyConfig {
     pub url: String,
-    pub routing_key: RoutingKeySource,
+    pub routing_key: SecretSource,
     pub outbox_dir: PathBuf,
     pub max_pending: usize,
     pub max_per_minute: u32,
@@ -140,11 +151,39 @@ pub struct PagerDutyConfig {
     pub retry_max: Duration,
 }
 
-/// Where the routing key is read from (never the configuration file itself).
-#[derive(Debug, Clone)]
-pub enum RoutingKeySource {
+/// Where a secret (a routing key, a webhook URL, a token) is read from: never the
+/// configuration file itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
     Env(String),
     File(PathBuf),
+}
+
+/// The Slack and webhook destinations that are on.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationsConfig {
+    pub slack: Option<DestinationConfig>,
+    pub webhooks: Vec<DestinationConfig>,
+}
+
+/// One Slack or webhook destination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationConfig {
+    /// `slack`, or the webhook's name.
+    pub name: String,
+    /// The webhook's URL; `None` for Slack, whose URL is the secret.
+    pub url: Option<String>,
+    /// Slack's webhook URL, or a webhook's bearer token (optional there).
+    pub secret: Option<SecretSource>,
+    pub outbox_dir: PathBuf,
+    pub max_pending: usize,
+    pub max_per_minute: u32,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    pub alerts: bool,
+    pub verdicts: bool,
+    /// Alerts of this tier or more urgent are sent.
+    pub min_tier: slogate_gate::Tier,
 }
 
 /// The Parquet history.
@@ -160,6 +199,8 @@ pub struct HistoryConfig {
     pub reload: Duration,
     pub max_query_rows: usize,
     pub query_timeout: Duration,
+    /// The SQL memory pool (`history.sql_memory_limit_bytes`).
+    pub sql_limits: slogate_history::SqlLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -395,5 +436,7 @@ fn parse_error(e: serde_path_to_error::Error<serde_yaml_ng::Error>, file: &str) 
     }
 }
 
+#[cfg(test)]
+mod reference_tests;
 #[cfg(test)]
 mod tests;

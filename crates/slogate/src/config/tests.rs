@@ -93,7 +93,19 @@ fn judge_keys_name_file_line_and_field() {
 fn errors_name_file_line_and_field() {
     check(
         "server:\n  http: 0.0.0.0:8080\n  htpp: 1\n",
-        "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`, `tls`",
+        "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`, `grpc_max_connections`, `idle_timeout`, `body_read_timeout`, `tls`",
+    );
+    check(
+        "server:\n  http: 0.0.0.0:8080\n  grpc_max_connections: 0\n",
+        "slogate.yaml:3: server.grpc_max_connections: must be at least 1",
+    );
+    check(
+        "server:\n  idle_timeout: 0s\n",
+        "slogate.yaml:2: server.idle_timeout: must be more than 0s",
+    );
+    check(
+        "server:\n  body_read_timeout: 0s\n",
+        "slogate.yaml:2: server.body_read_timeout: must be more than 0s",
     );
     check(
         "server:\n  tls:\n    key_file: /k.pem\n",
@@ -147,6 +159,130 @@ fn errors_name_file_line_and_field() {
     check(
         "history:\n  s3:\n    secret_key: x\n",
         "slogate.yaml:3:5: history.s3.secret_key: unknown field `secret_key`, expected one of `endpoint`, `region`, `allow_http`, `access_key_id_file`, `secret_access_key_file`",
+    );
+}
+
+#[test]
+fn notification_keys_name_file_line_and_field() {
+    let slack = |extra: &str| format!("notifications:\n  slack:\n    enabled: true\n{extra}");
+    let hook = |extra: &str| {
+        format!("notifications:\n  webhooks:\n    - name: ops\n      url: http://h/hook\n{extra}")
+    };
+    check(
+        &slack("    events: []\n"),
+        "slogate.yaml:4: notifications.slack.events: list what to send: alerts, verdicts or both",
+    );
+    check(
+        &slack("    events: [alerts, pages]\n"),
+        "slogate.yaml:4:22: notifications.slack.events[1]: unknown variant `pages`, expected `alerts` or `verdicts`",
+    );
+    check(
+        &slack("    webhook_url_env: \"\"\n"),
+        "slogate.yaml:4: notifications.slack.webhook_url_env: name the environment variable holding the webhook URL, or set webhook_url_file",
+    );
+    check(
+        &slack("    webhook_url: https://hooks.slack.com/services/T/B/x\n"),
+        "slogate.yaml:4:5: notifications.slack.webhook_url: unknown field `webhook_url`, expected one of `enabled`, `webhook_url_env`, `webhook_url_file`, `events`, `min_tier`, `max_pending`, `max_per_minute`, `retry_min`, `retry_max`",
+    );
+    check(
+        &slack("    min_tier: P3\n"),
+        "slogate.yaml:4:15: notifications.slack.min_tier: unknown variant `P3`, expected one of `P1`, `P2`, `ticket`",
+    );
+    check(
+        &slack("    retry_min: 2m\n"),
+        "slogate.yaml:4: notifications.slack.retry_min: must be more than 0s and at most notifications.slack.retry_max",
+    );
+    check(
+        &slack("    max_per_minute: 0\n"),
+        "slogate.yaml:4: notifications.slack.max_per_minute: must be at least 1",
+    );
+    // An error in the second webhook points at the second webhook's line.
+    check(
+        &hook("    - name: Ops Bridge\n      url: http://h\n"),
+        "slogate.yaml:5: notifications.webhooks[1].name: \"Ops Bridge\" must be 1 to 64 characters of [a-z0-9_-] (it names the outbox directory and the destination label)",
+    );
+    check(
+        &hook("    - {name: ops, url: http://h}\n"),
+        "slogate.yaml:5: notifications.webhooks[1].name: \"ops\" is taken: every destination needs its own name",
+    );
+    check(
+        "notifications:\n  webhooks:\n    - {name: slack, url: http://h}\n",
+        "slogate.yaml:3: notifications.webhooks[0].name: \"slack\" is taken: every destination needs its own name",
+    );
+    check(
+        &hook("      token_env: T\n      token_file: /t\n"),
+        "slogate.yaml:6: notifications.webhooks[0].token_file: set token_env or token_file, not both",
+    );
+    check(
+        "notifications:\n  webhooks:\n    - name: ops\n      url: hooks.example.com\n",
+        "slogate.yaml:4: notifications.webhooks[0].url: \"hooks.example.com\" must be an http(s) URL",
+    );
+    check(
+        "notifications:\n  webhooks:\n    - name: ops\n",
+        "slogate.yaml:3:7: notifications.webhooks[0]: missing field `url`",
+    );
+    check(
+        &hook("      max_pending: 0\n"),
+        "slogate.yaml:5: notifications.webhooks[0].max_pending: must be at least 1",
+    );
+    check(
+        "pagerduty:\n  enabled: true\n  outbox_dir: /var/q\nnotifications:\n  outbox_dir: /var/q\n",
+        "slogate.yaml:5: notifications.outbox_dir: /var/q is pagerduty.outbox_dir too; give notifications a directory of their own",
+    );
+}
+
+#[test]
+fn notifications_validate_into_destinations() {
+    let cfg = Config::parse(
+        "notifications:\n  outbox_dir: /q\n  slack:\n    enabled: true\n    webhook_url_file: /s/url\n    events: [verdicts]\n  webhooks:\n    - {name: ops, url: https://h/x, token_env: OPS_TOKEN, min_tier: P1, events: [alerts]}\n    - {name: audit, url: http://a}\n",
+        "n.yaml",
+    )
+    .unwrap();
+    let n = &cfg.notifications;
+    let slack = n.slack.as_ref().unwrap();
+    assert_eq!(
+        (
+            slack.name.as_str(),
+            &slack.secret,
+            slack.outbox_dir.as_path()
+        ),
+        (
+            "slack",
+            &Some(SecretSource::File("/s/url".into())),
+            Path::new("/q/slack")
+        )
+    );
+    assert_eq!((slack.alerts, slack.verdicts), (false, true));
+    assert_eq!(
+        (slack.max_per_minute, slack.min_tier),
+        (60, slogate_gate::Tier::Ticket)
+    );
+    let names: Vec<(&str, Option<&str>, bool, bool)> = n
+        .webhooks
+        .iter()
+        .map(|w| (w.name.as_str(), w.url.as_deref(), w.alerts, w.verdicts))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ops", Some("https://h/x"), true, false),
+            ("audit", Some("http://a"), true, true)
+        ]
+    );
+    assert_eq!(
+        n.webhooks[0].secret,
+        Some(SecretSource::Env("OPS_TOKEN".into()))
+    );
+    assert_eq!(n.webhooks[0].min_tier, slogate_gate::Tier::P1);
+    assert_eq!(n.webhooks[1].secret, None);
+    assert_eq!(n.webhooks[1].outbox_dir, Path::new("/q/webhook-audit"));
+    // Off by default, and `config show` holds where secrets are, never a value.
+    let defaults = Config::load(None).unwrap().notifications;
+    assert!(defaults.slack.is_none() && defaults.webhooks.is_empty());
+    let shown = cfg.effective_yaml().unwrap();
+    assert!(
+        shown.contains("webhook_url_file: /s/url") && shown.contains("token_env: OPS_TOKEN"),
+        "{shown}"
     );
 }
 

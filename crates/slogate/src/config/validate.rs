@@ -6,9 +6,10 @@ use super::file::{FileConfig, GateFile, HistorySection, HumanDuration, PhaseFile
 use super::locate;
 use super::{
     AlertingConfig, AuthConfig, Config, ConfigError, GateConfig, HistoryConfig, HistoryLocation,
-    PagerDutyConfig, PhaseConfig, RoutingKeySource, STORED_BASELINE_KEY, ServerConfig, SloConfig,
+    PagerDutyConfig, PhaseConfig, STORED_BASELINE_KEY, SecretSource, ServerConfig, SloConfig,
     ThresholdRule, TlsConfig,
 };
+use super::{DestinationConfig, NotificationsConfig};
 use super::{MetricQuery, RuleMetric};
 use slogate_ingest::IngestLimits;
 use slogate_ingest::extract::ExtractConfig;
@@ -47,6 +48,7 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
         max_duration: f.ingest.max_span_duration.0,
     };
     let metrics = validate_metrics(&f, &window, &invalid)?;
+    let notifications = validate_notifications(&f, &invalid)?;
     Ok(Config {
         source: file.to_string(),
         server,
@@ -61,6 +63,7 @@ pub(super) fn validate(f: FileConfig, file: &str, text: &str) -> Result<Config, 
         rules,
         alerting: alerting_config(&f),
         pagerduty: pagerduty_config(&f),
+        notifications,
         history: history_config(&f.history),
         auth,
         file: f,
@@ -261,19 +264,24 @@ fn validate_ingest(
 
 /// `server`, with the gRPC settings of `ingest`.
 fn validate_server(f: &FileConfig, invalid: Invalid) -> Result<ServerConfig, ConfigError> {
-    if f.server.header_read_timeout.0.is_zero() {
-        return Err(invalid(
-            "server.header_read_timeout",
-            "must be more than 0s".into(),
-        ));
-    }
-    if f.server.max_connections == 0 {
-        return Err(invalid(
-            "server.max_connections",
-            "must be at least 1".into(),
-        ));
-    }
     let s = &f.server;
+    for (field, d) in [
+        ("server.header_read_timeout", s.header_read_timeout),
+        ("server.idle_timeout", s.idle_timeout),
+        ("server.body_read_timeout", s.body_read_timeout),
+    ] {
+        if d.0.is_zero() {
+            return Err(invalid(field, "must be more than 0s".into()));
+        }
+    }
+    for (field, n) in [
+        ("server.max_connections", s.max_connections),
+        ("server.grpc_max_connections", s.grpc_max_connections),
+    ] {
+        if n == 0 {
+            return Err(invalid(field, "must be at least 1".into()));
+        }
+    }
     let server = ServerConfig {
         otlp_grpc: s.otlp_grpc,
         otlp_http: s.otlp_http,
@@ -281,6 +289,9 @@ fn validate_server(f: &FileConfig, invalid: Invalid) -> Result<ServerConfig, Con
         shutdown_grace: s.shutdown_grace.0,
         header_read_timeout: s.header_read_timeout.0,
         max_connections: s.max_connections,
+        grpc_max_connections: s.grpc_max_connections,
+        idle_timeout: s.idle_timeout.0,
+        body_read_timeout: s.body_read_timeout.0,
         grpc_keepalive: f.ingest.grpc_keepalive,
         grpc_max_concurrent_streams: f.ingest.grpc_max_concurrent_streams,
         tls: validate_tls(&s.tls, invalid)?,
@@ -350,8 +361,8 @@ fn pagerduty_config(f: &FileConfig) -> Option<PagerDutyConfig> {
     p.enabled.then(|| PagerDutyConfig {
         url: p.url.clone(),
         routing_key: match &p.routing_key_file {
-            Some(path) => RoutingKeySource::File(path.clone()),
-            None => RoutingKeySource::Env(p.routing_key_env.clone()),
+            Some(path) => SecretSource::File(path.clone()),
+            None => SecretSource::Env(p.routing_key_env.clone()),
         },
         outbox_dir: p.outbox_dir.clone(),
         max_pending: p.max_pending,
@@ -359,6 +370,163 @@ fn pagerduty_config(f: &FileConfig) -> Option<PagerDutyConfig> {
         retry_min: p.retry_min.0,
         retry_max: p.retry_max.0,
     })
+}
+
+/// `notifications`: Slack and the webhooks, each checked where it is written; an outbox is
+/// never shared (two senders on one queue would acknowledge each other's items).
+fn validate_notifications(
+    f: &FileConfig,
+    invalid: Invalid,
+) -> Result<NotificationsConfig, ConfigError> {
+    use super::file::NotifyEvent;
+    let n = &f.notifications;
+    let base = &n.outbox_dir;
+    if base.as_os_str().is_empty() {
+        return Err(invalid("notifications.outbox_dir", "is empty".into()));
+    }
+    if f.pagerduty.enabled && *base == f.pagerduty.outbox_dir {
+        return Err(invalid(
+            "notifications.outbox_dir",
+            format!(
+                "{} is pagerduty.outbox_dir too; give notifications a directory of their own",
+                base.display()
+            ),
+        ));
+    }
+    // The checks Slack and a webhook share; `at` makes a field path.
+    let common = |at: &dyn Fn(&str) -> String,
+                  events: &[NotifyEvent],
+                  max_pending: usize,
+                  max_per_minute: u32,
+                  retry_min: HumanDuration,
+                  retry_max: HumanDuration|
+     -> Result<(), ConfigError> {
+        if events.is_empty() {
+            return Err(invalid(
+                &at("events"),
+                "list what to send: alerts, verdicts or both".into(),
+            ));
+        }
+        if max_pending == 0 {
+            return Err(invalid(&at("max_pending"), "must be at least 1".into()));
+        }
+        if max_per_minute == 0 {
+            return Err(invalid(&at("max_per_minute"), "must be at least 1".into()));
+        }
+        if retry_min.0.is_zero() || retry_min.0 > retry_max.0 {
+            return Err(invalid(
+                &at("retry_min"),
+                format!("must be more than 0s and at most {}", at("retry_max")),
+            ));
+        }
+        Ok(())
+    };
+    let mut out = NotificationsConfig::default();
+    let s = &n.slack;
+    if s.enabled {
+        let at = |k: &str| format!("notifications.slack.{k}");
+        if s.webhook_url_file.is_none() && s.webhook_url_env.trim().is_empty() {
+            return Err(invalid(
+                &at("webhook_url_env"),
+                "name the environment variable holding the webhook URL, or set webhook_url_file"
+                    .into(),
+            ));
+        }
+        common(
+            &at,
+            &s.events,
+            s.max_pending,
+            s.max_per_minute,
+            s.retry_min,
+            s.retry_max,
+        )?;
+        out.slack = Some(DestinationConfig {
+            name: "slack".into(),
+            url: None,
+            secret: Some(match &s.webhook_url_file {
+                Some(path) => SecretSource::File(path.clone()),
+                None => SecretSource::Env(s.webhook_url_env.clone()),
+            }),
+            outbox_dir: base.join("slack"),
+            max_pending: s.max_pending,
+            max_per_minute: s.max_per_minute,
+            retry_min: s.retry_min.0,
+            retry_max: s.retry_max.0,
+            alerts: s.events.contains(&NotifyEvent::Alerts),
+            verdicts: s.events.contains(&NotifyEvent::Verdicts),
+            min_tier: s.min_tier,
+        });
+    }
+    for (i, w) in n.webhooks.iter().enumerate() {
+        let at = |k: &str| format!("notifications.webhooks[{i}].{k}");
+        let valid_name = !w.name.is_empty()
+            && w.name.len() <= 64
+            && w.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid_name {
+            return Err(invalid(
+                &at("name"),
+                format!(
+                    "{:?} must be 1 to 64 characters of [a-z0-9_-] (it names the outbox directory and the destination label)",
+                    w.name
+                ),
+            ));
+        }
+        if matches!(w.name.as_str(), "slack" | "pagerduty")
+            || n.webhooks[..i].iter().any(|o| o.name == w.name)
+        {
+            return Err(invalid(
+                &at("name"),
+                format!(
+                    "{:?} is taken: every destination needs its own name",
+                    w.name
+                ),
+            ));
+        }
+        if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+            return Err(invalid(
+                &at("url"),
+                format!("{:?} must be an http(s) URL", w.url),
+            ));
+        }
+        let secret = match (&w.token_env, &w.token_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &at("token_file"),
+                    "set token_env or token_file, not both".into(),
+                ));
+            }
+            (Some(var), None) if var.trim().is_empty() => {
+                return Err(invalid(&at("token_env"), "is empty".into()));
+            }
+            (Some(var), None) => Some(SecretSource::Env(var.clone())),
+            (None, Some(path)) => Some(SecretSource::File(path.clone())),
+            (None, None) => None,
+        };
+        common(
+            &at,
+            &w.events,
+            w.max_pending,
+            w.max_per_minute,
+            w.retry_min,
+            w.retry_max,
+        )?;
+        out.webhooks.push(DestinationConfig {
+            name: w.name.clone(),
+            url: Some(w.url.clone()),
+            secret,
+            outbox_dir: base.join(format!("webhook-{}", w.name)),
+            max_pending: w.max_pending,
+            max_per_minute: w.max_per_minute,
+            retry_min: w.retry_min.0,
+            retry_max: w.retry_max.0,
+            alerts: w.events.contains(&NotifyEvent::Alerts),
+            verdicts: w.events.contains(&NotifyEvent::Verdicts),
+            min_tier: w.min_tier,
+        });
+    }
+    Ok(out)
 }
 
 fn history_config(h: &HistorySection) -> HistoryConfig {
@@ -379,6 +547,9 @@ fn history_config(h: &HistorySection) -> HistoryConfig {
         reload: h.reload.0,
         max_query_rows: h.max_query_rows,
         query_timeout: h.query_timeout.0,
+        sql_limits: slogate_history::SqlLimits {
+            memory_limit: h.sql_memory_limit_bytes,
+        },
     }
 }
 
@@ -409,6 +580,12 @@ fn validate_history(
         return Err(invalid(
             "history.compaction_interval",
             "must be at least 1s".into(),
+        ));
+    }
+    if h.sql_memory_limit_bytes < 16 << 20 {
+        return Err(invalid(
+            "history.sql_memory_limit_bytes",
+            "must be at least 16777216 (16 MiB)".into(),
         ));
     }
     Ok(())

@@ -1,12 +1,13 @@
 //! Alerting: SLO status and burn rates, multi-window burn-rate and threshold rules, gate-failure
-//! alerts, the alert state machines, and hand-off of every transition to the notifier (the
-//! PagerDuty outbox when configured).
+//! alerts, the alert state machines, and hand-off of every transition (and of every change of a
+//! gate's verdict) to the notifier: the outboxes of PagerDuty, Slack and the webhooks that are
+//! configured.
 
 use crate::config::{Config, RuleMetric, SloConfig, ThresholdRule};
 use crate::engine::gates::VerdictDoc;
 use parking_lot::Mutex;
 use serde::Serialize;
-use slogate_alert::{AlertState, Transition};
+use slogate_alert::{AlertNote, AlertState, Phase, Transition, VerdictNote};
 use slogate_core::Selector;
 use slogate_gate::{
     BurnTier, CohortData, Metric, Tier, Verdict, budget, good_total, humanize, multiwindow,
@@ -17,12 +18,15 @@ use std::sync::Arc;
 
 /// Transitions kept for `/api/v1/alerts` (newest first).
 const TRANSITION_LOG: usize = 1000;
+/// Gates, phases and cohorts whose last notified verdict is remembered.
+const VERDICTS_REMEMBERED: usize = 10_000;
 
 /// What a firing or resolving alert tells the notifier.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Notice {
     pub dedup_key: String,
     pub resolve: bool,
+    /// The condition as evaluated, without a `resolved:` prefix.
     pub summary: String,
     pub tier: Tier,
     pub rule: String,
@@ -31,6 +35,50 @@ pub struct Notice {
     pub link: String,
     pub details: serde_json::Value,
     pub at_unix: u64,
+    /// When the alert started firing (`at_unix` for a trigger).
+    pub started_at_unix: u64,
+}
+
+impl Notice {
+    /// The destination-neutral form Slack and the webhooks format.
+    pub fn note(&self) -> AlertNote {
+        AlertNote {
+            id: self.dedup_key.clone(),
+            firing: !self.resolve,
+            rule: self.rule.clone(),
+            class: self.class.to_string(),
+            service: self.service.clone(),
+            tier: self.tier.label().to_string(),
+            severity: severity(self.tier),
+            summary: self.summary.clone(),
+            link: self.link.clone(),
+            started_at: self.started_at_unix,
+            ended_at: self.resolve.then_some(self.at_unix),
+            details: self.details.clone(),
+        }
+    }
+}
+
+/// A verdict and its decision as messages name them: `fail`, `rollback`.
+fn verdict_state(doc: &VerdictDoc) -> slogate_alert::VerdictState {
+    let decision = match doc.decision {
+        slogate_gate::Decision::Proceed => "proceed",
+        slogate_gate::Decision::Hold => "hold",
+        slogate_gate::Decision::Rollback => "rollback",
+    };
+    slogate_alert::VerdictState {
+        verdict: crate::engine::gates::verdict_label(doc.verdict).to_string(),
+        decision: decision.to_string(),
+    }
+}
+
+fn severity(tier: Tier) -> slogate_alert::Severity {
+    use slogate_alert::Severity;
+    match tier {
+        Tier::P1 => Severity::Critical,
+        Tier::P2 => Severity::Error,
+        Tier::Ticket => Severity::Warning,
+    }
 }
 
 /// Called with every transition record (the history's alerts table).
@@ -40,6 +88,12 @@ pub type TransitionSink = Arc<dyn Fn(&TransitionRecord) + Send + Sync>;
 /// moves (the outbox is the durable part).
 pub trait Notifier: Send + Sync {
     fn notify(&self, notice: &Notice) -> Result<(), String>;
+
+    /// A gate's verdict changed: called once per change, never per evaluation. PagerDuty pages
+    /// on gate failures through [`Notifier::notify`] instead, so this does nothing by default.
+    fn verdict_changed(&self, _change: &VerdictNote) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Writes each notice to the durable outbox and wakes the sender.
@@ -54,11 +108,7 @@ impl Notifier for PagerDutyNotifier {
         let event = if n.resolve {
             Event::resolve(&n.dedup_key)
         } else {
-            let severity = match n.tier {
-                Tier::P1 => Severity::Critical,
-                Tier::P2 => Severity::Error,
-                Tier::Ticket => Severity::Warning,
-            };
+            let severity: Severity = severity(n.tier);
             let source = if n.service.is_empty() {
                 "slogate".to_string()
             } else {
@@ -119,6 +169,8 @@ pub struct Alerts {
     sink: Option<TransitionSink>,
     entries: Mutex<BTreeMap<String, Entry>>,
     log: Mutex<VecDeque<TransitionRecord>>,
+    /// The last verdict notified per gate, phase and cohorts (bounded).
+    notified_verdicts: Mutex<BTreeMap<String, slogate_alert::VerdictState>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -190,6 +242,7 @@ impl Alerts {
             notifier,
             entries: Mutex::new(BTreeMap::new()),
             log: Mutex::new(VecDeque::new()),
+            notified_verdicts: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -482,6 +535,68 @@ impl Alerts {
         );
     }
 
+    /// A gate's verdict changed (the change the verdict log line reports): tells the notifier
+    /// once. `previous` is the last verdict of the same gate and phase, if any.
+    pub fn on_verdict_change(
+        &self,
+        service: &str,
+        previous: Option<&VerdictDoc>,
+        doc: &VerdictDoc,
+    ) {
+        let Some(notifier) = &self.notifier else {
+            return;
+        };
+        // The gate's last verdict may be another rollout's (two cohorts polled in turn): what
+        // this rollout was last told is remembered per cohort, so alternating polls of two
+        // rollouts send nothing while neither changes.
+        let to = verdict_state(doc);
+        let key = format!(
+            "{}/{}/{}/{}",
+            doc.gate, doc.phase, doc.canary.selector, doc.baseline.selector
+        );
+        let from = {
+            let mut seen = self.notified_verdicts.lock();
+            let from = seen.get(&key).cloned().or_else(|| {
+                previous
+                    .filter(|p| {
+                        p.canary.selector == doc.canary.selector
+                            && p.baseline.selector == doc.baseline.selector
+                    })
+                    .map(verdict_state)
+            });
+            if from.as_ref() == Some(&to) {
+                return;
+            }
+            if seen.len() >= VERDICTS_REMEMBERED && !seen.contains_key(&key) {
+                seen.pop_first();
+            }
+            seen.insert(key, to.clone());
+            from
+        };
+        let figures = |c: &crate::engine::gates::CohortSummary| slogate_alert::CohortFigures {
+            selector: c.selector.clone(),
+            requests: c.requests,
+            error_rate: c.error_rate,
+            p99_ms: c.latency_ms.p99,
+        };
+        let note = VerdictNote {
+            gate: doc.gate.clone(),
+            phase: doc.phase.clone(),
+            service: service.to_string(),
+            canary: figures(&doc.canary),
+            baseline: figures(&doc.baseline),
+            from,
+            to,
+            reasons: doc.reasons.clone(),
+            evaluated_at: doc.evaluated_at.clone(),
+            at: self.registry.now_unix(),
+            link: format!("{}/api/v1/verdicts?gate={}", self.link_base, doc.gate),
+        };
+        if let Err(e) = notifier.verdict_changed(&note) {
+            tracing::error!(gate = %doc.gate, phase = %doc.phase, error = %e, "could not queue the verdict-change notification");
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn observe(
         &self,
@@ -512,6 +627,10 @@ impl Alerts {
             },
             machine: AlertState::new(for_seconds),
         });
+        let fired_at = match entry.machine.phase {
+            Phase::Firing { since, .. } => since,
+            _ => now,
+        };
         let transition = entry.machine.observe(active, now);
         entry.view.state = entry.machine.clone();
         // Keep the summary of the firing condition while it fires; refresh it otherwise.
@@ -522,14 +641,15 @@ impl Alerts {
         drop(entries);
         let Some(t) = transition else { return };
         let resolve = matches!(t, Transition::Resolved);
+        let shown = if resolve {
+            format!("resolved: {summary}")
+        } else {
+            summary.clone()
+        };
         let notice = Notice {
             dedup_key: id.to_string(),
             resolve,
-            summary: if resolve {
-                format!("resolved: {summary}")
-            } else {
-                summary
-            },
+            summary,
             tier,
             rule: rule.to_string(),
             service: service.to_string(),
@@ -537,6 +657,7 @@ impl Alerts {
             link,
             details,
             at_unix: now,
+            started_at_unix: if resolve { fired_at } else { now },
         };
         let notified = match &self.notifier {
             Some(n) => n.notify(&notice),
@@ -545,7 +666,7 @@ impl Alerts {
         if let Err(e) = &notified {
             tracing::error!(alert = %id, error = %e, "could not queue the notification");
         }
-        tracing::warn!(alert = %id, transition = if resolve { "resolved" } else { "fired" }, summary = %notice.summary, "alert transition");
+        tracing::warn!(alert = %id, transition = if resolve { "resolved" } else { "fired" }, summary = %shown, "alert transition");
         let mut log = self.log.lock();
         if log.len() >= TRANSITION_LOG {
             log.pop_back();
@@ -554,7 +675,7 @@ impl Alerts {
             id: id.to_string(),
             transition: if resolve { "resolved" } else { "fired" },
             at_unix: now,
-            summary: notice.summary,
+            summary: shown,
             notified,
         };
         if let Some(sink) = &self.sink {

@@ -121,8 +121,13 @@ fn summary(selector: &Selector, data: &CohortData) -> CohortSummary {
 /// Called with the gate's service and every recorded verdict (the alerting and history hook).
 pub type VerdictHook = Arc<dyn Fn(&str, &VerdictDoc) + Send + Sync>;
 
+/// Called once per change of a gate's verdict (the change the INFO log line reports), with the
+/// gate's service, the previous verdict of that gate and phase, and the new one.
+pub type ChangeHook = Arc<dyn Fn(&str, Option<&VerdictDoc>, &VerdictDoc) + Send + Sync>;
+
 pub struct Gates {
     hook: Option<VerdictHook>,
+    on_change: Option<ChangeHook>,
     baselines: Arc<crate::engine::baselines::BaselineStore>,
     gates: Vec<GateConfig>,
     registry: Arc<Registry>,
@@ -149,6 +154,7 @@ impl Gates {
     ) -> Gates {
         Gates {
             hook,
+            on_change: None,
             baselines,
             gates,
             registry,
@@ -164,6 +170,12 @@ impl Gates {
     /// Reads OTLP metric criteria from `store`.
     pub fn with_metrics(mut self, store: Arc<slogate_metrics::MetricStore>) -> Gates {
         self.metrics = Some(store);
+        self
+    }
+
+    /// Calls `hook` on every change of a verdict (Slack and webhook notifications).
+    pub fn with_change_hook(mut self, hook: ChangeHook) -> Gates {
+        self.on_change = Some(hook);
         self
     }
 
@@ -480,7 +492,7 @@ impl Gates {
             .or_default() += 1;
         // One INFO line per change of a gate's verdict (per phase), with the decision and why;
         // every evaluation at DEBUG.
-        let changed = previous.is_none_or(|p| {
+        let changed = previous.as_ref().is_none_or(|p| {
             p.verdict != doc.verdict
                 || p.canary.selector != doc.canary.selector
                 || p.baseline.selector != doc.baseline.selector
@@ -491,6 +503,9 @@ impl Gates {
             .map_or("every criterion passed", String::as_str);
         if changed {
             tracing::info!(gate = %doc.gate, phase = %doc.phase, verdict = verdict_label(doc.verdict), decision = ?doc.decision, canary = %doc.canary.selector, baseline = %doc.baseline.selector, analysis = doc.analysis.as_ref().map(|a| a.id.as_str()), why, "gate verdict changed");
+            if let Some(on_change) = &self.on_change {
+                on_change(service, previous.as_deref(), doc);
+            }
         } else {
             tracing::debug!(gate = %doc.gate, phase = %doc.phase, verdict = verdict_label(doc.verdict), canary = %doc.canary.selector, baseline = %doc.baseline.selector, "gate evaluated");
         }

@@ -1,11 +1,13 @@
 //! The daily canary report (`slogate report GATE --since 24h`): gathers a gate's cohorts over a
 //! period from the history (merged sketches, never averaged percentiles), judges the gate's
 //! criteria over the whole period, reads the verdict history, and recommends proceed, hold or
-//! rollback. Rendering is `markdown.rs`.
+//! rollback. Rendering is `markdown.rs`; `slogate report --format json` serialises
+//! [`DailyReport`] as it is.
 
 use crate::config::{GateConfig, PhaseConfig};
 use crate::engine::gates::VerdictDoc;
 use anyhow::{Context as _, bail};
+use serde::Serialize;
 use slogate_gate::{CohortData, CriterionResult, Decision, Evaluation, Verdict};
 use slogate_history::baseline::{self as store, CohortTotals};
 use slogate_history::{DocTable, History};
@@ -17,7 +19,7 @@ pub const MAX_VERDICTS: usize = 200_000;
 pub const MAX_TIMELINE: usize = 50;
 
 /// One cohort over the period.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CohortStats {
     pub role: &'static str,
     /// `service=checkout,version=v2`, or `stored:NAME (selector)`.
@@ -59,10 +61,11 @@ impl CohortStats {
 }
 
 /// The verdicts a gate recorded in the period.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
 pub struct VerdictHistory {
     pub counts: BTreeMap<String, u64>,
     /// The first verdict and every change: `(at_unix_ms, verdict)`.
+    #[serde(serialize_with = "changes_json")]
     pub changes: Vec<(i64, String)>,
     pub changes_truncated: bool,
     /// The newest verdict document.
@@ -96,8 +99,17 @@ impl VerdictHistory {
     }
 }
 
+/// `[{"at_unix_ms": …, "verdict": "…"}]` rather than bare pairs.
+fn changes_json<S: serde::Serializer>(changes: &[(i64, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(
+        changes
+            .iter()
+            .map(|(at, verdict)| serde_json::json!({ "at_unix_ms": at, "verdict": verdict })),
+    )
+}
+
 /// What the report recommends, and why.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Recommendation {
     pub decision: Decision,
     /// Too little data to judge: the decision is hold, never proceed.
@@ -106,7 +118,7 @@ pub struct Recommendation {
 }
 
 /// The whole report, ready to render.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DailyReport {
     pub gate: String,
     pub phase: String,

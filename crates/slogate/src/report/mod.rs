@@ -4,6 +4,7 @@
 //!
 //! - [`verdict`]: the terminal table of a verdict document;
 //! - [`sql`]: a SQL result as a table, CSV or JSON;
+//! - [`sli`]: the SLI document as a table;
 //! - [`baseline`]: stored baselines as tables;
 //! - [`daily`] gathers the daily canary report from the history and [`markdown`] renders it;
 //! - [`sla`] judges and renders the SLA report.
@@ -12,6 +13,7 @@ pub mod baseline;
 pub mod daily;
 pub mod markdown;
 pub mod sla;
+pub mod sli;
 pub mod sql;
 pub mod verdict;
 
@@ -200,7 +202,15 @@ pub fn aligned(rows: &[Vec<String>]) -> String {
         let line: Vec<String> = r
             .iter()
             .enumerate()
-            .map(|(i, s)| format!("{s:<w$}", w = widths[i]))
+            // Padded by hand: a `{:<w$}` width above u16::MAX panics, and a SQL cell can be
+            // that wide.
+            .map(|(i, s)| {
+                let pad = widths[i].saturating_sub(s.chars().count());
+                let mut cell = String::with_capacity(s.len() + pad);
+                cell.push_str(s);
+                cell.extend(std::iter::repeat_n(' ', pad));
+                cell
+            })
             .collect();
         let _ = writeln!(out, "  {}", line.join("  ").trim_end());
     }
@@ -234,5 +244,9 @@ mod tests {
     fn aligned_columns() {
         let rows = vec![header(&["a", "bbb"]), header(&["cccc", "d"])];
         assert_eq!(aligned(&rows), "  a     bbb\n  cccc  d\n");
+        let wide = "x".repeat(70_000);
+        let rows = vec![header(&["big", "n"]), vec![wide.clone(), "1".into()]];
+        let want = format!("  big{}  n\n  {wide}  1\n", " ".repeat(70_000 - 3));
+        assert_eq!(aligned(&rows), want);
     }
 }

@@ -1,15 +1,26 @@
 //! The OTLP/gRPC listener on :4317: tonic's HTTP/2 server with slogate's window and frame
 //! settings, serving the trace receiver and the verdict service, behind the bearer-token check
-//! ([`crate::auth::GrpcAuthLayer`]) and, when configured, TLS: then an accept task hands each
-//! connection's handshake to a task of its own and tonic serves the finished ones.
+//! ([`crate::auth::GrpcAuthLayer`]) and, when configured, TLS.
+//!
+//! Connections come from the accept loop the HTTP listeners use too ([`super::accept`]): the
+//! cap on open connections (`server.grpc_max_connections`), the back-off when descriptors run
+//! out, and the first-request and idle deadlines. Each accepted connection completes its TLS
+//! handshake (if any) in a task of its own, so a slow client never holds up the others, and
+//! reaches tonic through a bounded channel.
 
+use super::accept::{self, ConnLimits, ConnStats, TrackRequestsLayer, Tracked};
+use crate::auth::GrpcAuthLayer;
 use crate::auth::tls::{Conn, handshake};
-use crate::auth::{GrpcAuthLayer, Listener};
 use crate::config::ServerConfig;
 use crate::server::http::Secure;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+/// Connections accepted (and handshaken) but not yet taken by tonic.
+const QUEUED: usize = 64;
 
 /// Serves `router`'s services on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -17,6 +28,7 @@ pub async fn serve(
     cfg: &ServerConfig,
     routes: tonic::service::Routes,
     secure: Secure,
+    conns: Arc<ConnStats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let mut builder = tonic::transport::Server::builder()
@@ -36,87 +48,56 @@ pub async fn serve(
         builder = builder.http2_keepalive_interval(Some(Duration::from_secs(60)));
     }
     let router = builder
+        .layer(TrackRequestsLayer)
         .layer(GrpcAuthLayer(secure.sec.clone()))
         .add_routes(routes);
-    if secure.tls.is_none() {
-        return router
-            .serve_with_incoming_shutdown(Accept(listener), shutdown)
-            .await;
-    }
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(accept_tls(listener, secure, tx));
+    let limits = ConnLimits {
+        max_connections: cfg.grpc_max_connections,
+        first_request_timeout: cfg.header_read_timeout,
+        idle_timeout: cfg.idle_timeout,
+    };
+    let (tx, rx) = mpsc::channel(QUEUED);
+    tokio::spawn(accept_loop(listener, limits, secure, conns, tx));
     router
-        .serve_with_incoming_shutdown(Handshaken(rx), shutdown)
+        .serve_with_incoming_shutdown(Accepted(rx), shutdown)
         .await
 }
 
-/// Accepts connections and completes each TLS handshake in a task of its own (a slow client
-/// never holds up the others), until tonic stops listening.
-async fn accept_tls(
+/// Accepts connections until tonic stops listening, completing each one's TLS handshake (when
+/// configured) in a task of its own within the first-request deadline.
+async fn accept_loop(
     listener: TcpListener,
+    limits: ConnLimits,
     secure: Secure,
-    tx: tokio::sync::mpsc::Sender<std::io::Result<Conn>>,
+    conns: Arc<ConnStats>,
+    tx: mpsc::Sender<std::io::Result<Tracked<Conn>>>,
 ) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed on the OTLP/gRPC port");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = tx.closed() => return,
-        };
-        let _ = stream.set_nodelay(true);
+    let which = secure.listener;
+    let closed = tx.clone();
+    let stop = async move { closed.closed().await };
+    accept::run(listener, which, limits, conns, stop, |stream, guard| {
         let (tx, secure) = (tx.clone(), secure.clone());
         tokio::spawn(async move {
             let tls = secure.tls.as_deref();
-            let timeout = Duration::from_secs(10);
-            if let Some(conn) =
-                handshake(stream, tls, timeout, &secure.sec, Listener::OtlpGrpc).await
-            {
-                let _ = tx.send(Ok(conn)).await;
+            let timeout = limits.first_request_timeout;
+            if let Some(conn) = handshake(stream, tls, timeout, &secure.sec, which).await {
+                // Fails only when tonic has stopped: the connection is dropped, its place freed.
+                let _ = tx.send(Ok(guard.wrap(conn))).await;
             }
         });
-    }
+    })
+    .await;
 }
 
-/// The connections whose TLS handshake completed.
-struct Handshaken(tokio::sync::mpsc::Receiver<std::io::Result<Conn>>);
+/// The connection stream tonic serves.
+struct Accepted(mpsc::Receiver<std::io::Result<Tracked<Conn>>>);
 
-impl futures_core::Stream for Handshaken {
-    type Item = std::io::Result<Conn>;
+impl futures_core::Stream for Accepted {
+    type Item = std::io::Result<Tracked<Conn>>;
     fn poll_next(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         self.0.poll_recv(cx)
-    }
-}
-
-/// The connection stream tonic serves: accepted sockets with TCP_NODELAY.
-struct Accept(TcpListener);
-
-impl futures_core::Stream for Accept {
-    type Item = std::io::Result<tokio::net::TcpStream>;
-    fn poll_next(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        match self.0.poll_accept(cx) {
-            std::task::Poll::Ready(Ok((stream, _))) => {
-                let _ = stream.set_nodelay(true);
-                std::task::Poll::Ready(Some(Ok(stream)))
-            }
-            std::task::Poll::Ready(Err(e)) => {
-                // Accept errors (e.g. too many open files) are not fatal; log and go on.
-                tracing::warn!(error = %e, "accept failed on the OTLP/gRPC port");
-                cx.waker().wake_by_ref();
-                std::task::Poll::Pending
-            }
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
     }
 }

@@ -67,7 +67,7 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
         .with_context(|| format!("cannot open the history in {root}"))?;
     let writer =
         HistoryWriter::new(wc).with_context(|| format!("cannot open the history in {root}"))?;
-    let query = History::open(&store, &extra)
+    let query = History::open_with(&store, &extra, h.sql_limits)
         .await
         .with_context(|| format!("cannot read the history in {root}"))?;
     let since = registry.now_unix().saturating_sub(h.reload.as_secs()) as i64;
@@ -146,6 +146,50 @@ impl HistoryParts {
     }
 }
 
+impl HistoryParts {
+    /// The last flush, at shutdown: retried with back-off (a full disk may be cleaned, an
+    /// object store may come back) until everything buffered is written or `within` has
+    /// passed; one attempt is made even with no time left. Rows still buffered then are lost:
+    /// each table's count is logged as an error, and the total returned, never silent.
+    pub async fn flush_at_shutdown(&self, within: std::time::Duration) -> u64 {
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + within;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            self.flush();
+            let left = self.health.backlog_rows();
+            if left == 0 {
+                return 0;
+            }
+            if Instant::now() + wait > deadline {
+                break;
+            }
+            tracing::warn!(
+                rows = left,
+                retry_in_ms = wait.as_millis() as u64,
+                "history flush at shutdown failed; retrying within the shutdown grace"
+            );
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+        }
+        let mut lost = 0;
+        for (t, table) in TABLES.iter().enumerate() {
+            let rows = self.health.backlog[t].load(Ordering::Relaxed);
+            if rows > 0 {
+                lost += rows;
+                let error = self.health.failing.lock()[t].clone().unwrap_or_default();
+                tracing::error!(
+                    table,
+                    rows,
+                    %error,
+                    "history rows still unwritten when the shutdown grace ended: lost (they were acknowledged; the live windows held them)"
+                );
+            }
+        }
+        lost
+    }
+}
+
 const REQUESTS: usize = 0;
 const METRICS: usize = 1;
 const VERDICTS: usize = 2;
@@ -176,6 +220,11 @@ impl HistoryHealth {
                 failing[table] = Some(e);
             }
         }
+    }
+
+    /// Rows buffered and not yet written, over every table.
+    pub fn backlog_rows(&self) -> u64 {
+        self.backlog.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     /// One sentence per table whose last flush failed, for `/readyz`.

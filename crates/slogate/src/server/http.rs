@@ -1,8 +1,11 @@
 //! Serving the OTLP/HTTP receiver and the API over HTTP/1.1 and HTTP/2 with the limits
-//! `axum::serve` does not set: a deadline for a request's head (a client that opens a
-//! connection and trickles header bytes — slow-loris — is cut off), a cap on open connections
-//! (past it, new connections wait in the kernel's accept queue), and a bounded graceful drain.
-//! With TLS the handshake runs in the connection's task, bounded by the header-read timeout.
+//! `axum::serve` does not set. The shared accept loop ([`super::accept`]) caps open connections
+//! (past the cap, new ones wait in the kernel's accept queue), backs off when descriptors run
+//! out, and closes connections that start no request within the header-read timeout or stay
+//! idle; hyper's header-read timeout bounds every later request head too (a client that
+//! trickles header bytes — slow-loris — is cut off). With TLS the handshake runs in the
+//! connection's task, within the same deadline. Shutdown drains open connections for a bounded
+//! time.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -14,8 +17,9 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tower::ServiceExt;
 
+use super::accept::{self, ConnLimits, ConnStats};
 use crate::auth::tls::{Tls, handshake};
 use crate::auth::{Listener, Security};
 
@@ -30,11 +34,10 @@ pub struct Secure {
 /// Connection limits of one HTTP listener.
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
-    /// A connection whose request head (request line and headers) has not fully arrived this
-    /// long after it started is closed.
-    pub header_read_timeout: Duration,
-    /// Connections served at once.
-    pub max_connections: usize,
+    /// The cap, the first-request deadline (also hyper's header-read timeout: a request head
+    /// that has not fully arrived this long after the server started waiting for it closes the
+    /// connection) and the idle timeout.
+    pub conn: ConnLimits,
     /// After shutdown starts, open connections get this long to finish their requests.
     pub drain: Duration,
 }
@@ -46,60 +49,67 @@ pub async fn serve(
     app: Router,
     limits: HttpLimits,
     secure: Secure,
+    conns: Arc<ConnStats>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
+    let timeout = limits.conn.first_request_timeout;
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    tokio::pin!(shutdown);
-    loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-            () = &mut shutdown => break,
-        };
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning; the listener stays up.
-                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let (builder, watcher, secure) = (builder.clone(), graceful.watcher(), secure.clone());
-        let timeout = limits.header_read_timeout;
-        tokio::spawn(async move {
-            let tls = secure.tls.as_deref();
-            if let Some(io) = handshake(stream, tls, timeout, &secure.sec, secure.listener).await {
+    let which = secure.listener;
+    accept::run(
+        listener,
+        which,
+        limits.conn,
+        conns,
+        shutdown,
+        |stream, guard| {
+            let (app, builder, watcher, secure) = (
+                app.clone(),
+                builder.clone(),
+                graceful.watcher(),
+                secure.clone(),
+            );
+            tokio::spawn(async move {
+                let tls = secure.tls.as_deref();
+                let Some(io) = handshake(stream, tls, timeout, &secure.sec, secure.listener).await
+                else {
+                    return;
+                };
+                let io = guard.wrap(io);
+                let activity = io.activity();
+                // Each request counts as in flight on its connection until its response is ready.
+                let service = tower::service_fn(move |req| {
+                    let request = activity.begin();
+                    let response = app.clone().oneshot(req);
+                    async move {
+                        let r = response.await;
+                        drop(request);
+                        r
+                    }
+                });
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(io),
+                        TowerToHyperService::new(service),
+                    )
                     .into_owned();
                 if let Err(e) = watcher.watch(conn).await {
                     tracing::debug!(error = %e, "HTTP connection ended with an error");
                 }
-            }
-            drop(permit);
-        });
-    }
-    drop(listener);
+            });
+        },
+    )
+    .await;
     if tokio::time::timeout(limits.drain, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(drain = ?limits.drain, "HTTP connections still open after the drain period were closed");
+        tracing::warn!(listener = which.label(), drain = ?limits.drain, "HTTP connections still open after the drain period were closed");
     }
 }

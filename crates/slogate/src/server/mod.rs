@@ -2,8 +2,11 @@
 //! runs the background tasks, and shuts down gracefully on SIGTERM or Ctrl-C.
 //!
 //! - [`history`]: opening the Parquet history, appending closed slots and documents, flushing;
-//! - [`pagerduty`]: the outbox, the sender and the notifier;
-//! - [`grpc`] and [`http`]: the listeners and their limits; [`sched`]: the API threads' hint;
+//! - [`notify`]: an outbox and a sender per destination (PagerDuty, Slack, webhooks) and the
+//!   notifier;
+//! - [`accept`]: the accept loop the three listeners share (connection caps, back-off when
+//!   descriptors run out, first-request and idle deadlines); [`grpc`] and [`http`]: the
+//!   listeners; [`sched`]: the API threads' hint;
 //! - [`periodic`]: one way to run a background task (the slot closer, the alert evaluator, the
 //!   history flusher and the compactor).
 //!
@@ -12,12 +15,14 @@
 //!
 //! Shutdown: stop accepting, let in-flight requests finish within `shutdown_grace`, then close
 //! every open slot and flush it with the buffered documents, so a restart loses nothing that
-//! was acknowledged.
+//! was acknowledged. A failing flush is retried until the grace (counted from the signal) ends;
+//! rows still unwritten then are logged as lost and the process exits with an error.
 
+pub mod accept;
 pub mod grpc;
 pub mod history;
 pub mod http;
-pub mod pagerduty;
+pub mod notify;
 pub mod periodic;
 pub mod sched;
 
@@ -61,12 +66,12 @@ struct Engine {
     stats: Arc<IngestStats>,
     pipeline: Arc<Pipeline<Registry>>,
     history: Option<Arc<history::HistoryParts>>,
-    pagerduty: Option<pagerduty::PagerDuty>,
+    notify: notify::Notifications,
     alerts: Arc<Alerts>,
     gates: Arc<Gates>,
 }
 
-/// Builds the registry, the ingest pipeline, the history (reloading recent slots), PagerDuty
+/// Builds the registry, the ingest pipeline, the history (reloading recent slots), notification
 /// delivery, the alert state machines and the gates, wired so that every verdict and alert
 /// transition is also a history document.
 async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
@@ -95,7 +100,7 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
         let store = metrics.clone();
         h.set_metric_source(Arc::new(move || store.close_slots()));
     }
-    let pagerduty = cfg.pagerduty.as_ref().map(pagerduty::open).transpose()?;
+    let notify = notify::open(cfg)?;
     let transitions: Option<TransitionSink> = history.as_ref().map(|h| {
         let h = h.clone();
         let sink: TransitionSink = Arc::new(move |t: &TransitionRecord| {
@@ -105,13 +110,8 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
         sink
     });
     let alerts = Arc::new(
-        Alerts::new(
-            cfg,
-            registry.clone(),
-            pagerduty.as_ref().map(|p| p.notifier.clone()),
-            transitions,
-        )
-        .with_metrics(metrics.clone()),
+        Alerts::new(cfg, registry.clone(), notify.notifier.clone(), transitions)
+            .with_metrics(metrics.clone()),
     );
     let hook: VerdictHook = {
         let alerts = alerts.clone();
@@ -131,7 +131,13 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
     tracing::info!(loaded = baselines.load_all(), "stored baselines");
     let gates = Arc::new(
         Gates::new(cfg.gates.clone(), registry.clone(), Some(hook), baselines)
-            .with_metrics(metrics.clone()),
+            .with_metrics(metrics.clone())
+            .with_change_hook({
+                let alerts = alerts.clone();
+                Arc::new(move |service, previous, doc| {
+                    alerts.on_verdict_change(service, previous, doc)
+                })
+            }),
     );
     Ok(Engine {
         registry,
@@ -139,7 +145,7 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
         stats,
         pipeline,
         history,
-        pagerduty,
+        notify,
         alerts,
         gates,
     })
@@ -168,6 +174,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
 
     ready.store(true, Ordering::SeqCst);
     shutdown_signal().await;
+    let stopping = std::time::Instant::now();
     tracing::info!("shutting down");
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
@@ -188,7 +195,15 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(h) = &engine.history {
         h.append(rows);
         h.append_metrics(engine.metrics.close_all_slots());
-        h.flush();
+        let lost = h
+            .flush_at_shutdown(grace.saturating_sub(stopping.elapsed()))
+            .await;
+        if lost > 0 {
+            anyhow::bail!(
+                "{lost} history rows could not be written before the shutdown grace ({} s) ended and are lost; see the errors above",
+                grace.as_secs()
+            );
+        }
     }
     Ok(())
 }
@@ -231,9 +246,7 @@ async fn listen(
     };
     let s = &cfg.server;
     let bind = |addr, what: &'static str| async move {
-        TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot bind {what} on {addr}"))
+        accept::bind(addr).with_context(|| format!("cannot bind {what} on {addr}"))
     };
     let grpc_listener = bind(s.otlp_grpc, "OTLP/gRPC").await?;
     let http_listener = bind(s.otlp_http, "OTLP/HTTP").await?;
@@ -246,29 +259,49 @@ async fn listen(
         tls = tls.is_some(),
         "slogate listening"
     );
+    accept::check_descriptor_budget(2 * s.max_connections + s.grpc_max_connections);
+    let conns = Arc::new(accept::ConnStats::default());
     let routes = tonic::service::Routes::new(TraceServiceServer::new(e.pipeline.clone()))
         .add_service(MetricsServiceServer::new(e.pipeline.clone()))
         .add_service(api::grpc::VerdictServiceServer::new(e.gates.clone()));
     let (server, stop) = (s.clone(), stopped(stop_rx.clone()));
     let grpc_secure = secure(Listener::OtlpGrpc);
+    let grpc_conns = conns.clone();
     let grpc = tokio::spawn(async move {
-        if let Err(e) = grpc::serve(grpc_listener, &server, routes, grpc_secure, stop).await {
+        let served = grpc::serve(
+            grpc_listener,
+            &server,
+            routes,
+            grpc_secure,
+            grpc_conns,
+            stop,
+        );
+        if let Err(e) = served.await {
             tracing::error!(error = %e, "the OTLP/gRPC listener stopped");
         }
     });
     let limits = http::HttpLimits {
-        header_read_timeout: s.header_read_timeout,
-        max_connections: s.max_connections,
+        conn: accept::ConnLimits {
+            max_connections: s.max_connections,
+            first_request_timeout: s.header_read_timeout,
+            idle_timeout: s.idle_timeout,
+        },
         drain: s.shutdown_grace,
     };
     let ingest_sec = sec.clone();
+    let receiver = slogate_ingest::http::HttpOptions {
+        body_read_timeout: s.body_read_timeout,
+    };
     let otlp_http = tokio::spawn(http::serve(
         http_listener,
-        slogate_ingest::http::router(e.pipeline.clone()).layer(axum::middleware::from_fn(
-            move |req, next| crate::auth::otlp_http_layer(ingest_sec.clone(), req, next),
-        )),
+        slogate_ingest::http::router_with(e.pipeline.clone(), receiver).layer(
+            axum::middleware::from_fn(move |req, next| {
+                crate::auth::otlp_http_layer(ingest_sec.clone(), req, next)
+            }),
+        ),
         limits,
         secure(Listener::OtlpHttp),
+        conns.clone(),
         stopped(stop_rx.clone()),
     ));
     let state = AppState {
@@ -280,10 +313,12 @@ async fn listen(
         started: std::time::Instant::now(),
         gates: e.gates.clone(),
         alerts: e.alerts.clone(),
-        delivery: e.pagerduty.as_ref().map(|p| p.stats.clone()),
+        delivery: e.notify.pagerduty.clone(),
+        notifications: e.notify.board.clone(),
         security: sec.clone(),
         metrics: Some(e.metrics.clone()),
         history_health: e.history.as_ref().map(|h| h.health.clone()),
+        connections: conns.clone(),
     };
     let api_sec = sec.clone();
     let app = api::router(state).layer(axum::middleware::from_fn(move |req, next| {
@@ -294,6 +329,7 @@ async fn listen(
         api_listener.into_std()?,
         limits,
         secure(Listener::Api),
+        conns,
         stopped(stop_rx.clone()),
     )?;
     let api = tokio::spawn(async move {
@@ -302,7 +338,7 @@ async fn listen(
     Ok(vec![grpc, otlp_http, api])
 }
 
-/// The background tasks: the slot closer, the alert evaluator, PagerDuty delivery, and the
+/// The background tasks: the slot closer, the alert evaluator, notification delivery, and the
 /// history's flusher and compactor.
 fn background(
     cfg: &Config,
@@ -334,13 +370,7 @@ fn background(
             move || alerts.evaluate(),
         ),
     ];
-    if let Some(p) = e.pagerduty.take() {
-        tasks.push(tokio::spawn(p.sender.run(
-            p.outbox,
-            p.notify,
-            stop_rx.clone(),
-        )));
-    }
+    tasks.extend(e.notify.spawn(stop_rx));
     if let Some(h) = &e.history {
         let flushed = h.clone();
         tasks.push(spawn_periodic(
@@ -380,6 +410,7 @@ fn spawn_api(
     listener: std::net::TcpListener,
     limits: http::HttpLimits,
     secure: http::Secure,
+    conns: Arc<accept::ConnStats>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -402,7 +433,7 @@ fn spawn_api(
             };
             rt.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => http::serve(listener, app, limits, secure, stop).await,
+                    Ok(listener) => http::serve(listener, app, limits, secure, conns, stop).await,
                     Err(e) => tracing::error!(error = %e, "cannot serve the HTTP API"),
                 }
             });

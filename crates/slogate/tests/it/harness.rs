@@ -50,8 +50,14 @@ impl Server {
     fn try_start(server_extra: &str, extra: &str) -> Result<Server, String> {
         let dir = tempfile::tempdir().unwrap();
         let (grpc, http, api) = (free_port(), free_port(), free_port());
+        // 2 s of shutdown grace unless the test sets its own.
+        let grace = if server_extra.contains("shutdown_grace:") {
+            ""
+        } else {
+            "  shutdown_grace: 2s\n"
+        };
         let config = format!(
-            "# slogate configuration (integration test)\nserver:\n  otlp_grpc: 127.0.0.1:{grpc}\n  otlp_http: 127.0.0.1:{http}\n  http: 127.0.0.1:{api}\n  shutdown_grace: 2s\n{server_extra}{extra}"
+            "# slogate configuration (integration test)\nserver:\n  otlp_grpc: 127.0.0.1:{grpc}\n  otlp_http: 127.0.0.1:{http}\n  http: 127.0.0.1:{api}\n{grace}{server_extra}{extra}"
         );
         let path = dir.path().join("slogate.yaml");
         std::fs::write(&path, config).unwrap();
@@ -137,10 +143,37 @@ impl Server {
 }
 
 impl Server {
+    /// The server's process id (for `/proc/<pid>` figures: peak memory, CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL, as a crash or an OOM kill would.
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM, as Kubernetes does, and waits for the exit (at most `within`): whether
+    /// it exited successfully, and its log.
+    pub fn terminate(mut self, within: Duration) -> (bool, String) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "slogate did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // The log reader gets the last lines.
+        std::thread::sleep(Duration::from_millis(200));
+        (status.success(), self.log.lock().unwrap().join("\n"))
     }
 }
 

@@ -378,23 +378,7 @@ fn failing_history_writes_are_visible_and_nothing_is_lost() {
         dir.display()
     );
     let server = Server::start(&config);
-    let send = |n: usize| {
-        let target = Target {
-            endpoint: format!("http://127.0.0.1:{}", server.grpc),
-            ..Target::default()
-        };
-        let cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(60.0, 0.7));
-        let mut sc = Scenario::new(
-            target,
-            Rate::PerSecond(n as f64),
-            Duration::from_secs(1),
-            vec![cohort],
-        );
-        sc.batch_size = 50;
-        let report = slogate_load::run_blocking(&sc).unwrap();
-        assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
-        report.spans_sent
-    };
+    let send = |n: usize| send_checkout(&server, n);
     let mut sent = send(500);
     // The table's directory becomes a file: every flush fails from now on.
     let table = dir.join("requests");
@@ -452,4 +436,104 @@ fn failing_history_writes_are_visible_and_nothing_is_lost() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// SIGTERM while the history cannot be written: the final flush is retried within
+/// `shutdown_grace`. When the disk comes back in time every acknowledged span is in the history
+/// after the exit; when it does not, the loss is logged with its row count and the process
+/// exits with an error, never silently.
+#[test]
+fn shutdown_flush_is_retried_within_the_grace_then_reported_as_loss() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("history");
+    let config = format!(
+        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1h\n",
+        dir.display()
+    );
+    let break_table = || {
+        let table = dir.join("requests");
+        if table.exists() {
+            std::fs::rename(&table, dir.join("requests.aside")).unwrap();
+        }
+        std::fs::write(&table, b"not a directory").unwrap();
+    };
+    let mend_table = || {
+        let table = dir.join("requests");
+        std::fs::remove_file(&table).unwrap();
+        if dir.join("requests.aside").exists() {
+            std::fs::rename(dir.join("requests.aside"), &table).unwrap();
+        }
+    };
+
+    // The disk comes back 1.5 s into a 20 s grace: nothing is lost.
+    let server = Server::start_with("  shutdown_grace: 20s\n", &config);
+    let sent = send_checkout(&server, 600);
+    server.sli_when("service=checkout&window=5m", sent);
+    break_table();
+    let mender = std::thread::spawn({
+        let dir = dir.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            let table = dir.join("requests");
+            std::fs::remove_file(&table).unwrap();
+            if dir.join("requests.aside").exists() {
+                std::fs::rename(dir.join("requests.aside"), &table).unwrap();
+            }
+        }
+    });
+    let (ok, log) = server.terminate(Duration::from_secs(30));
+    mender.join().unwrap();
+    assert!(
+        ok,
+        "a flush that succeeded within the grace is a clean exit:\n{log}"
+    );
+    assert!(
+        log.contains("retrying within the shutdown grace"),
+        "the first attempts failed:\n{log}"
+    );
+    let server = Server::start(&config);
+    let (status, out) = sql(&server, "SELECT sum(requests) AS n FROM requests");
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(
+        out["rows"][0][0].as_u64(),
+        Some(sent),
+        "every acknowledged span"
+    );
+
+    // The disk never comes back within a 2 s grace: the loss is said, with its count.
+    let more = send_checkout(&server, 300);
+    server.sli_when("service=checkout&window=5m", sent + more);
+    break_table();
+    let (ok, log) = server.terminate(Duration::from_secs(30));
+    assert!(!ok, "lost rows make the exit an error:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("still unwritten when the shutdown grace ended"))
+        .unwrap_or_else(|| panic!("no loss line:\n{log}"));
+    assert!(
+        line.contains("requests") && line.contains("rows="),
+        "{line}"
+    );
+    assert!(log.contains("history rows could not be written"), "{log}");
+    mend_table();
+}
+
+/// Sends `n` spans of checkout v1 over one second through OTLP/gRPC; returns the count sent
+/// (every request acknowledged).
+fn send_checkout(server: &Server, n: usize) -> u64 {
+    let target = Target {
+        endpoint: format!("http://127.0.0.1:{}", server.grpc),
+        ..Target::default()
+    };
+    let cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(60.0, 0.7));
+    let mut sc = Scenario::new(
+        target,
+        Rate::PerSecond(n as f64),
+        Duration::from_secs(1),
+        vec![cohort],
+    );
+    sc.batch_size = 50;
+    let report = slogate_load::run_blocking(&sc).unwrap();
+    assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
+    report.spans_sent
 }

@@ -2,11 +2,13 @@
 //! exporters (Rust `opentelemetry-otlp`, Python `opentelemetry-sdk`) and by hostile clients.
 
 mod alerts;
+mod api;
 mod architecture;
 mod auth;
 mod bad_input;
 mod baselines;
 mod cli;
+mod connections;
 mod dashboard;
 mod exporters;
 mod gates;
@@ -14,3 +16,5 @@ mod harness;
 mod history;
 mod judge;
 mod metrics;
+mod notifications;
+mod sql_limits;

@@ -50,6 +50,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
+{{/* The Secret holding the Slack webhook URL: the user's, or the one this chart creates. */}}
+{{- define "slogate.slackSecretName" -}}
+{{- if .Values.slack.existingSecret }}
+{{- .Values.slack.existingSecret }}
+{{- else }}
+{{- printf "%s-slack" (include "slogate.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/* The Secret holding the PagerDuty routing key: the user's, or the one this chart creates. */}}
 {{- define "slogate.pagerdutySecretName" -}}
 {{- if .Values.pagerduty.existingSecret }}
@@ -112,7 +121,13 @@ The configuration file: the user's `config`, with the keys that must agree with 
     "otlp_http" (printf "0.0.0.0:%d" (int .Values.ports.otlpHttp))
     "http" (printf "0.0.0.0:%d" (int .Values.ports.http)))
   "history" (dict "dir" (printf "%s/history" $data))
-  "pagerduty" (dict "enabled" .Values.pagerduty.enabled "outbox_dir" (printf "%s/outbox" $data)) }}
+  "pagerduty" (dict "enabled" .Values.pagerduty.enabled "outbox_dir" (printf "%s/outbox" $data))
+  "notifications" (dict
+    "outbox_dir" (printf "%s/notify-outbox" $data)
+    "slack" (dict "enabled" .Values.slack.enabled)) }}
+{{- if .Values.slack.enabled }}
+{{- $_ := set $managed.notifications.slack "webhook_url_file" (printf "/etc/slogate/slack/%s" .Values.slack.secretKey) }}
+{{- end }}
 {{- if .Values.pagerduty.enabled }}
 {{- $_ := set $managed.pagerduty "routing_key_file" (printf "/etc/slogate/pagerduty/%s" .Values.pagerduty.secretKey) }}
 {{- end }}

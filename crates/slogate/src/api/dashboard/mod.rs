@@ -27,6 +27,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; base-uri 'none'; 
 
 /// Series rows `/api/v1/series` answers at most (the busiest first).
 const MAX_SERIES_ROWS: usize = 500;
+/// The most rows one page of `/api/v1/series` may ask for.
+const MAX_SERIES_LIMIT: usize = 10_000;
 
 /// The dashboard's routes besides `/` (which `api::router` maps to [`index`]).
 pub fn routes() -> Router<AppState> {
@@ -94,26 +96,57 @@ struct SeriesResponse {
     window_seconds: u64,
     /// Every service with a series, busy or not, sorted.
     services: Vec<String>,
-    /// Busiest first; series without requests in the window are left out.
+    /// Busiest first (then by service, version and operation), from `offset`; series without
+    /// requests in the window are left out.
     series: Vec<SeriesRow>,
-    /// True when more rows had traffic than were returned.
+    /// Series with requests in the window, over every page.
+    total: usize,
+    /// True when more rows had traffic than this page returned.
     truncated: bool,
+    /// The `offset` of the next page, when there is one.
+    next_offset: Option<usize>,
 }
 
-/// `GET /api/v1/series?window=10m[&service=S]`: the series with traffic in the window.
+/// `GET /api/v1/series?window=10m[&service=S][&limit=N][&offset=K]`: the series with traffic
+/// in the window, busiest first, `limit` (default 500, at most 10,000) from `offset`. Each page
+/// is ranked afresh, so a series whose traffic changes between two calls may move across their
+/// boundary.
 async fn series(
     State(st): State<AppState>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Response {
     if let Some(k) = params
         .keys()
-        .find(|k| !matches!(k.as_str(), "window" | "service"))
+        .find(|k| !matches!(k.as_str(), "window" | "service" | "limit" | "offset"))
     {
         return ApiError::bad_request(format!(
-            "unknown query parameter `{k}`; use window and service"
+            "unknown query parameter `{k}`; use window, service, limit and offset"
         ))
         .into_response();
     }
+    let number = |name: &str, default: usize, range: std::ops::RangeInclusive<usize>| match params
+        .get(name)
+    {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "{name} {v:?} must be a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                ))
+            }),
+    };
+    let (limit, offset) = match (
+        number("limit", MAX_SERIES_ROWS, 1..=MAX_SERIES_LIMIT),
+        number("offset", 0, 0..=usize::MAX),
+    ) {
+        (Ok(l), Ok(o)) => (l, o),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
+    };
     let window = match parse_window(
         params.get("window").map_or("10m", String::as_str),
         &st.registry,
@@ -167,13 +200,16 @@ async fn series(
                 (&a.service, &a.version, &a.operation).cmp(&(&b.service, &b.version, &b.operation))
             })
         });
-        let truncated = rows.len() > MAX_SERIES_ROWS;
-        rows.truncate(MAX_SERIES_ROWS);
+        let total = rows.len();
+        let end = offset.saturating_add(limit).min(total);
+        let page: Vec<SeriesRow> = rows.drain(offset.min(total)..end).collect();
         SeriesResponse {
             window_seconds: window,
             services,
-            series: rows,
-            truncated,
+            series: page,
+            total,
+            truncated: end < total,
+            next_offset: (end < total).then_some(end),
         }
     })
     .await;
