@@ -99,8 +99,61 @@ pub struct MockServer {
     addr: SocketAddr,
     url: String,
     state: Arc<MockState>,
+    serving: Serving,
+}
+
+/// An axum server running in a task of its own, stopped on request or when dropped: what each
+/// stand-in holds.
+pub(crate) struct Serving {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Serving {
+    /// Serves `app` on `listener` until [`Serving::stop`] or the drop.
+    pub(crate) fn start(listener: TcpListener, app: Router) -> Serving {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Serving {
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting connections and waits for the server task to end. Pooled keep-alive
+    /// connections may hold a graceful shutdown open; a bounded wait then an abort keeps
+    /// restart tests from hanging on a client's idle connection.
+    pub(crate) async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(std::time::Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
 }
 
 impl MockServer {
@@ -126,21 +179,12 @@ impl MockServer {
         });
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let app = router(state.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
+        let serving = Serving::start(listener, router(state.clone()));
         Ok(MockServer {
             addr,
             url: format!("http://{addr}"),
             state,
-            shutdown: Some(tx),
-            task: Some(task),
+            serving,
         })
     }
 
@@ -173,33 +217,9 @@ impl MockServer {
         self.state.reset();
     }
 
-    /// Stops accepting connections and waits for the server task to end.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            // Pooled keep-alive connections may hold a graceful shutdown open; a bounded wait
-            // then an abort keeps restart tests from hanging on a client's idle connection.
-            let abort = task.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for MockServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    /// Stops accepting connections and waits (bounded) for the server task to end.
+    pub async fn shutdown(self) {
+        self.serving.stop().await;
     }
 }
 

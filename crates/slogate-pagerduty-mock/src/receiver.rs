@@ -20,8 +20,8 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::Serving;
 
 /// Far above any real notification, so oversized bodies still reach the validator.
 const TRANSPORT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -137,8 +137,7 @@ pub struct ReceiverMock {
     addr: SocketAddr,
     url: String,
     state: Arc<ReceiverState>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<io::Result<()>>>,
+    serving: Serving,
 }
 
 /// A path shaped like a Slack webhook's, with random parts.
@@ -194,7 +193,6 @@ impl ReceiverMock {
         });
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = oneshot::channel::<()>();
         let app = Router::new()
             .route("/_control/script", post(set_script))
             .route("/_control/accepted", get(list_accepted))
@@ -203,19 +201,11 @@ impl ReceiverMock {
             .fallback(receive)
             .layer(DefaultBodyLimit::max(TRANSPORT_BODY_LIMIT))
             .with_state(state.clone());
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await
-        });
         Ok(ReceiverMock {
             addr,
             url: format!("http://{addr}{path}"),
             state,
-            shutdown: Some(tx),
-            task: Some(task),
+            serving: Serving::start(listener, app),
         })
     }
 
@@ -255,30 +245,8 @@ impl ReceiverMock {
     }
 
     /// Stops accepting connections and waits (bounded) for the server task to end.
-    pub async fn shutdown(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(std::time::Duration::from_secs(2), task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
-        }
-    }
-}
-
-impl Drop for ReceiverMock {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn shutdown(self) {
+        self.serving.stop().await;
     }
 }
 

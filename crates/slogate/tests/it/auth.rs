@@ -8,7 +8,7 @@
 //! `/metrics`, `config show` or error bodies.
 
 use crate::exporters::python;
-use crate::harness::{SpanSpec, lognormal_spans, slogate};
+use crate::harness::{SpanSpec, free_port, lognormal_spans, slogate};
 use bytes::Bytes;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{Span, SpanKind, Tracer, TracerProvider};
@@ -149,14 +149,6 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Writes the token files into `dir`: ingest A and B (two files), read, admin.

@@ -8,13 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn sql(server: &Server, query: &str) -> serde_json::Value {
-    let resp = reqwest::blocking::Client::new()
-        .post(server.api_url("/api/v1/sql"))
-        .json(&serde_json::json!({ "query": query }))
-        .send()
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{query}");
-    resp.json().unwrap()
+    let (status, answer) = server.sql(query);
+    assert_eq!(status, 200, "{query}: {answer}");
+    answer
 }
 
 /// Polls a one-number SQL query until it returns `want`.

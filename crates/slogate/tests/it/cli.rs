@@ -2,7 +2,7 @@
 //! and as a script uses it: `--format json` everywhere, errors as JSON, exit codes that do not
 //! move with the format, closed pipes, plain output off a terminal, JSON logs.
 
-use crate::harness::{Server, slogate};
+use crate::harness::{Server, free_port, slogate};
 use serde_json::Value;
 use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use std::io::{BufRead as _, BufReader};
@@ -592,14 +592,6 @@ impl Drop for JsonLogServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl JsonLogServer {

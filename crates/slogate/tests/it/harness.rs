@@ -18,7 +18,8 @@ pub struct Server {
     _dir: tempfile::TempDir,
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -111,6 +112,17 @@ impl Server {
         let resp = reqwest::blocking::get(self.api_url(path)).map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         Ok((status, resp.text().map_err(|e| e.to_string())?))
+    }
+
+    /// `POST /api/v1/sql` with `query`: the status and the JSON answer.
+    pub fn sql(&self, query: &str) -> (u16, serde_json::Value) {
+        let resp = reqwest::blocking::Client::new()
+            .post(self.api_url("/api/v1/sql"))
+            .json(&serde_json::json!({ "query": query }))
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap())
     }
 
     pub fn get_json(&self, path: &str) -> serde_json::Value {

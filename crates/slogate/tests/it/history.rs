@@ -7,16 +7,6 @@ use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn sql(server: &Server, query: &str) -> (u16, serde_json::Value) {
-    let resp = reqwest::blocking::Client::new()
-        .post(server.api_url("/api/v1/sql"))
-        .json(&serde_json::json!({ "query": query }))
-        .send()
-        .unwrap();
-    let status = resp.status().as_u16();
-    (status, resp.json().unwrap())
-}
-
 #[test]
 fn history_sql_and_restart_without_blindness() {
     let data = tempfile::tempdir().unwrap();
@@ -47,7 +37,7 @@ fn history_sql_and_restart_without_blindness() {
     // Slots close every second and the writer flushes every second.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, v) = sql(&server, "SELECT sum(requests) AS n FROM requests");
+        let (status, v) = server.sql("SELECT sum(requests) AS n FROM requests");
         assert_eq!(status, 200, "{v}");
         if v["rows"][0][0].as_u64() == Some(sent) {
             break;
@@ -59,8 +49,7 @@ fn history_sql_and_restart_without_blindness() {
         );
         std::thread::sleep(Duration::from_millis(300));
     }
-    let (_, v) = sql(
-        &server,
+    let (_, v) = server.sql(
         "SELECT sum(errors), sketch_quantile(sketch, 0.99), sketch_quantile(sketch, 0.5), count(DISTINCT slot_start) FROM requests WHERE service = 'checkout'",
     );
     assert_eq!(v["rows"][0][0].as_u64(), Some(sent_errors), "{v}");
@@ -84,7 +73,7 @@ fn history_sql_and_restart_without_blindness() {
     );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (_, v) = sql(&server, "SELECT gate, verdict, doc FROM verdicts");
+        let (_, v) = server.sql("SELECT gate, verdict, doc FROM verdicts");
         if v["rows"].as_array().is_some_and(|r| !r.is_empty()) {
             assert_eq!(v["rows"][0][0], "sla");
             assert_eq!(v["rows"][0][1], "pass");
@@ -103,7 +92,7 @@ fn history_sql_and_restart_without_blindness() {
         "CREATE TABLE t AS SELECT 1",
         "INSERT INTO requests SELECT * FROM requests",
     ] {
-        let (status, v) = sql(&server, stmt);
+        let (status, v) = server.sql(stmt);
         assert_eq!(status, 400, "{stmt}: {v}");
         assert!(
             v["error"].as_str().unwrap().contains("read-only"),
@@ -256,10 +245,8 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, v) = sql(
-            &server,
-            "SELECT sum(requests), sum(errors), sketch_quantile(sketch, 0.99) FROM requests",
-        );
+        let (status, v) = server
+            .sql("SELECT sum(requests), sum(errors), sketch_quantile(sketch, 0.99) FROM requests");
         assert_eq!(status, 200, "{v}");
         if v["rows"][0][0].as_u64() == Some(sent) {
             assert_eq!(v["rows"][0][1].as_u64(), Some(sent_errors), "{v}");
@@ -424,7 +411,7 @@ fn failing_history_writes_are_visible_and_nothing_is_lost() {
     assert!(!body.contains("failing"), "{body}");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let (status, out) = sql(&server, "SELECT sum(requests) AS n FROM requests");
+        let (status, out) = server.sql("SELECT sum(requests) AS n FROM requests");
         assert_eq!(status, 200, "{out}");
         if out["rows"][0][0].as_u64() == Some(sent) {
             break;
@@ -492,7 +479,7 @@ fn shutdown_flush_is_retried_within_the_grace_then_reported_as_loss() {
         "the first attempts failed:\n{log}"
     );
     let server = Server::start(&config);
-    let (status, out) = sql(&server, "SELECT sum(requests) AS n FROM requests");
+    let (status, out) = server.sql("SELECT sum(requests) AS n FROM requests");
     assert_eq!(status, 200, "{out}");
     assert_eq!(
         out["rows"][0][0].as_u64(),
