@@ -171,6 +171,9 @@ pub struct Alerts {
     log: Mutex<VecDeque<TransitionRecord>>,
     /// The last verdict notified per gate, phase and cohorts (bounded).
     notified_verdicts: Mutex<BTreeMap<String, slogate_alert::VerdictState>>,
+    /// Phases read back from the history at start, by alert id: taken when the alert is first
+    /// evaluated, so an alert that was firing before a restart does not fire again.
+    restored: Mutex<BTreeMap<String, Phase>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -243,6 +246,26 @@ impl Alerts {
             entries: Mutex::new(BTreeMap::new()),
             log: Mutex::new(VecDeque::new()),
             notified_verdicts: Mutex::new(BTreeMap::new()),
+            restored: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Restores alert states from their last transitions (read back from the history at
+    /// start): `(id, firing, at_unix)` is firing since `at_unix`, or resolved at it. Each
+    /// alert continues from there at its next evaluation: still true sends nothing, no longer
+    /// true resolves once.
+    pub fn restore(&self, last: impl IntoIterator<Item = (String, bool, u64)>) {
+        let mut restored = self.restored.lock();
+        for (id, firing, at) in last {
+            let phase = if firing {
+                Phase::Firing {
+                    since: at,
+                    quiet_since: None,
+                }
+            } else {
+                Phase::Resolved { at }
+            };
+            restored.insert(id, phase);
         }
     }
 
@@ -613,19 +636,25 @@ impl Alerts {
         now: u64,
     ) {
         let mut entries = self.entries.lock();
-        let entry = entries.entry(id.to_string()).or_insert_with(|| Entry {
-            view: AlertView {
-                id: id.to_string(),
-                rule: rule.to_string(),
-                kind,
-                service: service.to_string(),
-                tier,
-                severity: tier.severity(),
-                state: AlertState::new(for_seconds),
-                summary: String::new(),
-                details: serde_json::Value::Null,
-            },
-            machine: AlertState::new(for_seconds),
+        let entry = entries.entry(id.to_string()).or_insert_with(|| {
+            let mut machine = AlertState::new(for_seconds);
+            if let Some(phase) = self.restored.lock().remove(id) {
+                machine.phase = phase;
+            }
+            Entry {
+                view: AlertView {
+                    id: id.to_string(),
+                    rule: rule.to_string(),
+                    kind,
+                    service: service.to_string(),
+                    tier,
+                    severity: tier.severity(),
+                    state: machine.clone(),
+                    summary: String::new(),
+                    details: serde_json::Value::Null,
+                },
+                machine,
+            }
         });
         let fired_at = match entry.machine.phase {
             Phase::Firing { since, .. } => since,

@@ -514,6 +514,23 @@ impl Gates {
         }
     }
 
+    /// Fills the verdict log and the last verdict per gate and phase with `docs` (newest
+    /// first, as read back from the history at start), without calling the hooks: they were
+    /// notified and written when first recorded. At most the log's capacity is kept.
+    pub fn restore(&self, docs: Vec<VerdictDoc>) {
+        let mut log = self.log.lock();
+        let mut last = self.last.lock();
+        for doc in docs {
+            if log.len() >= VERDICT_LOG_CAPACITY {
+                break;
+            }
+            let doc = Arc::new(doc);
+            last.entry((doc.gate.clone(), doc.phase.clone()))
+                .or_insert_with(|| doc.clone());
+            log.push_back(doc);
+        }
+    }
+
     /// Recorded verdicts, newest first.
     pub fn history(&self, gate: Option<&str>, limit: usize) -> Vec<Arc<VerdictDoc>> {
         self.log

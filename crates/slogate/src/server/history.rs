@@ -1,8 +1,10 @@
 //! The server's side of the Parquet history: opening it (repairing an interrupted compaction,
-//! reloading recent slots into the live windows), appending closed slots, closed metric slots
-//! and verdict / alert documents, and flushing them.
+//! reloading recent slots into the live windows, reading back the verdict log and the alert
+//! states), appending closed slots, closed metric slots and verdict / alert documents, and
+//! flushing them.
 
 use crate::config::Config;
+use crate::engine::gates::VerdictDoc;
 use anyhow::Context as _;
 use parking_lot::Mutex;
 use slogate_core::{MetricSlotRecord, SlotRecord};
@@ -98,6 +100,102 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
         alerts: docs(DocTable::Alerts)?,
         maintenance,
     }))
+}
+
+/// What a restart reads back from the document tables: the newest verdicts (newest first) and
+/// each alert's last transition.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub verdicts: Vec<VerdictDoc>,
+    pub alerts: Vec<LastTransition>,
+}
+
+/// An alert's last recorded transition: fired (firing since `at_unix`) or resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastTransition {
+    pub id: String,
+    pub firing: bool,
+    pub at_unix: u64,
+}
+
+/// Alerts whose last transition is read back at most (distinct dedup keys).
+const ALERTS_RESTORED: usize = 10_000;
+
+impl HistoryParts {
+    /// Reads back the newest `verdicts` verdict documents and every alert's last transition,
+    /// so that a restart neither empties `/api/v1/verdicts` nor pages again for an alert that
+    /// was already firing. A failure is logged and shown on `/readyz`; the start goes on
+    /// with an empty log and fresh alert states.
+    pub async fn restore(&self, verdicts: usize, timeout: std::time::Duration) -> Restored {
+        match self.read_back(verdicts, timeout).await {
+            Ok(r) => {
+                tracing::info!(
+                    verdicts = r.verdicts.len(),
+                    alerts = r.alerts.len(),
+                    firing = r.alerts.iter().filter(|a| a.firing).count(),
+                    "verdict log and alert states restored from the history"
+                );
+                r
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not restore the verdict log and alert states from the history; they start empty");
+                *self.health.restore_failed.lock() = Some(e);
+                Restored::default()
+            }
+        }
+    }
+
+    async fn read_back(
+        &self,
+        verdicts: usize,
+        timeout: std::time::Duration,
+    ) -> Result<Restored, String> {
+        let docs = |rows: Vec<Vec<serde_json::Value>>| {
+            rows.into_iter().filter_map(|row| {
+                let text = row.into_iter().next()?;
+                serde_json::from_str::<serde_json::Value>(text.as_str()?).ok()
+            })
+        };
+        let q = format!("SELECT doc FROM verdicts ORDER BY at DESC LIMIT {verdicts}");
+        let found = self
+            .query
+            .sql(&q, verdicts, timeout)
+            .await
+            .map_err(|e| format!("verdicts: {e}"))?;
+        let total = found.rows.len();
+        let verdicts: Vec<VerdictDoc> = docs(found.rows)
+            .filter_map(|d| serde_json::from_value(d).ok())
+            .collect();
+        if verdicts.len() < total {
+            tracing::warn!(
+                skipped = total - verdicts.len(),
+                "verdict documents in the history that this version cannot read were not restored"
+            );
+        }
+        // The last transition per alert; `rule` holds the alert's dedup key.
+        let q = "SELECT doc FROM (SELECT doc, row_number() OVER (PARTITION BY rule ORDER BY at DESC) AS n FROM alerts) WHERE n = 1";
+        let found = self
+            .query
+            .sql(q, ALERTS_RESTORED, timeout)
+            .await
+            .map_err(|e| format!("alerts: {e}"))?;
+        if found.truncated {
+            tracing::warn!(
+                restored = ALERTS_RESTORED,
+                "more alerts in the history than are restored; the others start inactive"
+            );
+        }
+        let alerts = docs(found.rows)
+            .filter_map(|d| {
+                Some(LastTransition {
+                    id: d.get("id")?.as_str()?.to_string(),
+                    firing: d.get("transition")?.as_str()? == "fired",
+                    at_unix: d.get("at_unix")?.as_u64()?,
+                })
+            })
+            .collect();
+        Ok(Restored { verdicts, alerts })
+    }
 }
 
 impl HistoryParts {
@@ -207,6 +305,8 @@ pub struct HistoryHealth {
     dropped: [AtomicU64; 4],
     /// The last flush's error per table, cleared by a successful flush.
     failing: Mutex<[Option<String>; 4]>,
+    /// Why the verdict log and alert states could not be read back at start.
+    restore_failed: Mutex<Option<String>>,
 }
 
 impl HistoryHealth {
@@ -240,6 +340,11 @@ impl HistoryHealth {
                     )
                 })
             })
+            .chain(self.restore_failed.lock().as_ref().map(|e| {
+                format!(
+                    "the verdict log and alert states were not restored from the history (they started empty): {e}"
+                )
+            }))
             .collect()
     }
 

@@ -73,7 +73,8 @@ struct Engine {
 
 /// Builds the registry, the ingest pipeline, the history (reloading recent slots), notification
 /// delivery, the alert state machines and the gates, wired so that every verdict and alert
-/// transition is also a history document.
+/// transition is also a history document, and restores the verdict log and the alert states
+/// from those documents.
 async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
     let registry = Registry::new(cfg.window.clone(), Arc::new(SystemClock));
     let metrics = MetricStore::new(
@@ -109,10 +110,26 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
         });
         sink
     });
+    let mut restored_verdicts = Vec::new();
     let alerts = Arc::new(
         Alerts::new(cfg, registry.clone(), notify.notifier.clone(), transitions)
             .with_metrics(metrics.clone()),
     );
+    if let Some(h) = &history {
+        let restored = h
+            .restore(
+                crate::engine::gates::VERDICT_LOG_CAPACITY,
+                cfg.history.query_timeout,
+            )
+            .await;
+        alerts.restore(
+            restored
+                .alerts
+                .into_iter()
+                .map(|a| (a.id, a.firing, a.at_unix)),
+        );
+        restored_verdicts = restored.verdicts;
+    }
     let hook: VerdictHook = {
         let alerts = alerts.clone();
         let history = history.clone();
@@ -139,6 +156,7 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
                 })
             }),
     );
+    gates.restore(restored_verdicts);
     Ok(Engine {
         registry,
         metrics,

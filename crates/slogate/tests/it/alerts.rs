@@ -1,7 +1,9 @@
 //! Alerts end to end: an SLO burn driven by real OTLP traffic pages PagerDuty (the local
 //! Events API v2 server) exactly once and resolves exactly once; low traffic never pages; an
 //! alert queued while PagerDuty fails survives a SIGKILL of slogate and is delivered after the
-//! restart.
+//! restart; alerts firing at a SIGTERM stay firing across the restart (no second page, one
+//! resolve) and the verdict log comes back from the history; an unreadable one starts empty
+//! and `/readyz` says so.
 
 use crate::harness::{Server, TEST_ROUTING_KEY};
 use slogate_load::{CohortOverride, CohortSpec, LatencyDist, Phase, Rate, Scenario, Target};
@@ -236,4 +238,130 @@ fn pending_page_survives_sigkill() {
     });
     drop(server);
     drop(rt);
+}
+
+#[test]
+fn firing_alerts_and_verdict_log_survive_a_restart() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pd = mock(&rt);
+    let outbox = tempfile::tempdir().unwrap();
+    let history = tempfile::tempdir().unwrap();
+    let config = format!(
+        "{}history:\n  dir: {}\n  flush_interval: 1s\n  reload: 10m\n\
+         gates:\n  - name: checkout\n    service: checkout\n    window: 1m\n    min_requests: 50\n    canary: {{version: v2}}\n    criteria:\n      - {{name: error-rate, metric: error_rate, pass: 0.01, fail: 0.05}}\n\
+         alerting:\n  evaluation_interval: 1s\n  min_requests: 100\n  rules:\n    - {{name: checkout-errors, service: checkout, metric: error_rate, above: 0.2, window: 20s, for: 0s, tier: P1}}\n\
+         pagerduty:\n  enabled: true\n  url: {}\n  outbox_dir: {}\n  retry_min: 20ms\n  retry_max: 200ms\n",
+        fast_windows(),
+        history.path().display(),
+        pd.url(),
+        outbox.path().display()
+    );
+    let failing = |server: &Server| {
+        let mut canary = CohortSpec::new("checkout", "v2", LatencyDist::lognormal(20.0, 0.3));
+        canary.error_rate = 0.5;
+        let target = Target {
+            endpoint: format!("http://127.0.0.1:{}", server.grpc),
+            ..Target::default()
+        };
+        let mut sc = Scenario::new(
+            target,
+            Rate::PerSecond(500.0),
+            Duration::from_secs(2),
+            vec![canary],
+        );
+        sc.batch_size = 25;
+        let report = slogate_load::run_blocking(&sc).unwrap();
+        assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
+    };
+    let threshold = "slogate/threshold/checkout-errors";
+    let keys = |events: &[serde_json::Value]| -> Vec<(String, String)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e["event_action"].as_str().unwrap().to_string(),
+                    e["dedup_key"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+
+    // Before: the threshold rule fires, and a failing verdict raises the gate's alert.
+    let server = Server::start(&config);
+    failing(&server);
+    let before = server.get_json("/api/v1/gates/checkout/verdict");
+    assert_eq!(before["verdict"], "fail", "{before}");
+    let fired = wait_for("two triggers", Duration::from_secs(20), || {
+        let acc = pd.accepted();
+        (acc.len() >= 2).then_some(acc)
+    });
+    let fired = keys(&fired);
+    assert!(fired.iter().all(|(a, _)| a == "trigger"), "{fired:?}");
+    assert!(fired.iter().any(|(_, k)| k == threshold), "{fired:?}");
+    let gate_key = fired
+        .iter()
+        .map(|(_, k)| k.clone())
+        .find(|k| k.starts_with("slogate/gate/checkout/"))
+        .unwrap_or_else(|| panic!("no gate-failure trigger: {fired:?}"));
+    let (ok, log) = server.terminate(Duration::from_secs(30));
+    assert!(ok, "{log}");
+
+    // After: the verdict log is back, and both alerts are still firing since before.
+    let server = Server::start(&config);
+    let log = server.get_json("/api/v1/verdicts");
+    let verdicts = log["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), 1, "{log}");
+    assert_eq!(verdicts[0]["evaluated_at"], before["evaluated_at"], "{log}");
+    assert_eq!(verdicts[0]["verdict"], "fail", "{log}");
+    // The condition stays true: more failing traffic, and the gate fails again.
+    failing(&server);
+    let again = server.get_json("/api/v1/gates/checkout/verdict");
+    assert_eq!(again["verdict"], "fail", "{again}");
+    std::thread::sleep(Duration::from_secs(3));
+    let alerts = server.get_json("/api/v1/alerts");
+    let state = |id: &str| {
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["id"] == id)
+            .map(|a| a["state"]["state"].clone())
+    };
+    assert_eq!(state(threshold), Some("firing".into()), "{alerts}");
+    assert_eq!(state(&gate_key), Some("firing".into()), "{alerts}");
+    assert_eq!(
+        keys(&pd.accepted()),
+        fired,
+        "no second trigger after the restart"
+    );
+
+    // Once the errors leave the 20 s window, the threshold alert resolves, once.
+    let events = wait_for("the resolve", Duration::from_secs(40), || {
+        let acc = pd.accepted();
+        (acc.len() > fired.len()).then_some(acc)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(pd.accepted().len(), events.len());
+    let mut want = fired.clone();
+    want.push(("resolve".to_string(), threshold.to_string()));
+    assert_eq!(keys(&events), want);
+    drop(server);
+    drop(rt);
+}
+
+#[test]
+fn unreadable_verdict_history_starts_empty_and_says_so() {
+    let history = tempfile::tempdir().unwrap();
+    let part = history.path().join("verdicts/date=2026-01-01/hour=00");
+    std::fs::create_dir_all(&part).unwrap();
+    std::fs::write(part.join("broken.parquet"), b"not parquet at all").unwrap();
+    let server = Server::start(&format!("history:\n  dir: {}\n", history.path().display()));
+    let (status, body) = server.get("/readyz").unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("verdict log and alert states were not restored"),
+        "{body}"
+    );
+    let log = server.get_json("/api/v1/verdicts");
+    assert_eq!(log["verdicts"], serde_json::json!([]), "{log}");
 }
