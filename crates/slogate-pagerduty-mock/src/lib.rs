@@ -90,7 +90,7 @@ struct MockState {
     script: Mutex<VecDeque<u16>>,
     accepted: Mutex<Vec<Value>>,
     requests: Mutex<Vec<RequestRecord>>,
-    record: Option<Mutex<File>>,
+    record: Option<RecordFile>,
     started: Instant,
 }
 
@@ -100,6 +100,33 @@ pub struct MockServer {
     url: String,
     state: Arc<MockState>,
     serving: Serving,
+}
+
+/// A stand-in's record file: one JSON line per accepted payload, appended and fsync'd before the
+/// answer, so a kill never loses what a client was told was accepted.
+pub(crate) struct RecordFile(Mutex<File>);
+
+impl RecordFile {
+    /// Opens (creating, appending to) `path`; `None` without one.
+    pub(crate) fn open(path: Option<&std::path::Path>) -> io::Result<Option<RecordFile>> {
+        path.map(|p| {
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map(|f| RecordFile(Mutex::new(f)))
+        })
+        .transpose()
+    }
+
+    /// Appends `value` as one line and syncs it to disk.
+    pub(crate) fn append(&self, value: &Value) -> io::Result<()> {
+        let mut line = serde_json::to_vec(value).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut file = self.0.lock();
+        file.write_all(&line)?;
+        file.sync_data()
+    }
 }
 
 /// An axum server running in a task of its own, stopped on request or when dropped: what each
@@ -164,12 +191,7 @@ impl MockServer {
 
     /// Starts a mock with the given configuration.
     pub async fn start_with(config: MockConfig) -> io::Result<MockServer> {
-        let record = match &config.record {
-            Some(path) => Some(Mutex::new(
-                OpenOptions::new().create(true).append(true).open(path)?,
-            )),
-            None => None,
-        };
+        let record = RecordFile::open(config.record.as_deref())?;
         let state = Arc::new(MockState {
             script: Mutex::new(VecDeque::new()),
             accepted: Mutex::new(Vec::new()),
@@ -246,11 +268,7 @@ impl MockState {
     /// is never answered for an event the file does not hold.
     fn accept(&self, event: &Value) -> io::Result<()> {
         if let Some(file) = &self.record {
-            let mut line = serde_json::to_vec(event).map_err(io::Error::other)?;
-            line.push(b'\n');
-            let mut file = file.lock();
-            file.write_all(&line)?;
-            file.sync_data()?;
+            file.append(event)?;
         }
         self.accepted.lock().push(event.clone());
         Ok(())

@@ -3,7 +3,6 @@
 //! ledgers and an optional record file (see the crate documentation for the why).
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
-use crate::Serving;
+use crate::{RecordFile, Serving};
 
 /// Far above any real notification, so oversized bodies still reach the validator.
 const TRANSPORT_BODY_LIMIT: usize = 4 * 1024 * 1024;
@@ -128,7 +127,7 @@ struct ReceiverState {
     script: Mutex<VecDeque<Fault>>,
     accepted: Mutex<Vec<Value>>,
     requests: Mutex<Vec<Received>>,
-    record: Option<Mutex<File>>,
+    record: Option<RecordFile>,
     started: Instant,
 }
 
@@ -171,12 +170,7 @@ impl ReceiverMock {
     }
 
     pub async fn start_with(config: ReceiverConfig) -> io::Result<ReceiverMock> {
-        let record = match &config.record {
-            Some(path) => Some(Mutex::new(
-                OpenOptions::new().create(true).append(true).open(path)?,
-            )),
-            None => None,
-        };
+        let record = RecordFile::open(config.record.as_deref())?;
         let path = config.path.clone().unwrap_or_else(|| match config.kind {
             Kind::Slack => slack_path(),
             Kind::Alertmanager => "/hook".into(),
@@ -271,11 +265,7 @@ impl ReceiverState {
 
     fn accept(&self, body: &Value) -> io::Result<()> {
         if let Some(file) = &self.record {
-            let mut line = serde_json::to_vec(body).map_err(io::Error::other)?;
-            line.push(b'\n');
-            let mut file = file.lock();
-            file.write_all(&line)?;
-            file.sync_data()?;
+            file.append(body)?;
         }
         self.accepted.lock().push(body.clone());
         Ok(())

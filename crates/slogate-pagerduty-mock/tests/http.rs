@@ -1,8 +1,7 @@
 //! End-to-end checks of the mock over real HTTP: the control API, fault scripts, and the binary
 //! surviving a kill and restart with its record file.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
 
 use serde_json::{Value, json};
 use slogate_pagerduty_mock::MockServer;
@@ -132,32 +131,12 @@ async fn success_answer_carries_dedup_key() {
 }
 
 /// Kills the child on drop so a failing assertion never leaves a server running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_mock(listen: &str, record: &std::path::Path) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pagerduty-mock"))
-        .args(["--listen", listen, "--record"])
-        .arg(record)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Proc(child), url)
+fn spawn_mock(listen: &str, record: &std::path::Path) -> (common::Proc, String) {
+    let record = record.to_str().expect("a UTF-8 temp path");
+    common::spawn(
+        env!("CARGO_BIN_EXE_pagerduty-mock"),
+        &["--listen", listen, "--record", record],
+    )
 }
 
 #[tokio::test]

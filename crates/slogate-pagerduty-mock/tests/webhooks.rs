@@ -2,8 +2,9 @@
 //! words, scripted faults with `Retry-After`, the secret path, the bearer token, and the
 //! binaries keeping their record across a kill and restart.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::spawn;
 
 use serde_json::{Value, json};
 use slogate_pagerduty_mock::{Fault, ReceiverMock};
@@ -159,32 +160,6 @@ async fn alertmanager_receiver_checks_token_and_shape() {
 }
 
 /// Kills the child on drop so a failing assertion never leaves a server running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(bin: &str, args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (Proc(child), url)
-}
 
 #[tokio::test]
 async fn binaries_record_across_restart() {

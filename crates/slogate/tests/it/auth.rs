@@ -104,6 +104,17 @@ struct Pki {
     renewed_server: (String, String),
 }
 
+impl Pki {
+    /// The `server.tls` lines (indented for the `server:` section) for the server certificate.
+    fn tls_section(&self) -> String {
+        format!(
+            "  tls:\n    cert_file: {}\n    key_file: {}\n",
+            self.cert_path.display(),
+            self.key_path.display()
+        )
+    }
+}
+
 fn pki(dir: &Path) -> Pki {
     let server_ca = ca("slogate test server CA");
     let client_ca = ca("slogate test client CA");
@@ -787,11 +798,7 @@ fn tls_with_tokens_exporters_cli_argo_and_certificate_rotation() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let auth = token_files(dir.path());
-    let tls = format!(
-        "  tls:\n    cert_file: {}\n    key_file: {}\n",
-        pki.cert_path.display(),
-        pki.key_path.display()
-    );
+    let tls = pki.tls_section();
     let c = https_client(&pki.ca, None);
     let gates = "gates:\n  - name: checkout\n    service: secure\n    criteria:\n      - {name: p95, metric: latency_p95, compare: ratio, pass: 1.1, fail: 1.3}\n";
     let p = start(dir.path(), &tls, &format!("{auth}{gates}"), true, &c);
@@ -1330,11 +1337,7 @@ fn certificate_and_token_rotation_under_continuous_export_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let pki = pki(dir.path());
     let auth = token_files(dir.path());
-    let tls = format!(
-        "  tls:\n    cert_file: {}\n    key_file: {}\n",
-        pki.cert_path.display(),
-        pki.key_path.display()
-    );
+    let tls = pki.tls_section();
     let c = https_client(&pki.ca, None);
     let p = start(dir.path(), &tls, &auth, true, &c);
     let rt = tokio::runtime::Runtime::new().unwrap();
