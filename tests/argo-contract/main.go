@@ -11,6 +11,8 @@
 // are sent with arguments substituted, and -ca-file trusts a CA for an https:// url, as the
 // Argo controller would through its own trust store.
 //
+// A `method: POST` metric sends its `body` or `jsonBody` (arguments substituted), as Argo does.
+//
 // usage: argo-contract -template deploy/argo/analysis-template.yaml [-metric NAME] -arg k=v ...
 //
 //	[-secret name/key=value ...] [-ca-file ca.pem]
@@ -37,10 +39,12 @@ import (
 )
 
 type webProvider struct {
-	URL            string `json:"url"`
-	JSONPath       string `json:"jsonPath"`
-	TimeoutSeconds int    `json:"timeoutSeconds"`
-	Method         string `json:"method"`
+	URL            string          `json:"url"`
+	JSONPath       string          `json:"jsonPath"`
+	TimeoutSeconds int             `json:"timeoutSeconds"`
+	Method         string          `json:"method"`
+	Body           string          `json:"body"`
+	JSONBody       json.RawMessage `json:"jsonBody"`
 	Headers        []struct {
 		Key   string `json:"key"`
 		Value string `json:"value"`
@@ -158,12 +162,33 @@ func run(path, name string, args, secrets argList, caFile string) (string, strin
 		}
 		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
 	}
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	// As Argo's web provider: GET unless `method` says otherwise; `body` or `jsonBody` (not
+	// both, and not with GET), arguments substituted; `jsonBody` sets Content-Type.
+	web := m.Provider.Web
+	method := http.MethodGet
+	if web.Method != "" {
+		method = web.Method
+	}
+	var body io.Reader
+	switch {
+	case web.Body != "" && web.JSONBody != nil:
+		return "", "", errors.New("use either Body or JSONBody; both cannot exists for WebMetric payload")
+	case (web.Body != "" || web.JSONBody != nil) && method == http.MethodGet:
+		return "", "", errors.New("Body/JSONBody can only be used with POST or PUT WebMetric Method types")
+	case web.Body != "":
+		body = strings.NewReader(substitute(web.Body, args))
+	case web.JSONBody != nil:
+		body = strings.NewReader(substitute(string(web.JSONBody), args))
+	}
+	req, err := http.NewRequest(method, url, body)
 	if err != nil {
 		return "", "", err
 	}
-	for _, h := range m.Provider.Web.Headers {
+	for _, h := range web.Headers {
 		req.Header.Set(h.Key, substitute(h.Value, args))
+	}
+	if web.JSONBody != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -174,12 +199,12 @@ func run(path, name string, args, secrets argList, caFile string) (string, strin
 	if resp.StatusCode < 200 || resp.StatusCode >= 300 {
 		return "", "", fmt.Errorf("received non 2xx response code: %v", resp.StatusCode)
 	}
-	body, err := io.ReadAll(resp.Body)
+	answer, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return "", "", err
 	}
 	var data interface{}
-	if err := json.Unmarshal(body, &data); err != nil {
+	if err := json.Unmarshal(answer, &data); err != nil {
 		return "", "", fmt.Errorf("response is not JSON: %w", err)
 	}
 	jp := jsonpath.New("metrics")

@@ -127,7 +127,7 @@ impl Ring {
     }
 
     /// Merges every slot in `[first, end)` into `out`.
-    fn collect(&self, first: u64, end: u64, out: &mut Agg) {
+    pub(crate) fn collect(&self, first: u64, end: u64, out: &mut Agg) {
         let start = self.sealed.partition_point(|c| c.slot < first);
         for c in self.sealed.range(start..).take_while(|c| c.slot < end) {
             c.merge_into(out);

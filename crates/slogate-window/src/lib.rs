@@ -37,8 +37,8 @@ mod registry;
 
 pub use history::{ClosedSlot, History};
 pub use registry::{
-    Clock, ManualClock, MemoryStats, Registry, RegistryStats, SystemClock, WindowConfig,
-    WindowStats, Writer,
+    Clock, MAX_TIMELINE_STEPS, ManualClock, MemoryStats, Registry, RegistryStats, SystemClock,
+    TimelineStep, WindowConfig, WindowStats, Writer,
 };
 
 #[cfg(test)]

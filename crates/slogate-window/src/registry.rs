@@ -118,6 +118,18 @@ pub struct WindowStats {
     pub observed_seconds: u64,
 }
 
+/// One step of a [`Registry::timeline`]: the sealed slots from `start_unix` for the step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TimelineStep {
+    pub start_unix: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub sketch: Sketch,
+}
+
+/// Most steps one [`Registry::timeline`] returns.
+pub const MAX_TIMELINE_STEPS: u64 = 720;
+
 struct Series {
     key: SeriesKey,
     history: Mutex<History>,
@@ -668,6 +680,62 @@ impl Registry {
             covered_seconds: covered,
             observed_seconds,
         }
+    }
+
+    /// Requests, errors and latency of the series matching `sel`, per step over the last
+    /// `range_seconds`, oldest first, from the sealed slots: the slot still open (and a closed
+    /// one not sealed yet, for the moment it is staged) joins at its close. The step is a whole
+    /// number of fine slots when the range is within the fine retention, of coarse slots
+    /// otherwise, at least `step_seconds` and at most [`MAX_TIMELINE_STEPS`] of them.
+    pub fn timeline(
+        &self,
+        sel: &Selector,
+        range_seconds: u64,
+        step_seconds: u64,
+    ) -> (u64, Vec<TimelineStep>) {
+        let now = self.clock.now_unix();
+        let fine = range_seconds <= self.cfg.fine_retention_seconds;
+        let slot = if fine {
+            self.cfg.slot_seconds
+        } else {
+            self.cfg.coarse_slot_seconds
+        }
+        .max(1);
+        let range = range_seconds.max(slot);
+        let step = step_seconds
+            .max(range.div_ceil(MAX_TIMELINE_STEPS))
+            .div_ceil(slot)
+            .max(1)
+            * slot;
+        // Steps end at the current slot's start (the open slot is left out) and align with
+        // slots.
+        let end = now / slot * slot;
+        let n = range.div_ceil(step).min(MAX_TIMELINE_STEPS);
+        let first = end.saturating_sub(n * step);
+        let mut steps: Vec<TimelineStep> = (0..n)
+            .map(|i| TimelineStep {
+                start_unix: first + i * step,
+                ..TimelineStep::default()
+            })
+            .collect();
+        let selected = self.select(sel);
+        let mut agg = Agg::default();
+        for (_, s) in &selected {
+            let h = s.history.lock();
+            let ring = if fine { &h.fine } else { &h.coarse };
+            for st in &mut steps {
+                agg.clear();
+                ring.collect(
+                    st.start_unix / slot,
+                    (st.start_unix + step) / slot,
+                    &mut agg,
+                );
+                st.requests += agg.requests;
+                st.errors += agg.errors;
+                st.sketch.merge(&agg.sketch);
+            }
+        }
+        (step, steps)
     }
 
     /// Number of series, including overflow series.

@@ -505,3 +505,75 @@ fn sampled_spans_count_their_adjusted_count_and_the_sketch_keeps_the_sample() {
     assert_eq!((w.requests, w.errors), (45, 4), "adjusted counts");
     assert_eq!(w.sketch.count(), 15, "the sample the statistics use");
 }
+
+#[test]
+fn a_timeline_holds_each_sealed_slot_once_in_its_step() {
+    // 200 slots of traffic, a value per slot that says which slot it is, two series; every
+    // slot sealed but the open one. Each step of the timeline must hold exactly the values of
+    // its slots, from the fine ring (a range within the fine retention) or the coarse ring.
+    let (reg, clock) = setup(WindowConfig::default());
+    let mut recorded: Vec<(u64, u64, bool)> = Vec::new(); // (unix, value, error)
+    clock.advance(40);
+    for i in 0..200u64 {
+        let at = clock.now_unix();
+        let error = i % 5 == 0;
+        for version in ["v1", "v2"] {
+            let o = Observation {
+                duration_ns: 1_000 + i,
+                ..obs("checkout", version, "GET /", error, 0)
+            };
+            record(&reg, &[o]);
+            recorded.push((at, 1_000 + i, error));
+        }
+        clock.advance(10);
+        reg.close_slots();
+    }
+    // Traffic in the open slot is not in any step yet.
+    record(&reg, &[obs("checkout", "v1", "GET /", false, 99)]);
+    let now = clock.now_unix();
+    for (range, step, want_step, slot) in [
+        (600u64, 60u64, 60u64, 10u64),
+        (600, 1, 10, 10),
+        (1_800, 60, 60, 10),
+        (7_200, 60, 300, 300),
+        (7_200, 900, 900, 300),
+    ] {
+        let (got_step, steps) = reg.timeline(&sel(&[("service", "checkout")]), range, step);
+        assert_eq!(got_step, want_step, "{range}/{step}");
+        assert_eq!(
+            steps.len() as u64,
+            range.div_ceil(want_step),
+            "{range}/{step}"
+        );
+        let end = now / slot * slot;
+        assert_eq!(steps.last().unwrap().start_unix + got_step, end);
+        for st in &steps {
+            let mut want = slogate_sketch::Sketch::new();
+            let mut errors = 0;
+            for (at, v, e) in &recorded {
+                if (st.start_unix..st.start_unix + got_step).contains(at) {
+                    want.record(*v);
+                    errors += u64::from(*e);
+                }
+            }
+            assert_eq!(
+                st.requests,
+                want.count(),
+                "{range}/{step} at {}",
+                st.start_unix
+            );
+            assert_eq!(st.errors, errors, "{range}/{step} at {}", st.start_unix);
+            assert_eq!(st.sketch, want, "{range}/{step} at {}", st.start_unix);
+        }
+        let total: u64 = steps.iter().map(|s| s.requests).sum();
+        assert!(total > 0);
+    }
+    // The step count is capped.
+    let (step, steps) = reg.timeline(&sel(&[("service", "checkout")]), 3 * 86_400, 1);
+    assert!(steps.len() as u64 <= crate::MAX_TIMELINE_STEPS);
+    assert_eq!(step % 300, 0);
+    // Another service has empty steps, not missing ones.
+    let (_, steps) = reg.timeline(&sel(&[("service", "cart")]), 600, 60);
+    assert_eq!(steps.len(), 10);
+    assert!(steps.iter().all(|s| s.requests == 0));
+}

@@ -6,6 +6,28 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::sync::atomic::Ordering;
 
+/// Liveness: the process serves HTTP.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "`ok`", content_type = "text/plain", body = String)),
+)]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: the listeners are up and the history reloaded; warnings (an open server, a
+/// failing disk) follow `ready`, one per line.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "`ready`, then any warnings", content_type = "text/plain", body = String),
+        (status = 503, description = "`not ready`", content_type = "text/plain", body = String),
+    ),
+)]
 pub async fn readyz(State(st): State<AppState>) -> Response {
     if st.ready.load(Ordering::SeqCst) {
         // Probes read the status; people read why an open server is open.
@@ -24,6 +46,12 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
 }
 
 /// Every family slogate exports: ingest, series state, gates, alerts and notification delivery.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", content_type = "text/plain", body = String)),
+)]
 pub async fn metrics(State(st): State<AppState>) -> Response {
     let mut out = String::with_capacity(8 << 10);
     st.stats.render(&mut out);

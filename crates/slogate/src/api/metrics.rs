@@ -16,13 +16,15 @@ use std::collections::BTreeMap;
 const DEFAULT_STREAMS: usize = 1000;
 const MAX_STREAMS: usize = 10_000;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct QueryResponse {
     selector: String,
     /// The selection as verdicts name it: `max(jobs.queue.depth{queue="jobs"})`.
     label: String,
     window_seconds: u64,
+    /// The value, its unit, points and series, or why there is no data.
     #[serde(flatten)]
+    #[schema(value_type = Object)]
     measure: Measure,
 }
 
@@ -32,6 +34,27 @@ fn store(st: &AppState) -> Result<&slogate_metrics::MetricStore, ApiError> {
         .ok_or_else(|| ApiError::not_found("the OTLP metric store is not running"))
 }
 
+/// One selection of OTLP metric points measured as a gate criterion would measure it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/query",
+    tag = "traffic",
+    params(
+        ("service" = String, Query, description = "The service"),
+        ("metric" = String, Query, description = "The OTLP metric name", example = "jobs.queue.depth"),
+        ("aggregate" = Option<String>, Query, description = "last, min, max, avg, sum, count, increase, rate, pNN, time_in_state, transitions"),
+        ("across" = Option<String>, Query, description = "How streams combine: sum, max, min, avg"),
+        ("state" = Option<String>, Query, description = "The state value of time_in_state and transitions"),
+        ("window" = Option<String>, Query, description = "How far back (default 5m)"),
+        ("env" = Option<String>, Query, description = "Cohort dimension"),
+        ("version" = Option<String>, Query, description = "Cohort dimension"),
+    ),
+    responses(
+        (status = 200, description = "The measure, or why there is no data", body = QueryResponse),
+        (status = 400, description = "An invalid selection", body = super::openapi::ErrorBody),
+        (status = 404, description = "The metric store is not running", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn query(
     State(st): State<AppState>,
     Query(params): Query<BTreeMap<String, String>>,
@@ -85,15 +108,31 @@ pub async fn query(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct StreamsResponse {
     /// Streams of the service in the store.
     total: usize,
     /// Whether `streams` stops short of `total` (raise `limit`, at most 10000).
     truncated: bool,
+    #[schema(value_type = Vec<Object>)]
     streams: Vec<StreamInfo>,
 }
 
+/// The OTLP metric streams the store holds, of one service or all.
+#[utoipa::path(
+    get,
+    path = "/api/v1/metrics/streams",
+    tag = "traffic",
+    params(
+        ("service" = Option<String>, Query, description = "Only this service"),
+        ("limit" = Option<u32>, Query, description = "At most this many streams (1 to 10000, default 1000)", minimum = 1, maximum = 10000),
+    ),
+    responses(
+        (status = 200, description = "The streams", body = StreamsResponse),
+        (status = 400, description = "A bad limit", body = super::openapi::ErrorBody),
+        (status = 404, description = "The metric store is not running", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn streams(
     State(st): State<AppState>,
     Query(params): Query<BTreeMap<String, String>>,

@@ -14,6 +14,7 @@ pub mod gates;
 pub mod grpc;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 pub mod process;
 pub mod sli;
 pub mod slos;
@@ -35,6 +36,8 @@ use std::sync::atomic::AtomicBool;
 /// What every handler may read.
 #[derive(Clone)]
 pub struct AppState {
+    /// The validated configuration (gates carried in verdict requests are checked against it).
+    pub config: Arc<crate::config::Config>,
     pub registry: Arc<Registry>,
     pub stats: Arc<IngestStats>,
     pub ready: Arc<AtomicBool>,
@@ -60,7 +63,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(|| async { dashboard::index() }))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health::healthz))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/api/v1/sli", get(sli::sli))
@@ -71,6 +75,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/gates/{gate}/verdict",
             get(gates::verdict_get).post(gates::verdict_post),
         )
+        .route("/api/v1/gates/{gate}/timeline", get(gates::timeline))
         .route("/api/v1/verdicts", get(gates::verdict_log))
         .route("/api/v1/baselines", get(baselines::list))
         .route("/api/v1/slos", get(slos::list))
@@ -78,7 +83,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts", get(slos::alerts))
         .route("/api/v1/sql", post(sql::sql))
         .merge(dashboard::routes())
-        .fallback(|| async { ApiError::not_found("no such endpoint; see GET / for the list") })
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; GET /api/openapi.json lists them")
+        })
+        .layer(axum::middleware::from_fn(openapi::json_errors))
         .with_state(state)
 }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use slogate_core::Selector;
 use std::collections::BTreeMap;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SliResponse {
     service: String,
     selector: String,
@@ -28,9 +28,28 @@ pub struct SliResponse {
     /// `null` when there were no requests: no data is not a zero error rate.
     error_rate: Option<f64>,
     rate_per_second: f64,
+    /// p50, p90, p95, p99 and p999 in milliseconds; each `null` without requests.
+    #[schema(value_type = Object)]
     latency_ms: SliLatency,
 }
 
+/// The rolling SLI of a selector: requests, errors, rate and latency percentiles.
+#[utoipa::path(
+    get,
+    path = "/api/v1/sli",
+    tag = "traffic",
+    params(
+        ("service" = String, Query, description = "The service (`service.name`)"),
+        ("window" = Option<String>, Query, description = "How far back, one slot to `windows.coarse_retention` (default 10m)", example = "10m"),
+        ("env" = Option<String>, Query, description = "Cohort dimension"),
+        ("version" = Option<String>, Query, description = "Cohort dimension"),
+        ("operation" = Option<String>, Query, description = "Only this operation"),
+    ),
+    responses(
+        (status = 200, description = "The SLI; rates and percentiles are `null` without requests", body = SliResponse),
+        (status = 400, description = "A missing service, a bad window or dimension", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn sli(
     State(st): State<AppState>,
     Query(params): Query<BTreeMap<String, String>>,

@@ -10,12 +10,32 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SqlRequest {
+pub struct SqlRequest {
+    /// One read-only statement: SELECT, WITH, VALUES or EXPLAIN.
+    #[schema(example = "SELECT service, sum(requests) FROM requests GROUP BY 1")]
     query: String,
 }
 
+/// Read-only SQL over the Parquet history (tables `requests`, `metrics`, `verdicts`,
+/// `alerts`); an admin token when `auth.api` is set.
+#[utoipa::path(
+    post,
+    path = "/api/v1/sql",
+    tag = "history",
+    request_body(content = SqlRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "`{columns, rows, truncated}`", body = serde_json::Value),
+        (status = 400, description = "Not a read-only statement, or invalid SQL", body = super::openapi::ErrorBody),
+        (status = 408, description = "Over `history.query_timeout`; the query was cancelled", body = super::openapi::ErrorBody),
+        (status = 413, description = "A query text over 64 KiB", body = super::openapi::ErrorBody),
+        (status = 415, description = "The body is not JSON", body = super::openapi::ErrorBody),
+        (status = 422, description = "Over `history.sql_memory_limit_bytes`", body = super::openapi::ErrorBody),
+        (status = 500, description = "A history file cannot be read", body = super::openapi::ErrorBody),
+        (status = 503, description = "The history is disabled", body = super::openapi::ErrorBody),
+    ),
+)]
 pub async fn sql(
     State(st): State<AppState>,
     body: axum::body::Bytes,

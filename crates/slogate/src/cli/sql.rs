@@ -23,6 +23,14 @@ pub struct Args {
     url: Option<String>,
     #[arg(long, default_value = "10000")]
     max_rows: usize,
+    /// With --dir or --url: bytes the query may hold (operators, function results, the
+    /// result); past it the query fails and says what needed the memory. A server applies its
+    /// own `history.sql_memory_limit_bytes` instead.
+    #[arg(long, default_value_t = slogate_history::SqlLimits::DEFAULT_MEMORY_LIMIT)]
+    memory_limit_bytes: usize,
+    /// With --dir or --url: how long the query may run before it is cancelled.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -45,14 +53,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let result: serde_json::Value = match store {
         Some(store) => runtime()?.block_on(async {
             let _progress = Progress::start("running the query over the history");
-            let h = slogate_history::History::open(&store, &[]).await?;
-            let r = h
-                .sql(
-                    &args.query,
-                    args.max_rows,
-                    std::time::Duration::from_secs(300),
-                )
-                .await?;
+            let limits = slogate_history::SqlLimits {
+                memory_limit: args.memory_limit_bytes,
+            };
+            let h = slogate_history::History::open_with(&store, &[], limits).await?;
+            let r = h.sql(&args.query, args.max_rows, args.timeout).await?;
             anyhow::Ok(serde_json::to_value(r)?)
         })?,
         None => Client::new(&args.server.server)?

@@ -286,6 +286,9 @@ pub struct GateConfig {
     /// At least one; the first is the default phase.
     pub phases: Vec<PhaseConfig>,
     pub analysis: AnalysisConfig,
+    /// For a gate carried in a verdict request: a fingerprint of its definition (16 hex
+    /// digits), which keeps the state of two different definitions under one name apart.
+    pub inline: Option<String>,
 }
 
 /// The validated `analysis:` section of a gate.
@@ -353,6 +356,70 @@ impl Config {
     /// `slogate config show` prints. Secrets are never in it: the file holds only where they are.
     pub fn effective_yaml(&self) -> Result<String, serde_yaml_ng::Error> {
         serde_yaml_ng::to_string(&self.file)
+    }
+
+    /// A gate carried in a verdict request (`POST /api/v1/gates/{name}/verdict` with
+    /// `"gate": {...}`), validated exactly as a gate of the file is (the same function, against
+    /// this configuration's windows, cohort dimensions and metric retention), within
+    /// [`validate::INLINE_MAX_PHASES`] phases and [`validate::INLINE_MAX_CRITERIA`] criteria. Its name is `name`
+    /// (the body may repeat it, not change it) and must not be a configured gate's. Errors name
+    /// the field (`gate.criteria[0].pass`) in the request body.
+    pub fn inline_gate(
+        &self,
+        name: &str,
+        definition: &serde_json::Value,
+    ) -> Result<GateConfig, ConfigError> {
+        const BODY: &str = "request body";
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            file: BODY.into(),
+            line: None,
+            field: field.into(),
+            message,
+        };
+        let serde_json::Value::Object(fields) = definition else {
+            return Err(invalid(
+                "gate",
+                "must be an object: the gate's service, criteria, phases... as in the configuration's gates".into(),
+            ));
+        };
+        let mut fields = fields.clone();
+        match fields.get("name") {
+            None => {
+                fields.insert("name".into(), name.into());
+            }
+            Some(serde_json::Value::String(n)) if n == name => {}
+            Some(other) => {
+                return Err(invalid(
+                    "gate.name",
+                    format!("{other} differs from the gate named in the URL ({name:?}); omit it"),
+                ));
+            }
+        }
+        if self.gates.iter().any(|g| g.name == name) {
+            return Err(invalid(
+                "gate.name",
+                format!(
+                    "{name:?} is a gate of {}; give the gate in the request a name of its own",
+                    self.source
+                ),
+            ));
+        }
+        let parsed: file::GateFile =
+            serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+                let path = e.path().to_string();
+                let field = if path == "." {
+                    "gate".to_string()
+                } else {
+                    format!("gate.{path}")
+                };
+                invalid(&field, e.into_inner().to_string())
+            })?;
+        let mut gate = validate::validate_inline_gate(&self.file, &parsed, &invalid)?;
+        let canonical = serde_json::to_string(&parsed).unwrap_or_default();
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&canonical, &mut h);
+        gate.inline = Some(format!("{:016x}", std::hash::Hasher::finish(&h)));
+        Ok(gate)
     }
 
     /// A gate and one of its phases (the first when `phase` is `None` or empty).

@@ -844,12 +844,72 @@ fn validate_gates(
     f: &FileConfig,
     invalid: &dyn Fn(&str, String) -> ConfigError,
 ) -> Result<Vec<GateConfig>, ConfigError> {
-    let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
-    let coarse = f.windows.coarse_retention.0.as_secs();
-    let slot = f.windows.slot.0.as_secs();
     let mut gates = Vec::new();
     for (gi, g) in f.gates.iter().enumerate() {
         let at = |field: &str| format!("gates[{gi}].{field}");
+        if f.gates[..gi].iter().any(|o| o.name == g.name) {
+            return Err(invalid(
+                &at("name"),
+                format!("duplicate gate name {:?}", g.name),
+            ));
+        }
+        gates.push(validate_gate(f, g, &at, invalid)?);
+    }
+    Ok(gates)
+}
+
+/// Most phases, and most criteria per phase, of a gate carried in a verdict request.
+pub const INLINE_MAX_PHASES: usize = 32;
+pub const INLINE_MAX_CRITERIA: usize = 64;
+
+/// A gate carried in a verdict request, checked as a gate of the file `f` is (the same
+/// function), plus the size limits of [`INLINE_MAX_PHASES`] and [`INLINE_MAX_CRITERIA`]. Field
+/// paths start at `gate.`.
+pub(super) fn validate_inline_gate(
+    f: &FileConfig,
+    g: &GateFile,
+    invalid: Invalid,
+) -> Result<GateConfig, ConfigError> {
+    let at = |field: &str| format!("gate.{field}");
+    if g.phases.len() > INLINE_MAX_PHASES {
+        return Err(invalid(
+            &at("phases"),
+            format!(
+                "{} phases; a gate in a request may have at most {INLINE_MAX_PHASES}",
+                g.phases.len()
+            ),
+        ));
+    }
+    let criteria = std::iter::once(("criteria".to_string(), g.criteria.len())).chain(
+        g.phases
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("phases[{i}].criteria"), p.criteria.len())),
+    );
+    for (field, n) in criteria {
+        if n > INLINE_MAX_CRITERIA {
+            return Err(invalid(
+                &at(&field),
+                format!(
+                    "{n} criteria; a gate in a request may have at most {INLINE_MAX_CRITERIA} here"
+                ),
+            ));
+        }
+    }
+    validate_gate(f, g, &at, invalid)
+}
+
+/// One gate of `f` (or carried in a request); `at` turns a field of the gate into its path.
+fn validate_gate(
+    f: &FileConfig,
+    g: &GateFile,
+    at: &dyn Fn(&str) -> String,
+    invalid: Invalid,
+) -> Result<GateConfig, ConfigError> {
+    let extra: Vec<&str> = f.cohorts.extra.iter().map(|e| e.name.as_str()).collect();
+    let coarse = f.windows.coarse_retention.0.as_secs();
+    let slot = f.windows.slot.0.as_secs();
+    {
         let valid_name = !g.name.is_empty()
             && g.name
                 .bytes()
@@ -861,12 +921,6 @@ fn validate_gates(
                     "{:?} must be non-empty [A-Za-z0-9._-] (it appears in URLs)",
                     g.name
                 ),
-            ));
-        }
-        if f.gates[..gi].iter().any(|o| o.name == g.name) {
-            return Err(invalid(
-                &at("name"),
-                format!("duplicate gate name {:?}", g.name),
             ));
         }
         if g.service.is_empty() {
@@ -949,8 +1003,8 @@ fn validate_gates(
                 invalid,
             )?);
         }
-        let analysis = analysis_config(&g.analysis, &at, invalid)?;
-        gates.push(GateConfig {
+        let analysis = analysis_config(&g.analysis, at, invalid)?;
+        Ok(GateConfig {
             name: g.name.clone(),
             service: g.service.clone(),
             operation: g.operation.clone(),
@@ -959,9 +1013,9 @@ fn validate_gates(
             baseline_stored,
             phases,
             analysis,
-        });
+            inline: None,
+        })
     }
-    Ok(gates)
 }
 
 /// Most looks one analysis may plan: each look's boundary integrates over every earlier one.

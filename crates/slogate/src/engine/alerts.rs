@@ -20,6 +20,22 @@ use std::sync::Arc;
 const TRANSITION_LOG: usize = 1000;
 /// Gates, phases and cohorts whose last notified verdict is remembered.
 const VERDICTS_REMEMBERED: usize = 10_000;
+/// Points of an SLO's budget history: 12 hours at one a minute.
+pub const BUDGET_POINTS: usize = 720;
+/// The span of time one point of an SLO's budget history stands for (its last evaluation).
+pub const BUDGET_POINT_SECONDS: u64 = 60;
+
+/// An SLO's remaining budget at one evaluation.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct BudgetPoint {
+    pub at_unix: u64,
+    /// `null` while the SLO had no data.
+    pub remaining_ratio: Option<f64>,
+}
+
+/// Alerts (rule × series, gate × phase × cohorts) tracked at once. Past it an idle one
+/// (inactive or resolved) is forgotten for a new one; a pending or firing one never is.
+pub const MAX_TRACKED_ALERTS: usize = 10_000;
 
 /// What a firing or resolving alert tells the notifier.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -171,6 +187,9 @@ pub struct Alerts {
     log: Mutex<VecDeque<TransitionRecord>>,
     /// The last verdict notified per gate, phase and cohorts (bounded).
     notified_verdicts: Mutex<BTreeMap<String, slogate_alert::VerdictState>>,
+    /// Per SLO, its remaining budget: the last evaluation of each [`BUDGET_POINT_SECONDS`],
+    /// the newest [`BUDGET_POINTS`] (in memory; a restart starts it again).
+    budget_history: Mutex<BTreeMap<String, VecDeque<BudgetPoint>>>,
     /// Phases read back from the history at start, by alert id: taken when the alert is first
     /// evaluated, so an alert that was firing before a restart does not fire again.
     restored: Mutex<BTreeMap<String, Phase>>,
@@ -201,6 +220,8 @@ pub struct SloStatus {
     /// "2 weeks 3 days" of budget left at a sustainable burn, or null without data.
     pub budget_left: Option<String>,
     pub burn_rates: Vec<BurnView>,
+    /// The remaining budget over time, oldest first (see [`BUDGET_POINTS`]).
+    pub budget_history: Vec<BudgetPoint>,
 }
 
 fn selector(service: &str, dims: &[(String, String)], extra: &[String]) -> Selector {
@@ -246,6 +267,7 @@ impl Alerts {
             entries: Mutex::new(BTreeMap::new()),
             log: Mutex::new(VecDeque::new()),
             notified_verdicts: Mutex::new(BTreeMap::new()),
+            budget_history: Mutex::new(BTreeMap::new()),
             restored: Mutex::new(BTreeMap::new()),
         }
     }
@@ -334,7 +356,33 @@ impl Alerts {
             }),
             budget: b,
             burn_rates,
+            budget_history: self
+                .budget_history
+                .lock()
+                .get(&slo.spec.name)
+                .map(|h| h.iter().copied().collect())
+                .unwrap_or_default(),
         })
+    }
+
+    /// Notes an SLO's budget in its history: one point per minute, the minute's latest.
+    fn note_budget(&self, name: &str, at_unix: u64, remaining_ratio: Option<f64>) {
+        let point = BudgetPoint {
+            at_unix,
+            remaining_ratio,
+        };
+        let mut all = self.budget_history.lock();
+        let h = all.entry(name.to_string()).or_default();
+        let minute = |t: u64| t / BUDGET_POINT_SECONDS;
+        match h.back_mut() {
+            Some(last) if minute(last.at_unix) == minute(at_unix) => *last = point,
+            _ => {
+                if h.len() >= BUDGET_POINTS {
+                    h.pop_front();
+                }
+                h.push_back(point);
+            }
+        }
     }
 
     /// Evaluates every SLO burn tier and threshold rule once.
@@ -345,6 +393,7 @@ impl Alerts {
             let Some(status) = self.slo_status(&slo.spec.name) else {
                 continue;
             };
+            self.note_budget(&slo.spec.name, now, status.budget.remaining_ratio);
             for (i, burn) in status.burn_rates.iter().enumerate() {
                 let id = dedup_key(&[
                     "slo-burn",
@@ -636,6 +685,22 @@ impl Alerts {
         now: u64,
     ) {
         let mut entries = self.entries.lock();
+        if entries.len() >= MAX_TRACKED_ALERTS && !entries.contains_key(id) {
+            let idle = entries
+                .iter()
+                .find(|(_, e)| matches!(e.machine.phase, Phase::Inactive | Phase::Resolved { .. }))
+                .map(|(k, _)| k.clone());
+            match idle {
+                Some(k) => {
+                    entries.remove(&k);
+                }
+                None if !active => return,
+                None => {
+                    tracing::error!(alert = %id, tracked = entries.len(), "cannot track another alert: {MAX_TRACKED_ALERTS} are pending or firing");
+                    return;
+                }
+            }
+        }
         let entry = entries.entry(id.to_string()).or_insert_with(|| {
             let mut machine = AlertState::new(for_seconds);
             if let Some(phase) = self.restored.lock().remove(id) {
@@ -695,7 +760,12 @@ impl Alerts {
         if let Err(e) = &notified {
             tracing::error!(alert = %id, error = %e, "could not queue the notification");
         }
-        tracing::warn!(alert = %id, transition = if resolve { "resolved" } else { "fired" }, summary = %shown, "alert transition");
+        // One line per transition: a page going out is a warning, its resolution is news.
+        if resolve {
+            tracing::info!(alert = %id, rule, service, tier = tier.label(), transition = "resolved", reason = %notice.summary, "alert transition");
+        } else {
+            tracing::warn!(alert = %id, rule, service, tier = tier.label(), transition = "fired", reason = %notice.summary, "alert transition");
+        }
         let mut log = self.log.lock();
         if log.len() >= TRANSITION_LOG {
             log.pop_back();

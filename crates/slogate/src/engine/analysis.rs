@@ -35,7 +35,7 @@ pub const ANALYSIS_CAPACITY: usize = 10_000;
 pub const MAX_ID_LEN: usize = 200;
 
 /// What a verdict request says about its analysis.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnalysisRequest {
     /// Names the analysis: e.g. `{{args.gate}}-{{args.phase}}-{{args.canary-hash}}` in an Argo

@@ -51,7 +51,7 @@ pub enum GateError {
     UnknownBaseline(String),
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CohortSummary {
     pub selector: String,
     pub requests: u64,
@@ -72,7 +72,7 @@ pub struct CohortSummary {
 }
 
 /// Which stored baseline a verdict compared with: its name, what and when it captured.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct StoredRef {
     pub name: String,
     /// The capture's selector, e.g. `service=checkout,env=staging`.
@@ -86,7 +86,7 @@ pub struct StoredRef {
 }
 
 /// The verdict document of DESIGN.md.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct VerdictDoc {
     pub gate: String,
     pub phase: String,
@@ -94,13 +94,25 @@ pub struct VerdictDoc {
     /// The span of data judged: the phase's window, or for an analysis the time since its data
     /// began.
     pub window_seconds: u64,
+    /// `pass`, `fail` or `inconclusive` (no data and too little data are inconclusive).
+    #[schema(value_type = String, example = "fail")]
     pub verdict: Verdict,
+    /// `proceed`, `hold` or `rollback`.
+    #[schema(value_type = String, example = "rollback")]
     pub decision: Decision,
+    /// For a gate carried in the verdict request: the fingerprint of its definition, which
+    /// tells two definitions under one name apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<String>,
     /// The analysis (rollout step) this look belongs to, when the request named one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub analysis: Option<AnalysisDoc>,
     pub canary: CohortSummary,
     pub baseline: CohortSummary,
+    /// Each criterion: observed, baseline, score and interval, thresholds, sample sizes, result
+    /// and the reason.
+    #[schema(value_type = Vec<Object>)]
     pub criteria: Vec<CriterionOutcome>,
     pub reasons: Vec<String>,
 }
@@ -116,6 +128,46 @@ fn summary(selector: &Selector, data: &CohortData) -> CohortSummary {
         sampled_requests: data.is_sampled().then(|| data.sample().0),
         stored: None,
     }
+}
+
+/// `GET /api/v1/gates/{gate}/timeline`: the gate's cohorts step by step.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TimelineDoc {
+    pub gate: String,
+    pub phase: String,
+    pub step_seconds: u64,
+    pub canary: TimelineCohort,
+    pub baseline: TimelineCohort,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TimelineCohort {
+    pub selector: String,
+    /// Oldest first; `null` for a stored baseline, or when no baseline cohort is given.
+    pub steps: Option<Vec<TimelinePoint>>,
+}
+
+/// One step: its start, and what the cohort did in it (`null` rates without requests).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TimelinePoint {
+    pub at: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: Option<f64>,
+    pub latency_ms: LatencyMs,
+}
+
+/// A gate of `gates` and one of its phases.
+fn find_phase<'a>(
+    gates: &'a [GateConfig],
+    gate: &str,
+    phase: Option<&str>,
+) -> Result<(&'a GateConfig, &'a PhaseConfig), GateError> {
+    use crate::config::{LookupError, find_gate_phase};
+    find_gate_phase(gates, "the configuration", gate, phase).map_err(|e| match e {
+        LookupError::Gate { gate, .. } => GateError::UnknownGate(gate),
+        LookupError::Phase { gate, phase, known } => GateError::UnknownPhase { gate, phase, known },
+    })
 }
 
 /// Called with the gate's service and every recorded verdict (the alerting and history hook).
@@ -137,7 +189,13 @@ pub struct Gates {
     log: Mutex<VecDeque<Arc<VerdictDoc>>>,
     last: Mutex<BTreeMap<(String, String), Arc<VerdictDoc>>>,
     evaluations: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Names of gates carried in requests, with the tick of their last evaluation: at most
+    /// [`MAX_INLINE_GATES`], the least recently evaluated forgotten first.
+    inline: Mutex<BTreeMap<String, u64>>,
 }
+
+/// Most gates carried in requests whose last verdict and counters are kept.
+pub const MAX_INLINE_GATES: usize = 1000;
 
 #[derive(Default)]
 struct SustainStates {
@@ -164,6 +222,7 @@ impl Gates {
             log: Mutex::new(VecDeque::new()),
             last: Mutex::new(BTreeMap::new()),
             evaluations: Mutex::new(BTreeMap::new()),
+            inline: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -269,13 +328,7 @@ impl Gates {
         gate: &str,
         phase: Option<&str>,
     ) -> Result<(&GateConfig, &PhaseConfig), GateError> {
-        use crate::config::{LookupError, find_gate_phase};
-        find_gate_phase(&self.gates, "the configuration", gate, phase).map_err(|e| match e {
-            LookupError::Gate { gate, .. } => GateError::UnknownGate(gate),
-            LookupError::Phase { gate, phase, known } => {
-                GateError::UnknownPhase { gate, phase, known }
-            }
-        })
+        find_phase(&self.gates, gate, phase)
     }
 
     fn selector(
@@ -320,6 +373,116 @@ impl Gates {
             req.validate().map_err(GateError::Analysis)?;
         }
         let (g, p) = self.find(gate, phase)?;
+        self.evaluate_phase(g, p, canary, baseline, analysis)
+    }
+
+    /// What the gate's cohorts did over the last `range_seconds`, step by step (the
+    /// dashboard's charts): requests, error rate and latency of the canary and of the live
+    /// baseline, from the sealed slots. A stored baseline has no steps (it is one period).
+    pub fn timeline(
+        &self,
+        gate: &str,
+        phase: Option<&str>,
+        canary: &[(String, String)],
+        baseline: &[(String, String)],
+        range_seconds: u64,
+        step_seconds: u64,
+    ) -> Result<TimelineDoc, GateError> {
+        let (g, p) = self.find(gate, phase)?;
+        let (canary_sel, _) = self.selector(g, &g.canary, canary)?;
+        let stored = Self::stored_name(g, baseline)?;
+        let steps = |sel: &Selector| {
+            let (step, steps) = self.registry.timeline(sel, range_seconds, step_seconds);
+            let points = steps
+                .iter()
+                .map(|s| TimelinePoint {
+                    at: slogate_history::rfc3339(s.start_unix as i64),
+                    requests: s.requests,
+                    errors: s.errors,
+                    error_rate: (s.requests > 0).then(|| s.errors as f64 / s.requests as f64),
+                    latency_ms: LatencyMs::of(&s.sketch),
+                })
+                .collect();
+            (step, points)
+        };
+        let (step, canary_steps) = steps(&canary_sel);
+        let baseline = match &stored {
+            Some(name) => TimelineCohort {
+                selector: format!("stored:{name}"),
+                steps: None,
+            },
+            None => {
+                let (sel, given) = self.selector(g, &g.baseline, baseline)?;
+                TimelineCohort {
+                    selector: sel.to_string(),
+                    steps: given.then(|| steps(&sel).1),
+                }
+            }
+        };
+        Ok(TimelineDoc {
+            gate: g.name.clone(),
+            phase: p.name.clone(),
+            step_seconds: step,
+            canary: TimelineCohort {
+                selector: canary_sel.to_string(),
+                steps: Some(canary_steps),
+            },
+            baseline,
+        })
+    }
+
+    /// Evaluates a gate carried in the request (validated by
+    /// [`crate::config::Config::inline_gate`]) as [`Gates::evaluate`] does a configured one. Its
+    /// sustained criteria and analyses are kept per definition; its last verdict and counters
+    /// per name, for at most [`MAX_INLINE_GATES`] names.
+    pub fn evaluate_inline(
+        &self,
+        g: &GateConfig,
+        phase: Option<&str>,
+        canary: &[(String, String)],
+        baseline: &[(String, String)],
+        analysis: Option<&AnalysisRequest>,
+    ) -> Result<Arc<VerdictDoc>, GateError> {
+        if let Some(req) = analysis {
+            req.validate().map_err(GateError::Analysis)?;
+        }
+        let (g, p) = find_phase(std::slice::from_ref(g), &g.name, phase)?;
+        self.remember_inline(&g.name);
+        self.evaluate_phase(g, p, canary, baseline, analysis)
+    }
+
+    /// Notes an evaluation of the inline gate `name`; past [`MAX_INLINE_GATES`] names, forgets
+    /// the least recently evaluated one's last verdicts and counters.
+    fn remember_inline(&self, name: &str) {
+        let mut inline = self.inline.lock();
+        let tick = inline.values().copied().max().unwrap_or(0) + 1;
+        if !inline.contains_key(name)
+            && inline.len() >= MAX_INLINE_GATES
+            && let Some(oldest) = inline
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+        {
+            inline.remove(&oldest);
+            self.last.lock().retain(|(g, _), _| *g != oldest);
+            self.evaluations.lock().retain(|(g, _), _| *g != oldest);
+        }
+        inline.insert(name.to_string(), tick);
+    }
+
+    fn evaluate_phase(
+        &self,
+        g: &GateConfig,
+        p: &PhaseConfig,
+        canary: &[(String, String)],
+        baseline: &[(String, String)],
+        analysis: Option<&AnalysisRequest>,
+    ) -> Result<Arc<VerdictDoc>, GateError> {
+        // Sustained criteria and analyses are kept per definition of the gate.
+        let state_name = match &g.inline {
+            Some(fingerprint) => format!("{}#{fingerprint}", g.name),
+            None => g.name.clone(),
+        };
         let (canary_sel, _) = self.selector(g, &g.canary, canary)?;
         let stored_name = Self::stored_name(g, baseline)?;
         let stored = match &stored_name {
@@ -346,8 +509,8 @@ impl Gates {
         let look = match analysis {
             Some(req) => {
                 let key = format!(
-                    "{}\u{1}{}\u{1}{}\u{1}{canary_sel}\u{1}{baseline_label}",
-                    g.name, p.name, req.id
+                    "{state_name}\u{1}{}\u{1}{}\u{1}{canary_sel}\u{1}{baseline_label}",
+                    p.name, req.id
                 );
                 match self.analyses.look(&key, req, &g.analysis, now) {
                     Look::Repeat(doc) => return Ok(doc),
@@ -415,8 +578,8 @@ impl Gates {
             .any(|c| c.sustained_seconds.is_some())
         {
             let key = format!(
-                "{}\u{1}{}\u{1}{canary_sel}\u{1}{baseline_label}",
-                g.name, p.name
+                "{state_name}\u{1}{}\u{1}{canary_sel}\u{1}{baseline_label}",
+                p.name
             );
             let mut st = self.sustain.lock();
             st.tick += 1;
@@ -446,6 +609,7 @@ impl Gates {
             window_seconds: window,
             verdict: eval.verdict,
             decision: eval.decision,
+            inline: g.inline.clone(),
             analysis: match (&look, eval.look.take()) {
                 (Some((_, id, _, since, is_final, interval_seconds)), Some(report)) => {
                     Some(AnalysisDoc {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 /// Latency quantiles in milliseconds as every document shows them: `null` when there is no data
 /// (no data is not zero latency).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct LatencyMs {
     pub p50: Option<f64>,
     pub p90: Option<f64>,

@@ -417,6 +417,7 @@ gates:
             window_seconds: 300,
             verdict: live.verdict,
             decision: live.decision,
+            inline: None,
             analysis: None,
             canary: summary("service=checkout,version=v2", &canary),
             baseline: CohortSummary {

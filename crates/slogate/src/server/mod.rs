@@ -323,6 +323,7 @@ async fn listen(
         stopped(stop_rx.clone()),
     ));
     let state = AppState {
+        config: Arc::new(cfg.clone()),
         history: e.history.as_ref().map(|h| h.query.clone()),
         sql_limits: (cfg.history.max_query_rows, cfg.history.query_timeout),
         registry: e.registry.clone(),

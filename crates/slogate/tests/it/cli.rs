@@ -731,9 +731,11 @@ fn json_logs_carry_one_line_per_verdict_change_and_alert_transition() {
     assert_eq!(transitions.len(), 1, "{transitions:?}");
     let t = transitions[0];
     assert_eq!(t["transition"], "fired", "{t}");
+    assert_eq!(t["level"], "WARN", "{t}");
+    assert_eq!(t["tier"], "P2", "{t}");
     assert!(t["alert"].as_str().unwrap().contains("release"), "{t}");
     assert!(
-        t["summary"]
+        t["reason"]
             .as_str()
             .unwrap()
             .contains("gate release failed"),

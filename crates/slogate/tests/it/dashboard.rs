@@ -715,3 +715,185 @@ fn the_dashboard_works_with_an_api_token() {
     );
     assert!(!page.log.contains("Uncaught"), "console:\n{}", page.log);
 }
+
+const LIVE: &str = "
+windows:
+  slot: 1s
+  fine_retention: 10m
+  coarse_slot: 10s
+  coarse_retention: 3days
+alerting:
+  evaluation_interval: 1s
+history:
+  enabled: false
+gates:
+  - name: checkout-live
+    service: checkout
+    window: 1m
+    min_requests: 200
+    baseline: {version: v1}
+    criteria:
+      - {name: p95-vs-baseline, metric: latency_p95, compare: ratio, pass: 1.1, fail: 1.3}
+      - {name: error-rate, metric: error_rate, pass: 0.01, fail: 0.02}
+slos:
+  - {name: checkout-availability, service: checkout, objective: 0.999, period: 1h}
+";
+
+/// Saves a screenshot of `url` as headless Chromium draws it after `budget_ms` of virtual time.
+fn screenshot(url: &str, budget_ms: u64, path: &std::path::Path) {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--hide-scrollbars",
+            "--window-size=1280,1600",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--virtual-time-budget={budget_ms}"))
+        .arg(format!("--screenshot={}", path.display()))
+        .arg(url)
+        .output()
+        .expect("start chromium");
+    assert!(
+        path.exists(),
+        "no screenshot of {url}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The dashboard while the load generator runs a canary regression: the gate is polled as Argo
+/// would, turns `fail` while the traffic still flows, and the page then shows the failing card
+/// with canary and baseline charted, and the SLO's budget charted; a screenshot is kept.
+#[test]
+fn the_dashboard_follows_a_live_regression_until_the_gate_fails() {
+    use slogate_load::{CohortOverride, CohortSpec, LatencyDist, Phase, Rate, Scenario, Target};
+    let server = Server::start(LIVE);
+    let mut baseline = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(40.0, 0.4));
+    baseline.weight = 0.5;
+    baseline.error_rate = 0.002;
+    let mut canary = CohortSpec::new("checkout", "v2", LatencyDist::lognormal(40.0, 0.4));
+    canary.weight = 0.5;
+    canary.error_rate = 0.002;
+    let canary_name = canary.display_name();
+    let mut sc = Scenario::new(
+        Target {
+            endpoint: format!("http://127.0.0.1:{}", server.grpc),
+            ..Target::default()
+        },
+        Rate::PerSecond(1500.0),
+        Duration::from_secs(40),
+        vec![baseline, canary],
+    );
+    // Healthy for 5 s, then the canary gets 80 % slower and fails 4 % of its requests.
+    sc.phases = vec![Phase {
+        name: Some("regression".into()),
+        at: Duration::from_secs(5),
+        rate: None,
+        cohorts: [(
+            canary_name,
+            CohortOverride {
+                weight: None,
+                error_rate: Some(0.04),
+                latency_multiplier: Some(1.8),
+            },
+        )]
+        .into_iter()
+        .collect(),
+    }];
+    sc.seed = 11;
+    let load = std::thread::spawn(move || slogate_load::run_blocking(&sc).expect("load run"));
+
+    // Polled every second, as an AnalysisTemplate would (more often than Argo, to be quick).
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(35);
+    let failed = loop {
+        let doc: serde_json::Value = reqwest::blocking::Client::new()
+            .post(server.api_url("/api/v1/gates/checkout-live/verdict"))
+            .json(&serde_json::json!({"canary": {"version": "v2"}}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        seen.push(doc["verdict"].as_str().unwrap().to_string());
+        if doc["verdict"] == "fail" {
+            break doc;
+        }
+        assert!(Instant::now() < deadline, "the gate never failed: {seen:?}");
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert_ne!(seen[0], "fail", "the canary was healthy at first: {seen:?}");
+    assert!(
+        !load.is_finished(),
+        "the gate failed only after the load ended"
+    );
+    assert_eq!(failed["decision"], "rollback", "{failed}");
+
+    let page = render(&server.api_url("/"), 6000);
+    assert_eq!(
+        page.console_problems(),
+        Vec::<&str>::new(),
+        "console:\n{}",
+        page.log
+    );
+    let card = page.element("data-gate=\"checkout-live\"");
+    assert!(card.contains("data-decision=\"rollback\""), "{card}");
+    assert!(card.contains(">fail<"), "{card}");
+    assert!(
+        !card.contains("class=\"card decision-rollback stale"),
+        "{card}"
+    );
+    // Canary and baseline over time: both drawn in each chart, with their points.
+    for chart in ["error rate", "latency"] {
+        let fig = element(card, &format!("data-chart=\"{chart}\"")).expect("the chart");
+        let points: u64 = fig
+            .split("data-points=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        assert!(points >= 2, "{chart}: {fig}");
+        for cohort in ["canary", "baseline"] {
+            assert!(
+                fig.contains(&format!("class=\"line {cohort}"))
+                    || fig.contains(&format!("class=\"dot {cohort}")),
+                "{chart} has no {cohort}: {fig}"
+            );
+        }
+    }
+    assert!(card.contains("data-series=\"canary p99\""), "{card}");
+    // A rollout under ten minutes old is charted ten seconds a step.
+    assert!(card.contains("data-step=\"10\""), "{card}");
+    // The timeline the charts read says the canary got worse than the baseline.
+    let timeline =
+        server.get_json("/api/v1/gates/checkout-live/timeline?canary.version=v2&range=10m&step=1m");
+    let p95 = |side: &str| -> f64 {
+        let steps = timeline[side]["steps"].as_array().unwrap();
+        let last = steps
+            .iter()
+            .rev()
+            .find(|s| s["requests"].as_u64() > Some(0));
+        last.unwrap()["latency_ms"]["p95"].as_f64().unwrap()
+    };
+    assert!(p95("canary") > p95("baseline"), "{timeline}");
+    // The SLO's budget over time.
+    let slo = page.element("data-slo=\"checkout-availability\"");
+    let budget = element(slo, "data-chart=\"budget remaining\"").expect("the budget chart");
+    assert!(!budget.contains("data-points=\"0\""), "{budget}");
+
+    let png =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-live-regression.png");
+    let _ = std::fs::remove_file(&png);
+    screenshot(&server.api_url("/"), 6000, &png);
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    assert!(bytes.len() > 20_000, "{} bytes: a blank page?", bytes.len());
+    eprintln!("screenshot: {}", png.display());
+
+    let report = load.join().unwrap();
+    assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
+}

@@ -359,6 +359,211 @@ fn gate_scenarios_on_live_traffic() {
 
 /// The phase Argo would record for one measurement of the template in deploy/argo, as look
 /// `looks` / `interval` of the analysis `checkout-<phase>-<canary>`.
+/// The `checkout` gate of [`GATES`], written as a request carries it.
+fn inline_checkout() -> serde_json::Value {
+    serde_json::json!({
+        "service": "checkout",
+        "window": "2m",
+        "min_requests": 100,
+        "baseline": {"version": "v1"},
+        "criteria": [
+            {"name": "p95-vs-baseline", "metric": "latency_p95", "compare": "ratio", "pass": 1.1, "fail": 1.3},
+            {"name": "slower", "test": "mann_whitney", "confidence": 0.99, "max_effect": 0.55},
+        ],
+        "phases": [
+            {"name": "canary", "criteria": [{"name": "error-rate", "metric": "error_rate", "pass": 0.02, "fail": 0.05}]},
+            {"name": "ga", "criteria": [{"name": "error-rate", "metric": "error_rate", "pass": 0.005, "fail": 0.01}]},
+        ],
+    })
+}
+
+fn post_verdict(server: &Server, gate: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let resp = reqwest::blocking::Client::new()
+        .post(server.api_url(&format!("/api/v1/gates/{gate}/verdict")))
+        .json(body)
+        .send()
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap())
+}
+
+#[test]
+fn gates_carried_in_requests_judge_as_configured_gates_do() {
+    let server = Server::start(GATES);
+    feed(&server);
+
+    // The same definition, configured or carried in the request, gives the same verdict on
+    // every scenario, criterion by criterion.
+    let mut fingerprints = std::collections::BTreeSet::new();
+    for (canary, phase) in [
+        ("ok", "canary"),
+        ("slow", "canary"),
+        ("err3", "canary"),
+        ("err15", "ga"),
+        ("thin", "canary"),
+    ] {
+        let configured = server.get_json(&format!(
+            "/api/v1/gates/checkout/verdict?phase={phase}&canary.version={canary}&baseline.version=v1"
+        ));
+        let body = serde_json::json!({
+            "phase": phase,
+            "canary": {"version": canary},
+            "gate": inline_checkout(),
+        });
+        let (status, inline) = post_verdict(&server, "checkout-team", &body);
+        assert_eq!(status, 200, "{inline}");
+        let ctx = format!("{canary}/{phase}: {inline}");
+        for field in ["verdict", "decision", "phase", "window_seconds", "reasons"] {
+            assert_eq!(inline[field], configured[field], "{field} of {ctx}");
+        }
+        let outcomes = |doc: &serde_json::Value| -> Vec<(String, String, String)> {
+            doc["criteria"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let name = c["name"].as_str().unwrap().to_string();
+                    (name, c["result"].to_string(), c["observed"].to_string())
+                })
+                .collect()
+        };
+        assert_eq!(outcomes(&inline), outcomes(&configured), "{ctx}");
+        assert_eq!(inline["gate"], "checkout-team");
+        assert!(configured.get("inline").is_none(), "{configured}");
+        let fingerprint = inline["inline"].as_str().unwrap().to_string();
+        assert!(
+            fingerprint.len() == 16 && fingerprint.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{fingerprint}"
+        );
+        fingerprints.insert(fingerprint);
+    }
+    assert_eq!(fingerprints.len(), 1, "one definition, one fingerprint");
+    // Another definition under the same name is told apart.
+    let mut stricter = inline_checkout();
+    stricter["min_requests"] = 200.into();
+    let body = serde_json::json!({"canary": {"version": "ok"}, "gate": stricter});
+    let (status, doc) = post_verdict(&server, "checkout-team", &body);
+    assert_eq!(status, 200, "{doc}");
+    assert!(!fingerprints.contains(doc["inline"].as_str().unwrap()));
+
+    // Argo Rollouts, through the template an application's repository would hold: the gate
+    // travels in `jsonBody`, the cohorts and the analysis in the URL.
+    for (canary, want) in [("ok", "Successful"), ("slow", "Failed")] {
+        let args = [
+            ("phase", "canary"),
+            ("canary-hash", canary),
+            ("stable-hash", "v1"),
+            ("looks", "1"),
+            ("interval", "1m"),
+        ];
+        let got = argo_template_phase(&server, "analysis-template-inline.yaml", &args);
+        assert_eq!(got, want, "argo measurement for {canary}");
+    }
+
+    // Validated exactly as the configuration is: each error names the field in the body.
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut g = inline_checkout();
+        edit(&mut g);
+        serde_json::json!({"canary": {"version": "ok"}, "gate": g})
+    };
+    let too_many: Vec<serde_json::Value> = (0..65)
+        .map(|i| serde_json::json!({"name": format!("e{i}"), "metric": "error_rate", "pass": 0.01, "fail": 0.02}))
+        .collect();
+    let cases: Vec<(&str, serde_json::Value, &str, &str)> = vec![
+        (
+            "checkout-team",
+            with(&|g| g["criterias"] = serde_json::json!([])),
+            "gate",
+            "criterias",
+        ),
+        (
+            "checkout-team",
+            with(&|g| g["window"] = "30d".into()),
+            "gate.window",
+            "coarse_retention",
+        ),
+        (
+            "checkout-team",
+            with(&|g| g["criteria"][0]["metric"] = "latency_fastest".into()),
+            "gate.criteria[0]",
+            "latency_fastest",
+        ),
+        (
+            "checkout-team",
+            with(&|g| g["phases"][1]["name"] = "canary".into()),
+            "gate.phases[1].name",
+            "unique",
+        ),
+        (
+            "checkout-team",
+            with(&|g| g["name"] = "other".into()),
+            "gate.name",
+            "differs",
+        ),
+        (
+            "checkout-team",
+            with(&|g| g["criteria"] = too_many.clone().into()),
+            "gate.criteria",
+            "at most 64",
+        ),
+        (
+            "checkout-team",
+            serde_json::json!({"gate": 5}),
+            "gate",
+            "must be an object",
+        ),
+        ("bad name!", with(&|_| {}), "gate.name", "[A-Za-z0-9._-]"),
+        ("checkout", with(&|_| {}), "gate.name", "is a gate of"),
+    ];
+    for (name, body, field, says) in cases {
+        let (status, doc) = post_verdict(&server, name, &body);
+        let error = doc["error"].as_str().unwrap_or_default();
+        assert_eq!(status, 400, "{name} {body}: {doc}");
+        assert!(
+            error.contains(&format!("request body: {field}")),
+            "{field}: {error}"
+        );
+        assert!(error.contains(says), "{says}: {error}");
+    }
+    // The query string or the body, not both.
+    let resp = reqwest::blocking::Client::new()
+        .post(server.api_url("/api/v1/gates/checkout-team/verdict?canary.version=ok"))
+        .json(&serde_json::json!({"canary": {"version": "ok"}, "gate": inline_checkout()}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // A name that was only ever carried in requests is not a configured gate.
+    let (status, _) = server.get("/api/v1/gates/checkout-team/verdict").unwrap();
+    assert_eq!(status, 404);
+
+    // Bounded: past 1,000 names carried in requests, the least recently evaluated ones' last
+    // verdicts and counters are forgotten.
+    let tiny = serde_json::json!({
+        "service": "checkout",
+        "criteria": [{"name": "e", "metric": "error_rate", "pass": 0.01, "fail": 0.02}],
+    });
+    for i in 0..1001 {
+        let body = serde_json::json!({"canary": {"version": "ok"}, "gate": tiny});
+        let (status, doc) = post_verdict(&server, &format!("many-{i}"), &body);
+        assert_eq!(status, 200, "{doc}");
+    }
+    let (_, metrics) = server.get("/metrics").unwrap();
+    let kept = |i: usize| {
+        let label = format!("slogate_gate_evaluations_total{{gate=\"many-{i}\"");
+        metrics.lines().any(|l| l.starts_with(&label))
+    };
+    let inline_gates: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("slogate_gate_evaluations_total{gate=\""))
+        .filter_map(|l| l.split('"').next())
+        .filter(|g| *g != "checkout")
+        .collect();
+    // checkout-team (evaluated before the loop) and many-0 were the least recent.
+    assert_eq!(inline_gates.len(), 1000, "{inline_gates:?}");
+    assert!(!inline_gates.contains("checkout-team"));
+    assert!(!kept(0) && kept(1) && kept(1000));
+}
+
 pub(crate) fn argo_contract_phase(
     server: &Server,
     phase: &str,
@@ -367,37 +572,47 @@ pub(crate) fn argo_contract_phase(
     looks: &str,
     interval: &str,
 ) -> String {
+    let args = [
+        ("gate", "checkout"),
+        ("phase", phase),
+        ("canary-hash", canary),
+    ];
+    let more = [
+        ("stable-hash", stable),
+        ("looks", looks),
+        ("interval", interval),
+    ];
+    argo_template_phase(
+        server,
+        "analysis-template.yaml",
+        &[&args[..], &more[..]].concat(),
+    )
+}
+
+/// The measurement phase Argo Rollouts records for one run of `deploy/argo/<template>` with
+/// these arguments, against this test's server.
+fn argo_template_phase(server: &Server, template: &str, args: &[(&str, &str)]) -> String {
     // The template names the in-cluster service; point it at this test's server as a
     // port-forward would, leaving everything else as written.
-    let template = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../deploy/argo/analysis-template.yaml"
+    let text = std::fs::read_to_string(format!(
+        "{}/../../deploy/argo/{template}",
+        env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    assert!(template.contains("http://slogate.observability.svc.cluster.local:8080/"));
-    let local = template.replace(
+    assert!(text.contains("http://slogate.observability.svc.cluster.local:8080/"));
+    let local = text.replace(
         "http://slogate.observability.svc.cluster.local:8080/",
         &server.api_url("/"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("analysis-template.yaml");
+    let path = dir.path().join(template);
     std::fs::write(&path, local).unwrap();
-    let out = Command::new(argo_contract())
-        .arg("-template")
-        .arg(&path)
-        .args(["-arg", "gate=checkout", "-arg", &format!("phase={phase}")])
-        .args([
-            "-arg",
-            &format!("canary-hash={canary}"),
-            "-arg",
-            &format!("stable-hash={stable}"),
-            "-arg",
-            &format!("looks={looks}"),
-            "-arg",
-            &format!("interval={interval}"),
-        ])
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(argo_contract());
+    cmd.arg("-template").arg(&path);
+    for (k, v) in args {
+        cmd.args(["-arg", &format!("{k}={v}")]);
+    }
+    let out = cmd.output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
     text.split_whitespace()
         .next()

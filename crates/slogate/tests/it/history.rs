@@ -128,6 +128,35 @@ fn history_sql_and_restart_without_blindness() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("true"));
+    // Straight from the files, the query runs under the limits given on the command line:
+    // 64 MiB of rows that are 1 MiB each is refused by a 16 MiB limit, and passes at 1 GiB.
+    let wide = "SELECT length(repeat('x', 1048576)) AS n FROM generate_series(1, 64)";
+    let with_limit = |limit: &str| {
+        Command::new(bin)
+            .args([
+                "sql",
+                wide,
+                "--format",
+                "csv",
+                "--memory-limit-bytes",
+                limit,
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = with_limit("16777216");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("memory") || err.contains("esources"), "{err}");
+    let out = with_limit("1073741824");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 65);
     let out = Command::new(bin)
         .args(["sql", "SELEKT 1", "--server", &server.api_url("")])
         .output()

@@ -12,6 +12,14 @@
   const FETCH_TIMEOUT_MS = 8000;
   const MAX_SLI_SERVICES = 40;
   const MAX_SERIES_PER_SERVICE = 50;
+  // Gate cards: charted (one timeline request each) up to this many; a card whose verdict is
+  // older than STALE_MS is marked stale, older than HIDE_MS it leaves the cards (the verdict
+  // stays in "Recent verdicts").
+  const MAX_CHARTED = 12;
+  const STALE_MS = 15 * 60 * 1000;
+  const HIDE_MS = 6 * 3600 * 1000;
+  const CHART_RANGE = '1h';
+  const CHART_STEP = '1m';
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -159,6 +167,68 @@
       const text = fmtTime(ms) + ' (' + fmtAge(ms) + ')';
       if (t.textContent !== text) t.textContent = text;
     }
+    // Cards age out between refreshes too: stale after STALE_MS without a new verdict.
+    for (const card of root.querySelectorAll('article[data-evaluated]')) {
+      const stale = Date.now() - Number(card.getAttribute('data-evaluated')) > STALE_MS;
+      card.classList.toggle('stale', stale);
+    }
+  }
+
+  // ---- Charts (inline SVG built with DOM calls; colours from app.css classes) -------------
+
+  const SVG_NS = 'http://www.w3.org/2000/svg';
+
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    append(node, children);
+    return node;
+  }
+
+  // A line chart of series [{label, cls, points: [[ms, value or null], ...]}] on one y axis
+  // from 0; a null value breaks the line (no requests in that step is not zero).
+  function lineChart(title, series, fmt) {
+    const W = 360, H = 130, L = 58, R = 8, T = 8, B = 20;
+    const all = series.flatMap((s) => s.points);
+    const values = all.map((p) => p[1]).filter((v) => v !== null && v !== undefined && isFinite(v));
+    const points = values.length;
+    const fig = el('figure', { class: 'chart', 'data-chart': title, 'data-points': points });
+    fig.appendChild(el('figcaption', null, title));
+    if (!points) {
+      fig.appendChild(el('p', { class: 'muted' }, 'no requests in the last ' + CHART_RANGE + ' (or not sealed yet: a slot joins when it closes)'));
+      return fig;
+    }
+    const t0 = Math.min(...all.map((p) => p[0]));
+    const t1 = Math.max(...all.map((p) => p[0]));
+    const vmax = Math.max(...values) * 1.1 || 1;
+    const x = (t) => L + (t1 === t0 ? (W - L - R) / 2 : ((t - t0) / (t1 - t0)) * (W - L - R));
+    const y = (v) => T + (1 - v / vmax) * (H - T - B);
+    const plot = svg('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img', 'aria-label': title, class: 'plot' });
+    plot.appendChild(svg('line', { x1: L, y1: y(0), x2: W - R, y2: y(0), class: 'axis' }));
+    plot.appendChild(svg('line', { x1: L, y1: T, x2: L, y2: y(0), class: 'axis' }));
+    plot.appendChild(svg('text', { x: L - 4, y: T + 8, class: 'tick', 'text-anchor': 'end' }, fmt(vmax)));
+    plot.appendChild(svg('text', { x: L - 4, y: y(0), class: 'tick', 'text-anchor': 'end' }, fmt(0)));
+    plot.appendChild(svg('text', { x: L, y: H - 4, class: 'tick' }, fmtTime(t0)));
+    plot.appendChild(svg('text', { x: W - R, y: H - 4, class: 'tick', 'text-anchor': 'end' }, fmtTime(t1)));
+    for (const s of series) {
+      let d = '';
+      let pen = false;
+      for (const [t, v] of s.points) {
+        if (v === null || v === undefined || !isFinite(v)) {
+          pen = false;
+          continue;
+        }
+        d += (pen ? ' L' : ' M') + x(t).toFixed(1) + ' ' + y(v).toFixed(1);
+        pen = true;
+      }
+      if (d) plot.appendChild(svg('path', { d: d.trim(), class: 'line ' + s.cls, 'data-series': s.label }));
+      // A single point has no segment: a dot shows it.
+      const lone = s.points.filter((p) => p[1] !== null && p[1] !== undefined);
+      if (lone.length === 1) plot.appendChild(svg('circle', { cx: x(lone[0][0]), cy: y(lone[0][1]), r: 2.5, class: 'dot ' + s.cls }));
+    }
+    fig.appendChild(plot);
+    fig.appendChild(el('div', { class: 'legend' }, series.map((s) => el('span', { class: 'key ' + s.cls }, s.label))));
+    return fig;
   }
 
   // A criterion's value in its metric's unit.
@@ -366,18 +436,84 @@
     return groupedTable(['criterion', 'result', 'canary', 'baseline', 'compared [interval]', 'threshold', 'samples (canary vs baseline)'], groups, { class: 'criteria' });
   }
 
-  function verdictCard(doc) {
+  function verdictCard(doc, timeline) {
     const evaluated = Date.parse(doc.evaluated_at);
-    return el('article', { class: 'card decision-' + doc.decision, 'data-gate': doc.gate, 'data-phase': doc.phase, 'data-decision': doc.decision },
+    const stale = Date.now() - evaluated > STALE_MS;
+    return el('article', { class: 'card decision-' + doc.decision + (stale ? ' stale' : ''), 'data-gate': doc.gate, 'data-phase': doc.phase, 'data-decision': doc.decision, 'data-evaluated': evaluated },
       el('div', { class: 'card-head' },
         el('span', { class: 'title' }, doc.gate),
         el('span', { class: 'muted' }, 'phase ', el('strong', null, doc.phase), ' · window ' + fmtDuration(doc.window_seconds)),
         badge(doc.decision, DECISION_KIND[doc.decision] || 'none', 'decision'),
         badge(doc.verdict, VERDICT_KIND[doc.verdict] || 'none', 'verdict'),
+        el('span', { class: 'stale-note' }, 'stale'),
         el('span', { class: 'when' }, 'evaluated ', when(evaluated))),
       analysisLine(doc),
       el('div', { class: 'cohorts' }, cohortBox('canary', doc.canary), cohortBox('baseline', doc.baseline)),
+      timeline ? gateCharts(timeline) : null,
       criteriaTable(doc));
+  }
+
+  // Canary against baseline over the last hour, a point a minute: error rate, and p50, p95 and
+  // p99 (canary solid, baseline dashed).
+  function gateCharts(t) {
+    // The x axis starts one step before the first step with data.
+    const first = firstWithData(t);
+    const from = first < 0 ? 0 : Math.max(0, first - 1);
+    const pts = (steps, f) => (steps || []).slice(from).map((s) => [Date.parse(s.at), s.requests ? f(s) : null]);
+    const pair = (f) => {
+      const out = [{ label: 'canary', cls: 'canary', points: pts(t.canary.steps, f) }];
+      if (t.baseline.steps) out.push({ label: 'baseline', cls: 'baseline', points: pts(t.baseline.steps, f) });
+      return out;
+    };
+    const latency = [];
+    for (const q of ['p50', 'p95', 'p99']) {
+      latency.push({ label: 'canary ' + q, cls: 'canary ' + q, points: pts(t.canary.steps, (s) => s.latency_ms[q]) });
+      if (t.baseline.steps) latency.push({ label: 'baseline ' + q, cls: 'baseline ' + q, points: pts(t.baseline.steps, (s) => s.latency_ms[q]) });
+    }
+    return el('div', { class: 'charts', 'data-step': t.step_seconds },
+      lineChart('error rate', pair((s) => s.error_rate), fmtPct),
+      lineChart('latency', latency, fmtMs),
+      t.baseline.steps ? null : el('p', { class: 'muted' }, 'baseline ' + t.baseline.selector + ': no live cohort to chart'));
+  }
+
+  // The index of the first step in which either cohort had requests, or -1.
+  function firstWithData(t) {
+    const has = (steps, i) => Boolean(steps && steps[i] && steps[i].requests);
+    const n = (t.canary.steps || []).length;
+    for (let i = 0; i < n; i++) if (has(t.canary.steps, i) || has(t.baseline.steps, i)) return i;
+    return -1;
+  }
+
+  // A verdict's timeline over the last hour a minute a step; when its data spans under ten
+  // minutes (a rollout that just began), the last ten minutes ten seconds a step instead.
+  async function loadTimeline(doc) {
+    const hour = await api(timelinePath(doc, CHART_RANGE, CHART_STEP));
+    const first = firstWithData(hour);
+    if (first >= 0 && hour.canary.steps.length - first <= 10) {
+      return api(timelinePath(doc, '10m', '10s'));
+    }
+    return hour;
+  }
+
+  // The timeline request of a verdict's gate, phase and cohorts (the selectors' dimensions,
+  // but the service, which the gate fixes).
+  function timelinePath(doc, range, step) {
+    const q = ['phase=' + encodeURIComponent(doc.phase), 'range=' + range, 'step=' + step];
+    const dims = (selector, side) => {
+      const stored = /^stored:([^ ]+)/.exec(selector);
+      if (stored) {
+        q.push(side + '.stored=' + encodeURIComponent(stored[1]));
+        return;
+      }
+      for (const part of selector.split(/,(?=[A-Za-z0-9_.]+=)/)) {
+        const i = part.indexOf('=');
+        if (i <= 0 || part.slice(0, i) === 'service') continue;
+        q.push(encodeURIComponent(side + '.' + part.slice(0, i)) + '=' + encodeURIComponent(part.slice(i + 1)));
+      }
+    };
+    dims(doc.canary.selector, 'canary');
+    dims(doc.baseline.selector, 'baseline');
+    return '/api/v1/gates/' + encodeURIComponent(doc.gate) + '/timeline?' + q.join('&');
   }
 
   // The newest verdict per gate, phase and pair of cohorts.
@@ -401,16 +537,23 @@
       Promise.all(gates.map((g) => api('/api/v1/verdicts?limit=20&gate=' + encodeURIComponent(g.name)))),
       api('/api/v1/verdicts?limit=50'),
     ]);
-    const latest = perGate.flatMap((r) => latestVerdicts(r.verdicts));
-    return { gates, latest, recent: recent.verdicts };
+    const now = Date.now();
+    const all = perGate.flatMap((r) => latestVerdicts(r.verdicts));
+    const latest = all.filter((v) => now - Date.parse(v.evaluated_at) <= HIDE_MS);
+    // A chart that cannot be drawn (the gate left the configuration) leaves its card without one.
+    const timelines = await Promise.all(latest.map((v, i) => (i < MAX_CHARTED ? loadTimeline(v).catch(() => null) : null)));
+    return { gates, latest, timelines, hidden: all.length - latest.length, recent: recent.verdicts };
   }
 
-  function renderGates(gates, latest, verdicts) {
-    renderInto('gates-latest', { gates, latest }, () => {
+  function renderGates(gates, latest, timelines, hidden, verdicts) {
+    renderInto('gates-latest', { gates, latest, timelines, hidden }, () => {
       if (!gates.length) {
         return empty('No gates are configured. Add them under `gates:` in the configuration (see deploy/examples/checkout-canary.yaml).');
       }
-      const cards = latest.map(verdictCard);
+      const cards = latest.map((v, i) => verdictCard(v, timelines[i]));
+      if (hidden) {
+        cards.push(el('p', { class: 'muted aged-out' }, hidden + ' verdict' + (hidden === 1 ? '' : 's') + ' older than ' + fmtDuration(HIDE_MS / 1000) + ' not shown as cards; see Recent verdicts.'));
+      }
       const judged = new Set(latest.map((v) => v.gate));
       for (const g of gates) {
         if (judged.has(g.name)) continue;
@@ -591,6 +734,7 @@
         el('span', null, 'SLI ', el('b', null, s.sli === null || s.sli === undefined ? DASH : fmtObjective(s.sli))),
         el('span', null, 'good ', el('b', null, fmtInt(s.good)), ' / ', fmtInt(s.total))),
       meter(width, meterKind),
+      lineChart('budget remaining', [{ label: 'budget remaining', cls: 'budget', points: (s.budget_history || []).map((p) => [p.at_unix * 1000, p.remaining_ratio]) }], fmtPct),
       el('div', { class: 'kv' },
         el('span', null, 'budget remaining ', el('b', { class: 'budget' }, ratio === null || ratio === undefined ? 'no data' : fmtPct(ratio))),
         s.budget_left ? el('span', null, 'time left at the sustainable burn ', el('b', null, s.budget_left)) : null,
@@ -829,12 +973,12 @@
       }
       apiUp();
       if (gates.status === 'fulfilled') {
-        const { latest, recent } = gates.value;
+        const { latest, timelines, hidden, recent } = gates.value;
         state.gates = gates.value.gates;
         fillGateSelect(state.gates);
         const held = latest.filter((v) => v.decision !== 'proceed').length;
         setCount('count-gates', held, latest.some((v) => v.decision === 'rollback') ? 'bad' : held ? 'warn' : '');
-        renderGates(state.gates, latest, recent);
+        renderGates(state.gates, latest, timelines, hidden, recent);
         evaluateFromHash();
       } else {
         sectionError('gates-latest', gates.reason);

@@ -111,7 +111,22 @@ struct SeriesResponse {
 /// in the window, busiest first, `limit` (default 500, at most 10,000) from `offset`. Each page
 /// is ranked afresh, so a series whose traffic changes between two calls may move across their
 /// boundary.
-async fn series(
+#[utoipa::path(
+    get,
+    path = "/api/v1/series",
+    tag = "traffic",
+    params(
+        ("window" = Option<String>, Query, description = "How far back (default 10m)", example = "10m"),
+        ("service" = Option<String>, Query, description = "Only this service"),
+        ("limit" = Option<u32>, Query, description = "Rows per page (default 500)", minimum = 1, maximum = 10000),
+        ("offset" = Option<u32>, Query, description = "Rows to skip"),
+    ),
+    responses(
+        (status = 200, description = "`{series, total, truncated, next_offset}`, busiest first", body = serde_json::Value),
+        (status = 400, description = "An unknown parameter, a bad window, limit or offset", body = super::openapi::ErrorBody),
+    ),
+)]
+pub async fn series(
     State(st): State<AppState>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Response {
