@@ -173,7 +173,7 @@ fn evaluate(st: &AppState, gate: &str, req: VerdictRequest) -> Result<Response, 
     path = "/api/v1/gates/{gate}/verdict",
     tag = "gates",
     params(
-        ("gate" = String, Path, description = "A configured gate"),
+        ("gate" = String, Path, description = "A configured gate", example = "checkout"),
         ("phase" = Option<String>, Query, description = "The phase (default: the first)"),
         ("canary.version" = Option<String>, Query, description = "Canary cohort; any `canary.<dimension>`"),
         ("baseline.version" = Option<String>, Query, description = "Baseline cohort; any `baseline.<dimension>`, or `baseline.stored=NAME`"),
@@ -202,7 +202,7 @@ pub async fn verdict_get(
     post,
     path = "/api/v1/gates/{gate}/verdict",
     tag = "gates",
-    params(("gate" = String, Path, description = "A configured gate, or the name of the gate in the body")),
+    params(("gate" = String, Path, description = "A configured gate, or the name of the gate in the body", example = "checkout")),
     request_body(content = VerdictRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The verdict, whatever it is (read `verdict`)", body = VerdictDoc),
@@ -253,7 +253,7 @@ pub async fn verdict_post(
     path = "/api/v1/gates/{gate}/timeline",
     tag = "gates",
     params(
-        ("gate" = String, Path, description = "A configured gate"),
+        ("gate" = String, Path, description = "A configured gate", example = "checkout"),
         ("phase" = Option<String>, Query, description = "The phase (default: the first)"),
         ("canary.version" = Option<String>, Query, description = "Canary cohort; any `canary.<dimension>`"),
         ("baseline.version" = Option<String>, Query, description = "Baseline cohort; any `baseline.<dimension>`"),

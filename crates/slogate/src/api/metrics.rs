@@ -40,8 +40,8 @@ fn store(st: &AppState) -> Result<&slogate_metrics::MetricStore, ApiError> {
     path = "/api/v1/metrics/query",
     tag = "traffic",
     params(
-        ("service" = String, Query, description = "The service"),
-        ("metric" = String, Query, description = "The OTLP metric name", example = "jobs.queue.depth"),
+        ("service" = String, Query, description = "The service", min_length = 1, example = "checkout"),
+        ("metric" = String, Query, description = "The OTLP metric name", min_length = 1, example = "jobs.queue.depth"),
         ("aggregate" = Option<String>, Query, description = "last, min, max, avg, sum, count, increase, rate, pNN, time_in_state, transitions"),
         ("across" = Option<String>, Query, description = "How streams combine: sum, max, min, avg"),
         ("state" = Option<String>, Query, description = "The state value of time_in_state and transitions"),

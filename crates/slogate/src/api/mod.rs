@@ -73,7 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gates", get(gates::list))
         .route(
             "/api/v1/gates/{gate}/verdict",
-            get(gates::verdict_get).post(gates::verdict_post),
+            get(gates::verdict_get).merge(json_post(gates::verdict_post)),
         )
         .route("/api/v1/gates/{gate}/timeline", get(gates::timeline))
         .route("/api/v1/verdicts", get(gates::verdict_log))
@@ -81,13 +81,22 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/slos", get(slos::list))
         .route("/api/v1/slos/{name}", get(slos::one))
         .route("/api/v1/alerts", get(slos::alerts))
-        .route("/api/v1/sql", post(sql::sql))
+        .route("/api/v1/sql", json_post(sql::sql))
         .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; GET /api/openapi.json lists them")
         })
         .layer(axum::middleware::from_fn(openapi::json_errors))
         .with_state(state)
+}
+
+/// A POST route whose body must be JSON ([`crate::auth::json_body`]).
+fn json_post<H, T>(handler: H) -> axum::routing::MethodRouter<AppState>
+where
+    H: axum::handler::Handler<T, AppState>,
+    T: 'static,
+{
+    post(handler).layer(axum::middleware::from_fn(crate::auth::json_body))
 }
 
 /// An error answer: `{"error": message}` with `status`.

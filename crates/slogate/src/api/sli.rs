@@ -39,7 +39,7 @@ pub struct SliResponse {
     path = "/api/v1/sli",
     tag = "traffic",
     params(
-        ("service" = String, Query, description = "The service (`service.name`)"),
+        ("service" = String, Query, description = "The service (`service.name`)", min_length = 1, example = "checkout"),
         ("window" = Option<String>, Query, description = "How far back, one slot to `windows.coarse_retention` (default 10m)", example = "10m"),
         ("env" = Option<String>, Query, description = "Cohort dimension"),
         ("version" = Option<String>, Query, description = "Cohort dimension"),

@@ -30,7 +30,7 @@ pub async fn list(State(st): State<AppState>) -> Result<Response, ApiError> {
     get,
     path = "/api/v1/slos/{name}",
     tag = "slos",
-    params(("name" = String, Path, description = "The SLO's name")),
+    params(("name" = String, Path, description = "The SLO's name", example = "checkout-availability")),
     responses(
         (status = 200, description = "The SLO: objective, budget, burn rates, budget history", body = serde_json::Value),
         (status = 404, description = "No such SLO", body = super::openapi::ErrorBody),

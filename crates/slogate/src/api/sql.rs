@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
-    /// One read-only statement: SELECT, WITH, VALUES or EXPLAIN.
-    #[schema(example = "SELECT service, sum(requests) FROM requests GROUP BY 1")]
+    /// One read-only statement: SELECT, WITH, VALUES or EXPLAIN, at most 64 KiB (413 past it).
+    #[schema(example = "SELECT service, sum(requests) FROM requests GROUP BY 1", min_length = 1)]
     query: String,
 }
 

@@ -426,15 +426,20 @@ fn authorization(h: &HeaderMap) -> Option<&[u8]> {
     h.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)
 }
 
-/// The API's middleware: the role check, and JSON-only bodies on writes so that a page on
-/// another origin cannot send one without a CORS preflight (which slogate never grants).
+/// The API's middleware: the role check.
 pub async fn api_layer(sec: Arc<Security>, req: Request, next: Next) -> Response {
     let need = api_need(req.method(), req.uri().path());
     if let Err(r) = sec.check_api(Listener::Api, need, authorization(req.headers())) {
         return refusal_response(r);
     }
-    let writes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if writes && req.uri().path().starts_with("/api/") && !is_json(req.headers()) {
+    next.run(req).await
+}
+
+/// The middleware of every route that takes a body (the API's POST routes): JSON only, so that
+/// a page on another origin cannot send one without a CORS preflight (which slogate never
+/// grants). On those routes alone, so that another method or path still gets its 405 or 404.
+pub async fn json_body(req: Request, next: Next) -> Response {
+    if !is_json(req.headers()) {
         return (
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             axum::Json(serde_json::json!({ "error": "send the body as application/json" })),

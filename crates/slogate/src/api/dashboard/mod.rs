@@ -111,6 +111,9 @@ struct SeriesResponse {
 /// in the window, busiest first, `limit` (default 500, at most 10,000) from `offset`. Each page
 /// is ranked afresh, so a series whose traffic changes between two calls may move across their
 /// boundary.
+/// The most rows a `/api/v1/series` page may skip (more than any series cap).
+const MAX_OFFSET: usize = 10_000_000;
+
 #[utoipa::path(
     get,
     path = "/api/v1/series",
@@ -119,7 +122,7 @@ struct SeriesResponse {
         ("window" = Option<String>, Query, description = "How far back (default 10m)", example = "10m"),
         ("service" = Option<String>, Query, description = "Only this service"),
         ("limit" = Option<u32>, Query, description = "Rows per page (default 500)", minimum = 1, maximum = 10000),
-        ("offset" = Option<u32>, Query, description = "Rows to skip"),
+        ("offset" = Option<u32>, Query, description = "Rows to skip", minimum = 0, maximum = 10000000),
     ),
     responses(
         (status = 200, description = "`{series, total, truncated, next_offset}`, busiest first", body = serde_json::Value),
@@ -157,7 +160,7 @@ pub async fn series(
     };
     let (limit, offset) = match (
         number("limit", MAX_SERIES_ROWS, 1..=MAX_SERIES_LIMIT),
-        number("offset", 0, 0..=usize::MAX),
+        number("offset", 0, 0..=MAX_OFFSET),
     ) {
         (Ok(l), Ok(o)) => (l, o),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
