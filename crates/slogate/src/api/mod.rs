@@ -96,7 +96,7 @@ where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
 {
-    post(handler).layer(axum::middleware::from_fn(crate::auth::json_body))
+    post(handler).route_layer(axum::middleware::from_fn(crate::auth::json_body))
 }
 
 /// An error answer: `{"error": message}` with `status`.

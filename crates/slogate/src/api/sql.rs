@@ -14,7 +14,10 @@ use axum::response::{IntoResponse, Response};
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     /// One read-only statement: SELECT, WITH, VALUES or EXPLAIN, at most 64 KiB (413 past it).
-    #[schema(example = "SELECT service, sum(requests) FROM requests GROUP BY 1", min_length = 1)]
+    #[schema(
+        example = "SELECT service, sum(requests) FROM requests GROUP BY 1",
+        min_length = 1
+    )]
     query: String,
 }
 

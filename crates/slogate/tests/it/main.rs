@@ -17,4 +17,5 @@ mod history;
 mod judge;
 mod metrics;
 mod notifications;
+mod openapi;
 mod sql_limits;
