@@ -24,6 +24,7 @@
 #   OTELCOL_BIN                    use this Collector instead of building load-tests/collector
 #   NO_COLLECTOR=1                 skip the Collector runs
 #   CARGO_TARGET_DIR               where cargo builds (default /tmp/e2e-target)
+#   BENCH_PROFILE                  the cargo profile built (default dist; release for the README's build)
 #   GOTOOLCHAIN                    only needed if the Collector modules ever need a newer Go
 #
 # Everything runs on loopback with free ports. With taskset and >= 2 cores the server is pinned
@@ -36,10 +37,13 @@ root="$(cd "$here/../.." && pwd)"
 
 if [[ -z "${SLOGATE_BIN:-}" || -z "${SLOGATE_LOAD_BIN:-}" ]]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/e2e-target}"
-  echo "# building slogate and slogate-load (release) in $CARGO_TARGET_DIR" >&2
-  (cd "$root" && cargo build --release -p slogate -p slogate-load >&2)
-  export SLOGATE_BIN="${SLOGATE_BIN:-$CARGO_TARGET_DIR/release/slogate}"
-  export SLOGATE_LOAD_BIN="${SLOGATE_LOAD_BIN:-$CARGO_TARGET_DIR/release/slogate-load}"
+  # The container image's profile (fat LTO, everything at opt-level 3); BENCH_PROFILE=release
+  # measures what the README's first command builds.
+  profile="${BENCH_PROFILE:-dist}"
+  echo "# building slogate and slogate-load ($profile) in $CARGO_TARGET_DIR" >&2
+  (cd "$root" && cargo build --profile "$profile" -p slogate -p slogate-load >&2)
+  export SLOGATE_BIN="${SLOGATE_BIN:-$CARGO_TARGET_DIR/$profile/slogate}"
+  export SLOGATE_LOAD_BIN="${SLOGATE_LOAD_BIN:-$CARGO_TARGET_DIR/$profile/slogate-load}"
 fi
 
 if [[ -z "${NO_COLLECTOR:-}" && -z "${OTELCOL_BIN:-}" ]]; then

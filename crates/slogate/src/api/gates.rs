@@ -208,6 +208,8 @@ pub async fn verdict_get(
         (status = 200, description = "The verdict, whatever it is (read `verdict`)", body = VerdictDoc),
         (status = 400, description = "An invalid request or gate (the error names the field)", body = super::openapi::ErrorBody),
         (status = 404, description = "No such gate, phase or stored baseline", body = super::openapi::ErrorBody),
+        (status = 408, description = "The body did not arrive within `server.body_read_timeout`", body = super::openapi::ErrorBody),
+        (status = 413, description = "A body over 1 MiB", body = super::openapi::ErrorBody),
         (status = 415, description = "The body is not JSON", body = super::openapi::ErrorBody),
         (status = 500, description = "A stored baseline that cannot be read", body = super::openapi::ErrorBody),
     ),

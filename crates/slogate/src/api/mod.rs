@@ -61,6 +61,8 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let verdict_post = json_post(&state, gates::verdict_post);
+    let sql_post = json_post(&state, sql::sql);
     Router::new()
         .route("/", get(|| async { dashboard::index() }))
         .route("/healthz", get(health::healthz))
@@ -73,7 +75,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/gates", get(gates::list))
         .route(
             "/api/v1/gates/{gate}/verdict",
-            get(gates::verdict_get).merge(json_post(gates::verdict_post)),
+            get(gates::verdict_get).merge(verdict_post),
         )
         .route("/api/v1/gates/{gate}/timeline", get(gates::timeline))
         .route("/api/v1/verdicts", get(gates::verdict_log))
@@ -81,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/slos", get(slos::list))
         .route("/api/v1/slos/{name}", get(slos::one))
         .route("/api/v1/alerts", get(slos::alerts))
-        .route("/api/v1/sql", json_post(sql::sql))
+        .route("/api/v1/sql", sql_post)
         .merge(dashboard::routes())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; GET /api/openapi.json lists them")
@@ -90,13 +92,80 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A POST route whose body must be JSON ([`crate::auth::json_body`]).
-fn json_post<H, T>(handler: H) -> axum::routing::MethodRouter<AppState>
+/// A POST route, behind [`json_body`].
+fn json_post<H, T>(state: &AppState, handler: H) -> axum::routing::MethodRouter<AppState>
 where
     H: axum::handler::Handler<T, AppState>,
     T: 'static,
 {
-    post(handler).route_layer(axum::middleware::from_fn(crate::auth::json_body))
+    post(handler).route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        json_body,
+    ))
+}
+
+/// The most bytes an API request body may have (a verdict request with its gate, a query).
+pub const MAX_API_BODY: usize = 1 << 20;
+
+/// The middleware of every route that takes a body (the API's POST routes), on those routes
+/// alone so that another method or path still gets its 405 or 404:
+/// - JSON only (415), so that a page on another origin cannot send one without a CORS
+///   preflight, which slogate never grants;
+/// - at most [`MAX_API_BODY`] bytes (413);
+/// - whole within `server.body_read_timeout` of the head (408): a body trickling in a byte at
+///   a time cannot hold one of the API's connections for longer.
+async fn json_body(
+    axum::extract::State(st): axum::extract::State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !crate::auth::is_json(req.headers()) {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as application/json",
+        )
+        .into_response();
+    }
+    let deadline = st.config.server.body_read_timeout;
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_API_BODY)).await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body is over {MAX_API_BODY} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("the request body could not be read: {e}"))
+            }
+            .into_response();
+        }
+        Err(_) => {
+            let mut resp = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request body did not arrive within {} (server.body_read_timeout)",
+                    humantime::format_duration(deadline)
+                ),
+            )
+            .into_response();
+            // The rest of the body may still be on its way: the connection cannot be reused.
+            resp.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// An error answer: `{"error": message}` with `status`.

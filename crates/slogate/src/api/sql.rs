@@ -31,8 +31,8 @@ pub struct SqlRequest {
     responses(
         (status = 200, description = "`{columns, rows, truncated}`", body = serde_json::Value),
         (status = 400, description = "Not a read-only statement, or invalid SQL", body = super::openapi::ErrorBody),
-        (status = 408, description = "Over `history.query_timeout`; the query was cancelled", body = super::openapi::ErrorBody),
-        (status = 413, description = "A query text over 64 KiB", body = super::openapi::ErrorBody),
+        (status = 408, description = "Over `history.query_timeout` (the query was cancelled), or the body did not arrive within `server.body_read_timeout`", body = super::openapi::ErrorBody),
+        (status = 413, description = "A query text over 64 KiB, or a body over 1 MiB", body = super::openapi::ErrorBody),
         (status = 415, description = "The body is not JSON", body = super::openapi::ErrorBody),
         (status = 422, description = "Over `history.sql_memory_limit_bytes`", body = super::openapi::ErrorBody),
         (status = 500, description = "A history file cannot be read", body = super::openapi::ErrorBody),

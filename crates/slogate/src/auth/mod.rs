@@ -435,21 +435,8 @@ pub async fn api_layer(sec: Arc<Security>, req: Request, next: Next) -> Response
     next.run(req).await
 }
 
-/// The middleware of every route that takes a body (the API's POST routes): JSON only, so that
-/// a page on another origin cannot send one without a CORS preflight (which slogate never
-/// grants). On those routes alone, so that another method or path still gets its 405 or 404.
-pub async fn json_body(req: Request, next: Next) -> Response {
-    if !is_json(req.headers()) {
-        return (
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            axum::Json(serde_json::json!({ "error": "send the body as application/json" })),
-        )
-            .into_response();
-    }
-    next.run(req).await
-}
-
-fn is_json(h: &HeaderMap) -> bool {
+/// Whether a request says its body is JSON.
+pub fn is_json(h: &HeaderMap) -> bool {
     h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())

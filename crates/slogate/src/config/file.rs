@@ -76,8 +76,8 @@ pub struct ServerSection {
     pub grpc_max_connections: usize,
     /// Connections with no request in flight this long are closed, on every listener.
     pub idle_timeout: HumanDuration,
-    /// OTLP/HTTP request bodies that have not fully arrived this long after their head are
-    /// answered 408 and the connection closed; a body holds no ingest slot while it arrives.
+    /// OTLP/HTTP and API request bodies that have not fully arrived this long after their head
+    /// are answered 408 and the connection closed; a body holds no ingest slot while it arrives.
     pub body_read_timeout: HumanDuration,
     /// TLS on all three listeners when `cert_file` and `key_file` are set; mutual TLS when
     /// `client_ca_file` is set too.

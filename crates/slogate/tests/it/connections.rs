@@ -555,3 +555,80 @@ fn out_of_descriptors_the_listeners_back_off_quietly_and_recover() {
         w.join("\n")
     );
 }
+
+/// The API's POST bodies have the same deadline: 40 verdict requests whose bodies trickle in a
+/// byte a second, on a listener capped at 48 connections, are each answered 408 (in the API's
+/// JSON error shape) at `server.body_read_timeout` and closed, while the API answers others at
+/// once; afterwards every connection slot is free again.
+#[test]
+fn slow_api_bodies_are_cut_off_at_their_deadline() {
+    const SLOW: usize = 40;
+    let s = Server::start_with("  body_read_timeout: 3s\n  max_connections: 48\n", "");
+    let head = "POST /api/v1/gates/none/verdict HTTP/1.1\r\nHost: slogate\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+    let mut slow: Vec<TcpStream> = (0..SLOW)
+        .map(|_| {
+            let mut c = TcpStream::connect(("127.0.0.1", s.api)).unwrap();
+            c.write_all(head.as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    let started = Instant::now();
+    let writers: Vec<TcpStream> = slow.iter().map(|c| c.try_clone().unwrap()).collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickle = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut writers = writers;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                for w in &mut writers {
+                    let _ = w.write_all(b" ");
+                }
+            }
+        })
+    };
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        let (status, _) = s.get("/api/v1/gates").unwrap();
+        assert_eq!(status, 200, "the API while {SLOW} bodies trickle");
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    for c in &mut slow {
+        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+            "a trickling body was cut off after {took:?}, want ~3s"
+        );
+        let answer = String::from_utf8_lossy(&got);
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "unexpected answer {answer:?}"
+        );
+        assert!(
+            answer.contains("{\"error\":\"the request body did not arrive within 3s"),
+            "{answer}"
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickle.join().unwrap();
+    // Every slot is free: 48 connections at once are served again.
+    let clients: Vec<_> = (0..48)
+        .map(|_| {
+            let api = s.api_url("/api/v1/gates");
+            std::thread::spawn(move || reqwest::blocking::get(api).map(|r| r.status().as_u16()))
+        })
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap(), 200);
+    }
+}

@@ -130,6 +130,14 @@ fn every_api_error_is_one_json_shape() {
                 .body("{not json"),
             400,
         ),
+        // A body over the API's 1 MiB.
+        (
+            client
+                .post(url("/api/v1/sql"))
+                .header("content-type", "application/json")
+                .body(vec![b' '; (1 << 20) + 1]),
+            413,
+        ),
     ];
     for (req, want) in cases {
         let req = req.build().unwrap();
