@@ -24,7 +24,7 @@
 #   OTELCOL_BIN                    use this Collector instead of building load-tests/collector
 #   NO_COLLECTOR=1                 skip the Collector runs
 #   CARGO_TARGET_DIR               where cargo builds (default /tmp/e2e-target)
-#   BENCH_PROFILE                  the cargo profile built (default dist; release for the README's build)
+#   BENCH_PROFILE                  the cargo profile built (default release; dist for the image's)
 #   GOTOOLCHAIN                    only needed if the Collector modules ever need a newer Go
 #
 # Everything runs on loopback with free ports. With taskset and >= 2 cores the server is pinned
@@ -37,9 +37,9 @@ root="$(cd "$here/../.." && pwd)"
 
 if [[ -z "${SLOGATE_BIN:-}" || -z "${SLOGATE_LOAD_BIN:-}" ]]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/tmp/e2e-target}"
-  # The container image's profile (fat LTO, everything at opt-level 3); BENCH_PROFILE=release
-  # measures what the README's first command builds.
-  profile="${BENCH_PROFILE:-dist}"
+  # What the README's first command builds; BENCH_PROFILE=dist measures the container image's
+  # (fat LTO, everything at opt-level 3), 1-5 % less CPU per span (BENCHMARKS.md, session 8).
+  profile="${BENCH_PROFILE:-release}"
   echo "# building slogate and slogate-load ($profile) in $CARGO_TARGET_DIR" >&2
   (cd "$root" && cargo build --profile "$profile" -p slogate -p slogate-load >&2)
   export SLOGATE_BIN="${SLOGATE_BIN:-$CARGO_TARGET_DIR/$profile/slogate}"
