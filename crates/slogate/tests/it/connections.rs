@@ -229,6 +229,48 @@ fn idle_connections(port: u16, n: usize) -> Vec<TcpStream> {
 /// as long as they trickled; now a body takes a slot only once it has arrived: normal exports
 /// succeed at once meanwhile, and the trickling requests are answered 408 (or closed) at
 /// `server.body_read_timeout`.
+/// A byte a second on each of some connections, from a thread, until stopped.
+struct Trickle {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Trickle {
+    fn start(conns: &[TcpStream], byte: u8) -> Trickle {
+        let mut writers: Vec<TcpStream> = conns.iter().map(|c| c.try_clone().unwrap()).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                for w in &mut writers {
+                    let _ = w.write_all(&[byte]);
+                }
+            }
+        });
+        Trickle { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+    }
+}
+
+/// What the server sends on `c` until it closes the connection (at most 15 s of silence).
+fn read_until_closed(c: &mut TcpStream) -> Vec<u8> {
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got
+}
+
 #[test]
 fn slow_request_bodies_hold_no_ingest_slot_and_are_cut_off() {
     const SLOW: usize = 256;
@@ -247,20 +289,7 @@ fn slow_request_bodies_hold_no_ingest_slot_and_are_cut_off() {
         .collect();
     let started = Instant::now();
     // A byte a second on every connection, until it is closed or the test ends.
-    let writers: Vec<TcpStream> = slow.iter().map(|c| c.try_clone().unwrap()).collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let trickle = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut writers = writers;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                for w in &mut writers {
-                    let _ = w.write_all(b"\x01");
-                }
-            }
-        })
-    };
+    let trickle = Trickle::start(&slow, b'\x01');
     // Meanwhile normal exports are served at once, on both transports.
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(700));
@@ -283,15 +312,7 @@ fn slow_request_bodies_hold_no_ingest_slot_and_are_cut_off() {
     // Each trickling request is cut off at its deadline: a 408, then the connection closes.
     let mut answered_408 = 0;
     for c in &mut slow {
-        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
+        let got = read_until_closed(c);
         let took = started.elapsed();
         assert!(
             took >= Duration::from_secs(3) && took < Duration::from_secs(12),
@@ -304,8 +325,7 @@ fn slow_request_bodies_hold_no_ingest_slot_and_are_cut_off() {
         );
         answered_408 += usize::from(!answer.is_empty());
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    trickle.join().unwrap();
+    trickle.stop();
     assert!(
         answered_408 >= SLOW / 2,
         "most trickling clients read their 408 ({answered_408} of {SLOW})"
@@ -573,20 +593,7 @@ fn slow_api_bodies_are_cut_off_at_their_deadline() {
         })
         .collect();
     let started = Instant::now();
-    let writers: Vec<TcpStream> = slow.iter().map(|c| c.try_clone().unwrap()).collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let trickle = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut writers = writers;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_secs(1));
-                for w in &mut writers {
-                    let _ = w.write_all(b" ");
-                }
-            }
-        })
-    };
+    let trickle = Trickle::start(&slow, b' ');
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(500));
         let t = Instant::now();
@@ -595,15 +602,7 @@ fn slow_api_bodies_are_cut_off_at_their_deadline() {
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
     for c in &mut slow {
-        c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let mut got = Vec::new();
-        let mut buf = [0u8; 1024];
-        loop {
-            match c.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-            }
-        }
+        let got = read_until_closed(c);
         let took = started.elapsed();
         assert!(
             took >= Duration::from_secs(2) && took < Duration::from_secs(10),
@@ -619,8 +618,7 @@ fn slow_api_bodies_are_cut_off_at_their_deadline() {
             "{answer}"
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    trickle.join().unwrap();
+    trickle.stop();
     // Every slot is free: 48 connections at once are served again.
     let clients: Vec<_> = (0..48)
         .map(|_| {
