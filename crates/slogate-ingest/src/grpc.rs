@@ -8,6 +8,7 @@
 use crate::extract::Tally;
 use crate::metrics::MetricTally;
 use crate::pipeline::{IngestError, METRICS_NOT_CONFIGURED, Pipeline, Transport};
+use crate::shed::{Reservation, ShedReason};
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
 use slogate_core::Recorder;
@@ -137,7 +138,7 @@ pub fn status_with_retry_info(code: Code, message: &str, delay: std::time::Durat
 
 fn to_status(err: &IngestError) -> Status {
     match err {
-        IngestError::Overloaded(delay) => {
+        IngestError::Overloaded(delay, _) => {
             let msg = err.to_string();
             let details = status_with_retry_info(Code::Unavailable, &msg, *delay).encode_to_vec();
             Status::with_details(Code::Unavailable, msg, Bytes::from(details))
@@ -238,6 +239,8 @@ enum Refusal {
     Counted(IngestError),
     /// Not an export at all (unknown method, not gRPC, the client went away): answered only.
     Uncounted(Status),
+    /// Refused for overload while reading: to be counted as shed.
+    Shed(ShedReason),
 }
 
 /// The gRPC message header: compressed flag and big-endian length.
@@ -253,9 +256,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
     let started = std::time::Instant::now();
-    let result = match read_message(EXPORT_PATH, pipeline.limits.max_request_bytes, req).await {
+    let mut budget = pipeline.reservation();
+    let limit = pipeline.limits.max_request_bytes;
+    let early = || pipeline.refuse_early();
+    let result = match read_message(EXPORT_PATH, limit, req, early, &mut budget).await {
         Err(Refusal::Uncounted(status)) => return status.into_http(),
         Err(Refusal::Counted(e)) => Err(e),
+        Err(Refusal::Shed(reason)) => Err(pipeline.shed(reason)),
         Ok(message) => match pipeline.admit() {
             Ok(_permit) => pipeline.process(&message, false),
             Err(e) => Err(e),
@@ -273,7 +280,16 @@ where
 /// Reads the one message of a unary call: checks method, content type and encoding, keeps the
 /// DATA frames as they come, stops reading as soon as the message is known to be too large, and
 /// inflates gzip with a hard cap on the output.
-async fn read_message<B>(path: &str, limit: usize, req: http::Request<B>) -> Result<Bytes, Refusal>
+/// Checks the call, asks `early` whether to refuse it before its message is read (overload:
+/// a refused message is never buffered, and the client gets its status at once), then reads
+/// the message.
+async fn read_message<B>(
+    path: &str,
+    limit: usize,
+    req: http::Request<B>,
+    early: impl FnOnce() -> Result<(), IngestError>,
+    budget: &mut Reservation,
+) -> Result<Bytes, Refusal>
 where
     B: http_body::Body + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
@@ -305,7 +321,7 @@ where
             ))));
         }
     };
-
+    early().map_err(Refusal::Counted)?;
     let mut body = std::pin::pin!(req.into_body());
     // Usually one chunk; more when the client sends 16 KiB frames.
     let mut chunks: Vec<Bytes> = Vec::new();
@@ -345,6 +361,11 @@ where
                     inflated: false,
                 }));
             }
+            // The whole message is reserved as soon as its length is known, before it is
+            // buffered; one the budget cannot hold is refused unread.
+            if !budget.grow(HEADER + len) {
+                return Err(Refusal::Shed(ShedReason::InFlightBytes));
+            }
             want = Some((compressed, len));
         }
         if want.is_some_and(|(_, len)| have > HEADER + len) {
@@ -372,15 +393,23 @@ where
     let message = if chunks.len() == 1 {
         chunks.pop().expect("one chunk").slice(HEADER..)
     } else {
+        // Joining the frames copies the message once more, while the frames are still held.
+        if !budget.grow(have) {
+            return Err(Refusal::Shed(ShedReason::InFlightBytes));
+        }
         let all = gather(&chunks, have);
         all.slice(HEADER..)
     };
     if !compressed {
         return Ok(message);
     }
-    crate::pipeline::gunzip(&message, limit, "gzip message")
+    let inflated = crate::pipeline::gunzip(&message, limit, "gzip message")
         .map(Bytes::from)
-        .map_err(Refusal::Counted)
+        .map_err(Refusal::Counted)?;
+    if !budget.grow(inflated.len()) {
+        return Err(Refusal::Shed(ShedReason::InFlightBytes));
+    }
+    Ok(inflated)
 }
 
 /// The tower service tonic's server routes `MetricsService` calls to: the metrics twin of
@@ -442,9 +471,12 @@ where
     }
     let started = std::time::Instant::now();
     let limit = pipeline.limits.max_request_bytes;
-    let result = match read_message(METRICS_EXPORT_PATH, limit, req).await {
+    let mut budget = pipeline.reservation();
+    let early = || pipeline.refuse_early();
+    let result = match read_message(METRICS_EXPORT_PATH, limit, req, early, &mut budget).await {
         Err(Refusal::Uncounted(status)) => return status.into_http(),
         Err(Refusal::Counted(e)) => Err(e),
+        Err(Refusal::Shed(reason)) => Err(pipeline.shed(reason)),
         Ok(message) => match pipeline.admit() {
             Ok(_permit) => pipeline.process_metrics(&message, false),
             Err(e) => Err(e),

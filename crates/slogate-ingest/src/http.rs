@@ -16,6 +16,7 @@
 
 use crate::grpc::{ExportMetricsServiceResponse, ExportTraceServiceResponse, RpcStatus};
 use crate::pipeline::{IngestError, METRICS_NOT_CONFIGURED, Pipeline, Transport};
+use crate::shed::{Reservation, ShedReason};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -178,16 +179,25 @@ async fn receive<R: Recorder, T>(
     }
     // Already overloaded: the body is read and dropped rather than buffered, and the 503 goes
     // out once it has been, on a connection the client can still read from.
-    if let Err(e) = pipeline.admit() {
+    if let Err(e) = pipeline.refuse_early() {
         r.result = Err(e);
         r.closing = !drain(body, rx).await;
         return r;
     }
     let deadline = rx.options.body_read_timeout;
-    let raw = match tokio::time::timeout(deadline, read_body(body, limit)).await {
+    let mut budget = pipeline.reservation();
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    let read = read_body(body, limit, declared, &mut budget);
+    let raw = match tokio::time::timeout(deadline, read).await {
         Ok(Ok(raw)) => raw,
         Ok(Err(e)) => {
-            r.result = Err(e);
+            r.result = Err(match e {
+                IngestError::Overloaded(_, reason) => pipeline.shed(reason),
+                e => e,
+            });
             return r;
         }
         Err(_) => {
@@ -202,7 +212,13 @@ async fn receive<R: Recorder, T>(
     let json = r.json;
     r.result = match pipeline.admit() {
         Err(e) => Err(e),
-        Ok(_permit) => decode(raw, headers, limit).and_then(|bytes| process(&bytes, json)),
+        Ok(_permit) => decode(raw, headers, limit).and_then(|bytes| {
+            // What gzip inflated to is held too.
+            if headers.contains_key(header::CONTENT_ENCODING) && !budget.grow(bytes.len()) {
+                return Err(pipeline.shed(ShedReason::InFlightBytes));
+            }
+            process(&bytes, json)
+        }),
     };
     r
 }
@@ -286,10 +302,23 @@ async fn drain<R: Recorder>(body: Body, rx: &Receiver<R>) -> bool {
         .unwrap_or(false)
 }
 
-/// Reads the body, up to `limit` bytes (see [`DRAIN_FACTOR`] for what is over).
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
+/// Reads the body, up to `limit` bytes (see [`DRAIN_FACTOR`] for what is over), each byte
+/// taken from `budget` as it arrives. A body the budget cannot hold is read to its end and
+/// discarded, then refused as overload (uncounted: the caller counts it), so the client reads
+/// its 503 on a clean connection.
+/// `declared` (the Content-Length, or 0) sizes the buffer, and its share is taken at once, so a
+/// body is buffered without reallocating.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    declared: usize,
+    budget: &mut Reservation,
+) -> Result<Bytes, IngestError> {
     let mut body = body;
-    let mut buf = bytes::BytesMut::new();
+    let declared = declared.min(limit);
+    let mut refused = !budget.grow(declared);
+    let mut reserved = if refused { 0 } else { declared };
+    let mut buf = bytes::BytesMut::with_capacity(reserved);
     let mut over = false;
     let mut discarded = 0usize;
     while let Some(frame) = body.frame().await {
@@ -298,8 +327,18 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if over || buf.len() + data.len() > limit {
-            over = true;
+        let beyond = (buf.len() + data.len()).saturating_sub(reserved);
+        if !over && !refused && beyond > 0 {
+            if budget.grow(beyond) {
+                reserved += beyond;
+            } else {
+                refused = true;
+                buf = bytes::BytesMut::new();
+                budget.release();
+            }
+        }
+        if over || refused || buf.len() + data.len() > limit {
+            over |= !refused;
             discarded += data.len();
             if discarded > DRAIN_FACTOR * limit {
                 break;
@@ -307,6 +346,12 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, IngestError> {
             continue;
         }
         buf.extend_from_slice(&data);
+    }
+    if refused {
+        return Err(IngestError::Overloaded(
+            Duration::ZERO,
+            ShedReason::InFlightBytes,
+        ));
     }
     if over {
         return Err(IngestError::TooLarge {
@@ -352,7 +397,7 @@ fn error_response(err: &IngestError, json: bool) -> Response {
     };
     let mut resp = status_body(&status, json);
     *resp.status_mut() = err.http_status();
-    if let IngestError::Overloaded(delay) = err {
+    if let IngestError::Overloaded(delay, _) = err {
         let secs = delay.as_secs().max(1);
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
@@ -400,6 +445,7 @@ mod tests {
             max_request_bytes: 64 << 10,
             max_inflight_requests: 1,
             retry_after: Duration::from_secs(2),
+            ..IngestLimits::default()
         };
         let stats = Arc::new(IngestStats::default());
         let p = Arc::new(Pipeline::new(

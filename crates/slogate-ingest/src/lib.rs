@@ -37,6 +37,8 @@
 //! - **Bounded.** Request bodies are capped before and after decompression; at most
 //!   `max_inflight_requests` requests are decoded at once, and the next one is refused with the
 //!   signal clients retry on (gRPC `UNAVAILABLE` with `RetryInfo`, HTTP 503 with `Retry-After`).
+//!   The same refusal sheds load under memory pressure and in the retry drill ([`shed`]); every
+//!   refusal is counted with its reason.
 //! - **Status codes follow the OTLP spec**, not the library defaults: tonic's `OUT_OF_RANGE` for
 //!   an oversized message becomes `RESOURCE_EXHAUSTED`, a corrupt gzip stream `INVALID_ARGUMENT`.
 
@@ -46,10 +48,12 @@ pub mod http;
 pub mod json;
 pub mod metrics;
 mod pipeline;
+pub mod shed;
 mod stats;
 pub mod wire;
 
 pub use extract::SpanLimits;
 pub use metrics::{MetricTally, PointReject};
 pub use pipeline::{IngestError, IngestLimits, Pipeline, Transport, gunzip};
+pub use shed::{ShedReason, Shedding};
 pub use stats::{IngestStats, LatencyHistogram, PointOutcome, RequestOutcome};

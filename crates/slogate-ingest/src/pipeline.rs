@@ -2,6 +2,7 @@
 
 use crate::extract::{ExtractConfig, SpanLimits, Tally};
 use crate::metrics::MetricTally;
+use crate::shed::{BodyBudget, Reservation, ShedReason, Shedding};
 use crate::stats::{IngestStats, RequestOutcome};
 use crate::{json, wire};
 use slogate_core::{MetricSink, Observation, ObservationWriter, Recorder};
@@ -38,8 +39,16 @@ pub struct IngestLimits {
     pub max_request_bytes: usize,
     /// Requests decoded at the same time across both receivers; more are refused.
     pub max_inflight_requests: usize,
+    /// Bytes of request bodies (as received, and inflated) held at once across both receivers;
+    /// a body that does not fit is refused as overload.
+    pub max_inflight_bytes: usize,
     /// The delay suggested to clients that were refused for overload.
     pub retry_after: Duration,
+    /// The resident memory the process must stay under (the server's watchdog sheds ingest
+    /// from 85 % of it); `None` derives it from the cgroup or the host, `Some(0)` turns it off.
+    pub memory_limit_bytes: Option<u64>,
+    /// The retry drill: this fraction of requests is refused as if overloaded (0 = off).
+    pub drill_refuse_fraction: f64,
 }
 
 impl Default for IngestLimits {
@@ -47,7 +56,10 @@ impl Default for IngestLimits {
         IngestLimits {
             max_request_bytes: 64 << 20,
             max_inflight_requests: 256,
+            max_inflight_bytes: 256 << 20,
             retry_after: Duration::from_secs(1),
+            memory_limit_bytes: None,
+            drill_refuse_fraction: 0.0,
         }
     }
 }
@@ -61,13 +73,22 @@ pub enum IngestError {
     TooLarge { limit: usize, inflated: bool },
     #[error("unsupported {0}")]
     Unsupported(String),
-    #[error("too many export requests in flight; retry after {0:?}")]
-    Overloaded(Duration),
+    #[error("{cause}; retry after {delay:?}", cause = overload_cause(*.1), delay = .0)]
+    Overloaded(Duration, ShedReason),
     #[error("internal error while processing the request")]
     Internal,
     /// The signal has no store in this server (metrics without a metric sink).
     #[error("{0}")]
     NotConfigured(&'static str),
+}
+
+fn overload_cause(reason: ShedReason) -> &'static str {
+    match reason {
+        ShedReason::InFlight => "too many export requests in flight",
+        ShedReason::Memory => "the server is over its memory limit",
+        ShedReason::Drill => "refused by the retry drill (ingest.drill_refuse_fraction)",
+        ShedReason::InFlightBytes => "too many request bytes in flight",
+    }
 }
 
 impl IngestError {
@@ -76,7 +97,7 @@ impl IngestError {
             IngestError::Malformed(_) => RequestOutcome::Malformed,
             IngestError::TooLarge { .. } => RequestOutcome::TooLarge,
             IngestError::Unsupported(_) => RequestOutcome::Unsupported,
-            IngestError::Overloaded(_) => RequestOutcome::Overloaded,
+            IngestError::Overloaded(..) => RequestOutcome::Overloaded,
             IngestError::Internal => RequestOutcome::Internal,
             IngestError::NotConfigured(_) => RequestOutcome::Unsupported,
         }
@@ -86,7 +107,7 @@ impl IngestError {
         match self {
             IngestError::Malformed(_) | IngestError::Unsupported(_) => tonic::Code::InvalidArgument,
             IngestError::TooLarge { .. } => tonic::Code::ResourceExhausted,
-            IngestError::Overloaded(_) => tonic::Code::Unavailable,
+            IngestError::Overloaded(..) => tonic::Code::Unavailable,
             IngestError::Internal => tonic::Code::Internal,
             IngestError::NotConfigured(_) => tonic::Code::Unimplemented,
         }
@@ -97,7 +118,7 @@ impl IngestError {
             IngestError::Malformed(_) => http::StatusCode::BAD_REQUEST,
             IngestError::TooLarge { .. } => http::StatusCode::PAYLOAD_TOO_LARGE,
             IngestError::Unsupported(_) => http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IngestError::Overloaded(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            IngestError::Overloaded(..) => http::StatusCode::SERVICE_UNAVAILABLE,
             IngestError::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
             IngestError::NotConfigured(_) => http::StatusCode::NOT_FOUND,
         }
@@ -130,6 +151,8 @@ pub struct Pipeline<R: Recorder> {
     pub limits: IngestLimits,
     pub stats: Arc<IngestStats>,
     inflight: Arc<Semaphore>,
+    shedding: Arc<Shedding>,
+    bodies: BodyBudget,
     span_limits: SpanLimits,
     metrics: Option<Arc<dyn MetricSink>>,
 }
@@ -173,12 +196,17 @@ impl<R: Recorder> Pipeline<R> {
         stats: Arc<IngestStats>,
     ) -> Self {
         let inflight = Arc::new(Semaphore::new(limits.max_inflight_requests.max(1)));
+        let shedding = Arc::new(Shedding::default());
+        shedding.set_drill_fraction(limits.drill_refuse_fraction);
+        let bodies = BodyBudget::new(limits.max_inflight_bytes);
         Pipeline {
             recorder,
             extract,
             limits,
             stats,
             inflight,
+            shedding,
+            bodies,
             span_limits: SpanLimits::default(),
             metrics: None,
         }
@@ -207,12 +235,47 @@ impl<R: Recorder> Pipeline<R> {
         &self.span_limits
     }
 
-    /// Takes an in-flight slot or refuses the request.
+    /// The shedding switches (memory pressure, the retry drill) this pipeline's admission
+    /// check reads.
+    pub fn shedding(&self) -> &Arc<Shedding> {
+        &self.shedding
+    }
+
+    /// Takes an in-flight slot or refuses the request: under memory pressure, for the retry
+    /// drill, or when every slot is taken. Each refusal is counted with its reason.
     pub fn admit(&self) -> Result<OwnedSemaphorePermit, IngestError> {
+        if let Some(reason) = self.shedding.refuse(true) {
+            return Err(self.shed(reason));
+        }
         self.inflight
             .clone()
             .try_acquire_owned()
-            .map_err(|_| IngestError::Overloaded(self.limits.retry_after))
+            .map_err(|_| self.shed(ShedReason::InFlight))
+    }
+
+    /// Whether a request would be refused now, before its body is read: under memory pressure
+    /// or with every slot taken. Takes no slot and does not draw for the drill, which
+    /// [`Pipeline::admit`] does once the body is here.
+    pub fn refuse_early(&self) -> Result<(), IngestError> {
+        if let Some(reason) = self.shedding.refuse(false) {
+            return Err(self.shed(reason));
+        }
+        if self.inflight.available_permits() == 0 {
+            return Err(self.shed(ShedReason::InFlight));
+        }
+        Ok(())
+    }
+
+    /// An empty share of the body budget for one request: grow it as bytes arrive, and refuse
+    /// with [`Pipeline::shed`]`(ShedReason::InFlightBytes)` when it cannot grow.
+    pub fn reservation(&self) -> Reservation {
+        self.bodies.reservation()
+    }
+
+    /// Counts a refusal for overload and returns its error.
+    pub fn shed(&self, reason: ShedReason) -> IngestError {
+        self.stats.count_shed(reason);
+        IngestError::Overloaded(self.limits.retry_after, reason)
     }
 
     /// Decodes a protobuf or JSON body (already decompressed) and records it. Nothing is

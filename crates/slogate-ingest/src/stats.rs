@@ -3,6 +3,7 @@
 use crate::extract::{Reject, Tally};
 use crate::metrics::{MetricTally, PointReject};
 use crate::pipeline::Transport;
+use crate::shed::ShedReason;
 use slogate_core::prom::{self, Family, Float, Kind};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -131,6 +132,8 @@ pub struct IngestStats {
     metric_points: [[AtomicU64; 3]; 3],
     metric_points_rejected: [AtomicU64; PointReject::COUNT],
     metric_transports: [TransportStats; 3],
+    /// Requests refused for overload, by [`ShedReason`].
+    shed: [AtomicU64; ShedReason::ALL.len()],
 }
 
 impl IngestStats {
@@ -217,6 +220,15 @@ impl IngestStats {
         self.metric_transports[transport as usize].requests[outcome_index(outcome)].load(Relaxed)
     }
 
+    pub(crate) fn count_shed(&self, reason: ShedReason) {
+        self.shed[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Requests (spans and metrics alike) refused for overload, by reason.
+    pub fn shed(&self, reason: ShedReason) -> u64 {
+        self.shed[reason as usize].load(Relaxed)
+    }
+
     pub fn spans_rejected(&self, why: Reject) -> u64 {
         self.spans_rejected[why.index()].load(Relaxed)
     }
@@ -253,6 +265,15 @@ impl IngestStats {
         );
         for r in Reject::ALL {
             f.sample(&[("reason", &r.label())], self.spans_rejected(r));
+        }
+        let mut f = prom::family(
+            out,
+            "slogate_ingest_shed_total",
+            Kind::Counter,
+            "Export requests (spans and metrics) refused with a retryable overload answer, by reason: in_flight, memory or drill.",
+        );
+        for r in ShedReason::ALL {
+            f.sample(&[("reason", &r.label())], self.shed(r));
         }
         let mut f = prom::family(
             out,

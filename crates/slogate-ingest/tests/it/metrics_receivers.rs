@@ -40,6 +40,7 @@ async fn start(metrics: bool) -> Server {
             max_request_bytes: 1 << 20,
             max_inflight_requests: 4,
             retry_after: Duration::from_secs(2),
+            ..IngestLimits::default()
         },
         Arc::new(IngestStats::default()),
     );

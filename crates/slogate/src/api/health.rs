@@ -39,6 +39,13 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         for w in st.history_health.iter().flat_map(|h| h.warnings()) {
             body.push_str(&format!("warning: {w}\n"));
         }
+        // Ready still: a not-ready slogate would lose its endpoints, and exporters could not
+        // even retry.
+        if st.memory.shedding.load(Ordering::Relaxed) {
+            body.push_str(
+                "warning: over 85 % of the memory limit: export requests are refused until under 75 % (clients retry)\n",
+            );
+        }
         body.into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
@@ -69,6 +76,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     }
     st.security.render_metrics(&mut out);
     st.connections.render_metrics(&mut out);
+    st.memory.render(&mut out);
     super::process::render(&mut out);
     if let Some(h) = &st.history {
         use slogate_core::prom::{Kind, family};

@@ -58,6 +58,8 @@ pub struct AppState {
     pub history_health: Option<Arc<crate::server::history::HistoryHealth>>,
     /// The listeners' open connections, accept failures and closed connections.
     pub connections: Arc<crate::server::accept::ConnStats>,
+    /// The memory watchdog's limit and shedding state.
+    pub memory: Arc<crate::server::memory::MemoryStats>,
 }
 
 pub fn router(state: AppState) -> Router {

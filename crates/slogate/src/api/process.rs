@@ -35,12 +35,7 @@ pub fn render(out: &mut String) {
         .sample(&[], (utime + stime) / USER_HZ);
     }
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
+    let kib = |key: &str| crate::server::memory::kib(&status, key);
     if let Some(rss) = kib("VmRSS:") {
         family(
             out,

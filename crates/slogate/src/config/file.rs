@@ -145,6 +145,8 @@ impl Default for ServerSection {
 pub struct IngestSection {
     pub max_request_bytes: usize,
     pub max_inflight_requests: usize,
+    /// Bytes of request bodies held at once (as received, and inflated).
+    pub max_inflight_bytes: usize,
     pub retry_after: HumanDuration,
     pub span_kinds: Vec<String>,
     pub grpc_keepalive: bool,
@@ -152,6 +154,13 @@ pub struct IngestSection {
     /// Spans longer than this are rejected one by one (`partial_success`): an unset or garbage
     /// end time would otherwise own a series' top quantiles for the whole window.
     pub max_span_duration: HumanDuration,
+    /// The resident memory slogate stays under: ingest is refused (retryably) from 85 % of
+    /// it until usage falls below 75 %. Unset: 90 % of the cgroup's limit, else of the host's
+    /// memory. `0` turns the watchdog off.
+    pub memory_limit_bytes: Option<u64>,
+    /// The retry drill: this fraction of export requests (0 to 1) is refused as if overloaded,
+    /// to check that exporters retry. `0` in production.
+    pub drill_refuse_fraction: f64,
 }
 
 impl Default for IngestSection {
@@ -159,11 +168,14 @@ impl Default for IngestSection {
         IngestSection {
             max_request_bytes: 64 << 20,
             max_inflight_requests: 256,
+            max_inflight_bytes: 256 << 20,
             retry_after: HumanDuration::secs(1),
             span_kinds: vec!["server".into(), "consumer".into()],
             grpc_keepalive: true,
             grpc_max_concurrent_streams: 256,
             max_span_duration: HumanDuration::secs(3600),
+            memory_limit_bytes: None,
+            drill_refuse_fraction: 0.0,
         }
     }
 }

@@ -195,6 +195,27 @@ fn validate_ingest(
             "must be at least 1".into(),
         ));
     }
+    if f.ingest.max_inflight_bytes < 2 * f.ingest.max_request_bytes {
+        return Err(invalid(
+            "ingest.max_inflight_bytes",
+            format!(
+                "must be at least twice ingest.max_request_bytes ({}), so that the largest gzip request and what it inflates to fit",
+                2 * f.ingest.max_request_bytes
+            ),
+        ));
+    }
+    if !(0.0..=1.0).contains(&f.ingest.drill_refuse_fraction) {
+        return Err(invalid(
+            "ingest.drill_refuse_fraction",
+            "must be between 0 and 1".into(),
+        ));
+    }
+    if matches!(f.ingest.memory_limit_bytes, Some(n) if n > 0 && n < 64 << 20) {
+        return Err(invalid(
+            "ingest.memory_limit_bytes",
+            "must be 0 (off) or at least 67108864 (64 MiB)".into(),
+        ));
+    }
     for (name, keys) in [
         ("cohorts.service", &f.cohorts.service),
         ("cohorts.env", &f.cohorts.env),
@@ -257,7 +278,10 @@ fn validate_ingest(
     let limits = IngestLimits {
         max_request_bytes: f.ingest.max_request_bytes,
         max_inflight_requests: f.ingest.max_inflight_requests,
+        max_inflight_bytes: f.ingest.max_inflight_bytes,
         retry_after: f.ingest.retry_after.0,
+        memory_limit_bytes: f.ingest.memory_limit_bytes,
+        drill_refuse_fraction: f.ingest.drill_refuse_fraction,
     };
     Ok((extract, limits))
 }

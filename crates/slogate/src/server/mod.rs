@@ -22,6 +22,7 @@ pub mod accept;
 pub mod grpc;
 pub mod history;
 pub mod http;
+pub mod memory;
 pub mod notify;
 pub mod periodic;
 pub mod sched;
@@ -69,6 +70,7 @@ struct Engine {
     notify: notify::Notifications,
     alerts: Arc<Alerts>,
     gates: Arc<Gates>,
+    memory: Arc<memory::MemoryStats>,
 }
 
 /// Builds the registry, the ingest pipeline, the history (reloading recent slots), notification
@@ -166,12 +168,15 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
         notify,
         alerts,
         gates,
+        memory: Arc::new(memory::MemoryStats::default()),
     })
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let (sec, tls) = secure(&cfg)?;
     let mut engine = assemble(&cfg).await?;
+    let watchdog_stop = Arc::new(AtomicBool::new(false));
+    watch_memory(&cfg, &engine, watchdog_stop.clone())?;
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = listen(&cfg, &engine, ready.clone(), &stop_rx, &sec, &tls).await?;
@@ -196,6 +201,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     ready.store(false, Ordering::SeqCst);
     let _ = stop_tx.send(true);
+    watchdog_stop.store(true, Ordering::Relaxed);
     let grace = cfg.server.shutdown_grace;
     let all = async {
         for t in tasks {
@@ -222,6 +228,24 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
                 grace.as_secs()
             );
         }
+    }
+    Ok(())
+}
+
+/// Starts the memory watchdog (unless turned off) and says when the retry drill is on.
+fn watch_memory(cfg: &Config, e: &Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    match memory::resolve(cfg.limits.memory_limit_bytes) {
+        Some(limit) => memory::spawn(limit, e.pipeline.shedding().clone(), e.memory.clone(), stop)
+            .context("cannot start the memory watchdog")?,
+        None => tracing::warn!(
+            "memory watchdog off (ingest.memory_limit_bytes: 0): under overload the kernel's OOM killer decides"
+        ),
+    }
+    if cfg.limits.drill_refuse_fraction > 0.0 {
+        tracing::warn!(
+            fraction = cfg.limits.drill_refuse_fraction,
+            "retry drill on: this share of export requests is refused as if overloaded (ingest.drill_refuse_fraction)"
+        );
     }
     Ok(())
 }
@@ -338,6 +362,7 @@ async fn listen(
         metrics: Some(e.metrics.clone()),
         history_health: e.history.as_ref().map(|h| h.health.clone()),
         connections: conns.clone(),
+        memory: e.memory.clone(),
     };
     let api_sec = sec.clone();
     let app = api::router(state).layer(axum::middleware::from_fn(move |req, next| {

@@ -18,4 +18,5 @@ mod judge;
 mod metrics;
 mod notifications;
 mod openapi;
+mod overload;
 mod sql_limits;
