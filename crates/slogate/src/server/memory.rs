@@ -1,6 +1,6 @@
-//! The memory watchdog: a thread that reads the process's resident set every 10 ms and sheds
-//! ingest (the retryable overload answer) from 85 % of `ingest.memory_limit_bytes` until usage
-//! is back under 75 %. Verdicts, queries and the history keep working meanwhile: only new
+//! The memory watchdog: a thread that reads the process's resident set (every 100 ms, every
+//! 10 ms once above 60 % of the limit) and sheds ingest (the retryable overload answer) from
+//! 85 % of `ingest.memory_limit_bytes` until usage is back under 75 %. Verdicts, queries and the history keep working meanwhile: only new
 //! export requests wait, and their clients retry.
 //!
 //! The limit defaults to 90 % of the cgroup's memory limit (v2 `memory.max`, v1
@@ -12,9 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// How often the resident set is read (`/proc/self/statm`: a few microseconds a read). What
-/// arrives between two reads must fit in the 10 % above the high-water mark.
-const SAMPLE_EVERY: Duration = Duration::from_millis(10);
+/// How often the resident set is read (`/proc/self/statm`: a few microseconds a read) far
+/// from the limit…
+const SAMPLE_CALM: Duration = Duration::from_millis(100);
+/// …and from this share of it on: what arrives between two reads must fit in the 15 % above
+/// the high-water mark.
+const SAMPLE_CLOSE: Duration = Duration::from_millis(10);
+const CLOSE: f64 = 0.60;
 /// Shedding starts at this share of the limit…
 const HIGH_WATER: f64 = 0.85;
 /// …and stops below this one.
@@ -165,7 +169,11 @@ pub fn spawn(
         .name("slogate-memory".into())
         .spawn(move || {
             while !stop.load(Relaxed) {
+                let mut every = SAMPLE_CALM;
                 if let Some(resident) = resident_bytes() {
+                    if resident as f64 >= CLOSE * limit.bytes as f64 {
+                        every = SAMPLE_CLOSE;
+                    }
                     let on = shedding.memory_pressure();
                     if let Some(next) = decide(on, resident, limit.bytes) {
                         shedding.set_memory_pressure(next);
@@ -186,7 +194,7 @@ pub fn spawn(
                         }
                     }
                 }
-                std::thread::sleep(SAMPLE_EVERY);
+                std::thread::sleep(every);
             }
         })
         .map(|_| ())
