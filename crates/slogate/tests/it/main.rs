@@ -19,4 +19,5 @@ mod metrics;
 mod notifications;
 mod openapi;
 mod overload;
+mod soak;
 mod sql_limits;
