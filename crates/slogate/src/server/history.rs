@@ -143,9 +143,26 @@ const ALERTS_RESTORED: usize = 10_000;
 impl HistoryParts {
     /// Reads back the newest `verdicts` verdict documents and every alert's last transition,
     /// so that a restart neither empties `/api/v1/verdicts` nor pages again for an alert that
-    /// was already firing. A failure is logged and shown on `/readyz`; the start goes on
-    /// with an empty log and fresh alert states.
+    /// was already firing. Every file of the two tables is checked first, and an unreadable
+    /// one quarantined (named in the log, counted on `/metrics`) as the reload does for
+    /// `requests`, so that it costs its own documents only. A failure is logged and shown on
+    /// `/readyz`; the start goes on with an empty log and fresh alert states.
     pub async fn restore(&self, verdicts: usize, timeout: std::time::Duration) -> Restored {
+        let m = self.maintenance.clone();
+        let tables = DocTable::ALL.map(DocTable::name);
+        match tokio::task::spawn_blocking(move || m.scrub_tables(&tables, None)).await {
+            Ok(Ok(r)) => tracing::debug!(
+                files = r.files,
+                quarantined = r.quarantined,
+                "verdict and alert documents checked"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not check the verdict and alert documents")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checking the verdict and alert documents panicked")
+            }
+        }
         match self.read_back(verdicts, timeout).await {
             Ok(r) => {
                 tracing::info!(
