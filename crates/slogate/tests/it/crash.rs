@@ -261,6 +261,7 @@ fn history_survives_sigkill_mid_flush_and_mid_compaction() {
     let mut rows_written = 0u64;
     // Kills that found a flush's temporary file, and a compaction's manifest, to aim at.
     let mut hit = [0usize; 3];
+    let mut found = 0u64;
     for round in 0..=ROUNDS {
         // What the last kill left, plus one interrupted write planted as a kill leaves it (a
         // half-written file that was never renamed), so that the clean-up is checked each time.
@@ -333,6 +334,7 @@ fn history_survives_sigkill_mid_flush_and_mid_compaction() {
             manifests.len()
         );
         if round == ROUNDS {
+            found = checkout;
             break;
         }
 
@@ -389,7 +391,7 @@ fn history_survives_sigkill_mid_flush_and_mid_compaction() {
         );
     }
     eprintln!(
-        "crash: {ROUNDS} kills in {:.1} s ({} aimed at a flush's .tmp, {} at a compaction's manifest): {persisted} spans reported written ({rows_written} rows), {acked} acknowledged, {imported} imported; leftovers cleaned: {tmp_left} interrupted writes (+{planted} planted), {manifests_left} compactions ({rolled_forward} rolled forward, {rolled_back} back)",
+        "crash: {ROUNDS} kills in {:.1} s ({} aimed at a flush's .tmp, {} at a compaction's manifest): {persisted} spans reported written ({rows_written} rows), {found} found, {acked} acknowledged, {imported} imported (all found); leftovers cleaned: {tmp_left} interrupted writes (+{planted} planted), {manifests_left} compactions ({rolled_forward} rolled forward, {rolled_back} back)",
         started.elapsed().as_secs_f64(),
         hit[1],
         hit[2]
