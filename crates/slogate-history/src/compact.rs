@@ -42,6 +42,7 @@ use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::HistoryError;
+use crate::baseline::BASELINES_DIR;
 use crate::docs::DocTable;
 use crate::quarantine::{checked_name, read_checked};
 use crate::query::quarantine_or_log;
@@ -116,6 +117,24 @@ pub struct ScrubReport {
     pub files: usize,
     /// Of those, files found unreadable and moved to the quarantine.
     pub quarantined: usize,
+}
+
+/// What [`Maintenance::recover`] repaired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoverReport {
+    /// Interrupted compactions finished: the output was complete, the inputs were deleted.
+    pub rolled_forward: usize,
+    /// Interrupted compactions undone: no output, the manifest was deleted.
+    pub rolled_back: usize,
+    /// `.tmp` files of interrupted writes deleted (only when asked to).
+    pub tmp_removed: usize,
+}
+
+impl RecoverReport {
+    /// Compaction manifests repaired either way.
+    pub fn manifests(&self) -> usize {
+        self.rolled_forward + self.rolled_back
+    }
 }
 
 /// What a retention pass did.
@@ -209,17 +228,27 @@ impl Maintenance {
 
     /// Finishes or undoes what a crash interrupted: manifests roll forward when their output
     /// exists and back when it does not. With `remove_tmp` (on start, before any writer runs),
-    /// leftover local `.tmp` files of interrupted writes are deleted too. Returns the number of
-    /// manifests repaired.
-    pub fn recover(&self, remove_tmp: bool) -> Result<usize, HistoryError> {
-        let mut repaired = 0;
+    /// leftover local `.tmp` files of interrupted writes (of the tables and of the stored
+    /// baselines) are deleted too, each logged.
+    pub fn recover(&self, remove_tmp: bool) -> Result<RecoverReport, HistoryError> {
+        let mut report = RecoverReport::default();
+        if remove_tmp {
+            for entry in self.store.list(BASELINES_DIR)? {
+                if entry.key.ends_with(".tmp") {
+                    self.store.delete(&entry.key)?;
+                    report.tmp_removed += 1;
+                    tracing::warn!(key = %entry.key, bytes = entry.size, "interrupted history write removed");
+                }
+            }
+        }
         for table in tables() {
             let entries = self.store.list(table.name())?;
             let keys: BTreeSet<&str> = entries.iter().map(|e| e.key.as_str()).collect();
             for entry in &entries {
                 if remove_tmp && entry.key.ends_with(".tmp") {
                     self.store.delete(&entry.key)?;
-                    tracing::info!(key = %entry.key, "interrupted history write removed");
+                    report.tmp_removed += 1;
+                    tracing::warn!(key = %entry.key, bytes = entry.size, "interrupted history write removed");
                 }
                 if !entry.key.ends_with(".manifest.json") {
                     continue;
@@ -241,14 +270,15 @@ impl Maintenance {
                         self.store.delete(input)?;
                     }
                     tracing::info!(output = %manifest.output, inputs = manifest.inputs.len(), "interrupted compaction rolled forward");
+                    report.rolled_forward += 1;
                 } else {
                     tracing::info!(output = %manifest.output, "interrupted compaction rolled back");
+                    report.rolled_back += 1;
                 }
                 self.store.delete(&entry.key)?;
-                repaired += 1;
             }
         }
-        Ok(repaired)
+        Ok(report)
     }
 
     /// Merges every closed hour partition that has two or more Parquet files into one.
@@ -383,9 +413,21 @@ impl Maintenance {
     /// for the whole history, so that old corrupt files stop failing SQL over their partitions.
     /// Reads everything it checks, one file at a time: run it in the background.
     pub fn scrub(&self, since_unix: Option<i64>) -> Result<ScrubReport, HistoryError> {
+        let names: Vec<&str> = tables().map(AnyTable::name).collect();
+        self.scrub_tables(&names, since_unix)
+    }
+
+    /// [`Maintenance::scrub`] of the named tables only: the start reads the whole document
+    /// tables (`verdicts`, `alerts`) back, so it checks them first, and a damaged file costs
+    /// its own documents instead of the whole restore.
+    pub fn scrub_tables(
+        &self,
+        names: &[&str],
+        since_unix: Option<i64>,
+    ) -> Result<ScrubReport, HistoryError> {
         let mut report = ScrubReport::default();
-        for table in tables() {
-            for p in self.partitions(table.name())? {
+        for table in names {
+            for p in self.partitions(table)? {
                 if since_unix.is_some_and(|since| p.start.saturating_add(3600) <= since) {
                     continue;
                 }

@@ -11,7 +11,7 @@ use parquet::file::properties::WriterProperties;
 use crate::HistoryError;
 use crate::schema::partition_of;
 use crate::store::Store;
-use crate::writer::{write_partition_file, zstd_props};
+use crate::writer::{Written, write_partition_file, zstd_props};
 
 /// A table of JSON documents. Columns: `at` (`Timestamp(Millisecond, "UTC")`), a name column,
 /// a status column (both `Utf8`), and `doc` (`Utf8`, the JSON document); plus the Hive
@@ -77,6 +77,7 @@ pub struct DocWriter {
     props: WriterProperties,
     max_buffered_rows: usize,
     buf: Vec<DocRow>,
+    written: Arc<Written>,
 }
 
 impl DocWriter {
@@ -91,7 +92,13 @@ impl DocWriter {
             props: zstd_props(3)?,
             max_buffered_rows,
             buf: Vec::new(),
+            written: Arc::default(),
         })
+    }
+
+    /// What this writer (and the batches taken from it) has durably written so far.
+    pub fn written(&self) -> Arc<Written> {
+        self.written.clone()
     }
 
     /// Buffers one document; `Err(Full)` when `max_buffered_rows` are already waiting.
@@ -127,6 +134,7 @@ impl DocWriter {
             store: self.store.clone(),
             props: self.props.clone(),
             rows: std::mem::take(&mut self.buf),
+            written: self.written.clone(),
         }
     }
 
@@ -146,6 +154,7 @@ pub struct DocBatch {
     store: Store,
     props: WriterProperties,
     rows: Vec<DocRow>,
+    written: Arc<Written>,
 }
 
 impl DocBatch {
@@ -185,7 +194,10 @@ impl DocBatch {
                 &batch,
                 &self.props,
             ) {
-                Ok(path) => written.push(path),
+                Ok(path) => {
+                    self.written.file(rows.len(), 0);
+                    written.push(path);
+                }
                 Err(e) => {
                     rows.extend(groups.flat_map(|(_, rows)| rows));
                     return Err((e, rows));

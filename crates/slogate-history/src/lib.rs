@@ -101,7 +101,8 @@ use std::time::Duration;
 
 pub use baseline::{Baseline, BaselineError, CohortTotals};
 pub use compact::{
-    CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RetentionReport, ScrubReport,
+    CompactReport, CrashPoint, Maintenance, MaintenanceConfig, RecoverReport, RetentionReport,
+    ScrubReport,
 };
 pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
 pub use limits::SqlLimits;
@@ -116,6 +117,7 @@ pub use store::{ObjectEntry, S3Options, Store};
 pub use udf::{SketchMerge, SketchQuantile, SketchQuantileOf, sketch_udafs, sketch_udfs};
 pub use writer::{
     HistoryWriter, METRICS_TABLE, MetricWriter, REQUESTS_TABLE, SlotRow, SlotWriter, WriterConfig,
+    Written,
 };
 
 /// Errors of the history writer and query side.

@@ -513,7 +513,7 @@ fn put_local(root: &Path, key: &str, bytes: &[u8]) -> Result<(), HistoryError> {
         let path = path.to_path_buf();
         move |source| HistoryError::Io { path, source }
     };
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    create_dir_durable(&dir).map_err(io(&dir))?;
     let mut tmp = path.clone().into_os_string();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -534,6 +534,38 @@ fn put_local(root: &Path, key: &str, bytes: &[u8]) -> Result<(), HistoryError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir` and its missing parents, fsyncing the parent of each directory it creates:
+/// a new partition's directory entry must be as durable as the file renamed into it, or a
+/// power loss could take the file with it.
+fn create_dir_durable(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    loop {
+        match fs::metadata(d) {
+            Ok(_) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                missing.push(d);
+                match d.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => d = p,
+                    _ => break,
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 fn list_local(root: &Path, dir: &Path, out: &mut Vec<ObjectEntry>) -> Result<(), HistoryError> {

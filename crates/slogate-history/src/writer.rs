@@ -6,9 +6,15 @@
 //! (the CRC-32 of the file's bytes, see [`crate::quarantine`]). Each
 //! file is one atomic [`Store::put`], so a crash never leaves a partial `.parquet` object where
 //! readers look.
+//!
+//! Each writer counts what it has durably written ([`Written`]): a file's rows are counted once
+//! [`Store::put`] has returned, so after the file was fsynced, renamed and its directory
+//! fsynced (or the object store acknowledged the PUT). A process killed at any moment has at
+//! least what its counters said in the history.
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -44,6 +50,8 @@ pub trait SlotRow: Sized + Send + 'static {
     fn file_order(&self, other: &Self) -> CmpOrdering;
     /// One record batch of [`Self::TABLE`]'s schema.
     fn to_batch(rows: &[Self], extra_dims: &[String]) -> RecordBatch;
+    /// What the row counts: spans of a `requests` row, data points of a `metrics` row.
+    fn observations(&self) -> u64;
 }
 
 impl SlotRow for SlotRecord {
@@ -58,6 +66,9 @@ impl SlotRow for SlotRecord {
     }
     fn to_batch(rows: &[Self], extra_dims: &[String]) -> RecordBatch {
         rows_to_batch(rows, extra_dims)
+    }
+    fn observations(&self) -> u64 {
+        self.requests
     }
 }
 
@@ -80,6 +91,43 @@ impl SlotRow for MetricSlotRecord {
     }
     fn to_batch(rows: &[Self], extra_dims: &[String]) -> RecordBatch {
         metric_rows_to_batch(rows, extra_dims)
+    }
+    fn observations(&self) -> u64 {
+        self.points
+    }
+}
+
+/// What a writer has durably written since it was created, counted file by file once the file
+/// is complete (see the module documentation). Shared, so that a `/metrics` scrape reads it
+/// without waiting for a flush.
+#[derive(Debug, Default)]
+pub struct Written {
+    files: AtomicU64,
+    rows: AtomicU64,
+    observations: AtomicU64,
+}
+
+impl Written {
+    /// Files written.
+    pub fn files(&self) -> u64 {
+        self.files.load(Ordering::Relaxed)
+    }
+
+    /// Rows in the files written.
+    pub fn rows(&self) -> u64 {
+        self.rows.load(Ordering::Relaxed)
+    }
+
+    /// Spans (`requests`) or data points (`metrics`) in the rows written; 0 for documents.
+    pub fn observations(&self) -> u64 {
+        self.observations.load(Ordering::Relaxed)
+    }
+
+    /// Counts one complete file.
+    pub(crate) fn file(&self, rows: usize, observations: u64) {
+        self.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        self.observations.fetch_add(observations, Ordering::Relaxed);
+        self.files.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -123,6 +171,7 @@ pub struct SlotWriter<R> {
     props: WriterProperties,
     max_buffered_rows: usize,
     buf: Vec<R>,
+    written: Arc<Written>,
 }
 
 impl<R: SlotRow> SlotWriter<R> {
@@ -136,7 +185,13 @@ impl<R: SlotRow> SlotWriter<R> {
             props,
             max_buffered_rows: config.max_buffered_rows,
             buf: Vec::new(),
+            written: Arc::default(),
         })
+    }
+
+    /// What this writer has durably written so far.
+    pub fn written(&self) -> Arc<Written> {
+        self.written.clone()
     }
 
     /// Buffers one row; `Err(Full)` when `max_buffered_rows` rows are already waiting.
@@ -190,7 +245,11 @@ impl<R: SlotRow> SlotWriter<R> {
                 &batch,
                 &self.props,
             ) {
-                Ok(path) => written.push(path),
+                Ok(path) => {
+                    self.written
+                        .file(rows.len(), rows.iter().map(R::observations).sum());
+                    written.push(path);
+                }
                 Err(e) => {
                     self.buf.extend(rows);
                     self.buf.extend(groups.flat_map(|(_, rows)| rows));

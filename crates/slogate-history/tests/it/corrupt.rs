@@ -1,12 +1,14 @@
 //! Corrupt history files, on a local directory and on S3: a truncated file and a bit-flipped
 //! one in the reload range, and one outside it. The reload skips, names, quarantines and counts
 //! them and loads every other row; no query panics on them; compaction and a scrub quarantine
-//! what they meet too, and SQL over the whole history works again afterwards.
+//! what they meet too, and SQL over the whole history works again afterwards. Damaged files of
+//! the document tables are found by a scrub of those tables (what a start runs before reading
+//! the verdict log and the alert states back) and cost only their own documents.
 
 use std::collections::BTreeSet;
 
 use slogate_core::{SeriesKey, SlotRecord};
-use slogate_history::{History, QUARANTINE_DIR, Store, batch_to_rows};
+use slogate_history::{DocRow, DocTable, DocWriter, History, QUARANTINE_DIR, Store, batch_to_rows};
 
 use super::s3::both;
 use super::store::{blocking, interleaved, maintenance, totals, want_totals, write};
@@ -201,5 +203,87 @@ async fn compaction_quarantines_a_damaged_input() {
         let s = root.store.clone();
         let left = blocking(move || parquet_keys(&s, "requests/date=2025-11-24/hour=07")).await;
         assert_eq!(left.len(), 1, "{kind}: {left:?}");
+    }
+}
+
+/// One truncated `verdicts` file and one bit-flipped `alerts` file among intact ones: the scrub
+/// of the document tables moves exactly those two aside (byte for byte, under `quarantine/`),
+/// counts them, and SQL reads every document of the other files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_document_files_are_quarantined_and_the_rest_is_read() {
+    for make in both() {
+        let root = make();
+        let kind = root.kind;
+        let s = root.store.clone();
+        // Three files per table, one document each, an hour apart; the middle one is damaged.
+        let victims = blocking(move || {
+            let mut victims = Vec::new();
+            for (table, how) in DocTable::ALL
+                .into_iter()
+                .zip([Damage::Truncate, Damage::FlipBit])
+            {
+                let mut keys = Vec::new();
+                for i in 0..3i64 {
+                    let mut w = DocWriter::new(&s, table, 10).unwrap();
+                    w.append(DocRow {
+                        at_unix_ms: (DAY0 + i * 3600) * 1000,
+                        name: "checkout".into(),
+                        status: format!("s{i}"),
+                        doc: serde_json::json!({ "n": i }),
+                    })
+                    .unwrap();
+                    keys.extend(w.flush().unwrap());
+                }
+                let bytes = damage(&s, &keys[1], how);
+                victims.push((keys[1].clone(), bytes));
+            }
+            victims
+        })
+        .await;
+
+        let store = root.reopen();
+        let s = store.clone();
+        let tables = DocTable::ALL.map(DocTable::name);
+        let report = blocking(move || maintenance(&s).scrub_tables(&tables, None))
+            .await
+            .unwrap();
+        assert_eq!((report.files, report.quarantined), (6, 2), "{kind}");
+        assert_eq!(store.quarantined_files(), 2, "{kind}");
+        let s = store.clone();
+        blocking(move || {
+            for (key, bytes) in &victims {
+                assert_eq!(s.get(key).unwrap(), None, "{key}");
+                assert_eq!(
+                    s.get(&format!("{QUARANTINE_DIR}/{key}")).unwrap().as_ref(),
+                    Some(bytes),
+                    "{key}"
+                );
+            }
+        })
+        .await;
+
+        let history = History::open(&store, &extra_dims()).await.unwrap();
+        for table in DocTable::ALL {
+            let q = format!(
+                "SELECT {}, doc FROM {} ORDER BY at",
+                table.columns().1,
+                table.name()
+            );
+            let res = history.sql(&q, 10, LIMIT).await.unwrap();
+            assert_eq!(
+                res.rows,
+                [0, 2].map(|i| vec![
+                    serde_json::json!(format!("s{i}")),
+                    serde_json::json!(format!("{{\"n\":{i}}}"))
+                ]),
+                "{kind}: {}",
+                table.name()
+            );
+        }
+        let s = store.clone();
+        let again = blocking(move || maintenance(&s).scrub_tables(&tables, None))
+            .await
+            .unwrap();
+        assert_eq!((again.files, again.quarantined), (4, 0), "{kind}");
     }
 }

@@ -323,12 +323,17 @@ async fn a_crash_between_any_two_compaction_steps_loses_and_doubles_nothing() {
             let repaired = blocking(move || maintenance(&s).recover(true))
                 .await
                 .unwrap();
-            assert_eq!(repaired, 1, "{what}: one manifest to repair");
+            assert_eq!(repaired.manifests(), 1, "{what}: one manifest to repair");
             let history = History::open(&store, &extra_dims()).await.unwrap();
             assert_eq!(totals(&history).await, want, "{what}: after recovery");
             let files = files_per_partition(&store, "requests");
             let first = &files["requests/date=2025-11-24/hour=00"];
             let rolled_forward = !matches!(point, CrashPoint::AfterManifest);
+            assert_eq!(
+                (repaired.rolled_forward, repaired.rolled_back),
+                if rolled_forward { (1, 0) } else { (0, 1) },
+                "{what}"
+            );
             assert_eq!(*first, if rolled_forward { 1 } else { 2 }, "{what}");
 
             // The next pass finishes the job.

@@ -1,7 +1,7 @@
 //! The server's side of the Parquet history: opening it (repairing an interrupted compaction,
 //! reloading recent slots into the live windows, reading back the verdict log and the alert
 //! states), appending closed slots, closed metric slots and verdict / alert documents, and
-//! flushing them.
+//! flushing them. What it wrote durably and what it repaired on start are on `/metrics`.
 
 use crate::config::Config;
 use crate::engine::gates::VerdictDoc;
@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use parking_lot::Mutex;
 use slogate_core::{MetricSlotRecord, SlotRecord};
 use slogate_history::{
-    DocRow, DocTable, DocWriter, History, HistoryWriter, Maintenance, MetricWriter, SlotRow,
-    SlotWriter,
+    DocRow, DocTable, DocWriter, History, HistoryWriter, Maintenance, MetricWriter, RecoverReport,
+    SlotRow, SlotWriter, Written,
 };
 use slogate_window::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,16 +53,24 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
     // Before anything reads or writes: finish or undo a compaction a crash interrupted, and
     // remove interrupted writes, so no row is counted twice or lost.
     let m = maintenance.clone();
-    match tokio::task::spawn_blocking(move || m.recover(true)).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(n)) => {
-            tracing::info!(manifests = n, root = %root, "interrupted history compaction repaired")
+    let recovered = match tokio::task::spawn_blocking(move || m.recover(true)).await {
+        Ok(Ok(r)) => {
+            if r != RecoverReport::default() {
+                tracing::warn!(
+                    rolled_forward = r.rolled_forward,
+                    rolled_back = r.rolled_back,
+                    tmp_removed = r.tmp_removed,
+                    root = %root,
+                    "history repaired after an interrupted run"
+                );
+            }
+            r
         }
         Ok(Err(e)) => {
             return Err(e).with_context(|| format!("cannot recover the history in {root}"));
         }
         Err(e) => return Err(e).context("history recovery panicked"),
-    }
+    };
     let mut wc = slogate_history::WriterConfig::new(&store, extra.clone());
     wc.max_buffered_rows = h.max_buffered_rows;
     let metrics = MetricWriter::new(wc.clone())
@@ -90,14 +98,25 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
     }
     let docs =
         |table| DocWriter::new(&store, table, h.max_buffered_rows).map(|w| Arc::new(Mutex::new(w)));
+    let (verdicts, alerts) = (docs(DocTable::Verdicts)?, docs(DocTable::Alerts)?);
+    let health = HistoryHealth {
+        written: [
+            writer.written(),
+            metrics.written(),
+            verdicts.lock().written(),
+            alerts.lock().written(),
+        ],
+        recovered,
+        ..HistoryHealth::default()
+    };
     Ok(Some(HistoryParts {
         writer: Arc::new(Mutex::new(writer)),
         query,
         metrics: Arc::new(Mutex::new(metrics)),
-        health: Arc::new(HistoryHealth::default()),
+        health: Arc::new(health),
         metric_source: OnceLock::new(),
-        verdicts: docs(DocTable::Verdicts)?,
-        alerts: docs(DocTable::Alerts)?,
+        verdicts,
+        alerts,
         maintenance,
     }))
 }
@@ -124,9 +143,26 @@ const ALERTS_RESTORED: usize = 10_000;
 impl HistoryParts {
     /// Reads back the newest `verdicts` verdict documents and every alert's last transition,
     /// so that a restart neither empties `/api/v1/verdicts` nor pages again for an alert that
-    /// was already firing. A failure is logged and shown on `/readyz`; the start goes on
-    /// with an empty log and fresh alert states.
+    /// was already firing. Every file of the two tables is checked first, and an unreadable
+    /// one quarantined (named in the log, counted on `/metrics`) as the reload does for
+    /// `requests`, so that it costs its own documents only. A failure is logged and shown on
+    /// `/readyz`; the start goes on with an empty log and fresh alert states.
     pub async fn restore(&self, verdicts: usize, timeout: std::time::Duration) -> Restored {
+        let m = self.maintenance.clone();
+        let tables = DocTable::ALL.map(DocTable::name);
+        match tokio::task::spawn_blocking(move || m.scrub_tables(&tables, None)).await {
+            Ok(Ok(r)) => tracing::debug!(
+                files = r.files,
+                quarantined = r.quarantined,
+                "verdict and alert documents checked"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not check the verdict and alert documents")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "checking the verdict and alert documents panicked")
+            }
+        }
         match self.read_back(verdicts, timeout).await {
             Ok(r) => {
                 tracing::info!(
@@ -295,9 +331,14 @@ const ALERTS: usize = 3;
 const TABLES: [&str; 4] = ["requests", "metrics", "verdicts", "alerts"];
 
 /// How the history's writes are going, per table: a full disk or an unreachable bucket shows
-/// on `/metrics` and `/readyz` instead of only in the log.
+/// on `/metrics` and `/readyz` instead of only in the log; what was durably written, and what
+/// the start repaired after a crash.
 #[derive(Default)]
 pub struct HistoryHealth {
+    /// What each table's writer wrote durably (whole files, fsynced and renamed or put).
+    written: [Arc<Written>; 4],
+    /// What the start found interrupted and repaired.
+    recovered: RecoverReport,
     flush_failures: [AtomicU64; 4],
     /// Rows still buffered after the last flush (unwritten: a failure keeps them for a retry).
     backlog: [AtomicU64; 4],
@@ -377,6 +418,47 @@ impl HistoryHealth {
             "Rows the history writer refused because its buffer was full: never written.",
             &self.dropped,
         );
+        let written = |out: &mut String, name, help, get: fn(&Written) -> u64| {
+            let mut f = family(out, name, Kind::Counter, help);
+            for (t, w) in TABLES.iter().zip(&self.written) {
+                f.sample(&[("table", t)], get(w));
+            }
+        };
+        written(
+            out,
+            "slogate_history_files_written_total",
+            "History files written whole: fsynced and renamed (or put to the object store).",
+            Written::files,
+        );
+        written(
+            out,
+            "slogate_history_rows_written_total",
+            "Rows in the history files written whole: durable once counted.",
+            Written::rows,
+        );
+        family(
+            out,
+            "slogate_history_spans_written_total",
+            Kind::Counter,
+            "Spans in the requests rows written whole: durable once counted, they survive a kill.",
+        )
+        .sample(&[], self.written[REQUESTS].observations());
+        let r = &self.recovered;
+        family(
+            out,
+            "slogate_history_interrupted_writes_removed_total",
+            Kind::Counter,
+            "Temporary files of writes a crash interrupted, removed on start (never read: a file is visible only once whole).",
+        )
+        .sample(&[], r.tmp_removed as u64);
+        let mut f = family(
+            out,
+            "slogate_history_compactions_recovered_total",
+            Kind::Counter,
+            "Compactions a crash interrupted, finished (rolled_forward) or undone (rolled_back) on start.",
+        );
+        f.sample(&[("outcome", &"rolled_forward")], r.rolled_forward as u64);
+        f.sample(&[("outcome", &"rolled_back")], r.rolled_back as u64);
         let failing = self.failing.lock();
         let mut f = family(
             out,

@@ -9,6 +9,7 @@ mod bad_input;
 mod baselines;
 mod cli;
 mod connections;
+mod crash;
 mod dashboard;
 mod exporters;
 mod gates;
