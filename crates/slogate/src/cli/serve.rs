@@ -1,5 +1,5 @@
 //! `slogate serve`: loads the configuration (a file, or the embedded defaults) and runs the
-//! server until SIGTERM or Ctrl-C.
+//! server until SIGTERM or Ctrl-C; SIGHUP reloads the file.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -38,7 +38,7 @@ impl Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
     let cfg = crate::config::Config::load(args.config.as_deref())?;
-    crate::server::run(cfg)?;
+    crate::server::run(cfg, args.config)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -22,7 +22,6 @@ pub use metrics::{
 
 pub use file::{FileConfig, HistoryS3Section};
 use locate::locate;
-pub use reload::{LIVE_FIELDS, Reloaded};
 use slogate_ingest::IngestLimits;
 use slogate_ingest::extract::ExtractConfig;
 use slogate_window::WindowConfig;
