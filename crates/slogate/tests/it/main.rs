@@ -18,4 +18,5 @@ mod judge;
 mod metrics;
 mod notifications;
 mod openapi;
+mod reload;
 mod sql_limits;
