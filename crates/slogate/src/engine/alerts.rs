@@ -1002,3 +1002,90 @@ impl Alerts {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "
+gates:
+  - {name: checkout, service: checkout, criteria: [{name: e, metric: error_rate, pass: 0.01, fail: 0.02}]}
+slos:
+  - {name: checkout-availability, service: checkout, objective: 0.99, period: 1h}
+alerting:
+  burn_rates:
+    - {tier: P1, factor: 10, long: 30s, short: 4s}
+  rules:
+    - {name: checkout-errors, service: checkout, metric: error_rate, above: 0.01, window: 1m, for: 2m, tier: P1}
+";
+
+    #[test]
+    fn which_alerts_a_reload_keeps() {
+        let on = AlertRules::new(&Config::parse(CONFIG, "t.yaml").unwrap());
+        let off_text = format!("{CONFIG}  gate_failures: {{enabled: false}}\n");
+        let off = AlertRules::new(&Config::parse(&off_text, "t.yaml").unwrap());
+        let burn = |slo: &str, factor: f64, long: u64| AlertRules::burn_id(slo, factor, long);
+        // (alert id, kind, rule, kept with gate-failure alerts on, kept with them off)
+        let cases = [
+            (
+                "slogate/threshold/checkout-errors".to_string(),
+                "threshold",
+                "checkout-errors",
+                true,
+                true,
+            ),
+            (
+                "slogate/threshold/gone".into(),
+                "threshold",
+                "gone",
+                false,
+                false,
+            ),
+            (
+                burn("checkout-availability", 10.0, 30),
+                "slo_burn",
+                "checkout-availability",
+                true,
+                true,
+            ),
+            // The SLO stays but this tier is gone.
+            (
+                burn("checkout-availability", 14.4, 3600),
+                "slo_burn",
+                "checkout-availability",
+                false,
+                false,
+            ),
+            (
+                burn("search-latency", 10.0, 30),
+                "slo_burn",
+                "search-latency",
+                false,
+                false,
+            ),
+            (
+                "slogate/gate/checkout/default/a/b".into(),
+                "gate_failure",
+                "checkout",
+                true,
+                false,
+            ),
+            (
+                "slogate/gate/search/default/a/b".into(),
+                "gate_failure",
+                "search",
+                false,
+                false,
+            ),
+        ];
+        for (id, kind, rule, with_on, with_off) in cases {
+            assert_eq!(on.keeps(&id, kind, rule), with_on, "{id}");
+            assert_eq!(
+                off.keeps(&id, kind, rule),
+                with_off,
+                "{id} (gate failures off)"
+            );
+        }
+        assert_eq!(on.for_seconds("threshold", "checkout-errors"), 120);
+    }
+}

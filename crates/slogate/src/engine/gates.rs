@@ -1049,6 +1049,119 @@ gates:
         );
     }
 
+    /// A gate whose one criterion fails the canary (5 % errors) and counts only after a
+    /// minute of unbroken failure; `bounds` sets its pass and fail bounds.
+    fn sustained_gate(bounds: &str) -> Config {
+        let text = format!(
+            "gates:\n  - name: checkout\n    service: checkout\n    window: 10m\n    min_requests: 100\n    baseline: {{version: v1}}\n    criteria:\n      - {{name: errors, metric: error_rate, {bounds}, sustained: 1m}}\n"
+        );
+        Config::parse(&text, "test.yaml").unwrap()
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        /// Evaluate: the verdict expected.
+        Eval(Verdict),
+        /// Move the clock on this many seconds.
+        Advance(u64),
+        /// Reload with these bounds (the same bounds: the same definition).
+        Load(&'static str),
+        /// Reload without the gate.
+        Remove,
+    }
+
+    #[test]
+    fn a_reload_starts_a_changed_gate_afresh() {
+        use Step::*;
+        use Verdict::{Fail, Inconclusive};
+        const A: &str = "pass: 0.01, fail: 0.02";
+        const B: &str = "pass: 0.01, fail: 0.03";
+        let steps = [
+            // Held back for a minute, then the failure counts.
+            Eval(Inconclusive),
+            Advance(61),
+            Eval(Fail),
+            // Reloading the same definition keeps the streak.
+            Load(A),
+            Eval(Fail),
+            // A changed definition starts its own.
+            Load(B),
+            Eval(Inconclusive),
+            Advance(61),
+            Eval(Fail),
+        ];
+        let mut cfg = sustained_gate(A);
+        let clock = ManualClock::new(1_800_000_000);
+        let registry = Registry::new(cfg.window.clone(), clock.clone());
+        {
+            let mut w = registry.writer();
+            for (version, errors_every) in [("v1", 1000), ("v2", 20)] {
+                for i in 0..2000u64 {
+                    w.record(&Observation {
+                        service: b"checkout",
+                        env: b"prod",
+                        version: version.as_bytes(),
+                        operation: Operation::single(b"GET /cart"),
+                        extras: [b""; 4],
+                        error: i % errors_every == 0,
+                        duration_ns: 20_000_000,
+                        adjusted_count: 1,
+                    });
+                }
+            }
+        }
+        let gates = Gates::new(
+            cfg.gates.clone(),
+            registry.clone(),
+            None,
+            Arc::new(crate::engine::baselines::BaselineStore::new(
+                std::env::temp_dir().join("slogate-gates-unit-no-baselines"),
+            )),
+        );
+        let eval = |gates: &Gates| gates.evaluate("checkout", None, &canary("v2"), &[], None);
+        for (i, step) in steps.into_iter().chain([Remove]).enumerate() {
+            match step {
+                Eval(want) => {
+                    let doc = eval(&gates).unwrap();
+                    assert_eq!(doc.verdict, want, "step {i}: {:?}", doc.reasons);
+                }
+                Advance(secs) => {
+                    clock.advance(secs);
+                    registry.close_slots();
+                }
+                Load(bounds) => {
+                    let new = sustained_gate(bounds);
+                    let changes = gates.replace(
+                        new.gates.clone(),
+                        &cfg.gate_fingerprints(),
+                        &new.gate_fingerprints(),
+                    );
+                    let changed = if bounds == A { 0 } else { 1 };
+                    assert_eq!(changes.changed.len(), changed, "step {i}");
+                    cfg = new;
+                }
+                Remove => {
+                    let new = Config::parse("{}", "test.yaml").unwrap();
+                    let changes = gates.replace(
+                        Vec::new(),
+                        &cfg.gate_fingerprints(),
+                        &new.gate_fingerprints(),
+                    );
+                    assert_eq!(changes.removed, ["checkout"]);
+                    assert_eq!(
+                        eval(&gates).unwrap_err(),
+                        GateError::UnknownGate("checkout".into())
+                    );
+                    // Its last verdicts leave /metrics; the log keeps what was decided.
+                    let mut metrics = String::new();
+                    gates.render_metrics(&mut metrics);
+                    assert!(!metrics.contains("gate=\"checkout\""), "{metrics}");
+                    assert_eq!(gates.history(Some("checkout"), 100).len(), 5);
+                }
+            }
+        }
+    }
+
     #[test]
     fn request_errors() {
         let gates = setup(&[("v1", 10, 1.0, 0)]);
