@@ -267,6 +267,27 @@ alerting:
         );
     }
 
+    /// The reference's reload section names every field that applies live.
+    #[test]
+    fn the_reference_lists_the_live_fields() {
+        let reference = include_str!("../../../../docs/configuration.md");
+        let section = reference
+            .split("## Reloading the configuration")
+            .nth(1)
+            .expect("docs/configuration.md has a reload section");
+        let applies = section
+            .split("**What applies live**")
+            .nth(1)
+            .and_then(|s| s.split("**What needs a restart**").next())
+            .expect("the section says what applies live");
+        for field in LIVE_FIELDS {
+            assert!(
+                applies.contains(&format!("`{field}`")),
+                "{field} applies live but the reference does not say so"
+            );
+        }
+    }
+
     #[test]
     fn fingerprints_change_with_the_definition() {
         let a = Config::parse(BASE, "x").unwrap().gate_fingerprints();
