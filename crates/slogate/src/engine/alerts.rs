@@ -184,12 +184,22 @@ pub struct AlertRules {
     min_requests: u64,
     /// The tier of gate-failure alerts; `None` when they are off.
     gate_failures: Option<slogate_gate::Tier>,
-    /// Gates that may raise gate-failure alerts.
+    /// The configured gates.
     gates: std::collections::BTreeSet<String>,
+    /// Configured gates the reload that made these rules removed: their gate-failure alerts
+    /// go. (Gates carried in verdict requests are in neither set and keep theirs.)
+    removed_gates: std::collections::BTreeSet<String>,
     link_base: String,
 }
 
 impl AlertRules {
+    /// The rules of `cfg` as they follow `old` in a reload.
+    fn after(old: &AlertRules, cfg: &Config) -> AlertRules {
+        let mut new = AlertRules::new(cfg);
+        new.removed_gates = old.gates.difference(&new.gates).cloned().collect();
+        new
+    }
+
     pub fn new(cfg: &Config) -> AlertRules {
         AlertRules {
             slos: cfg.slos.clone(),
@@ -198,6 +208,7 @@ impl AlertRules {
             min_requests: cfg.alerting.min_requests,
             gate_failures: cfg.alerting.gate_failures,
             gates: cfg.gates.iter().map(|g| g.name.clone()).collect(),
+            removed_gates: Default::default(),
             link_base: cfg.alerting.link_base_url.trim_end_matches('/').to_string(),
         }
     }
@@ -222,7 +233,7 @@ impl AlertRules {
                         .iter()
                         .any(|t| AlertRules::burn_id(rule, t.factor, t.long_seconds) == id)
             }),
-            "gate_failure" => self.gate_failures.is_some() && self.gates.contains(rule),
+            "gate_failure" => self.gate_failures.is_some() && !self.removed_gates.contains(rule),
             _ => true,
         }
     }
@@ -380,12 +391,15 @@ impl Alerts {
     /// those firing resolve once first, through the notifier, with [`REMOVED_BY_RELOAD`].
     /// Returns the ids of the alerts resolved.
     pub fn replace(&self, cfg: &Config) -> Vec<String> {
-        let new = Arc::new(AlertRules::new(cfg));
-        *self.rules.write() = new.clone();
+        let new = Arc::new(AlertRules::after(&self.rules(), cfg));
         let now = self.registry.now_unix();
         let mut retired = Vec::new();
         {
+            // Swapped under the entries' lock: an evaluation that started with the old rules
+            // either tracked its alert before (and it is retired here) or sees the new rules
+            // when it would start tracking one (see `observe`).
             let mut entries = self.entries.lock();
+            *self.rules.write() = new.clone();
             entries.retain(|id, e| {
                 if new.keeps(id, e.view.kind, &e.view.rule) {
                     e.machine.for_seconds = new.for_seconds(e.view.kind, &e.view.rule);
@@ -816,6 +830,11 @@ impl Alerts {
         now: u64,
     ) {
         let mut entries = self.entries.lock();
+        // An evaluation that began before a reload must not bring back an alert whose rule
+        // the reload removed.
+        if !entries.contains_key(id) && !self.rules().keeps(id, kind, rule) {
+            return;
+        }
         if entries.len() >= MAX_TRACKED_ALERTS && !entries.contains_key(id) {
             let idle = entries
                 .iter()
@@ -1019,11 +1038,79 @@ alerting:
     - {name: checkout-errors, service: checkout, metric: error_rate, above: 0.01, window: 1m, for: 2m, tier: P1}
 ";
 
+    /// Every notice, as `trigger|resolve dedup_key summary`.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl Notifier for Recorded {
+        fn notify(&self, n: &Notice) -> Result<(), String> {
+            let action = if n.resolve { "resolve" } else { "trigger" };
+            self.0
+                .lock()
+                .push(format!("{action} {} {}", n.dedup_key, n.summary));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_removed_gate_resolves_its_firing_alert_once() {
+        let gates =
+            crate::engine::gates::tests::setup(&[("v1", 2000, 1.0, 200), ("slow", 500, 1.4, 200)]);
+        let doc = gates
+            .evaluate(
+                "checkout",
+                Some("canary"),
+                &crate::engine::gates::tests::canary("slow"),
+                &[],
+                None,
+            )
+            .unwrap();
+        assert_eq!(doc.verdict, Verdict::Fail);
+        let cfg = Config::parse(CONFIG, "t.yaml").unwrap();
+        let registry = Registry::new(
+            cfg.window.clone(),
+            slogate_window::ManualClock::new(1_800_000_000),
+        );
+        let notes = Arc::new(Recorded::default());
+        let alerts = Alerts::new(&cfg, registry, Some(notes.clone()), None);
+        alerts.on_verdict("checkout", &doc);
+        // The same file without its gate.
+        let text: Vec<&str> = CONFIG
+            .lines()
+            .filter(|l| !l.starts_with("gates:") && !l.contains("{name: checkout, service"))
+            .collect();
+        let without = Config::parse(&text.join("\n"), "t.yaml").unwrap();
+        assert!(without.gates.is_empty() && without.slos.len() == 1);
+        let resolved = alerts.replace(&without);
+        // A verdict computed before the reload arrives late: it raises nothing.
+        alerts.on_verdict("checkout", &doc);
+        let notes = notes.0.lock().clone();
+        assert_eq!(notes.len(), 2, "{notes:#?}");
+        let id = "slogate/gate/checkout/canary/service=checkout,version=slow/service=checkout,version=v1";
+        assert!(
+            notes[0].starts_with(&format!("trigger {id} ")),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[1].starts_with(&format!("resolve {id} "))
+                && notes[1].ends_with(": rule removed by configuration reload"),
+            "{notes:#?}"
+        );
+        assert_eq!(resolved, [id]);
+        assert!(alerts.views().is_empty());
+    }
+
     #[test]
     fn which_alerts_a_reload_keeps() {
-        let on = AlertRules::new(&Config::parse(CONFIG, "t.yaml").unwrap());
+        // Before the reload, `search` was a configured gate too.
+        let with_search = CONFIG.replace(
+            "gates:\n",
+            "gates:\n  - {name: search, service: search, criteria: [{name: e, metric: error_rate, pass: 0.01, fail: 0.02}]}\n",
+        );
+        let before = AlertRules::new(&Config::parse(&with_search, "t.yaml").unwrap());
+        let on = AlertRules::after(&before, &Config::parse(CONFIG, "t.yaml").unwrap());
         let off_text = format!("{CONFIG}  gate_failures: {{enabled: false}}\n");
-        let off = AlertRules::new(&Config::parse(&off_text, "t.yaml").unwrap());
+        let off = AlertRules::after(&before, &Config::parse(&off_text, "t.yaml").unwrap());
         let burn = |slo: &str, factor: f64, long: u64| AlertRules::burn_id(slo, factor, long);
         // (alert id, kind, rule, kept with gate-failure alerts on, kept with them off)
         let cases = [
@@ -1070,11 +1157,19 @@ alerting:
                 true,
                 false,
             ),
+            // A removed gate's alert goes; a gate carried in verdict requests keeps its own.
             (
                 "slogate/gate/search/default/a/b".into(),
                 "gate_failure",
                 "search",
                 false,
+                false,
+            ),
+            (
+                "slogate/gate/inline/default/a/b".into(),
+                "gate_failure",
+                "inline",
+                true,
                 false,
             ),
         ];
