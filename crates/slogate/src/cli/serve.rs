@@ -37,8 +37,14 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
-    let cfg = crate::config::Config::load(args.config.as_deref())?;
-    crate::server::run(cfg, args.config)?;
+    let (cfg, file) = match args.config {
+        Some(path) => {
+            let (cfg, read) = crate::config::Config::load_file(&path)?;
+            (cfg, Some(crate::server::reload::ConfigFile { path, read }))
+        }
+        None => (crate::config::Config::load(None)?, None),
+    };
+    crate::server::run(cfg, file)?;
     Ok(ExitCode::SUCCESS)
 }
 

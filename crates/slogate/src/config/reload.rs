@@ -47,6 +47,25 @@ pub(super) fn fingerprint(g: &GateFile) -> String {
 }
 
 impl Config {
+    /// Loads the file at `path` as [`Config::load`] does, and returns the bytes it read with
+    /// it: a reload compares later reads with them.
+    pub fn load_file(path: &std::path::Path) -> Result<(Config, Vec<u8>), ConfigError> {
+        let file = path.display().to_string();
+        let read = |source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        };
+        let bytes = std::fs::read(path).map_err(read)?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| {
+            read(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
+        })?;
+        let cfg = Config::parse(text, &file)?;
+        Ok((cfg, bytes))
+    }
+
     /// Reads `text` (the file `file`, again) as a reload: validated as at start, then the
     /// fields a running server cannot change are kept from `self` and reported.
     pub fn reload(&self, text: &str, file: &str) -> Result<Reloaded, ConfigError> {

@@ -48,14 +48,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-/// Serves `cfg`, read from the file `path` (`None`: the embedded defaults), which is reloaded
-/// on SIGHUP and when it changes.
-pub fn run(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+/// Serves `cfg`, read from `file` (`None`: the embedded defaults), which is reloaded on SIGHUP
+/// and when it changes.
+pub fn run(cfg: Config, file: Option<reload::ConfigFile>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("slogate")
         .build()?;
-    runtime.block_on(serve(cfg, path))
+    runtime.block_on(serve(cfg, file))
 }
 
 /// Resolves when `stop` turns true.
@@ -173,7 +173,10 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
     })
 }
 
-async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+async fn serve(cfg: Config, file: Option<reload::ConfigFile>) -> anyhow::Result<()> {
+    // From now on a SIGHUP is a reload (once the server runs), not the end of the process.
+    #[cfg(unix)]
+    let hup = reload::listen_sighup();
     let (sec, tls) = secure(&cfg)?;
     let mut engine = assemble(&cfg).await?;
     let ready = Arc::new(AtomicBool::new(false));
@@ -181,9 +184,9 @@ async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<
     let live = Arc::new(reload::LiveConfig::new(cfg.clone()));
     let mut tasks = listen(&cfg, &engine, &live, ready.clone(), &stop_rx, &sec, &tls).await?;
     tasks.extend(background(&cfg, &mut engine, &stop_rx));
-    let reloader = path.map(|p| {
+    let reloader = file.map(|f| {
         Arc::new(reload::Reloader::new(
-            p,
+            f,
             live.clone(),
             engine.gates.clone(),
             engine.alerts.clone(),
@@ -200,7 +203,7 @@ async fn serve(cfg: Config, path: Option<std::path::PathBuf>) -> anyhow::Result<
         ));
     }
     #[cfg(unix)]
-    tasks.push(reload::on_sighup(reloader, stop_rx.clone()));
+    tasks.push(reload::on_sighup(hup, reloader, stop_rx.clone()));
     tasks.push(spawn_periodic(
         "token and certificate reloader",
         crate::auth::RELOAD_INTERVAL,

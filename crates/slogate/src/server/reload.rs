@@ -121,6 +121,12 @@ impl LiveConfig {
     }
 }
 
+/// The configuration file a server started from: where it is, and the bytes read at start.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    pub read: Vec<u8>,
+}
+
 /// Re-reads the configuration file and puts what it changed in force.
 pub struct Reloader {
     path: PathBuf,
@@ -133,17 +139,18 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    /// Reads the file once now, so that the poller reloads only on a change.
+    /// The poller reloads when the file's content differs from `file.read`, what the start
+    /// read: a change made while the server was starting applies at the first poll.
     pub fn new(
-        path: PathBuf,
+        file: ConfigFile,
         live: Arc<LiveConfig>,
         gates: Arc<Gates>,
         alerts: Arc<Alerts>,
     ) -> Reloader {
-        let seen = read(&path).map_or_else(|e| e, |t| hash_text(&t));
+        let seen = hash_text(&file.read);
         *live.hash.lock() = seen.clone();
         Reloader {
-            path,
+            path: file.path,
             live,
             gates,
             alerts,
@@ -230,17 +237,22 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
 }
 
+/// Starts listening for SIGHUP, whose default is to end the process: call it first thing. A
+/// signal that arrives before [`on_sighup`] runs is kept, and reloads then.
+#[cfg(unix)]
+pub fn listen_sighup() -> std::io::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::hangup())
+}
+
 /// Runs `reload` on the blocking pool at every SIGHUP until `stop`. Without a file (the
 /// embedded defaults) a SIGHUP is logged and ignored rather than ending the process.
 #[cfg(unix)]
 pub fn on_sighup(
+    hup: std::io::Result<tokio::signal::unix::Signal>,
     reloader: Option<Arc<Reloader>>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    // Listening starts now, before the server reports ready: a SIGHUP's default is to end
-    // the process.
-    let hup = signal(SignalKind::hangup());
     tokio::spawn(async move {
         let mut hup = match hup {
             Ok(s) => s,
