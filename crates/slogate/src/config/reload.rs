@@ -13,8 +13,8 @@ use super::{Config, ConfigError, validate};
 use serde_json::Value;
 
 /// The fields of the file (paths as errors name them) that a reload applies: gates, SLOs, burn
-/// tiers, threshold rules, gate-failure alerting, the alert request floor and the notification
-/// link base. Every other field needs a restart.
+/// tiers, threshold rules, gate-failure alerting and the alert request floor. Every other field
+/// needs a restart (`pagerduty.link_base_url` too: the webhook senders are built with it).
 pub const LIVE_FIELDS: &[&str] = &[
     "gates",
     "slos",
@@ -22,7 +22,6 @@ pub const LIVE_FIELDS: &[&str] = &[
     "alerting.burn_rates",
     "alerting.rules",
     "alerting.gate_failures",
-    "pagerduty.link_base_url",
 ];
 
 /// What a reload of the file would do.
