@@ -184,7 +184,7 @@ impl Reloader {
         let outcome = match read.and_then(|bytes| {
             let hash = hash_text(&bytes);
             let text = String::from_utf8(bytes)
-                .map_err(|_| format!("{file}: cannot read: the file is not UTF-8"))?;
+                .map_err(|_| format!("{file}: cannot read: stream did not contain valid UTF-8"))?;
             let old = self.live.get();
             old.reload(&text, &file)
                 .map(|r| (old, r, hash))
