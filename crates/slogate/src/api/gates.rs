@@ -43,9 +43,8 @@ fn pairs(p: &[(String, String)]) -> BTreeMap<&str, &str> {
     responses((status = 200, description = "`{\"gates\": [...]}`", body = serde_json::Value)),
 )]
 pub async fn list(State(st): State<AppState>) -> Response {
-    let gates: Vec<GateListing<'_>> = st
-        .gates
-        .configs()
+    let configs = st.gates.configs();
+    let gates: Vec<GateListing<'_>> = configs
         .iter()
         .map(|g| GateListing {
             name: &g.name,
@@ -158,6 +157,7 @@ fn evaluate(st: &AppState, gate: &str, req: VerdictRequest) -> Result<Response, 
         Some(definition) => {
             let inline = st
                 .config
+                .get()
                 .inline_gate(gate, definition)
                 .map_err(|e| ApiError::bad_request(format!("invalid gate: {e}")))?;
             st.gates

@@ -75,6 +75,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
         st.notifications.render_metrics(&mut out);
     }
     st.security.render_metrics(&mut out);
+    st.config.render_metrics(&mut out);
     st.connections.render_metrics(&mut out);
     st.memory.render(&mut out);
     super::process::render(&mut out);

@@ -36,8 +36,9 @@ use std::sync::atomic::AtomicBool;
 /// What every handler may read.
 #[derive(Clone)]
 pub struct AppState {
-    /// The validated configuration (gates carried in verdict requests are checked against it).
-    pub config: Arc<crate::config::Config>,
+    /// The validated configuration in force, which a reload replaces (gates carried in
+    /// verdict requests are checked against it), and the reload counters.
+    pub config: Arc<crate::server::reload::LiveConfig>,
     pub registry: Arc<Registry>,
     pub stats: Arc<IngestStats>,
     pub ready: Arc<AtomicBool>,
@@ -128,7 +129,7 @@ async fn json_body(
         )
         .into_response();
     }
-    let deadline = st.config.server.body_read_timeout;
+    let deadline = st.config.get().server.body_read_timeout;
     let (parts, body) = req.into_parts();
     let read = tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_API_BODY)).await;
     let bytes = match read {

@@ -1,5 +1,5 @@
 //! `slogate serve`: loads the configuration (a file, or the embedded defaults) and runs the
-//! server until SIGTERM or Ctrl-C.
+//! server until SIGTERM or Ctrl-C; SIGHUP reloads the file.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -37,8 +37,14 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     init_tracing(args.log_format);
-    let cfg = crate::config::Config::load(args.config.as_deref())?;
-    crate::server::run(cfg)?;
+    let (cfg, file) = match args.config {
+        Some(path) => {
+            let (cfg, read) = crate::config::Config::load_file(&path)?;
+            (cfg, Some(crate::server::reload::ConfigFile { path, read }))
+        }
+        None => (crate::config::Config::load(None)?, None),
+    };
+    crate::server::run(cfg, file)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -3,7 +3,9 @@
 //!
 //! - [`file`]: what a person writes (unknown fields rejected; every default written once);
 //! - [`validate`](mod@validate): the checks serde cannot express, and the translation into runtime values;
-//! - [`locate`](mod@locate): the line of a field path, so every error says file, line and field.
+//! - [`locate`](mod@locate): the line of a field path, so every error says file, line and field;
+//! - [`reload`](mod@reload): what a reload of a running server's file applies, and what waits
+//!   for a restart.
 //!
 //! Architecture invariant: only `config/` and `slogate config show` read the file format; the
 //! server, the API and the CLI see the validated [`Config`] (durations as `Duration`, selectors
@@ -12,6 +14,7 @@
 mod file;
 mod locate;
 mod metrics;
+mod reload;
 mod validate;
 pub use metrics::{
     Divisor, MetricQuery, MetricSelect, SelectFields, SpanCount, select, select_label,
@@ -415,10 +418,7 @@ impl Config {
                 invalid(&field, e.into_inner().to_string())
             })?;
         let mut gate = validate::validate_inline_gate(&self.file, &parsed, &invalid)?;
-        let canonical = serde_json::to_string(&parsed).unwrap_or_default();
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&canonical, &mut h);
-        gate.inline = Some(format!("{:016x}", std::hash::Hasher::finish(&h)));
+        gate.inline = Some(reload::fingerprint(&parsed));
         Ok(gate)
     }
 

@@ -2,10 +2,15 @@
 //! alerts, the alert state machines, and hand-off of every transition (and of every change of a
 //! gate's verdict) to the notifier: the outboxes of PagerDuty, Slack and the webhooks that are
 //! configured.
+//!
+//! What alerts watch (SLOs, burn tiers, threshold rules, gate-failure alerting) is one
+//! [`AlertRules`] snapshot that a configuration reload replaces whole ([`Alerts::replace`]):
+//! an evaluation reads one snapshot. Alerts of rules that stay keep their state; a firing alert
+//! whose rule went away resolves once, through the notifier.
 
 use crate::config::{Config, RuleMetric, SloConfig, ThresholdRule};
 use crate::engine::gates::VerdictDoc;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 use slogate_alert::{AlertNote, AlertState, Phase, Transition, VerdictNote};
 use slogate_core::Selector;
@@ -171,14 +176,86 @@ struct Entry {
     machine: AlertState,
 }
 
-pub struct Alerts {
+/// What the alerts watch, from the configuration; replaced whole by a reload.
+pub struct AlertRules {
     slos: Vec<SloConfig>,
     tiers: Vec<BurnTier>,
     rules: Vec<ThresholdRule>,
     min_requests: u64,
     /// The tier of gate-failure alerts; `None` when they are off.
     gate_failures: Option<slogate_gate::Tier>,
+    /// The configured gates.
+    gates: std::collections::BTreeSet<String>,
+    /// Configured gates the reload that made these rules removed: their gate-failure alerts
+    /// go. (Gates carried in verdict requests are in neither set and keep theirs.)
+    removed_gates: std::collections::BTreeSet<String>,
     link_base: String,
+}
+
+impl AlertRules {
+    /// The rules of `cfg` as they follow `old` in a reload.
+    fn after(old: &AlertRules, cfg: &Config) -> AlertRules {
+        let mut new = AlertRules::new(cfg);
+        new.removed_gates = old.gates.difference(&new.gates).cloned().collect();
+        new
+    }
+
+    pub fn new(cfg: &Config) -> AlertRules {
+        AlertRules {
+            slos: cfg.slos.clone(),
+            tiers: cfg.burn_tiers.clone(),
+            rules: cfg.rules.clone(),
+            min_requests: cfg.alerting.min_requests,
+            gate_failures: cfg.alerting.gate_failures,
+            gates: cfg.gates.iter().map(|g| g.name.clone()).collect(),
+            removed_gates: Default::default(),
+            link_base: cfg.alerting.link_base_url.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The id of each SLO burn alert: its SLO and tier.
+    fn burn_id(slo: &str, factor: f64, long_seconds: u64) -> String {
+        dedup_key(&[
+            "slo-burn",
+            slo,
+            &format!("{factor}x-{}", humanize(long_seconds)),
+        ])
+    }
+
+    /// Whether an alert of `kind` raised by `rule` (with this id) still has its rule here.
+    fn keeps(&self, id: &str, kind: &str, rule: &str) -> bool {
+        match kind {
+            "threshold" => self.rules.iter().any(|r| r.name == rule),
+            "slo_burn" => self.slos.iter().any(|s| {
+                s.spec.name == rule
+                    && self
+                        .tiers
+                        .iter()
+                        .any(|t| AlertRules::burn_id(rule, t.factor, t.long_seconds) == id)
+            }),
+            "gate_failure" => self.gate_failures.is_some() && !self.removed_gates.contains(rule),
+            _ => true,
+        }
+    }
+
+    /// The `for` of the threshold rule `rule` (0 for other kinds).
+    fn for_seconds(&self, kind: &str, rule: &str) -> u64 {
+        match kind {
+            "threshold" => self
+                .rules
+                .iter()
+                .find(|r| r.name == rule)
+                .map_or(0, |r| r.for_seconds),
+            _ => 0,
+        }
+    }
+}
+
+/// Why an alert whose rule a reload removed resolves.
+pub const REMOVED_BY_RELOAD: &str = "rule removed by configuration reload";
+
+pub struct Alerts {
+    rules: RwLock<Arc<AlertRules>>,
     registry: Arc<Registry>,
     metrics: Option<Arc<slogate_metrics::MetricStore>>,
     notifier: Option<Arc<dyn Notifier>>,
@@ -255,12 +332,7 @@ impl Alerts {
     ) -> Alerts {
         Alerts {
             sink,
-            slos: cfg.slos.clone(),
-            tiers: cfg.burn_tiers.clone(),
-            rules: cfg.rules.clone(),
-            min_requests: cfg.alerting.min_requests,
-            gate_failures: cfg.alerting.gate_failures,
-            link_base: cfg.alerting.link_base_url.trim_end_matches('/').to_string(),
+            rules: RwLock::new(Arc::new(AlertRules::new(cfg))),
             registry,
             metrics: None,
             notifier,
@@ -308,13 +380,86 @@ impl Alerts {
         }
     }
 
-    pub fn slo_names(&self) -> Vec<&str> {
-        self.slos.iter().map(|s| s.spec.name.as_str()).collect()
+    /// What the alerts watch now.
+    pub fn rules(&self) -> Arc<AlertRules> {
+        self.rules.read().clone()
+    }
+
+    /// Puts `cfg`'s SLOs, burn tiers, threshold rules and gate-failure alerting in force (a
+    /// configuration reload). Alerts whose rule stays keep their state (a threshold rule's new
+    /// `for` applies to its next activation); alerts whose rule is gone are forgotten, and
+    /// those firing resolve once first, through the notifier, with [`REMOVED_BY_RELOAD`].
+    /// Returns the ids of the alerts resolved.
+    pub fn replace(&self, cfg: &Config) -> Vec<String> {
+        let new = Arc::new(AlertRules::after(&self.rules(), cfg));
+        let now = self.registry.now_unix();
+        let mut retired = Vec::new();
+        {
+            // Swapped under the entries' lock: an evaluation that started with the old rules
+            // either tracked its alert before (and it is retired here) or sees the new rules
+            // when it would start tracking one (see `observe`).
+            let mut entries = self.entries.lock();
+            *self.rules.write() = new.clone();
+            entries.retain(|id, e| {
+                if new.keeps(id, e.view.kind, &e.view.rule) {
+                    e.machine.for_seconds = new.for_seconds(e.view.kind, &e.view.rule);
+                    return true;
+                }
+                if matches!(e.machine.phase, Phase::Firing { .. }) {
+                    retired.push((id.clone(), e.view.clone(), e.machine.clone()));
+                }
+                false
+            });
+            self.budget_history
+                .lock()
+                .retain(|name, _| new.slos.iter().any(|s| &s.spec.name == name));
+        }
+        let mut ids = Vec::new();
+        for (id, view, machine) in retired {
+            let fired_at = match machine.phase {
+                Phase::Firing { since, .. } => since,
+                _ => now,
+            };
+            let summary = format!("{}: {REMOVED_BY_RELOAD}", view.summary);
+            let mut details = view.details.clone();
+            if let serde_json::Value::Object(map) = &mut details {
+                map.insert("resolved_because".into(), REMOVED_BY_RELOAD.into());
+            }
+            let notice = Notice {
+                dedup_key: id.clone(),
+                resolve: true,
+                summary,
+                tier: view.tier,
+                rule: view.rule.clone(),
+                service: view.service.clone(),
+                class: view.kind,
+                link: String::new(),
+                details,
+                at_unix: now,
+                started_at_unix: fired_at,
+            };
+            self.transition(&notice);
+            ids.push(id);
+        }
+        ids
+    }
+
+    pub fn slo_names(&self) -> Vec<String> {
+        self.rules()
+            .slos
+            .iter()
+            .map(|s| s.spec.name.clone())
+            .collect()
     }
 
     /// SLI, budget and burn rates of one SLO now.
     pub fn slo_status(&self, name: &str) -> Option<SloStatus> {
-        let slo = self.slos.iter().find(|s| s.spec.name == name)?;
+        let r = self.rules();
+        let slo = r.slos.iter().find(|s| s.spec.name == name)?;
+        Some(self.status_of(&r, slo))
+    }
+
+    fn status_of(&self, r: &AlertRules, slo: &SloConfig) -> SloStatus {
         let sel = selector(
             &slo.service,
             &slo.selector,
@@ -324,7 +469,7 @@ impl Alerts {
         let measured = slo.spec.period_seconds.min(retention);
         let (good, total) = good_total(slo.spec.kind, &self.query(&sel, measured));
         let b = budget(good, total, slo.spec.objective, slo.spec.period_seconds);
-        let burn_rates = self
+        let burn_rates = r
             .tiers
             .iter()
             .map(|t| {
@@ -335,11 +480,11 @@ impl Alerts {
                     factor: t.factor,
                     long_window_seconds: t.long_seconds,
                     short_window_seconds: t.short_seconds,
-                    check: multiwindow(long, short, t, slo.spec.objective, self.min_requests),
+                    check: multiwindow(long, short, t, slo.spec.objective, r.min_requests),
                 }
             })
             .collect();
-        Some(SloStatus {
+        SloStatus {
             name: slo.spec.name.clone(),
             service: slo.service.clone(),
             selector: sel.to_string(),
@@ -362,7 +507,7 @@ impl Alerts {
                 .get(&slo.spec.name)
                 .map(|h| h.iter().copied().collect())
                 .unwrap_or_default(),
-        })
+        }
     }
 
     /// Notes an SLO's budget in its history: one point per minute, the minute's latest.
@@ -389,17 +534,12 @@ impl Alerts {
     pub fn evaluate(&self) {
         let now = self.registry.now_unix();
         let extra = self.registry.config().extra_dims.clone();
-        for slo in &self.slos {
-            let Some(status) = self.slo_status(&slo.spec.name) else {
-                continue;
-            };
+        let r = self.rules();
+        for slo in &r.slos {
+            let status = self.status_of(&r, slo);
             self.note_budget(&slo.spec.name, now, status.budget.remaining_ratio);
             for (i, burn) in status.burn_rates.iter().enumerate() {
-                let id = dedup_key(&[
-                    "slo-burn",
-                    &slo.spec.name,
-                    &format!("{}x-{}", burn.factor, humanize(burn.long_window_seconds)),
-                ]);
+                let id = AlertRules::burn_id(&slo.spec.name, burn.factor, burn.long_window_seconds);
                 let summary = format!(
                     "[{}] {} SLO ({:.3}% target) is burning its error budget: {}",
                     burn.tier.label(),
@@ -421,7 +561,7 @@ impl Alerts {
                     "budget_left": status.budget_left,
                     "tier_index": i,
                 });
-                let link = format!("{}/api/v1/slos/{}", self.link_base, slo.spec.name);
+                let link = format!("{}/api/v1/slos/{}", r.link_base, slo.spec.name);
                 self.observe(
                     &id,
                     &slo.spec.name,
@@ -437,7 +577,7 @@ impl Alerts {
                 );
             }
         }
-        for rule in &self.rules {
+        for rule in &r.rules {
             let sel = selector(&rule.service, &rule.selector, &extra);
             let data = self.query(&sel, rule.window_seconds);
             let (summary, details) = match &rule.metric {
@@ -451,7 +591,7 @@ impl Alerts {
                         }
                         Metric::RequestRate | Metric::Measured => None,
                     };
-                    let enough = data.requests >= self.min_requests;
+                    let enough = data.requests >= r.min_requests;
                     let active = enough && observed.is_some_and(|v| v > rule.bound);
                     let shown = observed.map_or("no data".to_string(), |v| match metric {
                         Metric::ErrorRate => format!("{:.2}%", v * 100.0),
@@ -473,7 +613,7 @@ impl Alerts {
                         } else {
                             format!(
                                 " ({} requests, fewer than {} needed to alert)",
-                                data.requests, self.min_requests
+                                data.requests, r.min_requests
                             )
                         }
                     );
@@ -535,7 +675,7 @@ impl Alerts {
             let id = dedup_key(&["threshold", &rule.name]);
             let link = format!(
                 "{}/api/v1/sli?{}&window={}s",
-                self.link_base,
+                r.link_base,
                 sel.to_string().replace(',', "&"),
                 rule.window_seconds
             );
@@ -558,7 +698,8 @@ impl Alerts {
     /// A verdict of a gate on `service`: `fail` raises (or keeps) the gate's alert, anything
     /// else resolves it.
     pub fn on_verdict(&self, service: &str, doc: &VerdictDoc) {
-        let Some(tier) = self.gate_failures else {
+        let r = self.rules();
+        let Some(tier) = r.gate_failures else {
             return;
         };
         let id = dedup_key(&[
@@ -591,7 +732,7 @@ impl Alerts {
             "gate": doc.gate, "phase": doc.phase, "verdict": doc.verdict, "decision": doc.decision,
             "canary": doc.canary, "baseline": doc.baseline, "reasons": doc.reasons, "evaluated_at": doc.evaluated_at,
         });
-        let link = format!("{}/api/v1/verdicts?gate={}", self.link_base, doc.gate);
+        let link = format!("{}/api/v1/verdicts?gate={}", r.link_base, doc.gate);
         self.observe(
             &id,
             &doc.gate,
@@ -662,7 +803,11 @@ impl Alerts {
             reasons: doc.reasons.clone(),
             evaluated_at: doc.evaluated_at.clone(),
             at: self.registry.now_unix(),
-            link: format!("{}/api/v1/verdicts?gate={}", self.link_base, doc.gate),
+            link: format!(
+                "{}/api/v1/verdicts?gate={}",
+                self.rules().link_base,
+                doc.gate
+            ),
         };
         if let Err(e) = notifier.verdict_changed(&note) {
             tracing::error!(gate = %doc.gate, phase = %doc.phase, error = %e, "could not queue the verdict-change notification");
@@ -685,6 +830,11 @@ impl Alerts {
         now: u64,
     ) {
         let mut entries = self.entries.lock();
+        // An evaluation that began before a reload must not bring back an alert whose rule
+        // the reload removed.
+        if !entries.contains_key(id) && !self.rules().keeps(id, kind, rule) {
+            return;
+        }
         if entries.len() >= MAX_TRACKED_ALERTS && !entries.contains_key(id) {
             let idle = entries
                 .iter()
@@ -735,12 +885,7 @@ impl Alerts {
         drop(entries);
         let Some(t) = transition else { return };
         let resolve = matches!(t, Transition::Resolved);
-        let shown = if resolve {
-            format!("resolved: {summary}")
-        } else {
-            summary.clone()
-        };
-        let notice = Notice {
+        self.transition(&Notice {
             dedup_key: id.to_string(),
             resolve,
             summary,
@@ -752,9 +897,26 @@ impl Alerts {
             details,
             at_unix: now,
             started_at_unix: if resolve { fired_at } else { now },
+        });
+    }
+
+    /// Hands a transition to the notifier, logs it, and records it (the transition log and
+    /// the history's sink).
+    fn transition(&self, notice: &Notice) {
+        let (id, rule, service, tier) = (
+            &notice.dedup_key,
+            &notice.rule,
+            &notice.service,
+            notice.tier,
+        );
+        let resolve = notice.resolve;
+        let shown = if resolve {
+            format!("resolved: {}", notice.summary)
+        } else {
+            notice.summary.clone()
         };
         let notified = match &self.notifier {
-            Some(n) => n.notify(&notice),
+            Some(n) => n.notify(notice),
             None => Ok(()),
         };
         if let Err(e) = &notified {
@@ -773,7 +935,7 @@ impl Alerts {
         let record = TransitionRecord {
             id: id.to_string(),
             transition: if resolve { "resolved" } else { "fired" },
-            at_unix: now,
+            at_unix: notice.at_unix,
             summary: shown,
             notified,
         };
@@ -817,10 +979,11 @@ impl Alerts {
                 );
             }
         }
-        let statuses: Vec<(&str, SloStatus)> = self
-            .slo_names()
-            .into_iter()
-            .filter_map(|name| Some((name, self.slo_status(name)?)))
+        let r = self.rules();
+        let statuses: Vec<(&str, SloStatus)> = r
+            .slos
+            .iter()
+            .map(|slo| (slo.spec.name.as_str(), self.status_of(&r, slo)))
             .collect();
         let mut f = family(
             out,
@@ -856,5 +1019,168 @@ impl Alerts {
                 f.sample(&[("slo", name)], r);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = "
+gates:
+  - {name: checkout, service: checkout, criteria: [{name: e, metric: error_rate, pass: 0.01, fail: 0.02}]}
+slos:
+  - {name: checkout-availability, service: checkout, objective: 0.99, period: 1h}
+alerting:
+  burn_rates:
+    - {tier: P1, factor: 10, long: 30s, short: 4s}
+  rules:
+    - {name: checkout-errors, service: checkout, metric: error_rate, above: 0.01, window: 1m, for: 2m, tier: P1}
+";
+
+    /// Every notice, as `trigger|resolve dedup_key summary`.
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<String>>);
+
+    impl Notifier for Recorded {
+        fn notify(&self, n: &Notice) -> Result<(), String> {
+            let action = if n.resolve { "resolve" } else { "trigger" };
+            self.0
+                .lock()
+                .push(format!("{action} {} {}", n.dedup_key, n.summary));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_removed_gate_resolves_its_firing_alert_once() {
+        let gates =
+            crate::engine::gates::tests::setup(&[("v1", 2000, 1.0, 200), ("slow", 500, 1.4, 200)]);
+        let doc = gates
+            .evaluate(
+                "checkout",
+                Some("canary"),
+                &crate::engine::gates::tests::canary("slow"),
+                &[],
+                None,
+            )
+            .unwrap();
+        assert_eq!(doc.verdict, Verdict::Fail);
+        let cfg = Config::parse(CONFIG, "t.yaml").unwrap();
+        let registry = Registry::new(
+            cfg.window.clone(),
+            slogate_window::ManualClock::new(1_800_000_000),
+        );
+        let notes = Arc::new(Recorded::default());
+        let alerts = Alerts::new(&cfg, registry, Some(notes.clone()), None);
+        alerts.on_verdict("checkout", &doc);
+        // The same file without its gate.
+        let text: Vec<&str> = CONFIG
+            .lines()
+            .filter(|l| !l.starts_with("gates:") && !l.contains("{name: checkout, service"))
+            .collect();
+        let without = Config::parse(&text.join("\n"), "t.yaml").unwrap();
+        assert!(without.gates.is_empty() && without.slos.len() == 1);
+        let resolved = alerts.replace(&without);
+        // A verdict computed before the reload arrives late: it raises nothing.
+        alerts.on_verdict("checkout", &doc);
+        let notes = notes.0.lock().clone();
+        assert_eq!(notes.len(), 2, "{notes:#?}");
+        let id = "slogate/gate/checkout/canary/service=checkout,version=slow/service=checkout,version=v1";
+        assert!(
+            notes[0].starts_with(&format!("trigger {id} ")),
+            "{notes:#?}"
+        );
+        assert!(
+            notes[1].starts_with(&format!("resolve {id} "))
+                && notes[1].ends_with(": rule removed by configuration reload"),
+            "{notes:#?}"
+        );
+        assert_eq!(resolved, [id]);
+        assert!(alerts.views().is_empty());
+    }
+
+    #[test]
+    fn which_alerts_a_reload_keeps() {
+        // Before the reload, `search` was a configured gate too.
+        let with_search = CONFIG.replace(
+            "gates:\n",
+            "gates:\n  - {name: search, service: search, criteria: [{name: e, metric: error_rate, pass: 0.01, fail: 0.02}]}\n",
+        );
+        let before = AlertRules::new(&Config::parse(&with_search, "t.yaml").unwrap());
+        let on = AlertRules::after(&before, &Config::parse(CONFIG, "t.yaml").unwrap());
+        let off_text = format!("{CONFIG}  gate_failures: {{enabled: false}}\n");
+        let off = AlertRules::after(&before, &Config::parse(&off_text, "t.yaml").unwrap());
+        let burn = |slo: &str, factor: f64, long: u64| AlertRules::burn_id(slo, factor, long);
+        // (alert id, kind, rule, kept with gate-failure alerts on, kept with them off)
+        let cases = [
+            (
+                "slogate/threshold/checkout-errors".to_string(),
+                "threshold",
+                "checkout-errors",
+                true,
+                true,
+            ),
+            (
+                "slogate/threshold/gone".into(),
+                "threshold",
+                "gone",
+                false,
+                false,
+            ),
+            (
+                burn("checkout-availability", 10.0, 30),
+                "slo_burn",
+                "checkout-availability",
+                true,
+                true,
+            ),
+            // The SLO stays but this tier is gone.
+            (
+                burn("checkout-availability", 14.4, 3600),
+                "slo_burn",
+                "checkout-availability",
+                false,
+                false,
+            ),
+            (
+                burn("search-latency", 10.0, 30),
+                "slo_burn",
+                "search-latency",
+                false,
+                false,
+            ),
+            (
+                "slogate/gate/checkout/default/a/b".into(),
+                "gate_failure",
+                "checkout",
+                true,
+                false,
+            ),
+            // A removed gate's alert goes; a gate carried in verdict requests keeps its own.
+            (
+                "slogate/gate/search/default/a/b".into(),
+                "gate_failure",
+                "search",
+                false,
+                false,
+            ),
+            (
+                "slogate/gate/inline/default/a/b".into(),
+                "gate_failure",
+                "inline",
+                true,
+                false,
+            ),
+        ];
+        for (id, kind, rule, with_on, with_off) in cases {
+            assert_eq!(on.keeps(&id, kind, rule), with_on, "{id}");
+            assert_eq!(
+                off.keeps(&id, kind, rule),
+                with_off,
+                "{id} (gate failures off)"
+            );
+        }
+        assert_eq!(on.for_seconds("threshold", "checkout-errors"), 120);
     }
 }

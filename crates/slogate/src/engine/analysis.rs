@@ -191,6 +191,11 @@ impl Analyses {
     pub fn len(&self) -> usize {
         self.states.lock().len()
     }
+
+    /// Forgets the analyses whose key starts with `prefix` (a gate whose definition changed).
+    pub fn forget(&self, prefix: &str) {
+        self.states.lock().retain(|k, _| !k.starts_with(prefix));
+    }
 }
 
 #[cfg(test)]

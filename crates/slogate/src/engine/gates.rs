@@ -1,16 +1,19 @@
 //! Gate evaluation on live data: builds the canary and baseline selectors, queries the windows,
 //! runs the pure gate rules, applies sustained-failure state, and keeps the verdict log and the
 //! last verdict per gate and phase (for `/metrics`).
+//!
+//! The configured gates can be replaced while the server runs (a configuration reload): each
+//! evaluation reads one snapshot of them, so it sees the whole old set or the whole new one.
 
 use super::LatencyMs;
 use super::analysis::{Analyses, AnalysisDoc, AnalysisRequest, Look};
 use crate::config::{GateConfig, PhaseConfig};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use slogate_core::Selector;
 use slogate_gate::{CohortData, CriterionOutcome, Decision, Sustain, Verdict};
 use slogate_window::Registry;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 /// How many verdicts the in-memory log keeps (newest first when read).
@@ -181,7 +184,8 @@ pub struct Gates {
     hook: Option<VerdictHook>,
     on_change: Option<ChangeHook>,
     baselines: Arc<crate::engine::baselines::BaselineStore>,
-    gates: Vec<GateConfig>,
+    /// The configured gates in force, swapped whole by [`Gates::replace`].
+    gates: RwLock<Arc<Vec<GateConfig>>>,
     registry: Arc<Registry>,
     metrics: Option<Arc<slogate_metrics::MetricStore>>,
     sustain: Mutex<SustainStates>,
@@ -192,6 +196,14 @@ pub struct Gates {
     /// Names of gates carried in requests, with the tick of their last evaluation: at most
     /// [`MAX_INLINE_GATES`], the least recently evaluated forgotten first.
     inline: Mutex<BTreeMap<String, u64>>,
+}
+
+/// What a [`Gates::replace`] did, by gate name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GateChanges {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// Most gates carried in requests whose last verdict and counters are kept.
@@ -214,7 +226,7 @@ impl Gates {
             hook,
             on_change: None,
             baselines,
-            gates,
+            gates: RwLock::new(Arc::new(gates)),
             registry,
             metrics: None,
             sustain: Mutex::new(SustainStates::default()),
@@ -238,8 +250,63 @@ impl Gates {
         self
     }
 
-    pub fn configs(&self) -> &[GateConfig] {
-        &self.gates
+    /// The configured gates in force now.
+    pub fn configs(&self) -> Arc<Vec<GateConfig>> {
+        self.gates.read().clone()
+    }
+
+    /// Puts `gates` in force in place of the configured ones (a configuration reload), at once
+    /// for every later evaluation. `old` and `new` are the fingerprints of the definitions by
+    /// name (see [`crate::config::Config::gate_fingerprints`]). A gate whose definition changed
+    /// starts afresh: no sustained failure and no analysis carries over into the new
+    /// definition; its last verdicts stay (the next one is compared with them), except those
+    /// of phases it no longer has. A removed gate's last verdicts and counters go.
+    pub fn replace(
+        &self,
+        gates: Vec<GateConfig>,
+        old: &BTreeMap<String, String>,
+        new: &BTreeMap<String, String>,
+    ) -> GateChanges {
+        let changes = GateChanges {
+            added: new
+                .keys()
+                .filter(|n| !old.contains_key(*n))
+                .cloned()
+                .collect(),
+            changed: new
+                .iter()
+                .filter(|(n, f)| old.get(*n).is_some_and(|o| o != *f))
+                .map(|(n, _)| n.clone())
+                .collect(),
+            removed: old
+                .keys()
+                .filter(|n| !new.contains_key(*n))
+                .cloned()
+                .collect(),
+        };
+        let phases: BTreeSet<(String, String)> = gates
+            .iter()
+            .flat_map(|g| g.phases.iter().map(|p| (g.name.clone(), p.name.clone())))
+            .collect();
+        *self.gates.write() = Arc::new(gates);
+        for name in changes.changed.iter().chain(&changes.removed) {
+            // The keys of sustained states and analyses start with the gate's state name.
+            let prefix = format!("{name}\u{1}");
+            self.sustain
+                .lock()
+                .states
+                .retain(|k, _| !k.starts_with(&prefix));
+            self.analyses.forget(&prefix);
+        }
+        let inline = self.inline.lock();
+        let stale = |gate: &String| changes.removed.contains(gate) && !inline.contains_key(gate);
+        self.last.lock().retain(|(gate, phase), _| {
+            !(stale(gate)
+                || changes.changed.contains(gate)
+                    && !phases.contains(&(gate.clone(), phase.clone())))
+        });
+        self.evaluations.lock().retain(|(gate, _), _| !stale(gate));
+        changes
     }
 
     pub fn baselines(&self) -> &Arc<crate::engine::baselines::BaselineStore> {
@@ -323,14 +390,6 @@ impl Gates {
         ))
     }
 
-    fn find(
-        &self,
-        gate: &str,
-        phase: Option<&str>,
-    ) -> Result<(&GateConfig, &PhaseConfig), GateError> {
-        find_phase(&self.gates, gate, phase)
-    }
-
     fn selector(
         &self,
         g: &GateConfig,
@@ -372,7 +431,8 @@ impl Gates {
         if let Some(req) = analysis {
             req.validate().map_err(GateError::Analysis)?;
         }
-        let (g, p) = self.find(gate, phase)?;
+        let gates = self.configs();
+        let (g, p) = find_phase(&gates, gate, phase)?;
         self.evaluate_phase(g, p, canary, baseline, analysis)
     }
 
@@ -388,7 +448,8 @@ impl Gates {
         range_seconds: u64,
         step_seconds: u64,
     ) -> Result<TimelineDoc, GateError> {
-        let (g, p) = self.find(gate, phase)?;
+        let gates = self.configs();
+        let (g, p) = find_phase(&gates, gate, phase)?;
         let (canary_sel, _) = self.selector(g, &g.canary, canary)?;
         let stored = Self::stored_name(g, baseline)?;
         let steps = |sel: &Selector| {
@@ -986,6 +1047,119 @@ gates:
             ),
             "{metrics}"
         );
+    }
+
+    /// A gate whose one criterion fails the canary (5 % errors) and counts only after a
+    /// minute of unbroken failure; `bounds` sets its pass and fail bounds.
+    fn sustained_gate(bounds: &str) -> Config {
+        let text = format!(
+            "gates:\n  - name: checkout\n    service: checkout\n    window: 10m\n    min_requests: 100\n    baseline: {{version: v1}}\n    criteria:\n      - {{name: errors, metric: error_rate, {bounds}, sustained: 1m}}\n"
+        );
+        Config::parse(&text, "test.yaml").unwrap()
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        /// Evaluate: the verdict expected.
+        Eval(Verdict),
+        /// Move the clock on this many seconds.
+        Advance(u64),
+        /// Reload with these bounds (the same bounds: the same definition).
+        Load(&'static str),
+        /// Reload without the gate.
+        Remove,
+    }
+
+    #[test]
+    fn a_reload_starts_a_changed_gate_afresh() {
+        use Step::*;
+        use Verdict::{Fail, Inconclusive};
+        const A: &str = "pass: 0.01, fail: 0.02";
+        const B: &str = "pass: 0.01, fail: 0.03";
+        let steps = [
+            // Held back for a minute, then the failure counts.
+            Eval(Inconclusive),
+            Advance(61),
+            Eval(Fail),
+            // Reloading the same definition keeps the streak.
+            Load(A),
+            Eval(Fail),
+            // A changed definition starts its own.
+            Load(B),
+            Eval(Inconclusive),
+            Advance(61),
+            Eval(Fail),
+        ];
+        let mut cfg = sustained_gate(A);
+        let clock = ManualClock::new(1_800_000_000);
+        let registry = Registry::new(cfg.window.clone(), clock.clone());
+        {
+            let mut w = registry.writer();
+            for (version, errors_every) in [("v1", 1000), ("v2", 20)] {
+                for i in 0..2000u64 {
+                    w.record(&Observation {
+                        service: b"checkout",
+                        env: b"prod",
+                        version: version.as_bytes(),
+                        operation: Operation::single(b"GET /cart"),
+                        extras: [b""; 4],
+                        error: i % errors_every == 0,
+                        duration_ns: 20_000_000,
+                        adjusted_count: 1,
+                    });
+                }
+            }
+        }
+        let gates = Gates::new(
+            cfg.gates.clone(),
+            registry.clone(),
+            None,
+            Arc::new(crate::engine::baselines::BaselineStore::new(
+                std::env::temp_dir().join("slogate-gates-unit-no-baselines"),
+            )),
+        );
+        let eval = |gates: &Gates| gates.evaluate("checkout", None, &canary("v2"), &[], None);
+        for (i, step) in steps.into_iter().chain([Remove]).enumerate() {
+            match step {
+                Eval(want) => {
+                    let doc = eval(&gates).unwrap();
+                    assert_eq!(doc.verdict, want, "step {i}: {:?}", doc.reasons);
+                }
+                Advance(secs) => {
+                    clock.advance(secs);
+                    registry.close_slots();
+                }
+                Load(bounds) => {
+                    let new = sustained_gate(bounds);
+                    let changes = gates.replace(
+                        new.gates.clone(),
+                        &cfg.gate_fingerprints(),
+                        &new.gate_fingerprints(),
+                    );
+                    let changed = if bounds == A { 0 } else { 1 };
+                    assert_eq!(changes.changed.len(), changed, "step {i}");
+                    cfg = new;
+                }
+                Remove => {
+                    let new = Config::parse("{}", "test.yaml").unwrap();
+                    let changes = gates.replace(
+                        Vec::new(),
+                        &cfg.gate_fingerprints(),
+                        &new.gate_fingerprints(),
+                    );
+                    assert_eq!(changes.removed, ["checkout"]);
+                    assert_eq!(
+                        eval(&gates).unwrap_err(),
+                        GateError::UnknownGate("checkout".into())
+                    );
+                    // Its last verdicts leave /metrics; the log keeps what was decided.
+                    let mut metrics = String::new();
+                    gates.render_metrics(&mut metrics);
+                    assert!(!metrics.contains("gate=\"checkout\""), "{metrics}");
+                    assert_eq!(gates.history(Some("checkout"), 100).len(), 5);
+                }
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!   descriptors run out, first-request and idle deadlines); [`grpc`] and [`http`]: the
 //!   listeners; [`sched`]: the API threads' hint;
 //! - [`periodic`]: one way to run a background task (the slot closer, the alert evaluator, the
-//!   history flusher and the compactor).
+//!   history flusher and the compactor);
+//! - [`reload`]: the configuration reload on SIGHUP or a change of the file.
 //!
 //! The API runs on its own thread and runtime, so a verdict never queues behind ingest work on
 //! the receivers' workers.
@@ -25,6 +26,7 @@ pub mod http;
 pub mod memory;
 pub mod notify;
 pub mod periodic;
+pub mod reload;
 pub mod sched;
 
 use crate::api::{self, AppState};
@@ -47,12 +49,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-pub fn run(cfg: Config) -> anyhow::Result<()> {
+/// Serves `cfg`, read from `file` (`None`: the embedded defaults), which is reloaded on SIGHUP
+/// and when it changes.
+pub fn run(cfg: Config, file: Option<reload::ConfigFile>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("slogate")
         .build()?;
-    runtime.block_on(serve(cfg))
+    runtime.block_on(serve(cfg, file))
 }
 
 /// Resolves when `stop` turns true.
@@ -172,15 +176,39 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
     })
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(cfg: Config, file: Option<reload::ConfigFile>) -> anyhow::Result<()> {
+    // From now on a SIGHUP is a reload (once the server runs), not the end of the process.
+    #[cfg(unix)]
+    let hup = reload::listen_sighup();
     let (sec, tls) = secure(&cfg)?;
     let mut engine = assemble(&cfg).await?;
     let watchdog_stop = Arc::new(AtomicBool::new(false));
     watch_memory(&cfg, &engine, watchdog_stop.clone())?;
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = listen(&cfg, &engine, ready.clone(), &stop_rx, &sec, &tls).await?;
+    let live = Arc::new(reload::LiveConfig::new(cfg.clone()));
+    let mut tasks = listen(&cfg, &engine, &live, ready.clone(), &stop_rx, &sec, &tls).await?;
     tasks.extend(background(&cfg, &mut engine, &stop_rx));
+    let reloader = file.map(|f| {
+        Arc::new(reload::Reloader::new(
+            f,
+            live.clone(),
+            engine.gates.clone(),
+            engine.alerts.clone(),
+        ))
+    });
+    if let Some(r) = reloader.clone() {
+        tasks.push(spawn_periodic(
+            "configuration file poller",
+            reload::POLL_INTERVAL,
+            First::AfterOnePeriod,
+            MissedTickBehavior::Delay,
+            stop_rx.clone(),
+            move || r.poll(),
+        ));
+    }
+    #[cfg(unix)]
+    tasks.push(reload::on_sighup(hup, reloader, stop_rx.clone()));
     tasks.push(spawn_periodic(
         "token and certificate reloader",
         crate::auth::RELOAD_INTERVAL,
@@ -276,6 +304,7 @@ fn secure(cfg: &Config) -> anyhow::Result<(Arc<Security>, Option<Arc<Tls>>)> {
 async fn listen(
     cfg: &Config,
     e: &Engine,
+    live: &Arc<reload::LiveConfig>,
     ready: Arc<AtomicBool>,
     stop_rx: &watch::Receiver<bool>,
     sec: &Arc<Security>,
@@ -347,7 +376,7 @@ async fn listen(
         stopped(stop_rx.clone()),
     ));
     let state = AppState {
-        config: Arc::new(cfg.clone()),
+        config: live.clone(),
         history: e.history.as_ref().map(|h| h.query.clone()),
         sql_limits: (cfg.history.max_query_rows, cfg.history.query_timeout),
         registry: e.registry.clone(),

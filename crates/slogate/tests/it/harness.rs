@@ -15,6 +15,8 @@ pub struct Server {
     pub http: u16,
     pub api: u16,
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The configuration file the server was started with (a reload re-reads it).
+    pub config: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -87,6 +89,7 @@ impl Server {
             http,
             api,
             log,
+            config: path,
             _dir: dir,
         };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -158,6 +161,25 @@ impl Server {
     /// The server's process id (for `/proc/<pid>` figures: peak memory, CPU time).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends `signal` (`HUP`, `TERM`...) to the process with `kill`.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The log lines so far, joined.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     /// Kills the process with SIGKILL, as a crash or an OOM kill would.

@@ -20,5 +20,6 @@ mod metrics;
 mod notifications;
 mod openapi;
 mod overload;
+mod reload;
 mod soak;
 mod sql_limits;
