@@ -92,6 +92,22 @@ fn judge_keys_name_file_line_and_field() {
 #[test]
 fn errors_name_file_line_and_field() {
     check(
+        "history:\n  dir: h\n  flush_interval: 0s\n",
+        "slogate.yaml:3: history.flush_interval: must be at least 100ms",
+    );
+    check(
+        "ingest:\n  drill_refuse_fraction: 1.5\n",
+        "slogate.yaml:2: ingest.drill_refuse_fraction: must be between 0 and 1",
+    );
+    check(
+        "ingest:\n  memory_limit_bytes: 1000\n",
+        "slogate.yaml:2: ingest.memory_limit_bytes: must be 0 (off) or at least 67108864 (64 MiB)",
+    );
+    check(
+        "ingest:\n  max_inflight_bytes: 1000000\n",
+        "slogate.yaml:2: ingest.max_inflight_bytes: must be at least twice ingest.max_request_bytes (134217728), so that the largest gzip request and what it inflates to fit",
+    );
+    check(
         "server:\n  http: 0.0.0.0:8080\n  htpp: 1\n",
         "slogate.yaml:3:3: server.htpp: unknown field `htpp`, expected one of `otlp_grpc`, `otlp_http`, `http`, `shutdown_grace`, `header_read_timeout`, `max_connections`, `grpc_max_connections`, `idle_timeout`, `body_read_timeout`, `tls`",
     );

@@ -600,6 +600,12 @@ fn validate_history(
     if h.retention.0 < Duration::from_secs(3600) {
         return Err(invalid("history.retention", "must be at least 1h".into()));
     }
+    if h.flush_interval.0 < Duration::from_millis(100) {
+        return Err(invalid(
+            "history.flush_interval",
+            "must be at least 100ms".into(),
+        ));
+    }
     if h.compaction_interval.0 < Duration::from_secs(1) {
         return Err(invalid(
             "history.compaction_interval",
