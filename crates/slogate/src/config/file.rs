@@ -550,6 +550,9 @@ impl ThresholdRuleFile {
 pub struct GateFailureAlerts {
     pub enabled: bool,
     pub tier: slogate_gate::Tier,
+    /// A firing gate-failure alert that no verdict has looked at for this long resolves: its
+    /// rollout ended or was aborted.
+    pub resolve_after: HumanDuration,
 }
 
 impl Default for GateFailureAlerts {
@@ -557,6 +560,7 @@ impl Default for GateFailureAlerts {
         GateFailureAlerts {
             enabled: true,
             tier: slogate_gate::Tier::P2,
+            resolve_after: HumanDuration::secs(3600),
         }
     }
 }

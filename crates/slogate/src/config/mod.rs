@@ -138,6 +138,8 @@ pub struct AlertingConfig {
     pub min_requests: u64,
     /// The tier of gate-failure alerts; `None` when they are off.
     pub gate_failures: Option<slogate_gate::Tier>,
+    /// A firing gate-failure alert without a verdict for this long resolves.
+    pub gate_failures_resolve_after: Duration,
     /// Base URL of the links put in notifications.
     pub link_base_url: String,
 }

@@ -376,6 +376,7 @@ fn alerting_config(f: &FileConfig) -> AlertingConfig {
         evaluation_interval: a.evaluation_interval.0,
         min_requests: a.min_requests,
         gate_failures: a.gate_failures.enabled.then_some(a.gate_failures.tier),
+        gate_failures_resolve_after: a.gate_failures.resolve_after.0,
         link_base_url: f.pagerduty.link_base_url.clone(),
     }
 }
@@ -704,6 +705,12 @@ fn validate_alerting(
         return Err(invalid(
             "alerting.evaluation_interval",
             "must be at least 1s".into(),
+        ));
+    }
+    if a.gate_failures.resolve_after.0 < Duration::from_secs(60) {
+        return Err(invalid(
+            "alerting.gate_failures.resolve_after",
+            "must be at least 1m".into(),
         ));
     }
     let mut tiers = Vec::new();

@@ -169,9 +169,36 @@ pub struct TransitionRecord {
     pub at_unix: u64,
     pub summary: String,
     pub notified: Result<(), String>,
+    /// What raised it, so that a restart can resolve an alert whose rule is gone.
+    pub rule: String,
+    pub service: String,
+    pub kind: &'static str,
+    pub tier: Tier,
 }
 
+/// An alert's last transition as read back from the history at start. `rule`, `kind`,
+/// `service` and `tier` are `None` in documents written before they were recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredAlert {
+    pub id: String,
+    pub firing: bool,
+    pub at_unix: u64,
+    pub summary: String,
+    pub rule: Option<String>,
+    pub kind: Option<String>,
+    pub service: Option<String>,
+    pub tier: Option<Tier>,
+}
+
+/// Why an alert restored as firing resolves when its rule is no longer configured.
+pub const GONE_AT_RESTART: &str = "rule no longer configured (removed while slogate was stopped)";
+
+/// The alert kinds, as recorded.
+const KINDS: [&str; 3] = ["threshold", "slo_burn", "gate_failure"];
+
 struct Entry {
+    /// When the alert was last evaluated (for a gate-failure alert: last looked at).
+    seen_at: u64,
     view: AlertView,
     machine: AlertState,
 }
@@ -184,6 +211,8 @@ pub struct AlertRules {
     min_requests: u64,
     /// The tier of gate-failure alerts; `None` when they are off.
     gate_failures: Option<slogate_gate::Tier>,
+    /// Seconds without a verdict after which a firing gate-failure alert resolves.
+    gate_failures_resolve_after: u64,
     /// The configured gates.
     gates: std::collections::BTreeSet<String>,
     /// Configured gates the reload that made these rules removed: their gate-failure alerts
@@ -207,6 +236,7 @@ impl AlertRules {
             rules: cfg.rules.clone(),
             min_requests: cfg.alerting.min_requests,
             gate_failures: cfg.alerting.gate_failures,
+            gate_failures_resolve_after: cfg.alerting.gate_failures_resolve_after.as_secs(),
             gates: cfg.gates.iter().map(|g| g.name.clone()).collect(),
             removed_gates: Default::default(),
             link_base: cfg.alerting.link_base_url.trim_end_matches('/').to_string(),
@@ -345,22 +375,64 @@ impl Alerts {
     }
 
     /// Restores alert states from their last transitions (read back from the history at
-    /// start): `(id, firing, at_unix)` is firing since `at_unix`, or resolved at it. Each
-    /// alert continues from there at its next evaluation: still true sends nothing, no longer
-    /// true resolves once.
-    pub fn restore(&self, last: impl IntoIterator<Item = (String, bool, u64)>) {
-        let mut restored = self.restored.lock();
-        for (id, firing, at) in last {
-            let phase = if firing {
-                Phase::Firing {
-                    since: at,
-                    quiet_since: None,
+    /// start): firing since `at_unix`, or resolved at it. Each alert continues from there at
+    /// its next evaluation: still true sends nothing, no longer true resolves once. A firing
+    /// alert whose rule is no longer configured resolves now, once, with [`GONE_AT_RESTART`];
+    /// a firing gate-failure alert is tracked from now, so it resolves if no verdict looks at
+    /// it within `alerting.gate_failures.resolve_after`. Returns the ids resolved now.
+    pub fn restore(&self, last: impl IntoIterator<Item = RestoredAlert>) -> Vec<String> {
+        let now = self.registry.now_unix();
+        let rules = self.rules();
+        let mut gone = Vec::new();
+        {
+            let mut entries = self.entries.lock();
+            let mut restored = self.restored.lock();
+            for a in last {
+                let phase = if a.firing {
+                    Phase::Firing {
+                        since: a.at_unix,
+                        quiet_since: None,
+                    }
+                } else {
+                    Phase::Resolved { at: a.at_unix }
+                };
+                let kind = a.kind.and_then(|k| KINDS.into_iter().find(|x| *x == k));
+                let (Some(rule), Some(kind), Some(service), Some(tier), true) =
+                    (a.rule, kind, a.service, a.tier, a.firing)
+                else {
+                    // Resolved, or recorded without its rule: taken when first evaluated.
+                    restored.insert(a.id, phase);
+                    continue;
+                };
+                let mut machine = AlertState::new(rules.for_seconds(kind, &rule));
+                machine.phase = phase;
+                let view = AlertView {
+                    id: a.id.clone(),
+                    rule,
+                    kind,
+                    service,
+                    tier,
+                    severity: tier.severity(),
+                    state: machine.clone(),
+                    summary: a.summary,
+                    details: serde_json::Value::Null,
+                };
+                if rules.keeps(&a.id, kind, &view.rule) {
+                    let seen_at = now;
+                    entries.insert(
+                        a.id,
+                        Entry {
+                            seen_at,
+                            view,
+                            machine,
+                        },
+                    );
+                } else {
+                    gone.push((a.id, view, machine));
                 }
-            } else {
-                Phase::Resolved { at }
-            };
-            restored.insert(id, phase);
+            }
         }
+        self.resolve_retired(gone, now, GONE_AT_RESTART)
     }
 
     /// Reads OTLP metric rules from `store`.
@@ -414,16 +486,30 @@ impl Alerts {
                 .lock()
                 .retain(|name, _| new.slos.iter().any(|s| &s.spec.name == name));
         }
+        self.resolve_retired(retired, now, REMOVED_BY_RELOAD)
+    }
+
+    /// Resolves, once each, alerts that were firing and are no longer tracked, with `why`
+    /// appended to their summary and in their details (`resolved_because`). Returns their ids.
+    fn resolve_retired(
+        &self,
+        retired: Vec<(String, AlertView, AlertState)>,
+        now: u64,
+        why: &str,
+    ) -> Vec<String> {
         let mut ids = Vec::new();
         for (id, view, machine) in retired {
             let fired_at = match machine.phase {
                 Phase::Firing { since, .. } => since,
                 _ => now,
             };
-            let summary = format!("{}: {REMOVED_BY_RELOAD}", view.summary);
+            let summary = format!("{}: {why}", view.summary);
             let mut details = view.details.clone();
-            if let serde_json::Value::Object(map) = &mut details {
-                map.insert("resolved_because".into(), REMOVED_BY_RELOAD.into());
+            match &mut details {
+                serde_json::Value::Object(map) => {
+                    map.insert("resolved_because".into(), why.into());
+                }
+                other => *other = serde_json::json!({ "resolved_because": why }),
             }
             let notice = Notice {
                 dedup_key: id.clone(),
@@ -442,6 +528,29 @@ impl Alerts {
             ids.push(id);
         }
         ids
+    }
+
+    /// Resolves firing gate-failure alerts that no verdict has looked at for
+    /// `alerting.gate_failures.resolve_after` (the rollout ended or was aborted), and forgets
+    /// every gate-failure alert idle that long, so that alerts keyed by what requests asked
+    /// for do not pile up.
+    fn expire_gate_alerts(&self, r: &AlertRules, now: u64) -> Vec<String> {
+        let after = r.gate_failures_resolve_after;
+        let mut stale = Vec::new();
+        self.entries.lock().retain(|id, e| {
+            if e.view.kind != "gate_failure" || now.saturating_sub(e.seen_at) < after {
+                return true;
+            }
+            if matches!(e.machine.phase, Phase::Firing { .. }) {
+                stale.push((id.clone(), e.view.clone(), e.machine.clone()));
+            }
+            false
+        });
+        let why = format!(
+            "no verdict for {}: the rollout ended or was aborted",
+            humanize(after)
+        );
+        self.resolve_retired(stale, now, &why)
     }
 
     pub fn slo_names(&self) -> Vec<String> {
@@ -693,6 +802,7 @@ impl Alerts {
                 now,
             );
         }
+        self.expire_gate_alerts(&r, now);
     }
 
     /// A verdict of a gate on `service`: `fail` raises (or keeps) the gate's alert, anything
@@ -857,6 +967,7 @@ impl Alerts {
                 machine.phase = phase;
             }
             Entry {
+                seen_at: now,
                 view: AlertView {
                     id: id.to_string(),
                     rule: rule.to_string(),
@@ -871,6 +982,7 @@ impl Alerts {
                 machine,
             }
         });
+        entry.seen_at = now;
         let fired_at = match entry.machine.phase {
             Phase::Firing { since, .. } => since,
             _ => now,
@@ -938,6 +1050,10 @@ impl Alerts {
             at_unix: notice.at_unix,
             summary: shown,
             notified,
+            rule: rule.to_string(),
+            service: service.to_string(),
+            kind: notice.class,
+            tier,
         };
         if let Some(sink) = &self.sink {
             sink(&record);
@@ -1098,6 +1214,122 @@ alerting:
         );
         assert_eq!(resolved, [id]);
         assert!(alerts.views().is_empty());
+    }
+
+    #[test]
+    fn a_gate_failure_alert_nobody_looks_at_resolves_and_is_forgotten() {
+        let gates =
+            crate::engine::gates::tests::setup(&[("v1", 2000, 1.0, 200), ("slow", 500, 1.4, 200)]);
+        let doc = gates
+            .evaluate(
+                "checkout",
+                Some("canary"),
+                &crate::engine::gates::tests::canary("slow"),
+                &[],
+                None,
+            )
+            .unwrap();
+        assert_eq!(doc.verdict, Verdict::Fail);
+        let text = format!("{CONFIG}  gate_failures: {{tier: P1, resolve_after: 10m}}\n");
+        let cfg = Config::parse(&text, "t.yaml").unwrap();
+        let clock = slogate_window::ManualClock::new(1_800_000_000);
+        let registry = Registry::new(cfg.window.clone(), clock.clone());
+        let notes = Arc::new(Recorded::default());
+        let alerts = Alerts::new(&cfg, registry, Some(notes.clone()), None);
+        alerts.on_verdict("checkout", &doc);
+        // Looked at again within the 10 minutes: it stays.
+        for _ in 0..3 {
+            clock.advance(300);
+            alerts.on_verdict("checkout", &doc);
+            alerts.evaluate();
+        }
+        assert_eq!(notes.0.lock().len(), 1, "{:#?}", notes.0.lock());
+        // Then nobody asks (the rollout was aborted).
+        clock.advance(599);
+        alerts.evaluate();
+        assert_eq!(notes.0.lock().len(), 1);
+        clock.advance(1);
+        alerts.evaluate();
+        let notes = notes.0.lock().clone();
+        assert_eq!(notes.len(), 2, "{notes:#?}");
+        assert!(
+            notes[1].starts_with("resolve slogate/gate/checkout/")
+                && notes[1].ends_with(": no verdict for 10m: the rollout ended or was aborted"),
+            "{notes:#?}"
+        );
+        assert!(
+            alerts.views().iter().all(|v| v.kind != "gate_failure"),
+            "forgotten once resolved"
+        );
+        alerts.evaluate();
+        assert_eq!(alerts.transitions(10).len(), 2, "resolved once");
+    }
+
+    #[test]
+    fn restored_firing_alerts_of_rules_gone_resolve_once_and_the_others_continue() {
+        let cfg = Config::parse(CONFIG, "t.yaml").unwrap();
+        let registry = Registry::new(
+            cfg.window.clone(),
+            slogate_window::ManualClock::new(1_800_000_000),
+        );
+        let notes = Arc::new(Recorded::default());
+        let alerts = Alerts::new(&cfg, registry, Some(notes.clone()), None);
+        let firing = |id: &str, rule: &str, kind: &str| RestoredAlert {
+            id: id.into(),
+            firing: true,
+            at_unix: 1_799_999_000,
+            summary: format!("{rule} was firing"),
+            rule: Some(rule.into()),
+            kind: Some(kind.into()),
+            service: Some("checkout".into()),
+            tier: Some(Tier::P1),
+        };
+        let resolved = alerts.restore([
+            // Still configured: continues, nothing sent.
+            firing(
+                "slogate/rule/checkout-errors",
+                "checkout-errors",
+                "threshold",
+            ),
+            // Removed while stopped: resolves now.
+            firing("slogate/rule/old-rule", "old-rule", "threshold"),
+            firing("slogate/slo-burn/old-slo/10x-30s", "old-slo", "slo_burn"),
+            // Recorded before rules were: left to its first evaluation, as before.
+            RestoredAlert {
+                rule: None,
+                kind: None,
+                service: None,
+                tier: None,
+                ..firing("slogate/rule/older", "older", "threshold")
+            },
+        ]);
+        assert_eq!(
+            resolved,
+            ["slogate/rule/old-rule", "slogate/slo-burn/old-slo/10x-30s"]
+        );
+        let notes = notes.0.lock().clone();
+        assert_eq!(notes.len(), 2, "{notes:#?}");
+        assert!(
+            notes.iter().all(|n| n.starts_with("resolve ")
+                && n.ends_with(": rule no longer configured (removed while slogate was stopped)")),
+            "{notes:#?}"
+        );
+        let views = alerts.views();
+        assert_eq!(views.len(), 1, "{views:#?}");
+        assert_eq!(views[0].rule, "checkout-errors");
+        assert!(matches!(
+            views[0].state.phase,
+            Phase::Firing {
+                since: 1_799_999_000,
+                ..
+            }
+        ));
+        // The record carries what a later restart needs.
+        let t = &alerts.transitions(10)[0];
+        assert_eq!(
+            (t.rule.as_str(), t.kind, t.tier),
+            ("old-slo", "slo_burn", Tier::P1)
+        );
     }
 
     #[test]

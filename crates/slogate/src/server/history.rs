@@ -126,15 +126,7 @@ pub async fn open(cfg: &Config, registry: &Arc<Registry>) -> anyhow::Result<Opti
 #[derive(Debug, Default)]
 pub struct Restored {
     pub verdicts: Vec<VerdictDoc>,
-    pub alerts: Vec<LastTransition>,
-}
-
-/// An alert's last recorded transition: fired (firing since `at_unix`) or resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastTransition {
-    pub id: String,
-    pub firing: bool,
-    pub at_unix: u64,
+    pub alerts: Vec<crate::engine::alerts::RestoredAlert>,
 }
 
 /// Alerts whose last transition is read back at most (distinct dedup keys).
@@ -223,10 +215,18 @@ impl HistoryParts {
         }
         let alerts = docs(found.rows)
             .filter_map(|d| {
-                Some(LastTransition {
-                    id: d.get("id")?.as_str()?.to_string(),
+                let text = |key: &str| d.get(key).and_then(|v| v.as_str()).map(str::to_string);
+                Some(crate::engine::alerts::RestoredAlert {
+                    id: text("id")?,
                     firing: d.get("transition")?.as_str()? == "fired",
                     at_unix: d.get("at_unix")?.as_u64()?,
+                    summary: text("summary").unwrap_or_default(),
+                    rule: text("rule"),
+                    kind: text("kind"),
+                    service: text("service"),
+                    tier: d
+                        .get("tier")
+                        .and_then(|t| serde_json::from_value(t.clone()).ok()),
                 })
             })
             .collect();

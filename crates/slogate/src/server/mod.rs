@@ -128,12 +128,13 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
                 cfg.history.query_timeout,
             )
             .await;
-        alerts.restore(
-            restored
-                .alerts
-                .into_iter()
-                .map(|a| (a.id, a.firing, a.at_unix)),
-        );
+        let resolved = alerts.restore(restored.alerts);
+        if !resolved.is_empty() {
+            tracing::info!(
+                alerts = resolved.len(),
+                "alerts firing before the restart whose rule is no longer configured resolved"
+            );
+        }
         restored_verdicts = restored.verdicts;
     }
     let hook: VerdictHook = {

@@ -345,6 +345,32 @@ fn firing_alerts_and_verdict_log_survive_a_restart() {
     let mut want = fired.clone();
     want.push(("resolve".to_string(), threshold.to_string()));
     assert_eq!(keys(&events), want);
+
+    // A third start with gate-failure alerts turned off: the gate's alert, still firing when
+    // the server stopped, resolves once at the start instead of staying open for ever.
+    let (ok, log) = server.terminate(Duration::from_secs(30));
+    assert!(ok, "{log}");
+    let without = config.replace(
+        "  rules:\n",
+        "  gate_failures: {enabled: false}\n  rules:\n",
+    );
+    assert_ne!(without, config);
+    let server = Server::start(&without);
+    let events = wait_for("the gate alert's resolve", Duration::from_secs(20), || {
+        let acc = pd.accepted();
+        (acc.len() > want.len()).then_some(acc)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(pd.accepted().len(), events.len(), "resolved once");
+    want.push(("resolve".to_string(), gate_key.clone()));
+    assert_eq!(keys(&events), want);
+    let log = server.log.lock().unwrap().join("\n");
+    assert!(
+        log.lines().any(|l| l.contains("transition=\"resolved\"")
+            && l.contains(&gate_key)
+            && l.contains("rule no longer configured")),
+        "{log}"
+    );
     drop(server);
     drop(rt);
 }
