@@ -182,6 +182,16 @@ impl Server {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// A number from `/proc/<pid>/status` (`"VmHWM:"` and `"VmRSS:"` in KiB, `"Threads:"`).
+    pub fn proc_status(&self, key: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/{}/status", self.pid()))
+    }
+
     /// Kills the process with SIGKILL, as a crash or an OOM kill would.
     pub fn kill(mut self) {
         let _ = self.child.kill();

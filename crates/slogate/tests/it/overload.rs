@@ -153,15 +153,9 @@ fn nothing_acknowledged_is_lost_while_seventy_percent_of_exports_are_refused() {
     );
 }
 
-/// `VmHWM` (peak resident set) of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .unwrap()
-        * 1024
+/// The peak resident set of a server, in bytes.
+fn peak_rss(server: &Server) -> u64 {
+    server.proc_status("VmHWM:") * 1024
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -173,7 +167,7 @@ fn overload_is_refused_retryably_within_the_memory_limit() {
     const GATE: &str = "gates:\n  - {name: mem, service: mem-grpc, window: 1m, min_requests: 10, canary: {version: v1}, criteria: [{name: error-rate, metric: error_rate, pass: 0.05, fail: 0.1}]}\n";
     // What the process needs with no load, measured on the same build.
     let probe = Server::start(GATE);
-    let idle = peak_rss(probe.pid());
+    let idle = peak_rss(&probe);
     drop(probe);
     // Room for the idle process, 64 MiB of request bodies and their decoding: the load below
     // offers far more (48 requests of 10,000 spans, ~4 MB each, at once, without pause).
@@ -227,7 +221,7 @@ fn overload_is_refused_retryably_within_the_memory_limit() {
     verdicts.0.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut took = verdicts.1.join().unwrap();
     took.sort();
-    let peak = peak_rss(server.pid());
+    let peak = peak_rss(&server);
     let shed = family_sum(&server, "slogate_ingest_shed_total");
     let episodes = server.metric("slogate_memory_shedding_episodes_total");
     eprintln!(

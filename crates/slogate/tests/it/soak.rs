@@ -8,20 +8,16 @@ use crate::harness::Server;
 use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use std::time::{Duration, Instant};
 
-/// `(resident bytes, open descriptors, threads)` of a process.
-fn footprint(pid: u32) -> (u64, usize, usize) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap()
-    };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+/// `(resident bytes, open descriptors, threads)` of a server.
+fn footprint(server: &Server) -> (u64, usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
         .unwrap()
         .count();
-    (field("VmRSS:") * 1024, fds, field("Threads:") as usize)
+    (
+        server.proc_status("VmRSS:") * 1024,
+        fds,
+        server.proc_status("Threads:") as usize,
+    )
 }
 
 #[test]
@@ -85,7 +81,7 @@ fn a_steady_load_runs_in_flat_memory() {
         let (status, v) = server.sql("SELECT count(*) FROM requests");
         assert_eq!(status, 200, "{v}");
         assert_eq!(server.get("/metrics").unwrap().0, 200);
-        samples.push((started.elapsed().as_secs(), footprint(server.pid())));
+        samples.push((started.elapsed().as_secs(), footprint(&server)));
         std::thread::sleep(Duration::from_secs(5));
     }
     let report = load.join().unwrap();

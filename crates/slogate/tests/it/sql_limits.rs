@@ -25,12 +25,7 @@ fn proc_file(server: &Server, file: &str) -> String {
 
 /// The server's peak resident memory since the last reset.
 fn peak_rss(server: &Server) -> u64 {
-    proc_file(server, "status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .expect("VmHWM")
-        * 1024
+    server.proc_status("VmHWM:") * 1024
 }
 
 fn reset_peak(server: &Server) {
