@@ -29,7 +29,10 @@
 //!   slots and the fine slots at its edge instead of 60.
 //! - **Cardinality** is capped per service and in total; what does not fit is recorded in an
 //!   overflow series (operation `__overflow__`, keeping env and version while a few such series
-//!   per service fit, then all `__overflow__`), and counted.
+//!   per service fit, then all `__overflow__`), and counted. Each shard learns where its capped
+//!   services' new keys go (maps keyed by values of series that exist, so bounded by the caps),
+//!   so a cardinality flood costs a lookup or two per span, without the registry's lock or an
+//!   allocation; caps only fill, so what a shard learnt stays true.
 
 mod history;
 mod open;

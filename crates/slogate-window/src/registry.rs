@@ -11,9 +11,9 @@ use slogate_core::{
 };
 use slogate_sketch::Sketch;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::mem::size_of;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 
 pub type SeriesId = u32;
@@ -142,12 +142,57 @@ struct ServiceEntry {
     ids: Vec<SeriesId>,
 }
 
-struct ShardState {
+pub(crate) struct ShardState {
     // foldhash: several times faster than SipHash on these short keys and still seeded per
     // process; the cache only ever holds admitted (capped) series, so flooding it is bounded.
     cache: HashMap<Box<[u8]>, SeriesId, foldhash::fast::RandomState>,
     key_buf: Vec<u8>,
     open: [OpenSlot; 2],
+    over: OverflowCache,
+}
+
+/// Where over-cap keys go, learnt from [`Registry::resolve`], so a flood of new keys over the
+/// caps costs a lookup or two and no lock or allocation per span. Every map is keyed by values
+/// of series that exist (a capped service, the env and version of an overflow series), so each
+/// is bounded by the series caps, not by what clients send. Caps only fill (no series is ever
+/// removed), so what is learnt stays true.
+#[derive(Default)]
+struct OverflowCache {
+    /// Services at their regular-series cap (key bytes of the service, terminator included).
+    capped: HashSet<Box<[u8]>, foldhash::fast::RandomState>,
+    /// Service, env and version (their key bytes) → the overflow series of that cohort.
+    by_cohort: HashMap<Box<[u8]>, SeriesId, foldhash::fast::RandomState>,
+    /// Capped services whose overflow cohorts are all taken → the service's overflow series.
+    by_service: HashMap<Box<[u8]>, SeriesId, foldhash::fast::RandomState>,
+    /// Scratch for a cohort's overflow key.
+    buf: Vec<u8>,
+}
+
+/// What [`Registry::resolve`] mapped a key to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mapping {
+    /// Its own series: cacheable by key.
+    Regular,
+    /// The overflow series of its service, env and version.
+    Cohort,
+    /// The overflow series of its service.
+    Service,
+    /// The global overflow series (every series cap reached).
+    Global,
+}
+
+/// The end of the `n`th dimension of key bytes (after its `0xFF`), if the key has it.
+fn dims_end(key: &[u8], n: usize) -> Option<usize> {
+    let mut seen = 0;
+    for (i, b) in key.iter().enumerate() {
+        if *b == 0xFF {
+            seen += 1;
+            if seen == n {
+                return Some(i + 1);
+            }
+        }
+    }
+    None
 }
 
 type Shard = Mutex<ShardState>;
@@ -156,6 +201,9 @@ type Shard = Mutex<ShardState>;
 pub struct RegistryStats {
     pub overflow_observations: AtomicU64,
     pub series_created: AtomicU64,
+    /// Over-cap observations placed from a shard's [`OverflowCache`], without the registry's
+    /// lock.
+    pub overflow_fast: AtomicU64,
     pub slots_closed: AtomicU64,
 }
 
@@ -164,6 +212,10 @@ pub struct Registry {
     cfg: WindowConfig,
     clock: Arc<dyn Clock>,
     index: DashMap<Box<[u8]>, SeriesId>,
+    /// How many series exist (regular and overflow): `series.len()` without its lock.
+    series_total: AtomicUsize,
+    /// The global overflow series plus one, once it exists (0 before).
+    global_overflow: AtomicU32,
     series: RwLock<Vec<Arc<Series>>>,
     services: Mutex<HashMap<String, ServiceEntry>>,
     shards: Mutex<Vec<Arc<Shard>>>,
@@ -264,6 +316,8 @@ impl Registry {
             cfg,
             clock,
             index: DashMap::new(),
+            series_total: AtomicUsize::new(0),
+            global_overflow: AtomicU32::new(0),
             series: RwLock::new(Vec::new()),
             services: Mutex::new(HashMap::new()),
             shards: Mutex::new(Vec::new()),
@@ -299,6 +353,7 @@ impl Registry {
                 cache: HashMap::with_hasher(foldhash::fast::RandomState::default()),
                 key_buf: Vec::with_capacity(256),
                 open: [OpenSlot::new(), OpenSlot::new()],
+                over: OverflowCache::default(),
             }));
             self.shards.lock().push(shard.clone());
             list.push((self.id, Arc::downgrade(&shard)));
@@ -306,16 +361,89 @@ impl Registry {
         })
     }
 
-    /// Finds or creates the series for `key`; the flag says whether the mapping may be cached
-    /// (overflow mappings are not, so a flood of distinct keys cannot grow the shard caches).
+    /// The series of a key the shard's cache does not hold: an existing series (then cached by
+    /// key), an over-cap key placed from the shard's [`OverflowCache`], or [`Registry::resolve`]
+    /// (what it learns goes into the caches).
     #[cold]
-    fn resolve(&self, key: &[u8]) -> (SeriesId, bool) {
+    fn lookup_uncached(&self, state: &mut ShardState) -> SeriesId {
+        let key = state.key_buf.as_slice();
         if let Some(id) = self.index.get(key) {
-            return (*id, true);
+            let id = *id;
+            state.cache.insert(key.into(), id);
+            return id;
+        }
+        if let Some(id) = self.overflow_cached(key, &mut state.over) {
+            self.stats.overflow_observations.fetch_add(1, Relaxed);
+            self.stats.overflow_fast.fetch_add(1, Relaxed);
+            return id;
+        }
+        let (id, mapping) = self.resolve(key);
+        let over = &mut state.over;
+        let at = |n| dims_end(key, n).map(|end| Box::<[u8]>::from(&key[..end]));
+        match mapping {
+            Mapping::Regular => {
+                state.cache.insert(key.into(), id);
+            }
+            Mapping::Cohort | Mapping::Service => {
+                if let Some(service) = at(1) {
+                    if mapping == Mapping::Service {
+                        over.by_service.insert(service.clone(), id);
+                    }
+                    over.capped.insert(service);
+                }
+                if let (Mapping::Cohort, Some(cohort)) = (mapping, at(3)) {
+                    over.by_cohort.insert(cohort, id);
+                }
+            }
+            Mapping::Global => {}
+        }
+        id
+    }
+
+    /// Where an over-cap key goes, from what this shard learnt, if it knows: never a series
+    /// other than the one [`Registry::resolve`] would pick. `key` is in no series yet.
+    fn overflow_cached(&self, key: &[u8], over: &mut OverflowCache) -> Option<SeriesId> {
+        if self.series_total.load(Relaxed) >= self.cfg.max_series {
+            return self.global_overflow.load(Relaxed).checked_sub(1);
+        }
+        let service = &key[..dims_end(key, 1)?];
+        if !over.capped.contains(service) {
+            return None;
+        }
+        let cohort = &key[..dims_end(key, 3)?];
+        if let Some(id) = over.by_cohort.get(cohort) {
+            return Some(*id);
+        }
+        // The cohort's overflow series may exist, made by another shard.
+        let extras = key[cohort.len()..]
+            .iter()
+            .filter(|b| **b == 0xFF)
+            .count()
+            .saturating_sub(1);
+        over.buf.clear();
+        over.buf.extend_from_slice(cohort);
+        for _ in 0..=extras {
+            over.buf.extend_from_slice(OVERFLOW.as_bytes());
+            over.buf.push(0xFF);
+        }
+        if let Some(id) = self.index.get(over.buf.as_slice()) {
+            let id = *id;
+            over.by_cohort.insert(cohort.into(), id);
+            return Some(id);
+        }
+        over.by_service.get(service).copied()
+    }
+
+    /// Finds or creates the series for `key`, and says what it is mapped to: only
+    /// [`Mapping::Regular`] may be cached by key (a flood of distinct over-cap keys must not
+    /// grow the shard caches).
+    fn resolve(&self, key: &[u8]) -> (SeriesId, Mapping) {
+        if let Some(id) = self.index.get(key) {
+            return (*id, Mapping::Regular);
         }
         let mut services = self.services.lock();
         if let Some(id) = self.index.get(key) {
-            return (*id, true);
+            return (*id, Mapping::Regular);
         }
         let owned = SeriesKey::from_key_bytes(key);
         let total = self.series.read().len();
@@ -324,7 +452,7 @@ impl Registry {
             .is_none_or(|s| s.regular < self.cfg.max_series_per_service);
         if fits_service && total < self.cfg.max_series {
             let id = self.create(&mut services, owned, key, false);
-            return (id, true);
+            return (id, Mapping::Regular);
         }
         self.stats.overflow_observations.fetch_add(1, Relaxed);
         let extras = vec![OVERFLOW.to_string(); owned.extras.len()];
@@ -352,16 +480,26 @@ impl Registry {
             });
         }
         let last = candidates.len() - 1;
+        let global = total >= self.cfg.max_series;
         for (i, cand) in candidates.into_iter().enumerate() {
+            let mapping = match (global, i) {
+                (true, _) => Mapping::Global,
+                (false, 0) => Mapping::Cohort,
+                (false, _) => Mapping::Service,
+            };
             let bytes = cand.key_bytes();
             if let Some(id) = self.index.get(&bytes[..]) {
-                return (*id, false);
+                return (*id, mapping);
             }
             let room = services
                 .get(&cand.service)
                 .is_none_or(|s| s.overflow_series < self.cfg.max_overflow_series_per_service);
             if room || i == last {
-                return (self.create(&mut services, cand, &bytes, true), false);
+                let id = self.create(&mut services, cand, &bytes, true);
+                if global {
+                    self.global_overflow.store(id + 1, Relaxed);
+                }
+                return (id, mapping);
             }
         }
         unreachable!("the last candidate is always created")
@@ -388,6 +526,7 @@ impl Registry {
             history: Mutex::new(History::default()),
         }));
         self.index.insert(key_bytes.into(), id);
+        self.series_total.store(series.len(), Relaxed);
         self.stats.series_created.fetch_add(1, Relaxed);
         id
     }
@@ -875,13 +1014,7 @@ impl Writer<'_> {
         write_key(obs, reg.cfg.extra_dims.len(), &mut state.key_buf);
         let id = match state.cache.get(state.key_buf.as_slice()) {
             Some(id) => *id,
-            None => {
-                let (id, cacheable) = reg.resolve(&state.key_buf);
-                if cacheable {
-                    state.cache.insert(state.key_buf.as_slice().into(), id);
-                }
-                id
-            }
+            None => reg.lookup_uncached(state),
         };
         let i = (self.slot & 1) as usize;
         let open = &mut state.open[i];
@@ -893,5 +1026,43 @@ impl Writer<'_> {
             open.start(self.slot);
         }
         open.record(id, obs.error, obs.duration_ns, count);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    //! The shard-level lookup, driven one key at a time by `crate::tests`.
+    use super::*;
+
+    pub fn shard_state() -> ShardState {
+        ShardState {
+            cache: HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            key_buf: Vec::new(),
+            open: [OpenSlot::new(), OpenSlot::new()],
+            over: OverflowCache::default(),
+        }
+    }
+
+    /// Places `obs` as the writer does. Returns where the shard's overflow cache put it (when
+    /// it knew) and where `Registry::resolve` puts it.
+    pub fn place(
+        reg: &Registry,
+        state: &mut ShardState,
+        obs: &Observation<'_>,
+    ) -> (Option<SeriesId>, SeriesId) {
+        write_key(obs, reg.cfg.extra_dims.len(), &mut state.key_buf);
+        if let Some(id) = state.cache.get(state.key_buf.as_slice()) {
+            return (None, *id);
+        }
+        let key = state.key_buf.clone();
+        let cached = match reg.index.get(key.as_slice()) {
+            Some(_) => None,
+            None => reg.overflow_cached(&key, &mut state.over),
+        };
+        match cached {
+            Some(id) => (Some(id), reg.resolve(&key).0),
+            // As the writer does: resolve, and learn.
+            None => (None, reg.lookup_uncached(state)),
+        }
     }
 }

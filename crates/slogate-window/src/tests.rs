@@ -577,3 +577,61 @@ fn a_timeline_holds_each_sealed_slot_once_in_its_step() {
     assert_eq!(steps.len(), 10);
     assert!(steps.iter().all(|s| s.requests == 0));
 }
+
+/// A shard's overflow cache never sends a key elsewhere than the registry's own resolution
+/// would: random keys over small caps (services, envs, versions, routes, one extra), each
+/// placed from the cache of one of two shards when it knows and checked against `resolve`,
+/// across the per-service caps and then the global one.
+#[test]
+fn the_overflow_cache_places_every_key_where_resolve_would() {
+    use rand::{Rng, SeedableRng};
+    let cfg = WindowConfig {
+        // 12 services × 5 regular series, then up to 3 cohort and 1 service overflow series
+        // each: the global cap is reached late in the run.
+        max_series: 100,
+        max_series_per_service: 5,
+        max_overflow_series_per_service: 3,
+        extra_dims: vec!["region".into()],
+        ..WindowConfig::default()
+    };
+    let (reg, _) = setup(cfg);
+    // Two shards (two ingest threads): each learns only what it resolved itself.
+    let mut shards = [
+        crate::registry::tests_support::shard_state(),
+        crate::registry::tests_support::shard_state(),
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let (mut from_cache, mut checked) = (0, 0);
+    for _ in 0..20_000 {
+        let service = format!("svc-{}", rng.random_range(0..12));
+        let env = ["prod", "staging"][rng.random_range(0..2)];
+        let version = format!("v{}", rng.random_range(0..6));
+        let op = format!("GET /r/{}", rng.random_range(0..40));
+        let region = ["eu", "us"][rng.random_range(0..2)];
+        let o = Observation {
+            env: env.as_bytes(),
+            extras: [region.as_bytes(), b"", b"", b""],
+            ..obs(&service, &version, &op, false, 5)
+        };
+        let state = &mut shards[rng.random_range(0..2)];
+        let id = crate::registry::tests_support::place(&reg, state, &o);
+        if let Some(cached) = id.0 {
+            from_cache += 1;
+            assert_eq!(
+                cached, id.1,
+                "{service}/{env}/{version}/{op}/{region}: the cache and resolve disagree"
+            );
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 20_000);
+    assert_eq!(
+        reg.series_count(),
+        100 + 1,
+        "every cap reached, the global overflow made"
+    );
+    assert!(
+        from_cache > 1_000,
+        "the cache placed only {from_cache} keys"
+    );
+}

@@ -86,7 +86,18 @@ fn kv_int(k: &str, v: i64) -> KeyValue {
 
 /// 512 server spans over 4 services and 16 routes, with the usual attributes.
 fn request(seed: u64) -> Vec<u8> {
+    request_with(seed, false)
+}
+
+/// As [`request`]; with `flood`, every span has a route never seen before and the request a
+/// version of its own (`v<seed>`): a cardinality attack.
+fn request_with(seed: u64, flood: bool) -> Vec<u8> {
     let services = ["checkout", "auth", "search", "recommendations"];
+    let version = if flood {
+        format!("v{seed}")
+    } else {
+        "v1.4.2".to_string()
+    };
     let resource_spans = services
         .iter()
         .enumerate()
@@ -94,7 +105,7 @@ fn request(seed: u64) -> Vec<u8> {
             resource: Some(Resource {
                 attributes: vec![
                     kv("service.name", svc),
-                    kv("service.version", "v1.4.2"),
+                    kv("service.version", &version),
                     kv("deployment.environment.name", "prod"),
                     kv("host.name", "node-7"),
                 ],
@@ -117,7 +128,14 @@ fn request(seed: u64) -> Vec<u8> {
                                     "http.request.method",
                                     if i % 3 == 0 { "POST" } else { "GET" },
                                 ),
-                                kv("http.route", &format!("/api/v1/items/{}", i % 4)),
+                                kv(
+                                    "http.route",
+                                    &if flood {
+                                        format!("/api/v1/flood/{n}")
+                                    } else {
+                                        format!("/api/v1/items/{}", i % 4)
+                                    },
+                                ),
                                 kv("url.path", &format!("/api/v1/items/{}/{}", i % 4, n)),
                                 kv_int(
                                     "http.response.status_code",
@@ -177,5 +195,64 @@ fn decode_extract_record_allocates_nothing_per_span() {
     assert_eq!(
         n, 0,
         "heap allocations per 512-span request while decoding and recording: {per:?}"
+    );
+}
+
+/// Over the caps, a flood of new keys (a new route every span, a new version every request)
+/// costs no allocation either: the shard learns where its services' overflow goes.
+#[test]
+fn a_cardinality_flood_over_the_caps_allocates_nothing_per_span() {
+    let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let cfg = WindowConfig {
+        max_series_per_service: 4,
+        max_overflow_series_per_service: 2,
+        ..WindowConfig::default()
+    };
+    let registry = Registry::new(cfg, ManualClock::new(1_800_000_000));
+    let pipeline = Pipeline::new(
+        registry.clone(),
+        ExtractConfig::default(),
+        IngestLimits::default(),
+        Arc::new(IngestStats::default()),
+    );
+    // Warm-up: fills each service's 4 series and 2 overflow cohorts, then its service-wide
+    // overflow series (from the third version on).
+    for seed in 1..=5 {
+        let tally = pipeline.process(&request_with(seed, true), false).unwrap();
+        assert_eq!(tally.recorded, 512);
+    }
+    let series = registry.series_count();
+    assert_eq!(
+        series,
+        4 * (4 + 3),
+        "4 services × (4 regular + 2 cohort + 1 service overflow)"
+    );
+    let fast = registry
+        .stats
+        .overflow_fast
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut recorded = 0;
+    let mut per = Vec::new();
+    for seed in 6..16 {
+        let next = request_with(seed, true);
+        per.push(count_allocations(|| {
+            recorded += pipeline.process(&next, false).unwrap().recorded;
+        }));
+    }
+    let n: u64 = per.iter().sum();
+    assert_eq!(recorded, 5120);
+    assert_eq!(registry.series_count(), series, "no new series");
+    assert_eq!(
+        registry
+            .stats
+            .overflow_fast
+            .load(std::sync::atomic::Ordering::Relaxed)
+            - fast,
+        5120,
+        "every span placed from the shard's overflow cache"
+    );
+    assert_eq!(
+        n, 0,
+        "heap allocations per 512-span over-cap request: {per:?}"
     );
 }
