@@ -155,7 +155,8 @@ pub(crate) struct ShardState {
 /// caps costs a lookup or two and no lock or allocation per span. Every map is keyed by values
 /// of series that exist (a capped service, the env and version of an overflow series), so each
 /// is bounded by the series caps, not by what clients send. Caps only fill (no series is ever
-/// removed), so what is learnt stays true.
+/// removed), so what is learnt stays true: a capped service gets no new regular series, and
+/// once its overflow cohorts are full, no new cohort.
 #[derive(Default)]
 struct OverflowCache {
     /// Services at their regular-series cap (key bytes of the service, terminator included).
@@ -361,38 +362,38 @@ impl Registry {
         })
     }
 
-    /// The series of a key the shard's cache does not hold: an existing series (then cached by
-    /// key), an over-cap key placed from the shard's [`OverflowCache`], or [`Registry::resolve`]
-    /// (what it learns goes into the caches).
+    /// The series of a key the shard's cache does not hold. A key of a service this shard
+    /// knows is capped is an over-cap key (the shard holds every regular series of such a
+    /// service), placed from the [`OverflowCache`] without the index when it can; another key is
+    /// looked up in the index; what neither knows goes to [`Registry::resolve`], and what that
+    /// says is learnt.
     #[cold]
     fn lookup_uncached(&self, state: &mut ShardState) -> SeriesId {
         let key = state.key_buf.as_slice();
-        if let Some(id) = self.index.get(key) {
+        let capped = dims_end(key, 1).is_some_and(|end| state.over.capped.contains(&key[..end]));
+        if capped {
+            if let Some(id) = self.overflow_cached(key, &mut state.over) {
+                self.stats.overflow_observations.fetch_add(1, Relaxed);
+                self.stats.overflow_fast.fetch_add(1, Relaxed);
+                return id;
+            }
+        } else if let Some(id) = self.index.get(key) {
             let id = *id;
             state.cache.insert(key.into(), id);
             return id;
         }
-        if let Some(id) = self.overflow_cached(key, &mut state.over) {
-            self.stats.overflow_observations.fetch_add(1, Relaxed);
-            self.stats.overflow_fast.fetch_add(1, Relaxed);
-            return id;
-        }
         let (id, mapping) = self.resolve(key);
-        let over = &mut state.over;
-        let at = |n| dims_end(key, n).map(|end| Box::<[u8]>::from(&key[..end]));
         match mapping {
             Mapping::Regular => {
                 state.cache.insert(key.into(), id);
             }
             Mapping::Cohort | Mapping::Service => {
-                if let Some(service) = at(1) {
-                    if mapping == Mapping::Service {
-                        over.by_service.insert(service.clone(), id);
-                    }
-                    over.capped.insert(service);
-                }
-                if let (Mapping::Cohort, Some(cohort)) = (mapping, at(3)) {
-                    over.by_cohort.insert(cohort, id);
+                // First time this service is seen capped here, or its overflow cohorts just
+                // filled up (then their list is final): take the service's series.
+                let known_full = dims_end(key, 1)
+                    .is_some_and(|end| state.over.by_service.contains_key(&key[..end]));
+                if !capped || (mapping == Mapping::Service && !known_full) {
+                    self.learn_capped(key, &mut state.cache, &mut state.over);
                 }
             }
             Mapping::Global => {}
@@ -400,18 +401,53 @@ impl Registry {
         id
     }
 
-    /// Where an over-cap key goes, from what this shard learnt, if it knows: never a series
-    /// other than the one [`Registry::resolve`] would pick. `key` is in no series yet.
+    /// Takes every series of the (capped) service of `key` into the shard: its regular series
+    /// into the cache, its overflow series into the [`OverflowCache`]. Bounded by the
+    /// service's caps.
+    fn learn_capped(
+        &self,
+        key: &[u8],
+        cache: &mut HashMap<Box<[u8]>, SeriesId, foldhash::fast::RandomState>,
+        over: &mut OverflowCache,
+    ) {
+        let Some(end) = dims_end(key, 1) else {
+            return;
+        };
+        let service = String::from_utf8_lossy(&key[..end - 1]).into_owned();
+        let services = self.services.lock();
+        let series = self.series.read();
+        let Some(entry) = services.get(&service) else {
+            return;
+        };
+        for &id in &entry.ids {
+            let k = &series[id as usize].key;
+            let bytes = k.key_bytes();
+            if k.operation != OVERFLOW {
+                cache.insert(bytes.into(), id);
+            } else if k.env != OVERFLOW {
+                if let Some(cohort) = dims_end(&bytes, 3) {
+                    over.by_cohort.insert(bytes[..cohort].into(), id);
+                }
+            } else {
+                over.by_service.insert(bytes[..end].into(), id);
+            }
+        }
+        over.capped.insert(key[..end].into());
+    }
+
+    /// Where an over-cap key of a capped service goes, from what this shard learnt, if it
+    /// knows: never a series other than the one [`Registry::resolve`] would pick.
     fn overflow_cached(&self, key: &[u8], over: &mut OverflowCache) -> Option<SeriesId> {
         if self.series_total.load(Relaxed) >= self.cfg.max_series {
             return self.global_overflow.load(Relaxed).checked_sub(1);
         }
         let service = &key[..dims_end(key, 1)?];
-        if !over.capped.contains(service) {
-            return None;
-        }
         let cohort = &key[..dims_end(key, 3)?];
         if let Some(id) = over.by_cohort.get(cohort) {
+            return Some(*id);
+        }
+        // Its overflow cohorts filled up: their list, taken since, is final.
+        if let Some(id) = over.by_service.get(service) {
             return Some(*id);
         }
         // The cohort's overflow series may exist, made by another shard.
@@ -426,12 +462,9 @@ impl Registry {
             over.buf.extend_from_slice(OVERFLOW.as_bytes());
             over.buf.push(0xFF);
         }
-        if let Some(id) = self.index.get(over.buf.as_slice()) {
-            let id = *id;
-            over.by_cohort.insert(cohort.into(), id);
-            return Some(id);
-        }
-        over.by_service.get(service).copied()
+        let id = *self.index.get(over.buf.as_slice())?;
+        over.by_cohort.insert(cohort.into(), id);
+        Some(id)
     }
 
     /// Finds or creates the series for `key`, and says what it is mapped to: only
@@ -1055,9 +1088,10 @@ pub(crate) mod tests_support {
             return (None, *id);
         }
         let key = state.key_buf.clone();
-        let cached = match reg.index.get(key.as_slice()) {
-            Some(_) => None,
-            None => reg.overflow_cached(&key, &mut state.over),
+        let capped = dims_end(&key, 1).is_some_and(|end| state.over.capped.contains(&key[..end]));
+        let cached = match capped {
+            true => reg.overflow_cached(&key, &mut state.over),
+            false => None,
         };
         match cached {
             Some(id) => (Some(id), reg.resolve(&key).0),
