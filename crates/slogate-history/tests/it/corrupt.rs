@@ -59,6 +59,22 @@ fn damage(store: &Store, key: &str, how: Damage) -> Vec<u8> {
     bytes
 }
 
+/// Each file is gone from its table and under quarantine/ with the same key, byte for byte.
+async fn assert_quarantined(store: &Store, files: Vec<(String, Vec<u8>)>) {
+    let s = store.clone();
+    blocking(move || {
+        for (key, bytes) in &files {
+            assert_eq!(s.get(key).unwrap(), None, "{key}");
+            assert_eq!(
+                s.get(&format!("{QUARANTINE_DIR}/{key}")).unwrap().as_ref(),
+                Some(bytes),
+                "{key}"
+            );
+        }
+    })
+    .await;
+}
+
 fn sort(mut rows: Vec<SlotRecord>) -> Vec<SlotRecord> {
     rows.sort_by(|a, b| {
         a.slot_start_unix
@@ -138,19 +154,7 @@ async fn corrupt_files_are_quarantined_and_the_rest_is_reloaded() {
         assert_eq!(history.quarantined_files(), 2, "{kind}");
 
         // Moved, byte for byte, under quarantine/ with the same key; gone from the table.
-        let s = store.clone();
-        let victims_moved = victims.clone();
-        blocking(move || {
-            for (key, bytes) in &victims_moved[..2] {
-                assert_eq!(s.get(key).unwrap(), None, "{key}");
-                assert_eq!(
-                    s.get(&format!("{QUARANTINE_DIR}/{key}")).unwrap().as_ref(),
-                    Some(bytes),
-                    "{key}"
-                );
-            }
-        })
-        .await;
+        assert_quarantined(&store, victims[..2].to_vec()).await;
 
         // A second reload finds nothing more to move.
         assert_eq!(history.load_since(since).await.unwrap(), want, "{kind}");
@@ -249,18 +253,7 @@ async fn damaged_document_files_are_quarantined_and_the_rest_is_read() {
             .unwrap();
         assert_eq!((report.files, report.quarantined), (6, 2), "{kind}");
         assert_eq!(store.quarantined_files(), 2, "{kind}");
-        let s = store.clone();
-        blocking(move || {
-            for (key, bytes) in &victims {
-                assert_eq!(s.get(key).unwrap(), None, "{key}");
-                assert_eq!(
-                    s.get(&format!("{QUARANTINE_DIR}/{key}")).unwrap().as_ref(),
-                    Some(bytes),
-                    "{key}"
-                );
-            }
-        })
-        .await;
+        assert_quarantined(&store, victims).await;
 
         let history = History::open(&store, &extra_dims()).await.unwrap();
         for table in DocTable::ALL {

@@ -116,50 +116,58 @@ async fn grpc_overload_is_unavailable_with_retry_info() {
     assert_eq!(details.details[0].value, vec![0x0a, 0x02, 0x08, 0x03]);
 }
 
-/// One empty export over each transport: (HTTP status, Retry-After, gRPC code, RetryInfo
-/// present, the gRPC message).
-async fn export_both(
-    p: &Arc<Pipeline<Counting>>,
-) -> (u16, Option<String>, tonic::Code, bool, String) {
+/// What one export got on each transport.
+#[derive(Debug)]
+struct Exported {
+    http: u16,
+    retry_after: Option<String>,
+    grpc: tonic::Code,
+    retry_info: bool,
+    grpc_message: String,
+}
+
+/// Sends `message` (an `ExportTraceServiceRequest`'s bytes) once over OTLP/HTTP and once over
+/// gRPC.
+async fn export_both(p: &Arc<Pipeline<Counting>>, message: &[u8]) -> Exported {
     let req = http::Request::post("/v1/traces")
         .header("content-type", "application/x-protobuf")
-        .body(Body::empty())
+        .body(Body::from(message.to_vec()))
         .unwrap();
     let resp = slogate_ingest::http::router(p.clone())
         .oneshot(req)
         .await
         .unwrap();
-    let http_status = resp.status().as_u16();
+    let http = resp.status().as_u16();
     let retry_after = resp
         .headers()
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_string());
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    frame.extend_from_slice(message);
     let req = http::Request::post(slogate_ingest::grpc::EXPORT_PATH)
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(Body::from(vec![0u8, 0, 0, 0, 0]))
+        .body(Body::from(frame))
         .unwrap();
     let resp = TraceServiceServer::new(p.clone())
         .oneshot(req)
         .await
         .unwrap();
-    match tonic::Status::from_header_map(resp.headers()) {
-        Some(status) => {
-            let retry_info = RpcStatus::decode(status.details()).is_ok_and(|d| {
+    // A trailers-only answer is a refusal; a success has its status in the trailers.
+    let status = tonic::Status::from_header_map(resp.headers());
+    Exported {
+        http,
+        retry_after,
+        grpc: status.as_ref().map_or(tonic::Code::Ok, |s| s.code()),
+        retry_info: status.as_ref().is_some_and(|s| {
+            RpcStatus::decode(s.details()).is_ok_and(|d| {
                 d.details
                     .iter()
                     .any(|x| x.type_url.ends_with("google.rpc.RetryInfo"))
-            });
-            let message = status.message().to_string();
-            (http_status, retry_after, status.code(), retry_info, message)
-        }
-        None => (
-            http_status,
-            retry_after,
-            tonic::Code::Ok,
-            false,
-            String::new(),
-        ),
+            })
+        }),
+        grpc_message: status.map(|s| s.message().to_string()).unwrap_or_default(),
     }
 }
 
@@ -167,26 +175,25 @@ async fn export_both(
 async fn memory_pressure_and_the_drill_shed_with_the_retryable_signals() {
     use slogate_ingest::ShedReason;
     let (p, _rec) = pipeline();
-    let ok = export_both(&p).await;
-    assert_eq!((ok.0, ok.2), (200, tonic::Code::Ok), "{ok:?}");
+    let ok = export_both(&p, &[]).await;
+    assert_eq!((ok.http, ok.grpc), (200, tonic::Code::Ok), "{ok:?}");
 
     p.shedding().set_memory_pressure(true);
-    let (status, retry_after, code, retry_info, message) = export_both(&p).await;
-    assert_eq!(status, 503);
-    assert_eq!(retry_after.as_deref(), Some("3"));
-    assert_eq!(code, tonic::Code::Unavailable);
-    assert!(retry_info);
-    assert!(message.contains("memory limit"), "{message}");
+    let e = export_both(&p, &[]).await;
+    assert_eq!((e.http, e.grpc), (503, tonic::Code::Unavailable), "{e:?}");
+    assert_eq!(e.retry_after.as_deref(), Some("3"));
+    assert!(e.retry_info);
+    assert!(e.grpc_message.contains("memory limit"), "{e:?}");
     assert_eq!(p.stats.shed(ShedReason::Memory), 2);
     p.shedding().set_memory_pressure(false);
-    let ok = export_both(&p).await;
-    assert_eq!((ok.0, ok.2), (200, tonic::Code::Ok), "{ok:?}");
+    let ok = export_both(&p, &[]).await;
+    assert_eq!((ok.http, ok.grpc), (200, tonic::Code::Ok), "{ok:?}");
 
     p.shedding().set_drill_fraction(1.0);
-    let (status, retry_after, code, retry_info, message) = export_both(&p).await;
-    assert_eq!((status, code), (503, tonic::Code::Unavailable));
-    assert!(retry_after.is_some() && retry_info);
-    assert!(message.contains("retry drill"), "{message}");
+    let e = export_both(&p, &[]).await;
+    assert_eq!((e.http, e.grpc), (503, tonic::Code::Unavailable), "{e:?}");
+    assert!(e.retry_after.is_some() && e.retry_info);
+    assert!(e.grpc_message.contains("retry drill"), "{e:?}");
     assert_eq!(p.stats.shed(ShedReason::Drill), 2);
     assert_eq!(p.stats.shed(ShedReason::InFlight), 0);
     let mut out = String::new();
@@ -201,9 +208,8 @@ async fn memory_pressure_and_the_drill_shed_with_the_retryable_signals() {
 #[tokio::test]
 async fn bodies_past_the_byte_budget_are_refused_retryably_and_the_budget_comes_back() {
     use slogate_ingest::ShedReason;
-    let rec = Arc::new(Counting::default());
     let p = Arc::new(Pipeline::new(
-        rec.clone(),
+        Arc::new(Counting::default()),
         ExtractConfig::default(),
         IngestLimits {
             max_request_bytes: 1 << 20,
@@ -220,50 +226,16 @@ async fn bodies_past_the_byte_budget_are_refused_retryably_and_the_budget_comes_
     big.push(0x7a); // field 15, length-delimited: unknown, skipped
     prost::encoding::encode_varint(100_000, &mut big);
     big.resize(big.len() + 100_000, b'x');
-    let small = Vec::new();
 
-    let http_status = |body: Vec<u8>| {
-        let p = p.clone();
-        async move {
-            let req = http::Request::post("/v1/traces")
-                .header("content-type", "application/x-protobuf")
-                .body(Body::from(body))
-                .unwrap();
-            let resp = slogate_ingest::http::router(p).oneshot(req).await.unwrap();
-            (
-                resp.status().as_u16(),
-                resp.headers()
-                    .get("retry-after")
-                    .map(|v| v.to_str().unwrap().to_string()),
-            )
-        }
-    };
-    let grpc_code = |body: Vec<u8>| {
-        let p = p.clone();
-        async move {
-            let mut frame = vec![0u8];
-            frame.extend_from_slice(&(body.len() as u32).to_be_bytes());
-            frame.extend_from_slice(&body);
-            let req = http::Request::post(slogate_ingest::grpc::EXPORT_PATH)
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(Body::from(frame))
-                .unwrap();
-            let resp = TraceServiceServer::new(p).oneshot(req).await.unwrap();
-            tonic::Status::from_header_map(resp.headers()).map(|s| s.code())
-        }
-    };
-    assert_eq!(http_status(big.clone()).await, (503, Some("2".into())));
-    assert_eq!(grpc_code(big.clone()).await, Some(tonic::Code::Unavailable));
+    let e = export_both(&p, &big).await;
+    assert_eq!((e.http, e.grpc), (503, tonic::Code::Unavailable), "{e:?}");
+    assert_eq!(e.retry_after.as_deref(), Some("2"));
+    assert!(e.retry_info);
     assert_eq!(p.stats.shed(ShedReason::InFlightBytes), 2);
     // The refused bodies gave their share back: small requests go through, as many as wanted.
     for _ in 0..3 {
-        assert_eq!(http_status(small.clone()).await.0, 200);
-        assert_eq!(
-            grpc_code(small.clone()).await,
-            None,
-            "trailers-only means refused"
-        );
+        let ok = export_both(&p, &[]).await;
+        assert_eq!((ok.http, ok.grpc), (200, tonic::Code::Ok), "{ok:?}");
     }
     assert_eq!(p.stats.shed(ShedReason::InFlightBytes), 2);
 }

@@ -7,18 +7,12 @@
 //! [`MEASURING`] so they do not disturb each other's figures.
 #![allow(unsafe_code)] // a counting global allocator is unsafe by nature
 
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, span::SpanKind};
-use prost::Message;
-use slogate_ingest::extract::ExtractConfig;
-use slogate_ingest::{IngestLimits, IngestStats, Pipeline};
-use slogate_window::{ManualClock, Registry, WindowConfig};
+use crate::requests::{pipeline, request_with};
+use slogate_window::WindowConfig;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
 
 struct Counting;
 
@@ -64,120 +58,20 @@ fn count_allocations(f: impl FnOnce()) -> u64 {
     COUNT.with(|c| c.replace(None)).unwrap_or(0)
 }
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
-fn kv_int(k: &str, v: i64) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(v)),
-        }),
-        ..Default::default()
-    }
-}
-
-/// 512 server spans over 4 services and 16 routes, with the usual attributes.
-fn request(seed: u64) -> Vec<u8> {
-    request_with(seed, false)
-}
-
-/// As [`request`]; with `flood`, every span has a route never seen before and the request a
-/// version of its own (`v<seed>`): a cardinality attack.
-fn request_with(seed: u64, flood: bool) -> Vec<u8> {
-    let services = ["checkout", "auth", "search", "recommendations"];
-    let version = if flood {
-        format!("v{seed}")
-    } else {
-        "v1.4.2".to_string()
-    };
-    let resource_spans = services
-        .iter()
-        .enumerate()
-        .map(|(si, svc)| ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", svc),
-                    kv("service.version", &version),
-                    kv("deployment.environment.name", "prod"),
-                    kv("host.name", "node-7"),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans: (0..128u64)
-                    .map(|i| {
-                        let n = seed * 1000 + si as u64 * 128 + i;
-                        Span {
-                            trace_id: (n as u128 + 1).to_le_bytes().to_vec(),
-                            span_id: (n + 1).to_le_bytes().to_vec(),
-                            name: "handler".into(),
-                            kind: SpanKind::Server as i32,
-                            start_time_unix_nano: 1_700_000_000_000_000_000,
-                            end_time_unix_nano: 1_700_000_000_000_000_000
-                                + 1_000_000 * (1 + n % 300),
-                            attributes: vec![
-                                kv(
-                                    "http.request.method",
-                                    if i % 3 == 0 { "POST" } else { "GET" },
-                                ),
-                                kv(
-                                    "http.route",
-                                    &if flood {
-                                        format!("/api/v1/flood/{n}")
-                                    } else {
-                                        format!("/api/v1/items/{}", i % 4)
-                                    },
-                                ),
-                                kv("url.path", &format!("/api/v1/items/{}/{}", i % 4, n)),
-                                kv_int(
-                                    "http.response.status_code",
-                                    if n.is_multiple_of(50) { 503 } else { 200 },
-                                ),
-                                kv(
-                                    "user_agent.original",
-                                    "Mozilla/5.0 (X11; Linux x86_64) slogate-test",
-                                ),
-                            ],
-                            ..Default::default()
-                        }
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
-        .collect();
-    ExportTraceServiceRequest { resource_spans }.encode_to_vec()
-}
-
 #[test]
 fn decode_extract_record_allocates_nothing_per_span() {
     let _measuring = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
-    let registry = Registry::new(WindowConfig::default(), ManualClock::new(1_800_000_000));
-    let pipeline = Pipeline::new(
-        registry.clone(),
-        ExtractConfig::default(),
-        IngestLimits::default(),
-        Arc::new(IngestStats::default()),
-    );
+    let (registry, pipeline) = pipeline(WindowConfig::default());
     // Warm-up: creates the series, grows the buffers, and lets each series' sketch grow its
     // bucket range over the latencies it sees (a range grows a handful of times per series,
     // never per span).
     for seed in 1..=5 {
-        let tally = pipeline.process(&request(seed), false).unwrap();
+        let tally = pipeline.process(&request_with(seed, false), false).unwrap();
         assert_eq!(tally.recorded, 512);
     }
     let series = registry.series_count();
     // Same series, new spans (new ids, new latencies within the warmed ranges).
-    let next = request(6);
+    let next = request_with(6, false);
     let mut recorded = 0;
     let mut per = Vec::new();
     for _ in 0..10 {
@@ -208,13 +102,7 @@ fn a_cardinality_flood_over_the_caps_allocates_nothing_per_span() {
         max_overflow_series_per_service: 2,
         ..WindowConfig::default()
     };
-    let registry = Registry::new(cfg, ManualClock::new(1_800_000_000));
-    let pipeline = Pipeline::new(
-        registry.clone(),
-        ExtractConfig::default(),
-        IngestLimits::default(),
-        Arc::new(IngestStats::default()),
-    );
+    let (registry, pipeline) = pipeline(cfg);
     // Warm-up: fills each service's 4 series and 2 overflow cohorts, then its service-wide
     // overflow series (from the third version on).
     for seed in 1..=5 {

@@ -2,3 +2,4 @@
 
 mod alloc;
 mod memory;
+pub mod requests;

@@ -1168,8 +1168,8 @@ alerting:
         }
     }
 
-    #[test]
-    fn a_removed_gate_resolves_its_firing_alert_once() {
+    /// A failing verdict of the `checkout` gate's canary phase (a slow canary).
+    fn failing_verdict() -> Arc<VerdictDoc> {
         let gates =
             crate::engine::gates::tests::setup(&[("v1", 2000, 1.0, 200), ("slow", 500, 1.4, 200)]);
         let doc = gates
@@ -1182,13 +1182,23 @@ alerting:
             )
             .unwrap();
         assert_eq!(doc.verdict, Verdict::Fail);
-        let cfg = Config::parse(CONFIG, "t.yaml").unwrap();
-        let registry = Registry::new(
-            cfg.window.clone(),
-            slogate_window::ManualClock::new(1_800_000_000),
-        );
+        doc
+    }
+
+    /// Alerts configured by `text`, recording their notices, on a manual clock.
+    fn recorded_alerts(text: &str) -> (Alerts, Arc<Recorded>, Arc<slogate_window::ManualClock>) {
+        let cfg = Config::parse(text, "t.yaml").unwrap();
+        let clock = slogate_window::ManualClock::new(1_800_000_000);
+        let registry = Registry::new(cfg.window.clone(), clock.clone());
         let notes = Arc::new(Recorded::default());
         let alerts = Alerts::new(&cfg, registry, Some(notes.clone()), None);
+        (alerts, notes, clock)
+    }
+
+    #[test]
+    fn a_removed_gate_resolves_its_firing_alert_once() {
+        let doc = failing_verdict();
+        let (alerts, notes, _) = recorded_alerts(CONFIG);
         alerts.on_verdict("checkout", &doc);
         // The same file without its gate.
         let text: Vec<&str> = CONFIG
@@ -1218,24 +1228,9 @@ alerting:
 
     #[test]
     fn a_gate_failure_alert_nobody_looks_at_resolves_and_is_forgotten() {
-        let gates =
-            crate::engine::gates::tests::setup(&[("v1", 2000, 1.0, 200), ("slow", 500, 1.4, 200)]);
-        let doc = gates
-            .evaluate(
-                "checkout",
-                Some("canary"),
-                &crate::engine::gates::tests::canary("slow"),
-                &[],
-                None,
-            )
-            .unwrap();
-        assert_eq!(doc.verdict, Verdict::Fail);
+        let doc = failing_verdict();
         let text = format!("{CONFIG}  gate_failures: {{tier: P1, resolve_after: 10m}}\n");
-        let cfg = Config::parse(&text, "t.yaml").unwrap();
-        let clock = slogate_window::ManualClock::new(1_800_000_000);
-        let registry = Registry::new(cfg.window.clone(), clock.clone());
-        let notes = Arc::new(Recorded::default());
-        let alerts = Alerts::new(&cfg, registry, Some(notes.clone()), None);
+        let (alerts, notes, clock) = recorded_alerts(&text);
         alerts.on_verdict("checkout", &doc);
         // Looked at again within the 10 minutes: it stays.
         for _ in 0..3 {
@@ -1267,13 +1262,7 @@ alerting:
 
     #[test]
     fn restored_firing_alerts_of_rules_gone_resolve_once_and_the_others_continue() {
-        let cfg = Config::parse(CONFIG, "t.yaml").unwrap();
-        let registry = Registry::new(
-            cfg.window.clone(),
-            slogate_window::ManualClock::new(1_800_000_000),
-        );
-        let notes = Arc::new(Recorded::default());
-        let alerts = Alerts::new(&cfg, registry, Some(notes.clone()), None);
+        let (alerts, notes, _) = recorded_alerts(CONFIG);
         let firing = |id: &str, rule: &str, kind: &str| RestoredAlert {
             id: id.into(),
             firing: true,

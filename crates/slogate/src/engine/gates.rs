@@ -932,25 +932,34 @@ gates:
         let cfg = Config::parse(CONFIG, "test.yaml").unwrap();
         let clock = ManualClock::new(1_800_000_000);
         let registry = Registry::new(cfg.window.clone(), clock);
-        {
-            let mut w = registry.writer();
-            for (version, n, scale, err) in cohorts {
-                for i in 0..*n {
-                    w.record(&Observation {
-                        service: b"checkout",
-                        env: b"prod",
-                        version: version.as_bytes(),
-                        operation: Operation::single(b"GET /cart"),
-                        extras: [b""; 4],
-                        error: *err > 0 && i % err == 0,
-                        duration_ns: ((10.0 + (i % 100) as f64) * scale * 1e6) as u64,
-                        adjusted_count: 1,
-                    });
-                }
+        record(&registry, cohorts);
+        gates_over(&cfg, registry)
+    }
+
+    /// Records `checkout` cohorts: `(version, n, scale, err)` is `n` requests whose latencies
+    /// step evenly from 10 ms by `scale`, every `err`-th an error (none for 0).
+    fn record(registry: &Registry, cohorts: &[(&str, u64, f64, u64)]) {
+        let mut w = registry.writer();
+        for (version, n, scale, err) in cohorts {
+            for i in 0..*n {
+                w.record(&Observation {
+                    service: b"checkout",
+                    env: b"prod",
+                    version: version.as_bytes(),
+                    operation: Operation::single(b"GET /cart"),
+                    extras: [b""; 4],
+                    error: *err > 0 && i % err == 0,
+                    duration_ns: ((10.0 + (i % 100) as f64) * scale * 1e6) as u64,
+                    adjusted_count: 1,
+                });
             }
         }
+    }
+
+    /// `cfg`'s gates over `registry`, without stored baselines.
+    fn gates_over(cfg: &Config, registry: Arc<Registry>) -> Gates {
         Gates::new(
-            cfg.gates,
+            cfg.gates.clone(),
             registry,
             None,
             Arc::new(crate::engine::baselines::BaselineStore::new(
@@ -1093,31 +1102,8 @@ gates:
         let mut cfg = sustained_gate(A);
         let clock = ManualClock::new(1_800_000_000);
         let registry = Registry::new(cfg.window.clone(), clock.clone());
-        {
-            let mut w = registry.writer();
-            for (version, errors_every) in [("v1", 1000), ("v2", 20)] {
-                for i in 0..2000u64 {
-                    w.record(&Observation {
-                        service: b"checkout",
-                        env: b"prod",
-                        version: version.as_bytes(),
-                        operation: Operation::single(b"GET /cart"),
-                        extras: [b""; 4],
-                        error: i % errors_every == 0,
-                        duration_ns: 20_000_000,
-                        adjusted_count: 1,
-                    });
-                }
-            }
-        }
-        let gates = Gates::new(
-            cfg.gates.clone(),
-            registry.clone(),
-            None,
-            Arc::new(crate::engine::baselines::BaselineStore::new(
-                std::env::temp_dir().join("slogate-gates-unit-no-baselines"),
-            )),
-        );
+        record(&registry, &[("v1", 2000, 1.0, 1000), ("v2", 2000, 1.0, 20)]);
+        let gates = gates_over(&cfg, registry.clone());
         let eval = |gates: &Gates| gates.evaluate("checkout", None, &canary("v2"), &[], None);
         for (i, step) in steps.into_iter().chain([Remove]).enumerate() {
             match step {

@@ -5,10 +5,10 @@
 //! resolve) and the verdict log comes back from the history; an unreadable one starts empty
 //! and `/readyz` says so.
 
-use crate::harness::{Server, TEST_ROUTING_KEY};
+use crate::harness::{Server, TEST_ROUTING_KEY, wait_for};
 use slogate_load::{CohortOverride, CohortSpec, LatencyDist, Phase, Rate, Scenario, Target};
 use slogate_pagerduty_mock::MockServer;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn fast_windows() -> &'static str {
     "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\n"
@@ -17,17 +17,6 @@ fn fast_windows() -> &'static str {
 fn mock(rt: &tokio::runtime::Runtime) -> MockServer {
     rt.block_on(MockServer::start("127.0.0.1:0".parse().unwrap()))
         .unwrap()
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -228,6 +228,18 @@ impl Drop for Server {
     }
 }
 
+/// Polls `f` every 20 ms until it gives a value; panics naming `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One span to send, with exact times.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SpanSpec {

@@ -389,10 +389,7 @@ fn history_on_s3_counts_spans_and_survives_a_restart() {
 fn failing_history_writes_are_visible_and_nothing_is_lost() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("history");
-    let config = format!(
-        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1s\n",
-        dir.display()
-    );
+    let config = history_config(&dir, "1s");
     let server = Server::start(&config);
     let send = |n: usize| send_checkout(&server, n);
     let mut sent = send(500);
@@ -462,10 +459,7 @@ fn failing_history_writes_are_visible_and_nothing_is_lost() {
 fn shutdown_flush_is_retried_within_the_grace_then_reported_as_loss() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("history");
-    let config = format!(
-        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1h\n",
-        dir.display()
-    );
+    let config = history_config(&dir, "1h");
     let break_table = || {
         let table = dir.join("requests");
         if table.exists() {
@@ -541,25 +535,11 @@ fn shutdown_flush_is_retried_within_the_grace_then_reported_as_loss() {
 fn sigterm_under_steady_load_keeps_every_acknowledged_span() {
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().join("history");
-    let config = format!(
-        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: 1h\n",
-        dir.display()
-    );
+    let config = history_config(&dir, "1h");
     let mut acknowledged = 0;
     for round in 0..3 {
         let server = Server::start_with("  shutdown_grace: 10s\n", &config);
-        let target = Target {
-            endpoint: format!("http://127.0.0.1:{}", server.grpc),
-            ..Target::default()
-        };
-        let cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(60.0, 0.7));
-        let mut sc = Scenario::new(
-            target,
-            Rate::PerSecond(3000.0),
-            Duration::from_secs(4),
-            vec![cohort],
-        );
-        sc.batch_size = 50;
+        let sc = checkout_scenario(&server, 3000.0, Duration::from_secs(4));
         let load = std::thread::spawn(move || slogate_load::run_blocking(&sc).unwrap());
         // The signal lands while requests are in flight, 1.5 to 2.5 s into the run.
         std::thread::sleep(Duration::from_millis(1500 + 500 * round));
@@ -585,19 +565,28 @@ fn sigterm_under_steady_load_keeps_every_acknowledged_span() {
 /// Sends `n` spans of checkout v1 over one second through OTLP/gRPC; returns the count sent
 /// (every request acknowledged).
 fn send_checkout(server: &Server, n: usize) -> u64 {
+    let sc = checkout_scenario(server, n as f64, Duration::from_secs(1));
+    let report = slogate_load::run_blocking(&sc).unwrap();
+    assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
+    report.spans_sent
+}
+
+/// Checkout v1 at `rate` spans/s for `length` through OTLP/gRPC, 50 spans a request.
+fn checkout_scenario(server: &Server, rate: f64, length: Duration) -> Scenario {
     let target = Target {
         endpoint: format!("http://127.0.0.1:{}", server.grpc),
         ..Target::default()
     };
     let cohort = CohortSpec::new("checkout", "v1", LatencyDist::lognormal(60.0, 0.7));
-    let mut sc = Scenario::new(
-        target,
-        Rate::PerSecond(n as f64),
-        Duration::from_secs(1),
-        vec![cohort],
-    );
+    let mut sc = Scenario::new(target, Rate::PerSecond(rate), length, vec![cohort]);
     sc.batch_size = 50;
-    let report = slogate_load::run_blocking(&sc).unwrap();
-    assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
-    report.spans_sent
+    sc
+}
+
+/// 1 s slots and a history in `dir`, flushed every `flush_interval`.
+fn history_config(dir: &std::path::Path, flush_interval: &str) -> String {
+    format!(
+        "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\nhistory:\n  dir: {}\n  flush_interval: {flush_interval}\n",
+        dir.display()
+    )
 }

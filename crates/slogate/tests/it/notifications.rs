@@ -5,7 +5,7 @@
 //! after; a pending message survives a SIGKILL; the webhook URL and token never show in logs,
 //! `/metrics`, the API or `config show`.
 
-use crate::harness::{Server, slogate};
+use crate::harness::{Server, slogate, wait_for};
 use serde_json::{Value, json};
 use slogate_pagerduty_mock::{Fault, ReceiverMock};
 use std::path::Path;
@@ -15,17 +15,6 @@ const TOKEN: &str = "hook-t0ken-3c1d9a7f5b";
 
 fn fast_windows() -> &'static str {
     "windows:\n  slot: 1s\n  fine_retention: 10m\n  coarse_slot: 10s\n  coarse_retention: 1h\n"
-}
-
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Sends `n` SERVER spans of `service`/`version` over OTLP/HTTP JSON, the first `errors` of

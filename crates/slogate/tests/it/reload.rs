@@ -4,7 +4,7 @@
 //! answering; a changed listener waits for a restart; a firing alert whose rule is removed
 //! resolves once at PagerDuty.
 
-use crate::harness::{Server, slogate};
+use crate::harness::{Server, slogate, wait_for};
 use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use slogate_pagerduty_mock::MockServer;
 use std::time::{Duration, Instant};
@@ -60,12 +60,10 @@ fn verdict(server: &Server) -> String {
 }
 
 /// Polls `f` every 20 ms until it holds: how long that took.
+/// How long `f` took to hold (at most `timeout`).
 fn within(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(what, timeout, || f().then_some(()));
     start.elapsed()
 }
 
