@@ -5,7 +5,7 @@
 //! resolve) and the verdict log comes back from the history; an unreadable one starts empty
 //! and `/readyz` says so.
 
-use crate::harness::{Server, TEST_ROUTING_KEY, wait_for};
+use crate::harness::{Server, TEST_ROUTING_KEY, one_incident, wait_for};
 use slogate_load::{CohortOverride, CohortSpec, LatencyDist, Phase, Rate, Scenario, Target};
 use slogate_pagerduty_mock::MockServer;
 use std::time::Duration;
@@ -80,17 +80,8 @@ fn slo_burn_pages_once_and_resolves_once() {
     let report = slogate_load::run_blocking(&sc).unwrap();
     assert_eq!(report.requests_failed, 0, "{:?}", report.first_error);
 
-    // Trigger, then (once the short window is clean) resolve.
-    wait_for("a trigger and a resolve", Duration::from_secs(30), || {
-        (pd.accepted().len() >= 2).then_some(())
-    });
-    // Nothing more arrives: the alert fired once and resolved once.
-    std::thread::sleep(Duration::from_secs(3));
-    let events = pd.accepted();
-    assert_eq!(events.len(), 2, "{events:#?}");
-    assert_eq!(events[0]["event_action"], "trigger");
-    assert_eq!(events[1]["event_action"], "resolve");
-    assert_eq!(events[0]["dedup_key"], events[1]["dedup_key"]);
+    // Trigger, then (once the short window is clean) resolve; nothing more.
+    let events = one_incident(&pd, Duration::from_secs(30));
     assert_eq!(events[0]["routing_key"], TEST_ROUTING_KEY);
     let payload = &events[0]["payload"];
     assert_eq!(payload["severity"], "critical");

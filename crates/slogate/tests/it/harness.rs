@@ -240,6 +240,24 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Waits (at most `timeout`) for two events at the PagerDuty stand-in, then 3 s more for any
+/// other: exactly one trigger and one resolve of the same incident. Returns them.
+pub fn one_incident(
+    pd: &slogate_pagerduty_mock::MockServer,
+    timeout: Duration,
+) -> Vec<serde_json::Value> {
+    wait_for("a trigger and a resolve", timeout, || {
+        (pd.accepted().len() >= 2).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let events = pd.accepted();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert_eq!(events[0]["event_action"], "trigger");
+    assert_eq!(events[1]["event_action"], "resolve");
+    assert_eq!(events[0]["dedup_key"], events[1]["dedup_key"]);
+    events
+}
+
 /// One span to send, with exact times.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SpanSpec {

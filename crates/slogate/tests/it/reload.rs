@@ -4,7 +4,7 @@
 //! answering; a changed listener waits for a restart; a firing alert whose rule is removed
 //! resolves once at PagerDuty.
 
-use crate::harness::{Server, slogate, wait_for};
+use crate::harness::{Server, one_incident, slogate, wait_for};
 use slogate_load::{CohortSpec, LatencyDist, Rate, Scenario, Target};
 use slogate_pagerduty_mock::MockServer;
 use std::time::{Duration, Instant};
@@ -239,16 +239,8 @@ fn a_removed_rule_that_was_firing_resolves_once() {
     });
     edit(&server, rule, "");
     server.signal("HUP");
-    within("the resolve", Duration::from_secs(20), || {
-        pd.accepted().len() >= 2
-    });
-    // Nothing more: one trigger, one resolve, the same incident.
-    std::thread::sleep(Duration::from_secs(3));
-    let events = pd.accepted();
-    assert_eq!(events.len(), 2, "{events:#?}");
-    assert_eq!(events[0]["event_action"], "trigger");
-    assert_eq!(events[1]["event_action"], "resolve");
-    assert_eq!(events[0]["dedup_key"], events[1]["dedup_key"]);
+    // One trigger, one resolve, the same incident; nothing more.
+    let events = one_incident(&pd, Duration::from_secs(20));
     assert_eq!(events[0]["dedup_key"], "slogate/threshold/checkout-errors");
     let alerts = server.get_json("/api/v1/alerts");
     let resolved = alerts["transitions"]
