@@ -1,6 +1,8 @@
 //! Stored baselines and the cohort totals behind them: a named, frozen set of merged sketches and
 //! counters (per operation plus a service-wide total) captured from the `requests` table over a
-//! time range, so that a gate can compare today's canary with, say, last week's staging run.
+//! time range, and the selection's OTLP metric streams merged over the same range from the
+//! `metrics` table, so that a gate can compare today's canary with, say, last week's staging run
+//! on its span criteria and on its metric criteria alike.
 //!
 //! # Storage
 //!
@@ -12,7 +14,7 @@
 //! # Bounds
 //!
 //! Names are `[A-Za-z0-9._-]`, at most [`MAX_NAME_LEN`] bytes; a baseline holds at most
-//! [`MAX_OPERATIONS`] operations; a document larger than [`MAX_FILE_BYTES`] is refused;
+//! [`MAX_OPERATIONS`] operations and [`MAX_METRIC_SERIES`] metric streams; a document larger than [`MAX_FILE_BYTES`] is refused;
 //! listing stops at [`MAX_BASELINES`] files. Every sketch is decoded when a baseline is loaded,
 //! so a corrupt file is an error at load, not a wrong verdict later.
 //!
@@ -29,11 +31,14 @@ use crate::HistoryError;
 use crate::schema::rfc3339;
 use crate::store::Store;
 use crate::writer::REQUESTS_TABLE;
+use slogate_core::MetricSlotRecord;
 
 /// Directory under the history root that holds the baselines.
 pub const BASELINES_DIR: &str = "baselines";
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_OPERATIONS: usize = 5_000;
+/// Metric streams a baseline holds at most (one record each, merged over the range).
+pub const MAX_METRIC_SERIES: usize = 20_000;
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
 pub const MAX_BASELINES: usize = 10_000;
 /// The format version written into every document.
@@ -73,6 +78,10 @@ pub enum BaselineError {
         "{count} operations match, more than the {MAX_OPERATIONS} a baseline may hold; narrow it with an operation"
     )]
     TooManyOperations { count: usize },
+    #[error(
+        "more than {MAX_METRIC_SERIES} metric streams match, more than a baseline may hold; narrow it with env, version or an extra dimension"
+    )]
+    TooManyMetricSeries,
     #[error("invalid time range: {0}")]
     Range(String),
     #[error("baseline file {path} is {bytes} bytes, more than the {MAX_FILE_BYTES} allowed")]
@@ -157,16 +166,26 @@ pub struct Baseline {
     pub total: CohortTotals,
     /// One entry per operation, sorted by operation.
     pub operations: Vec<CohortTotals>,
+    /// The selection's OTLP metric streams, each merged over the range (see
+    /// [`crate::metric_totals`]): `slot_start_unix` is its first slot's start and
+    /// `slot_seconds` the time from there to the end of its last slot. Empty in baselines
+    /// captured before metrics were, and when the selection exported none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "metric_totals")]
+    pub metrics: Vec<MetricSlotRecord>,
 }
 
 impl Baseline {
-    /// Builds a baseline from per-operation totals, refusing empty or thin ones.
+    /// Builds a baseline from per-operation totals and the merged metric streams, refusing
+    /// empty or thin ones. A selection with metric streams but no span traffic makes a
+    /// metrics-only baseline (its span criteria then have no data); with span traffic, fewer
+    /// than `min_requests` requests is [`BaselineError::TooFew`].
     pub fn from_totals(
         name: &str,
         selector: BTreeMap<String, String>,
         (from_unix, to_unix): (i64, i64),
         captured_at_unix: i64,
         mut operations: Vec<CohortTotals>,
+        metrics: Vec<MetricSlotRecord>,
         min_requests: u64,
     ) -> Result<Baseline, BaselineError> {
         validate_name(name)?;
@@ -188,11 +207,14 @@ impl Baseline {
             path: PathBuf::from(REQUESTS_TABLE),
             message: format!("invalid sketch in the history: {e}"),
         })?;
-        if total.requests == 0 {
+        if metrics.len() > MAX_METRIC_SERIES {
+            return Err(BaselineError::TooManyMetricSeries);
+        }
+        if total.requests == 0 && metrics.is_empty() {
             let (selector, from, to) = describe();
             return Err(BaselineError::Empty { selector, from, to });
         }
-        if total.requests < min_requests.max(1) {
+        if total.requests > 0 && total.requests < min_requests.max(1) {
             let (selector, from, to) = describe();
             return Err(BaselineError::TooFew {
                 selector,
@@ -211,6 +233,7 @@ impl Baseline {
             captured_at_unix,
             total,
             operations,
+            metrics,
         })
     }
 
@@ -243,6 +266,24 @@ impl Baseline {
         }
         if self.operations.len() > MAX_OPERATIONS {
             return Err(corrupt(format!("{} operations", self.operations.len())));
+        }
+        if self.metrics.len() > MAX_METRIC_SERIES {
+            return Err(corrupt(format!("{} metric streams", self.metrics.len())));
+        }
+        for m in &self.metrics {
+            if !m.sketch.is_empty() {
+                Sketch::decode(&m.sketch)
+                    .map_err(|e| corrupt(format!("invalid sketch of metric {}: {e}", m.metric)))?;
+            }
+            let finite = [m.min, m.max, m.last, m.value_sum, m.increase, m.hist_sum]
+                .iter()
+                .all(|v| v.is_finite());
+            if !finite {
+                return Err(corrupt(format!(
+                    "metric {} has a value that is not a finite number",
+                    m.metric
+                )));
+            }
         }
         for c in std::iter::once(&self.total).chain(&self.operations) {
             let s = c
@@ -339,10 +380,20 @@ fn parse(location: &Path, name: &str, bytes: &[u8]) -> Result<Baseline, Baseline
             bytes: bytes.len() as u64,
         });
     }
-    let baseline: Baseline = serde_json::from_slice(bytes).map_err(|e| BaselineError::Corrupt {
-        path: location.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let mut baseline: Baseline =
+        serde_json::from_slice(bytes).map_err(|e| BaselineError::Corrupt {
+            path: location.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    // The file keeps the service once, in the selector.
+    let service = baseline
+        .selector
+        .get("service")
+        .cloned()
+        .unwrap_or_default();
+    for m in &mut baseline.metrics {
+        m.service.clone_from(&service);
+    }
     if baseline.name != name {
         return Err(BaselineError::Corrupt {
             path: location.to_path_buf(),
@@ -387,6 +438,117 @@ pub fn delete(root: &Store, name: &str) -> Result<(), BaselineError> {
     }
     root.delete(&key)?;
     Ok(())
+}
+
+/// Serde for a baseline's metric streams: in memory the history's own records, on disk one
+/// object per stream with the range it covers and the sketch in hex.
+mod metric_totals {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use slogate_core::MetricSlotRecord;
+    use std::collections::BTreeMap;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct MetricTotals {
+        metric: String,
+        kind: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        unit: String,
+        env: String,
+        version: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        extras: Vec<String>,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        instance: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        attributes: BTreeMap<String, String>,
+        /// First slot's start and the end of the last slot, Unix seconds.
+        from_unix: i64,
+        to_unix: i64,
+        points: u64,
+        min: f64,
+        max: f64,
+        last: f64,
+        value_sum: f64,
+        last_time_unix_nano: u64,
+        increase: f64,
+        hist_sum: f64,
+        #[serde(
+            default,
+            skip_serializing_if = "Vec::is_empty",
+            with = "super::hex_bytes"
+        )]
+        sketch: Vec<u8>,
+    }
+
+    pub fn serialize<S: Serializer>(records: &[MetricSlotRecord], s: S) -> Result<S::Ok, S::Error> {
+        let out: Vec<MetricTotals> = records
+            .iter()
+            .map(|r| MetricTotals {
+                metric: r.metric.clone(),
+                kind: r.kind.clone(),
+                unit: r.unit.clone(),
+                env: r.env.clone(),
+                version: r.version.clone(),
+                extras: r.extras.clone(),
+                instance: r.instance.clone(),
+                attributes: r.attributes.iter().cloned().collect(),
+                from_unix: r.slot_start_unix,
+                to_unix: r.slot_start_unix + i64::from(r.slot_seconds),
+                points: r.points,
+                min: r.min,
+                max: r.max,
+                last: r.last,
+                value_sum: r.value_sum,
+                last_time_unix_nano: r.last_time_unix_nano,
+                increase: r.increase,
+                hist_sum: r.hist_sum,
+                sketch: r.sketch.clone(),
+            })
+            .collect();
+        out.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MetricSlotRecord>, D::Error> {
+        let stored = Vec::<MetricTotals>::deserialize(d)?;
+        stored
+            .into_iter()
+            .map(|m| {
+                let seconds = m
+                    .to_unix
+                    .checked_sub(m.from_unix)
+                    .and_then(|s| u32::try_from(s).ok())
+                    .ok_or_else(|| {
+                        serde::de::Error::custom(format!(
+                            "metric {}: to_unix is before from_unix or too far after it",
+                            m.metric
+                        ))
+                    })?;
+                Ok(MetricSlotRecord {
+                    slot_start_unix: m.from_unix,
+                    slot_seconds: seconds,
+                    service: String::new(),
+                    env: m.env,
+                    version: m.version,
+                    extras: m.extras,
+                    instance: m.instance,
+                    metric: m.metric,
+                    unit: m.unit,
+                    kind: m.kind,
+                    attributes: m.attributes.into_iter().collect(),
+                    points: m.points,
+                    min: m.min,
+                    max: m.max,
+                    last: m.last,
+                    value_sum: m.value_sum,
+                    last_time_unix_nano: m.last_time_unix_nano,
+                    increase: m.increase,
+                    hist_sum: m.hist_sum,
+                    sketch: m.sketch,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Serde for bytes as lowercase hex.
@@ -440,6 +602,7 @@ mod tests {
             (T0, T0 + 60),
             T0 + 100,
             ops,
+            Vec::new(),
             100,
         )
         .unwrap();
@@ -471,7 +634,7 @@ mod tests {
             let ops = operation_totals(&h, &[("service".into(), "checkout".into())], range)
                 .await
                 .unwrap();
-            let err = Baseline::from_totals("b", sel.clone(), range, T0, ops, min)
+            let err = Baseline::from_totals("b", sel.clone(), range, T0, ops, Vec::new(), min)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(want), "{err}");
@@ -497,6 +660,7 @@ mod tests {
             (T0, T0 + 60),
             T0 + 60,
             ops,
+            Vec::new(),
             1,
         )
         .unwrap();

@@ -43,7 +43,8 @@
 //!
 //! Only `sketch` is nullable, so that the sketch functions skip the rows that have none. The
 //! same files, compaction (sorted by service, metric, slot_start, then the rest of the stream
-//! key), retention and quarantine as `requests`. No reload: the metric store restarts empty.
+//! key), retention and quarantine as `requests`. Stored baselines merge a selection's streams
+//! over a range ([`metric_totals`]).
 //!
 //! # Files
 //!
@@ -108,7 +109,7 @@ pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
 pub use limits::SqlLimits;
 pub use quarantine::QUARANTINE_DIR;
 pub use query::{History, QueryResult};
-pub use range::{DocEntry, doc_rows, operation_totals, slot_counts};
+pub use range::{DocEntry, doc_rows, metric_totals, operation_totals, slot_counts};
 pub use schema::{
     FIXED_DIMS, METRIC_DIMS, RESERVED_COLUMNS, Table, batch_to_metric_rows, batch_to_rows,
     metric_rows_to_batch, metrics_schema, partition_of, requests_schema, rfc3339, rows_to_batch,

@@ -162,6 +162,10 @@ impl History {
 
     /// The session, for callers that build DataFrames themselves. Queries run on it directly
     /// do not hold the swap lock (see [`Store::swap_lock`]).
+    pub fn extra_dims(&self) -> &[String] {
+        &self.extra_dims
+    }
+
     pub fn context(&self) -> &SessionContext {
         &self.ctx
     }

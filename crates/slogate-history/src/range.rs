@@ -13,10 +13,12 @@ use datafusion::logical_expr::{Expr, col, lit};
 use slogate_sketch::Sketch;
 
 use crate::HistoryError;
-use crate::baseline::{BaselineError, CohortTotals, MAX_OPERATIONS};
+use crate::baseline::{BaselineError, CohortTotals, MAX_METRIC_SERIES, MAX_OPERATIONS};
 use crate::query::History;
 use crate::schema::{partition_of, rfc3339};
-use crate::writer::REQUESTS_TABLE;
+use crate::writer::{METRICS_TABLE, REQUESTS_TABLE};
+use slogate_core::MetricSlotRecord;
+use std::collections::BTreeMap;
 
 fn ts(unix: i64) -> Expr {
     lit(ScalarValue::TimestampMillisecond(
@@ -29,6 +31,17 @@ fn ts(unix: i64) -> Expr {
 /// date partition filter prunes whole directories first.
 async fn selected(
     history: &History,
+    matchers: &[(String, String)],
+    range: (i64, i64),
+) -> Result<datafusion::dataframe::DataFrame, HistoryError> {
+    selected_in(history, REQUESTS_TABLE, matchers, range).await
+}
+
+/// The rows of `table` (`requests` or `metrics`) of `matchers` with `slot_start` in
+/// `[from, to)`. Metric streams have no operation: an `operation` matcher does not narrow them.
+async fn selected_in(
+    history: &History,
+    table: &str,
     matchers: &[(String, String)],
     (from_unix, to_unix): (i64, i64),
 ) -> Result<datafusion::dataframe::DataFrame, HistoryError> {
@@ -43,7 +56,7 @@ async fn selected(
     let (to_date, _) = partition_of(to_unix);
     let mut df = history
         .context()
-        .table(REQUESTS_TABLE)
+        .table(table)
         .await
         .map_err(HistoryError::Query)?;
     let mut filter = col("date")
@@ -52,6 +65,9 @@ async fn selected(
         .and(col("slot_start").gt_eq(ts(from_unix)))
         .and(col("slot_start").lt(ts(to_unix)));
     for (dim, value) in matchers {
+        if table == METRICS_TABLE && dim == "operation" {
+            continue;
+        }
         let known = crate::schema::FIXED_DIMS.contains(&dim.as_str())
             || (!crate::schema::RESERVED_COLUMNS.contains(&dim.as_str())
                 && df.schema().has_column_with_unqualified_name(dim));
@@ -135,6 +151,111 @@ pub async fn operation_totals(
     }
     out.sort_by(|a, b| a.operation.cmp(&b.operation));
     Ok(out)
+}
+
+/// The OTLP metric streams matching `matchers` (service, env, version, extras; an `operation`
+/// matcher is ignored) with `slot_start` in `[from, to)`, each of its slots merged into one
+/// record: points, increases and sums added, min and max kept, `last` the value of the latest
+/// point, sketches merged; `slot_start_unix` is the first slot's start and `slot_seconds` the
+/// time from there to the end of the last slot. Sorted by metric, then the rest of the stream's
+/// identity. Rows are read as a stream, so memory is bounded by the streams, at most
+/// [`MAX_METRIC_SERIES`] (more is [`BaselineError::TooManyMetricSeries`]).
+pub async fn metric_totals(
+    history: &History,
+    matchers: &[(String, String)],
+    range: (i64, i64),
+) -> Result<Vec<MetricSlotRecord>, BaselineError> {
+    use futures::StreamExt;
+    type Identity = (
+        String,
+        String,
+        String,
+        String,
+        Vec<String>,
+        String,
+        Vec<(String, String)>,
+    );
+    use futures::FutureExt;
+    let df = selected_in(history, METRICS_TABLE, matchers, range).await?;
+    let extra = history.extra_dims().to_vec();
+    let mut merged: BTreeMap<Identity, (MetricSlotRecord, i64, Sketch)> = BTreeMap::new();
+    let read = async {
+        let mut stream = df
+            .execute_stream()
+            .await
+            .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
+            for row in crate::schema::batch_to_metric_rows(&batch, &extra)? {
+                let end = row.slot_start_unix + i64::from(row.slot_seconds);
+                let sketch = if row.sketch.is_empty() {
+                    Sketch::new()
+                } else {
+                    Sketch::decode(&row.sketch).map_err(|e| BaselineError::Corrupt {
+                        path: METRICS_TABLE.into(),
+                        message: format!("invalid sketch of metric {}: {e}", row.metric),
+                    })?
+                };
+                let id: Identity = (
+                    row.metric.clone(),
+                    row.env.clone(),
+                    row.version.clone(),
+                    row.instance.clone(),
+                    row.extras.clone(),
+                    row.kind.clone(),
+                    row.attributes.clone(),
+                );
+                match merged.get_mut(&id) {
+                    Some((m, m_end, m_sketch)) => {
+                        if row.last_time_unix_nano >= m.last_time_unix_nano {
+                            m.last = row.last;
+                            m.last_time_unix_nano = row.last_time_unix_nano;
+                        }
+                        if m.points == 0 {
+                            (m.min, m.max) = (row.min, row.max);
+                        } else if row.points > 0 {
+                            m.min = m.min.min(row.min);
+                            m.max = m.max.max(row.max);
+                        }
+                        m.slot_start_unix = m.slot_start_unix.min(row.slot_start_unix);
+                        *m_end = (*m_end).max(end);
+                        m.points += row.points;
+                        m.value_sum += row.value_sum;
+                        m.increase += row.increase;
+                        m.hist_sum += row.hist_sum;
+                        m_sketch.merge(&sketch);
+                    }
+                    None => {
+                        if merged.len() >= MAX_METRIC_SERIES {
+                            return Err(BaselineError::TooManyMetricSeries);
+                        }
+                        merged.insert(id, (row, end, sketch));
+                    }
+                }
+            }
+        }
+        Ok::<(), BaselineError>(())
+    };
+    match std::panic::AssertUnwindSafe(read).catch_unwind().await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(BaselineError::History(HistoryError::Corrupt(
+                "the query panicked while reading the history (a corrupt file?)".to_string(),
+            )));
+        }
+    }
+    Ok(merged
+        .into_values()
+        .map(|(mut m, end, sketch)| {
+            m.slot_seconds = u32::try_from(end - m.slot_start_unix).unwrap_or(u32::MAX);
+            m.sketch = if sketch.count() > 0 || !m.sketch.is_empty() {
+                sketch.encoded()
+            } else {
+                Vec::new()
+            };
+            m
+        })
+        .collect())
 }
 
 /// Requests and errors per slot start (summed over the matching series) with `slot_start` in
@@ -338,5 +459,131 @@ pub(crate) mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("time range is empty"), "{err}");
+    }
+
+    fn metric_row(
+        slot: i64,
+        env: &str,
+        metric: &str,
+        kind: &str,
+        values: &[f64],
+    ) -> MetricSlotRecord {
+        let mut sk = Sketch::new();
+        if kind == "histogram" {
+            for v in values {
+                sk.record((v * 1e6) as u64);
+            }
+        }
+        MetricSlotRecord {
+            slot_start_unix: slot,
+            slot_seconds: 10,
+            service: "checkout".into(),
+            env: env.into(),
+            version: "v1".into(),
+            extras: vec![],
+            instance: "pod-1".into(),
+            metric: metric.into(),
+            unit: if kind == "histogram" {
+                "ms".into()
+            } else {
+                String::new()
+            },
+            kind: kind.into(),
+            attributes: vec![("queue".into(), "jobs".into())],
+            points: values.len() as u64,
+            min: values.iter().copied().fold(f64::INFINITY, f64::min),
+            max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            last: *values.last().unwrap(),
+            value_sum: values.iter().sum(),
+            last_time_unix_nano: (slot as u64 + 9) * 1_000_000_000,
+            increase: if kind == "gauge" {
+                0.0
+            } else {
+                values.len() as f64
+            },
+            hist_sum: if kind == "histogram" {
+                values.iter().sum()
+            } else {
+                0.0
+            },
+            sketch: if kind == "histogram" {
+                sk.encoded()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn metric_streams_merge_over_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = crate::MetricWriter::new(WriterConfig::new(dir.path(), vec![])).unwrap();
+        for r in [
+            metric_row(T0 + 10, "staging", "queue.depth", "gauge", &[7.0, 3.0]),
+            metric_row(T0, "staging", "queue.depth", "gauge", &[5.0, 9.0, 4.0]),
+            metric_row(T0, "prod", "queue.depth", "gauge", &[500.0]),
+            metric_row(T0, "staging", "job.duration", "histogram", &[10.0, 20.0]),
+            metric_row(
+                T0 + 20,
+                "staging",
+                "job.duration",
+                "histogram",
+                &[30.0, 40.0, 50.0],
+            ),
+            // Outside the range: an hour later.
+            metric_row(T0 + 3600, "staging", "queue.depth", "gauge", &[1000.0]),
+        ] {
+            w.append(r).unwrap();
+        }
+        w.flush().unwrap();
+        let h = History::open(dir.path(), &[]).await.unwrap();
+        // An operation matcher does not narrow metric streams.
+        let mut sel = staging();
+        sel.push(("operation".into(), "GET /cart".into()));
+        let got = metric_totals(&h, &sel, (T0, T0 + 60)).await.unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        let (hist, gauge) = (&got[0], &got[1]);
+        assert_eq!(
+            (gauge.metric.as_str(), gauge.env.as_str()),
+            ("queue.depth", "staging")
+        );
+        assert_eq!((gauge.slot_start_unix, gauge.slot_seconds), (T0, 20));
+        assert_eq!(gauge.points, 5);
+        assert_eq!((gauge.min, gauge.max, gauge.value_sum), (3.0, 9.0, 28.0));
+        // The latest point's value, though its row came first.
+        assert_eq!(gauge.last, 3.0);
+        assert_eq!(gauge.last_time_unix_nano, (T0 as u64 + 19) * 1_000_000_000);
+        assert!(gauge.sketch.is_empty());
+        assert_eq!(hist.metric, "job.duration");
+        assert_eq!((hist.slot_start_unix, hist.slot_seconds), (T0, 30));
+        assert_eq!((hist.points, hist.increase, hist.hist_sum), (5, 5.0, 150.0));
+        let sk = Sketch::decode(&hist.sketch).unwrap();
+        assert_eq!(sk.count(), 5);
+        let p50 = sk.quantile(0.5).unwrap() as f64 / 1e6;
+        assert!((p50 - 30.0).abs() / 30.0 < 0.01, "{p50}");
+
+        let err = metric_totals(&h, &[("colour".into(), "red".into())], (T0, T0 + 60))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown dimension `colour`"),
+            "{err}"
+        );
+        // A baseline holds them and gives them back from its file.
+        let b = crate::Baseline::from_totals(
+            "metrics-only",
+            BTreeMap::from([("service".into(), "checkout".into())]),
+            (T0, T0 + 60),
+            T0 + 60,
+            Vec::new(),
+            got.clone(),
+            100,
+        )
+        .unwrap();
+        let root = crate::Store::local(dir.path());
+        crate::baseline::save(&root, &b, false).unwrap();
+        let back = crate::baseline::load(&root, "metrics-only").unwrap();
+        assert_eq!(back, b);
+        assert_eq!(back.metrics, got);
     }
 }

@@ -159,7 +159,7 @@ mod store;
 mod stream;
 
 pub use config::MetricStoreConfig;
-pub use query::{Aggregate, Combine, Measure, Selection};
+pub use query::{Aggregate, Combine, Measure, Selection, query_stored};
 pub use store::{MetricStore, StreamInfo};
 pub use stream::OVERFLOW_ATTRIBUTE;
 

@@ -4,7 +4,7 @@
 use crate::store::{MetricStore, NS};
 use crate::stream::{Data, HAS_INC, Shape, Stream, StreamKey, exp_base};
 use serde::Serialize;
-use slogate_core::Selector;
+use slogate_core::{MetricSlotRecord, Selector};
 use slogate_sketch::{RELATIVE_ERROR, Sketch, nearest_rank};
 use std::fmt;
 use std::sync::Arc;
@@ -31,8 +31,12 @@ impl Selection {
     }
 
     fn matches(&self, key: &StreamKey) -> bool {
+        self.matches_with(|k| key.attribute(k))
+    }
+
+    fn matches_with<'a>(&self, attribute: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.matchers.iter().all(|(k, want)| {
-            let have = key.attribute(k);
+            let have = attribute(k);
             if want == "*" {
                 have.is_some()
             } else if let Some(not) = want.strip_prefix('!') {
@@ -328,30 +332,9 @@ impl MetricStore {
             );
         }
         let scale = first.scale;
-        let unit = match agg {
-            Aggregate::Count | Aggregate::Transitions { .. } => "1".to_string(),
-            Aggregate::TimeInState { .. } => "s".to_string(),
-            Aggregate::Increase if !shape.has_samples() => "1".to_string(),
-            Aggregate::Rate if !shape.has_samples() => "1/s".to_string(),
-            Aggregate::Increase | Aggregate::Sum if shape.has_samples() => first.unit.clone(),
-            Aggregate::Rate => format!("{}/s", first.unit),
-            _ if shape.has_samples() => first.unit.clone(),
-            _ => scale.report_unit(&first.unit),
-        };
-        if !applies(agg, shape) {
-            let hint = if shape.has_samples() {
-                ""
-            } else {
-                " (histograms and summaries answer avg, sum, count, increase, rate and quantile)"
-            };
-            return Measure::gap(
-                kind,
-                unit,
-                format!(
-                    "{agg} does not apply to metric {what}, a {}{hint}",
-                    shape.kind()
-                ),
-            );
+        let unit = answer_unit(agg, shape, &first.unit, scale);
+        if let Some(gap) = not_applicable(agg, shape, &what) {
+            return Measure::gap(kind, unit, gap);
         }
         // Lock each stream once: prune, then read.
         let mut guards: Vec<_> = streams.iter().map(|s| s.state.lock()).collect();
@@ -409,33 +392,7 @@ impl MetricStore {
         }
         m.value = combine(&values, how);
         if m.value.is_none() {
-            let q = match agg {
-                Aggregate::Quantile(q) => q,
-                _ => f64::NAN,
-            };
-            m.gap = Some(match thin {
-                None => format!("no point of metric {what} {over}"),
-                Some(Thin::FewPoints) => format!(
-                    "metric {what} has fewer than 2 points of its cumulative value {over} and no counter started in it, so its increase is unknown"
-                ),
-                Some(Thin::NoSpan) => format!(
-                    "the points of metric {what} {over} span no time, so a rate is undefined"
-                ),
-                Some(Thin::NoObservations) => {
-                    format!("metric {what} recorded no observation {over}")
-                }
-                Some(Thin::NoQuantile(have)) => {
-                    let have: Vec<String> = have.iter().map(f64::to_string).collect();
-                    format!(
-                        "summary metric {what} reports no {q} quantile (it has: {})",
-                        if have.is_empty() {
-                            "none".to_string()
-                        } else {
-                            have.join(", ")
-                        }
-                    )
-                }
-            });
+            m.gap = Some(thin_gap(thin, agg, &what, &over));
         }
         m
     }
@@ -480,24 +437,12 @@ impl MetricStore {
         if to > from {
             m.seconds = (to - from) as f64 / 1e9;
         }
-        let total = sketch.count() + neg;
-        let Some(rank) = nearest_rank(q, total) else {
-            m.gap = Some(if m.points == 0 {
-                format!("no point of metric {what} {over}")
-            } else {
-                format!("histogram metric {what} recorded no value {over}")
-            });
-            return m;
-        };
-        if rank <= neg {
-            m.gap = Some(format!(
-                "the {q} quantile of metric {what} {over} falls among negative values, which the sketch cannot hold"
-            ));
-            return m;
-        }
-        let Some(v) = sketch.value_at_rank(rank - neg) else {
-            m.gap = Some(format!("histogram metric {what} recorded no value {over}"));
-            return m;
+        let v = match sketch_quantile(&sketch, neg, q, m.points, what, over) {
+            Ok(v) => v,
+            Err(gap) => {
+                m.gap = Some(gap);
+                return m;
+            }
         };
         m.value = Some(scale.report_sketch(v));
         // The widest source bucket any matched stream could have put this value in.
@@ -532,6 +477,274 @@ impl MetricStore {
         m.error_bound = rel.map(|r| (r + RELATIVE_ERROR) / (1.0 - RELATIVE_ERROR));
         m
     }
+}
+
+/// The sketch value at quantile `q` of `sketch` plus `neg` negative values ranked below it, or
+/// the sentence saying why there is none.
+fn sketch_quantile(
+    sketch: &Sketch,
+    neg: u64,
+    q: f64,
+    points: u64,
+    what: &str,
+    over: &str,
+) -> Result<u64, String> {
+    let Some(rank) = nearest_rank(q, sketch.count() + neg) else {
+        return Err(if points == 0 {
+            format!("no point of metric {what} {over}")
+        } else {
+            format!("histogram metric {what} recorded no value {over}")
+        });
+    };
+    if rank <= neg {
+        return Err(format!(
+            "the {q} quantile of metric {what} {over} falls among negative values, which the sketch cannot hold"
+        ));
+    }
+    sketch
+        .value_at_rank(rank - neg)
+        .ok_or_else(|| format!("histogram metric {what} recorded no value {over}"))
+}
+
+/// Aggregates `sel` over the streams of a stored baseline: history records each merged over
+/// the captured range (`slot_start_unix` its first slot, `slot_seconds` up to the end of its
+/// last; see `slogate_history::metric_totals`), all of one cohort. `source` names the baseline
+/// in the sentences. What per-slot totals keep answers as a live window does: last, min, max,
+/// avg, sum, count, increase, rate (over the time the stream's slots cover) and histogram
+/// quantiles (error bound unknown: bucket bounds are not kept). Time in a state, transitions
+/// and summary quantiles need the points themselves: no value, and the sentence says so.
+pub fn query_stored(
+    records: &[MetricSlotRecord],
+    sel: &Selection,
+    agg: Aggregate,
+    how: Combine,
+    source: &str,
+) -> Measure {
+    let what = format!("{sel} in {source}");
+    let over = "over the captured range";
+    let matched: Vec<&MetricSlotRecord> = records
+        .iter()
+        .filter(|r| {
+            r.metric == sel.metric
+                && sel.matches_with(|k| {
+                    r.attributes
+                        .iter()
+                        .find(|(ak, _)| ak == k)
+                        .map(|(_, v)| v.as_str())
+                })
+        })
+        .collect();
+    let Some(first) = matched.first() else {
+        return Measure::gap(
+            None,
+            String::new(),
+            format!("no stream of metric {what} was captured"),
+        );
+    };
+    let Some(shape) = shape_of_kind(&first.kind) else {
+        return Measure::gap(
+            None,
+            first.unit.clone(),
+            format!("metric {what} has an unknown kind `{}`", first.kind),
+        );
+    };
+    let kind = Some(shape.kind());
+    if let Some(other) = matched.iter().find(|r| r.kind != first.kind) {
+        return Measure::gap(
+            kind,
+            first.unit.clone(),
+            format!(
+                "metric {what} has streams of two kinds ({} and {}); add an attribute matcher that separates them",
+                first.kind, other.kind
+            ),
+        );
+    }
+    if let Some(other) = matched.iter().find(|r| r.unit != first.unit) {
+        return Measure::gap(
+            kind,
+            first.unit.clone(),
+            format!(
+                "metric {what} has streams in two units (`{}` and `{}`); add an attribute matcher that separates them",
+                first.unit, other.unit
+            ),
+        );
+    }
+    let scale = crate::config::Scale::of(&first.unit);
+    let unit = answer_unit(agg, shape, &first.unit, scale);
+    if let Some(gap) = not_applicable(agg, shape, &what) {
+        return Measure::gap(kind, unit, gap);
+    }
+    let mut m = Measure {
+        value: None,
+        points: matched.iter().map(|r| r.points).sum(),
+        series: matched.iter().filter(|r| r.points > 0).count() as u64,
+        seconds: matched
+            .iter()
+            .map(|r| f64::from(r.slot_seconds))
+            .fold(0.0, f64::max),
+        unit,
+        kind,
+        error_bound: None,
+        gap: None,
+    };
+    let points_only = |agg: Aggregate| {
+        format!(
+            "{agg} of metric {what} needs its points, and a stored baseline keeps per-slot totals only; compare it with a live baseline (another version or env) instead"
+        )
+    };
+    match agg {
+        Aggregate::TimeInState { .. } | Aggregate::Transitions { .. } => {
+            m.gap = Some(points_only(agg));
+            return m;
+        }
+        Aggregate::Quantile(_) if shape == Shape::Summary => {
+            m.gap = Some(points_only(agg));
+            return m;
+        }
+        Aggregate::Quantile(q) => {
+            let mut sketch = Sketch::new();
+            let mut counted = 0.0;
+            for r in &matched {
+                if !r.sketch.is_empty() {
+                    sketch.merge_encoded_trusted(&r.sketch);
+                }
+                counted += r.increase;
+            }
+            // Values below zero are counted but not sketched.
+            let neg = (counted.round() as u64).saturating_sub(sketch.count());
+            match sketch_quantile(&sketch, neg, q, m.points, &what, over) {
+                Ok(v) => m.value = Some(scale.report_sketch(v)),
+                Err(gap) => m.gap = Some(gap),
+            }
+            return m;
+        }
+        _ => {}
+    }
+    let mut values = Vec::new();
+    let mut thin = None;
+    for r in matched.iter().filter(|r| r.points > 0) {
+        let seconds = f64::from(r.slot_seconds);
+        let rate = |inc: f64| {
+            if seconds > 0.0 {
+                Ok(inc / seconds)
+            } else {
+                Err(Thin::NoSpan)
+            }
+        };
+        let value = if shape.has_samples() {
+            let few = shape.cumulative() && r.points < 2 && r.increase == 0.0;
+            match agg {
+                Aggregate::Last => Ok(r.last),
+                Aggregate::Min => Ok(r.min),
+                Aggregate::Max => Ok(r.max),
+                Aggregate::Avg => Ok(r.value_sum / r.points as f64),
+                Aggregate::Count => Ok(r.points as f64),
+                Aggregate::Sum if shape == Shape::Gauge => Ok(r.value_sum),
+                _ if few => Err(Thin::FewPoints),
+                Aggregate::Sum | Aggregate::Increase => Ok(r.increase),
+                Aggregate::Rate => rate(r.increase),
+                _ => unreachable!("answered above or checked by `applies`"),
+            }
+        } else {
+            match agg {
+                Aggregate::Count => Ok(r.points as f64),
+                Aggregate::Increase => Ok(r.increase),
+                Aggregate::Sum => Ok(scale.report(r.hist_sum)),
+                Aggregate::Avg if r.increase <= 0.0 => Err(Thin::NoObservations),
+                Aggregate::Avg => Ok(scale.report(r.hist_sum / r.increase)),
+                Aggregate::Rate => rate(r.increase),
+                _ => unreachable!("answered above or checked by `applies`"),
+            }
+        };
+        match value {
+            Ok(v) => values.push(v),
+            Err(t) => {
+                thin.get_or_insert(t);
+            }
+        }
+    }
+    m.value = combine(&values, how);
+    if m.value.is_none() {
+        m.gap = Some(thin_gap(thin, agg, &what, over));
+    }
+    m
+}
+
+/// The shape class of a history row's `kind` (temporality and monotonicity are not kept:
+/// what a stored query needs is only whether it holds samples or cells).
+fn shape_of_kind(kind: &str) -> Option<Shape> {
+    Some(match kind {
+        "gauge" => Shape::Gauge,
+        "sum" => Shape::Sum {
+            monotonic: false,
+            cumulative: true,
+        },
+        "histogram" => Shape::Histogram { cumulative: true },
+        "exponential_histogram" => Shape::Exponential { cumulative: true },
+        "summary" => Shape::Summary,
+        _ => return None,
+    })
+}
+
+/// The sentence for a query that matched streams but got no value from them.
+fn thin_gap(thin: Option<Thin>, agg: Aggregate, what: &str, over: &str) -> String {
+    let q = match agg {
+        Aggregate::Quantile(q) => q,
+        _ => f64::NAN,
+    };
+    match thin {
+        None => format!("no point of metric {what} {over}"),
+        Some(Thin::FewPoints) => format!(
+            "metric {what} has fewer than 2 points of its cumulative value {over} and no counter started in it, so its increase is unknown"
+        ),
+        Some(Thin::NoSpan) => {
+            format!("the points of metric {what} {over} span no time, so a rate is undefined")
+        }
+        Some(Thin::NoObservations) => {
+            format!("metric {what} recorded no observation {over}")
+        }
+        Some(Thin::NoQuantile(have)) => {
+            let have: Vec<String> = have.iter().map(f64::to_string).collect();
+            format!(
+                "summary metric {what} reports no {q} quantile (it has: {})",
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            )
+        }
+    }
+}
+
+/// The unit an answer over streams of `shape` in `unit` is given in.
+fn answer_unit(agg: Aggregate, shape: Shape, unit: &str, scale: crate::config::Scale) -> String {
+    match agg {
+        Aggregate::Count | Aggregate::Transitions { .. } => "1".to_string(),
+        Aggregate::TimeInState { .. } => "s".to_string(),
+        Aggregate::Increase if !shape.has_samples() => "1".to_string(),
+        Aggregate::Rate if !shape.has_samples() => "1/s".to_string(),
+        Aggregate::Increase | Aggregate::Sum if shape.has_samples() => unit.to_string(),
+        Aggregate::Rate => format!("{unit}/s"),
+        _ if shape.has_samples() => unit.to_string(),
+        _ => scale.report_unit(unit),
+    }
+}
+
+/// Why `agg` has no meaning for streams of `shape`, if it has none.
+fn not_applicable(agg: Aggregate, shape: Shape, what: &str) -> Option<String> {
+    if applies(agg, shape) {
+        return None;
+    }
+    let hint = if shape.has_samples() {
+        ""
+    } else {
+        " (histograms and summaries answer avg, sum, count, increase, rate and quantile)"
+    };
+    Some(format!(
+        "{agg} does not apply to metric {what}, a {}{hint}",
+        shape.kind()
+    ))
 }
 
 /// Cells that overlap the window: histogram windows are whole slots.

@@ -1618,3 +1618,112 @@ fn a_request_recorded_at_once_equals_its_points_one_by_one() {
     assert_eq!(one.store.series(None), batch.store.series(None));
     assert_eq!(one.store.close_all_slots(), batch.store.close_all_slots());
 }
+
+/// A stored baseline answers from the history's per-slot records what the live store answers
+/// from its points: with one slot covering every point, each aggregate agrees (rates are over
+/// the slot instead of between points), and what needs the points has no value.
+#[test]
+fn stored_records_answer_as_the_live_window() {
+    let e = Env::new(MetricStoreConfig {
+        slot_seconds: 400,
+        ..MetricStoreConfig::default()
+    });
+    // Counters born inside the slot: their first values count as increases in both.
+    let start = ns(0.5);
+    let b: &[f64] = &[10.0, 20.0, 50.0];
+    let mut cum = [0u64; 4];
+    for i in 0..20u64 {
+        let t = 1.0 + i as f64 * 10.0;
+        e.rec(pt(
+            "queue",
+            t,
+            gauge([4.0, 250.0, 7.0, 9.0][i as usize % 4]),
+        ))
+        .unwrap();
+        let mut c = pt("cost", t, counter(3.5 * (i + 1) as f64));
+        c.start_time_unix_nano = start;
+        e.rec(c).unwrap();
+        cum[(i % 4) as usize] += 1 + i % 3;
+        let counts = cum;
+        let total: u64 = counts.iter().sum();
+        let mut h = pt(
+            "latency",
+            t,
+            hist(
+                Tp::Cumulative,
+                b,
+                &counts,
+                12.0 * total as f64,
+                Some((1.0, 80.0)),
+            ),
+        );
+        h.unit = "ms";
+        h.start_time_unix_nano = start;
+        e.rec(h).unwrap();
+    }
+    e.at(299.0);
+    let live = |m: &str, agg| e.q(&sel(m), agg, 300);
+    let records = e.store.close_all_slots();
+    assert_eq!(records.len(), 3, "{records:?}");
+    let stored = |m: &str, agg| {
+        crate::query_stored(&records, &sel(m), agg, Combine::Sum, "stored baseline b")
+    };
+    for (metric, agg) in [
+        ("queue", A::Last),
+        ("queue", A::Min),
+        ("queue", A::Max),
+        ("queue", A::Avg),
+        ("queue", A::Count),
+        ("queue", A::Sum),
+        ("cost", A::Increase),
+        ("cost", A::Sum),
+        ("cost", A::Max),
+        ("latency", A::Count),
+        ("latency", A::Increase),
+        ("latency", A::Sum),
+        ("latency", A::Avg),
+        ("latency", A::Quantile(0.5)),
+        ("latency", A::Quantile(0.95)),
+    ] {
+        let (l, s) = (live(metric, agg), stored(metric, agg));
+        assert!(l.value.is_some(), "{metric} {agg}: {l:?}");
+        assert!(
+            close(s.value, l.value),
+            "{metric} {agg}: stored {s:?}, live {l:?}"
+        );
+        assert_eq!(
+            (s.unit.as_str(), s.kind),
+            (l.unit.as_str(), l.kind),
+            "{metric} {agg}"
+        );
+        assert_eq!((s.points, s.series), (l.points, l.series), "{metric} {agg}");
+    }
+    // A rate is the increase over the time the stream's slots cover.
+    let rate = stored("cost", A::Rate);
+    assert!(close(rate.value, Some(3.5 * 20.0 / 400.0)), "{rate:?}");
+    // What needs the points says so, never a value.
+    for (metric, agg) in [
+        ("queue", A::TimeInState { state: Some(250.0) }),
+        ("queue", A::Transitions { into: None }),
+    ] {
+        let m = stored(metric, agg);
+        assert!(m.value.is_none(), "{m:?}");
+        assert!(m.gap.unwrap().contains("keeps per-slot totals only"));
+    }
+    let m = stored("nope", A::Last);
+    assert_eq!(
+        m.gap.as_deref(),
+        Some("no stream of metric `nope` in stored baseline b was captured")
+    );
+    let m = stored("queue", A::Rate);
+    assert!(m.gap.unwrap().contains("does not apply"), "rate of a gauge");
+    // An attribute matcher selects among the records as among live streams.
+    let m = crate::query_stored(
+        &records,
+        &sel("queue").with("pool", "a"),
+        A::Last,
+        Combine::Sum,
+        "b",
+    );
+    assert!(m.value.is_none());
+}

@@ -203,6 +203,9 @@ async fn capture_baseline(
     let ops =
         slogate_history::operation_totals(&history, &req.selector, (req.from_unix, req.to_unix))
             .await?;
+    let metrics =
+        slogate_history::metric_totals(&history, &req.selector, (req.from_unix, req.to_unix))
+            .await?;
     let selector = req.selector.iter().cloned().collect();
     let b = Baseline::from_totals(
         &req.name,
@@ -210,6 +213,7 @@ async fn capture_baseline(
         (req.from_unix, req.to_unix),
         now_unix,
         ops,
+        metrics,
         req.min_requests,
     )?;
     let path = store::save(root, &b, req.replace)?;

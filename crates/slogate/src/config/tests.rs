@@ -303,6 +303,42 @@ fn notifications_validate_into_destinations() {
 }
 
 #[test]
+fn metric_criteria_against_a_stored_baseline_compare_only_span_free_numbers() {
+    let gate = |criterion: &str| {
+        format!(
+            "gates:\n  - name: a\n    service: a\n    baseline: {{stored: staging}}\n    criteria:\n      - {criterion}\n"
+        )
+    };
+    for ok in [
+        "{name: q, otlp: jobs.queue.depth, aggregate: max, compare: ratio, pass: 1.2, fail: 1.5}",
+        "{name: q, otlp: http.duration, aggregate: p95, compare: ratio, pass: 1.2, fail: 1.5}",
+        "{name: q, otlp: jobs.done, aggregate: rate, compare: ratio, pass: 1.1, fail: 1.3}",
+        "{name: q, otlp: llm.cost, aggregate: increase, divide_by: {spans: requests}, compare: ratio, pass: 1.1, fail: 1.5}",
+        "{name: q, otlp: cache.requests, where: {result: hit}, aggregate: increase, divide_by: {otlp: cache.requests, aggregate: increase}, compare: difference, pass: 0.02, fail: 0.05}",
+        // Absolute criteria never read the baseline.
+        "{name: q, otlp: breaker, aggregate: time_in_state, state: 1, pass: 5, fail: 300}",
+    ] {
+        Config::parse(&gate(ok), "slogate.yaml").unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    for (bad, want) in [
+        (
+            "{name: q, otlp: jobs.done, aggregate: increase, compare: ratio, pass: 1.2, fail: 1.5}",
+            "criterion \"q\" cannot be compared with a stored baseline: the increase of an OTLP metric grows with the span of time",
+        ),
+        (
+            "{name: q, otlp: breaker, aggregate: transitions, compare: difference, pass: 0, fail: 1}",
+            "criterion \"q\" cannot be compared with a stored baseline: an OTLP metric's transitions is measured from its points",
+        ),
+    ] {
+        let err = Config::parse(&gate(bad), "slogate.yaml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{bad}: {err}");
+        assert!(err.contains("gates[0].phases[0].criteria"), "{err}");
+    }
+}
+
+#[test]
 fn metric_keys_name_file_line_and_field() {
     let gate = |criterion: &str| {
         format!("gates:\n  - name: a\n    service: a\n    criteria:\n      - name: c\n{criterion}")

@@ -1146,16 +1146,19 @@ fn phase_config(
         ));
     }
     if stored_baseline
-        && let Some((name, _)) = measures.iter().find(|(name, _)| {
-            criteria
+        && let Some((name, why)) = measures.iter().find_map(|(name, q)| {
+            let relative = criteria
                 .iter()
-                .any(|c| &c.name == *name && c.check.is_relative())
+                .any(|c| &c.name == name && c.check.is_relative());
+            stored_comparison_problem(q)
+                .filter(|_| relative)
+                .map(|why| (name, why))
         })
     {
         return Err(invalid(
             &pat("criteria"),
             format!(
-                "criterion {name:?} compares an OTLP metric with a stored baseline, which holds span data only; compare it absolutely or with a live baseline cohort"
+                "criterion {name:?} cannot be compared with a stored baseline: {why}; compare it absolutely or with a live baseline cohort"
             ),
         ));
     }
@@ -1191,6 +1194,33 @@ fn phase_config(
         window_seconds,
         spec,
         measures,
+    })
+}
+
+/// Why an OTLP metric query cannot be compared with a stored baseline, if it cannot. A stored
+/// baseline keeps each stream's per-slot totals merged over its range: time in a state and
+/// transitions need the points; a count, increase or sum grows with the span of time, which
+/// differs from the gate's window (a ratio of two selections, or per span request, does not).
+fn stored_comparison_problem(q: &MetricQuery) -> Option<String> {
+    use slogate_metrics::Aggregate as A;
+    let aggregates = std::iter::once(&q.numerator).chain(match &q.divide_by {
+        Some(crate::config::Divisor::Metric(d)) => Some(d),
+        _ => None,
+    });
+    for m in aggregates {
+        if matches!(m.aggregate, A::TimeInState { .. } | A::Transitions { .. }) {
+            return Some(format!(
+                "an OTLP metric's {} is measured from its points, and a stored baseline keeps per-slot totals",
+                m.aggregate
+            ));
+        }
+    }
+    let spans_dependent = matches!(q.numerator.aggregate, A::Count | A::Increase | A::Sum);
+    (q.divide_by.is_none() && spans_dependent).then(|| {
+        format!(
+            "the {} of an OTLP metric grows with the span of time, and a stored baseline covers another span than the window (compare a rate, or divide by another selection or by requests)",
+            q.numerator.aggregate
+        )
     })
 }
 

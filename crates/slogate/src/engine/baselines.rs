@@ -137,6 +137,19 @@ pub struct BaselineSummary {
     pub captured_at: String,
     pub total: CohortView,
     pub operations: Vec<CohortView>,
+    /// The OTLP metrics captured, one entry per metric name (streams merged over the range).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricView>,
+}
+
+/// One metric of a stored baseline: how many streams and points it captured.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MetricView {
+    pub metric: String,
+    pub kind: String,
+    pub unit: String,
+    pub streams: u64,
+    pub points: u64,
 }
 
 /// One cohort of a stored baseline: an operation's totals, or the total (`operation: null`).
@@ -193,5 +206,27 @@ pub fn summary(b: &Baseline) -> BaselineSummary {
         captured_at: slogate_history::rfc3339(b.captured_at_unix),
         total: cohort(&b.total),
         operations: b.operations.iter().map(cohort).collect(),
+        metrics: metric_views(&b.metrics),
     }
+}
+
+/// Per metric name (the records are sorted by metric), its streams and points.
+fn metric_views(records: &[slogate_core::MetricSlotRecord]) -> Vec<MetricView> {
+    let mut out: Vec<MetricView> = Vec::new();
+    for r in records {
+        match out.last_mut() {
+            Some(v) if v.metric == r.metric => {
+                v.streams += 1;
+                v.points += r.points;
+            }
+            _ => out.push(MetricView {
+                metric: r.metric.clone(),
+                kind: r.kind.clone(),
+                unit: r.unit.clone(),
+                streams: 1,
+                points: r.points,
+            }),
+        }
+    }
+    out
 }

@@ -336,7 +336,7 @@ impl Gates {
         &self,
         g: &GateConfig,
         name: &str,
-    ) -> Result<(CohortData, StoredRef), GateError> {
+    ) -> Result<(CohortData, StoredRef, Arc<slogate_history::Baseline>), GateError> {
         use slogate_history::BaselineError;
         let b = self.baselines.get(name).map_err(|e| match e {
             BaselineError::NotFound(n) => GateError::UnknownBaseline(n),
@@ -387,6 +387,7 @@ impl Gates {
                 ..Default::default()
             },
             reference,
+            b,
         ))
     }
 
@@ -563,7 +564,7 @@ impl Gates {
             return Err(GateError::SameCohort(canary_sel.to_string()));
         }
         let baseline_label = match &stored {
-            Some((_, r)) => format!("stored:{} ({})", r.name, r.selector),
+            Some((_, r, _)) => format!("stored:{} ({})", r.name, r.selector),
             None => baseline_sel.to_string(),
         };
         let now = self.registry.now_unix();
@@ -617,7 +618,14 @@ impl Gates {
         };
         let canary_data = measured(&canary_sel, query(&canary_sel));
         let (baseline_data, stored_ref) = match stored {
-            Some((data, reference)) => (Some(data), Some(reference)),
+            Some((mut data, reference, b)) => {
+                let source = format!("stored baseline {}", reference.name);
+                for (name, q) in &p.measures {
+                    let m = super::measure::measure_stored(&b.metrics, &source, q, &data);
+                    data.measured.insert(name.clone(), m);
+                }
+                (Some(data), Some(reference))
+            }
             None => (
                 baseline_given.then(|| measured(&baseline_sel, query(&baseline_sel))),
                 None,

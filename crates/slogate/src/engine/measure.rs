@@ -22,8 +22,36 @@ pub fn measure(
             ..Measured::default()
         };
     };
-    let read =
-        |m: &MetricSelect| store.query(sel, &m.selection, m.aggregate, m.combine, window_seconds);
+    measure_with(
+        &|m: &MetricSelect| store.query(sel, &m.selection, m.aggregate, m.combine, window_seconds),
+        q,
+        spans,
+    )
+}
+
+/// Measures `q` over a stored baseline's metric streams (`records`, merged over its range);
+/// `spans` is the baseline's span totals, `source` names it in the sentences.
+pub fn measure_stored(
+    records: &[slogate_core::MetricSlotRecord],
+    source: &str,
+    q: &MetricQuery,
+    spans: &CohortData,
+) -> Measured {
+    measure_with(
+        &|m: &MetricSelect| {
+            slogate_metrics::query_stored(records, &m.selection, m.aggregate, m.combine, source)
+        },
+        q,
+        spans,
+    )
+}
+
+/// `q` from `read`, which answers one selection (live or stored), divided as `q` says.
+fn measure_with(
+    read: &dyn Fn(&MetricSelect) -> Measure,
+    q: &MetricQuery,
+    spans: &CohortData,
+) -> Measured {
     let num = read(&q.numerator);
     let unit = display_unit(&q.numerator, &num);
     let (value, points, series, error_bound, gap, unit) = match &q.divide_by {

@@ -70,5 +70,19 @@ pub fn show_text(b: &Baseline) -> String {
     };
     rows.extend(std::iter::once(&s.total).chain(&s.operations).map(row));
     out.push_str(&aligned(&rows));
+    if !s.metrics.is_empty() {
+        let _ = writeln!(out, "\nOTLP metrics captured:");
+        let mut rows = vec![header(&["metric", "kind", "unit", "streams", "points"])];
+        rows.extend(s.metrics.iter().map(|m| {
+            vec![
+                m.metric.clone(),
+                m.kind.clone(),
+                m.unit.clone(),
+                m.streams.to_string(),
+                m.points.to_string(),
+            ]
+        }));
+        out.push_str(&aligned(&rows));
+    }
     out
 }

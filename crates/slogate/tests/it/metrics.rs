@@ -806,3 +806,177 @@ fn metric_slots_reach_the_sql_history() {
     assert_eq!(rows[1][0], "jobs.queue.depth");
     assert_eq!(rows[1][3].as_f64(), Some(12.0), "{rows:?}");
 }
+
+/// A delta histogram of `values` (milliseconds) over fixed buckets, one point at `t`.
+fn durations(name: &str, t: u64, values: &[f64]) -> Metric {
+    let bounds = vec![10.0, 20.0, 40.0, 80.0, 160.0, 320.0];
+    let mut counts = vec![0u64; bounds.len() + 1];
+    for v in values {
+        counts[bounds.partition_point(|b| b < v)] += 1;
+    }
+    Metric {
+        name: name.into(),
+        unit: "ms".into(),
+        data: Some(metric::Data::Histogram(Histogram {
+            data_points: vec![HistogramDataPoint {
+                time_unix_nano: t,
+                start_time_unix_nano: t - SEC,
+                count: values.len() as u64,
+                sum: Some(values.iter().sum()),
+                bucket_counts: counts,
+                explicit_bounds: bounds,
+                ..Default::default()
+            }],
+            aggregation_temporality: AggregationTemporality::Delta as i32,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The staging run's metrics captured as a stored baseline (a metrics-only service: no spans),
+/// then canaries judged against it: the same numbers pass, a doubled queue and slower jobs fail,
+/// a metric the baseline never captured is no data.
+#[test]
+fn metric_criteria_compare_with_a_stored_baseline() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("history");
+    let dir_s = dir.to_str().unwrap();
+    let config = format!(
+        "{}history:\n  dir: {dir_s}\n  flush_interval: 1s\ngates:\n  - name: release\n    service: jobs\n    window: 1m\n    \
+         canary: {{version: v2}}\n    baseline: {{stored: jobs-v1}}\n    criteria:\n      \
+         - {{name: queue-vs-v1, otlp: jobs.queue.depth, aggregate: max, compare: ratio, pass: 1.2, fail: 1.5}}\n      \
+         - {{name: p95-vs-v1, otlp: job.duration, aggregate: p95, compare: ratio, pass: 1.2, fail: 1.5}}\n  \
+         - name: uncaptured\n    service: jobs\n    window: 1m\n    canary: {{version: v2}}\n    baseline: {{stored: jobs-v1}}\n    criteria:\n      \
+         - {{name: inflight-vs-v1, otlp: jobs.inflight, aggregate: max, compare: ratio, pass: 1.2, fail: 1.5}}\n",
+        fast()
+    );
+    let server = Server::start(&config);
+    let job_ms: Vec<f64> = (0..200).map(|i| 5.0 + f64::from(i) * 0.6).collect();
+    let run = |version: &str, depths: [f64; 3], scale: f64| {
+        let t = now_ns();
+        let slower: Vec<f64> = job_ms.iter().map(|v| v * scale).collect();
+        let queue = gauge(
+            "jobs.queue.depth",
+            depths
+                .iter()
+                .enumerate()
+                .map(|(i, &d)| point(0, t - (3 - i as u64) * SEC, d, &[("queue", "jobs")]))
+                .collect(),
+        );
+        let inflight = gauge("jobs.inflight", vec![point(0, t - SEC, 3.0, &[])]);
+        let mut metrics = vec![queue, durations("job.duration", t - SEC, &slower)];
+        if version != "v1" {
+            metrics.push(inflight);
+        }
+        send(&server, "jobs", version, "pod-1", metrics);
+    };
+    run("v1", [100.0, 120.0, 110.0], 1.0);
+    // The staging run's slots reach the history: 3 gauge points and 1 histogram point.
+    let sql = "SELECT sum(points) FROM metrics WHERE service = 'jobs' AND version = 'v1'";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = server.sql(sql);
+        assert_eq!(status, 200, "{body}");
+        if body["rows"][0][0].as_u64() == Some(4) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "v1's metric slots never reached the history: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let capture = |name: &str, version: &str| {
+        crate::harness::slogate(&[
+            "baseline",
+            "capture",
+            "--name",
+            name,
+            "--service",
+            "jobs",
+            "--version",
+            version,
+            "--from",
+            "-10m",
+            "--to",
+            "now",
+            "--dir",
+            dir_s,
+        ])
+    };
+    let (code, _, err) = capture("nothing", "v9");
+    assert_eq!(
+        code, 2,
+        "no spans and no metrics: refused, never saved empty: {err}"
+    );
+    let (code, out, err) = capture("jobs-v1", "v1");
+    assert_eq!(code, 0, "a metrics-only baseline: {out}{err}");
+    assert!(out.contains("OTLP metrics captured"), "{out}");
+    let (code, out, _) = crate::harness::slogate(&[
+        "baseline", "show", "jobs-v1", "--format", "json", "--dir", dir_s,
+    ]);
+    assert_eq!(code, 0);
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["total"]["requests"], 0, "{shown:#}");
+    let metrics = shown["metrics"].as_array().unwrap();
+    let names: Vec<(&str, u64, u64)> = metrics
+        .iter()
+        .map(|m| {
+            (
+                m["metric"].as_str().unwrap(),
+                m["streams"].as_u64().unwrap(),
+                m["points"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("job.duration", 1, 1), ("jobs.queue.depth", 1, 3)],
+        "{shown:#}"
+    );
+
+    // The same numbers from the canary: ratios of 1, pass.
+    run("v2", [100.0, 120.0, 110.0], 1.0);
+    let doc = verdict(&server, "release", "");
+    assert_eq!(doc["verdict"], "pass", "{doc:#}");
+    assert!(
+        doc["baseline"]["selector"]
+            .as_str()
+            .unwrap()
+            .starts_with("stored:jobs-v1"),
+        "{doc:#}"
+    );
+    let q = criterion(&doc, "queue-vs-v1");
+    assert_eq!(q["baseline"].as_f64(), Some(120.0), "{q:#}");
+    assert_eq!(q["observed"].as_f64(), Some(120.0), "{q:#}");
+    let p95 = criterion(&doc, "p95-vs-v1");
+    let (canary, base) = (
+        p95["observed"].as_f64().unwrap(),
+        p95["baseline"].as_f64().unwrap(),
+    );
+    assert!(close(canary, base, 1e-9), "same buckets, same p95: {p95:#}");
+    assert!(base > 100.0 && base < 160.0, "{p95:#}");
+
+    // A doubled queue and jobs 1.8x slower: both criteria fail against the stored numbers.
+    run("v3", [150.0, 260.0, 240.0], 1.8);
+    let doc = verdict(&server, "release", "canary.version=v3");
+    assert_eq!(doc["verdict"], "fail", "{doc:#}");
+    assert_eq!(doc["decision"], "rollback");
+    let q = criterion(&doc, "queue-vs-v1");
+    assert_eq!(q["result"], "fail", "{q:#}");
+    assert_eq!(q["observed"].as_f64(), Some(260.0), "{q:#}");
+    assert_eq!(criterion(&doc, "p95-vs-v1")["result"], "fail", "{doc:#}");
+
+    // A metric the baseline does not hold: no data, the rollout holds, the reason says so.
+    let doc = verdict(&server, "uncaptured", "");
+    assert_eq!(doc["verdict"], "inconclusive", "{doc:#}");
+    let c = criterion(&doc, "inflight-vs-v1");
+    assert_eq!(c["result"], "no_data", "{c:#}");
+    let reason = c["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(
+            "no stream of metric `jobs.inflight` in stored baseline jobs-v1 was captured"
+        ),
+        "{reason}"
+    );
+}
