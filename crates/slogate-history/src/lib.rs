@@ -43,8 +43,9 @@
 //!
 //! Only `sketch` is nullable, so that the sketch functions skip the rows that have none. The
 //! same files, compaction (sorted by service, metric, slot_start, then the rest of the stream
-//! key), retention and quarantine as `requests`. Stored baselines merge a selection's streams
-//! over a range ([`metric_totals`]).
+//! key), retention and quarantine as `requests`. A restarting instance reads its recent rows back
+//! into the metric store ([`History::load_metrics_since`]); stored baselines merge a selection's
+//! streams over a range ([`metric_totals`]).
 //!
 //! # Files
 //!

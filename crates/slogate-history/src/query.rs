@@ -34,8 +34,8 @@ use crate::quarantine::read_checked;
 use crate::schema::{Table, batch_to_rows, validate_extra_dims};
 use crate::store::Store;
 use crate::udf::{sketch_udafs, sketch_udfs};
-use crate::writer::REQUESTS_TABLE;
-use slogate_core::SlotRecord;
+use crate::writer::{METRICS_TABLE, REQUESTS_TABLE};
+use slogate_core::{MetricSlotRecord, SlotRecord};
 
 /// The answer of [`History::sql`], ready for a JSON API.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -255,6 +255,23 @@ impl History {
         .await
         .map_err(|e| HistoryError::Query(DataFusionError::External(Box::new(e))))?
     }
+
+    /// Every `metrics` row with `slot_start >= since_unix`, ordered by slot start: what a
+    /// restarting instance gives its metric store, files checked as [`History::load_since`]
+    /// does.
+    pub async fn load_metrics_since(
+        &self,
+        since_unix: i64,
+    ) -> Result<Vec<MetricSlotRecord>, HistoryError> {
+        let shared = self.root.swap_lock().read_owned().await;
+        let (store, extra) = (self.root.clone(), self.extra_dims.clone());
+        tokio::task::spawn_blocking(move || {
+            let _shared = shared;
+            load_metric_rows(&store, &extra, since_unix)
+        })
+        .await
+        .map_err(|e| HistoryError::Query(DataFusionError::External(Box::new(e))))?
+    }
 }
 
 /// [`History::load_since`], blocking.
@@ -263,8 +280,50 @@ fn load_rows(
     extra_dims: &[String],
     since_unix: i64,
 ) -> Result<Vec<SlotRecord>, HistoryError> {
+    let mut rows = load_table(store, REQUESTS_TABLE, extra_dims, since_unix, |b, extra| {
+        batch_to_rows(b, extra)
+    })?;
+    rows.retain(|r| r.slot_start_unix >= since_unix);
+    rows.sort_by(|a, b| {
+        a.slot_start_unix
+            .cmp(&b.slot_start_unix)
+            .then_with(|| a.key.cmp(&b.key))
+    });
+    Ok(rows)
+}
+
+/// [`History::load_metrics_since`], blocking.
+fn load_metric_rows(
+    store: &Store,
+    extra_dims: &[String],
+    since_unix: i64,
+) -> Result<Vec<MetricSlotRecord>, HistoryError> {
+    let mut rows = load_table(store, METRICS_TABLE, extra_dims, since_unix, |b, extra| {
+        crate::schema::batch_to_metric_rows(b, extra)
+    })?;
+    rows.retain(|r| r.slot_start_unix >= since_unix);
+    rows.sort_by(|a, b| {
+        (a.slot_start_unix, &a.metric, &a.service, &a.instance).cmp(&(
+            b.slot_start_unix,
+            &b.metric,
+            &b.service,
+            &b.instance,
+        ))
+    });
+    Ok(rows)
+}
+
+/// Every row of `table` in the hour partitions that can hold rows from `since_unix` on, each
+/// file read whole and checked; an unreadable one is quarantined (or logged) and skipped.
+fn load_table<R>(
+    store: &Store,
+    table: &str,
+    extra_dims: &[String],
+    since_unix: i64,
+    rows_of: impl Fn(&RecordBatch, &[String]) -> Result<Vec<R>, HistoryError>,
+) -> Result<Vec<R>, HistoryError> {
     let mut rows = Vec::new();
-    for entry in store.list(REQUESTS_TABLE)? {
+    for entry in store.list(table)? {
         let Some(start) = partition_of_key(&entry.key) else {
             continue;
         };
@@ -281,17 +340,12 @@ fn load_rows(
             }
         };
         match read_checked(&entry.key, bytes)
-            .and_then(|batches| rows_since(&batches, extra_dims, since_unix))
+            .and_then(|batches| rows_in(&batches, extra_dims, &rows_of))
         {
             Ok(found) => rows.extend(found),
             Err(reason) => quarantine_or_log(store, &entry.key, &reason),
         }
     }
-    rows.sort_by(|a, b| {
-        a.slot_start_unix
-            .cmp(&b.slot_start_unix)
-            .then_with(|| a.key.cmp(&b.key))
-    });
     Ok(rows)
 }
 
@@ -305,11 +359,13 @@ pub(crate) fn quarantine_or_log(store: &Store, key: &str, reason: &str) {
 /// The rows of a file's batches with `slot_start >= since_unix`. Extra dimensions the file
 /// lacks (written before they were configured) read as empty; a missing or mistyped fixed
 /// column makes the file unreadable.
-fn rows_since(
+/// The rows of `batches`, read by `rows_of`; a file written before an extra dimension was
+/// configured reads it as empty.
+fn rows_in<R>(
     batches: &[RecordBatch],
     extra_dims: &[String],
-    since_unix: i64,
-) -> Result<Vec<SlotRecord>, String> {
+    rows_of: &impl Fn(&RecordBatch, &[String]) -> Result<Vec<R>, HistoryError>,
+) -> Result<Vec<R>, String> {
     let mut out = Vec::new();
     for batch in batches {
         let mut batch = batch.clone();
@@ -324,8 +380,7 @@ fn rows_since(
                     .map_err(|e| e.to_string())?;
             }
         }
-        let rows = batch_to_rows(&batch, extra_dims).map_err(|e| e.to_string())?;
-        out.extend(rows.into_iter().filter(|r| r.slot_start_unix >= since_unix));
+        out.extend(rows_of(&batch, extra_dims).map_err(|e| e.to_string())?);
     }
     Ok(out)
 }

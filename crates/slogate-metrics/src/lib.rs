@@ -71,6 +71,14 @@
 //!   pending increments with it. A known stream records without allocating once its buffers
 //!   have grown (a new cell reuses the sketch bytes of a pruned one).
 //!
+//! # Restarts
+//!
+//! [`MetricStore::restore`] takes the history's per-slot rows of the time before the store
+//! started; queries add the restored slots that start in their window to the live points of
+//! the same stream (a cumulative sum's first point since is bridged to the last restored
+//! value), and time in a state or transitions over a window that reaches before the start
+//! have no value. See `restored`.
+//!
 //! # Histograms as sketches
 //!
 //! - Values map to the sketch's `u64`: nanoseconds for duration units (`ns`, `us`, `ms`, `s`,
@@ -155,11 +163,13 @@ mod index;
 mod pending;
 mod prefetch;
 mod query;
+mod restored;
 mod store;
 mod stream;
 
 pub use config::MetricStoreConfig;
 pub use query::{Aggregate, Combine, Measure, Selection, query_stored};
+pub use restored::RestoreReport;
 pub use store::{MetricStore, StreamInfo};
 pub use stream::OVERFLOW_ATTRIBUTE;
 

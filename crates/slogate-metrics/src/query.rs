@@ -1,8 +1,9 @@
 //! Window queries over the metric store: selections, aggregates, how streams combine, and the
 //! [`Measure`] that says what was found and, when nothing usable was, why.
 
+use crate::restored::{Restored, RestoredSlot, RestoredStream};
 use crate::store::{MetricStore, NS};
-use crate::stream::{Data, HAS_INC, Shape, Stream, StreamKey, exp_base};
+use crate::stream::{Data, FIRST, HAS_INC, Shape, Stream, StreamKey, exp_base};
 use serde::Serialize;
 use slogate_core::{MetricSlotRecord, Selector};
 use slogate_sketch::{RELATIVE_ERROR, Sketch, nearest_rank};
@@ -200,14 +201,9 @@ enum Thin {
     NoObservations,
     /// A summary without the asked quantile; the ones it has.
     NoQuantile(Vec<f64>),
-}
-
-/// One stream's contribution.
-struct Part {
-    value: Result<f64, Thin>,
-    points: u64,
-    from: u64,
-    to: u64,
+    /// Time in a state or transitions over a window that reaches back before the store
+    /// started, whose slots are restored as totals: seconds until the window has passed it.
+    BeforeRestart(u64),
 }
 
 fn applies(agg: Aggregate, shape: Shape) -> bool {
@@ -364,28 +360,105 @@ impl MetricStore {
             gap: None,
         };
         let (mut from, mut to) = (u64::MAX, 0u64);
+        let restored = self.restored.read();
+        let only = restored_only(&restored, cohort, sel, &self.cfg.extra_dims, &streams);
         if let (Aggregate::Quantile(q), false) = (agg, shape == Shape::Summary) {
-            return self.histogram_quantile(&streams, &guards, q, ws, m, &what, &over);
+            let matched = streams
+                .iter()
+                .filter_map(|s| restored.streams.get(s.key.packed()))
+                .map(|r| (r, false))
+                .chain(only.iter().map(|r| (*r, true)))
+                .filter(|(r, _)| r.kind == shape.kind() && r.unit == first.unit);
+            let mut before: Vec<(&RestoredSlot, bool)> = Vec::new();
+            for (r, alone) in matched {
+                before.extend(r.in_window(ws).iter().map(|x| (x, alone)));
+            }
+            let alone = only
+                .iter()
+                .filter(|r| r.kind == shape.kind() && !r.in_window(ws).is_empty())
+                .count() as u64;
+            return self
+                .histogram_quantile(&streams, &guards, &before, alone, q, ws, m, &what, &over);
         }
         let mut values = Vec::new();
         let mut thin: Option<Thin> = None;
-        for (s, g) in streams.iter().zip(&guards) {
-            let part = if shape.has_samples() {
-                sample_part(&g.data, s.shape, agg, ws, now, stale_ns)
-            } else {
-                cell_part(&g.data, s, agg, ws, lim.slot_ns)
-            };
-            let Some(part) = part else { continue };
-            m.points += part.points;
+        let mut add = |value: Result<f64, Thin>, points: u64, (f, t): (u64, u64)| {
+            m.points += points;
             m.series += 1;
-            from = from.min(part.from);
-            to = to.max(part.to);
-            match part.value {
+            from = from.min(f);
+            to = to.max(t);
+            match value {
                 Ok(v) => values.push(v),
                 Err(t) => {
                     thin.get_or_insert(t);
                 }
             }
+        };
+        let state = matches!(
+            agg,
+            Aggregate::TimeInState { .. } | Aggregate::Transitions { .. }
+        );
+        for (s, g) in streams.iter().zip(&guards) {
+            let known = restored
+                .streams
+                .get(s.key.packed())
+                .filter(|r| r.kind == shape.kind());
+            let before = known.filter(|r| !r.in_window(ws).is_empty());
+            if state {
+                let Some((v, n, f, t)) = state_value(&g.data, agg, ws, now, stale_ns) else {
+                    continue;
+                };
+                // The state between the window's start and the first point since the restart
+                // is not in the history.
+                let value = match known {
+                    Some(_) if ws < restored.until_ns => {
+                        Err(Thin::BeforeRestart((restored.until_ns - ws).div_ceil(NS)))
+                    }
+                    _ => Ok(v),
+                };
+                add(value, n, (f, t));
+                continue;
+            }
+            let live = if shape.has_samples() {
+                sample_totals(&g.data, s.shape, ws)
+            } else {
+                cell_totals(&g.data, agg, s.scale, ws, lim.slot_ns)
+            };
+            let mut t = match (live, before) {
+                (Some(t), _) => t,
+                (None, Some(_)) => Totals::empty(),
+                (None, None) => continue,
+            };
+            if let Some(r) = before {
+                for slot in r.in_window(ws) {
+                    t.add_slot(&SlotTotals::of_restored(slot), ws);
+                }
+                bridge_restart(&mut t, &g.data, s.shape, r, ws, restored.until_ns);
+            }
+            add(t.value(shape, agg, s.scale), t.points, t.span(shape, agg));
+        }
+        // Streams that reported before the restart only.
+        for r in only {
+            if r.kind != shape.kind() || r.unit != first.unit || r.in_window(ws).is_empty() {
+                continue;
+            }
+            if state {
+                // A restored slot starts inside the window, so the window reaches before the
+                // restart.
+                add(
+                    Err(Thin::BeforeRestart(
+                        (restored.until_ns.saturating_sub(ws)).div_ceil(NS),
+                    )),
+                    r.in_window(ws).iter().map(|x| x.points).sum(),
+                    (ws, restored.until_ns),
+                );
+                continue;
+            }
+            let mut t = Totals::empty();
+            for slot in r.in_window(ws) {
+                t.add_slot(&SlotTotals::of_restored(slot), ws);
+            }
+            add(t.value(shape, agg, scale), t.points, t.span(shape, agg));
         }
         if to > from {
             m.seconds = (to - from) as f64 / 1e9;
@@ -397,11 +470,15 @@ impl MetricStore {
         m
     }
 
+    /// A histogram quantile over the live cells and `before`, the restored slots in the
+    /// window (each marked when its stream has no live points: `alone` such streams).
     #[allow(clippy::too_many_arguments)]
     fn histogram_quantile(
         &self,
         streams: &[Arc<Stream>],
         guards: &[parking_lot::MutexGuard<'_, crate::stream::StreamState>],
+        before: &[(&RestoredSlot, bool)],
+        alone: u64,
         q: f64,
         ws: u64,
         mut m: Measure,
@@ -434,6 +511,18 @@ impl MetricStore {
                 m.series += 1;
             }
         }
+        for (slot, _) in before {
+            let n = if slot.sketch.is_empty() {
+                0
+            } else {
+                sketch.merge_encoded_trusted(&slot.sketch)
+            };
+            neg += (slot.increase.round() as u64).saturating_sub(n);
+            m.points += slot.points;
+            from = from.min(slot.start_ns.max(ws));
+            to = to.max(slot.last_t);
+        }
+        m.series += alone;
         if to > from {
             m.seconds = (to - from) as f64 / 1e9;
         }
@@ -473,6 +562,10 @@ impl MetricStore {
                 (Some(a), Some(b)) => Some(a.max(b)),
                 _ => None,
             };
+        }
+        // A stream known from restored totals only has no buckets to bound the answer by.
+        if alone > 0 {
+            rel = None;
         }
         m.error_bound = rel.map(|r| (r + RELATIVE_ERROR) / (1.0 - RELATIVE_ERROR));
         m
@@ -623,40 +716,9 @@ pub fn query_stored(
     let mut values = Vec::new();
     let mut thin = None;
     for r in matched.iter().filter(|r| r.points > 0) {
-        let seconds = f64::from(r.slot_seconds);
-        let rate = |inc: f64| {
-            if seconds > 0.0 {
-                Ok(inc / seconds)
-            } else {
-                Err(Thin::NoSpan)
-            }
-        };
-        let value = if shape.has_samples() {
-            let few = shape.cumulative() && r.points < 2 && r.increase == 0.0;
-            match agg {
-                Aggregate::Last => Ok(r.last),
-                Aggregate::Min => Ok(r.min),
-                Aggregate::Max => Ok(r.max),
-                Aggregate::Avg => Ok(r.value_sum / r.points as f64),
-                Aggregate::Count => Ok(r.points as f64),
-                Aggregate::Sum if shape == Shape::Gauge => Ok(r.value_sum),
-                _ if few => Err(Thin::FewPoints),
-                Aggregate::Sum | Aggregate::Increase => Ok(r.increase),
-                Aggregate::Rate => rate(r.increase),
-                _ => unreachable!("answered above or checked by `applies`"),
-            }
-        } else {
-            match agg {
-                Aggregate::Count => Ok(r.points as f64),
-                Aggregate::Increase => Ok(r.increase),
-                Aggregate::Sum => Ok(scale.report(r.hist_sum)),
-                Aggregate::Avg if r.increase <= 0.0 => Err(Thin::NoObservations),
-                Aggregate::Avg => Ok(scale.report(r.hist_sum / r.increase)),
-                Aggregate::Rate => rate(r.increase),
-                _ => unreachable!("answered above or checked by `applies`"),
-            }
-        };
-        match value {
+        let mut t = Totals::empty();
+        t.add_slot(&SlotTotals::of_record(r), 0);
+        match t.value(shape, agg, scale) {
             Ok(v) => values.push(v),
             Err(t) => {
                 thin.get_or_insert(t);
@@ -703,6 +765,9 @@ fn thin_gap(thin: Option<Thin>, agg: Aggregate, what: &str, over: &str) -> Strin
         Some(Thin::NoObservations) => {
             format!("metric {what} recorded no observation {over}")
         }
+        Some(Thin::BeforeRestart(seconds)) => format!(
+            "{agg} of metric {what} {over} reaches back before slogate started, where the history keeps per-slot totals only, not the points; known again in {seconds} s"
+        ),
         Some(Thin::NoQuantile(have)) => {
             let have: Vec<String> = have.iter().map(f64::to_string).collect();
             format!(
@@ -745,6 +810,30 @@ fn not_applicable(agg: Aggregate, shape: Shape, what: &str) -> Option<String> {
         "{agg} does not apply to metric {what}, a {}{hint}",
         shape.kind()
     ))
+}
+
+/// The restored streams of `sel` in `cohort` that have no live stream among `live`.
+fn restored_only<'a>(
+    restored: &'a Restored,
+    cohort: &Selector,
+    sel: &Selection,
+    extra: &[String],
+    live: &[Arc<Stream>],
+) -> Vec<&'a RestoredStream> {
+    if restored.streams.is_empty() {
+        return Vec::new();
+    }
+    restored
+        .by_metric
+        .iter()
+        .filter(|((svc, metric), _)| {
+            *metric == sel.metric && cohort.service().is_none_or(|s| s == svc)
+        })
+        .flat_map(|(_, keys)| keys.iter())
+        .filter_map(|k| restored.streams.get(k))
+        .filter(|r| cohort_matches(cohort, &r.key, extra) && sel.matches(&r.key))
+        .filter(|r| !live.iter().any(|s| s.key.packed() == r.key.packed()))
+        .collect()
 }
 
 /// Cells that overlap the window: histogram windows are whole slots.
@@ -805,59 +894,264 @@ fn explicit_bound(bounds: &[f64], x: f64, vmin: f64, vmax: f64) -> Option<f64> {
     Some(worst)
 }
 
-/// A gauge or sum stream's part; `None` when it has no point in the window.
-fn sample_part(
+/// What one stream holds in the window, before it becomes a value: its live points and the
+/// restored slots (see `crate::restored`) alike.
+#[derive(Debug, Clone)]
+struct Totals {
+    points: u64,
+    /// Over the point values of gauges and sums.
+    min: f64,
+    max: f64,
+    last: f64,
+    last_t: u64,
+    value_sum: f64,
+    /// A sum's increase, or a histogram's or summary's count increase.
+    inc: f64,
+    /// A histogram's or summary's sum increase.
+    hist_sum: f64,
+    /// Whether any increase is known (a cumulative stream needs two points, or a start).
+    increments: bool,
+    /// Where the data starts, where its increases start, where it ends.
+    from: u64,
+    inc_from: u64,
+    to: u64,
+    /// A summary's asked quantile, or why it has none.
+    quantile: Option<Result<f64, Thin>>,
+}
+
+impl Totals {
+    fn empty() -> Totals {
+        Totals {
+            points: 0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            last: 0.0,
+            last_t: 0,
+            value_sum: 0.0,
+            inc: 0.0,
+            hist_sum: 0.0,
+            increments: false,
+            from: u64::MAX,
+            inc_from: u64::MAX,
+            to: 0,
+            quantile: None,
+        }
+    }
+
+    /// Adds one slot's totals (restored, or a stored baseline's range) that starts at
+    /// `start` (clipped to `ws`) and ends at `end`.
+    fn add_slot(&mut self, r: &SlotTotals, ws: u64) {
+        if r.points == 0 {
+            return;
+        }
+        self.points += r.points;
+        self.min = self.min.min(r.min);
+        self.max = self.max.max(r.max);
+        if r.last_t >= self.last_t {
+            self.last = r.last;
+            self.last_t = r.last_t;
+        }
+        self.value_sum += r.value_sum;
+        self.inc += r.increase;
+        self.hist_sum += r.hist_sum;
+        if r.points >= 2 || r.increase != 0.0 {
+            self.increments = true;
+            self.inc_from = self.inc_from.min(r.start.max(ws));
+        }
+        self.from = self.from.min(r.start.max(ws));
+        self.to = self.to.max(r.end);
+    }
+
+    /// The value of `agg` (not time in state, transitions or a histogram quantile).
+    fn value(
+        &self,
+        shape: Shape,
+        agg: Aggregate,
+        scale: crate::config::Scale,
+    ) -> Result<f64, Thin> {
+        let rate = |inc: f64| {
+            if self.to > self.inc_from {
+                Ok(inc / ((self.to - self.inc_from) as f64 / 1e9))
+            } else {
+                Err(Thin::NoSpan)
+            }
+        };
+        if shape.has_samples() {
+            return match agg {
+                Aggregate::Last => Ok(self.last),
+                Aggregate::Min => Ok(self.min),
+                Aggregate::Max => Ok(self.max),
+                Aggregate::Avg => Ok(self.value_sum / self.points as f64),
+                Aggregate::Count => Ok(self.points as f64),
+                Aggregate::Sum if shape == Shape::Gauge => Ok(self.value_sum),
+                _ if !self.increments => Err(Thin::FewPoints),
+                Aggregate::Sum | Aggregate::Increase => Ok(self.inc),
+                Aggregate::Rate => rate(self.inc),
+                _ => unreachable!("answered elsewhere or checked by `applies`"),
+            };
+        }
+        match agg {
+            Aggregate::Count => Ok(self.points as f64),
+            Aggregate::Quantile(_) => self
+                .quantile
+                .clone()
+                .unwrap_or(Err(Thin::NoQuantile(Vec::new()))),
+            _ if !self.increments => Err(Thin::FewPoints),
+            Aggregate::Increase => Ok(self.inc),
+            Aggregate::Sum => Ok(scale.report(self.hist_sum)),
+            Aggregate::Avg if self.inc <= 0.0 => Err(Thin::NoObservations),
+            Aggregate::Avg => Ok(scale.report(self.hist_sum / self.inc)),
+            Aggregate::Rate => rate(self.inc),
+            _ => unreachable!("answered elsewhere or checked by `applies`"),
+        }
+    }
+
+    /// The time the value covers: from its increases for increases and rates of sums.
+    fn span(&self, shape: Shape, agg: Aggregate) -> (u64, u64) {
+        let increases = !shape.has_samples()
+            || matches!(agg, Aggregate::Increase | Aggregate::Rate)
+            || (agg == Aggregate::Sum && shape != Shape::Gauge);
+        let from = if increases && self.increments {
+            self.inc_from
+        } else if shape.has_samples() {
+            self.from
+        } else {
+            self.to
+        };
+        (from.min(self.to), self.to)
+    }
+}
+
+/// One slot's (or one stored range's) totals, as the history keeps them.
+pub(crate) struct SlotTotals {
+    pub start: u64,
+    pub end: u64,
+    pub points: u64,
+    pub min: f64,
+    pub max: f64,
+    pub last: f64,
+    pub last_t: u64,
+    pub value_sum: f64,
+    pub increase: f64,
+    pub hist_sum: f64,
+}
+
+impl SlotTotals {
+    fn of_record(r: &MetricSlotRecord) -> SlotTotals {
+        let start = u64::try_from(r.slot_start_unix)
+            .unwrap_or(0)
+            .saturating_mul(NS);
+        SlotTotals {
+            start,
+            end: start.saturating_add(u64::from(r.slot_seconds) * NS),
+            points: r.points,
+            min: r.min,
+            max: r.max,
+            last: r.last,
+            last_t: r.last_time_unix_nano,
+            value_sum: r.value_sum,
+            increase: r.increase,
+            hist_sum: r.hist_sum,
+        }
+    }
+
+    fn of_restored(r: &RestoredSlot) -> SlotTotals {
+        SlotTotals {
+            start: r.start_ns,
+            end: r.last_t.max(r.start_ns),
+            points: r.points,
+            min: r.min,
+            max: r.max,
+            last: r.last,
+            last_t: r.last_t,
+            value_sum: r.value_sum,
+            increase: r.increase,
+            hist_sum: r.hist_sum,
+        }
+    }
+}
+
+/// A gauge or sum stream's live totals in the window; `None` when it has no point there.
+fn sample_totals(d: &Data, shape: Shape, ws: u64) -> Option<Totals> {
+    let lo = d.samples.partition_point(|s| s.t < ws);
+    let win = d.samples.range(lo..);
+    let (first, last) = (win.clone().next()?, *d.samples.back()?);
+    let mut t = Totals::empty();
+    t.points = win.len() as u64;
+    t.from = first.t;
+    t.to = last.t;
+    t.last = last.v;
+    t.last_t = last.t;
+    let cumulative = shape.cumulative();
+    for s in win {
+        t.min = t.min.min(s.v);
+        t.max = t.max.max(s.v);
+        t.value_sum += s.v;
+        if s.flags & HAS_INC == 0 || (cumulative && s.from < ws) {
+            continue;
+        }
+        t.inc += s.inc;
+        t.increments = true;
+        t.inc_from = t.inc_from.min(s.from.max(ws));
+    }
+    Some(t)
+}
+
+/// The increase a cumulative sum's first point after the restart adds to its restored slots:
+/// the difference from the last restored value (the value itself after a reset of a monotonic
+/// sum), in place of what that point counted alone.
+fn bridge_restart(
+    t: &mut Totals,
     d: &Data,
     shape: Shape,
+    restored: &RestoredStream,
+    ws: u64,
+    until: u64,
+) {
+    let Shape::Sum {
+        monotonic,
+        cumulative: true,
+    } = shape
+    else {
+        return;
+    };
+    let Some(before) = restored.slots.last().filter(|s| s.start_ns >= ws) else {
+        return;
+    };
+    let i = d.samples.partition_point(|s| s.t < until);
+    let Some(first) = d
+        .samples
+        .get(i)
+        .filter(|s| s.flags & FIRST != 0 && s.t > before.last_t)
+    else {
+        return;
+    };
+    if first.flags & HAS_INC != 0 && first.from >= ws {
+        t.inc -= first.inc;
+    }
+    t.inc += if monotonic && first.v < before.last {
+        first.v
+    } else {
+        first.v - before.last
+    };
+    t.increments = true;
+    t.inc_from = t.inc_from.min(before.last_t.max(ws));
+}
+
+/// A gauge's time in a state, or its transitions, from the points in the window (and the one
+/// before it): the value, the points in the window and the time it covers.
+fn state_value(
+    d: &Data,
     agg: Aggregate,
     ws: u64,
     now: u64,
     stale_ns: u64,
-) -> Option<Part> {
+) -> Option<(f64, u64, u64, u64)> {
     let lo = d.samples.partition_point(|s| s.t < ws);
-    let win = d.samples.range(lo..);
-    let n = win.len() as u64;
-    let (first, last) = (win.clone().next()?, *d.samples.back()?);
-    let mut part = Part {
-        value: Ok(0.0),
-        points: n,
-        from: first.t,
-        to: last.t,
-    };
-    let vals = win.clone().map(|s| s.v);
-    part.value = match agg {
-        Aggregate::Last => Ok(last.v),
-        Aggregate::Min => Ok(vals.fold(f64::INFINITY, f64::min)),
-        Aggregate::Max => Ok(vals.fold(f64::NEG_INFINITY, f64::max)),
-        Aggregate::Avg => Ok(vals.sum::<f64>() / n as f64),
-        Aggregate::Count => Ok(n as f64),
-        Aggregate::Sum if shape == Shape::Gauge => Ok(vals.sum()),
-        Aggregate::Sum | Aggregate::Increase | Aggregate::Rate => {
-            let cumulative = shape.cumulative();
-            let (mut inc, mut any, mut from) = (0.0, false, u64::MAX);
-            for s in win.clone() {
-                if s.flags & HAS_INC == 0 || (cumulative && s.from < ws) {
-                    continue;
-                }
-                inc += s.inc;
-                any = true;
-                from = from.min(s.from.max(ws));
-            }
-            if !any {
-                Err(Thin::FewPoints)
-            } else {
-                part.from = from;
-                if agg == Aggregate::Rate {
-                    if last.t > from {
-                        Ok(inc / ((last.t - from) as f64 / 1e9))
-                    } else {
-                        Err(Thin::NoSpan)
-                    }
-                } else {
-                    Ok(inc)
-                }
-            }
-        }
+    let n = (d.samples.len() - lo) as u64;
+    let (first, last) = (d.samples.get(lo)?, d.samples.back()?);
+    let (mut from, mut to) = (first.t, last.t);
+    let value = match agg {
         Aggregate::TimeInState { state } => {
             let start = lo.saturating_sub(1);
             let mut inside = 0u64;
@@ -878,12 +1172,12 @@ fn sample_part(
                 if hit {
                     inside += end - begin;
                 }
-                part.to = part.to.max(end);
+                to = to.max(end);
             }
             if span_from != u64::MAX {
-                part.from = span_from;
+                from = span_from;
             }
-            Ok(inside as f64 / 1e9)
+            inside as f64 / 1e9
         }
         Aggregate::Transitions { into } => {
             let start = lo.saturating_sub(1);
@@ -894,65 +1188,56 @@ fn sample_part(
                     count += 1;
                 }
             }
-            Ok(count as f64)
+            count as f64
         }
-        Aggregate::Quantile(_) => unreachable!("checked by `applies`"),
+        _ => unreachable!("only time in state and transitions"),
     };
-    Some(part)
+    Some((value, n, from, to))
 }
 
-/// A histogram or summary stream's part (quantiles of histograms are merged elsewhere); `None`
-/// when it has no point in the window.
-fn cell_part(d: &Data, s: &Stream, agg: Aggregate, ws: u64, slot_ns: u64) -> Option<Part> {
-    let (mut points, mut count, mut sum) = (0u64, 0u64, 0.0);
-    let (mut from, mut to, mut increments) = (u64::MAX, 0u64, false);
+/// A histogram or summary stream's live totals in the window (quantiles of histograms are
+/// merged elsewhere); `None` when it has no point there.
+fn cell_totals(
+    d: &Data,
+    agg: Aggregate,
+    scale: crate::config::Scale,
+    ws: u64,
+    slot_ns: u64,
+) -> Option<Totals> {
+    let mut t = Totals::empty();
+    let mut count = 0u64;
     for c in window_cells(d, ws, slot_ns) {
-        points += u64::from(c.points);
+        t.points += u64::from(c.points);
         count += c.count;
-        sum += c.sum;
-        to = to.max(c.last_t);
+        t.hist_sum += c.sum;
+        t.to = t.to.max(c.last_t);
         if c.from != u64::MAX {
-            increments = true;
-            from = from.min(c.from.max(ws));
+            t.increments = true;
+            t.inc_from = t.inc_from.min(c.from.max(ws));
         }
     }
-    if points == 0 {
+    if t.points == 0 {
         return None;
     }
     if let Some(b) = birth_in(d, ws) {
         count += b.count;
-        sum += b.sum;
-        increments = true;
-        from = from.min(b.from);
+        t.hist_sum += b.sum;
+        t.increments = true;
+        t.inc_from = t.inc_from.min(b.from);
     }
-    let scale = s.scale;
-    let value = match agg {
-        Aggregate::Count => Ok(points as f64),
-        Aggregate::Quantile(q) => {
-            if d.quantiles_t < ws {
-                Err(Thin::NoQuantile(Vec::new()))
-            } else {
-                match d.quantiles.iter().find(|(qq, _)| same(*qq, q)) {
-                    Some((_, v)) => Ok(scale.report(*v)),
-                    None => Err(Thin::NoQuantile(
-                        d.quantiles.iter().map(|(qq, _)| *qq).collect(),
-                    )),
-                }
+    t.inc = count as f64;
+    t.from = t.inc_from.min(t.to);
+    if let Aggregate::Quantile(q) = agg {
+        t.quantile = Some(if d.quantiles_t < ws {
+            Err(Thin::NoQuantile(Vec::new()))
+        } else {
+            match d.quantiles.iter().find(|(qq, _)| same(*qq, q)) {
+                Some((_, v)) => Ok(scale.report(*v)),
+                None => Err(Thin::NoQuantile(
+                    d.quantiles.iter().map(|(qq, _)| *qq).collect(),
+                )),
             }
-        }
-        _ if !increments => Err(Thin::FewPoints),
-        Aggregate::Increase => Ok(count as f64),
-        Aggregate::Sum => Ok(scale.report(sum)),
-        Aggregate::Avg if count == 0 => Err(Thin::NoObservations),
-        Aggregate::Avg => Ok(scale.report(sum / count as f64)),
-        Aggregate::Rate if to > from => Ok(count as f64 / ((to - from) as f64 / 1e9)),
-        Aggregate::Rate => Err(Thin::NoSpan),
-        _ => unreachable!("checked by `applies`"),
-    };
-    Some(Part {
-        value,
-        points,
-        from: if from == u64::MAX { to } else { from },
-        to,
-    })
+        });
+    }
+    Some(t)
 }

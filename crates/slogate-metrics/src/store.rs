@@ -100,6 +100,8 @@ pub struct MetricStore {
     /// One close pass at a time, so each slot is exported once.
     close_pass: Mutex<()>,
     stats: Stats,
+    /// The history's totals of the time before the store started.
+    pub(crate) restored: parking_lot::RwLock<crate::restored::Restored>,
 }
 
 enum Route {
@@ -124,6 +126,7 @@ impl MetricStore {
             catalog: Mutex::new(Catalog::default()),
             close_pass: Mutex::new(()),
             stats: Stats::default(),
+            restored: parking_lot::RwLock::new(crate::restored::Restored::default()),
         })
     }
 
@@ -264,7 +267,7 @@ impl MetricStore {
                 total += m.capacity() + e.streams.capacity() * size_of::<Arc<Stream>>();
             }
         }
-        total
+        total + self.restored_bytes()
     }
 
     /// Streams of `service` (all when `None`), for an API listing; the caller bounds the output.
@@ -342,6 +345,7 @@ impl MetricStore {
     fn close_through(&self, all: bool) -> Vec<MetricSlotRecord> {
         let _pass = self.close_pass.lock();
         let now = self.now();
+        self.age_restored(now);
         let lim = self.limits(now);
         let slot_ns = lim.slot_ns;
         let last = if all {

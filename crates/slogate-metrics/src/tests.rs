@@ -1727,3 +1727,119 @@ fn stored_records_answer_as_the_live_window() {
     );
     assert!(m.value.is_none());
 }
+
+/// A store restarted in the middle of a window and given the history's slots of the time
+/// before answers as a store that never stopped: gauges, a counter across the restart (its
+/// first point after it bridged to the last value before), a histogram, a stream that only
+/// reported before; time in a state over a window reaching before the restart has no value.
+#[test]
+fn a_restart_restores_the_window_from_the_history() {
+    let never = Env::default();
+    let before = Env::default();
+    let after = Env::default();
+    let start = ns(-100.0);
+    let b: &[f64] = &[10.0, 20.0, 50.0];
+    let points = |secs: f64| {
+        let i = (secs as u64 / 2) as usize;
+        let depth = [4.0, 250.0, 7.0, 9.0, 31.0][i % 5];
+        let counts = [[1, 2, 0, 1], [0, 3, 1, 0], [2, 0, 0, 1]][i % 3];
+        (
+            depth,
+            2.5 * secs,
+            counts,
+            f64::from(u8::from(i.is_multiple_of(7))),
+        )
+    };
+    let record = |e: &Env, secs: f64, old_pod: bool| {
+        let (depth, cost, counts, open) = points(secs);
+        e.rec(pt("queue", secs, gauge(depth))).unwrap();
+        if old_pod {
+            let mut p = pt("queue", secs, gauge(depth + 1.0));
+            p.instance = "pod-2";
+            e.rec(p).unwrap();
+        }
+        let mut c = pt("cost", secs, counter(1000.0 + cost));
+        c.start_time_unix_nano = start;
+        e.rec(c).unwrap();
+        let mut h = pt("latency", secs, hist(Tp::Delta, b, &counts, 7.0, None));
+        h.unit = "ms";
+        e.rec(h).unwrap();
+        e.rec(pt("breaker", secs, gauge(open))).unwrap();
+    };
+    for i in 0..15 {
+        let secs = 1.0 + 2.0 * f64::from(i);
+        record(&never, secs, true);
+        record(&before, secs, true);
+    }
+    // The restart: every slot goes to the history, the new store reads them back.
+    before.at(30.0);
+    after.at(30.5);
+    let rows = before.store.close_all_slots();
+    let report = after.store.restore(rows, 1_000_000);
+    assert_eq!((report.streams, report.skipped), (5, 0), "{report:?}");
+    for i in 0..15 {
+        let secs = 31.0 + 2.0 * f64::from(i);
+        record(&never, secs, false);
+        record(&after, secs, false);
+    }
+    never.at(60.0);
+    after.at(60.0);
+    for (metric, agg, rel) in [
+        ("queue", A::Last, 0.0),
+        ("queue", A::Min, 0.0),
+        ("queue", A::Max, 0.0),
+        ("queue", A::Avg, 0.0),
+        ("queue", A::Count, 0.0),
+        ("queue", A::Sum, 0.0),
+        ("cost", A::Increase, 0.0),
+        ("cost", A::Max, 0.0),
+        // From the window's start instead of the first increase's: 60 s against 59 s.
+        ("cost", A::Rate, 0.02),
+        ("latency", A::Count, 0.0),
+        ("latency", A::Increase, 0.0),
+        ("latency", A::Quantile(0.5), 0.0),
+        ("latency", A::Quantile(0.99), 0.0),
+    ] {
+        let (want, got) = (
+            never.q(&sel(metric), agg, 60),
+            after.q(&sel(metric), agg, 60),
+        );
+        let (w, g) = (want.value.unwrap(), got.value.unwrap_or(f64::NAN));
+        assert!(
+            (w - g).abs() <= rel * w.abs() + 1e-9,
+            "{metric} {agg}: after a restart {got:?}, never stopped {want:?}"
+        );
+        assert_eq!(got.points, want.points, "{metric} {agg}");
+        assert_eq!(got.series, want.series, "{metric} {agg}");
+    }
+    // Time in a state needs the points: none over a window reaching before the restart, the
+    // same answer once the window has passed it.
+    let m = after.q(&sel("breaker"), A::TimeInState { state: Some(1.0) }, 60);
+    assert!(m.value.is_none(), "{m:?}");
+    let gap = m.gap.unwrap();
+    assert!(gap.contains("reaches back before slogate started"), "{gap}");
+    assert!(gap.contains("known again in 31 s"), "{gap}");
+    for agg in [
+        A::TimeInState { state: Some(1.0) },
+        A::Transitions { into: None },
+    ] {
+        let (want, got) = (
+            never.q(&sel("breaker"), agg, 20),
+            after.q(&sel("breaker"), agg, 20),
+        );
+        assert!(close(got.value, want.value), "{agg}: {got:?} vs {want:?}");
+    }
+    // Without the restore the window would hold only the points since the restart.
+    let bare = Env::default();
+    bare.at(30.5);
+    for i in 0..15 {
+        record(&bare, 31.0 + 2.0 * f64::from(i), false);
+    }
+    bare.at(60.0);
+    let cost = bare.q(&sel("cost"), A::Increase, 60).value.unwrap();
+    assert!(cost < never.q(&sel("cost"), A::Increase, 60).value.unwrap() * 0.6);
+    // Restored slots age out with the retention.
+    after.at(60.0 + 3600.0);
+    after.store.close_slots();
+    assert!(after.store.restored.read().streams.is_empty());
+}

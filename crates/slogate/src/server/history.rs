@@ -132,7 +132,38 @@ pub struct Restored {
 /// Alerts whose last transition is read back at most (distinct dedup keys).
 const ALERTS_RESTORED: usize = 10_000;
 
+/// Metric slots a restart reads back at most (the newest first), about 100 bytes each.
+const METRIC_SLOTS_RESTORED: usize = 500_000;
+
 impl HistoryParts {
+    /// Gives the metric store the history's slots of its retention, so that a window reaching
+    /// back before this start is answered from them and the points since (see
+    /// `slogate_metrics::MetricStore::restore`). A failure is logged; the store then starts
+    /// empty, as before there was a history.
+    pub async fn restore_metrics(&self, store: &slogate_metrics::MetricStore) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let since = now.saturating_sub(store.config().retention_seconds) as i64;
+        let started = std::time::Instant::now();
+        match self.query.load_metrics_since(since).await {
+            Ok(rows) => {
+                let r = store.restore(rows, METRIC_SLOTS_RESTORED);
+                tracing::info!(
+                    streams = r.streams,
+                    slots = r.slots,
+                    skipped = r.skipped,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "metric slots reloaded from the history"
+                );
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "could not reload the metric slots from the history; metric windows start empty"
+            ),
+        }
+    }
+
     /// Reads back the newest `verdicts` verdict documents and every alert's last transition,
     /// so that a restart neither empties `/api/v1/verdicts` nor pages again for an alert that
     /// was already firing. Every file of the two tables is checked first, and an unreadable

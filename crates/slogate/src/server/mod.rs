@@ -104,6 +104,7 @@ async fn assemble(cfg: &Config) -> anyhow::Result<Engine> {
     );
     let history = history::open(cfg, &registry).await?.map(Arc::new);
     if let Some(h) = &history {
+        h.restore_metrics(&metrics).await;
         let store = metrics.clone();
         h.set_metric_source(Arc::new(move || store.close_slots()));
     }

@@ -980,3 +980,77 @@ fn metric_criteria_compare_with_a_stored_baseline() {
         "{reason}"
     );
 }
+
+/// A restart in the middle of a window: the metric slots come back from the history, so a
+/// queue that was over its limit just before the restart still fails the gate, and a breaker's
+/// time in its state, which the history cannot give back, is no data until the window has
+/// passed the restart (before, both were judged on the points since the restart alone).
+#[test]
+fn a_restart_keeps_the_metric_window() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("history");
+    let config = format!(
+        "{}history:\n  dir: {}\n  flush_interval: 1s\ngates:\n  - name: queue\n    service: jobs\n    window: 1m\n    criteria:\n      \
+         - {{name: queue-depth, otlp: jobs.queue.depth, aggregate: max, pass: 200, fail: 500}}\n  \
+         - name: breaker\n    service: jobs\n    window: 1m\n    criteria:\n      \
+         - {{name: breaker-open, otlp: jobs.breaker.state, aggregate: time_in_state, state: 1, pass: 5, fail: 300}}\n",
+        fast(),
+        dir.display()
+    );
+    let server = Server::start(&config);
+    let t = now_ns();
+    let points = |t: u64, depth: f64, open: f64| {
+        vec![
+            gauge(
+                "jobs.queue.depth",
+                vec![point(0, t, depth, &[("queue", "jobs")])],
+            ),
+            gauge("jobs.breaker.state", vec![point(0, t, open, &[])]),
+        ]
+    };
+    send(
+        &server,
+        "jobs",
+        "v2",
+        "pod-1",
+        points(t - 4 * SEC, 620.0, 1.0),
+    );
+    send(
+        &server,
+        "jobs",
+        "v2",
+        "pod-1",
+        points(t - 2 * SEC, 150.0, 1.0),
+    );
+    let doc = verdict(&server, "queue", "canary.version=v2");
+    assert_eq!(doc["verdict"], "fail", "{doc:#}");
+    let (clean, log) = server.terminate(Duration::from_secs(15));
+    assert!(clean, "{log}");
+
+    let server = Server::start(&config);
+    let log = server.log_text();
+    assert!(
+        log.contains("metric slots reloaded from the history"),
+        "{log}"
+    );
+    send(&server, "jobs", "v2", "pod-1", points(now_ns(), 100.0, 0.0));
+    let doc = verdict(&server, "queue", "canary.version=v2");
+    let c = criterion(&doc, "queue-depth");
+    assert_eq!(c["observed"].as_f64(), Some(620.0), "{c:#}");
+    assert_eq!(
+        doc["verdict"], "fail",
+        "the window still holds the 620 from before: {doc:#}"
+    );
+    assert_eq!(c["points"].as_u64(), Some(3), "{c:#}");
+    let doc = verdict(&server, "breaker", "canary.version=v2");
+    assert_eq!(doc["verdict"], "inconclusive", "{doc:#}");
+    let c = criterion(&doc, "breaker-open");
+    assert_eq!(c["result"], "no_data", "{c:#}");
+    assert!(
+        c["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reaches back before slogate started"),
+        "{c:#}"
+    );
+}
