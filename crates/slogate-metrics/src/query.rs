@@ -361,6 +361,14 @@ impl MetricStore {
         };
         let (mut from, mut to) = (u64::MAX, 0u64);
         let restored = self.restored.read();
+        if let Some(wait) = restored.short(ws)
+            && restored.by_metric.keys().any(|(_, m)| *m == sel.metric)
+        {
+            m.gap = Some(format!(
+                "metric {what} {over} reaches back to slots the restart did not reload (the history held more than it reloads); known again in {wait} s"
+            ));
+            return m;
+        }
         let only = restored_only(&restored, cohort, sel, &self.cfg.extra_dims, &streams);
         if let (Aggregate::Quantile(q), false) = (agg, shape == Shape::Summary) {
             let matched = streams

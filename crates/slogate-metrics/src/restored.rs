@@ -52,8 +52,21 @@ impl RestoredStream {
 pub(crate) struct Restored {
     /// The store's start: every restored slot ended by then.
     pub until_ns: u64,
+    /// When the slot budget left rows out: the start of the newest slot not wholly restored.
+    /// A window reaching back to it is missing data, and says so.
+    pub cut_ns: Option<u64>,
     pub streams: HashMap<Box<[u8]>, RestoredStream>,
     pub by_metric: HashMap<(String, String), Vec<Box<[u8]>>>,
+}
+
+impl Restored {
+    /// When a window from `ws` reaches back to slots the budget left out: the seconds until
+    /// it no longer does.
+    pub fn short(&self, ws: u64) -> Option<u64> {
+        self.cut_ns
+            .filter(|cut| ws <= *cut && ws < self.until_ns)
+            .map(|cut| (cut - ws) / NS + 1)
+    }
 }
 
 /// What a restore took in.
@@ -88,7 +101,12 @@ impl MetricStore {
             let start_ns = u64::try_from(row.slot_start_unix)
                 .unwrap_or(0)
                 .saturating_mul(NS);
-            if report.slots >= max_slots || start_ns < oldest || start_ns >= now {
+            if start_ns < oldest || start_ns >= now {
+                report.skipped += 1;
+                continue;
+            }
+            if report.slots >= max_slots {
+                restored.cut_ns.get_or_insert(start_ns);
                 report.skipped += 1;
                 continue;
             }
@@ -118,6 +136,7 @@ impl MetricStore {
             StreamKey::pack(&p, self.extras, false, &mut packed);
             if !restored.streams.contains_key(packed.as_slice()) {
                 if restored.streams.len() >= max_streams {
+                    restored.cut_ns.get_or_insert(start_ns);
                     report.skipped += 1;
                     continue;
                 }

@@ -1775,7 +1775,7 @@ fn a_restart_restores_the_window_from_the_history() {
     before.at(30.0);
     after.at(30.5);
     let rows = before.store.close_all_slots();
-    let report = after.store.restore(rows, 1_000_000);
+    let report = after.store.restore(rows.clone(), 1_000_000);
     assert_eq!((report.streams, report.skipped), (5, 0), "{report:?}");
     for i in 0..15 {
         let secs = 31.0 + 2.0 * f64::from(i);
@@ -1838,6 +1838,18 @@ fn a_restart_restores_the_window_from_the_history() {
     bare.at(60.0);
     let cost = bare.q(&sel("cost"), A::Increase, 60).value.unwrap();
     assert!(cost < never.q(&sel("cost"), A::Increase, 60).value.unwrap() * 0.6);
+    // A restore over its slot budget keeps the newest slots and says which windows miss some.
+    let short = Env::default();
+    short.at(30.5);
+    let report = short.store.restore(rows, 10);
+    assert_eq!(report.slots, 10, "{report:?}");
+    for i in 0..15 {
+        record(&short, 31.0 + 2.0 * f64::from(i), false);
+    }
+    short.at(60.0);
+    let m = short.q(&sel("queue"), A::Max, 60);
+    assert!(m.value.is_none(), "{m:?}");
+    assert!(m.gap.unwrap().contains("did not reload"));
     // Restored slots age out with the retention.
     after.at(60.0 + 3600.0);
     after.store.close_slots();
