@@ -549,6 +549,27 @@ impl MetricStore {
             "Heap bytes held by the metric store.",
         )
         .sample(&[], self.memory_bytes());
+        let (streams, slots) = {
+            let r = self.restored.read();
+            (
+                r.streams.len(),
+                r.streams.values().map(|s| s.slots.len()).sum::<usize>(),
+            )
+        };
+        prom::family(
+            out,
+            "slogate_metric_restored_slots",
+            Kind::Gauge,
+            "Metric slots read back from the history at start and still held (0 once the retention has passed them).",
+        )
+        .sample(&[], slots);
+        prom::family(
+            out,
+            "slogate_metric_restored_streams",
+            Kind::Gauge,
+            "Metric streams with slots read back from the history at start.",
+        )
+        .sample(&[], streams);
     }
 }
 

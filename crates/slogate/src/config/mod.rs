@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 pub use validate::MAX_LOOKS;
+pub(crate) use validate::stored_problem;
 
 /// The annotated example, which is also what `slogate serve` runs without a file.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../../deploy/slogate.yaml");

@@ -1145,42 +1145,14 @@ fn phase_config(
             ),
         ));
     }
-    if stored_baseline
-        && let Some((name, why)) = measures.iter().find_map(|(name, q)| {
-            let relative = criteria
-                .iter()
-                .any(|c| &c.name == name && c.check.is_relative());
-            stored_comparison_problem(q)
-                .filter(|_| relative)
-                .map(|why| (name, why))
-        })
-    {
-        return Err(invalid(
-            &pat("criteria"),
-            format!(
-                "criterion {name:?} cannot be compared with a stored baseline: {why}; compare it absolutely or with a live baseline cohort"
-            ),
-        ));
-    }
     if criteria.is_empty() {
         return Err(invalid(
             &pat("criteria"),
             "a phase needs at least one criterion (gate-wide or its own)".into(),
         ));
     }
-    if stored_baseline {
-        // A stored baseline covers another span of time than the gate's window, so only
-        // rates and latencies compare; a request rate would not.
-        let by_rate = |c: &&slogate_gate::CriterionSpec| matches!(c.check, slogate_gate::Check::Threshold { metric: slogate_gate::Metric::RequestRate, comparison, .. } if comparison != slogate_gate::Comparison::Absolute);
-        if let Some(c) = criteria.iter().find(by_rate) {
-            return Err(invalid(
-                &pat("criteria"),
-                format!(
-                    "criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies",
-                    c.name
-                ),
-            ));
-        }
+    if stored_baseline && let Some(why) = stored_problem(&criteria, &measures) {
+        return Err(invalid(&pat("criteria"), why));
     }
     let spec = slogate_gate::GateSpec {
         name: g.name.clone(),
@@ -1195,6 +1167,32 @@ fn phase_config(
         spec,
         measures,
     })
+}
+
+/// Why a phase's criteria cannot compare with a stored baseline, if one cannot: checked at
+/// config load for `baseline: {stored: NAME}` and per request for `baseline.stored=NAME`.
+pub(crate) fn stored_problem(
+    criteria: &[slogate_gate::CriterionSpec],
+    measures: &std::collections::BTreeMap<String, MetricQuery>,
+) -> Option<String> {
+    for c in criteria.iter().filter(|c| c.check.is_relative()) {
+        if let Some(why) = measures.get(&c.name).and_then(stored_comparison_problem) {
+            return Some(format!(
+                "criterion {:?} cannot be compared with a stored baseline: {why}; compare it absolutely or with a live baseline cohort",
+                c.name
+            ));
+        }
+        // A stored baseline covers another span of time than the gate's window, so only
+        // rates and latencies compare; a request rate would not.
+        if matches!(c.check, slogate_gate::Check::Threshold { metric: slogate_gate::Metric::RequestRate, comparison, .. } if comparison != slogate_gate::Comparison::Absolute)
+        {
+            return Some(format!(
+                "criterion {:?} compares request rates with a stored baseline, which covers a different span of time; compare error rates or latencies",
+                c.name
+            ));
+        }
+    }
+    None
 }
 
 /// Why an OTLP metric query cannot be compared with a stored baseline, if it cannot. A stored

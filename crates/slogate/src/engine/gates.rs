@@ -551,6 +551,12 @@ impl Gates {
             Some(name) => Some(self.stored_cohort(g, name)?),
             None => None,
         };
+        // A configured stored baseline was checked at load; one named in the request is here.
+        if stored.is_some()
+            && let Some(why) = crate::config::stored_problem(&p.spec.criteria, &p.measures)
+        {
+            return Err(GateError::Selector(why));
+        }
         let (baseline_sel, baseline_given) = match &stored_name {
             // The live selector is unused; the summary names the stored baseline instead.
             Some(_) => (canary_sel.clone(), true),

@@ -847,7 +847,9 @@ fn metric_criteria_compare_with_a_stored_baseline() {
          - {{name: queue-vs-v1, otlp: jobs.queue.depth, aggregate: max, compare: ratio, pass: 1.2, fail: 1.5}}\n      \
          - {{name: p95-vs-v1, otlp: job.duration, aggregate: p95, compare: ratio, pass: 1.2, fail: 1.5}}\n  \
          - name: uncaptured\n    service: jobs\n    window: 1m\n    canary: {{version: v2}}\n    baseline: {{stored: jobs-v1}}\n    criteria:\n      \
-         - {{name: inflight-vs-v1, otlp: jobs.inflight, aggregate: max, compare: ratio, pass: 1.2, fail: 1.5}}\n",
+         - {{name: inflight-vs-v1, otlp: jobs.inflight, aggregate: max, compare: ratio, pass: 1.2, fail: 1.5}}\n  \
+         - name: live\n    service: jobs\n    window: 1m\n    canary: {{version: v2}}\n    baseline: {{version: v1}}\n    criteria:\n      \
+         - {{name: queue-count, otlp: jobs.queue.depth, aggregate: count, compare: ratio, pass: 1.2, fail: 1.5}}\n",
         fast()
     );
     let server = Server::start(&config);
@@ -967,6 +969,17 @@ fn metric_criteria_compare_with_a_stored_baseline() {
     assert_eq!(q["observed"].as_f64(), Some(260.0), "{q:#}");
     assert_eq!(criterion(&doc, "p95-vs-v1")["result"], "fail", "{doc:#}");
 
+    // A request naming a stored baseline for a comparison that grows with the span of time is
+    // refused as the configuration would be, never judged.
+    let (status, body) = server
+        .get("/api/v1/gates/live/verdict?baseline.stored=jobs-v1")
+        .unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("criterion \\\"queue-count\\\" cannot be compared with a stored baseline"),
+        "{body}"
+    );
+
     // A metric the baseline does not hold: no data, the rollout holds, the reason says so.
     let doc = verdict(&server, "uncaptured", "");
     assert_eq!(doc["verdict"], "inconclusive", "{doc:#}");
@@ -1033,6 +1046,9 @@ fn a_restart_keeps_the_metric_window() {
         log.contains("metric slots reloaded from the history"),
         "{log}"
     );
+    // Two streams, each with the slots of its two points (1 s slots).
+    assert_eq!(server.metric("slogate_metric_restored_streams"), 2.0);
+    assert!(server.metric("slogate_metric_restored_slots") >= 2.0);
     send(&server, "jobs", "v2", "pod-1", points(now_ns(), 100.0, 0.0));
     let doc = verdict(&server, "queue", "canary.version=v2");
     let c = criterion(&doc, "queue-depth");
