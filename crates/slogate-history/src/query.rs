@@ -368,21 +368,31 @@ fn rows_in<R>(
 ) -> Result<Vec<R>, String> {
     let mut out = Vec::new();
     for batch in batches {
-        let mut batch = batch.clone();
-        for dim in extra_dims {
-            if batch.column_by_name(dim).is_none() {
-                let empty: ArrayRef = Arc::new(StringArray::from(vec![""; batch.num_rows()]));
-                let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
-                fields.push(Arc::new(Field::new(dim, DataType::Utf8, false)));
-                let mut columns = batch.columns().to_vec();
-                columns.push(empty);
-                batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
+        let batch = pad_extra_dims(batch, extra_dims)?;
         out.extend(rows_of(&batch, extra_dims).map_err(|e| e.to_string())?);
     }
     Ok(out)
+}
+
+/// `batch` with an empty column for each extra dimension it lacks (a file written before the
+/// dimension was configured).
+pub(crate) fn pad_extra_dims(
+    batch: &RecordBatch,
+    extra_dims: &[String],
+) -> Result<RecordBatch, String> {
+    let mut batch = batch.clone();
+    for dim in extra_dims {
+        if batch.column_by_name(dim).is_none() {
+            let empty: ArrayRef = Arc::new(StringArray::from(vec![""; batch.num_rows()]));
+            let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
+            fields.push(Arc::new(Field::new(dim, DataType::Utf8, false)));
+            let mut columns = batch.columns().to_vec();
+            columns.push(empty);
+            batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(batch)
 }
 
 /// The Unix second the hour partition of `<table>/date=D/hour=H/<file>` starts.
@@ -398,23 +408,6 @@ pub(crate) fn partition_of_key(key: &str) -> Option<i64> {
         return None;
     };
     partition_start(d.strip_prefix("date=")?, h.strip_prefix("hour=")?)
-}
-
-/// Collects a DataFrame; a panic while reading (a decoder meeting a corrupt file) becomes an
-/// error instead of unwinding into the caller.
-pub(crate) async fn collect(
-    df: datafusion::dataframe::DataFrame,
-) -> Result<Vec<RecordBatch>, HistoryError> {
-    use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(df.collect())
-        .catch_unwind()
-        .await
-    {
-        Ok(result) => result.map_err(query_error),
-        Err(_) => Err(HistoryError::Corrupt(
-            "the query panicked while reading the history (a corrupt file?)".to_string(),
-        )),
-    }
 }
 
 async fn run_query(

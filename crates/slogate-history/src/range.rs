@@ -1,50 +1,37 @@
 //! Range queries over the history: what the reports, baselines and the API ask of a time range
 //! `[from, to)` — per-operation totals with merged sketches, request and error counts per slot,
-//! and rows of the document tables. Each filters on the `date` partition first, so a range
-//! reads only the days it covers.
+//! the metric streams merged over the range, and rows of the document tables.
+//!
+//! They read the Parquet files themselves, not through the SQL engine: only the hour
+//! partitions that overlap the range are listed and read, each file whole and checked as the
+//! reload checks it (an unreadable file is an error naming it, never a silently smaller
+//! answer), rows filtered and folded as they are decoded, so memory is bounded by the answer.
 
-use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Float64Type, TimestampMillisecondType, UInt64Type};
-use datafusion::common::ScalarValue;
-use datafusion::execution::FunctionRegistry;
-use datafusion::functions_aggregate::expr_fn::sum;
-use datafusion::logical_expr::{Expr, col, lit};
+use datafusion::arrow::datatypes::{
+    DataType, Float64Type, TimeUnit, TimestampMillisecondType, UInt64Type,
+};
 use slogate_sketch::Sketch;
 
 use crate::HistoryError;
 use crate::baseline::{BaselineError, CohortTotals, MAX_METRIC_SERIES, MAX_OPERATIONS};
-use crate::query::History;
-use crate::schema::{partition_of, rfc3339};
+use crate::quarantine::read_checked;
+use crate::query::{History, partition_of_key};
+use crate::schema::{FIXED_DIMS, rfc3339};
+use crate::store::Store;
 use crate::writer::{METRICS_TABLE, REQUESTS_TABLE};
 use slogate_core::MetricSlotRecord;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-fn ts(unix: i64) -> Expr {
-    lit(ScalarValue::TimestampMillisecond(
-        Some(unix.saturating_mul(1000)),
-        Some("UTC".into()),
-    ))
-}
-
-/// The `requests` rows of `matchers` with `slot_start` in `[from, to)`, as a DataFrame; the
-/// date partition filter prunes whole directories first.
-async fn selected(
-    history: &History,
-    matchers: &[(String, String)],
-    range: (i64, i64),
-) -> Result<datafusion::dataframe::DataFrame, HistoryError> {
-    selected_in(history, REQUESTS_TABLE, matchers, range).await
-}
-
-/// The rows of `table` (`requests` or `metrics`) of `matchers` with `slot_start` in
-/// `[from, to)`. Metric streams have no operation: an `operation` matcher does not narrow them.
-async fn selected_in(
+/// Checks the range and the matchers' dimensions; for `metrics`, drops an `operation` matcher
+/// (metric streams have none).
+fn check(
     history: &History,
     table: &str,
     matchers: &[(String, String)],
     (from_unix, to_unix): (i64, i64),
-) -> Result<datafusion::dataframe::DataFrame, HistoryError> {
+) -> Result<Vec<(String, String)>, HistoryError> {
     if to_unix <= from_unix {
         return Err(HistoryError::Config(format!(
             "time range is empty: {} is not before {}",
@@ -52,103 +39,197 @@ async fn selected_in(
             rfc3339(to_unix)
         )));
     }
-    let (from_date, _) = partition_of(from_unix);
-    let (to_date, _) = partition_of(to_unix);
-    let mut df = history
-        .context()
-        .table(table)
-        .await
-        .map_err(HistoryError::Query)?;
-    let mut filter = col("date")
-        .gt_eq(lit(from_date))
-        .and(col("date").lt_eq(lit(to_date)))
-        .and(col("slot_start").gt_eq(ts(from_unix)))
-        .and(col("slot_start").lt(ts(to_unix)));
+    let mut out = Vec::new();
     for (dim, value) in matchers {
         if table == METRICS_TABLE && dim == "operation" {
             continue;
         }
-        let known = crate::schema::FIXED_DIMS.contains(&dim.as_str())
-            || (!crate::schema::RESERVED_COLUMNS.contains(&dim.as_str())
-                && df.schema().has_column_with_unqualified_name(dim));
+        let known = FIXED_DIMS.contains(&dim.as_str()) || history.extra_dims().contains(dim);
         if !known {
             return Err(HistoryError::Config(format!(
                 "unknown dimension `{dim}` (known: service, env, version, operation and the configured extras)"
             )));
         }
-        filter = filter.and(datafusion::logical_expr::ident(dim).eq(lit(value.clone())));
+        out.push((dim.clone(), value.clone()));
     }
-    df = df.filter(filter).map_err(HistoryError::Query)?;
-    Ok(df)
+    Ok(out)
 }
 
-fn u64_col(
-    batch: &datafusion::arrow::array::RecordBatch,
-    i: usize,
-) -> Result<Vec<u64>, HistoryError> {
-    let c = cast(batch.column(i), &DataType::UInt64).map_err(|e| HistoryError::Query(e.into()))?;
-    let a = c.as_primitive::<UInt64Type>();
-    Ok((0..a.len())
-        .map(|r| if a.is_valid(r) { a.value(r) } else { 0 })
-        .collect())
+/// Reads every file of `table` in the hour partitions that overlap `[from, to)` (a blocking
+/// task, under the store's swap lock so that a compaction does not swap files mid-read) and
+/// folds each file's batches into `acc` with `f`.
+async fn scan<T: Send + 'static>(
+    history: &History,
+    table: &'static str,
+    (from_unix, to_unix): (i64, i64),
+    acc: T,
+    mut f: impl FnMut(&mut T, &RecordBatch) -> Result<(), HistoryError> + Send + 'static,
+) -> Result<T, HistoryError> {
+    let shared = history.store().swap_lock().read_owned().await;
+    let store: Store = history.store().clone();
+    tokio::task::spawn_blocking(move || {
+        let _shared = shared;
+        let mut acc = acc;
+        for entry in store.list(table)? {
+            let Some(hour) = partition_of_key(&entry.key) else {
+                continue;
+            };
+            if !entry.key.ends_with(".parquet")
+                || hour >= to_unix
+                || hour.saturating_add(3600) <= from_unix
+            {
+                continue;
+            }
+            let Some(bytes) = store.get(&entry.key)? else {
+                // Gone since the listing: compacted or expired meanwhile.
+                continue;
+            };
+            let batches = read_checked(&entry.key, bytes).map_err(|reason| {
+                HistoryError::Corrupt(format!(
+                    "history file {} is unreadable: {reason}",
+                    entry.key
+                ))
+            })?;
+            for b in &batches {
+                f(&mut acc, b)?;
+            }
+        }
+        Ok(acc)
+    })
+    .await
+    .map_err(|e| HistoryError::Corrupt(format!("reading the history failed: {e}")))?
+}
+
+/// Column `name` of `batch` as `ty`; `None` when the file predates it (an extra dimension
+/// configured later reads as empty).
+fn column(
+    batch: &RecordBatch,
+    name: &str,
+    ty: &DataType,
+) -> Result<Option<ArrayRef>, HistoryError> {
+    let Some(c) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let c = if c.data_type() == ty {
+        c.clone()
+    } else {
+        cast(c, ty).map_err(|e| HistoryError::Corrupt(format!("column {name}: {e}")))?
+    };
+    Ok(Some(c))
+}
+
+fn required(batch: &RecordBatch, name: &str, ty: &DataType) -> Result<ArrayRef, HistoryError> {
+    column(batch, name, ty)?
+        .ok_or_else(|| HistoryError::Corrupt(format!("column {name} is missing")))
+}
+
+/// The rows of `batch` with `time_col` (milliseconds) in `[from, to)` whose dimensions match.
+fn selected_rows(
+    batch: &RecordBatch,
+    time_col: &str,
+    matchers: &[(String, String)],
+    (from_unix, to_unix): (i64, i64),
+) -> Result<Vec<usize>, HistoryError> {
+    let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+    let at = required(batch, time_col, &ms)?;
+    let at = at.as_primitive::<TimestampMillisecondType>();
+    let (lo, hi) = (from_unix.saturating_mul(1000), to_unix.saturating_mul(1000));
+    let mut dims = Vec::with_capacity(matchers.len());
+    for (dim, want) in matchers {
+        dims.push((column(batch, dim, &DataType::Utf8)?, want.as_str()));
+    }
+    let mut rows = Vec::new();
+    for r in 0..batch.num_rows() {
+        let t = at.value(r);
+        if t < lo || t >= hi {
+            continue;
+        }
+        let matched = dims.iter().all(|(c, want)| match c {
+            Some(c) => c.as_string::<i32>().value(r) == *want,
+            None => want.is_empty(),
+        });
+        if matched {
+            rows.push(r);
+        }
+    }
+    Ok(rows)
 }
 
 /// Per-operation totals (requests, errors, latency sum and the merged sketch) of the series
-/// matching `matchers` with `slot_start` in `[from, to)`. At most [`MAX_OPERATIONS`] + 1 rows
-/// are read; more than that is [`BaselineError::TooManyOperations`].
+/// matching `matchers` with `slot_start` in `[from, to)`. More than [`MAX_OPERATIONS`]
+/// operations is [`BaselineError::TooManyOperations`].
 pub async fn operation_totals(
     history: &History,
     matchers: &[(String, String)],
     range: (i64, i64),
 ) -> Result<Vec<CohortTotals>, BaselineError> {
-    let merge = history
-        .context()
-        .udaf("sketch_merge")
-        .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
-    let df = selected(history, matchers, range)
-        .await?
-        .aggregate(
-            vec![col("operation")],
-            vec![
-                sum(col("requests")).alias("requests"),
-                sum(col("errors")).alias("errors"),
-                sum(col("latency_sum_ms")).alias("latency_sum_ms"),
-                merge.call(vec![col("sketch")]).alias("sketch"),
-            ],
-        )
-        .and_then(|df| df.limit(0, Some(MAX_OPERATIONS + 1)))
-        .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
-    let batches = crate::query::collect(df)
-        .await
-        .map_err(BaselineError::History)?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let op = cast(b.column(0), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?;
-        let op = op.as_string::<i32>();
-        let requests = u64_col(b, 1)?;
-        let errors = u64_col(b, 2)?;
-        let lat =
-            cast(b.column(3), &DataType::Float64).map_err(|e| HistoryError::Query(e.into()))?;
-        let lat = lat.as_primitive::<Float64Type>();
-        let sk = cast(b.column(4), &DataType::Binary).map_err(|e| HistoryError::Query(e.into()))?;
-        let sk = sk.as_binary::<i32>();
-        for r in 0..b.num_rows() {
-            out.push(CohortTotals {
-                operation: Some(op.value(r).to_string()),
-                requests: requests[r],
-                errors: errors[r],
-                latency_sum_ms: if lat.is_valid(r) { lat.value(r) } else { 0.0 },
-                sketch: if sk.is_valid(r) {
-                    sk.value(r).to_vec()
-                } else {
-                    Sketch::new().encoded()
-                },
-            });
-        }
+    let matchers = check(history, REQUESTS_TABLE, matchers, range)?;
+    type Acc = (HashMap<String, (CohortTotals, Sketch)>, bool);
+    let (ops, too_many) = scan(
+        history,
+        REQUESTS_TABLE,
+        range,
+        Acc::default(),
+        move |(ops, too_many), b| {
+            let rows = selected_rows(b, "slot_start", &matchers, range)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let op = column(b, "operation", &DataType::Utf8)?;
+            let requests = required(b, "requests", &DataType::UInt64)?;
+            let errors = required(b, "errors", &DataType::UInt64)?;
+            let lat = required(b, "latency_sum_ms", &DataType::Float64)?;
+            let sk = required(b, "sketch", &DataType::Binary)?;
+            let (requests, errors) = (
+                requests.as_primitive::<UInt64Type>(),
+                errors.as_primitive::<UInt64Type>(),
+            );
+            let (lat, sk) = (lat.as_primitive::<Float64Type>(), sk.as_binary::<i32>());
+            for r in rows {
+                let name = op.as_ref().map_or("", |c| c.as_string::<i32>().value(r));
+                if !ops.contains_key(name) {
+                    if ops.len() >= MAX_OPERATIONS {
+                        *too_many = true;
+                        continue;
+                    }
+                    ops.insert(
+                        name.to_string(),
+                        (
+                            CohortTotals {
+                                operation: Some(name.to_string()),
+                                requests: 0,
+                                errors: 0,
+                                latency_sum_ms: 0.0,
+                                sketch: Vec::new(),
+                            },
+                            Sketch::new(),
+                        ),
+                    );
+                }
+                let (t, sketch) = ops.get_mut(name).expect("inserted above");
+                t.requests = t.requests.saturating_add(requests.value(r));
+                t.errors = t.errors.saturating_add(errors.value(r));
+                t.latency_sum_ms += lat.value(r);
+                sketch.merge_encoded(sk.value(r)).map_err(|e| {
+                    HistoryError::Corrupt(format!("invalid sketch in the requests table: {e}"))
+                })?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    if too_many {
+        return Err(BaselineError::TooManyOperations {
+            count: MAX_OPERATIONS + 1,
+        });
     }
-    if out.len() > MAX_OPERATIONS {
-        return Err(BaselineError::TooManyOperations { count: out.len() });
-    }
+    let mut out: Vec<CohortTotals> = ops
+        .into_values()
+        .map(|(mut t, sketch)| {
+            t.sketch = sketch.encoded();
+            t
+        })
+        .collect();
     out.sort_by(|a, b| a.operation.cmp(&b.operation));
     Ok(out)
 }
@@ -158,14 +239,13 @@ pub async fn operation_totals(
 /// record: points, increases and sums added, min and max kept, `last` the value of the latest
 /// point, sketches merged; `slot_start_unix` is the first slot's start and `slot_seconds` the
 /// time from there to the end of the last slot. Sorted by metric, then the rest of the stream's
-/// identity. Rows are read as a stream, so memory is bounded by the streams, at most
-/// [`MAX_METRIC_SERIES`] (more is [`BaselineError::TooManyMetricSeries`]).
+/// identity. At most [`MAX_METRIC_SERIES`] streams (more is
+/// [`BaselineError::TooManyMetricSeries`]).
 pub async fn metric_totals(
     history: &History,
     matchers: &[(String, String)],
     range: (i64, i64),
 ) -> Result<Vec<MetricSlotRecord>, BaselineError> {
-    use futures::StreamExt;
     type Identity = (
         String,
         String,
@@ -175,25 +255,35 @@ pub async fn metric_totals(
         String,
         Vec<(String, String)>,
     );
-    use futures::FutureExt;
-    let df = selected_in(history, METRICS_TABLE, matchers, range).await?;
+    type Acc = (BTreeMap<Identity, (MetricSlotRecord, i64, Sketch)>, bool);
+    let matchers = check(history, METRICS_TABLE, matchers, range)?;
     let extra = history.extra_dims().to_vec();
-    let mut merged: BTreeMap<Identity, (MetricSlotRecord, i64, Sketch)> = BTreeMap::new();
-    let read = async {
-        let mut stream = df
-            .execute_stream()
-            .await
-            .map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch.map_err(|e| BaselineError::History(HistoryError::Query(e)))?;
-            for row in crate::schema::batch_to_metric_rows(&batch, &extra)? {
+    let (merged, too_many) = scan(
+        history,
+        METRICS_TABLE,
+        range,
+        Acc::default(),
+        move |(merged, too_many), b| {
+            let rows = selected_rows(b, "slot_start", &matchers, range)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let all = crate::query::pad_extra_dims(b, &extra)
+                .and_then(|b| {
+                    crate::schema::batch_to_metric_rows(&b, &extra).map_err(|e| e.to_string())
+                })
+                .map_err(HistoryError::Corrupt)?;
+            for r in rows {
+                let row = all[r].clone();
                 let end = row.slot_start_unix + i64::from(row.slot_seconds);
                 let sketch = if row.sketch.is_empty() {
                     Sketch::new()
                 } else {
-                    Sketch::decode(&row.sketch).map_err(|e| BaselineError::Corrupt {
-                        path: METRICS_TABLE.into(),
-                        message: format!("invalid sketch of metric {}: {e}", row.metric),
+                    Sketch::decode(&row.sketch).map_err(|e| {
+                        HistoryError::Corrupt(format!(
+                            "invalid sketch of metric {}: {e}",
+                            row.metric
+                        ))
                     })?
                 };
                 let id: Identity = (
@@ -227,22 +317,19 @@ pub async fn metric_totals(
                     }
                     None => {
                         if merged.len() >= MAX_METRIC_SERIES {
-                            return Err(BaselineError::TooManyMetricSeries);
+                            *too_many = true;
+                        } else {
+                            merged.insert(id, (row, end, sketch));
                         }
-                        merged.insert(id, (row, end, sketch));
                     }
                 }
             }
-        }
-        Ok::<(), BaselineError>(())
-    };
-    match std::panic::AssertUnwindSafe(read).catch_unwind().await {
-        Ok(result) => result?,
-        Err(_) => {
-            return Err(BaselineError::History(HistoryError::Corrupt(
-                "the query panicked while reading the history (a corrupt file?)".to_string(),
-            )));
-        }
+            Ok(())
+        },
+    )
+    .await?;
+    if too_many {
+        return Err(BaselineError::TooManyMetricSeries);
     }
     Ok(merged
         .into_values()
@@ -259,36 +346,48 @@ pub async fn metric_totals(
 }
 
 /// Requests and errors per slot start (summed over the matching series) with `slot_start` in
-/// `[from, to)`, ordered by time: `(slot_start_unix, requests, errors)`. At most `max_rows`.
+/// `[from, to)`, ordered by time: `(slot_start_unix, requests, errors)`. At most `max_rows`,
+/// the oldest.
 pub async fn slot_counts(
     history: &History,
     matchers: &[(String, String)],
     range: (i64, i64),
     max_rows: usize,
 ) -> Result<Vec<(i64, u64, u64)>, HistoryError> {
-    let df = selected(history, matchers, range)
-        .await?
-        .aggregate(
-            vec![col("slot_start")],
-            vec![
-                sum(col("requests")).alias("requests"),
-                sum(col("errors")).alias("errors"),
-            ],
-        )
-        .and_then(|df| df.sort(vec![col("slot_start").sort(true, false)]))
-        .and_then(|df| df.limit(0, Some(max_rows)))
-        .map_err(HistoryError::Query)?;
-    let batches = crate::query::collect(df).await?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let at = b.column(0).as_primitive::<TimestampMillisecondType>();
-        let requests = u64_col(b, 1)?;
-        let errors = u64_col(b, 2)?;
-        for r in 0..b.num_rows() {
-            out.push((at.value(r).div_euclid(1000), requests[r], errors[r]));
-        }
-    }
-    Ok(out)
+    let matchers = check(history, REQUESTS_TABLE, matchers, range)?;
+    let slots = scan(
+        history,
+        REQUESTS_TABLE,
+        range,
+        BTreeMap::<i64, (u64, u64)>::new(),
+        move |slots, b| {
+            let rows = selected_rows(b, "slot_start", &matchers, range)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+            let at = required(b, "slot_start", &ms)?;
+            let at = at.as_primitive::<TimestampMillisecondType>();
+            let requests = required(b, "requests", &DataType::UInt64)?;
+            let errors = required(b, "errors", &DataType::UInt64)?;
+            let (requests, errors) = (
+                requests.as_primitive::<UInt64Type>(),
+                errors.as_primitive::<UInt64Type>(),
+            );
+            for r in rows {
+                let e = slots.entry(at.value(r).div_euclid(1000)).or_default();
+                e.0 = e.0.saturating_add(requests.value(r));
+                e.1 = e.1.saturating_add(errors.value(r));
+            }
+            // Only the oldest `max_rows` slots are answered: forget the rest as it comes.
+            while slots.len() > max_rows {
+                slots.pop_last();
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(slots.into_iter().map(|(t, (r, e))| (t, r, e)).collect())
 }
 
 /// One row of a document table read by [`doc_rows`].
@@ -307,59 +406,67 @@ pub async fn doc_rows(
     history: &History,
     table: crate::DocTable,
     name: &str,
-    (from_unix, to_unix): (i64, i64),
+    range: (i64, i64),
     max_rows: usize,
     with_doc: bool,
     newest_first: bool,
 ) -> Result<Vec<DocEntry>, HistoryError> {
     let (name_col, status_col) = table.columns();
-    let (from_date, _) = partition_of(from_unix);
-    let (to_date, _) = partition_of(to_unix);
-    let mut cols = vec![col("at"), col(status_col)];
-    if with_doc {
-        cols.push(col("doc"));
+    let matchers = vec![(name_col.to_string(), name.to_string())];
+    if range.1 <= range.0 {
+        return Err(HistoryError::Config(format!(
+            "time range is empty: {} is not before {}",
+            rfc3339(range.0),
+            rfc3339(range.1)
+        )));
     }
-    let df = history
-        .context()
-        .table(table.name())
-        .await
-        .and_then(|df| {
-            df.filter(
-                col("date")
-                    .gt_eq(lit(from_date))
-                    .and(col("date").lt_eq(lit(to_date)))
-                    .and(col("at").gt_eq(ts(from_unix)))
-                    .and(col("at").lt(ts(to_unix)))
-                    .and(col(name_col).eq(lit(name.to_string()))),
-            )?
-            .select(cols)?
-            .sort(vec![col("at").sort(!newest_first, false)])?
-            .limit(0, Some(max_rows))
-        })
-        .map_err(HistoryError::Query)?;
-    let batches = crate::query::collect(df).await?;
-    let mut out = Vec::new();
-    for b in &batches {
-        let at = b.column(0).as_primitive::<TimestampMillisecondType>();
-        let status =
-            cast(b.column(1), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?;
-        let status = status.as_string::<i32>();
-        let doc = match with_doc {
-            true => Some(
-                cast(b.column(2), &DataType::Utf8).map_err(|e| HistoryError::Query(e.into()))?,
-            ),
-            false => None,
-        };
-        for r in 0..b.num_rows() {
-            out.push(DocEntry {
-                at_unix_ms: at.value(r),
-                status: status.value(r).to_string(),
-                doc: doc
-                    .as_ref()
-                    .map(|d| d.as_string::<i32>().value(r).to_string()),
-            });
+    let key = move |e: &DocEntry| {
+        if newest_first {
+            -e.at_unix_ms
+        } else {
+            e.at_unix_ms
         }
-    }
+    };
+    let mut out = scan(
+        history,
+        table.name(),
+        range,
+        Vec::<DocEntry>::new(),
+        move |out, b| {
+            let rows = selected_rows(b, "at", &matchers, range)?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+            let at = required(b, "at", &ms)?;
+            let at = at.as_primitive::<TimestampMillisecondType>();
+            let status = required(b, status_col, &DataType::Utf8)?;
+            let status = status.as_string::<i32>();
+            let doc = if with_doc {
+                Some(required(b, "doc", &DataType::Utf8)?)
+            } else {
+                None
+            };
+            for r in rows {
+                out.push(DocEntry {
+                    at_unix_ms: at.value(r),
+                    status: status.value(r).to_string(),
+                    doc: doc
+                        .as_ref()
+                        .map(|d| d.as_string::<i32>().value(r).to_string()),
+                });
+            }
+            // Keep memory bounded by the answer: trim to the `max_rows` first in order.
+            if out.len() > max_rows.saturating_mul(2).max(1024) {
+                out.sort_by_key(key);
+                out.truncate(max_rows);
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    out.sort_by_key(key);
+    out.truncate(max_rows);
     Ok(out)
 }
 
@@ -421,6 +528,41 @@ pub(crate) mod tests {
             ("service".into(), "checkout".into()),
             ("env".into(), "staging".into()),
         ]
+    }
+
+    /// Only the hour partitions of the range are read; a damaged file among them is an error
+    /// naming it, never a smaller answer.
+    #[tokio::test]
+    async fn ranges_read_their_partitions_and_refuse_damaged_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = history(dir.path()).await;
+        let (date, hour) = crate::schema::partition_of(T0 + 7200);
+        let far = dir.path().join(format!("requests/date={date}/hour={hour}"));
+        std::fs::create_dir_all(&far).unwrap();
+        std::fs::write(far.join("part-1-1.parquet"), b"not parquet").unwrap();
+        // Two hours later: outside the range, not read.
+        let ops = operation_totals(&h, &staging(), (T0, T0 + 60))
+            .await
+            .unwrap();
+        assert_eq!(ops.iter().map(|o| o.requests).sum::<u64>(), 210);
+        let err = operation_totals(&h, &staging(), (T0, T0 + 7300))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("part-1-1.parquet") && err.contains("unreadable"),
+            "{err}"
+        );
+        let err = slot_counts(&h, &staging(), (T0 + 3600, T0 + 7300), 10)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("part-1-1.parquet"), "{err}");
+        // The oldest `max_rows` slots.
+        let counts = slot_counts(&h, &staging(), (T0, T0 + 3700), 2)
+            .await
+            .unwrap();
+        assert_eq!(counts, vec![(T0, 110, 2), (T0 + 10, 100, 1)]);
     }
 
     #[tokio::test]
