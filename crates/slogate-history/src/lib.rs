@@ -110,7 +110,10 @@ pub use docs::{DocBatch, DocRow, DocTable, DocWriter, docs_to_batch};
 pub use limits::SqlLimits;
 pub use quarantine::QUARANTINE_DIR;
 pub use query::{History, QueryResult};
-pub use range::{DocEntry, doc_rows, metric_totals, operation_totals, slot_counts};
+pub use range::{
+    DocEntry, doc_rows, last_doc_per_name, metric_totals, newest_docs, operation_totals,
+    slot_counts,
+};
 pub use schema::{
     FIXED_DIMS, METRIC_DIMS, RESERVED_COLUMNS, Table, batch_to_metric_rows, batch_to_rows,
     metric_rows_to_batch, metrics_schema, partition_of, requests_schema, rfc3339, rows_to_batch,

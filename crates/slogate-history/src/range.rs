@@ -470,6 +470,87 @@ pub async fn doc_rows(
     Ok(out)
 }
 
+/// The documents of `table`, newest first, at most `max`: what a restart reads back into its
+/// verdict log.
+pub async fn newest_docs(
+    history: &History,
+    table: crate::DocTable,
+    max: usize,
+) -> Result<Vec<String>, HistoryError> {
+    let everything = (0, i64::MAX / 1000);
+    let mut out = scan(
+        history,
+        table.name(),
+        everything,
+        Vec::<(i64, String)>::new(),
+        move |out, b| {
+            let rows = selected_rows(b, "at", &[], everything)?;
+            let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+            let at = required(b, "at", &ms)?;
+            let at = at.as_primitive::<TimestampMillisecondType>();
+            let doc = required(b, "doc", &DataType::Utf8)?;
+            let doc = doc.as_string::<i32>();
+            out.extend(
+                rows.into_iter()
+                    .map(|r| (at.value(r), doc.value(r).to_string())),
+            );
+            if out.len() > max.saturating_mul(2).max(1024) {
+                out.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+                out.truncate(max);
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    out.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    out.truncate(max);
+    Ok(out.into_iter().map(|(_, d)| d).collect())
+}
+
+/// The newest document of each name (the table's name column: a gate, an alert's key) in
+/// `table`, the most recent `max` of them; `true` when there were more names.
+pub async fn last_doc_per_name(
+    history: &History,
+    table: crate::DocTable,
+    max: usize,
+) -> Result<(Vec<String>, bool), HistoryError> {
+    let everything = (0, i64::MAX / 1000);
+    let (name_col, _) = table.columns();
+    let last = scan(
+        history,
+        table.name(),
+        everything,
+        HashMap::<String, (i64, String)>::new(),
+        move |last, b| {
+            let rows = selected_rows(b, "at", &[], everything)?;
+            let ms = DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()));
+            let at = required(b, "at", &ms)?;
+            let at = at.as_primitive::<TimestampMillisecondType>();
+            let name = required(b, name_col, &DataType::Utf8)?;
+            let name = name.as_string::<i32>();
+            let doc = required(b, "doc", &DataType::Utf8)?;
+            let doc = doc.as_string::<i32>();
+            for r in rows {
+                let t = at.value(r);
+                match last.get_mut(name.value(r)) {
+                    Some(e) if e.0 >= t => {}
+                    Some(e) => *e = (t, doc.value(r).to_string()),
+                    None => {
+                        last.insert(name.value(r).to_string(), (t, doc.value(r).to_string()));
+                    }
+                }
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    let more = last.len() > max;
+    let mut newest: Vec<(i64, String)> = last.into_values().collect();
+    newest.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+    newest.truncate(max);
+    Ok((newest.into_iter().map(|(_, d)| d).collect(), more))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     //! Also the fixture of the baseline tests.
@@ -563,6 +644,54 @@ pub(crate) mod tests {
             .await
             .unwrap();
         assert_eq!(counts, vec![(T0, 110, 2), (T0 + 10, 100, 1)]);
+    }
+
+    /// What a restart reads back: the newest verdicts, and each alert's last transition.
+    #[tokio::test]
+    async fn newest_documents_and_the_last_one_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = crate::DocWriter::new(dir.path(), crate::DocTable::Alerts, 1000).unwrap();
+        // Two flushes: two files, the later one holding older rows of `a`.
+        for (at, rule, n) in [(3, "a", 3), (5, "b", 5), (1, "c", 1)] {
+            w.append(crate::DocRow {
+                at_unix_ms: T0 * 1000 + at,
+                name: rule.into(),
+                status: "fired".into(),
+                doc: serde_json::json!({ "n": n }),
+            })
+            .unwrap();
+        }
+        w.flush().unwrap();
+        for (at, rule, n) in [(2, "a", 2), (4, "c", 4)] {
+            w.append(crate::DocRow {
+                at_unix_ms: T0 * 1000 + at,
+                name: rule.into(),
+                status: "resolved".into(),
+                doc: serde_json::json!({ "n": n }),
+            })
+            .unwrap();
+        }
+        w.flush().unwrap();
+        let h = History::open(dir.path(), &[]).await.unwrap();
+        let n = |docs: &[String]| -> Vec<i64> {
+            docs.iter()
+                .map(|d| {
+                    serde_json::from_str::<serde_json::Value>(d).unwrap()["n"]
+                        .as_i64()
+                        .unwrap()
+                })
+                .collect()
+        };
+        let newest = newest_docs(&h, crate::DocTable::Alerts, 3).await.unwrap();
+        assert_eq!(n(&newest), [5, 4, 3]);
+        let (last, more) = last_doc_per_name(&h, crate::DocTable::Alerts, 10)
+            .await
+            .unwrap();
+        assert_eq!((n(&last), more), (vec![5, 4, 3], false));
+        let (last, more) = last_doc_per_name(&h, crate::DocTable::Alerts, 2)
+            .await
+            .unwrap();
+        assert_eq!((n(&last), more), (vec![5, 4], true));
     }
 
     #[tokio::test]

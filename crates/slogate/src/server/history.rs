@@ -129,6 +129,18 @@ pub struct Restored {
     pub alerts: Vec<crate::engine::alerts::RestoredAlert>,
 }
 
+/// `f`'s answer within `timeout`, an error naming `what` otherwise.
+async fn within<T>(
+    what: &str,
+    timeout: std::time::Duration,
+    f: impl std::future::Future<Output = Result<T, slogate_history::HistoryError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r.map_err(|e| format!("{what}: {e}")),
+        Err(_) => Err(format!("{what}: not read within {timeout:?}")),
+    }
+}
+
 /// Alerts whose last transition is read back at most (distinct dedup keys).
 const ALERTS_RESTORED: usize = 10_000;
 
@@ -209,20 +221,19 @@ impl HistoryParts {
         verdicts: usize,
         timeout: std::time::Duration,
     ) -> Result<Restored, String> {
-        let docs = |rows: Vec<Vec<serde_json::Value>>| {
-            rows.into_iter().filter_map(|row| {
-                let text = row.into_iter().next()?;
-                serde_json::from_str::<serde_json::Value>(text.as_str()?).ok()
-            })
+        let docs = |texts: Vec<String>| {
+            texts
+                .into_iter()
+                .filter_map(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
         };
-        let q = format!("SELECT doc FROM verdicts ORDER BY at DESC LIMIT {verdicts}");
-        let found = self
-            .query
-            .sql(&q, verdicts, timeout)
-            .await
-            .map_err(|e| format!("verdicts: {e}"))?;
-        let total = found.rows.len();
-        let verdicts: Vec<VerdictDoc> = docs(found.rows)
+        let found = within(
+            "verdicts",
+            timeout,
+            slogate_history::newest_docs(&self.query, DocTable::Verdicts, verdicts),
+        )
+        .await?;
+        let total = found.len();
+        let verdicts: Vec<VerdictDoc> = docs(found)
             .filter_map(|d| serde_json::from_value(d).ok())
             .collect();
         if verdicts.len() < total {
@@ -232,19 +243,19 @@ impl HistoryParts {
             );
         }
         // The last transition per alert; `rule` holds the alert's dedup key.
-        let q = "SELECT doc FROM (SELECT doc, row_number() OVER (PARTITION BY rule ORDER BY at DESC) AS n FROM alerts) WHERE n = 1";
-        let found = self
-            .query
-            .sql(q, ALERTS_RESTORED, timeout)
-            .await
-            .map_err(|e| format!("alerts: {e}"))?;
-        if found.truncated {
+        let (found, truncated) = within(
+            "alerts",
+            timeout,
+            slogate_history::last_doc_per_name(&self.query, DocTable::Alerts, ALERTS_RESTORED),
+        )
+        .await?;
+        if truncated {
             tracing::warn!(
                 restored = ALERTS_RESTORED,
                 "more alerts in the history than are restored; the others start inactive"
             );
         }
-        let alerts = docs(found.rows)
+        let alerts = docs(found)
             .filter_map(|d| {
                 let text = |key: &str| d.get(key).and_then(|v| v.as_str()).map(str::to_string);
                 Some(crate::engine::alerts::RestoredAlert {
