@@ -32,11 +32,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::{
-    SortColumn, concat_batches, lexsort_to_indices, take_record_batch,
-};
-use datafusion::arrow::datatypes::SchemaRef;
+use crate::arrow::array::RecordBatch;
+use crate::arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use crate::arrow::datatypes::SchemaRef;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
@@ -601,9 +599,8 @@ fn sort_for_pruning(
             options: None,
         })
         .collect();
-    let corrupt = |e: datafusion::arrow::error::ArrowError| {
-        HistoryError::Corrupt(format!("sorting {table}: {e}"))
-    };
+    let corrupt =
+        |e: crate::arrow::error::ArrowError| HistoryError::Corrupt(format!("sorting {table}: {e}"));
     let indices = lexsort_to_indices(&columns, None).map_err(corrupt)?;
     take_record_batch(batch, &indices).map_err(corrupt)
 }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use crate::arrow::array::{ArrayRef, RecordBatch, StringBuilder, TimestampMillisecondBuilder};
+use crate::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::file::properties::WriterProperties;
 
 use crate::HistoryError;

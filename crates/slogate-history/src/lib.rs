@@ -86,6 +86,28 @@
 //! threads (`slogate-sql`, half the cores) it cannot take from the caller; after the timeout
 //! it is aborted, and every operator yields between batches, so its work stops within a batch.
 
+/// The arrow types the history uses, from the arrow crates themselves rather than DataFusion's
+/// re-export: only SQL (`query`'s engine, `limits`, `udf`) needs DataFusion.
+pub(crate) mod arrow {
+    pub mod array {
+        pub use arrow_array::builder::*;
+        pub use arrow_array::cast::AsArray;
+        pub use arrow_array::*;
+    }
+    pub mod datatypes {
+        pub use arrow_array::types::*;
+        pub use arrow_schema::*;
+    }
+    pub mod compute {
+        pub use arrow_cast::cast;
+        pub use arrow_ord::sort::{SortColumn, lexsort_to_indices};
+        pub use arrow_select::concat::concat_batches;
+        pub use arrow_select::take::take_record_batch;
+    }
+    pub mod error {
+        pub use arrow_schema::ArrowError;
+    }
+}
 pub mod baseline;
 mod compact;
 mod docs;

@@ -17,8 +17,8 @@
 //! [`Store::quarantine`]: crate::Store::quarantine
 //! [`Store::quarantined_files`]: crate::Store::quarantined_files
 
+use crate::arrow::array::RecordBatch;
 use bytes::Bytes;
-use datafusion::arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Directory under the root that unreadable files are moved into, keeping their keys.

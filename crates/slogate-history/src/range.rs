@@ -7,9 +7,9 @@
 //! reload checks it (an unreadable file is an error naming it, never a silently smaller
 //! answer), rows filtered and folded as they are decoded, so memory is bounded by the answer.
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
+use crate::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use crate::arrow::compute::cast;
+use crate::arrow::datatypes::{
     DataType, Float64Type, TimeUnit, TimestampMillisecondType, UInt64Type,
 };
 use slogate_sketch::Sketch;

@@ -13,13 +13,13 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
+use crate::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, Float64Builder, MapBuilder, MapFieldNames,
     RecordBatch, StringBuilder, TimestampMillisecondBuilder, TimestampNanosecondBuilder,
     UInt32Builder, UInt64Builder,
 };
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{
+use crate::arrow::compute::cast;
+use crate::arrow::datatypes::{
     DataType, Field, Fields, Float64Type, Schema, SchemaRef, TimeUnit, TimestampMillisecondType,
     TimestampNanosecondType, UInt32Type, UInt64Type,
 };
