@@ -273,8 +273,11 @@ pub async fn metric_totals(
                     crate::schema::batch_to_metric_rows(&b, &extra).map_err(|e| e.to_string())
                 })
                 .map_err(HistoryError::Corrupt)?;
-            for r in rows {
-                let row = all[r].clone();
+            let mut rows = rows.into_iter().peekable();
+            for (i, row) in all.into_iter().enumerate() {
+                if rows.next_if_eq(&i).is_none() {
+                    continue;
+                }
                 let end = row.slot_start_unix + i64::from(row.slot_seconds);
                 let sketch = if row.sketch.is_empty() {
                     Sketch::new()

@@ -306,26 +306,12 @@ impl MetricStore {
         };
         let shape = first.shape;
         let kind = Some(shape.kind());
-        if let Some(other) = streams.iter().find(|s| s.shape.kind() != shape.kind()) {
-            return Measure::gap(
-                kind,
-                first.unit.clone(),
-                format!(
-                    "metric {what} has streams of two kinds ({} and {}); add an attribute matcher that separates them",
-                    shape.kind(),
-                    other.shape.kind()
-                ),
-            );
-        }
-        if let Some(other) = streams.iter().find(|s| s.unit != first.unit) {
-            return Measure::gap(
-                kind,
-                first.unit.clone(),
-                format!(
-                    "metric {what} has streams in two units (`{}` and `{}`); add an attribute matcher that separates them",
-                    first.unit, other.unit
-                ),
-            );
+        if let Some(gap) = mixed(
+            &what,
+            kind,
+            streams.iter().map(|s| (s.shape.kind(), s.unit.as_str())),
+        ) {
+            return gap;
         }
         let scale = first.scale;
         let unit = answer_unit(agg, shape, &first.unit, scale);
@@ -439,7 +425,7 @@ impl MetricStore {
             };
             if let Some(r) = before {
                 for slot in r.in_window(ws) {
-                    t.add_slot(&SlotTotals::of_restored(slot), ws);
+                    t.add_slot(&slot.totals, ws);
                 }
                 bridge_restart(&mut t, &g.data, s.shape, r, ws, restored.until_ns);
             }
@@ -457,14 +443,14 @@ impl MetricStore {
                     Err(Thin::BeforeRestart(
                         (restored.until_ns.saturating_sub(ws)).div_ceil(NS),
                     )),
-                    r.in_window(ws).iter().map(|x| x.points).sum(),
+                    r.in_window(ws).iter().map(|x| x.totals.points).sum(),
                     (ws, restored.until_ns),
                 );
                 continue;
             }
             let mut t = Totals::empty();
             for slot in r.in_window(ws) {
-                t.add_slot(&SlotTotals::of_restored(slot), ws);
+                t.add_slot(&slot.totals, ws);
             }
             add(t.value(shape, agg, scale), t.points, t.span(shape, agg));
         }
@@ -525,10 +511,11 @@ impl MetricStore {
             } else {
                 sketch.merge_encoded_trusted(&slot.sketch)
             };
-            neg += (slot.increase.round() as u64).saturating_sub(n);
-            m.points += slot.points;
-            from = from.min(slot.start_ns.max(ws));
-            to = to.max(slot.last_t);
+            let t = &slot.totals;
+            neg += (t.increase.round() as u64).saturating_sub(n);
+            m.points += t.points;
+            from = from.min(t.start.max(ws));
+            to = to.max(t.last_t);
         }
         m.series += alone;
         if to > from {
@@ -650,25 +637,12 @@ pub fn query_stored(
         );
     };
     let kind = Some(shape.kind());
-    if let Some(other) = matched.iter().find(|r| r.kind != first.kind) {
-        return Measure::gap(
-            kind,
-            first.unit.clone(),
-            format!(
-                "metric {what} has streams of two kinds ({} and {}); add an attribute matcher that separates them",
-                first.kind, other.kind
-            ),
-        );
-    }
-    if let Some(other) = matched.iter().find(|r| r.unit != first.unit) {
-        return Measure::gap(
-            kind,
-            first.unit.clone(),
-            format!(
-                "metric {what} has streams in two units (`{}` and `{}`); add an attribute matcher that separates them",
-                first.unit, other.unit
-            ),
-        );
+    if let Some(gap) = mixed(
+        &what,
+        kind,
+        matched.iter().map(|r| (r.kind.as_str(), r.unit.as_str())),
+    ) {
+        return gap;
     }
     let scale = crate::config::Scale::of(&first.unit);
     let unit = answer_unit(agg, shape, &first.unit, scale);
@@ -738,6 +712,33 @@ pub fn query_stored(
         m.gap = Some(thin_gap(thin, agg, &what, over));
     }
     m
+}
+
+/// The gap for matched streams (`(kind, unit)` each, the first deciding) of two kinds or two
+/// units, which do not add up; `None` when they are all alike.
+fn mixed<'a>(
+    what: &str,
+    kind: Option<&'static str>,
+    parts: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+) -> Option<Measure> {
+    let (kind0, unit0) = parts.clone().next()?;
+    if let Some((other, _)) = parts.clone().find(|(k, _)| *k != kind0) {
+        return Some(Measure::gap(
+            kind,
+            unit0.to_string(),
+            format!(
+                "metric {what} has streams of two kinds ({kind0} and {other}); add an attribute matcher that separates them"
+            ),
+        ));
+    }
+    let (_, other) = parts.clone().find(|(_, u)| *u != unit0)?;
+    Some(Measure::gap(
+        kind,
+        unit0.to_string(),
+        format!(
+            "metric {what} has streams in two units (`{unit0}` and `{other}`); add an attribute matcher that separates them"
+        ),
+    ))
 }
 
 /// The shape class of a history row's `kind` (temporality and monotonicity are not kept:
@@ -1030,7 +1031,8 @@ impl Totals {
     }
 }
 
-/// One slot's (or one stored range's) totals, as the history keeps them.
+/// One slot's (or one stored range's) totals, as the history keeps them (times in ns).
+#[derive(Debug, Clone)]
 pub(crate) struct SlotTotals {
     pub start: u64,
     pub end: u64,
@@ -1045,7 +1047,7 @@ pub(crate) struct SlotTotals {
 }
 
 impl SlotTotals {
-    fn of_record(r: &MetricSlotRecord) -> SlotTotals {
+    pub fn of_record(r: &MetricSlotRecord) -> SlotTotals {
         let start = u64::try_from(r.slot_start_unix)
             .unwrap_or(0)
             .saturating_mul(NS);
@@ -1057,21 +1059,6 @@ impl SlotTotals {
             max: r.max,
             last: r.last,
             last_t: r.last_time_unix_nano,
-            value_sum: r.value_sum,
-            increase: r.increase,
-            hist_sum: r.hist_sum,
-        }
-    }
-
-    fn of_restored(r: &RestoredSlot) -> SlotTotals {
-        SlotTotals {
-            start: r.start_ns,
-            end: r.last_t.max(r.start_ns),
-            points: r.points,
-            min: r.min,
-            max: r.max,
-            last: r.last,
-            last_t: r.last_t,
             value_sum: r.value_sum,
             increase: r.increase,
             hist_sum: r.hist_sum,
@@ -1123,7 +1110,12 @@ fn bridge_restart(
     else {
         return;
     };
-    let Some(before) = restored.slots.last().filter(|s| s.start_ns >= ws) else {
+    let Some(before) = restored
+        .slots
+        .last()
+        .map(|s| &s.totals)
+        .filter(|s| s.start >= ws)
+    else {
         return;
     };
     let i = d.samples.partition_point(|s| s.t < until);

@@ -9,24 +9,18 @@
 //! restored slot they have no value (the sentence says when they will again), never a value
 //! from the points since the restart alone.
 
+use crate::query::SlotTotals;
 use crate::store::{MetricStore, NS};
 use crate::stream::StreamKey;
 use slogate_core::{MAX_EXTRA_DIMS, MetricPoint, MetricSlotRecord, PointValue};
 use std::collections::HashMap;
 
-/// One restored slot of one stream (a history row without its stream's identity).
-#[derive(Debug, Clone)]
+/// One restored slot of one stream (a history row without its stream's identity): its totals,
+/// ending at its last point's time as a live stream's do, and its encoded sketch (histograms;
+/// empty otherwise).
+#[derive(Debug)]
 pub(crate) struct RestoredSlot {
-    pub start_ns: u64,
-    pub points: u64,
-    pub min: f64,
-    pub max: f64,
-    pub last: f64,
-    pub last_t: u64,
-    pub value_sum: f64,
-    pub increase: f64,
-    pub hist_sum: f64,
-    /// Encoded sketch (histograms), empty otherwise.
+    pub totals: SlotTotals,
     pub sketch: Box<[u8]>,
 }
 
@@ -42,7 +36,7 @@ pub(crate) struct RestoredStream {
 impl RestoredStream {
     /// The slots that start at or after `ws`.
     pub fn in_window(&self, ws: u64) -> &[RestoredSlot] {
-        let lo = self.slots.partition_point(|s| s.start_ns < ws);
+        let lo = self.slots.partition_point(|s| s.totals.start < ws);
         &self.slots[lo..]
     }
 }
@@ -164,22 +158,18 @@ impl MetricStore {
                 report.skipped += 1;
                 continue;
             }
+            let totals = SlotTotals::of_record(&row);
             stream.slots.push(RestoredSlot {
-                start_ns,
-                points: row.points,
-                min: row.min,
-                max: row.max,
-                last: row.last,
-                last_t: row.last_time_unix_nano,
-                value_sum: row.value_sum,
-                increase: row.increase,
-                hist_sum: row.hist_sum,
+                totals: SlotTotals {
+                    end: totals.last_t.max(totals.start),
+                    ..totals
+                },
                 sketch: row.sketch.into_boxed_slice(),
             });
             report.slots += 1;
         }
         for s in restored.streams.values_mut() {
-            s.slots.sort_by_key(|x| x.start_ns);
+            s.slots.sort_by_key(|x| x.totals.start);
         }
         report.streams = restored.streams.len();
         *self.restored.write() = restored;

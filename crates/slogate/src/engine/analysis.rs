@@ -205,7 +205,7 @@ mod tests {
     use crate::engine::gates::{GateError, Gates};
     use rand::SeedableRng;
     use rand_distr::{Distribution, LogNormal};
-    use slogate_core::{Observation, ObservationWriter, Operation, Recorder};
+    use slogate_core::{ObservationWriter, Recorder};
     use slogate_gate::Verdict;
     use slogate_window::{ManualClock, Registry};
     use std::sync::Arc;
@@ -258,16 +258,13 @@ gates:
                 let mut w = self.registry.writer();
                 for (version, n, scale) in cohorts {
                     for _ in 0..*n {
-                        w.record(&Observation {
-                            service: b"checkout",
-                            env: b"prod",
-                            version: version.as_bytes(),
-                            operation: Operation::single(b"GET /cart"),
-                            extras: [b""; 4],
-                            error: rand::Rng::random_bool(&mut self.rng, 0.005),
-                            duration_ns: (dist.sample(&mut self.rng) * scale) as u64,
-                            adjusted_count: 1,
-                        });
+                        let error = rand::Rng::random_bool(&mut self.rng, 0.005);
+                        let duration_ns = (dist.sample(&mut self.rng) * scale) as u64;
+                        w.record(&crate::engine::checkout_request(
+                            version,
+                            error,
+                            duration_ns,
+                        ));
                     }
                 }
             }

@@ -918,7 +918,7 @@ pub fn verdict_label(v: Verdict) -> &'static str {
 pub(crate) mod tests {
     use super::*;
     use crate::config::Config;
-    use slogate_core::{Observation, ObservationWriter, Operation, Recorder};
+    use slogate_core::{ObservationWriter, Recorder};
     use slogate_window::ManualClock;
 
     const CONFIG: &str = "
@@ -956,16 +956,11 @@ gates:
         let mut w = registry.writer();
         for (version, n, scale, err) in cohorts {
             for i in 0..*n {
-                w.record(&Observation {
-                    service: b"checkout",
-                    env: b"prod",
-                    version: version.as_bytes(),
-                    operation: Operation::single(b"GET /cart"),
-                    extras: [b""; 4],
-                    error: *err > 0 && i % err == 0,
-                    duration_ns: ((10.0 + (i % 100) as f64) * scale * 1e6) as u64,
-                    adjusted_count: 1,
-                });
+                w.record(&crate::engine::checkout_request(
+                    version,
+                    *err > 0 && i % err == 0,
+                    ((10.0 + (i % 100) as f64) * scale * 1e6) as u64,
+                ));
             }
         }
     }

@@ -46,3 +46,22 @@ impl LatencyMs {
 pub fn ms(ns: Option<u64>) -> Option<f64> {
     ns.map(|ns| (ns as f64 / 1e3).round() / 1e3)
 }
+
+/// One `GET /cart` request of `checkout` in prod, for the engine's tests.
+#[cfg(test)]
+pub(crate) fn checkout_request(
+    version: &str,
+    error: bool,
+    duration_ns: u64,
+) -> slogate_core::Observation<'_> {
+    slogate_core::Observation {
+        service: b"checkout",
+        env: b"prod",
+        version: version.as_bytes(),
+        operation: slogate_core::Operation::single(b"GET /cart"),
+        extras: [b""; 4],
+        error,
+        duration_ns,
+        adjusted_count: 1,
+    }
+}
